@@ -1,0 +1,72 @@
+import { randomBytes } from 'node:crypto';
+import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { StowageError } from '../errors.js';
+
+/**
+ * A file written aside and renamed into place only when complete: readers never see a partial file
+ * at `path`, and a failure leaves nothing behind.
+ */
+export class AtomicFile {
+  private constructor(
+    readonly path: string,
+    readonly tmpPath: string,
+    readonly handle: FileHandle,
+  ) {}
+
+  static async create(path: string): Promise<AtomicFile> {
+    const tmpPath = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.partial`);
+    let handle: FileHandle;
+    try {
+      handle = await open(tmpPath, 'wx+', 0o644);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      const why =
+        err.code === 'ENOENT'
+          ? 'its directory does not exist'
+          : err.code === 'EACCES'
+            ? 'permission denied'
+            : err.message;
+      throw new StowageError('IO', `cannot write ${path}: ${why}`, { cause: e });
+    }
+    return new AtomicFile(path, tmpPath, handle);
+  }
+
+  /** fsync, rename into place, fsync the directory. */
+  async commit(): Promise<void> {
+    await this.handle.sync();
+    await this.handle.close();
+    await rename(this.tmpPath, this.path);
+    await syncDir(dirname(this.path));
+  }
+
+  /** Removes the partial file; never throws. */
+  async abort(): Promise<void> {
+    await this.handle.close().catch(() => {});
+    await unlink(this.tmpPath).catch(() => {});
+  }
+}
+
+export async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r').catch(() => undefined);
+  if (!fh) return;
+  await fh.sync().catch(() => {});
+  await fh.close();
+}
+
+/** Writes a small file atomically (write aside, fsync, rename). */
+export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
+  const f = await AtomicFile.create(path);
+  try {
+    await f.handle.writeFile(data);
+    await f.commit();
+  } catch (e) {
+    await f.abort();
+    throw e;
+  }
+}
+
+/** The line `sha256sum -c` checks: "<hex>  <file name>". */
+export function sha256Line(hex: string, path: string): string {
+  return `${hex}  ${basename(path)}\n`;
+}

@@ -1,0 +1,253 @@
+import { createHash } from 'node:crypto';
+import { unlink } from 'node:fs/promises';
+import { StowageError } from '../errors.js';
+import { DigestVerifier, digestAlgorithm, digestHex } from '../image/digest.js';
+import { MediaType } from '../image/mediatypes.js';
+import type { Descriptor } from '../image/schemas.js';
+import type { ProgressListener } from '../transfer/progress.js';
+import { AtomicFile, sha256Line, writeFileAtomic } from './atomic.js';
+import { archiveMtime, END_OF_ARCHIVE, entryHeader, paddedSize, type TarEntry } from './tar.js';
+
+/** Annotation keys that name an image in an OCI layout's index.json. */
+export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
+export const CONTAINERD_NAME_ANNOTATION = 'io.containerd.image.name';
+
+export interface ArchiveImage {
+  /** The manifest or index the archive names. */
+  descriptor: Descriptor;
+  /** Annotations for its index.json entry (written in sorted key order). */
+  annotations: Record<string, string>;
+}
+
+export interface ArchiveContent {
+  images: ArchiveImage[];
+  /** Manifests and indexes held in memory, by digest. */
+  documents: Map<string, Buffer>;
+  /** Blobs to stream (configs and layers), by digest. */
+  blobs: Descriptor[];
+}
+
+export type BlobFetcher = (descriptor: Descriptor, signal: AbortSignal) => Promise<AsyncIterable<Uint8Array>>;
+
+export interface WriteOptions {
+  fetch: BlobFetcher;
+  /** Blobs downloaded at once. */
+  concurrency: number;
+  signal?: AbortSignal | undefined;
+  onProgress?: ProgressListener | undefined;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface WrittenArchive {
+  path: string;
+  /** sha256 (hex) of the whole archive file, also written to PATH.sha256. */
+  sha256: string;
+  size: number;
+}
+
+/** The OCI image layout's index.json for these images, with a fixed key order. */
+export function buildIndexJson(images: ArchiveImage[]): Buffer {
+  const manifests = images.map(({ descriptor: d, annotations }) => {
+    const entry: Record<string, unknown> = { mediaType: d.mediaType, digest: d.digest, size: d.size };
+    const keys = Object.keys(annotations).sort();
+    if (keys.length > 0) entry.annotations = Object.fromEntries(keys.map((k) => [k, annotations[k]]));
+    return entry;
+  });
+  return Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests }));
+}
+
+export const OCI_LAYOUT_FILE = Buffer.from('{"imageLayoutVersion":"1.0.0"}');
+
+interface Segment {
+  start: number;
+  length: number;
+  ready: Promise<void>;
+}
+
+function compareDigest(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * The archive's layout, computed before any blob arrives. Entry order:
+ *   oci-layout, index.json, blobs/, blobs/<alg>/ (each algorithm in order), then every blob
+ *   (manifests, configs, layers alike) in digest order.
+ */
+export function layoutOciArchive(content: ArchiveContent): {
+  entries: { entry: TarEntry; offset: number; data?: Buffer; blob?: Descriptor }[];
+  size: number;
+} {
+  const indexJson = buildIndexJson(content.images);
+  const all = new Map<string, { descriptor: Descriptor; data?: Buffer }>();
+  for (const [digest, data] of content.documents) {
+    all.set(digest, { descriptor: { mediaType: '', digest, size: data.length }, data });
+  }
+  for (const b of content.blobs) if (!all.has(b.digest)) all.set(b.digest, { descriptor: b });
+  const sorted = [...all.values()].sort((a, b) => compareDigest(a.descriptor.digest, b.descriptor.digest));
+  const algorithms = [...new Set(sorted.map((b) => digestAlgorithm(b.descriptor.digest)))].sort();
+
+  const entries: { entry: TarEntry; offset: number; data?: Buffer; blob?: Descriptor }[] = [];
+  let offset = 0;
+  const mtime = 0;
+  const push = (entry: TarEntry, data?: Buffer, blob?: Descriptor) => {
+    const headerLen = entryHeader(entry, mtime).length;
+    entries.push({ entry, offset: offset + headerLen, ...(data ? { data } : {}), ...(blob ? { blob } : {}) });
+    offset += headerLen + paddedSize(entry.type === 'file' ? entry.size : 0);
+  };
+  push({ name: 'oci-layout', type: 'file', size: OCI_LAYOUT_FILE.length }, OCI_LAYOUT_FILE);
+  push({ name: 'index.json', type: 'file', size: indexJson.length }, indexJson);
+  push({ name: 'blobs', type: 'directory', size: 0 });
+  for (const alg of algorithms) push({ name: `blobs/${alg}`, type: 'directory', size: 0 });
+  for (const b of sorted) {
+    const d = b.descriptor;
+    const name = `blobs/${digestAlgorithm(d.digest)}/${digestHex(d.digest)}`;
+    push({ name, type: 'file', size: d.size }, b.data, b.data ? undefined : d);
+  }
+  return { entries, size: offset + END_OF_ARCHIVE.length };
+}
+
+const WRITE_BATCH = 1 << 20;
+
+/**
+ * Writes an oci-archive: the layout is computed first, then blobs are downloaded in parallel, each
+ * digest-verified as it streams and written straight to its final offset. The archive's own sha256
+ * is computed alongside, in file order, as regions complete. The file appears at `path` only when
+ * complete, with `path.sha256` beside it; on failure nothing is left behind.
+ */
+export async function writeOciArchive(
+  path: string,
+  content: ArchiveContent,
+  opts: WriteOptions,
+): Promise<WrittenArchive> {
+  const mtime = archiveMtime(opts.env);
+  const { entries, size } = layoutOciArchive(content);
+  const file = await AtomicFile.create(path);
+  const fh = file.handle;
+  const controller = new AbortController();
+  let checksumWritten = false;
+  const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
+  try {
+    await fh.truncate(size);
+    const segments: Segment[] = [];
+    const pending: { blob: Descriptor; offset: number; resolve: () => void; reject: (e: unknown) => void }[] =
+      [];
+    // Headers and in-memory documents first: one buffer per entry.
+    const done = Promise.resolve();
+    for (const { entry, offset, data, blob } of entries) {
+      const h = entryHeader(entry, mtime);
+      const headerStart = offset - h.length;
+      if (blob) {
+        await fh.write(h, 0, h.length, headerStart);
+        segments.push({ start: headerStart, length: h.length, ready: done });
+        let resolve!: () => void;
+        let reject!: (e: unknown) => void;
+        const ready = new Promise<void>((res, rej) => {
+          resolve = res;
+          reject = rej;
+        });
+        ready.catch(() => {});
+        pending.push({ blob, offset, resolve, reject });
+        segments.push({ start: offset, length: paddedSize(blob.size), ready });
+      } else {
+        const body = Buffer.alloc(h.length + paddedSize(data?.length ?? 0));
+        h.copy(body);
+        data?.copy(body, h.length);
+        await fh.write(body, 0, body.length, headerStart);
+        segments.push({ start: headerStart, length: body.length, ready: done });
+      }
+    }
+    const endOffset = size - END_OF_ARCHIVE.length;
+    await fh.write(END_OF_ARCHIVE, 0, END_OF_ARCHIVE.length, endOffset);
+    segments.push({ start: endOffset, length: END_OF_ARCHIVE.length, ready: done });
+
+    const totalBytes = pending.reduce((n, p) => n + p.blob.size, 0);
+    opts.onProgress?.({ type: 'plan', blobs: pending.length, totalBytes });
+
+    const downloadOne = async (p: (typeof pending)[number]) => {
+      const { blob } = p;
+      opts.onProgress?.({ type: 'blob-start', digest: blob.digest, size: blob.size });
+      const verifier = new DigestVerifier(blob.digest, blob.size, `blob ${blob.digest}`);
+      const body = await opts.fetch(blob, signal);
+      let position = p.offset;
+      let batch: Buffer[] = [];
+      let batchBytes = 0;
+      const flush = async () => {
+        if (batchBytes === 0) return;
+        await fh.writev(batch, position);
+        position += batchBytes;
+        batch = [];
+        batchBytes = 0;
+      };
+      for await (const chunk of body) {
+        verifier.update(chunk);
+        batch.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        batchBytes += chunk.byteLength;
+        if (batchBytes >= WRITE_BATCH) {
+          await flush();
+          opts.onProgress?.({
+            type: 'blob-progress',
+            digest: blob.digest,
+            bytes: verifier.bytes,
+            size: blob.size,
+          });
+        }
+      }
+      await flush();
+      verifier.finish();
+      opts.onProgress?.({ type: 'blob-done', digest: blob.digest, size: blob.size });
+      p.resolve();
+    };
+
+    const queue = [...pending];
+    const worker = async () => {
+      for (let p = queue.shift(); p; p = queue.shift()) {
+        try {
+          await downloadOne(p);
+        } catch (e) {
+          p.reject(e);
+          controller.abort();
+          for (const rest of queue.splice(0)) rest.reject(e);
+          throw e;
+        }
+      }
+    };
+    const hasher = async () => {
+      const hash = createHash('sha256');
+      const buf = Buffer.allocUnsafe(WRITE_BATCH);
+      for (const seg of segments) {
+        await seg.ready;
+        for (let pos = seg.start; pos < seg.start + seg.length; ) {
+          const n = Math.min(buf.length, seg.start + seg.length - pos);
+          const { bytesRead } = await fh.read(buf, 0, n, pos);
+          if (bytesRead === 0) throw new StowageError('IO', `short read from ${file.tmpPath}`);
+          hash.update(buf.subarray(0, bytesRead));
+          pos += bytesRead;
+        }
+      }
+      return hash.digest('hex');
+    };
+    const workers = Array.from({ length: Math.max(1, Math.min(opts.concurrency, pending.length)) }, worker);
+    const [settled, hashResult] = await Promise.all([
+      Promise.allSettled(workers),
+      hasher().then(
+        (h) => ({ ok: true as const, h }),
+        (e: unknown) => ({ ok: false as const, e }),
+      ),
+    ]);
+    const failed = settled.find((s) => s.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    if (!hashResult.ok) throw hashResult.e;
+    opts.onProgress?.({ type: 'finalizing', path });
+    await writeFileAtomic(`${path}.sha256`, sha256Line(hashResult.h, path));
+    checksumWritten = true;
+    await file.commit();
+    return { path, sha256: hashResult.h, size };
+  } catch (e) {
+    controller.abort();
+    await file.abort();
+    if (checksumWritten) await unlink(`${path}.sha256`).catch(() => {});
+    if (signal.aborted && opts.signal?.aborted)
+      throw new StowageError('ABORTED', `writing ${path} was aborted`);
+    throw e;
+  }
+}

@@ -1,0 +1,172 @@
+import type { Dispatcher } from 'undici';
+import { StowageError } from '../errors.js';
+import type { Credentials } from './authfile.js';
+import { type Challenge, parseChallenges } from './challenge.js';
+
+interface CachedToken {
+  token: string;
+  expiresAt: number;
+}
+
+const tokenResponseSchemaKeys = ['token', 'access_token'] as const;
+
+/**
+ * Authorization for one registry: Basic, or Bearer tokens from the realm the registry names,
+ * requested anonymously or with credentials, cached per scope until they expire.
+ */
+export class Authenticator {
+  private challenge: Challenge | undefined;
+  private readonly tokens = new Map<string, CachedToken>();
+  private readonly pending = new Map<string, Promise<CachedToken>>();
+
+  constructor(
+    private readonly host: string,
+    private readonly dispatcher: Dispatcher,
+    private readonly credentials: Credentials | undefined,
+    private readonly insecure: boolean,
+    private readonly userAgent: string,
+  ) {}
+
+  get hasCredentials(): boolean {
+    return this.credentials !== undefined;
+  }
+
+  /** Records the challenge from a 401. Returns false when it is not one we can answer. */
+  setChallenge(header: string | string[] | undefined): boolean {
+    const challenges = parseChallenges(header);
+    const bearer = challenges.find((c) => c.scheme === 'bearer' && c.params.realm);
+    const basic = challenges.find((c) => c.scheme === 'basic');
+    this.challenge = bearer ?? basic;
+    return this.challenge !== undefined;
+  }
+
+  /** Forgets a token that the registry refused. */
+  invalidate(scope: string): void {
+    this.tokens.delete(scope);
+  }
+
+  /** The Authorization header for a request needing `scope`, or undefined before any challenge. */
+  async authorization(scope: string, signal?: AbortSignal): Promise<string | undefined> {
+    const c = this.challenge;
+    if (!c) return undefined;
+    if (c.scheme === 'basic') {
+      if (this.credentials?.kind !== 'basic') return undefined;
+      const { username, password } = this.credentials;
+      return `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
+    }
+    const cached = this.tokens.get(scope);
+    if (cached && cached.expiresAt > Date.now()) return `Bearer ${cached.token}`;
+    let p = this.pending.get(scope);
+    if (!p) {
+      p = this.fetchToken(c, scope, signal).finally(() => this.pending.delete(scope));
+      this.pending.set(scope, p);
+    }
+    const t = await p;
+    this.tokens.set(scope, t);
+    return `Bearer ${t.token}`;
+  }
+
+  private async fetchToken(c: Challenge, scope: string, signal?: AbortSignal): Promise<CachedToken> {
+    let realm: URL;
+    try {
+      realm = new URL(c.params.realm!);
+    } catch {
+      throw new StowageError(
+        'REGISTRY',
+        `registry ${this.host} named an invalid token realm; it is misconfigured`,
+      );
+    }
+    if (realm.protocol !== 'https:' && realm.protocol !== 'http:') {
+      throw new StowageError('REGISTRY', `registry ${this.host} named a token realm that is not http(s)`);
+    }
+    const creds = this.credentials;
+    if (creds && realm.protocol === 'http:' && !this.insecure) {
+      throw new StowageError(
+        'UNAUTHORIZED',
+        `registry ${this.host} asks for credentials to be sent to a token service over plain HTTP (${realm.origin}); refusing. Mark the registry insecure in registries.conf if this is intended`,
+      );
+    }
+    const service = c.params.service;
+    const headers: Record<string, string> = { 'user-agent': this.userAgent };
+    let res: Dispatcher.ResponseData;
+    if (creds?.kind === 'identityToken') {
+      const form = new URLSearchParams({
+        grant_type: 'refresh_token',
+        refresh_token: creds.token,
+        client_id: 'stowage',
+      });
+      if (service) form.set('service', service);
+      if (scope) form.set('scope', scope);
+      headers['content-type'] = 'application/x-www-form-urlencoded';
+      res = await this.send(realm, { method: 'POST', headers, body: form.toString(), signal });
+    } else {
+      const url = new URL(realm);
+      if (service) url.searchParams.set('service', service);
+      if (scope) url.searchParams.set('scope', scope);
+      if (creds) {
+        url.searchParams.set('account', creds.username);
+        headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
+      }
+      res = await this.send(url, { method: 'GET', headers, signal });
+    }
+    const text = await res.body.text();
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      throw new StowageError(
+        'UNAUTHORIZED',
+        creds
+          ? `the token service of ${this.host} rejected the credentials (HTTP ${res.statusCode}); check the username and password, or log in again`
+          : `the token service of ${this.host} requires credentials (HTTP ${res.statusCode}); pass --creds or log in`,
+      );
+    }
+    if (res.statusCode !== 200) {
+      throw new StowageError('REGISTRY', `the token service of ${this.host} answered HTTP ${res.statusCode}`);
+    }
+    let body: Record<string, unknown>;
+    try {
+      body = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      throw new StowageError(
+        'REGISTRY',
+        `the token service of ${this.host} answered with something that is not JSON`,
+      );
+    }
+    const token = tokenResponseSchemaKeys
+      .map((k) => body[k])
+      .find((v) => typeof v === 'string' && v.length > 0);
+    if (typeof token !== 'string') {
+      throw new StowageError('REGISTRY', `the token service of ${this.host} answered without a token`);
+    }
+    const expiresIn = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 60;
+    const issuedAt = typeof body.issued_at === 'string' ? Date.parse(body.issued_at) : Number.NaN;
+    const start = Number.isFinite(issuedAt) && issuedAt <= Date.now() ? issuedAt : Date.now();
+    // Renew ten seconds early so a token never expires in flight.
+    return { token, expiresAt: start + Math.max(expiresIn - 10, 1) * 1000 };
+  }
+
+  private async send(
+    url: URL,
+    opts: {
+      method: 'GET' | 'POST';
+      headers: Record<string, string>;
+      body?: string;
+      signal?: AbortSignal | undefined;
+    },
+  ): Promise<Dispatcher.ResponseData> {
+    try {
+      return await this.dispatcher.request({
+        origin: url.origin,
+        path: url.pathname + url.search,
+        method: opts.method,
+        headers: opts.headers,
+        body: opts.body ?? null,
+        signal: opts.signal ?? null,
+      });
+    } catch (e) {
+      if ((e as Error).name === 'AbortError') throw e;
+      throw new StowageError(
+        'NETWORK',
+        `cannot reach the token service of ${this.host} at ${url.origin}: ${(e as Error).message}`,
+      );
+    }
+  }
+}

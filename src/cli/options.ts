@@ -1,0 +1,60 @@
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { parseCredsOption } from '../auth/authfile.js';
+import { Context } from '../transfer/context.js';
+
+export interface RegistryCliOptions {
+  registriesConf?: string;
+  authfile?: string;
+  creds?: string;
+  tlsVerify?: boolean;
+  certDir?: string;
+}
+
+/** The options every command that talks to a registry takes, spelled as skopeo spells them. */
+export function addRegistryOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '--registries-conf <file>',
+      'registries.conf to use (default: $CONTAINERS_REGISTRIES_CONF, ~/.config/containers/registries.conf, /etc/containers/registries.conf)',
+    )
+    .option(
+      '--authfile <file>',
+      'auth.json with credentials (default: $REGISTRY_AUTH_FILE, then the containers and docker locations)',
+    )
+    .option(
+      '--creds <user:password>',
+      'credentials for the registry (prefer --authfile: command lines are visible to other users)',
+    )
+    .addOption(
+      new Option(
+        '--tls-verify <bool>',
+        'require HTTPS with a verified certificate (false allows HTTP and self-signed TLS)',
+      )
+        .argParser(parseBool)
+        .default(undefined),
+    )
+    .option('--cert-dir <dir>', 'directory with CA certificates (*.crt) for the registry');
+}
+
+export function parseBool(v: string): boolean {
+  if (v === 'true' || v === '1') return true;
+  if (v === 'false' || v === '0') return false;
+  throw new InvalidArgumentError('expected true or false');
+}
+
+export function parsePositiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 64)
+    throw new InvalidArgumentError('expected a whole number from 1 to 64');
+  return n;
+}
+
+export function contextFrom(opts: RegistryCliOptions): Promise<Context> {
+  return Context.create({
+    registriesConf: opts.registriesConf,
+    authFile: opts.authfile,
+    credentials: opts.creds ? parseCredsOption(opts.creds) : undefined,
+    tlsVerify: opts.tlsVerify,
+    certDir: opts.certDir,
+  });
+}

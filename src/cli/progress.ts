@@ -1,0 +1,39 @@
+import cliProgress from 'cli-progress';
+import type { ProgressEvent, ProgressListener } from '../transfer/progress.js';
+import { formatBytes } from './format.js';
+
+/** Renders engine progress events as bars on a terminal (stderr). Returns a stop function. */
+export function progressRenderer(stream: NodeJS.WriteStream): {
+  listener: ProgressListener;
+  stop: () => void;
+} {
+  if (!stream.isTTY) return { listener: () => {}, stop: () => {} };
+  const multi = new cliProgress.MultiBar(
+    {
+      stream,
+      clearOnComplete: false,
+      hideCursor: true,
+      format: ' {name} [{bar}] {percentage}% {done}/{size}',
+      barsize: 30,
+      fps: 10,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  const bars = new Map<string, cliProgress.SingleBar>();
+  const listener = (e: ProgressEvent) => {
+    if (e.type === 'blob-start') {
+      bars.set(
+        e.digest,
+        multi.create(e.size, 0, {
+          name: e.digest.slice(7, 19),
+          done: formatBytes(0),
+          size: formatBytes(e.size),
+        }),
+      );
+    } else if (e.type === 'blob-progress' || e.type === 'blob-done') {
+      const bytes = e.type === 'blob-done' ? e.size : e.bytes;
+      bars.get(e.digest)?.update(bytes, { done: formatBytes(bytes) });
+    }
+  };
+  return { listener, stop: () => multi.stop() };
+}

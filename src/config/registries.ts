@@ -1,0 +1,159 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import { z } from 'zod';
+import { StowageError } from '../errors.js';
+
+/** containers-registries.conf(5), version 2. Unknown keys are kept so newer files still load. */
+const mirrorSchema = z.looseObject({
+  location: z.string().min(1),
+  insecure: z.boolean().optional(),
+  'pull-from-mirror': z.enum(['all', 'digest-only', 'tag-only']).optional(),
+});
+
+const registrySchema = z.looseObject({
+  prefix: z.string().optional(),
+  location: z.string().optional(),
+  insecure: z.boolean().optional(),
+  blocked: z.boolean().optional(),
+  'mirror-by-digest-only': z.boolean().optional(),
+  mirror: z.array(mirrorSchema).optional(),
+});
+
+export const registriesConfSchema = z.looseObject({
+  'unqualified-search-registries': z.array(z.string()).optional(),
+  'short-name-mode': z.enum(['enforcing', 'permissive', 'disabled']).optional(),
+  'credential-helpers': z.array(z.string()).optional(),
+  registry: z.array(registrySchema).optional(),
+  aliases: z.record(z.string(), z.string()).optional(),
+});
+
+export type RegistryEntry = z.infer<typeof registrySchema>;
+
+export interface RegistriesConf {
+  unqualifiedSearchRegistries: string[];
+  shortNameMode: 'enforcing' | 'permissive' | 'disabled';
+  credentialHelpers: string[];
+  registries: RegistryEntry[];
+  aliases: Record<string, string>;
+  /** Files read, in order (main file first, then drop-ins). */
+  sources: string[];
+}
+
+export const EMPTY_REGISTRIES_CONF: RegistriesConf = {
+  unqualifiedSearchRegistries: [],
+  shortNameMode: 'enforcing',
+  credentialHelpers: [],
+  registries: [],
+  aliases: {},
+  sources: [],
+};
+
+export function registriesConfCandidates(env: NodeJS.ProcessEnv = process.env): string[] {
+  const list: string[] = [];
+  if (env.CONTAINERS_REGISTRIES_CONF) list.push(env.CONTAINERS_REGISTRIES_CONF);
+  list.push(join(env.HOME || homedir(), '.config/containers/registries.conf'));
+  list.push('/etc/containers/registries.conf');
+  return list;
+}
+
+async function readIfExists(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new StowageError('INVALID_CONFIG', `cannot read ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** Parses one registries.conf file's text; `path` names it in errors. */
+export function parseRegistriesConf(text: string, path: string): z.infer<typeof registriesConfSchema> {
+  let raw: unknown;
+  try {
+    raw = parseToml(text);
+  } catch (e) {
+    const where = e instanceof TomlError ? ` at line ${e.line}, column ${e.column}` : '';
+    throw new StowageError(
+      'INVALID_CONFIG',
+      `${path}: not valid TOML${where}: ${(e as Error).message.split('\n')[0]}`,
+    );
+  }
+  const obj = raw as Record<string, unknown>;
+  if (obj.registries && typeof obj.registries === 'object' && !Array.isArray(obj.registries)) {
+    throw new StowageError(
+      'INVALID_CONFIG',
+      `${path} is in the version 1 format ([registries.search], [registries.insecure], [registries.block]); convert it to version 2: unqualified-search-registries = [...] and one [[registry]] table per registry with location, insecure and blocked (see containers-registries.conf(5))`,
+    );
+  }
+  const parsed = registriesConfSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new StowageError(
+      'INVALID_CONFIG',
+      `${path}: key "${issue.path.join('.') || '(top level)'}": ${issue.message}`,
+    );
+  }
+  for (const r of parsed.data.registry ?? []) {
+    if (!r.prefix && !r.location) {
+      throw new StowageError('INVALID_CONFIG', `${path}: every [[registry]] needs a prefix or a location`);
+    }
+    if (r.prefix?.startsWith('*.') && r.location) {
+      throw new StowageError(
+        'INVALID_CONFIG',
+        `${path}: a wildcard prefix "${r.prefix}" cannot have a location`,
+      );
+    }
+  }
+  return parsed.data;
+}
+
+function merge(into: RegistriesConf, file: z.infer<typeof registriesConfSchema>, path: string): void {
+  into.sources.push(path);
+  if (file['unqualified-search-registries'])
+    into.unqualifiedSearchRegistries = file['unqualified-search-registries'];
+  if (file['short-name-mode']) into.shortNameMode = file['short-name-mode'];
+  if (file['credential-helpers']) into.credentialHelpers = file['credential-helpers'];
+  for (const r of file.registry ?? []) {
+    const key = r.prefix ?? r.location;
+    into.registries = into.registries.filter((x) => (x.prefix ?? x.location) !== key);
+    into.registries.push(r);
+  }
+  Object.assign(into.aliases, file.aliases ?? {});
+}
+
+/**
+ * Loads registries.conf: an explicit path, else $CONTAINERS_REGISTRIES_CONF, else the user's, else the
+ * system's; then the drop-ins in <file>.d/*.conf in lexical order. No file at all is an empty config.
+ */
+export async function loadRegistriesConf(
+  explicit?: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<RegistriesConf> {
+  const conf: RegistriesConf = structuredClone(EMPTY_REGISTRIES_CONF);
+  const candidates = explicit ? [explicit] : registriesConfCandidates(env);
+  for (const path of candidates) {
+    const text = await readIfExists(path);
+    if (text === undefined) {
+      if (path === explicit || path === env.CONTAINERS_REGISTRIES_CONF) {
+        throw new StowageError('INVALID_CONFIG', `registries.conf "${path}" does not exist; check the path`);
+      }
+      continue;
+    }
+    merge(conf, parseRegistriesConf(text, path), path);
+    const dropDir = `${path}.d`;
+    let names: string[] = [];
+    try {
+      names = (await readdir(dropDir)).filter((n) => n.endsWith('.conf')).sort();
+    } catch {
+      names = [];
+    }
+    for (const n of names) {
+      const p = join(dropDir, n);
+      const t = await readIfExists(p);
+      if (t !== undefined) merge(conf, parseRegistriesConf(t, p), p);
+    }
+    break;
+  }
+  return conf;
+}

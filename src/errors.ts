@@ -1,0 +1,57 @@
+/**
+ * One error tree for the whole engine. Every error has a stable `code`; the CLI maps codes to exit
+ * codes and the API (later) maps them to HTTP statuses, each in one place.
+ * Messages name the thing that failed and say what to do. They never contain secrets.
+ */
+export const ERROR_CODES = {
+  INVALID_REFERENCE: { exit: 2, http: 400 },
+  INVALID_ARGUMENT: { exit: 2, http: 400 },
+  INVALID_CONFIG: { exit: 2, http: 500 },
+  BLOCKED: { exit: 3, http: 403 },
+  UNAUTHORIZED: { exit: 4, http: 401 },
+  DENIED: { exit: 4, http: 403 },
+  NOT_FOUND: { exit: 5, http: 404 },
+  PLATFORM_NOT_FOUND: { exit: 5, http: 404 },
+  UNSUPPORTED: { exit: 6, http: 415 },
+  INVALID_MANIFEST: { exit: 6, http: 502 },
+  TOO_LARGE: { exit: 6, http: 413 },
+  DIGEST_MISMATCH: { exit: 7, http: 502 },
+  NETWORK: { exit: 8, http: 502 },
+  TLS: { exit: 8, http: 502 },
+  REGISTRY: { exit: 8, http: 502 },
+  IO: { exit: 9, http: 500 },
+  ABORTED: { exit: 130, http: 499 },
+  INTERNAL: { exit: 1, http: 500 },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class StowageError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StowageError';
+    this.code = code;
+  }
+  get exitCode(): number {
+    return ERROR_CODES[this.code].exit;
+  }
+  get httpStatus(): number {
+    return ERROR_CODES[this.code].http;
+  }
+}
+
+export function isStowageError(e: unknown): e is StowageError {
+  return e instanceof StowageError;
+}
+
+/** Wraps anything thrown into a StowageError, keeping the original as the cause. */
+export function toStowageError(e: unknown): StowageError {
+  if (e instanceof StowageError) return e;
+  if (e instanceof Error && e.name === 'AbortError') return new StowageError('ABORTED', 'operation aborted');
+  const err = e as NodeJS.ErrnoException;
+  if (err && typeof err.code === 'string' && typeof err.syscall === 'string' && err.path) {
+    return new StowageError('IO', `${err.syscall} ${err.path}: ${err.message}`, { cause: e });
+  }
+  return new StowageError('INTERNAL', e instanceof Error ? e.message : String(e), { cause: e });
+}

@@ -1,0 +1,422 @@
+import { Agent, type Dispatcher, interceptors } from 'undici';
+import { Authenticator } from '../auth/authenticator.js';
+import type { Credentials } from '../auth/authfile.js';
+import { StowageError } from '../errors.js';
+import { sha256Digest } from '../image/digest.js';
+import { isSchema1MediaType, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
+import { DEFAULT_DOMAIN, DOCKER_HUB_API_HOST } from '../reference/reference.js';
+import { extraCAs } from './tls.js';
+
+export const USER_AGENT = 'stowage/0.1';
+
+export interface RetryOptions {
+  /** Retries after the first attempt, for connection errors, 5xx and 429. */
+  maxRetries: number;
+  minTimeoutMs: number;
+  maxTimeoutMs: number;
+}
+
+export const DEFAULT_RETRY: RetryOptions = { maxRetries: 5, minTimeoutMs: 250, maxTimeoutMs: 20_000 };
+
+export interface RegistryClientOptions {
+  /** Registry host with port, as in references (docker.io is mapped to its API host). */
+  host: string;
+  insecure?: boolean;
+  credentials?: Credentials | undefined;
+  /** Directory holding *.crt CA files, like skopeo --cert-dir. */
+  certDir?: string | undefined;
+  /** Parallel connections to this registry. */
+  connections?: number;
+  retry?: Partial<RetryOptions>;
+}
+
+export interface ManifestResponse {
+  bytes: Buffer;
+  mediaType: string;
+  digest: string;
+}
+
+export interface BlobResponse {
+  body: Dispatcher.ResponseData['body'];
+  /** Content-Length when the registry sent one. */
+  size: number | undefined;
+}
+
+interface RegistryErrorBody {
+  errors?: { code?: string; message?: string }[];
+}
+
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_CLOSED',
+]);
+
+function isTlsError(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException)?.code ?? '';
+  return (
+    /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ERR_TLS|ERR_SSL|EPROTO/.test(code) ||
+    /SSL|TLS|certificate/i.test((e as Error)?.message ?? '')
+  );
+}
+
+/** An OCI distribution client for one registry, on one undici agent with keep-alive. */
+export class RegistryClient {
+  readonly host: string;
+  readonly insecure: boolean;
+  private readonly apiHost: string;
+  private readonly dispatcher: Dispatcher;
+  private readonly agent: Agent;
+  private readonly auth: Authenticator;
+  private origin: Promise<string> | undefined;
+
+  constructor(opts: RegistryClientOptions) {
+    this.host = opts.host;
+    this.insecure = opts.insecure ?? false;
+    this.apiHost = opts.host === DEFAULT_DOMAIN ? DOCKER_HUB_API_HOST : opts.host;
+    const retry = { ...DEFAULT_RETRY, ...opts.retry };
+    const ca = extraCAs(this.apiHost, opts.certDir);
+    this.agent = new Agent({
+      connections: opts.connections ?? 8,
+      keepAliveTimeout: 30_000,
+      headersTimeout: 60_000,
+      bodyTimeout: 120_000,
+      connect: { ...(ca ? { ca } : {}), rejectUnauthorized: !this.insecure },
+    });
+    this.dispatcher = this.agent.compose(
+      interceptors.retry({
+        maxRetries: retry.maxRetries,
+        minTimeout: retry.minTimeoutMs,
+        maxTimeout: retry.maxTimeoutMs,
+        timeoutFactor: 2,
+        throwOnError: false,
+        statusCodes: [429, 500, 502, 503, 504],
+      }),
+      interceptors.redirect({ maxRedirections: 5 }),
+    );
+    this.auth = new Authenticator(this.host, this.dispatcher, opts.credentials, this.insecure, USER_AGENT);
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+
+  /** GET /v2/: finds the scheme (HTTPS, or HTTP for an insecure registry) and the auth challenge. */
+  ping(signal?: AbortSignal): Promise<string> {
+    this.origin ??= this.discover(signal);
+    this.origin.catch(() => {
+      this.origin = undefined;
+    });
+    return this.origin;
+  }
+
+  private async discover(signal?: AbortSignal): Promise<string> {
+    const schemes = this.insecure ? ['https', 'http'] : ['https'];
+    let lastError: unknown;
+    for (const scheme of schemes) {
+      const origin = `${scheme}://${this.apiHost}`;
+      try {
+        const res = await this.dispatcher.request({
+          origin,
+          path: '/v2/',
+          method: 'GET',
+          headers: { 'user-agent': USER_AGENT },
+          signal: signal ?? null,
+        });
+        await res.body.dump();
+        if (res.statusCode === 401) {
+          this.auth.setChallenge(res.headers['www-authenticate']);
+        } else if (res.statusCode !== 200) {
+          throw new StowageError(
+            'REGISTRY',
+            `${this.host} answered HTTP ${res.statusCode} at /v2/; it does not look like an OCI registry`,
+          );
+        }
+        return origin;
+      } catch (e) {
+        if (e instanceof StowageError || (e as Error).name === 'AbortError') throw e;
+        lastError = e;
+      }
+    }
+    throw this.connectionError(lastError);
+  }
+
+  private connectionError(e: unknown): StowageError {
+    if (e instanceof StowageError) return e;
+    const msg = (e as Error)?.message ?? String(e);
+    if (isTlsError(e)) {
+      return new StowageError(
+        'TLS',
+        `TLS connection to ${this.host} failed: ${msg}; give its CA with --cert-dir or /etc/containers/certs.d/${this.apiHost}/ca.crt, or, for a test registry, mark it insecure (--tls-verify=false or insecure = true in registries.conf)`,
+        { cause: e },
+      );
+    }
+    const code = (e as NodeJS.ErrnoException)?.code;
+    if (code && NETWORK_CODES.has(code)) {
+      return new StowageError(
+        'NETWORK',
+        `cannot reach registry ${this.host}: ${msg} (${code}); check that it is up and reachable`,
+        {
+          cause: e,
+        },
+      );
+    }
+    return new StowageError('NETWORK', `request to registry ${this.host} failed: ${msg}`, { cause: e });
+  }
+
+  /**
+   * One request with authorization: answers a 401 challenge once (fetching a token for `scope`),
+   * maps 401/403 to UNAUTHORIZED/DENIED. Other statuses are returned to the caller.
+   */
+  private async request(opts: {
+    method: 'GET' | 'HEAD';
+    path: string;
+    scope: string;
+    headers?: Record<string, string>;
+    signal?: AbortSignal | undefined;
+    what: string;
+  }): Promise<Dispatcher.ResponseData> {
+    const origin = await this.ping(opts.signal);
+    for (let attempt = 0; ; attempt++) {
+      const authorization = await this.auth.authorization(opts.scope, opts.signal);
+      const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...opts.headers };
+      if (authorization) headers.authorization = authorization;
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await this.dispatcher.request({
+          origin,
+          path: opts.path,
+          method: opts.method,
+          headers,
+          signal: opts.signal ?? null,
+        });
+      } catch (e) {
+        if ((e as Error).name === 'AbortError') throw new StowageError('ABORTED', `${opts.what}: aborted`);
+        throw this.connectionError(e);
+      }
+      if (res.statusCode === 401) {
+        await res.body.dump();
+        if (attempt === 0 && this.auth.setChallenge(res.headers['www-authenticate'])) {
+          this.auth.invalidate(opts.scope);
+          continue;
+        }
+        throw new StowageError(
+          'UNAUTHORIZED',
+          this.auth.hasCredentials
+            ? `${this.host} rejected the credentials for ${opts.what} (HTTP 401); check the username and password`
+            : `${this.host} requires authentication for ${opts.what} (HTTP 401); pass --creds USER:PASS or add credentials to auth.json`,
+        );
+      }
+      if (res.statusCode === 403) {
+        const detail = await this.errorDetail(res);
+        throw new StowageError(
+          'DENIED',
+          `${this.host} denied access to ${opts.what} (HTTP 403${detail}); check that the account may read it`,
+        );
+      }
+      return res;
+    }
+  }
+
+  private async errorDetail(res: Dispatcher.ResponseData): Promise<string> {
+    if (res.statusCode >= 200 && res.statusCode < 300) return '';
+    try {
+      const text = (await res.body.text()).slice(0, 4096);
+      const body = JSON.parse(text) as RegistryErrorBody;
+      const e = body.errors?.[0];
+      if (e?.code) return `: ${e.code}${e.message ? ` ${e.message}` : ''}`.slice(0, 300);
+    } catch {
+      // not a registry error body
+    }
+    return '';
+  }
+
+  private async unexpected(res: Dispatcher.ResponseData, what: string): Promise<StowageError> {
+    const detail = await this.errorDetail(res);
+    return new StowageError('REGISTRY', `${this.host} answered HTTP ${res.statusCode} for ${what}${detail}`);
+  }
+
+  /** GET a manifest or index by tag or digest, verifying its digest and refusing schema 1. */
+  async getManifest(repo: string, reference: string, signal?: AbortSignal): Promise<ManifestResponse> {
+    const what = `manifest ${this.host}/${repo}${reference.includes(':') ? '@' : ':'}${reference}`;
+    const res = await this.request({
+      method: 'GET',
+      path: `/v2/${repo}/manifests/${reference}`,
+      scope: `repository:${repo}:pull`,
+      headers: { accept: MANIFEST_ACCEPT.join(', ') },
+      signal,
+      what,
+    });
+    if (res.statusCode === 404) {
+      const detail = await this.errorDetail(res);
+      throw new StowageError('NOT_FOUND', `${what} not found (HTTP 404${detail}); check the name and tag`);
+    }
+    if (res.statusCode !== 200) throw await this.unexpected(res, what);
+    const mediaType = String(res.headers['content-type'] ?? '')
+      .split(';')[0]!
+      .trim();
+    const length = Number(res.headers['content-length']);
+    if (length > MAX_MANIFEST_BYTES) {
+      await res.body.dump();
+      throw new StowageError(
+        'TOO_LARGE',
+        `${what} is ${length} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit for manifests`,
+      );
+    }
+    const bytes = await readLimited(res.body, MAX_MANIFEST_BYTES, what);
+    let mt = mediaType;
+    if (!mt || mt === 'application/octet-stream' || mt === 'text/plain') mt = sniffMediaType(bytes);
+    if (isSchema1MediaType(mt)) {
+      throw new StowageError(
+        'UNSUPPORTED',
+        `${what} is a Docker schema 1 manifest, which stowage does not support; push the image again with a current client (schema 2 or OCI)`,
+      );
+    }
+    const digest = sha256Digest(bytes);
+    const expected = reference.includes(':') ? reference : String(res.headers['docker-content-digest'] ?? '');
+    if (expected.startsWith('sha256:') && expected !== digest) {
+      throw new StowageError(
+        'DIGEST_MISMATCH',
+        `${what}: content digest ${digest} does not match ${expected}; the registry or a proxy served corrupted data`,
+      );
+    }
+    return { bytes, mediaType: mt, digest };
+  }
+
+  /** HEAD a manifest: its digest, media type and size, or undefined when it does not exist. */
+  async headManifest(
+    repo: string,
+    reference: string,
+    signal?: AbortSignal,
+  ): Promise<{ digest: string | undefined; mediaType: string; size: number } | undefined> {
+    const what = `manifest ${this.host}/${repo}:${reference}`;
+    const res = await this.request({
+      method: 'HEAD',
+      path: `/v2/${repo}/manifests/${reference}`,
+      scope: `repository:${repo}:pull`,
+      headers: { accept: MANIFEST_ACCEPT.join(', ') },
+      signal,
+      what,
+    });
+    await res.body.dump();
+    if (res.statusCode === 404) return undefined;
+    if (res.statusCode !== 200)
+      throw new StowageError('REGISTRY', `${this.host} answered HTTP ${res.statusCode} for ${what}`);
+    const digest = res.headers['docker-content-digest'];
+    return {
+      digest: typeof digest === 'string' ? digest : undefined,
+      mediaType: String(res.headers['content-type'] ?? '').split(';')[0]!,
+      size: Number(res.headers['content-length'] ?? 0),
+    };
+  }
+
+  /** GET a blob as a stream. The caller verifies the digest while consuming it. */
+  async getBlob(repo: string, digest: string, signal?: AbortSignal): Promise<BlobResponse> {
+    const what = `blob ${digest} of ${this.host}/${repo}`;
+    const res = await this.request({
+      method: 'GET',
+      path: `/v2/${repo}/blobs/${digest}`,
+      scope: `repository:${repo}:pull`,
+      signal,
+      what,
+    });
+    if (res.statusCode === 404) {
+      await res.body.dump();
+      throw new StowageError(
+        'NOT_FOUND',
+        `${what} not found (HTTP 404); the image in the registry is incomplete`,
+      );
+    }
+    if (res.statusCode !== 200) throw await this.unexpected(res, what);
+    const len = res.headers['content-length'];
+    return { body: res.body, size: len === undefined ? undefined : Number(len) };
+  }
+
+  /** Reads a small blob (a config) into memory with the manifest size limit. */
+  async getBlobBytes(repo: string, digest: string, signal?: AbortSignal): Promise<Buffer> {
+    const { body } = await this.getBlob(repo, digest, signal);
+    return readLimited(body, MAX_MANIFEST_BYTES, `blob ${digest}`);
+  }
+
+  /** All tags of a repository, following Link pagination. */
+  async listTags(repo: string, signal?: AbortSignal): Promise<string[]> {
+    const tags: string[] = [];
+    let path: string | undefined = `/v2/${repo}/tags/list?n=1000`;
+    const what = `tags of ${this.host}/${repo}`;
+    for (let page = 0; path && page < 10_000; page++) {
+      const res = await this.request({ method: 'GET', path, scope: `repository:${repo}:pull`, signal, what });
+      if (res.statusCode === 404) {
+        const detail = await this.errorDetail(res);
+        throw new StowageError('NOT_FOUND', `repository ${this.host}/${repo} not found (HTTP 404${detail})`);
+      }
+      if (res.statusCode !== 200) throw await this.unexpected(res, what);
+      const text = (await readLimited(res.body, 64 * 1024 * 1024, what)).toString('utf8');
+      let body: { tags?: string[] | null };
+      try {
+        body = JSON.parse(text) as { tags?: string[] | null };
+      } catch {
+        throw new StowageError(
+          'REGISTRY',
+          `${this.host} answered the tag list of ${repo} with something that is not JSON`,
+        );
+      }
+      tags.push(...(body.tags ?? []));
+      path = nextLink(res.headers.link);
+    }
+    return tags;
+  }
+}
+
+/** The path of a Link: <...>; rel="next" header, restricted to the same origin. */
+export function nextLink(header: string | string[] | undefined): string | undefined {
+  const value = Array.isArray(header) ? header.join(', ') : header;
+  if (!value) return undefined;
+  const m = /<([^>]+)>\s*;\s*rel="?next"?/.exec(value);
+  if (!m) return undefined;
+  const url = new URL(m[1]!, 'http://registry.invalid');
+  return url.pathname + url.search;
+}
+
+function sniffMediaType(bytes: Buffer): string {
+  try {
+    const j = JSON.parse(bytes.toString('utf8')) as {
+      mediaType?: string;
+      schemaVersion?: number;
+      manifests?: unknown;
+    };
+    if (j.mediaType) return j.mediaType;
+    if (j.schemaVersion === 1) return 'application/vnd.docker.distribution.manifest.v1+json';
+    return j.manifests
+      ? 'application/vnd.oci.image.index.v1+json'
+      : 'application/vnd.oci.image.manifest.v1+json';
+  } catch {
+    return 'application/octet-stream';
+  }
+}
+
+export async function readLimited(
+  body: AsyncIterable<Uint8Array>,
+  limit: number,
+  what: string,
+): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of body) {
+    n += chunk.byteLength;
+    if (n > limit) {
+      throw new StowageError('TOO_LARGE', `${what} is larger than the ${limit}-byte limit`);
+    }
+    chunks.push(Buffer.from(chunk));
+  }
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,94 @@
+import { type Credentials, lookupCredentials } from '../auth/authfile.js';
+import { loadRegistriesConf, type RegistriesConf } from '../config/registries.js';
+import { type Endpoint, resolveCandidates, resolveEndpoint } from '../config/resolve.js';
+import { StowageError } from '../errors.js';
+import type { ImageReference } from '../reference/reference.js';
+import { RegistryClient, type RetryOptions } from '../registry/client.js';
+
+export interface ContextOptions {
+  /** Path of registries.conf (else the standard search). */
+  registriesConf?: string | undefined;
+  /** Path of auth.json (else the standard search). */
+  authFile?: string | undefined;
+  /** Credentials for every registry, overriding auth files (--creds). */
+  credentials?: Credentials | undefined;
+  /** false: allow HTTP and unverified TLS for every registry (--tls-verify=false). */
+  tlsVerify?: boolean | undefined;
+  /** Directory with CA certificates (--cert-dir). */
+  certDir?: string | undefined;
+  /** Connections per registry. */
+  connections?: number | undefined;
+  retry?: Partial<RetryOptions> | undefined;
+  env?: NodeJS.ProcessEnv | undefined;
+}
+
+/**
+ * What every operation needs: the registries configuration, credentials, and one client per
+ * registry endpoint (connections and tokens are reused across images and tags).
+ */
+export class Context {
+  private readonly clients = new Map<string, RegistryClient>();
+  private constructor(
+    readonly conf: RegistriesConf,
+    private readonly opts: ContextOptions,
+  ) {}
+
+  static async create(opts: ContextOptions = {}): Promise<Context> {
+    const conf = await loadRegistriesConf(opts.registriesConf, opts.env ?? process.env);
+    return new Context(conf, opts);
+  }
+
+  /** Fully qualified candidates for a (possibly short) reference. */
+  candidates(ref: ImageReference): ImageReference[] {
+    return resolveCandidates(this.conf, ref);
+  }
+
+  endpoint(ref: ImageReference): Endpoint {
+    return resolveEndpoint(this.conf, ref, this.opts.tlsVerify === false);
+  }
+
+  /** The client for a reference's endpoint (BLOCKED when registries.conf blocks it). */
+  async client(ref: ImageReference): Promise<{ client: RegistryClient; endpoint: Endpoint }> {
+    const endpoint = this.endpoint(ref);
+    const credentials =
+      this.opts.credentials ??
+      (await lookupCredentials(endpoint.host, endpoint.path, this.opts.authFile, this.opts.env));
+    const key = `${endpoint.host}|${endpoint.insecure}|${credentials ? JSON.stringify(credentials) : ''}`;
+    let client = this.clients.get(key);
+    if (!client) {
+      client = new RegistryClient({
+        host: endpoint.host,
+        insecure: endpoint.insecure,
+        credentials,
+        certDir: this.opts.certDir,
+        connections: this.opts.connections,
+        retry: this.opts.retry,
+      });
+      this.clients.set(key, client);
+    }
+    return { client, endpoint };
+  }
+
+  /**
+   * Runs `fn` on each candidate of a short name in turn until one is found; a fully qualified
+   * reference has one candidate. Errors other than NOT_FOUND stop at once.
+   */
+  async withCandidates<T>(ref: ImageReference, fn: (ref: ImageReference) => Promise<T>): Promise<T> {
+    const list = this.candidates(ref);
+    let last: unknown;
+    for (const c of list) {
+      try {
+        return await fn(c);
+      } catch (e) {
+        if (!(e instanceof StowageError && e.code === 'NOT_FOUND') || list.length === 1) throw e;
+        last = e;
+      }
+    }
+    throw last;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.clients.values()].map((c) => c.close()));
+    this.clients.clear();
+  }
+}

@@ -1,0 +1,99 @@
+import { StowageError } from '../errors.js';
+import { verifyBytes } from '../image/digest.js';
+import { isIndexMediaType } from '../image/mediatypes.js';
+import { hostPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
+import { type ImageConfig, imageConfigSchema } from '../image/schemas.js';
+import {
+  formatReference,
+  parseReference,
+  parseRepository,
+  repositoryName,
+  withDefaultTag,
+} from '../reference/reference.js';
+import type { Context } from './context.js';
+import { parseIndex, parseManifest } from './plan.js';
+
+export interface InspectOptions {
+  raw?: boolean;
+  config?: boolean;
+  platform?: PlatformSpec | undefined;
+  /** Include the repository's tags (one more request), as skopeo inspect does. */
+  tags?: boolean;
+  signal?: AbortSignal | undefined;
+}
+
+export type InspectResult =
+  | { kind: 'raw'; bytes: Buffer; mediaType: string; digest: string }
+  | { kind: 'config'; bytes: Buffer }
+  | { kind: 'summary'; summary: Record<string, unknown> };
+
+/** skopeo-inspect-like information about an image in a registry. */
+export async function inspect(
+  ctx: Context,
+  input: string,
+  opts: InspectOptions = {},
+): Promise<InspectResult> {
+  const parsed = withDefaultTag(parseReference(input));
+  return ctx.withCandidates(parsed, async (ref) => {
+    const { client, endpoint } = await ctx.client(ref);
+    const reference = ref.digest ?? ref.tag!;
+    const top = await client.getManifest(endpoint.path, reference, opts.signal);
+    if (opts.raw) return { kind: 'raw', bytes: top.bytes, mediaType: top.mediaType, digest: top.digest };
+    let manifest = top;
+    if (isIndexMediaType(top.mediaType)) {
+      const index = parseIndex(top.bytes, `index ${top.digest}`);
+      const chosen = selectPlatform(index.manifests, opts.platform ?? hostPlatform(), formatReference(ref));
+      manifest = await client.getManifest(endpoint.path, chosen.digest, opts.signal);
+    }
+    const m = parseManifest(manifest.bytes, `manifest ${manifest.digest}`);
+    const configBytes = await client.getBlobBytes(endpoint.path, m.config.digest, opts.signal);
+    verifyBytes(configBytes, m.config.digest, `config ${m.config.digest}`);
+    if (opts.config) return { kind: 'config', bytes: configBytes };
+    let config: ImageConfig;
+    try {
+      config = imageConfigSchema.parse(JSON.parse(configBytes.toString('utf8')));
+    } catch {
+      throw new StowageError(
+        'INVALID_MANIFEST',
+        `config ${m.config.digest} of ${formatReference(ref)} is not a valid image config`,
+      );
+    }
+    const summary: Record<string, unknown> = {
+      Name: repositoryName(ref),
+      Digest: top.digest,
+    };
+    if (opts.tags !== false) summary.RepoTags = await client.listTags(endpoint.path, opts.signal);
+    Object.assign(summary, {
+      Created: config.created,
+      Labels: config.config?.Labels ?? null,
+      Architecture: config.architecture,
+      Os: config.os,
+      ...(config.variant ? { Variant: config.variant } : {}),
+      Layers: m.layers.map((l) => l.digest),
+      LayersData: m.layers.map((l) => ({
+        MIMEType: l.mediaType,
+        Digest: l.digest,
+        Size: l.size,
+        Annotations: l.annotations ?? null,
+      })),
+      Env: config.config?.Env ?? null,
+      MediaType: manifest.mediaType,
+      ManifestDigest: manifest.digest,
+    });
+    return { kind: 'summary', summary };
+  });
+}
+
+/** All tags of a repository, as skopeo list-tags prints them. */
+export async function listTags(
+  ctx: Context,
+  input: string,
+  signal?: AbortSignal,
+): Promise<{ Repository: string; Tags: string[] }> {
+  const parsed = parseRepository(input);
+  return ctx.withCandidates(parsed, async (ref) => {
+    const { client, endpoint } = await ctx.client(ref);
+    const tags = await client.listTags(endpoint.path, signal);
+    return { Repository: repositoryName(ref), Tags: tags };
+  });
+}

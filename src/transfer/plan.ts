@@ -1,0 +1,155 @@
+import { StowageError } from '../errors.js';
+import { isIndexMediaType, isManifestMediaType } from '../image/mediatypes.js';
+import { formatPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
+import {
+  type Descriptor,
+  type ImageIndex,
+  type ImageManifest,
+  imageIndexSchema,
+  imageManifestSchema,
+} from '../image/schemas.js';
+import type { ImageSource } from './source.js';
+
+export interface PlannedDocument {
+  descriptor: Descriptor;
+  bytes: Buffer;
+}
+
+/** Everything one copy moves: the manifest documents (small, in memory) and the blobs (streamed). */
+export interface ImagePlan {
+  /** The document the destination names: an index (--all) or one image manifest. */
+  root: PlannedDocument;
+  /** Every manifest and index, the root included. */
+  documents: PlannedDocument[];
+  /** Configs and layers, unique by digest, in digest order. */
+  blobs: Descriptor[];
+  /** Platforms of the images included. */
+  platforms: string[];
+}
+
+export interface PlanOptions {
+  /** Keep the whole index. */
+  all?: boolean;
+  /** Choose this platform from an index (default: the host's). */
+  platform: PlatformSpec;
+  signal?: AbortSignal | undefined;
+}
+
+function parseJson<T>(
+  bytes: Buffer,
+  schema: {
+    safeParse(v: unknown): {
+      success: boolean;
+      data?: T;
+      error?: { issues: { path: PropertyKey[]; message: string }[] };
+    };
+  },
+  what: string,
+): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new StowageError('INVALID_MANIFEST', `${what} is not valid JSON`);
+  }
+  const r = schema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error!.issues[0]!;
+    throw new StowageError(
+      'INVALID_MANIFEST',
+      `${what} is not a valid manifest: ${issue.path.join('.') || '(top)'}: ${issue.message}`,
+    );
+  }
+  return r.data as T;
+}
+
+export function parseManifest(bytes: Buffer, what: string): ImageManifest {
+  return parseJson<ImageManifest>(bytes, imageManifestSchema, what);
+}
+
+export function parseIndex(bytes: Buffer, what: string): ImageIndex {
+  return parseJson<ImageIndex>(bytes, imageIndexSchema, what);
+}
+
+/**
+ * Resolves a reference on a source into the documents and blobs to copy. With `all`, an index is
+ * kept whole (digest intact); otherwise one platform's manifest is chosen from it.
+ */
+export async function planImage(
+  source: ImageSource,
+  reference: string,
+  opts: PlanOptions,
+): Promise<ImagePlan> {
+  const signal = opts.signal;
+  const top = await source.getManifest(reference, signal);
+  const topDesc: Descriptor = { mediaType: top.mediaType, digest: top.digest, size: top.bytes.length };
+  const documents = new Map<string, PlannedDocument>();
+  const blobs = new Map<string, Descriptor>();
+  const platforms: string[] = [];
+
+  const addImage = async (desc: Descriptor, bytes: Buffer, platformHint?: string) => {
+    const m = parseManifest(bytes, `manifest ${desc.digest} of ${source.description}`);
+    documents.set(desc.digest, { descriptor: desc, bytes });
+    for (const b of [m.config, ...m.layers]) {
+      if (!blobs.has(b.digest))
+        blobs.set(b.digest, { mediaType: b.mediaType, digest: b.digest, size: b.size });
+    }
+    if (platformHint) platforms.push(platformHint);
+  };
+
+  const fetchChild = async (d: Descriptor) => {
+    const child = await source.getManifest(d.digest, signal);
+    if (child.bytes.length !== d.size) {
+      throw new StowageError(
+        'DIGEST_MISMATCH',
+        `manifest ${d.digest} of ${source.description} is ${child.bytes.length} bytes, the index declares ${d.size}`,
+      );
+    }
+    return child;
+  };
+
+  let root: PlannedDocument;
+  if (isIndexMediaType(top.mediaType)) {
+    const index = parseIndex(top.bytes, `index ${top.digest} of ${source.description}`);
+    if (opts.all) {
+      root = { descriptor: topDesc, bytes: top.bytes };
+      documents.set(top.digest, root);
+      const children = await Promise.all(
+        index.manifests.map(async (d) => ({ d, child: await fetchChild(d) })),
+      );
+      for (const { d, child } of children) {
+        if (isIndexMediaType(child.mediaType)) {
+          throw new StowageError(
+            'UNSUPPORTED',
+            `index ${top.digest} nests another index (${d.digest}); nested indexes are not supported yet`,
+          );
+        }
+        await addImage({ ...d, mediaType: child.mediaType }, child.bytes, formatPlatform(d.platform));
+      }
+    } else {
+      const chosen = selectPlatform(index.manifests, opts.platform, `${source.description}:${reference}`);
+      const child = await fetchChild(chosen);
+      const desc: Descriptor = { mediaType: child.mediaType, digest: child.digest, size: child.bytes.length };
+      await addImage(desc, child.bytes, formatPlatform(chosen.platform));
+      root = { descriptor: desc, bytes: child.bytes };
+    }
+  } else if (isManifestMediaType(top.mediaType)) {
+    root = { descriptor: topDesc, bytes: top.bytes };
+    await addImage(topDesc, top.bytes);
+  } else {
+    throw new StowageError(
+      'UNSUPPORTED',
+      `${source.description}:${reference} has media type "${top.mediaType}", which is not an image manifest or index`,
+    );
+  }
+  const sorted = [...blobs.values()].sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
+  for (const b of sorted) {
+    if (documents.has(b.digest)) blobs.delete(b.digest);
+  }
+  return {
+    root,
+    documents: [...documents.values()],
+    blobs: sorted.filter((b) => !documents.has(b.digest)),
+    platforms,
+  };
+}

@@ -1,0 +1,25 @@
+import type { Descriptor } from '../image/schemas.js';
+import type { ManifestResponse, RegistryClient } from '../registry/client.js';
+import type { ImageSource } from './source.js';
+
+/** A repository in a registry as an image source. */
+export class RegistrySource implements ImageSource {
+  readonly description: string;
+  constructor(
+    readonly client: RegistryClient,
+    readonly repository: string,
+  ) {
+    this.description = `${client.host}/${repository}`;
+  }
+
+  getManifest(reference: string, signal?: AbortSignal): Promise<ManifestResponse> {
+    return this.client.getManifest(this.repository, reference, signal);
+  }
+
+  async getBlob(descriptor: Descriptor, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+    const { body } = await this.client.getBlob(this.repository, descriptor.digest, signal);
+    return body;
+  }
+
+  async close(): Promise<void> {}
+}

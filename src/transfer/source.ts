@@ -1,0 +1,13 @@
+import type { Descriptor } from '../image/schemas.js';
+import type { ManifestResponse } from '../registry/client.js';
+
+/** Where images come from. Registry now; archives and layouts implement the same interface. */
+export interface ImageSource {
+  /** Human-readable name for messages, e.g. 127.0.0.1:5000/library/alpine. */
+  readonly description: string;
+  /** A manifest or index by tag or digest, digest-verified. */
+  getManifest(reference: string, signal?: AbortSignal): Promise<ManifestResponse>;
+  /** A blob's bytes as a stream; the caller verifies the digest while consuming it. */
+  getBlob(descriptor: Descriptor, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
+  close(): Promise<void>;
+}
