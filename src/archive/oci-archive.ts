@@ -199,15 +199,18 @@ export async function writeOciArchive(
     };
 
     const queue = [...pending];
+    // The first failure is the one reported; the downloads it aborts fail with AbortError after it.
+    let firstError: unknown;
     const worker = async () => {
       for (let p = queue.shift(); p; p = queue.shift()) {
         try {
           await downloadOne(p);
         } catch (e) {
+          firstError ??= e;
           p.reject(e);
           controller.abort();
           for (const rest of queue.splice(0)) rest.reject(e);
-          throw e;
+          return;
         }
       }
     };
@@ -227,15 +230,14 @@ export async function writeOciArchive(
       return hash.digest('hex');
     };
     const workers = Array.from({ length: Math.max(1, Math.min(opts.concurrency, pending.length)) }, worker);
-    const [settled, hashResult] = await Promise.all([
-      Promise.allSettled(workers),
+    const [, hashResult] = await Promise.all([
+      Promise.all(workers),
       hasher().then(
         (h) => ({ ok: true as const, h }),
         (e: unknown) => ({ ok: false as const, e }),
       ),
     ]);
-    const failed = settled.find((s) => s.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
+    if (firstError !== undefined) throw firstError;
     if (!hashResult.ok) throw hashResult.e;
     opts.onProgress?.({ type: 'finalizing', path });
     await writeFileAtomic(`${path}.sha256`, sha256Line(hashResult.h, path));

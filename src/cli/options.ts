@@ -8,6 +8,7 @@ export interface RegistryCliOptions {
   creds?: string;
   tlsVerify?: boolean;
   certDir?: string;
+  retryTimes?: number;
 }
 
 /** The options every command that talks to a registry takes, spelled as skopeo spells them. */
@@ -33,13 +34,25 @@ export function addRegistryOptions(cmd: Command): Command {
         .argParser(parseBool)
         .default(undefined),
     )
-    .option('--cert-dir <dir>', 'directory with CA certificates (*.crt) for the registry');
+    .option('--cert-dir <dir>', 'directory with CA certificates (*.crt) for the registry')
+    .option(
+      '--retry-times <n>',
+      'retries after a connection error, 5xx or 429, with backoff and Retry-After honoured (default 5)',
+      parseRetryTimes,
+    );
 }
 
 export function parseBool(v: string): boolean {
   if (v === 'true' || v === '1') return true;
   if (v === 'false' || v === '0') return false;
   throw new InvalidArgumentError('expected true or false');
+}
+
+export function parseRetryTimes(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 20)
+    throw new InvalidArgumentError('expected a whole number from 0 to 20');
+  return n;
 }
 
 export function parsePositiveInt(v: string): number {
@@ -56,5 +69,6 @@ export function contextFrom(opts: RegistryCliOptions): Promise<Context> {
     credentials: opts.creds ? parseCredsOption(opts.creds) : undefined,
     tlsVerify: opts.tlsVerify,
     certDir: opts.certDir,
+    retry: opts.retryTimes === undefined ? undefined : { maxRetries: opts.retryTimes },
   });
 }

@@ -37,7 +37,7 @@ export interface ManifestResponse {
 }
 
 export interface BlobResponse {
-  body: Dispatcher.ResponseData['body'];
+  body: AsyncIterable<Uint8Array>;
   /** Content-Length when the registry sent one. */
   size: number | undefined;
 }
@@ -339,7 +339,18 @@ export class RegistryClient {
     }
     if (res.statusCode !== 200) throw await this.unexpected(res, what);
     const len = res.headers['content-length'];
-    return { body: res.body, size: len === undefined ? undefined : Number(len) };
+    return { body: this.mapBodyErrors(res.body, what), size: len === undefined ? undefined : Number(len) };
+  }
+
+  /** A response body whose transport errors (after retries) become NETWORK errors naming the blob. */
+  private async *mapBodyErrors(body: AsyncIterable<Uint8Array>, what: string): AsyncGenerator<Uint8Array> {
+    try {
+      yield* body;
+    } catch (e) {
+      if (e instanceof StowageError || (e as Error).name === 'AbortError') throw e;
+      const err = this.connectionError(e);
+      throw new StowageError(err.code, `${what}: transfer failed: ${err.message}`, { cause: e });
+    }
   }
 
   /** Reads a small blob (a config) into memory with the manifest size limit. */

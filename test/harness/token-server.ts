@@ -99,16 +99,14 @@ export async function startTokenServer(opts: {
     const signingInput = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
     const signature = sign('RSA-SHA256', Buffer.from(signingInput), key);
     const token = `${signingInput}.${b64url(signature)}`;
-    res
-      .writeHead(200, { 'content-type': 'application/json' })
-      .end(
-        JSON.stringify({
-          token,
-          access_token: token,
-          expires_in: 300,
-          issued_at: new Date(now * 1000).toISOString(),
-        }),
-      );
+    res.writeHead(200, { 'content-type': 'application/json' }).end(
+      JSON.stringify({
+        token,
+        access_token: token,
+        expires_in: 300,
+        issued_at: new Date(now * 1000).toISOString(),
+      }),
+    );
   });
   await new Promise<void>((resolve) => server.listen(opts.port, '127.0.0.1', resolve));
   return {

@@ -1,0 +1,274 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BIN, harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { type FaultProxy, isBlobGet, isManifestGet, startFaultProxy } from './harness/fault-proxy.js';
+import { run } from './harness/processes.js';
+
+const h = harness();
+const plain = h.registries.plain;
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const proxies: FaultProxy[] = [];
+afterEach(async () => {
+  await Promise.all(proxies.splice(0).map((p) => p.close()));
+});
+
+async function directPull(name: string): Promise<Buffer> {
+  const w = await workdir(`direct-${name}`, insecureConf(plain.host));
+  const out = join(w.dir, 'direct.tar');
+  const r = await stowage(['pull', '-q', `${plain.host}/fixtures/${name}:v1`, '-o', out], { env: w.env });
+  expect(r.code).toBe(0);
+  return readFile(out);
+}
+
+describe('bad input and registry faults', () => {
+  it('reports an unknown image and leaves nothing behind', async () => {
+    const w = await workdir('unknown', insecureConf(plain.host));
+    const r = await stowage(['pull', `${plain.host}/fixtures/nope:v1`, '-o', join(w.dir, 'x.tar')], {
+      env: w.env,
+    });
+    expect(r.code).toBe(5);
+    expect(r.stderr).toContain(`${plain.host}/fixtures/nope:v1 not found`);
+    expect(await readdir(w.dir)).toEqual(['home', 'registries.conf']);
+    const tag = await stowage(['pull', `${plain.host}/fixtures/small:v9`, '-o', join(w.dir, 'y.tar')], {
+      env: w.env,
+    });
+    expect(tag.code).toBe(5);
+  });
+
+  it('rejects invalid references and output paths before any request', async () => {
+    const w = await workdir('invalid', insecureConf(plain.host));
+    let r = await stowage(['pull', `${plain.host}/Fixtures/UPPER:v1`, '-o', join(w.dir, 'x.tar')], {
+      env: w.env,
+    });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('lowercase');
+    r = await stowage(['pull', `${plain.host}/fixtures/small:v1`, '-o', join(w.dir, 'no/such/dir/x.tar')], {
+      env: w.env,
+    });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('does not exist');
+    r = await stowage(
+      ['pull', `${plain.host}/fixtures/small:v1`, '-o', join(w.dir, 'x.tar'), '--platform', 'linux'],
+      { env: w.env },
+    );
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('os/arch');
+  });
+
+  it('refuses a registry that registries.conf blocks', async () => {
+    const conf = `${insecureConf(plain.host)}\n[[registry]]\nprefix = "${plain.host}/fixtures/multi"\nlocation = "${plain.host}/fixtures/multi"\nblocked = true\n`;
+    const w = await workdir('blocked', conf);
+    const r = await stowage(['pull', `${plain.host}/fixtures/multi:v1`, '-o', join(w.dir, 'x.tar')], {
+      env: w.env,
+    });
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/is blocked by registries.conf/);
+    expect(await readdir(w.dir)).toEqual(['home', 'registries.conf']);
+    // the same registry's other repositories are still allowed (longest prefix wins)
+    const ok = await stowage(['pull', '-q', `${plain.host}/fixtures/small:v1`, '-o', join(w.dir, 'y.tar')], {
+      env: w.env,
+    });
+    expect(ok.code).toBe(0);
+  });
+
+  it('rewrites a prefix to another location from registries.conf', async () => {
+    const conf = `[[registry]]\nprefix = "mirror.test/team"\nlocation = "${plain.host}/fixtures"\ninsecure = true\n`;
+    const w = await workdir('rewrite', conf);
+    const r = await stowage(['pull', '--json', 'mirror.test/team/small:v1', '-o', join(w.dir, 'x.tar')], {
+      env: w.env,
+    });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const result = JSON.parse(r.stdout);
+    expect(result.reference).toBe('mirror.test/team/small:v1');
+    expect(result.source).toBe(`${plain.host}/fixtures/small`);
+    expect(result.digest).toBe(h.fixtures.images.small!.digest);
+  });
+
+  it('fails with a digest mismatch when a proxy corrupts a layer, leaving nothing partial', async () => {
+    const proxy = await startFaultProxy({
+      upstream: plain.url,
+      fault: (req) => (isBlobGet(req) ? { kind: 'corrupt' } : undefined),
+    });
+    proxies.push(proxy);
+    const w = await workdir('corrupt', insecureConf(proxy.host));
+    const r = await stowage(['pull', `${proxy.host}/fixtures/multi:v1`, '-o', join(w.dir, 'x.tar')], {
+      env: w.env,
+    });
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(
+      /content digest sha256:[0-9a-f]{64} does not match the expected sha256:[0-9a-f]{64}/,
+    );
+    expect(await readdir(w.dir)).toEqual(['home', 'registries.conf']);
+  });
+
+  it('resumes a layer when the connection drops mid-body, with a correct result', async () => {
+    const proxy = await startFaultProxy({
+      upstream: plain.url,
+      fault: (req, n) =>
+        isBlobGet(req) && n === 1 && !req.headers.range ? { kind: 'drop', afterBytes: 100_000 } : undefined,
+    });
+    proxies.push(proxy);
+    const w = await workdir('drop', insecureConf(proxy.host));
+    const out = join(w.dir, 'x.tar');
+    const r = await stowage(['pull', '-q', `${proxy.host}/fixtures/multi:v1`, '-o', out], { env: w.env });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    // the resumed requests asked for the rest of the blob
+    expect(proxy.seen.some((s) => isBlobPath(s.path) && /^bytes=100000-/.test(String(s.headers.range)))).toBe(
+      true,
+    );
+    // Every blob is intact (its bytes hash to its name) and the set is the one a direct pull writes.
+    const direct = await directPull('multi');
+    const blobsOf = async (archive: string) => {
+      const dir = await mkdtemp(join(w.dir, 'x-'));
+      await run('tar', ['-xf', archive, '-C', dir]);
+      const names = (await readdir(join(dir, 'blobs/sha256'))).sort();
+      for (const n of names) expect(sha256(await readFile(join(dir, 'blobs/sha256', n)))).toBe(n);
+      return names;
+    };
+    const directPath = join(w.dir, 'direct.tar');
+    await writeFile(directPath, direct);
+    expect(await blobsOf(out)).toEqual(await blobsOf(directPath));
+    expect((await readFile(out)).length).toBe(direct.length);
+  });
+
+  it('gives up clearly when the connection keeps dropping, leaving nothing behind', async () => {
+    const proxy = await startFaultProxy({
+      upstream: plain.url,
+      fault: (req) => (isBlobGet(req) ? { kind: 'drop', afterBytes: 0 } : undefined),
+    });
+    proxies.push(proxy);
+    const w = await workdir('drop-always', insecureConf(proxy.host));
+    const r = await stowage(
+      ['pull', '--retry-times', '1', `${proxy.host}/fixtures/multi:v1`, '-o', join(w.dir, 'x.tar')],
+      {
+        env: w.env,
+      },
+    );
+    expect(r.code).toBe(8);
+    expect(r.stderr).toMatch(
+      /blob sha256:[0-9a-f]{64} of 127\.0\.0\.1:\d+\/fixtures\/multi: transfer failed/,
+    );
+    expect(await readdir(w.dir)).toEqual(['home', 'registries.conf']);
+  });
+
+  it('cleans up when interrupted mid-pull', async () => {
+    const w = await workdir('sigint', insecureConf(plain.host));
+    const out = join(w.dir, 'large.tar');
+    const child = spawn(
+      process.execPath,
+      [BIN, 'pull', '-q', '-j', '1', `${plain.host}/fixtures/large:v1`, '-o', out],
+      {
+        env: w.env,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    // Interrupt once the partial file exists and has data in it.
+    for (let i = 0; i < 400; i++) {
+      const partial = (await readdir(w.dir)).find((f) => f.endsWith('.partial'));
+      if (partial && (await stat(join(w.dir, partial)).catch(() => undefined))?.size) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => child.on('close', r));
+    expect(code).toBe(130);
+    expect(stderr).toContain('aborted');
+    expect(await readdir(w.dir)).toEqual(['home', 'registries.conf']);
+  });
+
+  it('waits out 429 and 503 answers (Retry-After honoured) and succeeds', async () => {
+    const proxy = await startFaultProxy({
+      upstream: plain.url,
+      fault: (req, n) => {
+        if (isManifestGet(req) && n === 1)
+          return { kind: 'status', status: 429, headers: { 'retry-after': '1' } };
+        if (isBlobGet(req) && n === 1) return { kind: 'status', status: 503 };
+        return undefined;
+      },
+    });
+    proxies.push(proxy);
+    const w = await workdir('429', insecureConf(proxy.host));
+    const r = await stowage(['pull', '-q', `${proxy.host}/fixtures/small:v1`, '-o', join(w.dir, 'x.tar')], {
+      env: w.env,
+    });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const manifestGets = proxy.seen.filter((s) => s.method === 'GET' && s.path.includes('/manifests/'));
+    expect(manifestGets.length).toBe(2);
+  });
+
+  it('does not forward Authorization when a blob redirects to another host', async () => {
+    const basic = h.registries.basic;
+    const auth = `Basic ${Buffer.from(`${h.user}:${h.password}`).toString('base64')}`;
+    // The redirect target (another loopback address) holds its own access to the blobs, like a signed URL.
+    const storage = await startFaultProxy({
+      upstream: basic.url,
+      listenHost: '127.0.0.2',
+      upstreamHeaders: { authorization: auth },
+    });
+    proxies.push(storage);
+    const front = await startFaultProxy({
+      upstream: basic.url,
+      fault: (req) =>
+        isBlobGet(req) ? { kind: 'redirect', location: `${storage.url}${req.url}` } : undefined,
+    });
+    proxies.push(front);
+    const w = await workdir('redirect', insecureConf(front.host));
+    const r = await stowage(
+      [
+        'pull',
+        '-q',
+        '--creds',
+        `${h.user}:${h.password}`,
+        `${front.host}/fixtures/small:v1`,
+        '-o',
+        join(w.dir, 'x.tar'),
+      ],
+      {
+        env: w.env,
+      },
+    );
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(front.seen.some((s) => isBlobPath(s.path) && s.headers.authorization)).toBe(true);
+    const blobRequests = storage.seen.filter((s) => isBlobPath(s.path));
+    expect(blobRequests.length).toBeGreaterThan(0);
+    expect(blobRequests.every((s) => s.headers.authorization === undefined)).toBe(true);
+  });
+
+  it('reports an unreachable registry', async () => {
+    const w = await workdir('unreachable', insecureConf('127.0.0.1:9'));
+    const r = await stowage(['pull', '--retry-times', '1', '127.0.0.1:9/x/y:z', '-o', join(w.dir, 'x.tar')], {
+      env: w.env,
+    });
+    expect(r.code).toBe(8);
+    expect(r.stderr).toMatch(/cannot reach registry 127\.0\.0\.1:9/);
+  });
+
+  it('rejects a v1 registries.conf with a conversion hint', async () => {
+    const w = await workdir('v1conf', '[registries.search]\nregistries = ["docker.io"]\n');
+    const r = await stowage(['pull', `${plain.host}/fixtures/small:v1`, '-o', join(w.dir, 'x.tar')], {
+      env: w.env,
+    });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/version 1 format.*convert/);
+    await writeFile(w.conf, '[[registry]]\nlocation = 5\n');
+    const r2 = await stowage(['pull', `${plain.host}/fixtures/small:v1`, '-o', join(w.dir, 'x.tar')], {
+      env: w.env,
+    });
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toContain('registry.0.location');
+  });
+});
+
+function isBlobPath(p: string): boolean {
+  return /\/blobs\/sha256:/.test(p);
+}

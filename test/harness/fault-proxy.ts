@@ -1,0 +1,122 @@
+/**
+ * A small HTTP proxy in front of a real registry, for the faults a real registry will not produce:
+ * a corrupted byte, a connection dropped mid-body, a 429, a redirect to another host.
+ */
+import { createServer, type IncomingMessage, request, type Server } from 'node:http';
+
+export type Fault =
+  | { kind: 'status'; status: number; headers?: Record<string, string> }
+  | { kind: 'corrupt' }
+  | { kind: 'drop'; afterBytes: number }
+  | { kind: 'redirect'; location: string };
+
+export interface SeenRequest {
+  method: string;
+  path: string;
+  headers: IncomingMessage['headers'];
+}
+
+export interface FaultProxy {
+  host: string;
+  url: string;
+  seen: SeenRequest[];
+  close(): Promise<void>;
+}
+
+export async function startFaultProxy(opts: {
+  upstream: string;
+  listenHost?: string;
+  /** Decides a fault for a request; `n` counts requests for this method and path, from 1. */
+  fault?: (req: IncomingMessage, n: number) => Fault | undefined;
+  /** Extra headers sent upstream (e.g. credentials the redirect target holds itself). */
+  upstreamHeaders?: Record<string, string>;
+}): Promise<FaultProxy> {
+  const upstream = new URL(opts.upstream);
+  const counts = new Map<string, number>();
+  const seen: SeenRequest[] = [];
+  const server: Server = createServer((req, res) => {
+    const key = `${req.method} ${req.url}`;
+    const n = (counts.get(key) ?? 0) + 1;
+    counts.set(key, n);
+    seen.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers });
+    const fault = opts.fault?.(req, n);
+    if (fault?.kind === 'status') {
+      res.writeHead(fault.status, { 'content-type': 'application/json', ...fault.headers });
+      res.end('{"errors":[{"code":"TOOMANYREQUESTS","message":"injected fault"}]}');
+      return;
+    }
+    if (fault?.kind === 'redirect') {
+      res.writeHead(307, { location: fault.location });
+      res.end();
+      return;
+    }
+    const headers = { ...req.headers, host: upstream.host, ...opts.upstreamHeaders };
+    const up = request(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers },
+      (upRes) => {
+        const resHeaders = { ...upRes.headers };
+        // Rewrite the registry's own absolute URLs (none for pulls) and keep everything else.
+        res.writeHead(upRes.statusCode ?? 502, resHeaders);
+        if (fault?.kind === 'corrupt' && upRes.statusCode === 200) {
+          let offset = 0;
+          const target = Math.floor(Number(upRes.headers['content-length'] ?? 1) / 2);
+          upRes.on('data', (chunk: Buffer) => {
+            if (target >= offset && target < offset + chunk.length) {
+              const copy = Buffer.from(chunk);
+              copy[target - offset] = (copy[target - offset] ?? 0) ^ 0xff;
+              res.write(copy);
+            } else {
+              res.write(chunk);
+            }
+            offset += chunk.length;
+          });
+          upRes.on('end', () => res.end());
+          return;
+        }
+        if (fault?.kind === 'drop' && upRes.statusCode === 200) {
+          let sent = 0;
+          upRes.on('end', () => res.end());
+          if (fault.afterBytes === 0) {
+            upRes.destroy();
+            res.flushHeaders();
+            setTimeout(() => res.socket?.destroy(), 20);
+            return;
+          }
+          upRes.on('data', (chunk: Buffer) => {
+            if (sent >= fault.afterBytes) return;
+            const part = chunk.subarray(0, fault.afterBytes - sent);
+            sent += part.length;
+            res.write(part);
+            if (sent >= fault.afterBytes) {
+              upRes.destroy();
+              setTimeout(() => res.socket?.destroy(), 20);
+            }
+          });
+          return;
+        }
+        upRes.pipe(res);
+      },
+    );
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  const host = opts.listenHost ?? '127.0.0.1';
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : 0;
+  return {
+    host: `${host}:${port}`,
+    url: `http://${host}:${port}`,
+    seen,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+export const isBlobGet = (req: IncomingMessage) =>
+  req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '');
+export const isManifestGet = (req: IncomingMessage) =>
+  req.method === 'GET' && /\/manifests\//.test(req.url ?? '');
