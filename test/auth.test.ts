@@ -10,6 +10,17 @@ describe('basic auth registry', () => {
   const reg = h.registries.basic;
   const ref = `${reg.host}/fixtures/small:v1`;
 
+  it('says so when a plain HTTP registry is not marked insecure', async () => {
+    const w = await workdir('plain-not-insecure');
+    const r = await stowage(
+      ['pull', `${h.registries.plain.host}/fixtures/small:v1`, '-o', join(w.dir, 'a.tar')],
+      { env: w.env },
+    );
+    expect(r.code).toBe(8);
+    expect(r.stderr).toMatch(/does not answer with TLS .*insecure/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
   it('pulls with --creds', async () => {
     const w = await workdir('basic-creds', insecureConf(reg.host));
     const r = await stowage(

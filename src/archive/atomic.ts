@@ -32,9 +32,9 @@ export class AtomicFile {
     return new AtomicFile(path, tmpPath, handle);
   }
 
-  /** fsync, rename into place, fsync the directory. */
-  async commit(): Promise<void> {
-    await this.handle.sync();
+  /** fsync (unless the caller already did), rename into place, fsync the directory. */
+  async commit(opts: { synced?: boolean } = {}): Promise<void> {
+    if (!opts.synced) await this.handle.sync();
     await this.handle.close();
     await rename(this.tmpPath, this.path);
     await syncDir(dirname(this.path));

@@ -58,10 +58,41 @@ export function buildIndexJson(images: ArchiveImage[]): Buffer {
 
 export const OCI_LAYOUT_FILE = Buffer.from('{"imageLayoutVersion":"1.0.0"}');
 
+/**
+ * How much of a region of the file has been written. The archive hasher follows it, so hashing runs
+ * alongside the download of whichever blob comes next in file order.
+ */
+class Written {
+  bytes = 0;
+  done = false;
+  error: unknown;
+  private waiters: (() => void)[] = [];
+  advance(n: number): void {
+    this.bytes += n;
+    this.wake();
+  }
+  finish(): void {
+    this.done = true;
+    this.wake();
+  }
+  fail(e: unknown): void {
+    this.error ??= e;
+    this.wake();
+  }
+  /** Resolves at the next change. */
+  next(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+}
+
 interface Segment {
   start: number;
   length: number;
-  ready: Promise<void>;
+  /** Absent: written before downloads start. */
+  written?: Written;
 }
 
 function compareDigest(a: string, b: string): number {
@@ -107,6 +138,8 @@ export function layoutOciArchive(content: ArchiveContent): {
 }
 
 const WRITE_BATCH = 1 << 20;
+/** Start writeback every this many bytes, so the final fsync has little left to flush. */
+const SYNC_AHEAD = 64 << 20;
 
 /**
  * Writes an oci-archive: the layout is computed first, then blobs are downloaded in parallel, each
@@ -129,36 +162,43 @@ export async function writeOciArchive(
   try {
     await fh.truncate(size);
     const segments: Segment[] = [];
-    const pending: { blob: Descriptor; offset: number; resolve: () => void; reject: (e: unknown) => void }[] =
-      [];
+    const pending: { blob: Descriptor; offset: number; written: Written }[] = [];
     // Headers and in-memory documents first: one buffer per entry.
-    const done = Promise.resolve();
     for (const { entry, offset, data, blob } of entries) {
       const h = entryHeader(entry, mtime);
       const headerStart = offset - h.length;
       if (blob) {
         await fh.write(h, 0, h.length, headerStart);
-        segments.push({ start: headerStart, length: h.length, ready: done });
-        let resolve!: () => void;
-        let reject!: (e: unknown) => void;
-        const ready = new Promise<void>((res, rej) => {
-          resolve = res;
-          reject = rej;
-        });
-        ready.catch(() => {});
-        pending.push({ blob, offset, resolve, reject });
-        segments.push({ start: offset, length: paddedSize(blob.size), ready });
+        segments.push({ start: headerStart, length: h.length });
+        const written = new Written();
+        pending.push({ blob, offset, written });
+        segments.push({ start: offset, length: paddedSize(blob.size), written });
       } else {
         const body = Buffer.alloc(h.length + paddedSize(data?.length ?? 0));
         h.copy(body);
         data?.copy(body, h.length);
         await fh.write(body, 0, body.length, headerStart);
-        segments.push({ start: headerStart, length: body.length, ready: done });
+        segments.push({ start: headerStart, length: body.length });
       }
     }
     const endOffset = size - END_OF_ARCHIVE.length;
     await fh.write(END_OF_ARCHIVE, 0, END_OF_ARCHIVE.length, endOffset);
-    segments.push({ start: endOffset, length: END_OF_ARCHIVE.length, ready: done });
+    segments.push({ start: endOffset, length: END_OF_ARCHIVE.length });
+
+    // One datasync at a time, started as data accumulates; errors surface at the final datasync.
+    let unsynced = 0;
+    let syncing: Promise<void> | undefined;
+    const syncAhead = (n: number) => {
+      unsynced += n;
+      if (unsynced < SYNC_AHEAD || syncing) return;
+      unsynced = 0;
+      syncing = fh
+        .datasync()
+        .catch(() => {})
+        .finally(() => {
+          syncing = undefined;
+        });
+    };
 
     const totalBytes = pending.reduce((n, p) => n + p.blob.size, 0);
     opts.onProgress?.({ type: 'plan', blobs: pending.length, totalBytes });
@@ -175,6 +215,8 @@ export async function writeOciArchive(
         if (batchBytes === 0) return;
         await fh.writev(batch, position);
         position += batchBytes;
+        p.written.advance(batchBytes);
+        syncAhead(batchBytes);
         batch = [];
         batchBytes = 0;
       };
@@ -195,7 +237,7 @@ export async function writeOciArchive(
       await flush();
       verifier.finish();
       opts.onProgress?.({ type: 'blob-done', digest: blob.digest, size: blob.size });
-      p.resolve();
+      p.written.finish();
     };
 
     const queue = [...pending];
@@ -207,9 +249,9 @@ export async function writeOciArchive(
           await downloadOne(p);
         } catch (e) {
           firstError ??= e;
-          p.reject(e);
+          p.written.fail(e);
           controller.abort();
-          for (const rest of queue.splice(0)) rest.reject(e);
+          for (const rest of queue.splice(0)) rest.written.fail(e);
           return;
         }
       }
@@ -217,32 +259,56 @@ export async function writeOciArchive(
     const hasher = async () => {
       const hash = createHash('sha256');
       const buf = Buffer.allocUnsafe(WRITE_BATCH);
-      for (const seg of segments) {
-        await seg.ready;
-        for (let pos = seg.start; pos < seg.start + seg.length; ) {
-          const n = Math.min(buf.length, seg.start + seg.length - pos);
+      const hashRange = async (from: number, to: number) => {
+        for (let pos = from; pos < to; ) {
+          const n = Math.min(buf.length, to - pos);
           const { bytesRead } = await fh.read(buf, 0, n, pos);
           if (bytesRead === 0) throw new StowageError('IO', `short read from ${file.tmpPath}`);
           hash.update(buf.subarray(0, bytesRead));
           pos += bytesRead;
         }
+      };
+      for (const seg of segments) {
+        const w = seg.written;
+        if (!w) {
+          await hashRange(seg.start, seg.start + seg.length);
+          continue;
+        }
+        let hashed = 0;
+        for (;;) {
+          if (w.error !== undefined) throw w.error;
+          // Verified bytes may be hashed as soon as they are written; the padding once the blob is done.
+          const upto = w.done ? seg.length : w.bytes;
+          if (hashed < upto) {
+            await hashRange(seg.start + hashed, seg.start + upto);
+            hashed = upto;
+          } else if (w.done) {
+            break;
+          } else {
+            await w.next();
+          }
+        }
       }
       return hash.digest('hex');
     };
     const workers = Array.from({ length: Math.max(1, Math.min(opts.concurrency, pending.length)) }, worker);
-    const [, hashResult] = await Promise.all([
-      Promise.all(workers),
-      hasher().then(
-        (h) => ({ ok: true as const, h }),
-        (e: unknown) => ({ ok: false as const, e }),
-      ),
-    ]);
-    if (firstError !== undefined) throw firstError;
+    const hashing = hasher().then(
+      (h) => ({ ok: true as const, h }),
+      (e: unknown) => ({ ok: false as const, e }),
+    );
+    await Promise.all(workers);
+    if (firstError !== undefined) {
+      await hashing;
+      throw firstError;
+    }
+    // Flush to disk while the hasher finishes its tail.
+    await syncing;
+    const [hashResult] = await Promise.all([hashing, fh.datasync()]);
     if (!hashResult.ok) throw hashResult.e;
     opts.onProgress?.({ type: 'finalizing', path });
     await writeFileAtomic(`${path}.sha256`, sha256Line(hashResult.h, path));
     checksumWritten = true;
-    await file.commit();
+    await file.commit({ synced: true });
     return { path, sha256: hashResult.h, size };
   } catch (e) {
     controller.abort();

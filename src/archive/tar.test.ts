@@ -16,7 +16,7 @@ async function readEntries(buf: Buffer) {
   }[] = [];
   extract.on('entry', (header, stream, next) => {
     const chunks: Buffer[] = [];
-    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('data', (c: unknown) => chunks.push(c as Buffer));
     stream.on('end', () => {
       entries.push({
         name: header.name,
@@ -31,7 +31,7 @@ async function readEntries(buf: Buffer) {
     });
   });
   const done = new Promise((resolve, reject) => {
-    extract.on('finish', resolve);
+    extract.on('finish', () => resolve(undefined));
     extract.on('error', reject);
   });
   Readable.from([buf]).pipe(extract);

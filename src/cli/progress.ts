@@ -1,13 +1,14 @@
-import cliProgress from 'cli-progress';
+import type cliProgressType from 'cli-progress';
 import type { ProgressEvent, ProgressListener } from '../transfer/progress.js';
 import { formatBytes } from './format.js';
 
 /** Renders engine progress events as bars on a terminal (stderr). Returns a stop function. */
-export function progressRenderer(stream: NodeJS.WriteStream): {
-  listener: ProgressListener;
-  stop: () => void;
-} {
+export async function progressRenderer(
+  stream: NodeJS.WriteStream,
+): Promise<{ listener: ProgressListener; stop: () => void }> {
   if (!stream.isTTY) return { listener: () => {}, stop: () => {} };
+  // Loaded only for a terminal: it is not needed otherwise.
+  const cliProgress = (await import('cli-progress')).default;
   const multi = new cliProgress.MultiBar(
     {
       stream,
@@ -19,7 +20,7 @@ export function progressRenderer(stream: NodeJS.WriteStream): {
     },
     cliProgress.Presets.shades_classic,
   );
-  const bars = new Map<string, cliProgress.SingleBar>();
+  const bars = new Map<string, cliProgressType.SingleBar>();
   const listener = (e: ProgressEvent) => {
     if (e.type === 'blob-start') {
       bars.set(
@@ -35,5 +36,11 @@ export function progressRenderer(stream: NodeJS.WriteStream): {
       bars.get(e.digest)?.update(bytes, { done: formatBytes(bytes) });
     }
   };
-  return { listener, stop: () => multi.stop() };
+  let stopped = false;
+  const stop = () => {
+    if (stopped) return;
+    stopped = true;
+    multi.stop();
+  };
+  return { listener, stop };
 }

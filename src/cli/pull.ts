@@ -37,7 +37,7 @@ export function pullCommand(program: Command): void {
   addRegistryOptions(cmd).action(async (ref: string, opts: PullCliOptions) => {
     const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
     const ctx = await contextFrom(opts);
-    const progress = opts.quiet || opts.json ? undefined : progressRenderer(process.stderr);
+    const progress = opts.quiet || opts.json ? undefined : await progressRenderer(process.stderr);
     const started = performance.now();
     try {
       const result = await withSignal((signal) =>

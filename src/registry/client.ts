@@ -153,7 +153,14 @@ export class RegistryClient {
 
   private connectionError(e: unknown): StowageError {
     if (e instanceof StowageError) return e;
-    const msg = (e as Error)?.message ?? String(e);
+    const msg = ((e as Error)?.message ?? String(e)).split('\n')[0]!;
+    if (/wrong version number|packet length too long|http request/i.test(msg)) {
+      return new StowageError(
+        'TLS',
+        `${this.host} does not answer with TLS (it may serve plain HTTP); if that is intended, mark it insecure (--tls-verify=false or insecure = true in registries.conf)`,
+        { cause: e },
+      );
+    }
     if (isTlsError(e)) {
       return new StowageError(
         'TLS',

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine for stowage: the peers the tests and the demo start (from Debian's
+# packages), the npm dependencies, and the build. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for cmd in docker-registry skopeo umoci htpasswd openssl curl python3; do
+  command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages (missing: ${need[*]})"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    docker-registry skopeo umoci apache2-utils openssl ca-certificates curl python3 >/dev/null
+fi
+
+echo "setup: npm ci"
+npm ci --no-audit --no-fund --loglevel=error
+echo "setup: build"
+npm run --silent build

@@ -1,0 +1,128 @@
+/**
+ * Pull benchmark: stowage against skopeo 1.9 on the same fixture, the same loopback registry, in the
+ * same run, alternating. Prints time ratios and peak RSS; asserts only that both archives are correct.
+ *
+ *   npm run bench                   # 3 layers, about 450 MB, 5 rounds
+ *   BENCH_ROUNDS=9 BENCH_MIB=300,100,50 npm run bench
+ */
+import type { ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run, stopProcess } from '../harness/processes.js';
+import { startRegistry } from '../harness/registry.js';
+import { buildBenchLayout } from './fixture.js';
+import { measure, median } from './measure.js';
+
+const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const LAYERS_MIB = (process.env.BENCH_MIB ?? '300,100,50').split(',').map(Number);
+const SMALL_LAYERS_MIB = [100, 20, 8];
+
+let dir: string;
+let child: ChildProcess;
+let host: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'stowage-bench-'));
+  const started = await startRegistry({ mode: 'plain', dir });
+  child = started.child;
+  host = started.registry.host;
+  for (const [name, layers] of [
+    ['big', LAYERS_MIB],
+    ['smaller', SMALL_LAYERS_MIB],
+  ] as const) {
+    const layout = join(dir, `layout-${name}`);
+    await buildBenchLayout(layout, layers);
+    await run('skopeo', [
+      'copy',
+      '--quiet',
+      '--dest-tls-verify=false',
+      `oci:${layout}:bench`,
+      `docker://${host}/bench/${name}:v1`,
+    ]);
+  }
+});
+
+afterAll(async () => {
+  await stopProcess(child);
+  await rm(dir, { recursive: true, force: true });
+});
+
+const fmtMB = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
+
+describe('pull benchmark', () => {
+  it('stowage pull vs skopeo copy to oci-archive', async () => {
+    const home = join(dir, 'home');
+    await mkdir(home, { recursive: true });
+    const conf = join(dir, 'registries.conf');
+    await writeFile(conf, `[[registry]]\nlocation = "${host}"\ninsecure = true\n`);
+    const env = { ...process.env, HOME: home, CONTAINERS_REGISTRIES_CONF: conf };
+    const out = join(dir, 'out');
+    await mkdir(out, { recursive: true });
+    const results: Record<string, { t: number[]; rss: number[] }> = {
+      skopeo: { t: [], rss: [] },
+      stowage: { t: [], rss: [] },
+      'stowage (smaller image)': { t: [], rss: [] },
+    };
+    const ref = `${host}/bench/big:v1`;
+    for (let i = 0; i < ROUNDS; i++) {
+      await rm(join(out, 'skopeo.tar'), { force: true });
+      await rm('/var/lib/containers/cache/blob-info-cache-v1.boltdb', { force: true });
+      const s = await measure(
+        'skopeo',
+        [
+          'copy',
+          '--quiet',
+          '--src-tls-verify=false',
+          `docker://${ref}`,
+          `oci-archive:${join(out, 'skopeo.tar')}`,
+        ],
+        env,
+      );
+      results.skopeo!.t.push(s.seconds);
+      results.skopeo!.rss.push(s.maxRssBytes);
+      const o = await measure(
+        process.execPath,
+        [BIN, 'pull', '-q', ref, '-o', join(out, 'stowage.tar')],
+        env,
+      );
+      results.stowage!.t.push(o.seconds);
+      results.stowage!.rss.push(o.maxRssBytes);
+      const m = await measure(
+        process.execPath,
+        [BIN, 'pull', '-q', `${host}/bench/smaller:v1`, '-o', join(out, 'smaller.tar')],
+        env,
+      );
+      results['stowage (smaller image)']!.t.push(m.seconds);
+      results['stowage (smaller image)']!.rss.push(m.maxRssBytes);
+    }
+    // Both archives hold the same image, and ours verifies.
+    const layout = join(out, 'check');
+    await run('skopeo', ['copy', '--quiet', `oci-archive:${join(out, 'stowage.tar')}`, `oci:${layout}:x`]);
+    const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8'));
+    const theirs = JSON.parse(
+      (await run('skopeo', ['inspect', `oci-archive:${join(out, 'skopeo.tar')}`])).stdout,
+    );
+    expect(index.manifests[0].digest).toBe(theirs.Digest);
+    await run('sha256sum', ['-c', 'stowage.tar.sha256'], { cwd: out });
+
+    const size = (await stat(join(out, 'stowage.tar'))).size;
+    const lines = [
+      `pull benchmark: ${fmtMB(size)} archive (layers ${LAYERS_MIB.join('+')} MiB), ${ROUNDS} rounds`,
+    ];
+    for (const [name, r] of Object.entries(results)) {
+      lines.push(
+        `  ${name.padEnd(24)} best ${Math.min(...r.t).toFixed(2)} s  median ${median(r.t).toFixed(2)} s  peak RSS ${fmtMB(Math.max(...r.rss))}`,
+      );
+    }
+    const ratioBest = Math.min(...results.skopeo!.t) / Math.min(...results.stowage!.t);
+    const ratioMedian = median(results.skopeo!.t) / median(results.stowage!.t);
+    lines.push(`  speed-up over skopeo: best ${ratioBest.toFixed(2)}x, median ${ratioMedian.toFixed(2)}x`);
+    lines.push(
+      `  throughput (stowage, median): ${(size / 1024 / 1024 / median(results.stowage!.t)).toFixed(0)} MiB/s`,
+    );
+    process.stdout.write(`\n${lines.join('\n')}\n\n`);
+  });
+});
