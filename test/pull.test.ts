@@ -159,10 +159,9 @@ describe('stowage pull (plain registry)', () => {
     const size = (await stat(out)).size;
     expect(size).toBeGreaterThan(h.fixtures.largeLayerBytes);
     expect(r.maxRss).toBeGreaterThan(0);
-    // The layer is larger than this bound; holding it in memory would exceed it.
-    expect(r.maxRss!).toBeLessThan(
-      Math.min(150 * 1024 * 1024, h.fixtures.largeLayerBytes + 40 * 1024 * 1024),
-    );
+    // Holding the layer in memory would need the layer plus a Node runtime (60+ MiB); streaming does not.
+    expect(h.fixtures.largeLayerBytes).toBeGreaterThanOrEqual(128 * 1024 * 1024);
+    expect(r.maxRss!).toBeLessThan(h.fixtures.largeLayerBytes + 48 * 1024 * 1024);
     const check = await run('sha256sum', ['-c', 'large.tar.sha256'], { cwd: w.dir });
     expect(check.stdout).toContain('OK');
   });

@@ -1,11 +1,11 @@
-import { createHash } from 'node:crypto';
 import { unlink } from 'node:fs/promises';
 import { StowageError } from '../errors.js';
-import { DigestVerifier, digestAlgorithm, digestHex } from '../image/digest.js';
+import { digestAlgorithm, digestHex } from '../image/digest.js';
 import { MediaType } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import type { ProgressListener } from '../transfer/progress.js';
 import { AtomicFile, sha256Line, writeFileAtomic } from './atomic.js';
+import { ArchiveHasher, type HashRegion } from './hasher.js';
 import { archiveMtime, END_OF_ARCHIVE, entryHeader, paddedSize, type TarEntry } from './tar.js';
 
 /** Annotation keys that name an image in an OCI layout's index.json. */
@@ -58,43 +58,6 @@ export function buildIndexJson(images: ArchiveImage[]): Buffer {
 
 export const OCI_LAYOUT_FILE = Buffer.from('{"imageLayoutVersion":"1.0.0"}');
 
-/**
- * How much of a region of the file has been written. The archive hasher follows it, so hashing runs
- * alongside the download of whichever blob comes next in file order.
- */
-class Written {
-  bytes = 0;
-  done = false;
-  error: unknown;
-  private waiters: (() => void)[] = [];
-  advance(n: number): void {
-    this.bytes += n;
-    this.wake();
-  }
-  finish(): void {
-    this.done = true;
-    this.wake();
-  }
-  fail(e: unknown): void {
-    this.error ??= e;
-    this.wake();
-  }
-  /** Resolves at the next change. */
-  next(): Promise<void> {
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-  private wake(): void {
-    for (const w of this.waiters.splice(0)) w();
-  }
-}
-
-interface Segment {
-  start: number;
-  length: number;
-  /** Absent: written before downloads start. */
-  written?: Written;
-}
-
 function compareDigest(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
@@ -142,10 +105,11 @@ const WRITE_BATCH = 1 << 20;
 const SYNC_AHEAD = 64 << 20;
 
 /**
- * Writes an oci-archive: the layout is computed first, then blobs are downloaded in parallel, each
- * digest-verified as it streams and written straight to its final offset. The archive's own sha256
- * is computed alongside, in file order, as regions complete. The file appears at `path` only when
- * complete, with `path.sha256` beside it; on failure nothing is left behind.
+ * Writes an oci-archive: the layout is computed first, then blobs are downloaded in parallel and each
+ * is written straight to its final offset. A worker thread follows the writes in file order, computing
+ * the archive's sha256 and every blob's digest from one read-back; sizes are checked as bytes stream in.
+ * The file appears at `path` only when complete and verified, with `path.sha256` beside it; on failure
+ * nothing is left behind.
  */
 export async function writeOciArchive(
   path: string,
@@ -158,32 +122,38 @@ export async function writeOciArchive(
   const fh = file.handle;
   const controller = new AbortController();
   let checksumWritten = false;
+  let hasher: ArchiveHasher | undefined;
   const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
   try {
     await fh.truncate(size);
-    const segments: Segment[] = [];
-    const pending: { blob: Descriptor; offset: number; written: Written }[] = [];
+    const regions: HashRegion[] = [];
+    const pending: { blob: Descriptor; offset: number; region: number }[] = [];
     // Headers and in-memory documents first: one buffer per entry.
     for (const { entry, offset, data, blob } of entries) {
       const h = entryHeader(entry, mtime);
       const headerStart = offset - h.length;
       if (blob) {
         await fh.write(h, 0, h.length, headerStart);
-        segments.push({ start: headerStart, length: h.length });
-        const written = new Written();
-        pending.push({ blob, offset, written });
-        segments.push({ start: offset, length: paddedSize(blob.size), written });
+        regions.push({ start: headerStart, length: h.length });
+        pending.push({ blob, offset, region: regions.length });
+        regions.push({
+          start: offset,
+          length: paddedSize(blob.size),
+          blob: { digest: blob.digest, size: blob.size },
+        });
       } else {
         const body = Buffer.alloc(h.length + paddedSize(data?.length ?? 0));
         h.copy(body);
         data?.copy(body, h.length);
         await fh.write(body, 0, body.length, headerStart);
-        segments.push({ start: headerStart, length: body.length });
+        regions.push({ start: headerStart, length: body.length });
       }
     }
     const endOffset = size - END_OF_ARCHIVE.length;
     await fh.write(END_OF_ARCHIVE, 0, END_OF_ARCHIVE.length, endOffset);
-    segments.push({ start: endOffset, length: END_OF_ARCHIVE.length });
+    regions.push({ start: endOffset, length: END_OF_ARCHIVE.length });
+    hasher = new ArchiveHasher(file.tmpPath, regions);
+    const archiveHasher = hasher;
 
     // One datasync at a time, started as data accumulates; errors surface at the final datasync.
     let unsynced = 0;
@@ -206,38 +176,43 @@ export async function writeOciArchive(
     const downloadOne = async (p: (typeof pending)[number]) => {
       const { blob } = p;
       opts.onProgress?.({ type: 'blob-start', digest: blob.digest, size: blob.size });
-      const verifier = new DigestVerifier(blob.digest, blob.size, `blob ${blob.digest}`);
       const body = await opts.fetch(blob, signal);
       let position = p.offset;
+      let received = 0;
       let batch: Buffer[] = [];
       let batchBytes = 0;
       const flush = async () => {
         if (batchBytes === 0) return;
         await fh.writev(batch, position);
         position += batchBytes;
-        p.written.advance(batchBytes);
+        archiveHasher.written(p.region, position - p.offset);
         syncAhead(batchBytes);
         batch = [];
         batchBytes = 0;
       };
       for await (const chunk of body) {
-        verifier.update(chunk);
+        received += chunk.byteLength;
+        if (received > blob.size) {
+          throw new StowageError(
+            'DIGEST_MISMATCH',
+            `blob ${blob.digest}: received more than the ${blob.size} bytes its descriptor declares`,
+          );
+        }
         batch.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
         batchBytes += chunk.byteLength;
         if (batchBytes >= WRITE_BATCH) {
           await flush();
-          opts.onProgress?.({
-            type: 'blob-progress',
-            digest: blob.digest,
-            bytes: verifier.bytes,
-            size: blob.size,
-          });
+          opts.onProgress?.({ type: 'blob-progress', digest: blob.digest, bytes: received, size: blob.size });
         }
       }
       await flush();
-      verifier.finish();
+      if (received !== blob.size) {
+        throw new StowageError(
+          'DIGEST_MISMATCH',
+          `blob ${blob.digest}: received ${received} bytes, the descriptor declares ${blob.size}`,
+        );
+      }
       opts.onProgress?.({ type: 'blob-done', digest: blob.digest, size: blob.size });
-      p.written.finish();
     };
 
     const queue = [...pending];
@@ -249,73 +224,29 @@ export async function writeOciArchive(
           await downloadOne(p);
         } catch (e) {
           firstError ??= e;
-          p.written.fail(e);
           controller.abort();
-          for (const rest of queue.splice(0)) rest.written.fail(e);
+          queue.splice(0);
           return;
         }
       }
     };
-    const hasher = async () => {
-      const hash = createHash('sha256');
-      const buf = Buffer.allocUnsafe(WRITE_BATCH);
-      const hashRange = async (from: number, to: number) => {
-        for (let pos = from; pos < to; ) {
-          const n = Math.min(buf.length, to - pos);
-          const { bytesRead } = await fh.read(buf, 0, n, pos);
-          if (bytesRead === 0) throw new StowageError('IO', `short read from ${file.tmpPath}`);
-          hash.update(buf.subarray(0, bytesRead));
-          pos += bytesRead;
-        }
-      };
-      for (const seg of segments) {
-        const w = seg.written;
-        if (!w) {
-          await hashRange(seg.start, seg.start + seg.length);
-          continue;
-        }
-        let hashed = 0;
-        for (;;) {
-          if (w.error !== undefined) throw w.error;
-          // Verified bytes may be hashed as soon as they are written; the padding once the blob is done.
-          const upto = w.done ? seg.length : w.bytes;
-          if (hashed < upto) {
-            await hashRange(seg.start + hashed, seg.start + upto);
-            hashed = upto;
-          } else if (w.done) {
-            break;
-          } else {
-            await w.next();
-          }
-        }
-      }
-      return hash.digest('hex');
-    };
     const workers = Array.from({ length: Math.max(1, Math.min(opts.concurrency, pending.length)) }, worker);
-    const hashing = hasher().then(
-      (h) => ({ ok: true as const, h }),
-      (e: unknown) => ({ ok: false as const, e }),
-    );
     await Promise.all(workers);
-    if (firstError !== undefined) {
-      await hashing;
-      throw firstError;
-    }
+    if (firstError !== undefined) throw firstError;
     // Flush to disk while the hasher finishes its tail.
     await syncing;
-    const [hashResult] = await Promise.all([hashing, fh.datasync()]);
-    if (!hashResult.ok) throw hashResult.e;
+    const [sha256] = await Promise.all([archiveHasher.finish(), fh.datasync()]);
     opts.onProgress?.({ type: 'finalizing', path });
-    await writeFileAtomic(`${path}.sha256`, sha256Line(hashResult.h, path));
+    await writeFileAtomic(`${path}.sha256`, sha256Line(sha256, path));
     checksumWritten = true;
     await file.commit({ synced: true });
-    return { path, sha256: hashResult.h, size };
+    return { path, sha256, size };
   } catch (e) {
     controller.abort();
+    hasher?.abort();
     await file.abort();
     if (checksumWritten) await unlink(`${path}.sha256`).catch(() => {});
-    if (signal.aborted && opts.signal?.aborted)
-      throw new StowageError('ABORTED', `writing ${path} was aborted`);
+    if (opts.signal?.aborted) throw new StowageError('ABORTED', `writing ${path} was aborted`);
     throw e;
   }
 }
