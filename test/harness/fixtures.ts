@@ -53,7 +53,8 @@ export interface BuiltLayer extends Blob {
   diffId: string;
 }
 
-class Layout {
+/** An OCI image layout being written by the harness. */
+export class Layout {
   constructor(readonly dir: string) {}
   blobPath(digest: string): string {
     return join(this.dir, 'blobs', 'sha256', digest.slice(7));
@@ -131,7 +132,7 @@ export interface BuiltImage {
   layers: BuiltLayer[];
 }
 
-async function buildImage(layout: Layout, spec: ImageSpec): Promise<BuiltImage> {
+export async function buildImage(layout: Layout, spec: ImageSpec): Promise<BuiltImage> {
   const layers: BuiltLayer[] = [];
   for (const l of spec.layers) layers.push(await layout.putLayer(l));
   const config = await layout.putJson({

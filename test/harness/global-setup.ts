@@ -4,7 +4,7 @@
  * Tests read what was started with inject('harness').
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
@@ -30,45 +30,36 @@ export default async function setup(project: TestProject) {
     // Certificates: one for the TLS registry (IP SAN 127.0.0.1), one for signing tokens.
     const certs = join(dir, 'certs');
     await mkdir(certs);
-    const tlsKey = join(certs, 'tls.key');
-    const tlsCert = join(certs, 'tls.crt');
-    await run('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-days',
-      '3650',
-      '-subj',
-      '/CN=localhost',
+    const selfSigned = async (name: string, subject: string, extra: string[] = []) => {
+      const key = join(certs, `${name}.key`);
+      const cert = join(certs, `${name}.crt`);
+      await run('openssl', [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '3650',
+        '-subj',
+        subject,
+        ...extra,
+        '-keyout',
+        key,
+        '-out',
+        cert,
+      ]);
+      return { key, cert };
+    };
+    const tlsPair = await selfSigned('tls', '/CN=localhost', [
       '-addext',
       'subjectAltName=IP:127.0.0.1,DNS:localhost',
-      '-keyout',
-      tlsKey,
-      '-out',
-      tlsCert,
     ]);
+    const tokenPair = await selfSigned('token', '/CN=token-signer');
+    const [tlsKey, tlsCert, tokenKey, tokenCert] = [tlsPair.key, tlsPair.cert, tokenPair.key, tokenPair.cert];
     const caDir = join(certs, 'ca');
     await mkdir(caDir);
-    await writeFile(join(caDir, 'ca.crt'), await (await import('node:fs/promises')).readFile(tlsCert));
-    const tokenKey = join(certs, 'token.key');
-    const tokenCert = join(certs, 'token.crt');
-    await run('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-days',
-      '3650',
-      '-subj',
-      '/CN=token-signer',
-      '-keyout',
-      tokenKey,
-      '-out',
-      tokenCert,
-    ]);
+    await copyFile(tlsCert, join(caDir, 'ca.crt'));
     const htpasswd = join(dir, 'htpasswd');
     const { stdout } = await run('htpasswd', ['-Bbn', '-C', '5', TEST_USER, TEST_PASSWORD]);
     await writeFile(htpasswd, stdout);
