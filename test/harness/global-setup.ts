@@ -89,7 +89,7 @@ export default async function setup(project: TestProject) {
       RunningRegistry,
     ];
 
-    const largeMiB = Number(process.env.STOWAGE_TEST_LARGE_MIB ?? 128);
+    const largeMiB = Number(process.env.STOWAGE_TEST_LARGE_MIB ?? 192);
     const fixtures = await buildFixtures(join(dir, 'fixtures'), largeMiB);
 
     // Seed with skopeo. The large image only goes to the plain registry.
