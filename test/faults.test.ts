@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BIN, harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { type FaultProxy, isBlobGet, isManifestGet, startFaultProxy } from './harness/fault-proxy.js';
-import { run } from './harness/processes.js';
+import { collectOutput, run } from './harness/processes.js';
 
 const h = harness();
 const plain = h.registries.plain;
@@ -167,10 +167,7 @@ describe('bad input and registry faults', () => {
         stdio: ['ignore', 'ignore', 'pipe'],
       },
     );
-    let stderr = '';
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
+    const done = collectOutput(child);
     // Interrupt once the partial file exists and has data in it.
     for (let i = 0; i < 400; i++) {
       const partial = (await readdir(w.dir)).find((f) => f.endsWith('.partial'));
@@ -178,7 +175,7 @@ describe('bad input and registry faults', () => {
       await new Promise((r) => setTimeout(r, 5));
     }
     child.kill('SIGINT');
-    const code = await new Promise<number | null>((r) => child.on('close', r));
+    const { code, stderr } = await done;
     expect(code).toBe(130);
     expect(stderr).toContain('aborted');
     expect(await readdir(w.dir)).toEqual(['home', 'registries.conf']);

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { StowageError } from '../errors.js';
-import { digestAlgorithm } from '../image/digest.js';
+import { digestAlgorithm, digestMismatch } from '../image/digest.js';
 
 /** A region of the archive file, in file order. `size` is the blob's byte count (without padding). */
 export interface HashRegion {
@@ -77,10 +77,7 @@ export class ArchiveHasher {
     for (const [i, region] of this.regions.entries()) {
       const actual = r.digests[i];
       if (region.blob && actual !== region.blob.digest) {
-        throw new StowageError(
-          'DIGEST_MISMATCH',
-          `blob ${region.blob.digest}: content digest ${actual} does not match the expected ${region.blob.digest}; the registry or a proxy served corrupted data`,
-        );
+        throw digestMismatch(`blob ${region.blob.digest}`, String(actual), region.blob.digest);
       }
     }
     return r.archive;

@@ -67,8 +67,11 @@ function compareDigest(a: string, b: string): number {
  *   oci-layout, index.json, blobs/, blobs/<alg>/ (each algorithm in order), then every blob
  *   (manifests, configs, layers alike) in digest order.
  */
-export function layoutOciArchive(content: ArchiveContent): {
-  entries: { entry: TarEntry; offset: number; data?: Buffer; blob?: Descriptor }[];
+export function layoutOciArchive(
+  content: ArchiveContent,
+  mtime: number,
+): {
+  entries: { header: Buffer; offset: number; data?: Buffer; blob?: Descriptor }[];
   size: number;
 } {
   const indexJson = buildIndexJson(content.images);
@@ -80,13 +83,17 @@ export function layoutOciArchive(content: ArchiveContent): {
   const sorted = [...all.values()].sort((a, b) => compareDigest(a.descriptor.digest, b.descriptor.digest));
   const algorithms = [...new Set(sorted.map((b) => digestAlgorithm(b.descriptor.digest)))].sort();
 
-  const entries: { entry: TarEntry; offset: number; data?: Buffer; blob?: Descriptor }[] = [];
+  const entries: { header: Buffer; offset: number; data?: Buffer; blob?: Descriptor }[] = [];
   let offset = 0;
-  const mtime = 0;
   const push = (entry: TarEntry, data?: Buffer, blob?: Descriptor) => {
-    const headerLen = entryHeader(entry, mtime).length;
-    entries.push({ entry, offset: offset + headerLen, ...(data ? { data } : {}), ...(blob ? { blob } : {}) });
-    offset += headerLen + paddedSize(entry.type === 'file' ? entry.size : 0);
+    const header = entryHeader(entry, mtime);
+    entries.push({
+      header,
+      offset: offset + header.length,
+      ...(data ? { data } : {}),
+      ...(blob ? { blob } : {}),
+    });
+    offset += header.length + paddedSize(entry.type === 'file' ? entry.size : 0);
   };
   push({ name: 'oci-layout', type: 'file', size: OCI_LAYOUT_FILE.length }, OCI_LAYOUT_FILE);
   push({ name: 'index.json', type: 'file', size: indexJson.length }, indexJson);
@@ -116,8 +123,7 @@ export async function writeOciArchive(
   content: ArchiveContent,
   opts: WriteOptions,
 ): Promise<WrittenArchive> {
-  const mtime = archiveMtime(opts.env);
-  const { entries, size } = layoutOciArchive(content);
+  const { entries, size } = layoutOciArchive(content, archiveMtime(opts.env));
   const file = await AtomicFile.create(path);
   const fh = file.handle;
   const controller = new AbortController();
@@ -129,8 +135,7 @@ export async function writeOciArchive(
     const regions: HashRegion[] = [];
     const pending: { blob: Descriptor; offset: number; region: number }[] = [];
     // Headers and in-memory documents first: one buffer per entry.
-    for (const { entry, offset, data, blob } of entries) {
-      const h = entryHeader(entry, mtime);
+    for (const { header: h, offset, data, blob } of entries) {
       const headerStart = offset - h.length;
       if (blob) {
         await fh.write(h, 0, h.length, headerStart);

@@ -5,6 +5,14 @@ export function sha256Digest(data: Uint8Array | string): string {
   return `sha256:${createHash('sha256').update(data).digest('hex')}`;
 }
 
+/** The error for bytes whose digest is not the one expected. */
+export function digestMismatch(what: string, actual: string, expected: string): StowageError {
+  return new StowageError(
+    'DIGEST_MISMATCH',
+    `${what}: content digest ${actual} does not match the expected ${expected}; the registry or a proxy served corrupted data`,
+  );
+}
+
 export function digestHex(digest: string): string {
   return digest.slice(digest.indexOf(':') + 1);
 }
@@ -51,12 +59,7 @@ export class DigestVerifier {
       );
     }
     const actual = `${this.algorithm}:${this.hash.digest('hex')}`;
-    if (actual !== this.expected) {
-      throw new StowageError(
-        'DIGEST_MISMATCH',
-        `${this.what}: content digest ${actual} does not match the expected ${this.expected}; the registry or a proxy served corrupted data`,
-      );
-    }
+    if (actual !== this.expected) throw digestMismatch(this.what, actual, this.expected);
   }
 }
 

@@ -2,7 +2,7 @@ import { Agent, type Dispatcher, interceptors } from 'undici';
 import { Authenticator } from '../auth/authenticator.js';
 import type { Credentials } from '../auth/authfile.js';
 import { StowageError } from '../errors.js';
-import { sha256Digest } from '../image/digest.js';
+import { digestMismatch, sha256Digest } from '../image/digest.js';
 import { isSchema1MediaType, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import { DEFAULT_DOMAIN, DOCKER_HUB_API_HOST } from '../reference/reference.js';
 import { extraCAs } from './tls.js';
@@ -292,39 +292,9 @@ export class RegistryClient {
     const digest = sha256Digest(bytes);
     const expected = reference.includes(':') ? reference : String(res.headers['docker-content-digest'] ?? '');
     if (expected.startsWith('sha256:') && expected !== digest) {
-      throw new StowageError(
-        'DIGEST_MISMATCH',
-        `${what}: content digest ${digest} does not match ${expected}; the registry or a proxy served corrupted data`,
-      );
+      throw digestMismatch(what, digest, expected);
     }
     return { bytes, mediaType: mt, digest };
-  }
-
-  /** HEAD a manifest: its digest, media type and size, or undefined when it does not exist. */
-  async headManifest(
-    repo: string,
-    reference: string,
-    signal?: AbortSignal,
-  ): Promise<{ digest: string | undefined; mediaType: string; size: number } | undefined> {
-    const what = `manifest ${this.host}/${repo}:${reference}`;
-    const res = await this.request({
-      method: 'HEAD',
-      path: `/v2/${repo}/manifests/${reference}`,
-      scope: `repository:${repo}:pull`,
-      headers: { accept: MANIFEST_ACCEPT.join(', ') },
-      signal,
-      what,
-    });
-    await res.body.dump();
-    if (res.statusCode === 404) return undefined;
-    if (res.statusCode !== 200)
-      throw new StowageError('REGISTRY', `${this.host} answered HTTP ${res.statusCode} for ${what}`);
-    const digest = res.headers['docker-content-digest'];
-    return {
-      digest: typeof digest === 'string' ? digest : undefined,
-      mediaType: String(res.headers['content-type'] ?? '').split(';')[0]!,
-      size: Number(res.headers['content-length'] ?? 0),
-    };
   }
 
   /** GET a blob as a stream. The caller verifies the digest while consuming it. */

@@ -143,9 +143,6 @@ export async function planImage(
     );
   }
   const sorted = [...blobs.values()].sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
-  for (const b of sorted) {
-    if (documents.has(b.digest)) blobs.delete(b.digest);
-  }
   return {
     root,
     documents: [...documents.values()],

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { collectOutput } from '../harness/processes.js';
 
 export interface Measured {
   seconds: number;
@@ -10,7 +11,7 @@ export interface Measured {
  * Runs a command under python3's getrusage(RUSAGE_CHILDREN), so the peak RSS of skopeo and of stowage
  * is measured the same way.
  */
-export function measure(
+export async function measure(
   cmd: string,
   args: string[],
   env: NodeJS.ProcessEnv = process.env,
@@ -19,25 +20,11 @@ export function measure(
     'import resource,subprocess,sys,time\n' +
     't=time.monotonic(); r=subprocess.run(sys.argv[1:]); d=time.monotonic()-t\n' +
     'sys.stderr.write("\\nbench-result %f %d %d\\n" % (d, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode))\n';
-  return new Promise((resolve, reject) => {
-    const child = spawn('python3', ['-c', wrapper, cmd, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('close', () => {
-      const m = /bench-result ([\d.]+) (\d+) (-?\d+)/.exec(stderr);
-      if (m?.[3] !== '0') {
-        reject(new Error(`${cmd} ${args.join(' ')} failed: ${stderr.slice(-2000)}`));
-        return;
-      }
-      resolve({ seconds: Number(m![1]), maxRssBytes: Number(m![2]) * 1024, stdout });
-    });
-  });
+  const child = spawn('python3', ['-c', wrapper, cmd, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const { stdout, stderr } = await collectOutput(child);
+  const m = /bench-result ([\d.]+) (\d+) (-?\d+)/.exec(stderr);
+  if (m?.[3] !== '0') throw new Error(`${cmd} ${args.join(' ')} failed: ${stderr.slice(-2000)}`);
+  return { seconds: Number(m![1]), maxRssBytes: Number(m![2]) * 1024, stdout };
 }
 
 export function median(xs: number[]): number {

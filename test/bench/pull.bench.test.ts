@@ -73,36 +73,28 @@ describe('pull benchmark', () => {
     for (let i = 0; i < ROUNDS; i++) {
       for (const f of ['skopeo.tar', 'stowage.tar', 'smaller.tar']) await rm(join(out, f), { force: true });
       await rm('/var/lib/containers/cache/blob-info-cache-v1.boltdb', { force: true });
-      await settle();
-      const s = await measure(
-        'skopeo',
-        [
-          'copy',
-          '--quiet',
-          '--src-tls-verify=false',
-          `docker://${ref}`,
-          `oci-archive:${join(out, 'skopeo.tar')}`,
-        ],
-        env,
-      );
-      results.skopeo!.t.push(s.seconds);
-      results.skopeo!.rss.push(s.maxRssBytes);
-      await settle();
-      const o = await measure(
-        process.execPath,
-        [BIN, 'pull', '-q', ref, '-o', join(out, 'stowage.tar')],
-        env,
-      );
-      results.stowage!.t.push(o.seconds);
-      results.stowage!.rss.push(o.maxRssBytes);
-      await settle();
-      const m = await measure(
-        process.execPath,
-        [BIN, 'pull', '-q', `${host}/bench/smaller:v1`, '-o', join(out, 'smaller.tar')],
-        env,
-      );
-      results['stowage (smaller image)']!.t.push(m.seconds);
-      results['stowage (smaller image)']!.rss.push(m.maxRssBytes);
+      const record = async (name: keyof typeof results, cmd: string, args: string[]) => {
+        await settle();
+        const r = await measure(cmd, args, env);
+        results[name]!.t.push(r.seconds);
+        results[name]!.rss.push(r.maxRssBytes);
+      };
+      await record('skopeo', 'skopeo', [
+        'copy',
+        '--quiet',
+        '--src-tls-verify=false',
+        `docker://${ref}`,
+        `oci-archive:${join(out, 'skopeo.tar')}`,
+      ]);
+      await record('stowage', process.execPath, [BIN, 'pull', '-q', ref, '-o', join(out, 'stowage.tar')]);
+      await record('stowage (smaller image)', process.execPath, [
+        BIN,
+        'pull',
+        '-q',
+        `${host}/bench/smaller:v1`,
+        '-o',
+        join(out, 'smaller.tar'),
+      ]);
     }
     // Both archives hold the same image, and ours verifies.
     const layout = join(out, 'check');

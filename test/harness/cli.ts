@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { inject } from 'vitest';
 import type { HarnessInfo } from './info.js';
+import { collectOutput } from './processes.js';
 
 export const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const RSS_PRELOAD = resolve(import.meta.dirname, 'report-rss.mjs');
@@ -47,31 +48,20 @@ export function insecureConf(...hosts: string[]): string {
 }
 
 /** Runs the built CLI. */
-export function stowage(
+export async function stowage(
   args: string[],
   opts: { env: NodeJS.ProcessEnv; measureRss?: boolean; input?: string },
 ): Promise<CliResult> {
-  return new Promise((resolvePromise, reject) => {
-    const nodeArgs = opts.measureRss ? ['--import', RSS_PRELOAD, BIN, ...args] : [BIN, ...args];
-    const child = spawn(process.execPath, nodeArgs, { env: opts.env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.stdin.end(opts.input ?? '');
-    child.on('close', (code) => {
-      let maxRss: number | undefined;
-      const m = /^stowage-test-max-rss: (\d+)$/m.exec(stderr);
-      if (m) {
-        maxRss = Number(m[1]);
-        stderr = stderr.replace(m[0], '').trim();
-      }
-      resolvePromise({ code: code ?? -1, stdout, stderr, ...(maxRss !== undefined ? { maxRss } : {}) });
-    });
-  });
+  const nodeArgs = opts.measureRss ? ['--import', RSS_PRELOAD, BIN, ...args] : [BIN, ...args];
+  const child = spawn(process.execPath, nodeArgs, { env: opts.env, stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin?.end(opts.input ?? '');
+  const { code, stdout, stderr: raw } = await collectOutput(child);
+  let stderr = raw;
+  let maxRss: number | undefined;
+  const m = /^stowage-test-max-rss: (\d+)$/m.exec(stderr);
+  if (m) {
+    maxRss = Number(m[1]);
+    stderr = stderr.replace(m[0], '').trim();
+  }
+  return { code, stdout, stderr, ...(maxRss !== undefined ? { maxRss } : {}) };
 }

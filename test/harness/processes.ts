@@ -36,6 +36,24 @@ export async function run(
   }
 }
 
+/** Collects a child's stdout and stderr; resolves with them and its exit code when it closes. */
+export function collectOutput(
+  child: ChildProcess,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr?.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
 /** Starts a long-running child; its output is kept for error reports. */
 export function startProcess(
   cmd: string,
