@@ -1,14 +1,15 @@
-// Hashes an archive being written, off the main thread: the archive's sha256 in file order, and each
-// blob's own digest from the same read. The writer publishes how many bytes of each region are on
-// disk in shared memory; this worker follows, reading back from the page cache.
+// Computes the sha256 of an archive while it is being written, off the main thread. The writer
+// publishes in shared memory how many bytes of each segment are final; this worker follows in file
+// order, reading back from the page cache. A segment's length may be open (-1) until the writer
+// closes it, for writers that learn sizes as they go.
 // Plain JavaScript (checked by tsc through JSDoc) so that it runs as a Worker from source and from dist.
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 
 /**
- * @typedef {{ start: number, length: number, size: number, algorithm: string | null }} HashSegment
- * @typedef {{ path: string, segments: HashSegment[], progress: BigInt64Array, signal: Int32Array }} HashJob
+ * @typedef {{ start: number }} HashSegment
+ * @typedef {{ path: string, segments: HashSegment[], progress: BigInt64Array, lengths: BigInt64Array, signal: Int32Array }} HashJob
  */
 
 /** @type {HashJob} */
@@ -17,33 +18,31 @@ const abortSlot = job.segments.length;
 const fd = openSync(job.path, 'r');
 const buf = Buffer.allocUnsafe(1 << 20);
 const archive = createHash('sha256');
-/** @type {(string | null)[]} */
-const digests = [];
 try {
   for (let i = 0; i < job.segments.length; i++) {
     const seg = /** @type {HashSegment} */ (job.segments[i]);
-    const blobHash = seg.algorithm ? createHash(seg.algorithm) : null;
     let hashed = 0;
-    while (hashed < seg.length) {
+    for (;;) {
       if (Atomics.load(job.progress, abortSlot) !== 0n) throw new Error('aborted');
       const seen = Atomics.load(job.signal, 0);
+      const length = Number(Atomics.load(job.lengths, i));
+      if (length >= 0 && hashed >= length) break;
       const written = Number(Atomics.load(job.progress, i));
-      // A blob's padding becomes readable with its last byte.
-      const available = blobHash ? (written >= seg.size ? seg.length : written) : seg.length;
-      if (hashed < available) {
-        const n = readSync(fd, buf, 0, Math.min(buf.length, available - hashed), seg.start + hashed);
+      if (hashed < written) {
+        const n = readSync(fd, buf, 0, Math.min(buf.length, written - hashed), seg.start + hashed);
         if (n === 0) throw new Error(`short read from ${job.path}`);
-        const chunk = buf.subarray(0, n);
-        archive.update(chunk);
-        if (blobHash && hashed < seg.size) blobHash.update(chunk.subarray(0, Math.min(n, seg.size - hashed)));
+        archive.update(buf.subarray(0, n));
         hashed += n;
       } else {
+        // Slot 1 tells the writer a wake-up is wanted; it skips the futex call otherwise. A write that
+        // lands between the check above and the wait changes slot 0, so the wait returns at once.
+        Atomics.store(job.signal, 1, 1);
         Atomics.wait(job.signal, 0, seen, 1000);
+        Atomics.store(job.signal, 1, 0);
       }
     }
-    digests.push(blobHash ? `${seg.algorithm}:${blobHash.digest('hex')}` : null);
   }
-  parentPort?.postMessage({ archive: archive.digest('hex'), digests });
+  parentPort?.postMessage({ archive: archive.digest('hex') });
 } catch (e) {
   parentPort?.postMessage({ error: e instanceof Error ? e.message : String(e) });
 } finally {

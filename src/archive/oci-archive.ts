@@ -1,11 +1,11 @@
 import { unlink } from 'node:fs/promises';
 import { StowageError } from '../errors.js';
-import { digestAlgorithm, digestHex } from '../image/digest.js';
+import { DigestVerifier, digestAlgorithm, digestHex } from '../image/digest.js';
 import { MediaType } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import type { ProgressListener } from '../transfer/progress.js';
 import { AtomicFile, sha256Line, writeFileAtomic } from './atomic.js';
-import { ArchiveHasher, type HashRegion } from './hasher.js';
+import { ArchiveHasher, type HashSegment } from './hasher.js';
 import { archiveMtime, END_OF_ARCHIVE, entryHeader, paddedSize, type TarEntry } from './tar.js';
 
 /** Annotation keys that name an image in an OCI layout's index.json. */
@@ -132,32 +132,31 @@ export async function writeOciArchive(
   const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
   try {
     await fh.truncate(size);
-    const regions: HashRegion[] = [];
-    const pending: { blob: Descriptor; offset: number; region: number }[] = [];
+    const segments: HashSegment[] = [];
+    const pending: { blob: Descriptor; offset: number; segment: number }[] = [];
     // Headers and in-memory documents first: one buffer per entry.
     for (const { header: h, offset, data, blob } of entries) {
       const headerStart = offset - h.length;
       if (blob) {
         await fh.write(h, 0, h.length, headerStart);
-        regions.push({ start: headerStart, length: h.length });
-        pending.push({ blob, offset, region: regions.length });
-        regions.push({
-          start: offset,
-          length: paddedSize(blob.size),
-          blob: { digest: blob.digest, size: blob.size },
-        });
+        segments.push({ start: headerStart, length: h.length });
+        pending.push({ blob, offset, segment: segments.length });
+        segments.push({ start: offset, length: paddedSize(blob.size) });
       } else {
         const body = Buffer.alloc(h.length + paddedSize(data?.length ?? 0));
         h.copy(body);
         data?.copy(body, h.length);
         await fh.write(body, 0, body.length, headerStart);
-        regions.push({ start: headerStart, length: body.length });
+        segments.push({ start: headerStart, length: body.length });
       }
     }
     const endOffset = size - END_OF_ARCHIVE.length;
     await fh.write(END_OF_ARCHIVE, 0, END_OF_ARCHIVE.length, endOffset);
-    regions.push({ start: endOffset, length: END_OF_ARCHIVE.length });
-    hasher = new ArchiveHasher(file.tmpPath, regions);
+    segments.push({ start: endOffset, length: END_OF_ARCHIVE.length });
+    hasher = new ArchiveHasher(file.tmpPath, segments);
+    // Everything but the blobs is on disk; the padding after each blob is zero already (truncate).
+    const blobSegments = new Set(pending.map((p) => p.segment));
+    for (const [i, seg] of segments.entries()) if (!blobSegments.has(i)) hasher.written(i, seg.length);
     const archiveHasher = hasher;
 
     // One datasync at a time, started as data accumulates; errors surface at the final datasync.
@@ -181,42 +180,37 @@ export async function writeOciArchive(
     const downloadOne = async (p: (typeof pending)[number]) => {
       const { blob } = p;
       opts.onProgress?.({ type: 'blob-start', digest: blob.digest, size: blob.size });
+      const verifier = new DigestVerifier(blob.digest, blob.size, `blob ${blob.digest}`);
       const body = await opts.fetch(blob, signal);
       let position = p.offset;
-      let received = 0;
       let batch: Buffer[] = [];
       let batchBytes = 0;
       const flush = async () => {
         if (batchBytes === 0) return;
         await fh.writev(batch, position);
         position += batchBytes;
-        archiveHasher.written(p.region, position - p.offset);
         syncAhead(batchBytes);
         batch = [];
         batchBytes = 0;
+        const done = position - p.offset;
+        archiveHasher.written(p.segment, done === blob.size ? paddedSize(blob.size) : done);
       };
       for await (const chunk of body) {
-        received += chunk.byteLength;
-        if (received > blob.size) {
-          throw new StowageError(
-            'DIGEST_MISMATCH',
-            `blob ${blob.digest}: received more than the ${blob.size} bytes its descriptor declares`,
-          );
-        }
+        verifier.update(chunk);
         batch.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
         batchBytes += chunk.byteLength;
         if (batchBytes >= WRITE_BATCH) {
           await flush();
-          opts.onProgress?.({ type: 'blob-progress', digest: blob.digest, bytes: received, size: blob.size });
+          opts.onProgress?.({
+            type: 'blob-progress',
+            digest: blob.digest,
+            bytes: verifier.bytes,
+            size: blob.size,
+          });
         }
       }
+      verifier.finish();
       await flush();
-      if (received !== blob.size) {
-        throw new StowageError(
-          'DIGEST_MISMATCH',
-          `blob ${blob.digest}: received ${received} bytes, the descriptor declares ${blob.size}`,
-        );
-      }
       opts.onProgress?.({ type: 'blob-done', digest: blob.digest, size: blob.size });
     };
 

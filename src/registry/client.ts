@@ -1,4 +1,4 @@
-import { Agent, type Dispatcher, interceptors } from 'undici';
+import type { Dispatcher } from 'undici';
 import { Authenticator } from '../auth/authenticator.js';
 import type { Credentials } from '../auth/authfile.js';
 import { StowageError } from '../errors.js';
@@ -6,6 +6,7 @@ import { digestMismatch, sha256Digest } from '../image/digest.js';
 import { isSchema1MediaType, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import { DEFAULT_DOMAIN, DOCKER_HUB_API_HOST } from '../reference/reference.js';
 import { extraCAs } from './tls.js';
+import { Agent, interceptors } from './undici.js';
 
 export const USER_AGENT = 'stowage/0.1';
 
