@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   PLATFORM_NOT_FOUND: { exit: 5, http: 404 },
   UNSUPPORTED: { exit: 6, http: 415 },
   INVALID_MANIFEST: { exit: 6, http: 502 },
+  INVALID_ARCHIVE: { exit: 6, http: 422 },
   TOO_LARGE: { exit: 6, http: 413 },
   DIGEST_MISMATCH: { exit: 7, http: 502 },
   NETWORK: { exit: 8, http: 502 },

@@ -4,16 +4,18 @@
  * up front and blobs are written at their final offsets.
  *
  * Fixed fields: uid/gid 0, empty uname/gname, mtime from the caller (0 or SOURCE_DATE_EPOCH),
- * mode 0644 for files and 0755 for directories, devmajor/devminor empty.
+ * mode 0644 for files, 0755 for directories and 0777 for symlinks, devmajor/devminor empty.
  */
 export const BLOCK = 512;
 
-export type EntryType = 'file' | 'directory';
+export type EntryType = 'file' | 'directory' | 'symlink';
 
 export interface TarEntry {
   name: string;
   type: EntryType;
   size: number;
+  /** Target of a symlink (at most 100 bytes). */
+  linkname?: string;
 }
 
 export function paddedSize(size: number): number {
@@ -42,7 +44,9 @@ function writeOctal(buf: Buffer, offset: number, length: number, value: number):
   writeString(buf, offset, length, `${s}\0`);
 }
 
-function header(name: string, type: EntryType | 'pax', size: number, mtime: number): Buffer {
+const TYPE_FLAG = { file: '0', directory: '5', symlink: '2', pax: 'x' } as const;
+
+function header(name: string, type: EntryType | 'pax', size: number, mtime: number, linkname = ''): Buffer {
   const h = Buffer.alloc(BLOCK);
   let prefix = '';
   let base = name;
@@ -52,13 +56,14 @@ function header(name: string, type: EntryType | 'pax', size: number, mtime: numb
     base = name.slice(i + 1);
   }
   writeString(h, 0, 100, base);
-  writeOctal(h, 100, 8, type === 'directory' ? 0o755 : 0o644);
+  writeOctal(h, 100, 8, type === 'directory' ? 0o755 : type === 'symlink' ? 0o777 : 0o644);
   writeOctal(h, 108, 8, 0);
   writeOctal(h, 116, 8, 0);
   writeOctal(h, 124, 12, size);
   writeOctal(h, 136, 12, mtime);
   h.fill(0x20, 148, 156);
-  h.write(type === 'directory' ? '5' : type === 'pax' ? 'x' : '0', 156, 'latin1');
+  h.write(TYPE_FLAG[type], 156, 'latin1');
+  writeString(h, 157, 100, linkname);
   writeString(h, 257, 6, 'ustar\0');
   writeString(h, 263, 2, '00');
   writeString(h, 345, 155, prefix);
@@ -86,8 +91,9 @@ function fitsUstar(name: string): boolean {
 /** The header block(s) for an entry: a ustar header, preceded by a PAX header when needed. */
 export function entryHeader(entry: TarEntry, mtime: number): Buffer {
   const name = entry.type === 'directory' && !entry.name.endsWith('/') ? `${entry.name}/` : entry.name;
-  const size = entry.type === 'directory' ? 0 : entry.size;
-  if (fitsUstar(name)) return header(name, entry.type, size, mtime);
+  const size = entry.type === 'file' ? entry.size : 0;
+  const link = entry.linkname ?? '';
+  if (fitsUstar(name)) return header(name, entry.type, size, mtime, link);
   const records = Buffer.from(paxRecord('path', name));
   const paxData = Buffer.alloc(paddedSize(records.length));
   records.copy(paxData);
@@ -95,7 +101,7 @@ export function entryHeader(entry: TarEntry, mtime: number): Buffer {
   return Buffer.concat([
     header('PaxHeaders/entry', 'pax', records.length, mtime),
     paxData,
-    header(short, entry.type, size, mtime),
+    header(short, entry.type, size, mtime, link),
   ]);
 }
 

@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
+import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
-import { pull } from '../transfer/pull.js';
+import { ARCHIVE_FORMATS, type ArchiveFormat } from '../transfer/archive-source.js';
+import { type PullResult, pull } from '../transfer/pull.js';
 import { formatBytes, formatDuration } from './format.js';
 import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOptions } from './options.js';
 import { progressRenderer } from './progress.js';
@@ -8,6 +10,7 @@ import { withSignal } from './run.js';
 
 interface PullCliOptions extends RegistryCliOptions {
   output: string;
+  format: ArchiveFormat;
   platform?: string;
   all?: boolean;
   jobs: number;
@@ -15,35 +18,79 @@ interface PullCliOptions extends RegistryCliOptions {
   json?: boolean;
 }
 
+export function parseFormat(v: string): ArchiveFormat {
+  if ((ARCHIVE_FORMATS as readonly string[]).includes(v)) return v as ArchiveFormat;
+  throw new StowageError(
+    'INVALID_ARGUMENT',
+    `unknown format "${v}"; use one of ${ARCHIVE_FORMATS.join(', ')}`,
+  );
+}
+
+export function printResult(
+  result: PullResult,
+  elapsed: number,
+  opts: { json?: boolean; quiet?: boolean },
+): void {
+  if (opts.json) {
+    process.stdout.write(`${JSON.stringify({ ...result, seconds: elapsed / 1000 }, null, 2)}\n`);
+    return;
+  }
+  if (opts.quiet) return;
+  for (const img of result.images) {
+    const platforms = img.platforms.length > 0 ? ` [${img.platforms.join(', ')}]` : '';
+    const note = img.newIndex
+      ? " (a new index made of the chosen platforms: its digest is not the source's)"
+      : '';
+    process.stdout.write(`${img.reference} ${img.digest}${platforms}${note}\n`);
+  }
+  const size = result.size !== undefined ? formatBytes(result.size) : formatBytes(result.contentBytes);
+  const checksum = result.sha256 ? ` (sha256 ${result.sha256})` : '';
+  process.stdout.write(
+    `-> ${result.format}:${result.path}: ${result.blobs} blobs, ${size} in ${formatDuration(elapsed)}${checksum}\n`,
+  );
+}
+
 export function pullCommand(program: Command): void {
   const cmd = program
     .command('pull')
-    .summary('pull an image from a registry into a reproducible oci-archive')
+    .summary('pull images into a reproducible archive (oci-archive, docker-archive, oci, dir)')
     .description(
-      'Pull REF (registry/repository[:tag][@digest]) into an oci-archive at --output. The archive is ' +
-        'byte-reproducible: the same image gives the same bytes on any machine. It appears at its path ' +
-        'only when complete, with a sha256sum-compatible FILE.sha256 beside it.',
+      'Pull one or more images (registry/repository[:tag][@digest]) into one archive at --output. ' +
+        'Archives are byte-reproducible: the same images and names give the same bytes on any machine. ' +
+        'An archive file appears at its path only when complete, with a sha256sum-compatible FILE.sha256 ' +
+        'beside it; a layout directory (oci, dir) only when complete, or an existing OCI layout gains the ' +
+        'new images. docker-archive holds uncompressed layers and one platform per image.',
     )
-    .argument('<ref>', 'image reference, e.g. registry.local:5000/team/app:1.4')
-    .requiredOption('-o, --output <file>', 'archive file to write')
+    .argument(
+      '<refs...>',
+      'images, e.g. registry.local:5000/team/app:1.4; several go into one archive (also oci-archive:PATH[:NAME], docker-archive:, oci:, dir:)',
+    )
+    .requiredOption('-o, --output <path>', 'archive file (or directory, for oci and dir) to write')
     .option(
-      '--platform <os/arch[/variant]>',
-      "platform to choose from a multi-arch image (default: the host's)",
+      '-f, --format <format>',
+      `archive format: ${ARCHIVE_FORMATS.join(', ')}`,
+      parseFormat,
+      'oci-archive',
+    )
+    .option(
+      '--platform <os/arch[/variant],...>',
+      "platform(s) to choose from a multi-arch image (default: the host's); several make a new index",
     )
     .option('--all', 'keep the whole multi-arch index, every platform, digest intact')
     .option('-j, --jobs <n>', 'blobs downloaded in parallel', parsePositiveInt, 4)
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
-  addRegistryOptions(cmd).action(async (ref: string, opts: PullCliOptions) => {
-    const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
+  addRegistryOptions(cmd).action(async (refs: string[], opts: PullCliOptions) => {
+    const platforms = opts.platform ? opts.platform.split(',').map(parsePlatform) : undefined;
     const ctx = await contextFrom(opts);
     const progress = opts.quiet || opts.json ? undefined : await progressRenderer(process.stderr);
     const started = performance.now();
     try {
       const result = await withSignal((signal) =>
-        pull(ctx, ref, {
+        pull(ctx, refs, {
           output: opts.output,
-          platform,
+          format: opts.format,
+          platforms,
           all: opts.all,
           concurrency: opts.jobs,
           signal,
@@ -51,15 +98,7 @@ export function pullCommand(program: Command): void {
         }),
       );
       progress?.stop();
-      const elapsed = performance.now() - started;
-      if (opts.json) {
-        process.stdout.write(`${JSON.stringify({ ...result, seconds: elapsed / 1000 }, null, 2)}\n`);
-      } else if (!opts.quiet) {
-        const platforms = result.platforms.length > 0 ? ` [${result.platforms.join(', ')}]` : '';
-        process.stdout.write(
-          `${result.reference} ${result.digest}${platforms} -> ${result.path}: ${result.blobs} blobs, ${formatBytes(result.size)} in ${formatDuration(elapsed)} (sha256 ${result.sha256})\n`,
-        );
-      }
+      printResult(result, performance.now() - started, opts);
     } finally {
       progress?.stop();
       await ctx.close();

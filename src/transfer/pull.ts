@@ -1,23 +1,43 @@
+/**
+ * The copy engine's archive side: one or more images, from registries or from archives, into one
+ * archive or layout in any format. `stowage pull` and `stowage copy` are thin wrappers around it.
+ */
 import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION, writeOciArchive } from '../archive/oci-archive.js';
+import { type DockerArchiveImage, readSmallBlob, writeDockerArchive } from '../archive/docker-archive.js';
+import { writeDirLayout, writeOciLayout } from '../archive/layout-writer.js';
+import {
+  type ArchiveImage,
+  CONTAINERD_NAME_ANNOTATION,
+  REF_NAME_ANNOTATION,
+  writeOciArchive,
+} from '../archive/oci-archive.js';
 import { StowageError } from '../errors.js';
-import { hostPlatform, type PlatformSpec } from '../image/platform.js';
+import { sha256Digest } from '../image/digest.js';
+import { isIndexMediaType } from '../image/mediatypes.js';
+import { formatPlatform, hostPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
+import { type Descriptor, imageConfigSchema } from '../image/schemas.js';
 import {
   formatReference,
   type ImageReference,
   parseReference,
   withDefaultTag,
 } from '../reference/reference.js';
+import { parseTransportReference } from '../reference/transport.js';
+import { type ArchiveFormat, ArchiveSource } from './archive-source.js';
 import type { Context } from './context.js';
-import { planImage } from './plan.js';
+import { type ImagePlan, type PlannedDocument, parseIndex, parseManifest, planImage } from './plan.js';
 import type { ProgressListener } from './progress.js';
 import { RegistrySource } from './registry-source.js';
+import type { ImageSource } from './source.js';
 
 export interface PullOptions {
-  /** Archive path (oci-archive). */
+  /** Destination path. */
   output: string;
-  platform?: PlatformSpec | undefined;
+  /** Destination format (default oci-archive). */
+  format?: ArchiveFormat | undefined;
+  /** One platform, or several (then a new index is written). Default: the host's. */
+  platforms?: PlatformSpec[] | undefined;
   all?: boolean | undefined;
   /** Blobs downloaded at once (default 4). */
   concurrency?: number | undefined;
@@ -25,24 +45,39 @@ export interface PullOptions {
   onProgress?: ProgressListener | undefined;
 }
 
-export interface PullResult {
-  /** Fully qualified reference that was pulled. */
+export interface PulledImage {
+  /** What was asked for, fully qualified when it is a registry reference. */
   reference: string;
-  /** Where it came from (after registries.conf rewrites). */
+  /** Where it came from (after registries.conf rewrites), or the archive. */
   source: string;
   digest: string;
   mediaType: string;
   platforms: string[];
+  /** The written index was made by selecting platforms; its digest is not the source's. */
+  newIndex: boolean;
+  /** The names the archive records for it. */
+  names: string[];
+}
+
+export interface PullResult {
+  /** Single-image summary (the first image), kept for the one-image case. */
+  reference: string;
+  source: string;
+  digest: string;
+  mediaType: string;
+  platforms: string[];
+  images: PulledImage[];
+  format: ArchiveFormat;
   path: string;
-  /** sha256 of the archive file (hex). */
-  sha256: string;
-  size: number;
+  /** sha256 of the archive file (hex); absent for directory formats. */
+  sha256?: string | undefined;
+  size?: number | undefined;
   blobs: number;
   /** Bytes of blobs and manifests in the archive. */
   contentBytes: number;
 }
 
-async function checkOutputDir(output: string): Promise<void> {
+async function checkOutput(output: string, format: ArchiveFormat): Promise<void> {
   const dir = dirname(resolve(output));
   const s = await stat(dir).catch(() => undefined);
   if (!s?.isDirectory()) {
@@ -52,11 +87,11 @@ async function checkOutputDir(output: string): Promise<void> {
     );
   }
   const o = await stat(output).catch(() => undefined);
-  if (o?.isDirectory())
+  if (o?.isDirectory() && (format === 'oci-archive' || format === 'docker-archive'))
     throw new StowageError('INVALID_ARGUMENT', `cannot write ${output}: it is a directory; give a file path`);
 }
 
-/** The names an archive records for a reference: tag as ref.name, the full name for containerd/podman. */
+/** The names an OCI archive records for a reference: tag as ref.name, the full name for containerd/podman. */
 export function archiveAnnotations(ref: ImageReference): Record<string, string> {
   const annotations: Record<string, string> = {};
   if (ref.tag) {
@@ -68,52 +103,238 @@ export function archiveAnnotations(ref: ImageReference): Record<string, string> 
   return annotations;
 }
 
-/** Pulls one image from a registry into a reproducible oci-archive. */
-export async function pull(ctx: Context, input: string, opts: PullOptions): Promise<PullResult> {
-  const parsed = withDefaultTag(parseReference(input));
-  await checkOutputDir(opts.output);
-  return ctx.withCandidates(parsed, async (ref) => {
-    const { client, endpoint } = await ctx.client(ref);
-    const source = new RegistrySource(client, endpoint.path);
-    const reference = ref.digest ?? ref.tag!;
-    const plan = await planImage(source, reference, {
-      all: opts.all,
-      platform: opts.platform ?? hostPlatform(),
-      signal: opts.signal,
+interface Planned {
+  plan: ImagePlan;
+  source: ImageSource;
+  image: PulledImage;
+  /** Full "registry/repo:tag" names, for docker-archive RepoTags and OCI annotations. */
+  repoTags: string[];
+  annotations: Record<string, string>;
+}
+
+/** Several platforms chosen from an index: a new index naming just those (same media type). */
+async function planPlatforms(
+  source: ImageSource,
+  reference: string,
+  platforms: PlatformSpec[],
+  signal: AbortSignal | undefined,
+): Promise<{ plan: ImagePlan; newIndex: boolean }> {
+  const top = await source.getManifest(reference, signal);
+  if (!isIndexMediaType(top.mediaType)) {
+    return { plan: await planImage(source, reference, { platform: platforms[0]!, signal }), newIndex: false };
+  }
+  const index = parseIndex(top.bytes, `index ${top.digest} of ${source.description}`);
+  const chosen: Descriptor[] = [];
+  for (const p of platforms) {
+    const d = selectPlatform(index.manifests, p, `${source.description}:${reference}`);
+    if (!chosen.some((c) => c.digest === d.digest)) chosen.push(d);
+  }
+  const bytes = Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: top.mediaType, manifests: chosen }),
+  );
+  const root = {
+    descriptor: { mediaType: top.mediaType, digest: sha256Digest(bytes), size: bytes.length },
+    bytes,
+  };
+  const documents: PlannedDocument[] = [root];
+  const blobs = new Map<string, Descriptor>();
+  for (const d of chosen) {
+    const child = await source.getManifest(d.digest, signal);
+    documents.push({
+      descriptor: { mediaType: child.mediaType, digest: d.digest, size: child.bytes.length },
+      bytes: child.bytes,
     });
-    opts.onProgress?.({
-      type: 'resolved',
-      reference: formatReference(ref),
-      digest: plan.root.descriptor.digest,
-      mediaType: plan.root.descriptor.mediaType,
-      platforms: plan.platforms,
-    });
-    const written = await writeOciArchive(
-      opts.output,
-      {
-        images: [{ descriptor: plan.root.descriptor, annotations: archiveAnnotations(ref) }],
-        documents: new Map(plan.documents.map((d) => [d.descriptor.digest, d.bytes])),
-        blobs: plan.blobs,
-      },
-      {
-        fetch: (d, signal) => source.getBlob(d, signal),
-        concurrency: opts.concurrency ?? 4,
-        signal: opts.signal,
-        onProgress: opts.onProgress,
-      },
+    const m = parseManifest(child.bytes, `manifest ${d.digest} of ${source.description}`);
+    for (const b of [m.config, ...m.layers])
+      blobs.set(b.digest, { mediaType: b.mediaType, digest: b.digest, size: b.size });
+  }
+  return {
+    plan: {
+      root,
+      documents,
+      blobs: [...blobs.values()].sort((a, b) => (a.digest < b.digest ? -1 : 1)),
+      platforms: chosen.map((d) => formatPlatform(d.platform)),
+    },
+    newIndex: true,
+  };
+}
+
+/** Copies images (registry or archive references) into one archive or layout. */
+export async function pull(ctx: Context, inputs: string[], opts: PullOptions): Promise<PullResult> {
+  const format = opts.format ?? 'oci-archive';
+  if (inputs.length === 0) throw new StowageError('INVALID_ARGUMENT', 'name at least one image to pull');
+  if (opts.all && format === 'docker-archive') {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      'a docker-archive holds one platform per image, so --all cannot be written to it; use --format oci-archive, or choose with --platform',
     );
-    return {
-      reference: formatReference(ref),
-      source: `${endpoint.host}/${endpoint.path}`,
-      digest: plan.root.descriptor.digest,
-      mediaType: plan.root.descriptor.mediaType,
-      platforms: plan.platforms,
-      path: written.path,
-      sha256: written.sha256,
-      size: written.size,
-      blobs: plan.blobs.length + plan.documents.length,
-      contentBytes:
-        plan.blobs.reduce((n, b) => n + b.size, 0) + plan.documents.reduce((n, d) => n + d.bytes.length, 0),
+  }
+  if (format === 'dir' && inputs.length > 1) {
+    throw new StowageError('INVALID_ARGUMENT', `a dir: layout holds one image; ${inputs.length} were given`);
+  }
+  await checkOutput(opts.output, format);
+  const platforms = opts.platforms?.length ? opts.platforms : [hostPlatform()];
+  if (platforms.length > 1 && format === 'docker-archive') {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      'a docker-archive holds one platform per image; give one --platform',
+    );
+  }
+  const planned: Planned[] = [];
+  const sources: ImageSource[] = [];
+  try {
+    for (const input of inputs) {
+      const t = parseTransportReference(input);
+      const planWith = async (source: ImageSource, reference: string) =>
+        opts.all
+          ? {
+              plan: await planImage(source, reference, {
+                all: true,
+                platform: platforms[0]!,
+                signal: opts.signal,
+              }),
+              newIndex: false,
+            }
+          : platforms.length > 1
+            ? await planPlatforms(source, reference, platforms, opts.signal)
+            : {
+                plan: await planImage(source, reference, { platform: platforms[0]!, signal: opts.signal }),
+                newIndex: false,
+              };
+      if (t.transport === 'docker') {
+        const parsed = withDefaultTag(t.ref);
+        const p = await ctx.withCandidates(parsed, async (ref) => {
+          const { client, endpoint } = await ctx.client(ref);
+          const source = new RegistrySource(client, endpoint.path);
+          const { plan, newIndex } = await planWith(source, ref.digest ?? ref.tag!);
+          const full = formatReference({ ...ref, digest: undefined });
+          return {
+            plan,
+            source,
+            repoTags: ref.tag ? [full] : [],
+            annotations: archiveAnnotations(ref),
+            image: {
+              reference: formatReference(ref),
+              source: `${endpoint.host}/${endpoint.path}`,
+              digest: plan.root.descriptor.digest,
+              mediaType: plan.root.descriptor.mediaType,
+              platforms: plan.platforms,
+              newIndex,
+              names: ref.tag ? [full] : [],
+            },
+          };
+        });
+        planned.push(p);
+      } else {
+        const source = await ArchiveSource.open(t.path, t.transport);
+        sources.push(source);
+        const listed = source.select('name' in t ? t.name : undefined);
+        const { plan, newIndex } = await planWith(source, listed.descriptor.digest);
+        const full = listed.names.find((n) => n.includes('/') || n.includes(':')) ?? listed.names[0];
+        const annotations: Record<string, string> = {};
+        let repoTags: string[] = [];
+        if (full) {
+          try {
+            const ref = withDefaultTag(parseReference(full));
+            Object.assign(annotations, archiveAnnotations(ref));
+            repoTags = [formatReference({ ...ref, digest: undefined })];
+          } catch {
+            annotations[REF_NAME_ANNOTATION] = full;
+          }
+        }
+        planned.push({
+          plan,
+          source,
+          repoTags,
+          annotations,
+          image: {
+            reference: input,
+            source: source.description,
+            digest: plan.root.descriptor.digest,
+            mediaType: plan.root.descriptor.mediaType,
+            platforms: plan.platforms,
+            newIndex,
+            names: repoTags,
+          },
+        });
+      }
+    }
+
+    // Merge: documents and blobs unique by digest, each fetched from the first source that has it.
+    const documents = new Map<string, Buffer>();
+    const blobs = new Map<string, Descriptor>();
+    const from = new Map<string, ImageSource>();
+    for (const p of planned) {
+      for (const d of p.plan.documents) documents.set(d.descriptor.digest, d.bytes);
+      for (const b of p.plan.blobs) {
+        if (!blobs.has(b.digest)) {
+          blobs.set(b.digest, b);
+          from.set(b.digest, p.source);
+        }
+      }
+    }
+    const fetch = (d: Descriptor, signal: AbortSignal) => from.get(d.digest)!.getBlob(d, signal);
+    const writeOpts = {
+      fetch,
+      concurrency: opts.concurrency ?? 4,
+      signal: opts.signal,
+      onProgress: opts.onProgress,
     };
-  });
+    const images: ArchiveImage[] = planned.map((p) => ({
+      descriptor: p.plan.root.descriptor,
+      annotations: p.annotations,
+    }));
+    const sortedBlobs = [...blobs.values()].sort((a, b) =>
+      a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0,
+    );
+    const content = { images, documents, blobs: sortedBlobs };
+    let sha256: string | undefined;
+    let size: number | undefined;
+    if (format === 'oci-archive') {
+      ({ sha256, size } = await writeOciArchive(opts.output, content, writeOpts));
+    } else if (format === 'oci') {
+      await writeOciLayout(opts.output, content, writeOpts);
+    } else if (format === 'dir') {
+      await writeDirLayout(opts.output, content, writeOpts);
+    } else {
+      const dockerImages: DockerArchiveImage[] = [];
+      const controller = new AbortController();
+      for (const p of planned) {
+        const manifest = parseManifest(p.plan.root.bytes, `manifest ${p.plan.root.descriptor.digest}`);
+        const bytes = await readSmallBlob(fetch, manifest.config, opts.signal ?? controller.signal);
+        const parsed = imageConfigSchema.safeParse(JSON.parse(bytes.toString('utf8')));
+        if (!parsed.success) {
+          throw new StowageError(
+            'INVALID_MANIFEST',
+            `config ${manifest.config.digest} is not a valid image config`,
+          );
+        }
+        dockerImages.push({
+          manifest,
+          config: { descriptor: manifest.config, bytes, parsed: parsed.data },
+          repoTags: p.repoTags,
+        });
+      }
+      ({ sha256, size } = await writeDockerArchive(opts.output, dockerImages, writeOpts));
+    }
+    const first = planned[0]!.image;
+    return {
+      reference: first.reference,
+      source: first.source,
+      digest: first.digest,
+      mediaType: first.mediaType,
+      platforms: first.platforms,
+      images: planned.map((p) => p.image),
+      format,
+      path: opts.output,
+      sha256,
+      size,
+      blobs: sortedBlobs.length + documents.size,
+      contentBytes:
+        sortedBlobs.reduce((n, b) => n + b.size, 0) +
+        [...documents.values()].reduce((n, d) => n + d.length, 0),
+    };
+  } finally {
+    for (const s of sources) await s.close();
+  }
 }

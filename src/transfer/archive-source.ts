@@ -1,0 +1,333 @@
+/**
+ * Archives and layouts as image sources: oci-archive and OCI layout directories (ours, skopeo's,
+ * podman's, docker 25+'s), docker-archive (docker save before v25, podman save, skopeo) and skopeo's
+ * dir: layout. Nothing is extracted: documents are read into memory (4 MiB limit), blobs are streamed
+ * from their place in the archive, and every byte is digest-checked by the writer that consumes it.
+ */
+import { createHash } from 'node:crypto';
+import { stat } from 'node:fs/promises';
+import { DirAccess, type FileAccess, TarAccess } from '../archive/access.js';
+import { CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
+import { StowageError } from '../errors.js';
+import { DigestVerifier, digestAlgorithm, digestHex, sha256Digest } from '../image/digest.js';
+import { MAX_MANIFEST_BYTES, MediaType } from '../image/mediatypes.js';
+import { formatPlatform } from '../image/platform.js';
+import { type Descriptor, imageConfigSchema, imageIndexSchema } from '../image/schemas.js';
+import { isDigest } from '../reference/reference.js';
+import type { ManifestResponse } from '../registry/client.js';
+import type { ImageSource } from './source.js';
+
+export type ArchiveFormat = 'oci-archive' | 'docker-archive' | 'oci' | 'dir';
+export const ARCHIVE_FORMATS: readonly ArchiveFormat[] = ['oci-archive', 'docker-archive', 'oci', 'dir'];
+
+/** One image (or index) an archive holds, with the names it records for it. */
+export interface ListedImage {
+  names: string[];
+  descriptor: Descriptor;
+  platform?: string | undefined;
+}
+
+function jsonOf(bytes: Buffer, what: string): unknown {
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new StowageError('INVALID_ARCHIVE', `${what} is not valid JSON`);
+  }
+}
+
+/** The media type a manifest document declares, or the one its shape implies (OCI allows omitting it). */
+export function documentMediaType(bytes: Buffer, what: string): string {
+  const doc = jsonOf(bytes, what) as { mediaType?: unknown; manifests?: unknown; config?: unknown };
+  if (typeof doc?.mediaType === 'string') return doc.mediaType;
+  if (Array.isArray(doc?.manifests)) return MediaType.OciIndex;
+  if (doc?.config) return MediaType.OciManifest;
+  throw new StowageError('INVALID_ARCHIVE', `${what} is neither an image manifest nor an index`);
+}
+
+const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
+
+export type Compression = 'gzip' | 'zstd' | 'none';
+
+export function sniffCompression(head: Uint8Array): Compression {
+  if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
+  if (ZSTD_MAGIC.every((b, i) => head[i] === b)) return 'zstd';
+  return 'none';
+}
+
+async function firstBytes(access: FileAccess, name: string, n: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let got = 0;
+  for await (const c of await access.stream(name)) {
+    parts.push(Buffer.from(c));
+    got += c.byteLength;
+    if (got >= n) break;
+  }
+  return Buffer.concat(parts).subarray(0, n);
+}
+
+export class ArchiveSource implements ImageSource {
+  readonly description: string;
+
+  private constructor(
+    readonly format: ArchiveFormat,
+    readonly access: FileAccess,
+    readonly images: ListedImage[],
+    /** Documents made or read while opening, by digest. */
+    private readonly documents: Map<string, Buffer>,
+    /** Where a blob (or manifest) lives, by digest. */
+    private readonly locate: (digest: string) => string | undefined,
+    /** Extra facts for display: e.g. "docker 25+". */
+    readonly variant?: string,
+  ) {
+    this.description = `${format}:${access.path}`;
+  }
+
+  /** Opens an archive or layout, detecting its format (or checking the one given). */
+  static async open(path: string, expected?: ArchiveFormat): Promise<ArchiveSource> {
+    const st = await stat(path).catch(() => undefined);
+    if (!st) throw new StowageError('NOT_FOUND', `${path} does not exist`);
+    let source: ArchiveSource;
+    if (st.isDirectory()) {
+      const access = new DirAccess(path);
+      if ((await access.size('oci-layout')) !== undefined)
+        source = await ArchiveSource.openOci(access, 'oci');
+      else if (
+        (await access.size('manifest.json')) !== undefined &&
+        (await access.size('version')) !== undefined
+      )
+        source = await ArchiveSource.openDir(access);
+      else
+        throw new StowageError(
+          'INVALID_ARCHIVE',
+          `${path} is a directory but neither an OCI layout (no oci-layout file) nor a dir: layout (no version file)`,
+        );
+    } else {
+      const access = await TarAccess.open(path);
+      const names = new Set(await access.names());
+      if (names.has('manifest.json') && !names.has('oci-layout'))
+        source = await ArchiveSource.openDocker(access);
+      else if (names.has('oci-layout') && names.has('index.json'))
+        source = await ArchiveSource.openOci(
+          access,
+          names.has('manifest.json') ? 'docker-archive' : 'oci-archive',
+        );
+      else
+        throw new StowageError(
+          'INVALID_ARCHIVE',
+          `${path} is a tar archive but holds neither manifest.json (docker-archive) nor oci-layout and index.json (oci-archive)`,
+        );
+    }
+    if (expected && expected !== source.format) {
+      throw new StowageError(
+        'INVALID_ARCHIVE',
+        `${path} is ${source.format === 'oci' ? 'an OCI layout' : `a ${source.format}`}, not ${expected}; use ${source.format}:${path}`,
+      );
+    }
+    return source;
+  }
+
+  private static async openOci(access: FileAccess, format: ArchiveFormat): Promise<ArchiveSource> {
+    const layout = jsonOf(
+      await access.read('oci-layout', 4096, 'oci-layout'),
+      `${access.path}: oci-layout`,
+    ) as {
+      imageLayoutVersion?: unknown;
+    };
+    if (typeof layout?.imageLayoutVersion !== 'string') {
+      throw new StowageError('INVALID_ARCHIVE', `${access.path}: oci-layout has no imageLayoutVersion`);
+    }
+    const indexBytes = await access.read('index.json', MAX_MANIFEST_BYTES, 'index.json');
+    const parsed = imageIndexSchema.safeParse(jsonOf(indexBytes, `${access.path}: index.json`));
+    if (!parsed.success) {
+      throw new StowageError('INVALID_ARCHIVE', `${access.path}: index.json is not a valid OCI index`);
+    }
+    const images: ListedImage[] = parsed.data.manifests.map((d) => {
+      const a = (d.annotations ?? {}) as Record<string, string>;
+      const names = [a[CONTAINERD_NAME_ANNOTATION], a[REF_NAME_ANNOTATION]].filter(
+        (n, i, all): n is string => typeof n === 'string' && n !== '' && all.indexOf(n) === i,
+      );
+      return { names, descriptor: d, platform: d.platform ? formatPlatform(d.platform) : undefined };
+    });
+    const variant = format === 'docker-archive' ? 'docker save 25+ (OCI layout inside)' : undefined;
+    return new ArchiveSource(
+      format,
+      access,
+      images,
+      new Map(),
+      (digest) => `blobs/${digestAlgorithm(digest)}/${digestHex(digest)}`,
+      variant,
+    );
+  }
+
+  private static async openDir(access: FileAccess): Promise<ArchiveSource> {
+    const top = await access.read('manifest.json', MAX_MANIFEST_BYTES, 'manifest.json');
+    const digest = sha256Digest(top);
+    const mediaType = documentMediaType(top, `${access.path}: manifest.json`);
+    const documents = new Map([[digest, top]]);
+    return new ArchiveSource(
+      'dir',
+      access,
+      [{ names: [], descriptor: { mediaType, digest, size: top.length } }],
+      documents,
+      (d) => digestHex(d),
+    );
+  }
+
+  private static async openDocker(access: FileAccess): Promise<ArchiveSource> {
+    const raw = jsonOf(
+      await access.read('manifest.json', MAX_MANIFEST_BYTES, 'manifest.json'),
+      `${access.path}: manifest.json`,
+    );
+    if (!Array.isArray(raw) || raw.length === 0) {
+      throw new StowageError('INVALID_ARCHIVE', `${access.path}: manifest.json lists no images`);
+    }
+    const documents = new Map<string, Buffer>();
+    const paths = new Map<string, string>();
+    const images: ListedImage[] = [];
+    for (const [i, item] of (raw as Record<string, unknown>[]).entries()) {
+      const what = `${access.path}: manifest.json entry ${i}`;
+      if (typeof item?.Config !== 'string' || !Array.isArray(item.Layers)) {
+        throw new StowageError('INVALID_ARCHIVE', `${what} has no Config or Layers`);
+      }
+      const configBytes = await access.read(item.Config, MAX_MANIFEST_BYTES, `config ${item.Config}`);
+      const configDigest = sha256Digest(configBytes);
+      const config = imageConfigSchema.safeParse(jsonOf(configBytes, `${access.path}: ${item.Config}`));
+      if (!config.success)
+        throw new StowageError('INVALID_ARCHIVE', `${what}: ${item.Config} is not an image config`);
+      const diffIds = config.data.rootfs?.diff_ids ?? [];
+      const layerPaths = item.Layers as unknown[];
+      if (diffIds.length !== layerPaths.length) {
+        throw new StowageError(
+          'INVALID_ARCHIVE',
+          `${what} lists ${layerPaths.length} layers, its config ${diffIds.length} diff_ids`,
+        );
+      }
+      paths.set(configDigest, item.Config);
+      const layers: Descriptor[] = [];
+      let oci = false;
+      for (const [j, p] of layerPaths.entries()) {
+        if (typeof p !== 'string')
+          throw new StowageError('INVALID_ARCHIVE', `${what}: layer ${j} is not a path`);
+        const size = await access.size(p);
+        if (size === undefined) throw new StowageError('INVALID_ARCHIVE', `${what}: layer ${p} is missing`);
+        const compression = sniffCompression(await firstBytes(access, p, 4));
+        let digest = diffIds[j]!;
+        let mediaType = 'application/vnd.docker.image.rootfs.diff.tar';
+        if (compression !== 'none') {
+          // A compressed layer.tar: its digest is not recorded anywhere, so hash it once.
+          const h = createHash('sha256');
+          for await (const c of await access.stream(p)) h.update(c);
+          digest = `sha256:${h.digest('hex')}`;
+          mediaType = compression === 'gzip' ? MediaType.DockerLayerGzip : MediaType.OciLayerZstd;
+          if (compression === 'zstd') oci = true;
+        }
+        paths.set(digest, p);
+        layers.push({ mediaType, digest, size });
+      }
+      if (oci) {
+        for (const l of layers) {
+          if (l.mediaType === MediaType.DockerLayerGzip) l.mediaType = MediaType.OciLayerGzip;
+          else if (l.mediaType === 'application/vnd.docker.image.rootfs.diff.tar')
+            l.mediaType = MediaType.OciLayerTar;
+        }
+      }
+      const manifest = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: oci ? MediaType.OciManifest : MediaType.DockerManifest,
+          config: {
+            mediaType: oci ? MediaType.OciConfig : MediaType.DockerConfig,
+            size: configBytes.length,
+            digest: configDigest,
+          },
+          layers,
+        }),
+      );
+      const manifestDigest = sha256Digest(manifest);
+      documents.set(manifestDigest, manifest);
+      const names = Array.isArray(item.RepoTags)
+        ? item.RepoTags.filter((t): t is string => typeof t === 'string')
+        : [];
+      images.push({
+        names,
+        descriptor: {
+          mediaType: oci ? MediaType.OciManifest : MediaType.DockerManifest,
+          digest: manifestDigest,
+          size: manifest.length,
+        },
+        platform: formatPlatform({
+          os: String(config.data.os ?? ''),
+          architecture: String(config.data.architecture ?? ''),
+          ...(config.data.variant ? { variant: String(config.data.variant) } : {}),
+        }),
+      });
+    }
+    return new ArchiveSource('docker-archive', access, images, documents, (d) => paths.get(d));
+  }
+
+  /**
+   * The image `name` names: a recorded name (full reference or tag), an index ("@0"), a digest, or,
+   * when the archive holds exactly one image, nothing at all.
+   */
+  select(name?: string): ListedImage {
+    if (!name) {
+      if (this.images.length === 1) return this.images[0]!;
+      throw new StowageError(
+        'INVALID_ARGUMENT',
+        `${this.access.path} holds ${this.images.length} images; name one (${this.describeChoices()})`,
+      );
+    }
+    if (/^@\d+$/.test(name)) {
+      const img = this.images[Number(name.slice(1))];
+      if (img) return img;
+    }
+    if (isDigest(name)) {
+      const img = this.images.find((i) => i.descriptor.digest === name);
+      if (img) return img;
+    }
+    const matches = this.images.filter((i) =>
+      i.names.some((n) => n === name || n.endsWith(`/${name}`) || n === `docker.io/library/${name}`),
+    );
+    if (matches.length === 1) return matches[0]!;
+    throw new StowageError(
+      'NOT_FOUND',
+      `${this.access.path} holds no image named "${name}"${matches.length > 1 ? ' (ambiguous)' : ''}; it has ${this.describeChoices()}`,
+    );
+  }
+
+  private describeChoices(): string {
+    return this.images
+      .map((img, i) => `@${i}${img.names.length ? ` ${img.names.join(', ')}` : ''}`)
+      .join('; ');
+  }
+
+  async getManifest(reference: string): Promise<ManifestResponse> {
+    const digest = isDigest(reference) ? reference : this.select(reference).descriptor.digest;
+    let bytes = this.documents.get(digest);
+    if (!bytes) {
+      const path = this.format === 'dir' ? `${digestHex(digest)}.manifest.json` : this.locate(digest);
+      if (!path)
+        throw new StowageError('INVALID_ARCHIVE', `${this.access.path}: manifest ${digest} is missing`);
+      bytes = await this.access.read(path, MAX_MANIFEST_BYTES, `manifest ${digest}`);
+      const v = new DigestVerifier(digest, undefined, `${this.access.path}: manifest ${digest}`);
+      v.update(bytes);
+      v.finish();
+    }
+    const listed = this.images.find((i) => i.descriptor.digest === digest);
+    const mediaType = listed?.descriptor.mediaType ?? documentMediaType(bytes, `manifest ${digest}`);
+    return { bytes, mediaType, digest };
+  }
+
+  async getBlob(descriptor: Descriptor, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+    const path = this.locate(descriptor.digest);
+    if (!path || (await this.access.size(path)) === undefined) {
+      throw new StowageError(
+        'INVALID_ARCHIVE',
+        `${this.access.path}: blob ${descriptor.digest} is named by a manifest but missing from the archive`,
+      );
+    }
+    return this.access.stream(path, signal);
+  }
+
+  async close(): Promise<void> {}
+}
