@@ -1,6 +1,6 @@
 /**
  * Pull benchmark: stowage against skopeo 1.9 on the same fixture, the same loopback registry, in the
- * same run, alternating. Prints time ratios and peak RSS; asserts only that both archives are correct.
+ * same run, alternating; oci-archive and docker-archive (layers decompressed and diff_ids checked). Prints time ratios and peak RSS; asserts only that both archives are correct.
  *
  *   npm run bench                   # 3 layers, about 450 MB, 5 rounds
  *   BENCH_ROUNDS=9 BENCH_MIB=300,100,50 npm run bench
@@ -65,13 +65,23 @@ describe('pull benchmark', () => {
       skopeo: { t: [], rss: [] },
       stowage: { t: [], rss: [] },
       'stowage (smaller image)': { t: [], rss: [] },
+      'skopeo docker-archive': { t: [], rss: [] },
+      'stowage docker-archive': { t: [], rss: [] },
     };
     const ref = `${host}/bench/big:v1`;
     // Each measurement starts with no dirty pages left by the previous one (skopeo does not fsync its
     // output; stowage does, and would otherwise pay for flushing skopeo's writes too).
     const settle = () => run('sync', []);
     for (let i = 0; i < ROUNDS; i++) {
-      for (const f of ['skopeo.tar', 'stowage.tar', 'smaller.tar']) await rm(join(out, f), { force: true });
+      for (const f of [
+        'skopeo.tar',
+        'stowage.tar',
+        'smaller.tar',
+        'skopeo-d.tar',
+        'stowage-d.tar',
+        'stowage-d.tar.sha256',
+      ])
+        await rm(join(out, f), { force: true });
       await rm('/var/lib/containers/cache/blob-info-cache-v1.boltdb', { force: true });
       const record = async (name: keyof typeof results, cmd: string, args: string[]) => {
         await settle();
@@ -95,7 +105,32 @@ describe('pull benchmark', () => {
         '-o',
         join(out, 'smaller.tar'),
       ]);
+      await record('skopeo docker-archive', 'skopeo', [
+        'copy',
+        '--quiet',
+        '--src-tls-verify=false',
+        `docker://${ref}`,
+        `docker-archive:${join(out, 'skopeo-d.tar')}:${ref}`,
+      ]);
+      await record('stowage docker-archive', process.execPath, [
+        BIN,
+        'pull',
+        '-q',
+        '-f',
+        'docker-archive',
+        ref,
+        '-o',
+        join(out, 'stowage-d.tar'),
+      ]);
     }
+    // Both docker-archives hold the same config and layers.
+    const theirsD = JSON.parse(
+      (await run('skopeo', ['inspect', `docker-archive:${join(out, 'skopeo-d.tar')}`])).stdout,
+    );
+    const oursD = JSON.parse(
+      (await run('skopeo', ['inspect', `docker-archive:${join(out, 'stowage-d.tar')}`])).stdout,
+    );
+    expect(oursD.Layers).toEqual(theirsD.Layers);
     // Both archives hold the same image, and ours verifies.
     const layout = join(out, 'check');
     await run('skopeo', ['copy', '--quiet', `oci-archive:${join(out, 'stowage.tar')}`, `oci:${layout}:x`]);
@@ -118,6 +153,11 @@ describe('pull benchmark', () => {
     const ratioBest = Math.min(...results.skopeo!.t) / Math.min(...results.stowage!.t);
     const ratioMedian = median(results.skopeo!.t) / median(results.stowage!.t);
     lines.push(`  speed-up over skopeo: best ${ratioBest.toFixed(2)}x, median ${ratioMedian.toFixed(2)}x`);
+    const ratioD = (f: (x: number[]) => number) =>
+      f(results['skopeo docker-archive']!.t) / f(results['stowage docker-archive']!.t);
+    lines.push(
+      `  docker-archive speed-up over skopeo: best ${ratioD((x) => Math.min(...x)).toFixed(2)}x, median ${ratioD(median).toFixed(2)}x`,
+    );
     lines.push(
       `  throughput (stowage, median): ${(size / 1024 / 1024 / median(results.stowage!.t)).toFixed(0)} MiB/s`,
     );
