@@ -4,7 +4,7 @@
  * ever read: hostile names and links that leave it are refused.
  */
 import { createReadStream } from 'node:fs';
-import { lstat, readFile, realpath, stat } from 'node:fs/promises';
+import { lstat, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { StowageError } from '../errors.js';
 import { safeEntryName, TarIndex } from './tar-reader.js';
@@ -105,7 +105,6 @@ export class DirAccess implements FileAccess {
   }
 
   async names(): Promise<string[]> {
-    const { readdir } = await import('node:fs/promises');
     const out: string[] = [];
     const walk = async (rel: string, depth: number) => {
       if (depth > 4) return;

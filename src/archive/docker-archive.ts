@@ -18,10 +18,9 @@ import { StowageError } from '../errors.js';
 import { DigestVerifier, digestHex, sha256Digest } from '../image/digest.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../image/schemas.js';
-import type { ProgressListener } from '../transfer/progress.js';
 import { AtomicFile, sha256Line, writeFileAtomic } from './atomic.js';
 import { ArchiveHasher } from './hasher.js';
-import type { BlobFetcher, WrittenArchive } from './oci-archive.js';
+import type { BlobFetcher, WriteOptions, WrittenArchive } from './oci-archive.js';
 import { archiveMtime, BLOCK, END_OF_ARCHIVE, entryHeader, paddedSize, type TarEntry } from './tar.js';
 
 export interface DockerArchiveImage {
@@ -29,14 +28,6 @@ export interface DockerArchiveImage {
   config: { descriptor: Descriptor; bytes: Buffer; parsed: ImageConfig };
   /** RepoTags: "registry/repository:tag". */
   repoTags: string[];
-}
-
-export interface DockerWriteOptions {
-  fetch: BlobFetcher;
-  concurrency: number;
-  signal?: AbortSignal | undefined;
-  onProgress?: ProgressListener | undefined;
-  env?: NodeJS.ProcessEnv;
 }
 
 interface LayerJob {
@@ -247,7 +238,7 @@ const WRITE_BATCH = 1 << 20;
 export async function writeDockerArchive(
   path: string,
   images: DockerArchiveImage[],
-  opts: DockerWriteOptions,
+  opts: WriteOptions,
 ): Promise<WrittenArchive> {
   const mtime = archiveMtime(opts.env);
   const { entries, layers } = dockerMetadata(images);

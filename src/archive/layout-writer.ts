@@ -6,7 +6,7 @@
  * index.json, replaced atomically.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { StowageError } from '../errors.js';
 import { DigestVerifier, digestAlgorithm, digestHex } from '../image/digest.js';
@@ -138,7 +138,6 @@ export async function writeOciLayout(
     let images: ArchiveImage[] = content.images;
     if (existing) {
       // Keep what the layout had, minus entries whose name is taken by a new image.
-      const { readFile } = await import('node:fs/promises');
       const old = JSON.parse(await readFile(join(root, 'index.json'), 'utf8')) as {
         manifests?: Descriptor[];
       };
