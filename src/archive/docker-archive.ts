@@ -11,14 +11,12 @@
  * decompressed from there in their turn.
  */
 import { type FileHandle, open, unlink } from 'node:fs/promises';
-import { Readable, type Transform } from 'node:stream';
-import * as zlib from 'node:zlib';
-import { createGunzip } from 'node:zlib';
 import { StowageError } from '../errors.js';
-import { DigestVerifier, digestHex, sha256Digest } from '../image/digest.js';
+import { DigestVerifier, digestHex, digestMismatch, sha256Digest } from '../image/digest.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../image/schemas.js';
 import { AtomicFile, sha256Line, writeFileAtomic } from './atomic.js';
+import { decompressed } from './decompress.js';
 import { ArchiveHasher } from './hasher.js';
 import type { BlobFetcher, WriteOptions, WrittenArchive } from './oci-archive.js';
 import { archiveMtime, BLOCK, END_OF_ARCHIVE, entryHeader, paddedSize, type TarEntry } from './tar.js';
@@ -140,44 +138,14 @@ export function dockerMetadata(images: DockerArchiveImage[]): {
   return { entries, layers: [...layers.values()] };
 }
 
-/** A decompressor for a layer, chosen from its first bytes (media types are not always right). */
-async function decompressor(head: Uint8Array): Promise<Transform | undefined> {
-  if (head[0] === 0x1f && head[1] === 0x8b) return createGunzip();
-  if (head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) {
-    const native = (zlib as unknown as { createZstdDecompress?: () => Transform }).createZstdDecompress;
-    if (native) return native();
-    const { Decompress } = await import('fzstd');
-    const { Transform: T } = await import('node:stream');
-    let dec: InstanceType<typeof Decompress>;
-    return new T({
-      construct(cb) {
-        dec = new Decompress((chunk) => this.push(Buffer.from(chunk)));
-        cb();
-      },
-      transform(chunk: Buffer, _enc, cb) {
-        try {
-          dec.push(chunk);
-          cb();
-        } catch (e) {
-          cb(e as Error);
-        }
-      },
-      flush(cb) {
-        try {
-          dec.push(new Uint8Array(0), true);
-          cb();
-        } catch (e) {
-          cb(e as Error);
-        }
-      },
-    });
-  }
-  return undefined;
-}
+/** Bytes per write to the archive and to spools. */
+const WRITE_BATCH = 1 << 20;
 
 /** An append-only temporary file that can be read while it is still being written. */
 class Spool {
   private written = 0;
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
   private done = false;
   private failed: unknown;
   private wake: (() => void) | undefined;
@@ -190,13 +158,26 @@ class Spool {
     return new Spool(path, await open(path, 'wx+', 0o600));
   }
 
+  /** Appends a chunk; bytes reach the file (and the reader) in batches of WRITE_BATCH. */
   async append(chunk: Uint8Array): Promise<void> {
-    await this.fh.write(chunk, 0, chunk.byteLength, this.written);
-    this.written += chunk.byteLength;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.byteLength;
+    if (this.pendingBytes >= WRITE_BATCH) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    if (!this.pendingBytes) return;
+    const chunks = this.pending;
+    const n = this.pendingBytes;
+    this.pending = [];
+    this.pendingBytes = 0;
+    await this.fh.writev(chunks, this.written);
+    this.written += n;
     this.wake?.();
   }
 
-  end(error?: unknown): void {
+  async end(error?: unknown): Promise<void> {
+    if (error === undefined) await this.flush();
     this.done = true;
     this.failed = error;
     this.wake?.();
@@ -227,8 +208,6 @@ class Spool {
     await unlink(this.path).catch(() => {});
   }
 }
-
-const WRITE_BATCH = 1 << 20;
 
 /**
  * Writes a docker-archive at `path` (atomically, with `path.sha256` beside it). Every layer is checked
@@ -294,9 +273,9 @@ export async function writeDockerArchive(
             slots[i]!.resolve(spool.read());
             try {
               for await (const c of body) await spool.append(c);
-              spool.end();
+              await spool.end();
             } catch (e) {
-              spool.end(e);
+              await spool.end(e);
               throw e;
             }
           }
@@ -320,20 +299,18 @@ export async function writeDockerArchive(
           layer.source.size,
           `layer ${layer.source.digest}`,
         );
-        const uncompressed = new DigestVerifier(
-          layer.diffId,
-          undefined,
-          `layer ${layer.source.digest} (diff_id ${layer.diffId})`,
-        );
         const headerPos = pos;
         const dataStart = pos + BLOCK;
         let at = dataStart;
         let batch: Buffer[] = [];
         let batchBytes = 0;
+        // The uncompressed bytes are checked against the diff_id by the hasher as they are written.
+        hasher.openTap(dataStart);
         const flush = async () => {
           if (!batchBytes) return;
           await fh.writev(batch, at);
           at += batchBytes;
+          hasher.tapWritten(at);
           batch = [];
           batchBytes = 0;
         };
@@ -343,17 +320,8 @@ export async function writeDockerArchive(
             yield c;
           }
         })();
-        const iterator = counted[Symbol.asyncIterator]();
-        const first = await iterator.next();
-        const headBytes = first.done ? new Uint8Array(0) : first.value;
-        const rest = (async function* () {
-          if (!first.done) yield first.value;
-          for (let r = await iterator.next(); !r.done; r = await iterator.next()) yield r.value;
-        })();
-        const dec = await decompressor(headBytes);
-        const plain: AsyncIterable<Uint8Array> = dec ? Readable.from(rest).pipe(dec) : rest;
+        const plain = decompressed(counted);
         for await (const c of plain) {
-          uncompressed.update(c);
           batch.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
           batchBytes += c.byteLength;
           if (batchBytes >= WRITE_BATCH) {
@@ -367,7 +335,6 @@ export async function writeDockerArchive(
           }
         }
         compressed.finish();
-        uncompressed.finish();
         await flush();
         const size = at - dataStart;
         const pad = paddedSize(size) - size;
@@ -377,6 +344,7 @@ export async function writeDockerArchive(
           throw new StowageError('INTERNAL', `layer name ${layer.name} needs a long header`);
         await fh.write(header, 0, BLOCK, headerPos);
         pos = dataStart + paddedSize(size);
+        hasher.closeTap(at);
         hasher.written(0, pos);
         await spools.get(head)?.dispose();
         spools.delete(head);
@@ -394,7 +362,13 @@ export async function writeDockerArchive(
     pos += END_OF_ARCHIVE.length;
     await fh.truncate(pos);
     hasher.close(0, pos);
-    const [sha256] = await Promise.all([hasher.finish(), fh.datasync()]);
+    const [{ archive: sha256, taps }] = await Promise.all([hasher.finish(), fh.datasync()]);
+    for (const [i, layer] of layers.entries()) {
+      const actual = `sha256:${taps[i]}`;
+      if (actual !== layer.diffId) {
+        throw digestMismatch(`layer ${layer.source.digest} uncompressed (diff_id)`, actual, layer.diffId);
+      }
+    }
     opts.onProgress?.({ type: 'finalizing', path });
     await writeFileAtomic(`${path}.sha256`, sha256Line(sha256, path));
     checksumWritten = true;

@@ -1,4 +1,4 @@
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import { StowageError } from '../errors.js';
 
 /** A stretch of the archive file, in file order. `length` -1: not known yet (see close()). */
@@ -9,13 +9,23 @@ export interface HashSegment {
 
 interface WorkerResult {
   archive?: string;
+  taps?: string[];
   error?: string;
+}
+
+export interface HashResult {
+  /** sha256 (hex) of the whole archive. */
+  archive: string;
+  /** sha256 (hex) of each tapped range, in the order tap() was called. */
+  taps: string[];
 }
 
 /**
  * Computes an archive's sha256 while it is written, on a worker thread that follows the writes in file
  * order and reads them back from the page cache, so the main thread is left with the network and the
- * writes. Blob digests are checked by the writers on the bytes as they arrive.
+ * writes. Blob digests are checked by the writers on the bytes as they arrive. A writer may also "tap" a
+ * range of the file, to get its sha256 as it is written (docker-archive's uncompressed layers, whose
+ * diff_ids are checked this way).
  */
 export class ArchiveHasher {
   private readonly progress: BigInt64Array;
@@ -23,12 +33,16 @@ export class ArchiveHasher {
   private readonly signal: Int32Array;
   private readonly worker: Worker;
   private readonly result: Promise<WorkerResult>;
+  private readonly taps: MessagePort;
+  private tapCount = 0;
 
   constructor(path: string, segments: HashSegment[]) {
     this.progress = new BigInt64Array(new SharedArrayBuffer(8 * (segments.length + 1)));
     this.lengths = new BigInt64Array(new SharedArrayBuffer(8 * segments.length));
     for (const [i, s] of segments.entries()) this.lengths[i] = BigInt(s.length);
     this.signal = new Int32Array(new SharedArrayBuffer(8));
+    const { port1, port2 } = new MessageChannel();
+    this.taps = port1;
     this.worker = new Worker(new URL('./hash-worker.js', import.meta.url), {
       workerData: {
         path,
@@ -36,7 +50,9 @@ export class ArchiveHasher {
         progress: this.progress,
         lengths: this.lengths,
         signal: this.signal,
+        taps: port2,
       },
+      transferList: [port2],
     });
     this.result = new Promise((resolve, reject) => {
       this.worker.once('message', resolve);
@@ -51,6 +67,24 @@ export class ArchiveHasher {
   private wake(): void {
     Atomics.add(this.signal, 0, 1);
     if (Atomics.load(this.signal, 1) === 1) Atomics.notify(this.signal, 0);
+  }
+
+  /** Starts a tapped range at file offset `start`; one tap is open at a time. */
+  openTap(start: number): void {
+    this.taps.postMessage({ type: 'open', at: start });
+    this.tapCount++;
+  }
+
+  /** The open tap's bytes before file offset `end` are on disk and final. */
+  tapWritten(end: number): void {
+    this.taps.postMessage({ type: 'written', at: end });
+    this.wake();
+  }
+
+  /** The open tap ends at file offset `end`, all of it final. */
+  closeTap(end: number): void {
+    this.taps.postMessage({ type: 'close', at: end });
+    this.wake();
   }
 
   /** The first `bytes` of segment `index` are on disk and final. */
@@ -69,14 +103,17 @@ export class ArchiveHasher {
   abort(): void {
     Atomics.store(this.progress, this.lengths.length, 1n);
     this.wake();
+    this.taps.close();
     void this.worker.terminate();
   }
 
-  /** Waits for the worker; returns the archive's sha256 (hex). */
-  async finish(): Promise<string> {
+  /** Waits for the worker; returns the archive's sha256 and the tapped ranges' (hex). */
+  async finish(): Promise<HashResult> {
     const r = await this.result;
+    this.taps.close();
     void this.worker.terminate();
     if (r.error || !r.archive) throw new StowageError('IO', `hashing the archive failed: ${r.error}`);
-    return r.archive;
+    if (r.taps?.length !== this.tapCount) throw new StowageError('INTERNAL', 'archive hasher lost a tap');
+    return { archive: r.archive, taps: r.taps };
   }
 }

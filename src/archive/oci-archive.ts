@@ -234,7 +234,7 @@ export async function writeOciArchive(
     if (firstError !== undefined) throw firstError;
     // Flush to disk while the hasher finishes its tail.
     await syncing;
-    const [sha256] = await Promise.all([archiveHasher.finish(), fh.datasync()]);
+    const [{ archive: sha256 }] = await Promise.all([archiveHasher.finish(), fh.datasync()]);
     opts.onProgress?.({ type: 'finalizing', path });
     await writeFileAtomic(`${path}.sha256`, sha256Line(sha256, path));
     checksumWritten = true;

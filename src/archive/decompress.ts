@@ -1,0 +1,130 @@
+/**
+ * Layer decompression, chosen from the bytes themselves (media types are not always right: docker save
+ * calls a gzipped layer.tar a tar, and podman's zstd layers appear under docker names). gzip runs on
+ * libuv's thread pool; zstd on Node's native decoder where it exists (Node 22.15+), fzstd otherwise.
+ */
+import { Transform } from 'node:stream';
+import * as zlib from 'node:zlib';
+
+export type Compression = 'gzip' | 'zstd' | 'none';
+
+const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
+
+export function sniffCompression(head: Uint8Array): Compression {
+  if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
+  if (ZSTD_MAGIC.every((b, i) => head[i] === b)) return 'zstd';
+  return 'none';
+}
+
+/** Output chunks of 1 MiB instead of zlib's 16 KiB: fewer, larger writes and hash updates downstream. */
+const OUT_CHUNK = 1 << 20;
+const IN_BATCH = 1 << 20;
+
+async function decompressor(compression: Compression): Promise<Transform | undefined> {
+  if (compression === 'gzip') return zlib.createGunzip({ chunkSize: OUT_CHUNK });
+  if (compression !== 'zstd') return undefined;
+  const native = (zlib as unknown as { createZstdDecompress?: (o: object) => Transform })
+    .createZstdDecompress;
+  if (native) return native({ chunkSize: OUT_CHUNK });
+  const { Decompress } = await import('fzstd');
+  let dec: InstanceType<typeof Decompress>;
+  return new Transform({
+    construct(cb) {
+      dec = new Decompress((chunk) => this.push(chunk));
+      cb();
+    },
+    transform(chunk: Buffer, _enc, cb) {
+      try {
+        dec.push(chunk);
+        cb();
+      } catch (e) {
+        cb(e as Error);
+      }
+    },
+    flush(cb) {
+      try {
+        dec.push(new Uint8Array(0), true);
+        cb();
+      } catch (e) {
+        cb(e as Error);
+      }
+    },
+  });
+}
+
+/**
+ * The plain bytes of a stream that may be gzip- or zstd-compressed (or neither), judged by its first
+ * bytes. `onCompression` learns which it was before the first plain byte is yielded. Corrupt input fails
+ * with zlib's or fzstd's error; the caller names the blob.
+ */
+export async function* decompressed(
+  body: AsyncIterable<Uint8Array>,
+  onCompression?: (c: Compression) => void,
+): AsyncGenerator<Uint8Array> {
+  const it = body[Symbol.asyncIterator]();
+  let first = await it.next();
+  // A magic number may straddle tiny first chunks; gather four bytes before deciding.
+  let head: Uint8Array = first.done ? new Uint8Array(0) : first.value;
+  while (!first.done && head.byteLength < 4) {
+    first = await it.next();
+    if (!first.done) head = Buffer.concat([head, first.value]);
+  }
+  const compression = sniffCompression(head);
+  onCompression?.(compression);
+  const dec = await decompressor(compression);
+  if (!dec) {
+    try {
+      if (head.byteLength) yield head;
+      if (first.done) return;
+      for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+    } finally {
+      await it.return?.();
+    }
+    return;
+  }
+  // Input goes to the decompressor in batches of 1 MiB: each write is a round trip to the thread pool,
+  // and with network-sized chunks (64 KiB) the round trips, not the decompression, set the pace.
+  const pump = (async () => {
+    try {
+      let batch: Uint8Array[] = head.byteLength ? [head] : [];
+      let batched = head.byteLength;
+      const send = async () => {
+        const buf = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
+        batch = [];
+        batched = 0;
+        if (!dec.write(buf)) await drained(dec);
+      };
+      if (!first.done) {
+        for (let r = await it.next(); !r.done; r = await it.next()) {
+          if (dec.destroyed) return;
+          batch.push(r.value);
+          batched += r.value.byteLength;
+          if (batched >= IN_BATCH) await send();
+        }
+      }
+      if (batched) await send();
+      dec.end();
+    } catch (e) {
+      dec.destroy(e as Error);
+    }
+  })();
+  try {
+    for await (const c of dec) yield c as Uint8Array;
+  } finally {
+    dec.destroy();
+    await pump;
+    await it.return?.();
+  }
+}
+
+function drained(stream: Transform): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
+}
