@@ -5,11 +5,12 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { END_OF_ARCHIVE, entryHeader, paddedSize } from '../src/archive/tar.js';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { dockerSave25, dockerSaveLegacy, imageFromLayout } from './harness/docker-save.js';
 import { run } from './harness/processes.js';
 
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -316,6 +317,87 @@ describe('archive formats', () => {
         ).toBe(0);
         expect(sha256(await readFile(again)), src).toBe(sha256(await readFile(ours)));
       }
+    }
+    // Every peer archive passes `stowage verify` (digests, diff_ids, configs), the gzipped one too.
+    for (const f of ['s-o.tar', 's-d.tar', 's-d.tar.gz', 'p-d.tar', 'p-o.tar', 'p-m.tar']) {
+      const r = await stowage(['verify', join(w.dir, f)], { env: w.env });
+      expect(r.code, `${f}: ${r.stdout}${r.stderr}`).toBe(0);
+      expect(r.stdout).toMatch(/: verified\n/);
+    }
+  });
+
+  it('reads docker save archives from before and after v25 (built from the format documentation)', async () => {
+    const w = await workdir('docker-save', insecureConf(reg.host));
+    const layout = join(w.dir, 'src');
+    for (const [ref, tag] of [
+      [small, 'small'],
+      [multi, 'multi'],
+    ] as const) {
+      await run('skopeo', [
+        'copy',
+        '--quiet',
+        '--src-tls-verify=false',
+        `docker://${ref}`,
+        `oci:${layout}:${tag}`,
+      ]);
+    }
+    const images = [
+      await imageFromLayout(layout, 'small', small),
+      await imageFromLayout(layout, 'multi', 'busybox:latest'),
+    ];
+    const legacy = join(w.dir, 'legacy.tar');
+    await dockerSaveLegacy(legacy, images);
+    const v25 = join(w.dir, 'v25.tar');
+    const v25Digests = await dockerSave25(v25, images);
+    const multiConfig = JSON.parse((await run('skopeo', ['inspect', '--raw', `oci:${layout}:multi`])).stdout)
+      .config.digest;
+
+    // Our docker-archive of the registry image: the same bytes must come out of either docker layout.
+    const ours = join(w.dir, 'ours.tar');
+    expect(
+      (await stowage(['pull', '-q', '-f', 'docker-archive', small, '-o', ours], { env: w.env })).code,
+    ).toBe(0);
+    for (const [archive, variant] of [
+      [legacy, undefined],
+      [v25, 'docker save 25+ (OCI layout inside)'],
+    ] as const) {
+      const info = JSON.parse((await stowage(['inspect', '--json', archive], { env: w.env })).stdout);
+      expect(info.format).toBe('docker-archive');
+      expect(info.variant).toBe(variant);
+      expect(info.images.map((i: { names: string[] }) => i.names)).toEqual(
+        variant
+          ? [
+              [small, 'v1'],
+              ['docker.io/library/busybox:latest', 'latest'],
+            ]
+          : [[small], ['busybox:latest']],
+      );
+      const verified = await stowage(['verify', archive], { env: w.env });
+      expect(verified.code, verified.stdout + verified.stderr).toBe(0);
+
+      const again = join(w.dir, `again-${basename(archive)}`);
+      const r = await stowage(
+        ['pull', '-q', '-f', 'docker-archive', `docker-archive:${archive}:@0`, '-o', again],
+        {
+          env: w.env,
+        },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      expect(sha256(await readFile(again)), archive).toBe(sha256(await readFile(ours)));
+
+      // By its short docker name, into an OCI archive: the image id (config) survives; from v25 the
+      // manifest digest too, since that layout holds the manifest itself.
+      const out = join(w.dir, `oci-${basename(archive)}`);
+      const p = await stowage(
+        ['pull', '-q', '--json', `docker-archive:${archive}:busybox:latest`, '-o', out],
+        {
+          env: w.env,
+        },
+      );
+      expect(p.code, p.stderr).toBe(0);
+      const raw = JSON.parse((await run('skopeo', ['inspect', '--raw', `oci-archive:${out}`])).stdout);
+      expect(raw.config.digest).toBe(multiConfig);
+      if (variant) expect(JSON.parse(p.stdout).digest).toBe(v25Digests[1]);
     }
   });
 

@@ -366,7 +366,12 @@ export async function writeDockerArchive(
     for (const [i, layer] of layers.entries()) {
       const actual = `sha256:${taps[i]}`;
       if (actual !== layer.diffId) {
-        throw digestMismatch(`layer ${layer.source.digest} uncompressed (diff_id)`, actual, layer.diffId);
+        throw digestMismatch(
+          `layer ${layer.source.digest} uncompressed`,
+          actual,
+          layer.diffId,
+          "the image config's diff_id does not describe this layer",
+        );
       }
     }
     opts.onProgress?.({ type: 'finalizing', path });

@@ -1,6 +1,14 @@
 import type { Command } from 'commander';
 import { parsePlatform } from '../image/platform.js';
+import {
+  type ArchiveInfo,
+  archiveDocument,
+  inspectArchive,
+  isLocalArchiveArgument,
+  parseArchiveArgument,
+} from '../transfer/archive-inspect.js';
 import { inspect } from '../transfer/inspect.js';
+import { formatBytes } from './format.js';
 import { addRegistryOptions, contextFrom, type RegistryCliOptions } from './options.js';
 import { withSignal } from './run.js';
 
@@ -9,31 +17,45 @@ interface InspectCliOptions extends RegistryCliOptions {
   config?: boolean;
   platform?: string;
   tags: boolean;
+  json?: boolean;
 }
 
 export function inspectCommand(program: Command): void {
   const cmd = program
     .command('inspect')
-    .summary('show an image: digest, platform, layers, config (JSON)')
-    .argument('<ref>', 'image reference')
-    .option('--raw', 'print the manifest or index exactly as the registry serves it')
+    .summary('show an image in a registry, or what an archive holds')
+    .description(
+      'With an image reference: its digest, platform, layers and config, as JSON (like skopeo inspect).\n' +
+        'With an archive or layout (a path, or oci-archive:PATH[:NAME], docker-archive:, oci:, dir:): ' +
+        'its images, names, platforms, digests and sizes; --json for JSON. Layers are not read: ' +
+        '`stowage verify` checks them. A bare word is taken as a path only if such a file exists.',
+    )
+    .argument('<ref>', 'image reference, or archive path')
+    .option('--raw', 'print the manifest or index exactly as stored')
     .option('--config', "print the image's config blob")
     .option(
       '--platform <os/arch[/variant]>',
       "platform to show from a multi-arch image (default: the host's)",
     )
-    .option('--no-tags', 'do not list the repository tags');
+    .option('--no-tags', 'do not list the repository tags')
+    .option('--json', 'archives: print JSON instead of a listing');
   addRegistryOptions(cmd).action(async (ref: string, opts: InspectCliOptions) => {
+    const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
+    if (await isLocalArchiveArgument(ref)) {
+      const { path, format, name } = parseArchiveArgument(ref);
+      if (opts.raw || opts.config) {
+        const what = opts.raw ? 'raw' : 'config';
+        process.stdout.write(await archiveDocument(path, { format, name, what, platform }));
+        return;
+      }
+      const info = await inspectArchive(path, { format, name });
+      process.stdout.write(opts.json ? `${JSON.stringify(info, null, 2)}\n` : describeArchive(info));
+      return;
+    }
     const ctx = await contextFrom(opts);
     try {
       const r = await withSignal((signal) =>
-        inspect(ctx, ref, {
-          raw: opts.raw,
-          config: opts.config,
-          platform: opts.platform ? parsePlatform(opts.platform) : undefined,
-          tags: opts.tags,
-          signal,
-        }),
+        inspect(ctx, ref, { raw: opts.raw, config: opts.config, platform, tags: opts.tags, signal }),
       );
       if (r.kind === 'raw' || r.kind === 'config') process.stdout.write(r.bytes);
       else process.stdout.write(`${JSON.stringify(r.summary, null, 4)}\n`);
@@ -41,4 +63,32 @@ export function inspectCommand(program: Command): void {
       await ctx.close();
     }
   });
+}
+
+/** A listing of an archive for people: one block per image, one line per platform. */
+export function describeArchive(info: ArchiveInfo): string {
+  const lines: string[] = [];
+  const size = info.fileSize !== undefined ? `, ${formatBytes(info.fileSize)}` : '';
+  const variant = info.variant ? ` (${info.variant})` : '';
+  const n = info.images.length;
+  lines.push(`${info.path}: ${info.format}${variant}, ${n} image${n === 1 ? '' : 's'}${size}`);
+  for (const img of info.images) {
+    lines.push(`@${img.index}  ${img.names.length ? img.names.join(', ') : '(no name)'}`);
+    const isIndex = img.manifests.length !== 1 || img.manifests[0]!.digest !== img.digest;
+    if (isIndex) lines.push(`    index ${img.digest}, ${img.manifests.length} manifests`);
+    for (const m of img.manifests) {
+      const indent = isIndex ? '      ' : '    ';
+      if (!m.present) {
+        lines.push(`${indent}${m.platform ?? 'unknown'}  ${m.digest}  (not in the archive)`);
+        continue;
+      }
+      const layers = `${m.layers} layer${m.layers === 1 ? '' : 's'}`;
+      const created = m.created ? `, created ${m.created}` : '';
+      lines.push(
+        `${indent}${m.platform ?? 'unknown'}  ${m.digest}  ${layers}, ${formatBytes(m.size ?? 0)}${created}`,
+      );
+      lines.push(`${indent}  image id ${m.config}`);
+    }
+  }
+  return `${lines.join('\n')}\n`;
 }

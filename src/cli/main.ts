@@ -3,10 +3,11 @@ import { isStowageError, toStowageError } from '../errors.js';
 import { inspectCommand } from './inspect.js';
 import { pullCommand } from './pull.js';
 import { tagsCommand } from './tags.js';
+import { verifyCommand } from './verify.js';
 
 export const VERSION = '0.1.0';
 
-export function buildProgram(): Command {
+export function buildProgram(setExitCode: (code: number) => void = () => {}): Command {
   const program = new Command('stowage')
     .description('Registry-to-tarball sync gateway: pull, archive and inspect container images reproducibly.')
     .version(VERSION)
@@ -15,20 +16,24 @@ export function buildProgram(): Command {
       'after',
       '\nExit codes: 0 ok, 1 internal error, 2 bad input or config, 3 registry blocked, 4 authentication\n' +
         'or access denied, 5 not found, 6 unsupported or invalid content, 7 digest mismatch, 8 network or\n' +
-        'registry error, 9 file system error, 130 interrupted.',
+        'registry error, 9 file system error, 10-12 verify found a problem (see verify --help), 130 interrupted.',
     )
     .exitOverride();
   pullCommand(program);
   inspectCommand(program);
   tagsCommand(program);
+  verifyCommand(program, setExitCode);
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  let exitCode = 0;
+  const program = buildProgram((code) => {
+    exitCode = code;
+  });
   try {
     await program.parseAsync(argv);
-    return 0;
+    return exitCode;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     const err = toStowageError(e);

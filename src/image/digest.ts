@@ -6,10 +6,15 @@ export function sha256Digest(data: Uint8Array | string): string {
 }
 
 /** The error for bytes whose digest is not the one expected. */
-export function digestMismatch(what: string, actual: string, expected: string): StowageError {
+export function digestMismatch(
+  what: string,
+  actual: string,
+  expected: string,
+  why = 'the data was damaged at its source or on the way',
+): StowageError {
   return new StowageError(
     'DIGEST_MISMATCH',
-    `${what}: content digest ${actual} does not match the expected ${expected}; the registry or a proxy served corrupted data`,
+    `${what}: content digest ${actual} does not match the expected ${expected}; ${why}`,
   );
 }
 
@@ -32,6 +37,8 @@ export class DigestVerifier {
     readonly expected: string,
     readonly expectedSize: number | undefined,
     readonly what: string,
+    /** What a mismatch means, for the message. */
+    readonly why?: string,
   ) {
     this.algorithm = digestAlgorithm(expected);
     const alg = NODE_HASH[this.algorithm];
@@ -59,7 +66,7 @@ export class DigestVerifier {
       );
     }
     const actual = `${this.algorithm}:${this.hash.digest('hex')}`;
-    if (actual !== this.expected) throw digestMismatch(this.what, actual, this.expected);
+    if (actual !== this.expected) throw digestMismatch(this.what, actual, this.expected, this.why);
   }
 }
 

@@ -293,7 +293,7 @@ export class RegistryClient {
     const digest = sha256Digest(bytes);
     const expected = reference.includes(':') ? reference : String(res.headers['docker-content-digest'] ?? '');
     if (expected.startsWith('sha256:') && expected !== digest) {
-      throw digestMismatch(what, digest, expected);
+      throw digestMismatch(what, digest, expected, 'the registry or a proxy served corrupted data');
     }
     return { bytes, mediaType: mt, digest };
   }

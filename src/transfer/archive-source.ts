@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { DirAccess, type FileAccess, TarAccess } from '../archive/access.js';
+import { sniffCompression } from '../archive/decompress.js';
 import { CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier, digestAlgorithm, digestHex, sha256Digest } from '../image/digest.js';
@@ -42,16 +43,6 @@ export function documentMediaType(bytes: Buffer, what: string): string {
   if (Array.isArray(doc?.manifests)) return MediaType.OciIndex;
   if (doc?.config) return MediaType.OciManifest;
   throw new StowageError('INVALID_ARCHIVE', `${what} is neither an image manifest nor an index`);
-}
-
-const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
-
-export type Compression = 'gzip' | 'zstd' | 'none';
-
-export function sniffCompression(head: Uint8Array): Compression {
-  if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
-  if (ZSTD_MAGIC.every((b, i) => head[i] === b)) return 'zstd';
-  return 'none';
 }
 
 async function firstBytes(access: FileAccess, name: string, n: number): Promise<Buffer> {
@@ -301,6 +292,16 @@ export class ArchiveSource implements ImageSource {
       .join('; ');
   }
 
+  /** Whether the archive holds a manifest or blob with this digest (without reading it). */
+  async has(digest: string, kind: 'manifest' | 'blob' = 'blob'): Promise<boolean> {
+    if (this.documents.has(digest)) return true;
+    const path =
+      this.format === 'dir' && kind === 'manifest'
+        ? `${digestHex(digest)}.manifest.json`
+        : this.locate(digest);
+    return path !== undefined && (await this.access.size(path)) !== undefined;
+  }
+
   async getManifest(reference: string): Promise<ManifestResponse> {
     const digest = isDigest(reference) ? reference : this.select(reference).descriptor.digest;
     let bytes = this.documents.get(digest);
@@ -309,7 +310,12 @@ export class ArchiveSource implements ImageSource {
       if (!path)
         throw new StowageError('INVALID_ARCHIVE', `${this.access.path}: manifest ${digest} is missing`);
       bytes = await this.access.read(path, MAX_MANIFEST_BYTES, `manifest ${digest}`);
-      const v = new DigestVerifier(digest, undefined, `${this.access.path}: manifest ${digest}`);
+      const v = new DigestVerifier(
+        digest,
+        undefined,
+        `${this.access.path}: manifest ${digest}`,
+        'the archive is damaged',
+      );
       v.update(bytes);
       v.finish();
     }
