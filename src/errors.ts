@@ -29,10 +29,13 @@ export type ErrorCode = keyof typeof ERROR_CODES;
 
 export class StowageError extends Error {
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  /** A transient failure (connection, 5xx, 429): trying the operation again may succeed. */
+  readonly retryable: boolean;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retryable?: boolean }) {
     super(message, options);
     this.name = 'StowageError';
     this.code = code;
+    this.retryable = options?.retryable ?? false;
   }
   get exitCode(): number {
     return ERROR_CODES[this.code].exit;

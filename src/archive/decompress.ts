@@ -82,19 +82,30 @@ export async function* decompressed(
     }
     return;
   }
-  // Input goes to the decompressor in batches of 1 MiB: each write is a round trip to the thread pool,
-  // and with network-sized chunks (64 KiB) the round trips, not the decompression, set the pace.
+  yield* throughTransform(head.byteLength ? [head] : [], first.done ? undefined : it, dec);
+}
+
+/**
+ * Runs a stream through a zlib transform. Input goes to it in batches of 1 MiB: each write is a round
+ * trip to the thread pool, and with network-sized chunks (64 KiB) the round trips, not the work, would
+ * set the pace.
+ */
+async function* throughTransform(
+  prefix: Uint8Array[],
+  it: AsyncIterator<Uint8Array> | undefined,
+  dec: Transform,
+): AsyncGenerator<Uint8Array> {
   const pump = (async () => {
     try {
-      let batch: Uint8Array[] = head.byteLength ? [head] : [];
-      let batched = head.byteLength;
+      let batch: Uint8Array[] = [...prefix];
+      let batched = prefix.reduce((n, c) => n + c.byteLength, 0);
       const send = async () => {
         const buf = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
         batch = [];
         batched = 0;
         if (!dec.write(buf)) await drained(dec);
       };
-      if (!first.done) {
+      if (it) {
         for (let r = await it.next(); !r.done; r = await it.next()) {
           if (dec.destroyed) return;
           batch.push(r.value);
@@ -113,7 +124,30 @@ export async function* decompressed(
   } finally {
     dec.destroy();
     await pump;
-    await it.return?.();
+    await it?.return?.();
+  }
+}
+
+/** gzip level used for layers stowage compresses (docker-archive layers going to a registry). */
+export const GZIP_LEVEL = 6;
+
+/**
+ * gzips a stream the same way every time: zlib level 6, no name, mtime 0, and the header's OS byte set
+ * to 255 ("unknown", as Go writes it) so the bytes do not depend on the system Node was built for.
+ */
+export async function* gzipDeterministic(body: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const gz = zlib.createGzip({ level: GZIP_LEVEL, chunkSize: OUT_CHUNK });
+  let at = 0;
+  for await (const c of throughTransform([], body[Symbol.asyncIterator](), gz)) {
+    if (at <= 9 && at + c.byteLength > 9) {
+      const out = Buffer.from(c);
+      out[9 - at] = 0xff;
+      at += c.byteLength;
+      yield out;
+      continue;
+    }
+    at += c.byteLength;
+    yield c;
   }
 }
 

@@ -45,7 +45,10 @@ export class Authenticator {
     this.tokens.delete(scope);
   }
 
-  /** The Authorization header for a request needing `scope`, or undefined before any challenge. */
+  /**
+   * The Authorization header for a request needing `scope` (one or more scopes separated by spaces,
+   * all asked for in one token request), or undefined before any challenge.
+   */
   async authorization(scope: string, signal?: AbortSignal): Promise<string | undefined> {
     const c = this.challenge;
     if (!c) return undefined;
@@ -96,13 +99,13 @@ export class Authenticator {
         client_id: 'stowage',
       });
       if (service) form.set('service', service);
-      if (scope) form.set('scope', scope);
+      for (const sc of scope.split(' ').filter(Boolean)) form.append('scope', sc);
       headers['content-type'] = 'application/x-www-form-urlencoded';
       res = await this.send(realm, { method: 'POST', headers, body: form.toString(), signal });
     } else {
       const url = new URL(realm);
       if (service) url.searchParams.set('service', service);
-      if (scope) url.searchParams.set('scope', scope);
+      for (const sc of scope.split(' ').filter(Boolean)) url.searchParams.append('scope', sc);
       if (creds) {
         url.searchParams.set('account', creds.username);
         headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;

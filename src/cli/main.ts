@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { isStowageError, toStowageError } from '../errors.js';
 import { inspectCommand } from './inspect.js';
 import { pullCommand } from './pull.js';
+import { copyCommand, pushCommand } from './push.js';
 import { tagsCommand } from './tags.js';
 import { verifyCommand } from './verify.js';
 
@@ -9,7 +10,9 @@ export const VERSION = '0.1.0';
 
 export function buildProgram(setExitCode: (code: number) => void = () => {}): Command {
   const program = new Command('stowage')
-    .description('Registry-to-tarball sync gateway: pull, archive and inspect container images reproducibly.')
+    .description(
+      'Registry-to-tarball sync gateway: pull images into reproducible archives, push them back, copy, inspect and verify.',
+    )
     .version(VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText(
@@ -20,6 +23,8 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
     )
     .exitOverride();
   pullCommand(program);
+  pushCommand(program);
+  copyCommand(program);
   inspectCommand(program);
   tagsCommand(program);
   verifyCommand(program, setExitCode);

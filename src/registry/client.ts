@@ -10,6 +10,19 @@ import { Agent, interceptors } from './undici.js';
 
 export const USER_AGENT = 'stowage/0.1';
 
+type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/** The scope a push needs on a repository (pull too: HEAD and mounts read). */
+export function pushScope(repo: string): string {
+  return `repository:${repo}:pull,push`;
+}
+
+/** Where an upload goes next, and the smallest chunk the registry accepts (OCI-Chunk-Min-Length). */
+export interface UploadSession {
+  location: URL;
+  minChunk: number | undefined;
+}
+
 export interface RetryOptions {
   /** Retries after the first attempt, for connection errors, 5xx and 429. */
   maxRetries: number;
@@ -174,47 +187,62 @@ export class RegistryClient {
       return new StowageError(
         'NETWORK',
         `cannot reach registry ${this.host}: ${msg} (${code}); check that it is up and reachable`,
-        {
-          cause: e,
-        },
+        { cause: e, retryable: true },
       );
     }
-    return new StowageError('NETWORK', `request to registry ${this.host} failed: ${msg}`, { cause: e });
+    return new StowageError('NETWORK', `request to registry ${this.host} failed: ${msg}`, {
+      cause: e,
+      retryable: true,
+    });
   }
 
   /**
    * One request with authorization: answers a 401 challenge once (fetching a token for `scope`),
-   * maps 401/403 to UNAUTHORIZED/DENIED. Other statuses are returned to the caller.
+   * maps 401/403 to UNAUTHORIZED/DENIED. Other statuses are returned to the caller. Reads go through
+   * the retrying dispatcher; writes (whose bodies may be streams that cannot be sent twice) do not:
+   * the push engine retries them whole.
    */
   private async request(opts: {
-    method: 'GET' | 'HEAD';
+    method: Method;
     path: string;
+    /** An absolute URL (an upload location), instead of `path` on the registry's origin. */
+    url?: URL | undefined;
     scope: string;
     headers?: Record<string, string>;
+    body?: Buffer | AsyncIterable<Uint8Array> | undefined;
     signal?: AbortSignal | undefined;
     what: string;
   }): Promise<Dispatcher.ResponseData> {
     const origin = await this.ping(opts.signal);
+    const target = opts.url ?? new URL(opts.path, origin);
+    // Credentials go to the registry's own origin only, never to a host an upload location names.
+    const sameOrigin = target.origin === origin;
+    const write = opts.method !== 'GET' && opts.method !== 'HEAD';
+    const replayable = opts.body === undefined || Buffer.isBuffer(opts.body);
     for (let attempt = 0; ; attempt++) {
-      const authorization = await this.auth.authorization(opts.scope, opts.signal);
+      const authorization = sameOrigin ? await this.auth.authorization(opts.scope, opts.signal) : undefined;
       const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...opts.headers };
       if (authorization) headers.authorization = authorization;
       let res: Dispatcher.ResponseData;
       try {
-        res = await this.dispatcher.request({
-          origin,
-          path: opts.path,
+        const dispatcher: Dispatcher = write ? this.agent : this.dispatcher;
+        res = await dispatcher.request({
+          origin: target.origin,
+          path: target.pathname + target.search,
           method: opts.method,
           headers,
+          // undici streams async iterables as request bodies; its types only list Readable.
+          body: (opts.body ?? null) as Buffer | null,
           signal: opts.signal ?? null,
         });
       } catch (e) {
+        if (e instanceof StowageError) throw e;
         if ((e as Error).name === 'AbortError') throw new StowageError('ABORTED', `${opts.what}: aborted`);
         throw this.connectionError(e);
       }
       if (res.statusCode === 401) {
         await res.body.dump();
-        if (attempt === 0 && this.auth.setChallenge(res.headers['www-authenticate'])) {
+        if (attempt === 0 && replayable && this.auth.setChallenge(res.headers['www-authenticate'])) {
           this.auth.invalidate(opts.scope);
           continue;
         }
@@ -229,7 +257,7 @@ export class RegistryClient {
         const detail = await this.errorDetail(res);
         throw new StowageError(
           'DENIED',
-          `${this.host} denied access to ${opts.what} (HTTP 403${detail}); check that the account may read it`,
+          `${this.host} denied access to ${opts.what} (HTTP 403${detail}); check that the account may ${write || opts.scope.includes('push') ? 'push to' : 'read'} it`,
         );
       }
       return res;
@@ -251,7 +279,9 @@ export class RegistryClient {
 
   private async unexpected(res: Dispatcher.ResponseData, what: string): Promise<StowageError> {
     const detail = await this.errorDetail(res);
-    return new StowageError('REGISTRY', `${this.host} answered HTTP ${res.statusCode} for ${what}${detail}`);
+    return new StowageError('REGISTRY', `${this.host} answered HTTP ${res.statusCode} for ${what}${detail}`, {
+      retryable: res.statusCode >= 500 || res.statusCode === 429,
+    });
   }
 
   /** GET a manifest or index by tag or digest, verifying its digest and refusing schema 1. */
@@ -335,6 +365,191 @@ export class RegistryClient {
   async getBlobBytes(repo: string, digest: string, signal?: AbortSignal): Promise<Buffer> {
     const { body } = await this.getBlob(repo, digest, signal);
     return readLimited(body, MAX_MANIFEST_BYTES, `blob ${digest}`);
+  }
+
+  /** Whether the repository has a blob (HEAD). */
+  async hasBlob(repo: string, digest: string, signal?: AbortSignal): Promise<boolean> {
+    const what = `blob ${digest} in ${this.host}/${repo}`;
+    const res = await this.request({
+      method: 'HEAD',
+      path: `/v2/${repo}/blobs/${digest}`,
+      scope: pushScope(repo),
+      signal,
+      what,
+    });
+    await res.body.dump();
+    if (res.statusCode === 200) return true;
+    if (res.statusCode === 404) return false;
+    throw await this.unexpected(res, what);
+  }
+
+  /**
+   * Starts a blob upload. With `mount`, first asks the registry to link the blob from another of its
+   * repositories (one token for pull on that one and push on this one): `mounted` when it did, else
+   * the upload session the registry opened instead.
+   */
+  async startUpload(
+    repo: string,
+    mount: { digest: string; from: string } | undefined,
+    signal?: AbortSignal,
+  ): Promise<{ mounted: true } | ({ mounted: false } & UploadSession)> {
+    const what = `an upload to ${this.host}/${repo}`;
+    const query = mount
+      ? `?${new URLSearchParams({ mount: mount.digest, from: mount.from }).toString()}`
+      : '';
+    const res = await this.request({
+      method: 'POST',
+      path: `/v2/${repo}/blobs/uploads/${query}`,
+      scope: mount ? `${pushScope(repo)} repository:${mount.from}:pull` : pushScope(repo),
+      headers: { 'content-length': '0' },
+      signal,
+      what,
+    });
+    if (mount && res.statusCode === 201) {
+      await res.body.dump();
+      return { mounted: true };
+    }
+    if (res.statusCode !== 202) {
+      if (res.statusCode === 404) {
+        const detail = await this.errorDetail(res);
+        throw new StowageError('NOT_FOUND', `${this.host} refused ${what} (HTTP 404${detail})`);
+      }
+      throw await this.unexpected(res, what);
+    }
+    await res.body.dump();
+    return { mounted: false, ...(await this.session(res, what)) };
+  }
+
+  private async session(res: Dispatcher.ResponseData, what: string): Promise<UploadSession> {
+    const location = res.headers.location;
+    if (typeof location !== 'string' || !location) {
+      throw new StowageError('REGISTRY', `${this.host} answered ${what} without a Location`);
+    }
+    const min = Number(res.headers['oci-chunk-min-length']);
+    return {
+      location: new URL(location, await this.ping()),
+      minChunk: Number.isSafeInteger(min) && min > 0 ? min : undefined,
+    };
+  }
+
+  /** Sends `length` bytes of an upload as one chunk (PATCH); returns where the next goes. */
+  async patchUpload(
+    session: UploadSession,
+    repo: string,
+    start: number,
+    length: number,
+    body: AsyncIterable<Uint8Array> | Buffer,
+    signal?: AbortSignal,
+  ): Promise<UploadSession> {
+    const what = `bytes ${start}-${start + length - 1} of an upload to ${this.host}/${repo}`;
+    const res = await this.request({
+      method: 'PATCH',
+      path: '',
+      url: session.location,
+      scope: pushScope(repo),
+      headers: {
+        'content-type': 'application/octet-stream',
+        'content-length': String(length),
+        'content-range': `${start}-${start + length - 1}`,
+      },
+      body,
+      signal,
+      what,
+    });
+    if (res.statusCode !== 202) throw await this.unexpected(res, what);
+    await res.body.dump();
+    const next = await this.session(res, what);
+    return { location: next.location, minChunk: next.minChunk ?? session.minChunk };
+  }
+
+  /** Completes an upload (PUT with ?digest=), with the final bytes as body (all of them, for a monolithic upload). */
+  async finishUpload(
+    session: UploadSession,
+    repo: string,
+    digest: string,
+    length: number,
+    body: AsyncIterable<Uint8Array> | Buffer | undefined,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const what = `blob ${digest} to ${this.host}/${repo}`;
+    const url = new URL(session.location);
+    url.searchParams.set('digest', digest);
+    const res = await this.request({
+      method: 'PUT',
+      path: '',
+      url,
+      scope: pushScope(repo),
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(length) },
+      body: body ?? Buffer.alloc(0),
+      signal,
+      what,
+    });
+    if (res.statusCode !== 201) {
+      if (res.statusCode === 400) {
+        const detail = await this.errorDetail(res);
+        throw new StowageError(
+          detail.includes('DIGEST_INVALID') ? 'DIGEST_MISMATCH' : 'REGISTRY',
+          `${this.host} refused ${what} (HTTP 400${detail})`,
+        );
+      }
+      throw await this.unexpected(res, what);
+    }
+    await res.body.dump();
+    const got = res.headers['docker-content-digest'];
+    if (typeof got === 'string' && got && got !== digest) {
+      throw digestMismatch(what, got, digest, 'the registry stored something else');
+    }
+  }
+
+  /** Abandons an upload (best effort: the registry garbage-collects it anyway). */
+  async cancelUpload(session: UploadSession, repo: string): Promise<void> {
+    try {
+      const res = await this.request({
+        method: 'DELETE',
+        path: '',
+        url: session.location,
+        scope: pushScope(repo),
+        what: `cancelling an upload to ${this.host}/${repo}`,
+        signal: AbortSignal.timeout(10_000),
+      });
+      await res.body.dump();
+    } catch {
+      // Nothing to do: an upload left behind expires on the registry.
+    }
+  }
+
+  /** PUTs a manifest or index with its exact bytes; returns the digest the registry reports. */
+  async putManifest(
+    repo: string,
+    reference: string,
+    bytes: Buffer,
+    mediaType: string,
+    signal?: AbortSignal,
+  ): Promise<string> {
+    const what = `manifest ${this.host}/${repo}${reference.includes(':') ? '@' : ':'}${reference}`;
+    const res = await this.request({
+      method: 'PUT',
+      path: `/v2/${repo}/manifests/${reference}`,
+      scope: pushScope(repo),
+      headers: { 'content-type': mediaType },
+      body: bytes,
+      signal,
+      what,
+    });
+    if (res.statusCode !== 201 && res.statusCode !== 200) {
+      if (res.statusCode === 400 || res.statusCode === 404) {
+        const detail = await this.errorDetail(res);
+        throw new StowageError('REGISTRY', `${this.host} refused ${what} (HTTP ${res.statusCode}${detail})`);
+      }
+      throw await this.unexpected(res, what);
+    }
+    await res.body.dump();
+    const digest = sha256Digest(bytes);
+    const got = res.headers['docker-content-digest'];
+    if (typeof got === 'string' && got && got !== digest) {
+      throw digestMismatch(what, got, digest, 'the registry changed the manifest');
+    }
+    return digest;
   }
 
   /** All tags of a repository, following Link pagination. */

@@ -73,6 +73,14 @@ export class ArchiveSource implements ImageSource {
     this.description = `${format}:${access.path}`;
   }
 
+  /**
+   * Whether the manifests are stowage's own, made up from a docker-archive's manifest.json (docker save
+   * before v25, podman, skopeo): their digests are not the original image's.
+   */
+  get synthesizedManifests(): boolean {
+    return this.format === 'docker-archive' && this.variant === undefined;
+  }
+
   /** Opens an archive or layout, detecting its format (or checking the one given). */
   static async open(path: string, expected?: ArchiveFormat): Promise<ArchiveSource> {
     const st = await stat(path).catch(() => undefined);

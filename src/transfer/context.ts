@@ -3,7 +3,8 @@ import { loadRegistriesConf, type RegistriesConf } from '../config/registries.js
 import { type Endpoint, resolveCandidates, resolveEndpoint } from '../config/resolve.js';
 import { StowageError } from '../errors.js';
 import type { ImageReference } from '../reference/reference.js';
-import { RegistryClient, type RetryOptions } from '../registry/client.js';
+import { DEFAULT_RETRY, RegistryClient, type RetryOptions } from '../registry/client.js';
+import { BlobLocations } from './upload.js';
 
 export interface ContextOptions {
   /** Path of registries.conf (else the standard search). */
@@ -28,6 +29,8 @@ export interface ContextOptions {
  */
 export class Context {
   private readonly clients = new Map<string, RegistryClient>();
+  /** Which repositories hold which blobs, learnt during this context's life (for cross-repository mounts). */
+  readonly blobLocations = new BlobLocations();
   private constructor(
     readonly conf: RegistriesConf,
     private readonly opts: ContextOptions,
@@ -36,6 +39,11 @@ export class Context {
   static async create(opts: ContextOptions = {}): Promise<Context> {
     const conf = await loadRegistriesConf(opts.registriesConf, opts.env ?? process.env);
     return new Context(conf, opts);
+  }
+
+  /** Attempts after the first for an operation that failed transiently (--retry-times). */
+  get retries(): number {
+    return this.opts.retry?.maxRetries ?? DEFAULT_RETRY.maxRetries;
   }
 
   /** Fully qualified candidates for a (possibly short) reference. */

@@ -43,6 +43,8 @@ export interface PullOptions {
   concurrency?: number | undefined;
   signal?: AbortSignal | undefined;
   onProgress?: ProgressListener | undefined;
+  /** The name to record for the (single) image instead of its own: a reference, or a bare tag. */
+  name?: string | undefined;
 }
 
 export interface PulledImage {
@@ -258,6 +260,21 @@ export async function pull(ctx: Context, inputs: string[], opts: PullOptions): P
           },
         });
       }
+    }
+
+    if (opts.name !== undefined) {
+      if (planned.length !== 1)
+        throw new StowageError('INVALID_ARGUMENT', 'a destination name applies to one image only');
+      const p = planned[0]!;
+      if (opts.name.includes('/')) {
+        const ref = withDefaultTag(parseReference(opts.name));
+        p.annotations = archiveAnnotations(ref);
+        p.repoTags = [formatReference({ ...ref, digest: undefined })];
+      } else {
+        p.annotations = { [REF_NAME_ANNOTATION]: opts.name };
+        p.repoTags = [];
+      }
+      p.image.names = p.repoTags;
     }
 
     // Merge: documents and blobs unique by digest, each fetched from the first source that has it.

@@ -1,0 +1,250 @@
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { parseCredsOption } from '../auth/authfile.js';
+import { StowageError } from '../errors.js';
+import { parsePlatform } from '../image/platform.js';
+import { parseTransportReference } from '../reference/transport.js';
+import { Context } from '../transfer/context.js';
+import { pull } from '../transfer/pull.js';
+import { copyToRegistry, type PushResult, push } from '../transfer/push.js';
+import { formatBytes, formatDuration } from './format.js';
+import {
+  addRegistryOptions,
+  contextFrom,
+  parseBool,
+  parsePositiveInt,
+  parseRetryTimes,
+  type RegistryCliOptions,
+} from './options.js';
+import { progressRenderer } from './progress.js';
+import { printResult } from './pull.js';
+import { withSignal } from './run.js';
+
+/** Sizes such as 64MiB, 1GiB, 5000000. */
+export function parseSize(v: string): number {
+  const m = /^(\d+)\s*(|B|KiB|MiB|GiB|KB|MB|GB)$/i.exec(v.trim());
+  if (!m) throw new InvalidArgumentError('expected a size such as 64MiB or 1GiB');
+  const units: Record<string, number> = {
+    '': 1,
+    b: 1,
+    kib: 1024,
+    mib: 1024 ** 2,
+    gib: 1024 ** 3,
+    kb: 1e3,
+    mb: 1e6,
+    gb: 1e9,
+  };
+  const n = Number(m[1]) * units[m[2]!.toLowerCase()]!;
+  if (n < 1024 * 1024) throw new InvalidArgumentError('chunks must be at least 1MiB');
+  return n;
+}
+
+function printPush(result: PushResult, elapsed: number, opts: { json?: boolean; quiet?: boolean }): void {
+  if (opts.json) {
+    process.stdout.write(`${JSON.stringify({ ...result, seconds: elapsed / 1000 }, null, 2)}\n`);
+    return;
+  }
+  if (opts.quiet) return;
+  for (const img of result.images) {
+    const note = img.newDigest ? ' (a manifest made from a docker-archive: a new digest)' : '';
+    process.stdout.write(`${img.source} -> ${img.destinations.join(', ')} ${img.digest}${note}\n`);
+  }
+  const s = result.stats;
+  process.stdout.write(
+    `${s.uploaded} blobs uploaded (${formatBytes(s.bytes)}), ${s.existing} already there, ${s.mounted} mounted, in ${formatDuration(elapsed)}\n`,
+  );
+}
+
+interface PushCliOptions extends RegistryCliOptions {
+  image?: string;
+  allTags?: boolean;
+  prefix?: string;
+  platform?: string;
+  jobs: number;
+  chunkSize?: number;
+  quiet?: boolean;
+  json?: boolean;
+}
+
+export function pushCommand(program: Command): void {
+  const cmd = program
+    .command('push')
+    .summary('push the images of an archive to a registry, digests intact')
+    .description(
+      'Push an archive or layout (any format stowage reads: ours, skopeo, podman, docker save) to a ' +
+        'registry. DEST is a repository[:tag] for one image (the tag defaults to the one the archive ' +
+        'records), or a registry[/namespace] under which every image keeps its own repository path ' +
+        '(--prefix inserts a path before it). Manifests keep their digests; a docker-archive, which ' +
+        'holds no manifest, gets its layers gzipped deterministically and a new Docker schema 2 ' +
+        'manifest (the same archive always gives the same digest). Blobs the registry has are skipped, ' +
+        'blobs in another repository of it are mounted, tags are set last.',
+    )
+    .argument(
+      '<archive>',
+      'archive or layout: a path, or oci-archive:PATH[:NAME], docker-archive:, oci:, dir:',
+    )
+    .argument('<dest>', 'registry/repository[:tag], or registry[/namespace] for several images')
+    .option('--image <name>', 'push only this image of the archive: a recorded name, @INDEX or a digest')
+    .option('--all-tags', 'every name the archive records for an image becomes a tag (default: the first)')
+    .option(
+      '--prefix <path>',
+      'when DEST is a registry or namespace: put images under this path (e.g. mirror/)',
+    )
+    .option(
+      '--platform <os/arch[/variant]>',
+      'push one platform of a multi-arch image (default: the whole index)',
+    )
+    .option('-j, --jobs <n>', 'blobs uploaded in parallel', parsePositiveInt, 4)
+    .option(
+      '--chunk-size <size>',
+      'upload blobs larger than this in chunks of this size (default 256MiB)',
+      parseSize,
+    )
+    .option('-q, --quiet', 'print no progress and no summary')
+    .option('--json', 'print the result as JSON');
+  addRegistryOptions(cmd).action(async (archive: string, dest: string, opts: PushCliOptions) => {
+    if (opts.prefix !== undefined && !/^([a-z0-9]+([._-][a-z0-9]+)*\/)*$/.test(opts.prefix)) {
+      throw new StowageError(
+        'INVALID_ARGUMENT',
+        `--prefix "${opts.prefix}" is not a repository path ending in "/", e.g. mirror/ or team/mirror/`,
+      );
+    }
+    const ctx = await contextFrom(opts);
+    const progress = opts.quiet || opts.json ? undefined : await progressRenderer(process.stderr);
+    const started = performance.now();
+    try {
+      const result = await withSignal((signal) =>
+        push(ctx, archive, dest, {
+          image: opts.image,
+          allTags: opts.allTags,
+          prefix: opts.prefix,
+          platform: opts.platform ? parsePlatform(opts.platform) : undefined,
+          concurrency: opts.jobs,
+          chunkSize: opts.chunkSize,
+          signal,
+          onProgress: progress?.listener,
+        }),
+      );
+      progress?.stop();
+      printPush(result, performance.now() - started, opts);
+    } finally {
+      progress?.stop();
+      await ctx.close();
+    }
+  });
+}
+
+interface CopyCliOptions {
+  registriesConf?: string;
+  authfile?: string;
+  srcCreds?: string;
+  destCreds?: string;
+  srcTlsVerify?: boolean;
+  destTlsVerify?: boolean;
+  certDir?: string;
+  retryTimes?: number;
+  all?: boolean;
+  platform?: string;
+  jobs: number;
+  chunkSize?: number;
+  quiet?: boolean;
+  json?: boolean;
+}
+
+export function copyCommand(program: Command): void {
+  program
+    .command('copy')
+    .summary('copy an image between registries and archives, in any direction (like skopeo copy)')
+    .description(
+      'SRC and DST are transport references as skopeo spells them: docker://REGISTRY/REPO[:TAG|@DIGEST] ' +
+        '(or a bare reference), oci-archive:PATH[:NAME], docker-archive:PATH[:NAME|:@INDEX], ' +
+        'oci:PATH[:NAME], dir:PATH. Registry to registry streams each blob from the source straight ' +
+        'to the destination (no local disk) and mounts it instead when both are repositories of one ' +
+        'registry. To an archive, this is `stowage pull` with one image.',
+    )
+    .argument('<src>', 'source image')
+    .argument('<dst>', 'destination')
+    .option('--all', 'copy a whole multi-arch index, digest intact')
+    .option(
+      '--platform <os/arch[/variant]>',
+      "platform to take from a multi-arch image (default: the host's)",
+    )
+    .option('-j, --jobs <n>', 'blobs in parallel', parsePositiveInt, 4)
+    .option(
+      '--chunk-size <size>',
+      'upload blobs larger than this in chunks of this size (default 256MiB)',
+      parseSize,
+    )
+    .option('--registries-conf <file>', 'registries.conf to use')
+    .option('--authfile <file>', 'auth.json with credentials for both sides')
+    .option('--src-creds <user:password>', 'credentials for the source registry')
+    .option('--dest-creds <user:password>', 'credentials for the destination registry')
+    .addOption(
+      new Option('--src-tls-verify <bool>', 'require verified HTTPS from the source').argParser(parseBool),
+    )
+    .addOption(
+      new Option('--dest-tls-verify <bool>', 'require verified HTTPS from the destination').argParser(
+        parseBool,
+      ),
+    )
+    .option('--cert-dir <dir>', 'directory with CA certificates (*.crt)')
+    .option('--retry-times <n>', 'retries after a transient failure (default 5)', parseRetryTimes)
+    .option('-q, --quiet', 'print no progress and no summary')
+    .option('--json', 'print the result as JSON')
+    .action(async (src: string, dst: string, opts: CopyCliOptions) => {
+      const common = {
+        registriesConf: opts.registriesConf,
+        authFile: opts.authfile,
+        certDir: opts.certDir,
+        retry: opts.retryTimes === undefined ? undefined : { maxRetries: opts.retryTimes },
+      };
+      const srcCtx = await Context.create({
+        ...common,
+        credentials: opts.srcCreds ? parseCredsOption(opts.srcCreds) : undefined,
+        tlsVerify: opts.srcTlsVerify,
+      });
+      const dstCtx = await Context.create({
+        ...common,
+        credentials: opts.destCreds ? parseCredsOption(opts.destCreds) : undefined,
+        tlsVerify: opts.destTlsVerify,
+      });
+      const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
+      const progress = opts.quiet || opts.json ? undefined : await progressRenderer(process.stderr);
+      const started = performance.now();
+      try {
+        const d = parseTransportReference(dst);
+        if (d.transport === 'docker') {
+          const result = await withSignal((signal) =>
+            copyToRegistry(srcCtx, dstCtx, src, dst, {
+              all: opts.all,
+              platform,
+              concurrency: opts.jobs,
+              chunkSize: opts.chunkSize,
+              signal,
+              onProgress: progress?.listener,
+            }),
+          );
+          progress?.stop();
+          printPush(result, performance.now() - started, opts);
+        } else {
+          const result = await withSignal((signal) =>
+            pull(srcCtx, [src], {
+              output: d.path,
+              format: d.transport,
+              name: 'name' in d ? d.name : undefined,
+              all: opts.all,
+              platforms: platform ? [platform] : undefined,
+              concurrency: opts.jobs,
+              signal,
+              onProgress: progress?.listener,
+            }),
+          );
+          progress?.stop();
+          printResult(result, performance.now() - started, opts);
+        }
+      } finally {
+        progress?.stop();
+        await srcCtx.close();
+        await dstCtx.close();
+      }
+    });
+}
