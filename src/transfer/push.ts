@@ -382,8 +382,19 @@ export async function push(
         source.synthesizedManifests;
       if (synthesized)
         ({ plan, open, cleanup } = await recompress(plan, source, opts.concurrency ?? 4, opts.signal));
+      // Restoring into the registry the image came from (under another name): its recorded
+      // repository there is the natural place to mount blobs from.
+      const origin = recordedNames(img).full.find((n) => targets.some((t) => t.domain === n.domain));
       try {
-        await uploadImage(ctx, plan, open, targets, undefined, opts, stats);
+        await uploadImage(
+          ctx,
+          plan,
+          open,
+          targets,
+          origin ? { host: ctx.endpoint(origin).host, repo: ctx.endpoint(origin).path } : undefined,
+          opts,
+          stats,
+        );
       } finally {
         await cleanup();
       }

@@ -8,6 +8,8 @@ export type Fault =
   | { kind: 'status'; status: number; headers?: Record<string, string> }
   | { kind: 'corrupt' }
   | { kind: 'drop'; afterBytes: number }
+  /** The connection dies after this many bytes of the request body (an upload cut short). */
+  | { kind: 'drop-request'; afterBytes: number }
   | { kind: 'redirect'; location: string };
 
 export interface SeenRequest {
@@ -51,11 +53,14 @@ export async function startFaultProxy(opts: {
       return;
     }
     const headers = { ...req.headers, host: upstream.host, ...opts.upstreamHeaders };
+    const self = `http://${req.headers.host}`;
     const up = request(
       { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers },
       (upRes) => {
         const resHeaders = { ...upRes.headers };
-        // Rewrite the registry's own absolute URLs (none for pulls) and keep everything else.
+        // The registry's own absolute URLs (upload locations) point back through the proxy.
+        if (typeof resHeaders.location === 'string' && resHeaders.location.startsWith(upstream.origin))
+          resHeaders.location = self + resHeaders.location.slice(upstream.origin.length);
         res.writeHead(upRes.statusCode ?? 502, resHeaders);
         if (fault?.kind === 'corrupt' && upRes.statusCode === 200) {
           let offset = 0;
@@ -98,6 +103,16 @@ export async function startFaultProxy(opts: {
       },
     );
     up.on('error', () => res.destroy());
+    if (fault?.kind === 'drop-request') {
+      let got = 0;
+      req.on('data', (chunk: Buffer) => {
+        got += chunk.length;
+        if (got >= fault.afterBytes) {
+          up.destroy();
+          req.socket.destroy();
+        }
+      });
+    }
     req.pipe(up);
   });
   const host = opts.listenHost ?? '127.0.0.1';
@@ -118,5 +133,7 @@ export async function startFaultProxy(opts: {
 
 export const isBlobGet = (req: IncomingMessage) =>
   req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '');
+export const isBlobUpload = (req: IncomingMessage) =>
+  (req.method === 'PUT' || req.method === 'PATCH') && /\/blobs\/uploads\//.test(req.url ?? '');
 export const isManifestGet = (req: IncomingMessage) =>
   req.method === 'GET' && /\/manifests\//.test(req.url ?? '');

@@ -1,0 +1,389 @@
+/**
+ * Restore and mirror against the real registries: archives go back with their digests, docker-archives
+ * get a deterministic new manifest, a second push sends nothing, blobs are mounted across
+ * repositories, and failures (a damaged archive, a wrong password, a registry that drops an upload or
+ * keeps failing) end with a clear error and no tag on an incomplete image.
+ */
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { TarIndex } from '../src/archive/tar-reader.js';
+import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { type FaultProxy, isBlobUpload, startFaultProxy } from './harness/fault-proxy.js';
+import { run } from './harness/processes.js';
+import type { RegistryMode } from './harness/registry.js';
+
+const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+const h = harness();
+const plain = h.registries.plain;
+const small = `${plain.host}/fixtures/small:v1`;
+const multi = `${plain.host}/fixtures/multi:v1`;
+const multiarch = `${plain.host}/fixtures/multiarch:v1`;
+const creds = `${h.user}:${h.password}`;
+
+const proxies: FaultProxy[] = [];
+afterEach(async () => {
+  await Promise.all(proxies.splice(0).map((p) => p.close()));
+});
+
+/** What stowage needs to reach a registry of each mode. */
+function accessFlags(mode: RegistryMode): string[] {
+  if (mode === 'tls') return ['--cert-dir', h.caDir];
+  if (mode === 'basic' || mode === 'token') return ['--creds', creds];
+  return [];
+}
+
+/** skopeo's flags for the same registry. */
+function skopeoFlags(mode: RegistryMode): string[] {
+  if (mode === 'tls') return ['--cert-dir', h.caDir];
+  if (mode === 'basic' || mode === 'token') return ['--tls-verify=false', '--creds', creds];
+  return ['--tls-verify=false'];
+}
+
+async function rawDigest(ref: string, flags: string[]): Promise<string> {
+  const { stdout } = await run('skopeo', ['inspect', ...flags, '--raw', `docker://${ref}`]);
+  return `sha256:${sha256(stdout)}`;
+}
+
+async function tagsOf(repo: string, flags: string[]): Promise<string[]> {
+  try {
+    const { stdout } = await run('skopeo', ['list-tags', ...flags, `docker://${repo}`]);
+    return JSON.parse(stdout).Tags;
+  } catch (e) {
+    if (/NAME_UNKNOWN|name unknown|repository name not known|404 \(Not Found\)/i.test(String(e))) return [];
+    throw e;
+  }
+}
+
+/** Flips a byte in the middle of an archive entry. */
+async function damage(archive: string, entry: string): Promise<void> {
+  const e = (await TarIndex.open(archive)).entries.get(entry)!;
+  const fh = await open(archive, 'r+');
+  const b = Buffer.alloc(1);
+  const at = e.offset + Math.floor(e.size / 2);
+  await fh.read(b, 0, 1, at);
+  b[0] = b[0]! ^ 0xff;
+  await fh.write(b, 0, 1, at);
+  await fh.close();
+}
+
+/** podman on a storage of its own (vfs, no daemon); its runroot path must stay short. */
+const podman = (root: string) => [
+  '--root',
+  join(root, 'storage'),
+  '--runroot',
+  `/tmp/sp-${sha256(root).slice(0, 12)}`,
+  '--storage-driver',
+  'vfs',
+  '--cgroup-manager',
+  'cgroupfs',
+  '--events-backend',
+  'none',
+];
+
+describe('push and copy', () => {
+  it('restores an archive into every kind of registry with manifest and index digests intact', async () => {
+    const hosts = (['plain', 'basic', 'tls', 'token'] as const).map((m) => h.registries[m].host);
+    const w = await workdir('restore', insecureConf(plain.host, hosts[1]!, hosts[3]!));
+    const archive = join(w.dir, 'three.tar');
+    const pulled = await stowage(['pull', '-q', '--all', small, multi, multiarch, '-o', archive], {
+      env: w.env,
+    });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    for (const mode of ['plain', 'basic', 'tls', 'token'] as const) {
+      const reg = h.registries[mode];
+      const r = await stowage(['push', '--json', ...accessFlags(mode), archive, `${reg.host}/restore`], {
+        env: w.env,
+      });
+      expect(r.code, `${mode}: ${r.stderr}`).toBe(0);
+      const result = JSON.parse(r.stdout);
+      expect(result.images.map((i: { destinations: string[] }) => i.destinations)).toEqual([
+        [`${reg.host}/restore/fixtures/small:v1`],
+        [`${reg.host}/restore/fixtures/multi:v1`],
+        [`${reg.host}/restore/fixtures/multiarch:v1`],
+      ]);
+      for (const name of ['small', 'multi', 'multiarch']) {
+        expect(
+          await rawDigest(`${reg.host}/restore/fixtures/${name}:v1`, skopeoFlags(mode)),
+          `${mode} ${name}`,
+        ).toBe(h.fixtures.images[name]!.digest);
+      }
+      // One image under a name of our choosing, every blob already there.
+      const one = await stowage(
+        [
+          'push',
+          '--json',
+          ...accessFlags(mode),
+          '--image',
+          `${multiarch}`,
+          archive,
+          `${reg.host}/renamed/app:2.0`,
+        ],
+        { env: w.env },
+      );
+      expect(one.code, one.stderr).toBe(0);
+      // Into the registry it came from, the blobs are mounted from the repository the archive names.
+      if (mode === 'plain') {
+        const stats = JSON.parse(one.stdout).stats;
+        expect(stats.uploaded).toBe(0);
+        expect(stats.mounted).toBeGreaterThan(0);
+      }
+      expect(await rawDigest(`${reg.host}/renamed/app:2.0`, skopeoFlags(mode))).toBe(
+        h.fixtures.images.multiarch!.digest,
+      );
+    }
+    // --prefix maps every image under a path; --all-tags pushes every tag an image records.
+    for (const tag of ['a', 'b'])
+      await run('skopeo', [
+        'copy',
+        '--quiet',
+        '--src-tls-verify=false',
+        '--dest-tls-verify=false',
+        `docker://${small}`,
+        `docker://${plain.host}/tags/small:${tag}`,
+      ]);
+    const tagged = join(w.dir, 'tagged.tar');
+    const two = [`${plain.host}/tags/small:a`, `${plain.host}/tags/small:b`];
+    expect(
+      (await stowage(['pull', '-q', '-f', 'docker-archive', ...two, '-o', tagged], { env: w.env })).code,
+    ).toBe(0);
+    const pre = await stowage(['push', '-q', '--prefix', 'mirror/', tagged, plain.host], { env: w.env });
+    expect(pre.code, pre.stderr).toBe(0);
+    expect(await tagsOf(`${plain.host}/mirror/tags/small`, skopeoFlags('plain'))).toEqual(['a']);
+    const all = await stowage(['push', '-q', '--all-tags', tagged, `${plain.host}/single/small`], {
+      env: w.env,
+    });
+    expect(all.code, all.stderr).toBe(0);
+    expect((await tagsOf(`${plain.host}/single/small`, skopeoFlags('plain'))).sort()).toEqual(['a', 'b']);
+  });
+
+  it('restores a docker-archive saved by podman: gzipped deterministically, the same digest as from ours', async () => {
+    const w = await workdir('docker-restore', insecureConf(plain.host));
+    const root = join(w.dir, 'podman');
+    const viaSkopeo = join(w.dir, 's-d.tar');
+    await run('skopeo', [
+      'copy',
+      '--quiet',
+      '--src-tls-verify=false',
+      `docker://${multi}`,
+      `docker-archive:${viaSkopeo}:${multi}`,
+    ]);
+    await run('podman', [...podman(root), 'load', '-q', '-i', viaSkopeo]);
+    const fromPodman = join(w.dir, 'p-d.tar');
+    await run('podman', [
+      ...podman(root),
+      'save',
+      '-q',
+      '--format',
+      'docker-archive',
+      '-o',
+      fromPodman,
+      multi,
+    ]);
+    const ours = join(w.dir, 'ours-d.tar');
+    expect(
+      (await stowage(['pull', '-q', '-f', 'docker-archive', multi, '-o', ours], { env: w.env })).code,
+    ).toBe(0);
+
+    const digests: string[] = [];
+    for (const [archive, repo] of [
+      [fromPodman, 'podman'],
+      [ours, 'ours'],
+      [fromPodman, 'again'],
+    ] as const) {
+      const r = await stowage(['push', '--json', archive, `${plain.host}/${repo}/multi:v1`], { env: w.env });
+      expect(r.code, r.stderr).toBe(0);
+      const img = JSON.parse(r.stdout).images[0];
+      expect(img.newDigest).toBe(true);
+      expect(img.mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
+      expect(await rawDigest(`${plain.host}/${repo}/multi:v1`, ['--tls-verify=false'])).toBe(img.digest);
+      digests.push(img.digest);
+    }
+    expect(new Set(digests).size).toBe(1);
+    // skopeo reads it cleanly; the copy it makes verifies (every layer decompresses to its diff_id).
+    const inspected = JSON.parse(
+      (await run('skopeo', ['inspect', '--tls-verify=false', `docker://${plain.host}/podman/multi:v1`]))
+        .stdout,
+    );
+    expect(inspected.Layers).toHaveLength(3);
+    const layout = join(w.dir, 'back');
+    await run('skopeo', [
+      'copy',
+      '--quiet',
+      '--src-tls-verify=false',
+      `docker://${plain.host}/podman/multi:v1`,
+      `oci:${layout}`,
+    ]);
+    const v = await stowage(['verify', `oci:${layout}`], { env: w.env });
+    expect(v.code, v.stdout).toBe(0);
+    const config = JSON.parse((await run('skopeo', ['inspect', '--config', `oci:${layout}`])).stdout);
+    const original = JSON.parse(
+      (await run('skopeo', ['inspect', '--tls-verify=false', '--config', `docker://${multi}`])).stdout,
+    );
+    expect(config.rootfs.diff_ids).toEqual(original.rootfs.diff_ids);
+  });
+
+  it('sends nothing the second time, and mounts blobs from another repository (token auth)', async () => {
+    const token = h.registries.token;
+    const proxy = await startFaultProxy({ upstream: token.url });
+    proxies.push(proxy);
+    const w = await workdir('twice', insecureConf(plain.host, proxy.host, token.host));
+    const archive = join(w.dir, 'multi.tar');
+    expect((await stowage(['pull', '-q', multi, '-o', archive], { env: w.env })).code).toBe(0);
+    const first = await stowage(
+      ['push', '--json', '--creds', creds, archive, `${proxy.host}/twice/multi:v1`],
+      {
+        env: w.env,
+      },
+    );
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout).stats).toMatchObject({ uploaded: 4, existing: 0 });
+    const mark = proxy.seen.length;
+    const second = await stowage(
+      ['push', '--json', '--creds', creds, archive, `${proxy.host}/twice/multi:v1`],
+      {
+        env: w.env,
+      },
+    );
+    expect(second.code, second.stderr).toBe(0);
+    expect(JSON.parse(second.stdout).stats).toMatchObject({ uploaded: 0, existing: 4, bytes: 0 });
+    const again = proxy.seen.slice(mark);
+    expect(again.filter((s) => /\/blobs\/uploads\//.test(s.path))).toEqual([]);
+    expect(again.filter((s) => s.method === 'HEAD' && /\/blobs\//.test(s.path))).toHaveLength(4);
+
+    // Registry to registry within one registry: every blob mounted, nothing uploaded.
+    const mark2 = proxy.seen.length;
+    const copy = await stowage(
+      [
+        'copy',
+        '--json',
+        '--src-creds',
+        creds,
+        '--dest-creds',
+        creds,
+        `docker://${proxy.host}/twice/multi:v1`,
+        `docker://${proxy.host}/elsewhere/multi:v2`,
+      ],
+      { env: w.env },
+    );
+    expect(copy.code, copy.stderr).toBe(0);
+    expect(JSON.parse(copy.stdout).stats).toMatchObject({ uploaded: 0, mounted: 4 });
+    const mounts = proxy.seen.slice(mark2).filter((s) => s.method === 'POST');
+    expect(mounts).toHaveLength(4);
+    for (const m of mounts)
+      expect(m.path).toMatch(
+        /\/v2\/elsewhere\/multi\/blobs\/uploads\/\?mount=sha256%3A[0-9a-f]{64}&from=twice%2Fmulti/,
+      );
+    expect(await rawDigest(`${proxy.host}/elsewhere/multi:v2`, skopeoFlags('token'))).toBe(
+      h.fixtures.images.multi!.digest,
+    );
+
+    // Registry to registry across registries streams each blob (plain -> token), digest intact.
+    const across = await stowage(
+      [
+        'copy',
+        '--json',
+        '--all',
+        '--dest-creds',
+        creds,
+        `docker://${multiarch}`,
+        `docker://${token.host}/across/multiarch`,
+      ],
+      { env: w.env },
+    );
+    expect(across.code, across.stderr).toBe(0);
+    expect(JSON.parse(across.stdout).stats.uploaded).toBeGreaterThan(0);
+    expect(await rawDigest(`${token.host}/across/multiarch:v1`, skopeoFlags('token'))).toBe(
+      h.fixtures.images.multiarch!.digest,
+    );
+  });
+
+  it('uploads a large blob in chunks, and survives an upload cut short', async () => {
+    let cut = 0;
+    const proxy = await startFaultProxy({
+      upstream: plain.url,
+      fault: (req) =>
+        isBlobUpload(req) && cut++ === 0 ? { kind: 'drop-request', afterBytes: 200_000 } : undefined,
+    });
+    proxies.push(proxy);
+    const w = await workdir('chunks', insecureConf(plain.host, proxy.host));
+    const archive = join(w.dir, 'multi.tar');
+    expect((await stowage(['pull', '-q', multi, '-o', archive], { env: w.env })).code).toBe(0);
+    const r = await stowage(
+      ['push', '--json', '--chunk-size', '1MiB', archive, `${proxy.host}/chunked/multi:v1`],
+      {
+        env: w.env,
+      },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(cut).toBeGreaterThan(1);
+    const patches = proxy.seen.filter((s) => s.method === 'PATCH');
+    expect(patches.length).toBeGreaterThan(1);
+    for (const p of patches) expect(String(p.headers['content-range'])).toMatch(/^\d+-\d+$/);
+    expect(await rawDigest(`${plain.host}/chunked/multi:v1`, ['--tls-verify=false'])).toBe(
+      h.fixtures.images.multi!.digest,
+    );
+    const back = join(w.dir, 'back.tar');
+    expect(
+      (await stowage(['pull', '-q', `${plain.host}/chunked/multi:v1`, '-o', back], { env: w.env })).code,
+    ).toBe(0);
+    expect((await stowage(['verify', back], { env: w.env })).code).toBe(0);
+  });
+
+  it('fails cleanly: a damaged archive, a wrong password, a registry that keeps failing, a blocked registry', async () => {
+    const basic = h.registries.basic;
+    const w = await workdir('push-bad', insecureConf(plain.host, basic.host));
+    const archive = join(w.dir, 'multi.tar');
+    expect((await stowage(['pull', '-q', multi, '-o', archive], { env: w.env })).code).toBe(0);
+    const manifest = JSON.parse((await run('skopeo', ['inspect', '--raw', `oci-archive:${archive}`])).stdout);
+
+    // A damaged layer: digest mismatch, and the tag never appears. (The basic-auth registry does not
+    // hold these blobs; into the plain one they would be mounted from fixtures/multi, bytes unread.)
+    const damaged = join(w.dir, 'damaged.tar');
+    await run('cp', [archive, damaged]);
+    await damage(damaged, `blobs/sha256/${manifest.layers[2].digest.slice(7)}`);
+    const bad = await stowage(['push', '--creds', creds, damaged, `${basic.host}/damaged/multi:v1`], {
+      env: w.env,
+    });
+    expect(bad.code, bad.stderr).toBe(7);
+    expect(bad.stderr).toContain(manifest.layers[2].digest);
+    expect(await tagsOf(`${basic.host}/damaged/multi`, skopeoFlags('basic'))).toEqual([]);
+
+    // A wrong password: refused, and the password is nowhere in the output.
+    const wrong = 'not-the-password-9f2c';
+    const denied = await stowage(
+      ['push', '--creds', `${h.user}:${wrong}`, archive, `${basic.host}/denied/multi:v1`],
+      {
+        env: w.env,
+      },
+    );
+    expect(denied.code).toBe(4);
+    expect(denied.stderr).toMatch(/rejected the credentials/);
+    expect(denied.stderr + denied.stdout).not.toContain(wrong);
+
+    // A registry that fails every manifest PUT: blobs go up, the tag does not, the error says so.
+    const proxy = await startFaultProxy({
+      upstream: plain.url,
+      fault: (req) =>
+        req.method === 'PUT' && /\/manifests\//.test(req.url ?? '')
+          ? { kind: 'status', status: 503 }
+          : undefined,
+    });
+    proxies.push(proxy);
+    const w2 = await workdir('push-503', insecureConf(plain.host, proxy.host));
+    const failing = await stowage(['push', '--retry-times', '1', archive, `${proxy.host}/failing/multi:v1`], {
+      env: w2.env,
+    });
+    expect(failing.code).toBe(8);
+    expect(failing.stderr).toMatch(/HTTP 503 .*gave up after 2 attempts/);
+    expect(await tagsOf(`${plain.host}/failing/multi`, ['--tls-verify=false'])).toEqual([]);
+
+    // registries.conf blocks the destination: nothing is sent.
+    const blockedConf = `${insecureConf(plain.host)}\n[[registry]]\nlocation = "${plain.host}/locked"\nblocked = true\n`;
+    const w3 = await workdir('push-blocked', blockedConf);
+    const blocked = await stowage(['push', archive, `${plain.host}/locked/multi:v1`], { env: w3.env });
+    expect(blocked.code).toBe(3);
+    expect(await tagsOf(`${plain.host}/locked/multi`, ['--tls-verify=false'])).toEqual([]);
+  });
+});
