@@ -7,5 +7,7 @@ export default defineConfig({
     testTimeout: 1_800_000,
     hookTimeout: 1_800_000,
     pool: 'forks',
+    // One benchmark at a time: they would share the two cores and skew each other.
+    fileParallelism: false,
   },
 });

@@ -1,0 +1,140 @@
+/**
+ * Restore and mirror benchmark: stowage against skopeo 1.9 in the same run, alternating, into a second
+ * loopback registry: an oci-archive of the large fixture pushed back (`stowage push` against
+ * `skopeo copy oci-archive: docker://`), and registry to registry (`stowage copy` against
+ * `skopeo copy docker:// docker://`). Every round goes to new repositories and skopeo's blob-info
+ * cache is removed first, so both really upload every byte (no HEAD hits, no mounts). Prints time
+ * ratios and peak RSS; asserts only that every copy kept the manifest digest.
+ *
+ *   npm run bench                   # 3 layers, about 450 MB, 5 rounds
+ *   BENCH_ROUNDS=9 BENCH_MIB=300,100,50 npm run bench
+ */
+import type { ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run, stopProcess } from '../harness/processes.js';
+import { startRegistry } from '../harness/registry.js';
+import { buildBenchLayout } from './fixture.js';
+import { measure, median } from './measure.js';
+
+const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const LAYERS_MIB = (process.env.BENCH_MIB ?? '300,100,50').split(',').map(Number);
+const SKOPEO_CACHE = '/var/lib/containers/cache/blob-info-cache-v1.boltdb';
+
+let dir: string;
+const children: ChildProcess[] = [];
+let src: string;
+let dst: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'stowage-bench-push-'));
+  for (const name of ['src', 'dst']) {
+    const started = await startRegistry({ mode: 'plain', dir: join(dir, name) });
+    children.push(started.child);
+    if (name === 'src') src = started.registry.host;
+    else dst = started.registry.host;
+  }
+  const layout = join(dir, 'layout');
+  await buildBenchLayout(layout, LAYERS_MIB);
+  await run('skopeo', [
+    'copy',
+    '--quiet',
+    '--dest-tls-verify=false',
+    `oci:${layout}:bench`,
+    `docker://${src}/bench/big:v1`,
+  ]);
+});
+
+afterAll(async () => {
+  for (const c of children) await stopProcess(c);
+  await rm(dir, { recursive: true, force: true });
+  await rm(SKOPEO_CACHE, { force: true });
+});
+
+const fmtMB = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
+
+describe('push benchmark', () => {
+  it('stowage push/copy vs skopeo copy into a registry', async () => {
+    const home = join(dir, 'home');
+    await mkdir(home, { recursive: true });
+    const conf = join(dir, 'registries.conf');
+    await writeFile(
+      conf,
+      [src, dst].map((h) => `[[registry]]\nlocation = "${h}"\ninsecure = true\n`).join('\n'),
+    );
+    const env = { ...process.env, HOME: home, CONTAINERS_REGISTRIES_CONF: conf };
+    const archive = join(dir, 'big.tar');
+    await run(process.execPath, [BIN, 'pull', '-q', `${src}/bench/big:v1`, '-o', archive], { env });
+    const digest = `sha256:${createHash('sha256')
+      .update((await run('skopeo', ['inspect', '--raw', `oci-archive:${archive}`])).stdout)
+      .digest('hex')}`;
+
+    const results: Record<string, { t: number[]; rss: number[] }> = {
+      'skopeo restore': { t: [], rss: [] },
+      'stowage push': { t: [], rss: [] },
+      'skopeo registry copy': { t: [], rss: [] },
+      'stowage copy': { t: [], rss: [] },
+    };
+    const written: string[] = [];
+    const record = async (name: keyof typeof results, target: string, cmd: string, args: string[]) => {
+      await rm(SKOPEO_CACHE, { force: true });
+      await run('sync', []);
+      const r = await measure(cmd, args, env);
+      results[name]!.t.push(r.seconds);
+      results[name]!.rss.push(r.maxRssBytes);
+      written.push(target);
+    };
+    for (let i = 0; i < ROUNDS; i++) {
+      const to = (who: string) => `${dst}/r${i}-${who}/big:v1`;
+      await record('skopeo restore', to('sr'), 'skopeo', [
+        'copy',
+        '--quiet',
+        '--dest-tls-verify=false',
+        `oci-archive:${archive}`,
+        `docker://${to('sr')}`,
+      ]);
+      await record('stowage push', to('tr'), process.execPath, [BIN, 'push', '-q', archive, to('tr')]);
+      await record('skopeo registry copy', to('sc'), 'skopeo', [
+        'copy',
+        '--quiet',
+        '--src-tls-verify=false',
+        '--dest-tls-verify=false',
+        `docker://${src}/bench/big:v1`,
+        `docker://${to('sc')}`,
+      ]);
+      await record('stowage copy', to('tc'), process.execPath, [
+        BIN,
+        'copy',
+        '-q',
+        `docker://${src}/bench/big:v1`,
+        `docker://${to('tc')}`,
+      ]);
+    }
+    for (const ref of written) {
+      const raw = (await run('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${ref}`])).stdout;
+      expect(`sha256:${createHash('sha256').update(raw).digest('hex')}`, ref).toBe(digest);
+    }
+
+    const size = (await stat(archive)).size;
+    const lines = [
+      `push benchmark: ${fmtMB(size)} image (layers ${LAYERS_MIB.join('+')} MiB), ${ROUNDS} rounds`,
+    ];
+    for (const [name, r] of Object.entries(results)) {
+      lines.push(
+        `  ${name.padEnd(22)} best ${Math.min(...r.t).toFixed(2)} s  median ${median(r.t).toFixed(2)} s  peak RSS ${fmtMB(Math.max(...r.rss))}`,
+      );
+    }
+    const ratio = (a: string, b: string, f: (x: number[]) => number) =>
+      (f(results[a]!.t) / f(results[b]!.t)).toFixed(2);
+    const best = (x: number[]) => Math.min(...x);
+    lines.push(
+      `  restore speed-up over skopeo: best ${ratio('skopeo restore', 'stowage push', best)}x, median ${ratio('skopeo restore', 'stowage push', median)}x`,
+      `  registry copy speed-up over skopeo: best ${ratio('skopeo registry copy', 'stowage copy', best)}x, median ${ratio('skopeo registry copy', 'stowage copy', median)}x`,
+    );
+    process.stdout.write(`\n${lines.join('\n')}\n\n`);
+  });
+});
