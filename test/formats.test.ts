@@ -12,6 +12,7 @@ import { END_OF_ARCHIVE, entryHeader, paddedSize } from '../src/archive/tar.js';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { dockerSave25, dockerSaveLegacy, imageFromLayout } from './harness/docker-save.js';
 import { run } from './harness/processes.js';
+import { podmanFlags } from './harness/tools.js';
 
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 
@@ -38,19 +39,7 @@ async function treeDigest(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-/** podman on a storage of its own (vfs, no daemon); its runroot path must stay under 50 characters. */
-const podman = (root: string) => [
-  '--root',
-  join(root, 'storage'),
-  '--runroot',
-  `/tmp/sp-${sha256(root).slice(0, 12)}`,
-  '--storage-driver',
-  'vfs',
-  '--cgroup-manager',
-  'cgroupfs',
-  '--events-backend',
-  'none',
-];
+const podman = podmanFlags;
 
 async function skopeoDigest(ref: string, ...flags: string[]): Promise<string> {
   const { stdout } = await run('skopeo', ['inspect', ...flags, '--raw', ref]);

@@ -5,14 +5,13 @@
  * keeps failing) end with a clear error and no tag on an incomplete image.
  */
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TarIndex } from '../src/archive/tar-reader.js';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { type FaultProxy, isBlobUpload, startFaultProxy } from './harness/fault-proxy.js';
 import { run } from './harness/processes.js';
 import type { RegistryMode } from './harness/registry.js';
+import { damageEntry, podmanFlags } from './harness/tools.js';
 
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 const h = harness();
@@ -56,31 +55,7 @@ async function tagsOf(repo: string, flags: string[]): Promise<string[]> {
   }
 }
 
-/** Flips a byte in the middle of an archive entry. */
-async function damage(archive: string, entry: string): Promise<void> {
-  const e = (await TarIndex.open(archive)).entries.get(entry)!;
-  const fh = await open(archive, 'r+');
-  const b = Buffer.alloc(1);
-  const at = e.offset + Math.floor(e.size / 2);
-  await fh.read(b, 0, 1, at);
-  b[0] = b[0]! ^ 0xff;
-  await fh.write(b, 0, 1, at);
-  await fh.close();
-}
-
-/** podman on a storage of its own (vfs, no daemon); its runroot path must stay short. */
-const podman = (root: string) => [
-  '--root',
-  join(root, 'storage'),
-  '--runroot',
-  `/tmp/sp-${sha256(root).slice(0, 12)}`,
-  '--storage-driver',
-  'vfs',
-  '--cgroup-manager',
-  'cgroupfs',
-  '--events-backend',
-  'none',
-];
+const podman = podmanFlags;
 
 describe('push and copy', () => {
   it('restores an archive into every kind of registry with manifest and index digests intact', async () => {
@@ -342,7 +317,7 @@ describe('push and copy', () => {
     // hold these blobs; into the plain one they would be mounted from fixtures/multi, bytes unread.)
     const damaged = join(w.dir, 'damaged.tar');
     await run('cp', [archive, damaged]);
-    await damage(damaged, `blobs/sha256/${manifest.layers[2].digest.slice(7)}`);
+    await damageEntry(damaged, `blobs/sha256/${manifest.layers[2].digest.slice(7)}`);
     const bad = await stowage(['push', '--creds', creds, damaged, `${basic.host}/damaged/multi:v1`], {
       env: w.env,
     });

@@ -5,27 +5,14 @@
  * says which with its exit code, and passes intact archives from us, skopeo and podman.
  */
 import { createHash } from 'node:crypto';
-import { open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { TarIndex } from '../src/archive/tar-reader.js';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { run } from './harness/processes.js';
+import { damageEntry } from './harness/tools.js';
 
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
-
-/** Flips one byte of a file in place. */
-async function flipByte(path: string, at: number): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    const b = Buffer.alloc(1);
-    await fh.read(b, 0, 1, at);
-    b[0] = b[0]! ^ 0xff;
-    await fh.write(b, 0, 1, at);
-  } finally {
-    await fh.close();
-  }
-}
 
 /** Writes JSON as a blob of an OCI layout; returns its descriptor fields. */
 async function putBlob(layout: string, value: unknown): Promise<{ digest: string; size: number }> {
@@ -172,9 +159,7 @@ describe('inspect and verify archives', () => {
     expect((await stowage(['pull', '-q', multi, '-o', a], { env: w.env })).code).toBe(0);
     const manifest = JSON.parse((await run('skopeo', ['inspect', '--raw', `oci-archive:${a}`])).stdout);
     const layer = manifest.layers[1].digest as string;
-    const index = await TarIndex.open(a);
-    const entry = index.entries.get(`blobs/sha256/${layer.slice(7)}`)!;
-    await flipByte(a, entry.offset + Math.floor(entry.size / 2));
+    await damageEntry(a, `blobs/sha256/${layer.slice(7)}`);
     const bad = await stowage(['verify', '--json', a], { env: w.env });
     expect(bad.code).toBe(11);
     const report = JSON.parse(bad.stdout);

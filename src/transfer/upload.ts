@@ -10,6 +10,7 @@ import { StowageError, toStowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
 import type { Descriptor } from '../image/schemas.js';
 import type { RegistryClient, UploadSession } from '../registry/client.js';
+import { Limiter } from './limiter.js';
 import type { PlannedDocument } from './plan.js';
 import type { ProgressListener } from './progress.js';
 
@@ -137,23 +138,13 @@ class Slicer {
 
 export class Uploader {
   readonly stats: UploadStats = { uploaded: 0, existing: 0, mounted: 0, bytes: 0 };
-  private active = 0;
-  private readonly queue: (() => void)[] = [];
+  private readonly limiter: Limiter;
 
   constructor(
     readonly target: UploadTarget,
     private readonly opts: UploadOptions,
-  ) {}
-
-  private async slot<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.opts.concurrency) await new Promise<void>((r) => this.queue.push(r));
-    this.active++;
-    try {
-      return await fn();
-    } finally {
-      this.active--;
-      this.queue.shift()?.();
-    }
+  ) {
+    this.limiter = new Limiter(opts.concurrency);
   }
 
   /** Uploads blobs in parallel (within the concurrency limit). */
@@ -170,14 +161,16 @@ export class Uploader {
     let failed = false;
     await Promise.all(
       blobs.map((d) =>
-        this.slot(() => (failed ? Promise.resolve() : this.blob(d, open, mountFrom, signal))).catch((e) => {
-          // The first failure stops the rest; it is the one reported.
-          if (!failed) {
-            failed = true;
-            controller.abort();
-            throw e;
-          }
-        }),
+        this.limiter
+          .run(() => (failed ? Promise.resolve() : this.blob(d, open, mountFrom, signal)))
+          .catch((e) => {
+            // The first failure stops the rest; it is the one reported.
+            if (!failed) {
+              failed = true;
+              controller.abort();
+              throw e;
+            }
+          }),
       ),
     );
   }

@@ -20,6 +20,7 @@ import {
   imageManifestSchema,
 } from '../image/schemas.js';
 import { type ArchiveFormat, ArchiveSource, documentMediaType } from './archive-source.js';
+import { Limiter } from './limiter.js';
 
 /** What a problem says about the archive; each has its own exit code. */
 export type ProblemKind = 'blob' | 'consistency' | 'checksum';
@@ -91,22 +92,6 @@ async function readChecksumFile(path: string): Promise<string | undefined> {
     );
   }
   return m[1]!.toLowerCase();
-}
-
-class Limiter {
-  private active = 0;
-  private readonly queue: (() => void)[] = [];
-  constructor(private readonly limit: number) {}
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.limit) await new Promise<void>((r) => this.queue.push(r));
-    this.active++;
-    try {
-      return await fn();
-    } finally {
-      this.active--;
-      this.queue.shift()?.();
-    }
-  }
 }
 
 export async function verifyArchive(path: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
