@@ -307,6 +307,21 @@ describe('archive formats', () => {
         expect(sha256(await readFile(again)), src).toBe(sha256(await readFile(ours)));
       }
     }
+    // Pushed back to a registry, skopeo's and podman's OCI archives keep their manifest digests.
+    for (const f of ['s-o.tar', 'p-o.tar']) {
+      const theirs = await skopeoDigest(`oci-archive:${join(w.dir, f)}`);
+      const r = await stowage(
+        ['push', '-q', join(w.dir, f), `${reg.host}/peers/${f.replace('.tar', '')}:v1`],
+        {
+          env: w.env,
+        },
+      );
+      expect(r.code, `${f}: ${r.stderr}`).toBe(0);
+      expect(
+        await skopeoDigest(`docker://${reg.host}/peers/${f.replace('.tar', '')}:v1`, '--tls-verify=false'),
+      ).toBe(theirs);
+    }
+
     // Every peer archive passes `stowage verify` (digests, diff_ids, configs), the gzipped one too.
     for (const f of ['s-o.tar', 's-d.tar', 's-d.tar.gz', 'p-d.tar', 'p-o.tar', 'p-m.tar']) {
       const r = await stowage(['verify', join(w.dir, f)], { env: w.env });
