@@ -70,3 +70,33 @@ export async function writeFileAtomic(path: string, data: string | Buffer): Prom
 export function sha256Line(hex: string, path: string): string {
   return `${hex}  ${basename(path)}\n`;
 }
+
+/**
+ * Starts writeback while a file is written: a datasync each time `every` (64 MiB) more bytes have been
+ * written (one at a time), so the final fsync has little left to do. Errors surface at the final one.
+ */
+export class SyncAhead {
+  private unsynced = 0;
+  private syncing: Promise<void> | undefined;
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly every = 64 << 20,
+  ) {}
+
+  wrote(n: number): void {
+    this.unsynced += n;
+    if (this.unsynced < this.every || this.syncing) return;
+    this.unsynced = 0;
+    this.syncing = this.fh
+      .datasync()
+      .catch(() => {})
+      .finally(() => {
+        this.syncing = undefined;
+      });
+  }
+
+  /** Waits for the datasync in flight, if any. */
+  async settle(): Promise<void> {
+    await this.syncing;
+  }
+}

@@ -15,7 +15,7 @@ import { StowageError } from '../errors.js';
 import { DigestVerifier, digestHex, digestMismatch, sha256Digest } from '../image/digest.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../image/schemas.js';
-import { AtomicFile, sha256Line, writeFileAtomic } from './atomic.js';
+import { AtomicFile, SyncAhead, sha256Line, writeFileAtomic } from './atomic.js';
 import { decompressed } from './decompress.js';
 import { ArchiveHasher } from './hasher.js';
 import type { BlobFetcher, WriteOptions, WrittenArchive } from './oci-archive.js';
@@ -227,6 +227,7 @@ export async function writeDockerArchive(
   const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
   const hasher = new ArchiveHasher(file.tmpPath, [{ start: 0, length: -1 }]);
   const spools = new Map<number, Spool>();
+  const writeback = new SyncAhead(fh);
   let checksumWritten = false;
   try {
     const meta: Buffer[] = [];
@@ -310,6 +311,7 @@ export async function writeDockerArchive(
           if (!batchBytes) return;
           await fh.writev(batch, at);
           at += batchBytes;
+          writeback.wrote(batchBytes);
           hasher.tapWritten(at);
           batch = [];
           batchBytes = 0;
@@ -361,6 +363,7 @@ export async function writeDockerArchive(
     await fh.write(END_OF_ARCHIVE, 0, END_OF_ARCHIVE.length, pos);
     pos += END_OF_ARCHIVE.length;
     await fh.truncate(pos);
+    await writeback.settle();
     hasher.close(0, pos);
     const [{ archive: sha256, taps }] = await Promise.all([hasher.finish(), fh.datasync()]);
     for (const [i, layer] of layers.entries()) {

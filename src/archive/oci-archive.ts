@@ -4,7 +4,7 @@ import { DigestVerifier, digestAlgorithm, digestHex } from '../image/digest.js';
 import { MediaType } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import type { ProgressListener } from '../transfer/progress.js';
-import { AtomicFile, sha256Line, writeFileAtomic } from './atomic.js';
+import { AtomicFile, SyncAhead, sha256Line, writeFileAtomic } from './atomic.js';
 import { ArchiveHasher, type HashSegment } from './hasher.js';
 import { archiveMtime, END_OF_ARCHIVE, entryHeader, paddedSize, type TarEntry } from './tar.js';
 
@@ -109,7 +109,6 @@ export function layoutOciArchive(
 
 const WRITE_BATCH = 1 << 20;
 /** Start writeback every this many bytes, so the final fsync has little left to flush. */
-const SYNC_AHEAD = 64 << 20;
 
 /**
  * Writes an oci-archive: the layout is computed first, then blobs are downloaded in parallel and each
@@ -159,20 +158,7 @@ export async function writeOciArchive(
     for (const [i, seg] of segments.entries()) if (!blobSegments.has(i)) hasher.written(i, seg.length);
     const archiveHasher = hasher;
 
-    // One datasync at a time, started as data accumulates; errors surface at the final datasync.
-    let unsynced = 0;
-    let syncing: Promise<void> | undefined;
-    const syncAhead = (n: number) => {
-      unsynced += n;
-      if (unsynced < SYNC_AHEAD || syncing) return;
-      unsynced = 0;
-      syncing = fh
-        .datasync()
-        .catch(() => {})
-        .finally(() => {
-          syncing = undefined;
-        });
-    };
+    const writeback = new SyncAhead(fh);
 
     const totalBytes = pending.reduce((n, p) => n + p.blob.size, 0);
     opts.onProgress?.({ type: 'plan', blobs: pending.length, totalBytes });
@@ -189,7 +175,7 @@ export async function writeOciArchive(
         if (batchBytes === 0) return;
         await fh.writev(batch, position);
         position += batchBytes;
-        syncAhead(batchBytes);
+        writeback.wrote(batchBytes);
         batch = [];
         batchBytes = 0;
         const done = position - p.offset;
@@ -233,7 +219,7 @@ export async function writeOciArchive(
     await Promise.all(workers);
     if (firstError !== undefined) throw firstError;
     // Flush to disk while the hasher finishes its tail.
-    await syncing;
+    await writeback.settle();
     const [{ archive: sha256 }] = await Promise.all([archiveHasher.finish(), fh.datasync()]);
     opts.onProgress?.({ type: 'finalizing', path });
     await writeFileAtomic(`${path}.sha256`, sha256Line(sha256, path));
