@@ -3,6 +3,7 @@ import { isStowageError, toStowageError } from '../errors.js';
 import { inspectCommand } from './inspect.js';
 import { pullCommand } from './pull.js';
 import { copyCommand, pushCommand } from './push.js';
+import { registriesCommand } from './registries.js';
 import { tagsCommand } from './tags.js';
 import { verifyCommand } from './verify.js';
 
@@ -28,6 +29,7 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
   inspectCommand(program);
   tagsCommand(program);
   verifyCommand(program, setExitCode);
+  registriesCommand(program);
   return program;
 }
 

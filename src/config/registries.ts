@@ -43,7 +43,8 @@ export interface RegistriesConf {
 
 export const EMPTY_REGISTRIES_CONF: RegistriesConf = {
   unqualifiedSearchRegistries: [],
-  shortNameMode: 'enforcing',
+  // containers-registries.conf(5): unset means permissive.
+  shortNameMode: 'permissive',
   credentialHelpers: [],
   registries: [],
   aliases: {},
@@ -119,7 +120,11 @@ function merge(into: RegistriesConf, file: z.infer<typeof registriesConfSchema>,
     into.registries = into.registries.filter((x) => (x.prefix ?? x.location) !== key);
     into.registries.push(r);
   }
-  Object.assign(into.aliases, file.aliases ?? {});
+  // An alias set to "" in a later file erases it.
+  for (const [name, value] of Object.entries(file.aliases ?? {})) {
+    if (value === '') delete into.aliases[name];
+    else into.aliases[name] = value;
+  }
 }
 
 /**

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { formatReference, parseReference } from '../reference/reference.js';
 import { loadRegistriesConf, parseRegistriesConf, type RegistriesConf } from './registries.js';
-import { findRegistry, resolveCandidates, resolveEndpoint } from './resolve.js';
+import { findRegistry, pullEndpoints, resolveCandidates, resolveEndpoint } from './resolve.js';
 
 async function conf(text: string, dropIns: Record<string, string> = {}): Promise<RegistriesConf> {
   const dir = await mkdtemp(join(tmpdir(), 'stowage-conf-'));
@@ -72,7 +72,9 @@ blocked = true
     expect(resolveCandidates(one, parseReference('app:1')).map(formatReference)).toEqual([
       'reg.local:5000/app:1',
     ]);
-    const two = await conf('unqualified-search-registries = ["a.local", "b.local"]\n');
+    const two = await conf(
+      'unqualified-search-registries = ["a.local", "b.local"]\nshort-name-mode = "enforcing"\n',
+    );
     expect(() => resolveCandidates(two, parseReference('app'))).toThrowError(
       /ambiguous.*a\.local\/app.*b\.local\/app/,
     );
@@ -83,10 +85,80 @@ blocked = true
       'a.local/app',
       'docker.io/library/app',
     ]);
+    // As podman: no alias and no search registries is an error, not a silent docker.io.
     const none = await conf('');
-    expect(resolveCandidates(none, parseReference('app')).map(formatReference)).toEqual([
-      'docker.io/library/app',
+    expect(() => resolveCandidates(none, parseReference('app'))).toThrowError(
+      /short name "app" has no alias and no unqualified-search-registries are defined in .*registries\.conf/,
+    );
+    // The default mode is permissive: several search registries are tried in order.
+    const unset = await conf('unqualified-search-registries = ["a.local", "b.local"]\n');
+    expect(unset.shortNameMode).toBe('permissive');
+    expect(resolveCandidates(unset, parseReference('app')).map(formatReference)).toEqual([
+      'a.local/app',
+      'b.local/app',
     ]);
+  });
+
+  it('uses aliases in every mode, tag and digest carried over; a later "" erases one', async () => {
+    for (const mode of ['enforcing', 'permissive', 'disabled']) {
+      const c = await conf(
+        `short-name-mode = "${mode}"\nunqualified-search-registries = ["a.local", "b.local"]\n[aliases]\n"app" = "c.local/team/app"\n`,
+      );
+      expect(resolveCandidates(c, parseReference('app:2')).map(formatReference)).toEqual([
+        'c.local/team/app:2',
+      ]);
+    }
+    const erased = await conf(
+      'unqualified-search-registries = ["a.local"]\n[aliases]\n"app" = "c.local/app"\n',
+      {
+        '50-erase.conf': '[aliases]\n"app" = ""\n',
+      },
+    );
+    expect(resolveCandidates(erased, parseReference('app')).map(formatReference)).toEqual(['a.local/app']);
+  });
+
+  it('lists mirrors before the primary, honouring pull-from-mirror and mirror-by-digest-only', async () => {
+    const c = await conf(`
+[[registry]]
+prefix = "src.local/team"
+location = "primary.local/team"
+
+[[registry.mirror]]
+location = "m1.local/cache/team"
+insecure = true
+
+[[registry.mirror]]
+location = "m2.local/team"
+pull-from-mirror = "digest-only"
+
+[[registry.mirror]]
+location = "m3.local/team"
+pull-from-mirror = "tag-only"
+
+[[registry]]
+location = "old.local"
+mirror-by-digest-only = true
+
+[[registry.mirror]]
+location = "oldmirror.local"
+`);
+    const where = (r: string) =>
+      pullEndpoints(c, parseReference(r)).map(
+        (e) => `${e.host}/${e.path}${e.mirror ? ' m' : ''}${e.insecure ? ' i' : ''}`,
+      );
+    const digest = `@sha256:${'a'.repeat(64)}`;
+    expect(where('src.local/team/app:1')).toEqual([
+      'm1.local/cache/team/app m i',
+      'm3.local/team/app m',
+      'primary.local/team/app',
+    ]);
+    expect(where(`src.local/team/app${digest}`)).toEqual([
+      'm1.local/cache/team/app m i',
+      'm2.local/team/app m',
+      'primary.local/team/app',
+    ]);
+    expect(where('old.local/x:1')).toEqual(['old.local/x']);
+    expect(where(`old.local/x${digest}`)).toEqual(['oldmirror.local/x m', 'old.local/x']);
   });
 
   it('names the file, key and line of mistakes', () => {

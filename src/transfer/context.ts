@@ -1,6 +1,12 @@
 import { type Credentials, lookupCredentials } from '../auth/authfile.js';
 import { loadRegistriesConf, type RegistriesConf } from '../config/registries.js';
-import { type Endpoint, resolveCandidates, resolveEndpoint } from '../config/resolve.js';
+import {
+  type Endpoint,
+  type PullEndpoint,
+  pullEndpoints,
+  resolveCandidates,
+  resolveEndpoint,
+} from '../config/resolve.js';
 import { StowageError } from '../errors.js';
 import type { ImageReference } from '../reference/reference.js';
 import { DEFAULT_RETRY, RegistryClient, type RetryOptions } from '../registry/client.js';
@@ -58,10 +64,21 @@ export class Context {
   /** The client for a reference's endpoint (BLOCKED when registries.conf blocks it). */
   async client(ref: ImageReference): Promise<{ client: RegistryClient; endpoint: Endpoint }> {
     const endpoint = this.endpoint(ref);
+    return { client: await this.clientFor(endpoint), endpoint };
+  }
+
+  /**
+   * The client for an endpoint, with the credentials auth.json (or --creds) has for it. A mirror gets
+   * at most one retry: when it is down, the next endpoint is the better bet than waiting on it.
+   */
+  async clientFor(endpoint: Endpoint & { mirror?: boolean }): Promise<RegistryClient> {
     const credentials =
       this.opts.credentials ??
       (await lookupCredentials(endpoint.host, endpoint.path, this.opts.authFile, this.opts.env));
-    const key = `${endpoint.host}|${endpoint.insecure}|${credentials ? JSON.stringify(credentials) : ''}`;
+    const retry = endpoint.mirror
+      ? { ...this.opts.retry, maxRetries: Math.min(1, this.retries) }
+      : this.opts.retry;
+    const key = `${endpoint.host}|${endpoint.insecure}|${endpoint.mirror === true}|${credentials ? JSON.stringify(credentials) : ''}`;
     let client = this.clients.get(key);
     if (!client) {
       client = new RegistryClient({
@@ -70,11 +87,41 @@ export class Context {
         credentials,
         certDir: this.opts.certDir,
         connections: this.opts.connections,
-        retry: this.opts.retry,
+        retry,
       });
       this.clients.set(key, client);
     }
-    return { client, endpoint };
+    return client;
+  }
+
+  /**
+   * Runs a read of `ref` against its mirrors in order, then its primary location, until one succeeds
+   * (containers-registries.conf(5) [[registry.mirror]]). `fn` learns which endpoint it is talking to,
+   * so results can say which one served the image.
+   */
+  async pullFrom<T>(
+    ref: ImageReference,
+    fn: (client: RegistryClient, endpoint: PullEndpoint) => Promise<T>,
+  ): Promise<T> {
+    const endpoints = pullEndpoints(this.conf, ref, this.opts.tlsVerify === false);
+    const failed: string[] = [];
+    for (const [i, endpoint] of endpoints.entries()) {
+      try {
+        return await fn(await this.clientFor(endpoint), endpoint);
+      } catch (e) {
+        const err = e instanceof StowageError ? e : undefined;
+        if (!err || err.code === 'ABORTED' || i === endpoints.length - 1) {
+          if (err && failed.length > 0) {
+            throw new StowageError(err.code, `${err.message} (mirrors tried first: ${failed.join('; ')})`, {
+              cause: err,
+            });
+          }
+          throw e;
+        }
+        failed.push(`${endpoint.host}/${endpoint.path}: ${err.message}`);
+      }
+    }
+    throw new StowageError('INTERNAL', 'no endpoint to pull from');
   }
 
   /**

@@ -34,54 +34,55 @@ export async function inspect(
   opts: InspectOptions = {},
 ): Promise<InspectResult> {
   const parsed = withDefaultTag(parseReference(input));
-  return ctx.withCandidates(parsed, async (ref) => {
-    const { client, endpoint } = await ctx.client(ref);
-    const reference = ref.digest ?? ref.tag!;
-    const top = await client.getManifest(endpoint.path, reference, opts.signal);
-    if (opts.raw) return { kind: 'raw', bytes: top.bytes, mediaType: top.mediaType, digest: top.digest };
-    let manifest = top;
-    if (isIndexMediaType(top.mediaType)) {
-      const index = parseIndex(top.bytes, `index ${top.digest}`);
-      const chosen = selectPlatform(index.manifests, opts.platform ?? hostPlatform(), formatReference(ref));
-      manifest = await client.getManifest(endpoint.path, chosen.digest, opts.signal);
-    }
-    const m = parseManifest(manifest.bytes, `manifest ${manifest.digest}`);
-    const configBytes = await client.getBlobBytes(endpoint.path, m.config.digest, opts.signal);
-    verifyBytes(configBytes, m.config.digest, `config ${m.config.digest}`);
-    if (opts.config) return { kind: 'config', bytes: configBytes };
-    let config: ImageConfig;
-    try {
-      config = imageConfigSchema.parse(JSON.parse(configBytes.toString('utf8')));
-    } catch {
-      throw new StowageError(
-        'INVALID_MANIFEST',
-        `config ${m.config.digest} of ${formatReference(ref)} is not a valid image config`,
-      );
-    }
-    const summary: Record<string, unknown> = {
-      Name: repositoryName(ref),
-      Digest: top.digest,
-    };
-    if (opts.tags !== false) summary.RepoTags = await client.listTags(endpoint.path, opts.signal);
-    Object.assign(summary, {
-      Created: config.created,
-      Labels: config.config?.Labels ?? null,
-      Architecture: config.architecture,
-      Os: config.os,
-      ...(config.variant ? { Variant: config.variant } : {}),
-      Layers: m.layers.map((l) => l.digest),
-      LayersData: m.layers.map((l) => ({
-        MIMEType: l.mediaType,
-        Digest: l.digest,
-        Size: l.size,
-        Annotations: l.annotations ?? null,
-      })),
-      Env: config.config?.Env ?? null,
-      MediaType: manifest.mediaType,
-      ManifestDigest: manifest.digest,
-    });
-    return { kind: 'summary', summary };
-  });
+  return ctx.withCandidates(parsed, (ref) =>
+    ctx.pullFrom(ref, async (client, endpoint) => {
+      const reference = ref.digest ?? ref.tag!;
+      const top = await client.getManifest(endpoint.path, reference, opts.signal);
+      if (opts.raw) return { kind: 'raw', bytes: top.bytes, mediaType: top.mediaType, digest: top.digest };
+      let manifest = top;
+      if (isIndexMediaType(top.mediaType)) {
+        const index = parseIndex(top.bytes, `index ${top.digest}`);
+        const chosen = selectPlatform(index.manifests, opts.platform ?? hostPlatform(), formatReference(ref));
+        manifest = await client.getManifest(endpoint.path, chosen.digest, opts.signal);
+      }
+      const m = parseManifest(manifest.bytes, `manifest ${manifest.digest}`);
+      const configBytes = await client.getBlobBytes(endpoint.path, m.config.digest, opts.signal);
+      verifyBytes(configBytes, m.config.digest, `config ${m.config.digest}`);
+      if (opts.config) return { kind: 'config', bytes: configBytes };
+      let config: ImageConfig;
+      try {
+        config = imageConfigSchema.parse(JSON.parse(configBytes.toString('utf8')));
+      } catch {
+        throw new StowageError(
+          'INVALID_MANIFEST',
+          `config ${m.config.digest} of ${formatReference(ref)} is not a valid image config`,
+        );
+      }
+      const summary: Record<string, unknown> = {
+        Name: repositoryName(ref),
+        Digest: top.digest,
+      };
+      if (opts.tags !== false) summary.RepoTags = await client.listTags(endpoint.path, opts.signal);
+      Object.assign(summary, {
+        Created: config.created,
+        Labels: config.config?.Labels ?? null,
+        Architecture: config.architecture,
+        Os: config.os,
+        ...(config.variant ? { Variant: config.variant } : {}),
+        Layers: m.layers.map((l) => l.digest),
+        LayersData: m.layers.map((l) => ({
+          MIMEType: l.mediaType,
+          Digest: l.digest,
+          Size: l.size,
+          Annotations: l.annotations ?? null,
+        })),
+        Env: config.config?.Env ?? null,
+        MediaType: manifest.mediaType,
+        ManifestDigest: manifest.digest,
+      });
+      return { kind: 'summary', summary };
+    }),
+  );
 }
 
 /** All tags of a repository, as skopeo list-tags prints them. */

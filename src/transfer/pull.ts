@@ -205,27 +205,28 @@ export async function pull(ctx: Context, inputs: string[], opts: PullOptions): P
               };
       if (t.transport === 'docker') {
         const parsed = withDefaultTag(t.ref);
-        const p = await ctx.withCandidates(parsed, async (ref) => {
-          const { client, endpoint } = await ctx.client(ref);
-          const source = new RegistrySource(client, endpoint.path);
-          const { plan, newIndex } = await planWith(source, ref.digest ?? ref.tag!);
-          const full = formatReference({ ...ref, digest: undefined });
-          return {
-            plan,
-            source,
-            repoTags: ref.tag ? [full] : [],
-            annotations: archiveAnnotations(ref),
-            image: {
-              reference: formatReference(ref),
-              source: `${endpoint.host}/${endpoint.path}`,
-              digest: plan.root.descriptor.digest,
-              mediaType: plan.root.descriptor.mediaType,
-              platforms: plan.platforms,
-              newIndex,
-              names: ref.tag ? [full] : [],
-            },
-          };
-        });
+        const p = await ctx.withCandidates(parsed, (ref) =>
+          ctx.pullFrom(ref, async (client, endpoint) => {
+            const source = new RegistrySource(client, endpoint.path);
+            const { plan, newIndex } = await planWith(source, ref.digest ?? ref.tag!);
+            const full = formatReference({ ...ref, digest: undefined });
+            return {
+              plan,
+              source,
+              repoTags: ref.tag ? [full] : [],
+              annotations: archiveAnnotations(ref),
+              image: {
+                reference: formatReference(ref),
+                source: `${endpoint.host}/${endpoint.path}`,
+                digest: plan.root.descriptor.digest,
+                mediaType: plan.root.descriptor.mediaType,
+                platforms: plan.platforms,
+                newIndex,
+                names: ref.tag ? [full] : [],
+              },
+            };
+          }),
+        );
         planned.push(p);
       } else {
         const source = await ArchiveSource.open(t.path, t.transport);

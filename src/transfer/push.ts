@@ -433,44 +433,45 @@ export async function copyToRegistry(
     throw new StowageError('INTERNAL', 'copyToRegistry needs a registry destination');
   const destination = parseDestination(formatReference(d.ref), 1);
   const parsed = withDefaultTag(s.ref);
-  return srcCtx.withCandidates(parsed, async (ref) => {
-    const { client, endpoint } = await srcCtx.client(ref);
-    const source = new RegistrySource(client, endpoint.path);
-    const tag = destination.ref.tag ?? ref.tag;
-    if (!tag) {
-      throw new StowageError(
-        'INVALID_ARGUMENT',
-        `${src} names no tag, so ${dst} needs one (${formatReference({ ...destination.ref, tag: 'TAG' })})`,
+  return srcCtx.withCandidates(parsed, (ref) =>
+    srcCtx.pullFrom(ref, async (client, endpoint) => {
+      const source = new RegistrySource(client, endpoint.path);
+      const tag = destination.ref.tag ?? ref.tag;
+      if (!tag) {
+        throw new StowageError(
+          'INVALID_ARGUMENT',
+          `${src} names no tag, so ${dst} needs one (${formatReference({ ...destination.ref, tag: 'TAG' })})`,
+        );
+      }
+      const target = { ...destination.ref, tag };
+      await dstCtx.client(target);
+      const plan = await planImage(source, ref.digest ?? ref.tag!, {
+        all: opts.all ?? false,
+        platform: opts.platform ?? hostPlatform(),
+        signal: opts.signal,
+      });
+      const stats: UploadStats = { uploaded: 0, existing: 0, mounted: 0, bytes: 0 };
+      await uploadImage(
+        dstCtx,
+        plan,
+        (desc, sig) => source.getBlob(desc, sig),
+        [target],
+        { host: endpoint.host, repo: endpoint.path },
+        opts,
+        stats,
       );
-    }
-    const target = { ...destination.ref, tag };
-    await dstCtx.client(target);
-    const plan = await planImage(source, ref.digest ?? ref.tag!, {
-      all: opts.all ?? false,
-      platform: opts.platform ?? hostPlatform(),
-      signal: opts.signal,
-    });
-    const stats: UploadStats = { uploaded: 0, existing: 0, mounted: 0, bytes: 0 };
-    await uploadImage(
-      dstCtx,
-      plan,
-      (desc, sig) => source.getBlob(desc, sig),
-      [target],
-      { host: endpoint.host, repo: endpoint.path },
-      opts,
-      stats,
-    );
-    return {
-      images: [
-        {
-          source: formatReference(ref),
-          destinations: [formatReference(target)],
-          digest: plan.root.descriptor.digest,
-          mediaType: plan.root.descriptor.mediaType,
-          newDigest: false,
-        },
-      ],
-      stats,
-    };
-  });
+      return {
+        images: [
+          {
+            source: formatReference(ref),
+            destinations: [formatReference(target)],
+            digest: plan.root.descriptor.digest,
+            mediaType: plan.root.descriptor.mediaType,
+            newDigest: false,
+          },
+        ],
+        stats,
+      };
+    }),
+  );
 }
