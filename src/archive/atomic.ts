@@ -14,11 +14,13 @@ export class AtomicFile {
     readonly handle: FileHandle,
   ) {}
 
-  static async create(path: string): Promise<AtomicFile> {
+  static async create(path: string, mode = 0o644): Promise<AtomicFile> {
     const tmpPath = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.partial`);
     let handle: FileHandle;
     try {
-      handle = await open(tmpPath, 'wx+', 0o644);
+      handle = await open(tmpPath, 'wx+', mode);
+      // Exactly `mode` for files that hold secrets, whatever the umask.
+      if (mode !== 0o644) await handle.chmod(mode);
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       const why =
@@ -55,8 +57,8 @@ export async function syncDir(dir: string): Promise<void> {
 }
 
 /** Writes a small file atomically (write aside, fsync, rename). */
-export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
-  const f = await AtomicFile.create(path);
+export async function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644): Promise<void> {
+  const f = await AtomicFile.create(path, mode);
   try {
     await f.handle.writeFile(data);
     await f.commit();

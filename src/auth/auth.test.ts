@@ -50,6 +50,7 @@ describe('auth.json lookup', () => {
       '/run/u/containers/auth.json',
       '/h/.config/containers/auth.json',
       '/h/.docker/config.json',
+      '/h/.dockercfg',
     ]);
     expect(authFileCandidates('/explicit.json', { HOME: '/h' })).toEqual(['/explicit.json']);
     expect(normalizeAuthKey('https://reg.local:5000/v2/')).toBe('reg.local:5000');

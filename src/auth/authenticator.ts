@@ -27,6 +27,11 @@ export class Authenticator {
     private readonly userAgent: string,
   ) {}
 
+  /** Whether the registry has asked for authentication. */
+  get challenged(): boolean {
+    return this.challenge !== undefined;
+  }
+
   get hasCredentials(): boolean {
     return this.credentials !== undefined;
   }
@@ -102,6 +107,18 @@ export class Authenticator {
       for (const sc of scope.split(' ').filter(Boolean)) form.append('scope', sc);
       headers['content-type'] = 'application/x-www-form-urlencoded';
       res = await this.send(realm, { method: 'POST', headers, body: form.toString(), signal });
+      if (res.statusCode === 404 || res.statusCode === 405) {
+        // A token service without the OAuth2 endpoint: the plain GET, the refresh token as the secret.
+        await res.body.dump();
+        const url = new URL(realm);
+        if (service) url.searchParams.set('service', service);
+        for (const sc of scope.split(' ').filter(Boolean)) url.searchParams.append('scope', sc);
+        const get: Record<string, string> = { 'user-agent': this.userAgent };
+        const user = creds.username ?? '<token>';
+        url.searchParams.set('account', user);
+        get.authorization = `Basic ${Buffer.from(`${user}:${creds.token}`).toString('base64')}`;
+        res = await this.send(url, { method: 'GET', headers: get, signal });
+      }
     } else {
       const url = new URL(realm);
       if (service) url.searchParams.set('service', service);

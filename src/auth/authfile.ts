@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { StowageError } from '../errors.js';
 import { DEFAULT_DOMAIN } from '../reference/reference.js';
+import { helperGet } from './helpers.js';
+import { type KeyringMode, keyringGet, keyringMode } from './keyring.js';
 
 /** Credentials for one registry. Never log or print these. */
 export type Credentials =
@@ -21,7 +23,7 @@ const authFileSchema = z.looseObject({
   credsStore: z.string().optional(),
 });
 
-/** The auth files searched, in the order containers-auth.json(5) gives, then docker's config. */
+/** The auth files searched, in the order containers-auth.json(5) gives, then docker's. */
 export function authFileCandidates(
   explicit: string | undefined,
   env: NodeJS.ProcessEnv = process.env,
@@ -30,10 +32,25 @@ export function authFileCandidates(
   const home = env.HOME || homedir();
   const list: string[] = [];
   if (env.REGISTRY_AUTH_FILE) list.push(env.REGISTRY_AUTH_FILE);
-  if (env.XDG_RUNTIME_DIR) list.push(join(env.XDG_RUNTIME_DIR, 'containers/auth.json'));
+  list.push(runtimeAuthFile(env));
   list.push(join(home, '.config/containers/auth.json'));
   list.push(join(env.DOCKER_CONFIG || join(home, '.docker'), 'config.json'));
+  list.push(join(home, '.dockercfg'));
   return list;
+}
+
+/** ${XDG_RUNTIME_DIR}/containers/auth.json, or /run/containers/UID/auth.json without it (as podman). */
+function runtimeAuthFile(env: NodeJS.ProcessEnv): string {
+  if (env.XDG_RUNTIME_DIR) return join(env.XDG_RUNTIME_DIR, 'containers/auth.json');
+  return `/run/containers/${process.getuid?.() ?? 0}/auth.json`;
+}
+
+/** Where `login` writes: --authfile, $REGISTRY_AUTH_FILE, else the runtime auth.json (as podman login). */
+export function authFileForWriting(
+  explicit: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): string {
+  return explicit ?? env.REGISTRY_AUTH_FILE ?? runtimeAuthFile(env);
 }
 
 /** Normalises an auth.json key: scheme and path of the legacy Docker Hub URL are dropped. */
@@ -68,46 +85,89 @@ export function authKeysFor(domain: string, path: string): string[] {
   return keys;
 }
 
-/**
- * Finds credentials for domain/path in the first auth file that has an entry for it.
- * Credential helpers and the keyring come with the credentials issue; an entry that needs one is
- * reported clearly instead of silently ignored.
- */
-export async function lookupCredentials(
+/** A parsed auth file: entries by normalised key, and the helpers it names. */
+export interface AuthFile {
+  path: string;
+  auths: Map<string, z.infer<typeof authEntrySchema>>;
+  credHelpers: Record<string, string>;
+  credsStore?: string | undefined;
+}
+
+/** Reads an auth file; undefined when it does not exist (unless it was named explicitly). */
+export async function readAuthFile(file: string, explicit = false): Promise<AuthFile | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !explicit) return undefined;
+    throw new StowageError('INVALID_CONFIG', `cannot read auth file ${file}: ${(e as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new StowageError('INVALID_CONFIG', `auth file ${file} is not valid JSON; fix or remove it`);
+  }
+  // ~/.dockercfg predates the "auths" wrapper: its entries are at the top level.
+  if (file.endsWith('.dockercfg') && json && typeof json === 'object' && !('auths' in json)) {
+    json = { auths: json };
+  }
+  const parsed = authFileSchema.safeParse(json);
+  if (!parsed.success) {
+    throw new StowageError(
+      'INVALID_CONFIG',
+      `auth file ${file} does not have the auth.json shape ({"auths": {...}})`,
+    );
+  }
+  const auths = new Map<string, z.infer<typeof authEntrySchema>>();
+  for (const [k, v] of Object.entries(parsed.data.auths ?? {})) {
+    const nk = normalizeAuthKey(k);
+    if (!auths.has(nk) || nk === k) auths.set(nk, v);
+  }
+  return {
+    path: file,
+    auths,
+    credHelpers: parsed.data.credHelpers ?? {},
+    credsStore: parsed.data.credsStore,
+  };
+}
+
+/** The server name helpers know a registry by (Docker Hub keeps its historical URL). */
+export function helperServer(domain: string): string {
+  return domain === DEFAULT_DOMAIN ? 'https://index.docker.io/v1/' : domain;
+}
+
+/** Where credentials come from, besides --creds. */
+export interface CredentialSources {
+  /** --authfile: only this file is read. */
+  authFile?: string | undefined;
+  /** registries.conf credential-helpers ("containers-auth.json" stands for the auth files). */
+  helpers?: string[] | undefined;
+  /** The OS keyring, where `stowage login --store keyring` puts credentials. */
+  keyring?: KeyringMode | undefined;
+  env?: NodeJS.ProcessEnv | undefined;
+}
+
+export const AUTH_FILE_HELPER = 'containers-auth.json';
+
+/** Credentials for domain/path from the auth files: credHelpers, then entries (most specific key first), then credsStore. */
+async function fromAuthFiles(
   domain: string,
-  path: string,
+  keys: string[],
   authFile: string | undefined,
-  env: NodeJS.ProcessEnv = process.env,
+  env: NodeJS.ProcessEnv,
 ): Promise<Credentials | undefined> {
-  const keys = authKeysFor(domain, path);
   for (const file of authFileCandidates(authFile, env)) {
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && file !== authFile) continue;
-      throw new StowageError('INVALID_CONFIG', `cannot read auth file ${file}: ${(e as Error).message}`);
-    }
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      throw new StowageError('INVALID_CONFIG', `auth file ${file} is not valid JSON; fix or remove it`);
-    }
-    const parsed = authFileSchema.safeParse(json);
-    if (!parsed.success) {
-      throw new StowageError(
-        'INVALID_CONFIG',
-        `auth file ${file} does not have the auth.json shape ({"auths": {...}})`,
-      );
-    }
-    const auths = new Map<string, z.infer<typeof authEntrySchema>>();
-    for (const [k, v] of Object.entries(parsed.data.auths ?? {})) {
-      const nk = normalizeAuthKey(k);
-      if (!auths.has(nk) || nk === k) auths.set(nk, v);
+    const f = await readAuthFile(file, file === authFile);
+    if (!f) continue;
+    const helper = f.credHelpers[domain];
+    if (helper) {
+      const c = await helperGet(helper, helperServer(domain));
+      if (c) return c;
+      continue;
     }
     for (const key of keys) {
-      const entry = auths.get(key);
+      const entry = f.auths.get(key);
       if (!entry) continue;
       if (entry.identitytoken) {
         const user = entry.auth ? decodeAuth(entry.auth, file, key).username : undefined;
@@ -115,8 +175,51 @@ export async function lookupCredentials(
       }
       if (entry.auth) return { kind: 'basic', ...decodeAuth(entry.auth, file, key) };
     }
+    if (f.credsStore) {
+      const c = await helperGet(f.credsStore, helperServer(domain));
+      if (c) return c;
+    }
   }
   return undefined;
+}
+
+/**
+ * Finds credentials for domain/path as podman does: each of registries.conf's credential-helpers in
+ * turn (by default just the auth files), then the OS keyring (stowage login --store keyring).
+ */
+export async function findCredentials(
+  domain: string,
+  path: string,
+  sources: CredentialSources = {},
+): Promise<Credentials | undefined> {
+  const env = sources.env ?? process.env;
+  const keys = authKeysFor(domain, path);
+  const helpers = sources.helpers?.length ? sources.helpers : [AUTH_FILE_HELPER];
+  for (const helper of helpers) {
+    const c =
+      helper === AUTH_FILE_HELPER
+        ? await fromAuthFiles(domain, keys, sources.authFile, env)
+        : await helperGet(helper, helperServer(domain));
+    if (c) return c;
+  }
+  const mode = sources.keyring ?? keyringMode(env);
+  if (mode !== 'off') {
+    for (const key of keys) {
+      const c = await keyringGet(key, mode, { quiet: mode === 'auto' });
+      if (c) return c;
+    }
+  }
+  return undefined;
+}
+
+/** The auth files only (no helpers, no keyring): kept for callers that want just those. */
+export async function lookupCredentials(
+  domain: string,
+  path: string,
+  authFile: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Credentials | undefined> {
+  return fromAuthFiles(domain, authKeysFor(domain, path), authFile, env);
 }
 
 /** Parses --creds user:password (the password may contain colons). */

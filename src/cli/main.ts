@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { isStowageError, toStowageError } from '../errors.js';
 import { inspectCommand } from './inspect.js';
+import { loginCommand, logoutCommand } from './login.js';
 import { pullCommand } from './pull.js';
 import { copyCommand, pushCommand } from './push.js';
 import { registriesCommand } from './registries.js';
@@ -30,6 +31,8 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
   tagsCommand(program);
   verifyCommand(program, setExitCode);
   registriesCommand(program);
+  loginCommand(program);
+  logoutCommand(program);
   return program;
 }
 

@@ -552,6 +552,20 @@ export class RegistryClient {
     return digest;
   }
 
+  /**
+   * Checks the client's credentials against the registry (GET /v2/ with them, after a token exchange
+   * for token auth). Returns false when the registry does not ask for credentials at all.
+   */
+  async verifyLogin(signal?: AbortSignal): Promise<boolean> {
+    await this.ping(signal);
+    if (!this.auth.challenged) return false;
+    const what = `a login to ${this.host}`;
+    const res = await this.request({ method: 'GET', path: '/v2/', scope: '', signal, what });
+    await res.body.dump();
+    if (res.statusCode !== 200) throw await this.unexpected(res, what);
+    return true;
+  }
+
   /** All tags of a repository, following Link pagination. */
   async listTags(repo: string, signal?: AbortSignal): Promise<string[]> {
     const tags: string[] = [];

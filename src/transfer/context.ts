@@ -1,4 +1,4 @@
-import { type Credentials, lookupCredentials } from '../auth/authfile.js';
+import { type Credentials, findCredentials } from '../auth/authfile.js';
 import { loadRegistriesConf, type RegistriesConf } from '../config/registries.js';
 import {
   type Endpoint,
@@ -37,6 +37,7 @@ export class Context {
   private readonly clients = new Map<string, RegistryClient>();
   /** Which repositories hold which blobs, learnt during this context's life (for cross-repository mounts). */
   readonly blobLocations = new BlobLocations();
+  private readonly credentials = new Map<string, Promise<Credentials | undefined>>();
   private constructor(
     readonly conf: RegistriesConf,
     private readonly opts: ContextOptions,
@@ -72,9 +73,7 @@ export class Context {
    * at most one retry: when it is down, the next endpoint is the better bet than waiting on it.
    */
   async clientFor(endpoint: Endpoint & { mirror?: boolean }): Promise<RegistryClient> {
-    const credentials =
-      this.opts.credentials ??
-      (await lookupCredentials(endpoint.host, endpoint.path, this.opts.authFile, this.opts.env));
+    const credentials = this.opts.credentials ?? (await this.storedCredentials(endpoint));
     const retry = endpoint.mirror
       ? { ...this.opts.retry, maxRetries: Math.min(1, this.retries) }
       : this.opts.retry;
@@ -92,6 +91,21 @@ export class Context {
       this.clients.set(key, client);
     }
     return client;
+  }
+
+  /** Stored credentials for an endpoint, looked up once per repository. */
+  private storedCredentials(endpoint: Endpoint): Promise<Credentials | undefined> {
+    const key = `${endpoint.host}/${endpoint.path}`;
+    let p = this.credentials.get(key);
+    if (!p) {
+      p = findCredentials(endpoint.host, endpoint.path, {
+        authFile: this.opts.authFile,
+        helpers: this.conf.credentialHelpers,
+        env: this.opts.env,
+      });
+      this.credentials.set(key, p);
+    }
+    return p;
   }
 
   /**

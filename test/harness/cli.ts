@@ -36,6 +36,8 @@ export async function workdir(
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: home,
+    // auth.json's runtime location (login writes there); /run/containers/UID is never read.
+    XDG_RUNTIME_DIR: join(dir, 'run'),
     CONTAINERS_REGISTRIES_CONF: conf,
     TZ: 'UTC',
   };

@@ -5,7 +5,7 @@
  */
 import { createHash, createPrivateKey, createPublicKey, type KeyObject, sign } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 
 export const TOKEN_SERVICE = 'test-registry';
 export const TOKEN_ISSUER = 'test-issuer';
@@ -61,6 +61,30 @@ export async function startTokenServer(opts: {
       res.writeHead(404).end();
       return;
     }
+    const issueFor = (user: string | undefined, rawScopes: string[]) => {
+      const scopes = rawScopes.flatMap((sc) => sc.split(' ')).filter(Boolean);
+      requests.push({ account: user, scope: scopes, authorized: true });
+      issue(res, user, scopes);
+    };
+    if (req.method === 'POST') {
+      // OAuth2 refresh-token grant: the refresh token is "refresh:USER" for a known user.
+      const parts: Buffer[] = [];
+      req.on('data', (c: Buffer) => parts.push(c));
+      req.on('end', () => {
+        const form = new URLSearchParams(Buffer.concat(parts).toString());
+        const refresh = form.get('refresh_token') ?? '';
+        const u = refresh.startsWith('refresh:') ? refresh.slice(8) : '';
+        if (form.get('grant_type') !== 'refresh_token' || !(u in opts.users)) {
+          requests.push({ account: u, scope: form.getAll('scope'), authorized: false });
+          res
+            .writeHead(401, { 'content-type': 'application/json' })
+            .end('{"details":"invalid refresh token"}');
+          return;
+        }
+        issueFor(u, form.getAll('scope'));
+      });
+      return;
+    }
     let user: string | undefined;
     const auth = req.headers.authorization;
     if (auth?.startsWith('Basic ')) {
@@ -72,11 +96,10 @@ export async function startTokenServer(opts: {
       }
       user = u;
     }
-    const scopes = url.searchParams
-      .getAll('scope')
-      .flatMap((s) => s.split(' '))
-      .filter(Boolean);
-    requests.push({ account: user, scope: scopes, authorized: true });
+    issueFor(user, url.searchParams.getAll('scope'));
+  });
+
+  function issue(res: ServerResponse, user: string | undefined, scopes: string[]) {
     const access = scopes.flatMap((s) => {
       const m = /^(repository|registry):([^:]+(?::\d+)?[^:]*):(.+)$/.exec(s);
       if (!m) return [];
@@ -107,7 +130,7 @@ export async function startTokenServer(opts: {
         issued_at: new Date(now * 1000).toISOString(),
       }),
     );
-  });
+  }
   await new Promise<void>((resolve) => server.listen(opts.port, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${opts.port}/token`,
