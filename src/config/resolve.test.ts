@@ -175,3 +175,19 @@ location = "oldmirror.local"
     await expect(loadRegistriesConf('/nonexistent/registries.conf')).rejects.toThrowError('does not exist');
   });
 });
+
+describe('registries.conf.example', () => {
+  it('loads, and resolves as its comments say', async () => {
+    const c = await loadRegistriesConf(join(import.meta.dirname, '../../registries.conf.example'));
+    expect(resolveCandidates(c, parseReference('tools/builder:1')).map(formatReference)).toEqual([
+      'registry.internal.test/platform/builder:1',
+    ]);
+    expect(
+      pullEndpoints(c, parseReference('registry.internal.test/team/app:1')).map((e) => `${e.host}/${e.path}`),
+    ).toEqual(['cache.internal.test/team/app', 'mirror.internal.test:5443/copies/team/app']);
+    expect(() => resolveEndpoint(c, parseReference('registry.internal.test/quarantine/x'))).toThrowError(
+      'blocked',
+    );
+    expect(() => resolveEndpoint(c, parseReference('a.untrusted.test/x'))).toThrowError('blocked');
+  });
+});
