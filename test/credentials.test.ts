@@ -57,6 +57,7 @@ describe('login, logout and stored credentials', () => {
       );
       expect(bad.code, bad.stderr).toBe(4);
       expect(bad.stderr).toMatch(/rejected the credentials/);
+      if (reg === basic) expect(await stat(authfile).catch(() => undefined)).toBeUndefined();
       const ok = await t.stowage(
         ['login', '-u', h.user, '--password-stdin', '--authfile', authfile, reg.host],
         {
