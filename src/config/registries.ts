@@ -160,5 +160,28 @@ export async function loadRegistriesConf(
     }
     break;
   }
+  await mergeAliasCache(conf, aliasCachePath(env));
   return conf;
+}
+
+/**
+ * The short-name aliases podman records after a user picked a candidate at its prompt:
+ * /var/cache/containers/short-name-aliases.conf for root, ~/.cache/containers/... otherwise. They take
+ * precedence over registries.conf's [aliases], as in containers-registries.conf(5).
+ */
+export function aliasCachePath(env: NodeJS.ProcessEnv = process.env): string {
+  if (process.getuid?.() === 0) return '/var/cache/containers/short-name-aliases.conf';
+  return join(env.HOME || homedir(), '.cache/containers/short-name-aliases.conf');
+}
+
+export async function mergeAliasCache(conf: RegistriesConf, path: string): Promise<void> {
+  const text = await readIfExists(path);
+  if (text === undefined) return;
+  const file = parseRegistriesConf(text, path);
+  if (Object.keys(file.aliases ?? {}).length === 0) return;
+  conf.sources.push(path);
+  for (const [name, value] of Object.entries(file.aliases ?? {})) {
+    if (value === '') delete conf.aliases[name];
+    else conf.aliases[name] = value;
+  }
 }

@@ -3,7 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { formatReference, parseReference } from '../reference/reference.js';
-import { loadRegistriesConf, parseRegistriesConf, type RegistriesConf } from './registries.js';
+import {
+  loadRegistriesConf,
+  mergeAliasCache,
+  parseRegistriesConf,
+  type RegistriesConf,
+} from './registries.js';
 import { findRegistry, pullEndpoints, resolveCandidates, resolveEndpoint } from './resolve.js';
 
 async function conf(text: string, dropIns: Record<string, string> = {}): Promise<RegistriesConf> {
@@ -189,5 +194,20 @@ describe('registries.conf.example', () => {
       'blocked',
     );
     expect(() => resolveEndpoint(c, parseReference('a.untrusted.test/x'))).toThrowError('blocked');
+  });
+});
+
+describe('short-name-aliases.conf', () => {
+  it('overrides registries.conf aliases, as podman records them', async () => {
+    const c = await conf('[aliases]\n"app" = "a.local/team/app"\n"tool" = "a.local/tool"\n');
+    const dir = await mkdtemp(join(tmpdir(), 'stowage-alias-'));
+    const cache = join(dir, 'short-name-aliases.conf');
+    await writeFile(cache, '[aliases]\n"app" = "b.local/picked/app"\n');
+    await mergeAliasCache(c, cache);
+    expect(resolveCandidates(c, parseReference('app:1')).map(formatReference)).toEqual([
+      'b.local/picked/app:1',
+    ]);
+    expect(resolveCandidates(c, parseReference('tool')).map(formatReference)).toEqual(['a.local/tool']);
+    expect(c.sources.at(-1)).toBe(cache);
   });
 });
