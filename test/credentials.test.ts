@@ -160,6 +160,30 @@ describe('login, logout and stored credentials', () => {
     t.assertNoSecret(h.password);
   });
 
+  it('asks for the user name and the password on a terminal, without echoing the password', async () => {
+    const w = await workdir('login-tty', insecureConf(basic.host));
+    const authfile = join(w.dir, 'auth.json');
+    // util-linux script(1) gives the CLI a pseudo-terminal; the answers are typed after each prompt.
+    const typed = `sleep 1.5; printf '%s\\n' ${h.user}; sleep 1.5; printf '%s\\n' "$PW"; sleep 1`;
+    const cmd = `"${process.execPath}" "${BIN}" login --authfile ${authfile} ${basic.host}`;
+    const { stdout } = await shell(`(${typed}) | script -qec '${cmd}' /dev/null`, {
+      ...w.env,
+      PW: h.password,
+    });
+    expect(stdout).toContain('Username: ');
+    expect(stdout).toContain(h.user);
+    expect(stdout).toContain('Password: ');
+    expect(stdout).toContain('Login Succeeded!');
+    expect(stdout).not.toContain(h.password);
+    expect(JSON.parse(await readFile(authfile, 'utf8')).auths[basic.host].auth).toBe(
+      b64(`${h.user}:${h.password}`),
+    );
+    // Without a terminal and without --password-stdin, it says what to do.
+    const noTty = await stowage(['login', '-u', h.user, '--authfile', authfile, basic.host], { env: w.env });
+    expect(noTty.code).toBe(2);
+    expect(noTty.stderr).toContain('no terminal to ask for the password on; pipe it with --password-stdin');
+  });
+
   it('matches namespace keys before the registry key', async () => {
     const w = await workdir('namespaces', insecureConf(basic.host));
     const authfile = join(w.dir, 'auth.json');
