@@ -5,6 +5,7 @@ import { loginCommand, logoutCommand } from './login.js';
 import { pullCommand } from './pull.js';
 import { copyCommand, pushCommand } from './push.js';
 import { registriesCommand } from './registries.js';
+import { archivesCommand, dfCommand, syncCommand } from './sync.js';
 import { tagsCommand } from './tags.js';
 import { verifyCommand } from './verify.js';
 
@@ -21,7 +22,8 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
       'after',
       '\nExit codes: 0 ok, 1 internal error, 2 bad input or config, 3 registry blocked, 4 authentication\n' +
         'or access denied, 5 not found, 6 unsupported or invalid content, 7 digest mismatch, 8 network or\n' +
-        'registry error, 9 file system error, 10-12 verify found a problem (see verify --help), 130 interrupted.',
+        'registry error, 9 file system error, 10-12 verify found a problem (see verify --help), 13 sync: some\n' +
+        'jobs or tags failed, 130 interrupted.',
     )
     .exitOverride();
   pullCommand(program);
@@ -30,6 +32,9 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
   inspectCommand(program);
   tagsCommand(program);
   verifyCommand(program, setExitCode);
+  syncCommand(program, setExitCode);
+  archivesCommand(program);
+  dfCommand(program);
   registriesCommand(program);
   loginCommand(program);
   logoutCommand(program);

@@ -328,6 +328,40 @@ export class RegistryClient {
     return { bytes, mediaType: mt, digest };
   }
 
+  /**
+   * HEAD a manifest: its digest (Docker-Content-Digest), media type and size, without a GET (Docker Hub
+   * does not count it as a pull). Undefined when the registry has no such tag or digest.
+   */
+  async headManifest(
+    repo: string,
+    reference: string,
+    signal?: AbortSignal,
+  ): Promise<{ digest: string; mediaType: string; size: number } | undefined> {
+    const what = `manifest ${this.host}/${repo}${reference.includes(':') ? '@' : ':'}${reference}`;
+    const res = await this.request({
+      method: 'HEAD',
+      path: `/v2/${repo}/manifests/${reference}`,
+      scope: `repository:${repo}:pull`,
+      headers: { accept: MANIFEST_ACCEPT.join(', ') },
+      signal,
+      what,
+    });
+    await res.body.dump();
+    if (res.statusCode === 404) return undefined;
+    if (res.statusCode !== 200) throw await this.unexpected(res, what);
+    const digest = String(res.headers['docker-content-digest'] ?? '');
+    if (!digest.startsWith('sha256:')) {
+      throw new StowageError(
+        'REGISTRY',
+        `${this.host} answered HEAD of ${what} without Docker-Content-Digest`,
+      );
+    }
+    const mediaType = String(res.headers['content-type'] ?? '')
+      .split(';')[0]!
+      .trim();
+    return { digest, mediaType, size: Number(res.headers['content-length'] ?? 0) };
+  }
+
   /** GET a blob as a stream. The caller verifies the digest while consuming it. */
   async getBlob(repo: string, digest: string, signal?: AbortSignal): Promise<BlobResponse> {
     const what = `blob ${digest} of ${this.host}/${repo}`;

@@ -115,7 +115,7 @@ interface Planned {
 }
 
 /** Several platforms chosen from an index: a new index naming just those (same media type). */
-async function planPlatforms(
+export async function planPlatforms(
   source: ImageSource,
   reference: string,
   platforms: PlatformSpec[],

@@ -1,0 +1,219 @@
+import type { Command } from 'commander';
+import { parsePlatform } from '../image/platform.js';
+import { diskUsage, exportVersion } from '../store/archives.js';
+import { Store } from '../store/store.js';
+import { loadStowageConfig, type StowageConfig } from '../sync/config.js';
+import { type SyncReport, sync } from '../sync/sync.js';
+import type { ArchiveFormat } from '../transfer/archive-source.js';
+import { formatBytes, formatDuration } from './format.js';
+import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOptions } from './options.js';
+import { parseFormat, printResult } from './pull.js';
+import { withSignal } from './run.js';
+
+/** Exit code of a sync in which some job or tag failed (the others still ran). */
+export const SYNC_PARTIAL_EXIT = 13;
+
+interface StoreCliOptions {
+  config?: string;
+  store?: string;
+  json?: boolean;
+}
+
+async function configFrom(opts: StoreCliOptions): Promise<StowageConfig> {
+  const config = await loadStowageConfig(opts.config);
+  return opts.store ? { ...config, storePath: opts.store } : config;
+}
+
+function describeSync(r: SyncReport, elapsed: number): string {
+  const lines: string[] = [];
+  const width = Math.max(3, ...r.jobs.map((j) => j.name.length));
+  lines.push(
+    `${'JOB'.padEnd(width)}  ${'TAG'.padEnd(20)}  ${'ACTION'.padEnd(11)}  ${'ARCHIVE'.padEnd(11)}  ${'MIRROR'.padEnd(10)}  FETCHED`,
+  );
+  for (const j of r.jobs) {
+    if (j.error) lines.push(`${j.name.padEnd(width)}  ${'-'.padEnd(20)}  ${'failed'.padEnd(11)}  ${j.error}`);
+    for (const t of j.tags) {
+      lines.push(
+        `${j.name.padEnd(width)}  ${t.tag.padEnd(20)}  ${t.action.padEnd(11)}  ${(t.archive ?? '-').padEnd(11)}  ${(t.mirror ?? '-').padEnd(10)}  ${formatBytes(t.fetchedBytes)}${t.error ? `  ${t.error}` : ''}`,
+      );
+    }
+    for (const p of j.pruned) {
+      lines.push(
+        `${j.name.padEnd(width)}  ${p.tag.padEnd(20)}  ${(r.dryRun ? 'would-prune' : 'pruned').padEnd(11)}  ${p.id} ${p.digest.slice(0, 19)} taken ${p.taken}`,
+      );
+    }
+  }
+  const tags = r.jobs.reduce((n, j) => n + j.tags.length, 0);
+  const gc = r.garbage
+    ? `; ${r.garbage.blobs} unreferenced blobs removed (${formatBytes(r.garbage.bytes)})`
+    : '';
+  lines.push(
+    `${r.dryRun ? 'dry run: ' : ''}${r.jobs.length} jobs, ${tags} tags, ${formatBytes(r.fetchedBytes)} fetched, ${r.failed} failed, in ${formatDuration(elapsed)}${gc}`,
+  );
+  return `${lines.join('\n')}\n`;
+}
+
+interface SyncCliOptions extends RegistryCliOptions, StoreCliOptions {
+  dryRun?: boolean;
+  jobs: number;
+  quiet?: boolean;
+}
+
+export function syncCommand(program: Command, setExitCode: (code: number) => void): void {
+  const cmd = program
+    .command('sync')
+    .summary('run sync jobs: chosen tags into the archive store and/or a mirror, only what changed')
+    .description(
+      'Run the jobs of stowage.toml (--config, $STOWAGE_CONFIG, else config/stowage.toml), or the ones ' +
+        'named. Each tag costs one HEAD when nothing changed; new versions are added to the store beside ' +
+        'the old ones, and pushed to the mirror; blobs the store holds are never fetched again. Then ' +
+        'retention prunes old versions and unreferenced blobs are removed. One failing tag or job does ' +
+        `not stop the others; the exit code is then ${SYNC_PARTIAL_EXIT}. --dry-run prints the plan (HEAD ` +
+        'requests only, nothing written).',
+    )
+    .argument('[jobs...]', 'job names (default: all)')
+    .option('--config <file>', 'stowage.toml')
+    .option('--store <dir>', 'the archive store (default: the config, else ~/.local/share/stowage/store)')
+    .option('--dry-run', 'show what would be fetched, skipped and pruned')
+    .option('-j, --jobs <n>', 'blobs in parallel per job', parsePositiveInt, 4)
+    .option('-q, --quiet', 'print nothing but errors')
+    .option('--json', 'print the report as JSON');
+  addRegistryOptions(cmd).action(async (names: string[], opts: SyncCliOptions) => {
+    const config = await configFrom(opts);
+    const ctx = await contextFrom(opts);
+    const started = performance.now();
+    try {
+      const report = await withSignal((signal) =>
+        sync(ctx, config, { jobs: names, dryRun: opts.dryRun, concurrency: opts.jobs, signal }),
+      );
+      if (opts.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+      else if (!opts.quiet) process.stdout.write(describeSync(report, performance.now() - started));
+      if (report.failed > 0) setExitCode(SYNC_PARTIAL_EXIT);
+    } finally {
+      await ctx.close();
+    }
+  });
+}
+
+interface ExportCliOptions extends RegistryCliOptions, StoreCliOptions {
+  output: string;
+  format: ArchiveFormat;
+  all?: boolean;
+  platform?: string;
+  quiet?: boolean;
+}
+
+export function archivesCommand(program: Command): void {
+  const archives = program
+    .command('archives')
+    .summary('list the versions in the archive store, or export one as an archive');
+  archives
+    .command('list', { isDefault: true })
+    .summary('list stored versions (the default)')
+    .description(
+      'Every stored version (id, repository:tag, digest, platforms, when it was taken, and the archive ' +
+        'checksum once an export computed it), or those of REPO.',
+    )
+    .argument('[repo]', 'only this repository')
+    .option('--config <file>', 'stowage.toml')
+    .option('--store <dir>', 'the archive store')
+    .option('--json', 'print JSON')
+    .action(async (repo: string | undefined, opts: StoreCliOptions) => {
+      const config = await configFrom(opts);
+      const store = await Store.open(config.storePath);
+      const versions = (await store.versions()).filter(
+        (v) => !repo || v.repository === repo || v.repository.endsWith(`/${repo}`),
+      );
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(versions, null, 2)}\n`);
+        return;
+      }
+      const lines = [
+        'ID            REPOSITORY:TAG                                      DIGEST               TAKEN                     PLATFORMS  ARCHIVE',
+      ];
+      for (const v of versions) {
+        const archive = v.archive
+          ? `${formatBytes(v.archive.size)} sha256:${v.archive.sha256.slice(0, 12)}`
+          : '-';
+        lines.push(
+          `${v.id}  ${`${v.repository}:${v.tag}`.padEnd(50)}  ${v.descriptor.digest.slice(0, 19)}  ${v.taken.padEnd(24)}  ${(v.platforms.join(',') || '-').padEnd(9)}  ${archive}`,
+        );
+      }
+      process.stdout.write(`${lines.join('\n')}\n`);
+    });
+
+  const exp = archives
+    .command('export')
+    .summary('write a stored version as a reproducible archive')
+    .description(
+      'Write version ID (an id from `stowage archives`, a unique prefix of one, or REPOSITORY:TAG for a ' +
+        "tag's newest version) as an archive: byte for byte what `stowage pull` writes for that image, " +
+        'with FILE.sha256 beside it. The oci-archive checksum of a whole version is recorded in the store.',
+    )
+    .argument('<id>', 'version id, or repository:tag')
+    .requiredOption('-o, --output <path>', 'archive file (or directory for oci and dir)')
+    .option(
+      '-f, --format <format>',
+      'oci-archive (default), docker-archive, oci, dir',
+      parseFormat,
+      'oci-archive',
+    )
+    .option('--all', 'keep a multi-arch index whole')
+    .option('--platform <os/arch[/variant],...>', 'platforms to take from a multi-arch version')
+    .option('--config <file>', 'stowage.toml')
+    .option('--store <dir>', 'the archive store')
+    .option('-q, --quiet', 'print nothing')
+    .option('--json', 'print the result as JSON');
+  addRegistryOptions(exp).action(async (id: string, opts: ExportCliOptions) => {
+    const config = await configFrom(opts);
+    const store = await Store.open(config.storePath);
+    const ctx = await contextFrom(opts);
+    const started = performance.now();
+    try {
+      const result = await withSignal((signal) =>
+        exportVersion(ctx, store, id, {
+          output: opts.output,
+          format: opts.format,
+          all: opts.all,
+          platforms: opts.platform ? opts.platform.split(',').map(parsePlatform) : undefined,
+          signal,
+        }),
+      );
+      printResult(result, performance.now() - started, opts);
+    } finally {
+      await ctx.close();
+    }
+  });
+}
+
+export function dfCommand(program: Command): void {
+  program
+    .command('df')
+    .summary('archive store usage: what the archives would take against the bytes on disk')
+    .description(
+      'Per repository: versions, the logical size (all its versions as separate archives would take) and ' +
+        'its distinct blobs; in total, the bytes on disk (blobs stored once for everything) and what the ' +
+        'configured retention would reclaim now.',
+    )
+    .option('--config <file>', 'stowage.toml')
+    .option('--store <dir>', 'the archive store')
+    .option('--json', 'print JSON')
+    .action(async (opts: StoreCliOptions) => {
+      const config = await configFrom(opts);
+      const usage = await diskUsage(await Store.open(config.storePath), config);
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(usage, null, 2)}\n`);
+        return;
+      }
+      const lines = ['REPOSITORY                                          VERSIONS  LOGICAL     UNIQUE'];
+      for (const r of usage.repositories) {
+        lines.push(
+          `${r.repository.padEnd(50)}  ${String(r.versions).padEnd(8)}  ${formatBytes(r.logicalBytes).padEnd(10)}  ${formatBytes(r.uniqueBytes)}`,
+        );
+      }
+      lines.push(
+        `store ${usage.store}: ${formatBytes(usage.logicalBytes)} of archives in ${formatBytes(usage.diskBytes)} on disk; retention would reclaim ${usage.reclaimable.versions} versions, ${formatBytes(usage.reclaimable.bytes)}`,
+      );
+      process.stdout.write(`${lines.join('\n')}\n`);
+    });
+}

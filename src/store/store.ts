@@ -1,0 +1,354 @@
+/**
+ * The archive store: one OCI image layout holding every version of every synced tag. Blobs are stored
+ * once, content-addressed, shared by all versions of all repositories; each version (repository, tag,
+ * manifest digest) is an index.json entry with annotations saying where it came from and when. skopeo,
+ * umoci and oras read the store as it is (`oci:STORE:REPOSITORY:TAG` names a tag's newest version).
+ *
+ * Crash safety: a blob is written aside, fsynced and renamed into place before any index entry names
+ * it; index.json is replaced atomically, under a lock, so several processes (CLI and service) can share
+ * a store. An interrupted sync leaves blobs no entry names; the next sync reuses them, prune removes
+ * them.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { syncDir, writeFileAtomic } from '../archive/atomic.js';
+import { StowageError } from '../errors.js';
+import { DigestVerifier, digestHex } from '../image/digest.js';
+import { isIndexMediaType, MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
+import { type Descriptor, imageIndexSchema } from '../image/schemas.js';
+
+export const ANNOTATION = {
+  refName: 'org.opencontainers.image.ref.name',
+  imageName: 'io.containerd.image.name',
+  repository: 'io.stowage.repository',
+  tag: 'io.stowage.tag',
+  source: 'io.stowage.source',
+  sourceDigest: 'io.stowage.source.digest',
+  taken: 'io.stowage.taken',
+  platforms: 'io.stowage.platforms',
+  archiveSha256: 'io.stowage.archive.sha256',
+  archiveSize: 'io.stowage.archive.size',
+} as const;
+
+/** One stored version of a tag. */
+export interface StoredVersion {
+  /** Stable id: the first 12 hex digits of sha256("repository:tag@digest"). */
+  id: string;
+  repository: string;
+  tag: string;
+  descriptor: Descriptor;
+  source: string;
+  /** The digest the source served for the tag, when the stored one differs (platforms chosen). */
+  sourceDigest?: string | undefined;
+  /** ISO time the version was taken. */
+  taken: string;
+  platforms: string[];
+  /** sha256 and size of the version's oci-archive, once computed. */
+  archive?: { sha256: string; size: number } | undefined;
+}
+
+export function versionId(repository: string, tag: string, digest: string): string {
+  return createHash('sha256').update(`${repository}:${tag}@${digest}`).digest('hex').slice(0, 12);
+}
+
+/** A compact timestamp usable in a ref.name component: 20261123T020100Z. */
+function compactTime(iso: string): string {
+  return iso.replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+}
+
+const LOCK_STALE_MS = 10 * 60_000;
+
+export class Store {
+  private constructor(readonly path: string) {}
+
+  /** Opens (creating if needed) the store at `path`. */
+  static async open(path: string): Promise<Store> {
+    await mkdir(join(path, 'blobs', 'sha256'), { recursive: true });
+    await mkdir(join(path, '.tmp'), { recursive: true });
+    const layout = join(path, 'oci-layout');
+    if (!(await stat(layout).catch(() => undefined))) {
+      await writeFileAtomic(layout, '{"imageLayoutVersion":"1.0.0"}');
+    }
+    if (!(await stat(join(path, 'index.json')).catch(() => undefined))) {
+      await writeFileAtomic(join(path, 'index.json'), indexJson([]));
+    }
+    return new Store(path);
+  }
+
+  blobPath(digest: string): string {
+    return join(this.path, 'blobs', 'sha256', digestHex(digest));
+  }
+
+  async hasBlob(digest: string): Promise<boolean> {
+    return (await stat(this.blobPath(digest)).catch(() => undefined))?.isFile() ?? false;
+  }
+
+  async readBlob(digest: string, limit = MAX_MANIFEST_BYTES): Promise<Buffer> {
+    const p = this.blobPath(digest);
+    const st = await stat(p).catch(() => undefined);
+    if (!st) throw new StowageError('NOT_FOUND', `the store ${this.path} has no blob ${digest}`);
+    if (st.size > limit) throw new StowageError('TOO_LARGE', `blob ${digest} is over ${limit} bytes`);
+    return readFile(p);
+  }
+
+  /** Writes a blob from a stream, digest-checked; written aside, fsynced, then renamed into place. */
+  async putBlob(d: Descriptor, body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
+    if (await this.hasBlob(d.digest)) {
+      for await (const _ of body);
+      return;
+    }
+    const tmp = join(
+      this.path,
+      '.tmp',
+      `${digestHex(d.digest)}.${process.pid}.${Math.random().toString(36).slice(2)}`,
+    );
+    const fh = await open(tmp, 'wx', 0o644);
+    const v = new DigestVerifier(d.digest, d.size, `blob ${d.digest}`);
+    try {
+      let batch: Uint8Array[] = [];
+      let n = 0;
+      for await (const c of body) {
+        v.update(c);
+        batch.push(c);
+        n += c.byteLength;
+        if (n >= 1 << 20) {
+          await fh.writev(batch);
+          batch = [];
+          n = 0;
+        }
+      }
+      if (n) await fh.writev(batch);
+      v.finish();
+      await fh.datasync();
+      await fh.close();
+      await rename(tmp, this.blobPath(d.digest));
+    } catch (e) {
+      await fh.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+      throw e;
+    }
+  }
+
+  async putDocument(d: Descriptor, bytes: Buffer): Promise<void> {
+    await this.putBlob(d, [bytes]);
+  }
+
+  /** Every stored version, in index order (oldest first). */
+  async versions(): Promise<StoredVersion[]> {
+    const text = await readFile(join(this.path, 'index.json'), 'utf8');
+    const parsed = imageIndexSchema.safeParse(JSON.parse(text));
+    if (!parsed.success)
+      throw new StowageError('INVALID_ARCHIVE', `${this.path}/index.json is not a valid OCI index`);
+    const out: StoredVersion[] = [];
+    for (const d of parsed.data.manifests) {
+      const a = (d.annotations ?? {}) as Record<string, string>;
+      const repository = a[ANNOTATION.repository];
+      const tag = a[ANNOTATION.tag];
+      if (!repository || !tag) continue;
+      out.push({
+        id: versionId(repository, tag, d.digest),
+        repository,
+        tag,
+        descriptor: d,
+        source: a[ANNOTATION.source] ?? '',
+        sourceDigest: a[ANNOTATION.sourceDigest],
+        taken: a[ANNOTATION.taken] ?? '',
+        platforms: (a[ANNOTATION.platforms] ?? '').split(',').filter(Boolean),
+        archive: a[ANNOTATION.archiveSha256]
+          ? { sha256: a[ANNOTATION.archiveSha256]!, size: Number(a[ANNOTATION.archiveSize] ?? 0) }
+          : undefined,
+      });
+    }
+    return out;
+  }
+
+  /** The newest version of repository:tag. */
+  async latest(repository: string, tag: string): Promise<StoredVersion | undefined> {
+    const all = (await this.versions()).filter((v) => v.repository === repository && v.tag === tag);
+    return all[all.length - 1];
+  }
+
+  /** Finds a version by id (or a unique id prefix), or by repository:tag for its newest version. */
+  async find(idOrName: string): Promise<StoredVersion> {
+    const all = await this.versions();
+    const byId = all.filter((v) => v.id.startsWith(idOrName));
+    if (byId.length === 1) return byId[0]!;
+    const i = idOrName.lastIndexOf(':');
+    if (i > 0) {
+      const named = all.filter(
+        (v) => v.repository === idOrName.slice(0, i) && v.tag === idOrName.slice(i + 1),
+      );
+      if (named.length) return named[named.length - 1]!;
+    }
+    throw new StowageError(
+      'NOT_FOUND',
+      byId.length > 1
+        ? `"${idOrName}" matches ${byId.length} versions; give more of the id`
+        : `the store ${this.path} has no version "${idOrName}"; list them with stowage archives`,
+    );
+  }
+
+  /** Runs `fn` on the version list under the store's lock and writes what it returns. */
+  async update(
+    fn: (versions: StoredVersion[]) => StoredVersion[] | Promise<StoredVersion[]>,
+  ): Promise<StoredVersion[]> {
+    return this.locked(async () => {
+      const next = await fn(await this.versions());
+      await writeFileAtomic(join(this.path, 'index.json'), indexJson(next));
+      return next;
+    });
+  }
+
+  /** Adds a version (a tag that moved keeps its old versions); a version already there is left as it is. */
+  async addVersion(v: Omit<StoredVersion, 'id'>): Promise<StoredVersion> {
+    const version = { ...v, id: versionId(v.repository, v.tag, v.descriptor.digest) };
+    await this.update((all) => (all.some((x) => x.id === version.id) ? all : [...all, version]));
+    return version;
+  }
+
+  /** Records a version's archive checksum (computed once; the archive is reproducible). */
+  async recordArchive(id: string, archive: { sha256: string; size: number }): Promise<void> {
+    await this.update((all) => all.map((v) => (v.id === id ? { ...v, archive } : v)));
+  }
+
+  /** Digests of every blob the versions reference (documents included). */
+  async referenced(versions: StoredVersion[]): Promise<Set<string>> {
+    const seen = new Set<string>();
+    const walk = async (d: Descriptor) => {
+      if (seen.has(d.digest)) return;
+      seen.add(d.digest);
+      if (!(await this.hasBlob(d.digest))) return;
+      const doc = JSON.parse((await this.readBlob(d.digest)).toString('utf8')) as {
+        mediaType?: string;
+        manifests?: Descriptor[];
+        config?: Descriptor;
+        layers?: Descriptor[];
+      };
+      if (isIndexMediaType(d.mediaType) || Array.isArray(doc.manifests)) {
+        for (const c of doc.manifests ?? []) await walk(c);
+      } else {
+        if (doc.config) seen.add(doc.config.digest);
+        for (const l of doc.layers ?? []) seen.add(l.digest);
+      }
+    };
+    for (const v of versions) await walk(v.descriptor);
+    return seen;
+  }
+
+  /** Deletes blobs no version references, and leftovers of interrupted writes. Returns bytes freed. */
+  async collectGarbage(): Promise<{ blobs: number; bytes: number }> {
+    return this.locked(async () => {
+      const keep = await this.referenced(await this.versions());
+      let blobs = 0;
+      let bytes = 0;
+      const dir = join(this.path, 'blobs', 'sha256');
+      for (const name of await readdir(dir)) {
+        if (keep.has(`sha256:${name}`)) continue;
+        const p = join(dir, name);
+        bytes += (await stat(p)).size;
+        await unlink(p);
+        blobs++;
+      }
+      const tmp = join(this.path, '.tmp');
+      for (const name of await readdir(tmp)) {
+        const p = join(tmp, name);
+        const st = await stat(p).catch(() => undefined);
+        // Another process may be writing it right now; only old leftovers go.
+        if (st && Date.now() - st.mtimeMs > LOCK_STALE_MS) await rm(p, { force: true });
+      }
+      await syncDir(dir);
+      return { blobs, bytes };
+    });
+  }
+
+  /** Bytes on disk: all blobs. */
+  async diskBytes(): Promise<number> {
+    let n = 0;
+    const dir = join(this.path, 'blobs', 'sha256');
+    for (const name of await readdir(dir)) n += (await stat(join(dir, name))).size;
+    return n;
+  }
+
+  /** An exclusive lock on the index (a lock file holding the owner's pid; stale ones are taken over). */
+  private async locked<T>(fn: () => Promise<T>): Promise<T> {
+    const lock = join(this.path, '.lock');
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const fh = await open(lock, 'wx');
+        await fh.writeFile(`${process.pid}\n`);
+        await fh.close();
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        const owner = Number((await readFile(lock, 'utf8').catch(() => '')).trim());
+        const st = await stat(lock).catch(() => undefined);
+        const dead = owner > 0 && !processAlive(owner);
+        if (dead || (st && Date.now() - st.mtimeMs > LOCK_STALE_MS)) {
+          await unlink(lock).catch(() => {});
+          continue;
+        }
+        if (attempt > 600) {
+          throw new StowageError(
+            'IO',
+            `the store ${this.path} is locked by process ${owner}; try again later`,
+          );
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    try {
+      return await fn();
+    } finally {
+      await unlink(lock).catch(() => {});
+    }
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * index.json for the versions: the newest version of each tag is named REPOSITORY:TAG (so
+ * `oci:STORE:REPOSITORY:TAG` finds it), older ones REPOSITORY:TAG@TAKEN.
+ */
+function indexJson(versions: StoredVersion[]): string {
+  const newest = new Map<string, string>();
+  for (const v of versions) newest.set(`${v.repository}:${v.tag}`, v.id);
+  const manifests = versions.map((v) => {
+    const name = `${v.repository}:${v.tag}`;
+    const annotations: Record<string, string> = {
+      [ANNOTATION.imageName]: name,
+      [ANNOTATION.repository]: v.repository,
+      [ANNOTATION.source]: v.source,
+      [ANNOTATION.tag]: v.tag,
+      [ANNOTATION.taken]: v.taken,
+      [ANNOTATION.refName]: newest.get(name) === v.id ? name : `${name}@${compactTime(v.taken)}`,
+    };
+    if (v.platforms.length) annotations[ANNOTATION.platforms] = v.platforms.join(',');
+    if (v.sourceDigest && v.sourceDigest !== v.descriptor.digest)
+      annotations[ANNOTATION.sourceDigest] = v.sourceDigest;
+    if (v.archive) {
+      annotations[ANNOTATION.archiveSha256] = v.archive.sha256;
+      annotations[ANNOTATION.archiveSize] = String(v.archive.size);
+    }
+    const sorted = Object.fromEntries(
+      Object.keys(annotations)
+        .sort()
+        .map((k) => [k, annotations[k]!]),
+    );
+    return {
+      mediaType: v.descriptor.mediaType,
+      digest: v.descriptor.digest,
+      size: v.descriptor.size,
+      annotations: sorted,
+    };
+  });
+  return `${JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests })}\n`;
+}

@@ -1,0 +1,213 @@
+/**
+ * stowage.toml: the sync jobs and the archive store. zod-validated; errors name the file, the key and
+ * (for TOML syntax) the line.
+ */
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Cron } from 'croner';
+import semver from 'semver';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import { z } from 'zod';
+import { StowageError } from '../errors.js';
+import { parsePlatform } from '../image/platform.js';
+import { parseRepository } from '../reference/reference.js';
+
+const duration = z.string().regex(/^\d+(s|m|h|d|w)$/, 'a duration such as 90d, 12h or 2w');
+
+const retentionSchema = z.strictObject({
+  /** Keep the newest N versions of each tag. */
+  'keep-versions': z.number().int().positive().optional(),
+  /** Keep versions younger than this. */
+  'keep-within': duration.optional(),
+});
+
+const jobSchema = z.strictObject({
+  name: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/, 'lowercase letters, digits, ".", "_" and "-"'),
+  source: z.string().min(1),
+  tags: z.array(z.string().min(1)).optional(),
+  include: z.array(z.string()).optional(),
+  exclude: z.array(z.string()).optional(),
+  semver: z.string().optional(),
+  newest: z.number().int().positive().optional(),
+  platforms: z.union([z.literal('all'), z.array(z.string())]).optional(),
+  archive: z.boolean().optional(),
+  mirror: z.string().optional(),
+  retention: retentionSchema.optional(),
+  schedule: z.string().optional(),
+});
+
+const limitSchema = z.strictObject({
+  concurrency: z.number().int().positive().max(64).optional(),
+  'requests-per-second': z.number().positive().optional(),
+});
+
+export const stowageConfigSchema = z.strictObject({
+  store: z.strictObject({ path: z.string().min(1).optional() }).optional(),
+  retention: retentionSchema.optional(),
+  registries: z.record(z.string(), limitSchema).optional(),
+  job: z.array(jobSchema).optional(),
+});
+
+export type JobConfig = z.infer<typeof jobSchema>;
+export type Retention = z.infer<typeof retentionSchema>;
+
+export interface StowageConfig {
+  path: string | undefined;
+  storePath: string;
+  retention: Retention;
+  limits: Record<string, z.infer<typeof limitSchema>>;
+  jobs: JobConfig[];
+}
+
+/** Where the store lives without configuration: $STOWAGE_STORE, else ~/.local/share/stowage/store. */
+export function defaultStorePath(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.STOWAGE_STORE) return env.STOWAGE_STORE;
+  return join(env.XDG_DATA_HOME || join(env.HOME || homedir(), '.local/share'), 'stowage/store');
+}
+
+export function durationMs(d: string): number {
+  const n = Number(d.slice(0, -1));
+  const unit = { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3, w: 604800e3 }[d.at(-1) as 's'];
+  return n * unit;
+}
+
+/** Parses stowage.toml text; `path` names it in errors. */
+export function parseStowageConfig(
+  text: string,
+  path: string,
+  env: NodeJS.ProcessEnv = process.env,
+): StowageConfig {
+  let raw: unknown;
+  try {
+    raw = parseToml(text);
+  } catch (e) {
+    const where = e instanceof TomlError ? ` at line ${e.line}, column ${e.column}` : '';
+    throw new StowageError(
+      'INVALID_CONFIG',
+      `${path}: not valid TOML${where}: ${(e as Error).message.split('\n')[0]}`,
+    );
+  }
+  const parsed = stowageConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    // An unknown key: point at it, not at its table.
+    const extra = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys[0] : undefined;
+    const keyPath = extra === undefined ? issue.path : [...issue.path, extra];
+    const key = keyPath
+      .map((p, i) => (typeof p === 'number' ? `[${p}]` : i ? `.${String(p)}` : String(p)))
+      .join('');
+    const line = lineOf(text, keyPath);
+    const why =
+      extra === undefined
+        ? issue.message
+        : 'unknown key (check its spelling against config/stowage.toml.example)';
+    throw new StowageError(
+      'INVALID_CONFIG',
+      `${path}${line ? ` line ${line}` : ''}: key "${key || '(top level)'}": ${why}`,
+    );
+  }
+  const c = parsed.data;
+  const names = new Set<string>();
+  for (const [i, j] of (c.job ?? []).entries()) {
+    const at = `${path}${lineOf(text, ['job', i, 'name']) ? ` line ${lineOf(text, ['job', i, 'name'])}` : ''}: job "${j.name}"`;
+    if (names.has(j.name)) throw new StowageError('INVALID_CONFIG', `${at}: the name is used twice`);
+    names.add(j.name);
+    try {
+      parseRepository(j.source);
+    } catch (e) {
+      throw new StowageError('INVALID_CONFIG', `${at}: key "source": ${(e as Error).message}`);
+    }
+    if (j.mirror) {
+      try {
+        const m = parseRepository(j.mirror);
+        if (m.shortName) throw new Error('give the registry too, e.g. registry.internal:5000/mirror/app');
+      } catch (e) {
+        throw new StowageError('INVALID_CONFIG', `${at}: key "mirror": ${(e as Error).message}`);
+      }
+    }
+    if (j.archive === false && !j.mirror) {
+      throw new StowageError(
+        'INVALID_CONFIG',
+        `${at}: archive = false and no mirror: the job has nowhere to go`,
+      );
+    }
+    for (const [k, list] of [
+      ['include', j.include],
+      ['exclude', j.exclude],
+    ] as const) {
+      for (const r of list ?? []) {
+        try {
+          new RegExp(r);
+        } catch (e) {
+          throw new StowageError('INVALID_CONFIG', `${at}: key "${k}": ${(e as Error).message}`);
+        }
+      }
+    }
+    if (j.semver !== undefined && semver.validRange(j.semver) === null) {
+      throw new StowageError('INVALID_CONFIG', `${at}: key "semver": "${j.semver}" is not a semver range`);
+    }
+    if (Array.isArray(j.platforms)) {
+      for (const p of j.platforms) {
+        try {
+          parsePlatform(p);
+        } catch (e) {
+          throw new StowageError('INVALID_CONFIG', `${at}: key "platforms": ${(e as Error).message}`);
+        }
+      }
+    }
+    if (j.schedule !== undefined) {
+      try {
+        new Cron(j.schedule, { paused: true }).stop();
+      } catch (e) {
+        throw new StowageError('INVALID_CONFIG', `${at}: key "schedule": ${(e as Error).message}`);
+      }
+    }
+  }
+  return {
+    path,
+    storePath: c.store?.path ? resolve(c.store.path) : defaultStorePath(env),
+    retention: c.retention ?? {},
+    limits: c.registries ?? {},
+    jobs: c.job ?? [],
+  };
+}
+
+/** The line a key path starts at, found by scanning the TOML text (good enough for messages). */
+function lineOf(text: string, path: PropertyKey[]): number | undefined {
+  const lines = text.split('\n');
+  let from = 0;
+  if (path[0] === 'job' && typeof path[1] === 'number') {
+    let seen = -1;
+    from = lines.findIndex((l) => /^\s*\[\[job\]\]/.test(l) && ++seen === path[1]);
+    if (from < 0) return undefined;
+    const key = path[2];
+    if (key === undefined) return from + 1;
+    for (let i = from + 1; i < lines.length && !/^\s*\[/.test(lines[i]!); i++) {
+      if (new RegExp(`^\\s*"?${String(key)}"?\\s*=`).test(lines[i]!)) return i + 1;
+    }
+    return from + 1;
+  }
+  const last = path.filter((p) => typeof p === 'string').at(-1);
+  if (last === undefined) return undefined;
+  const i = lines.findIndex((l) => new RegExp(`^\\s*"?${String(last)}"?\\s*=`).test(l));
+  return i < 0 ? undefined : i + 1;
+}
+
+/** Loads --config FILE, else $STOWAGE_CONFIG, else ./config/stowage.toml if present (no jobs otherwise). */
+export async function loadStowageConfig(
+  explicit?: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<StowageConfig> {
+  const path = explicit ?? env.STOWAGE_CONFIG ?? 'config/stowage.toml';
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !explicit && !env.STOWAGE_CONFIG) {
+      return { path: undefined, storePath: defaultStorePath(env), retention: {}, limits: {}, jobs: [] };
+    }
+    throw new StowageError('INVALID_CONFIG', `cannot read ${path}: ${(e as Error).message}`);
+  }
+  return parseStowageConfig(text, path, env);
+}

@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import { parseStowageConfig } from './config.js';
+import { selectTags, tagVersion } from './select.js';
+
+const tags = ['latest', '1.0.0', '1.2.0', 'v1.10.0', '2.0.0-rc.1', '2.0.0', '3.20', 'edge', '1.2.0-alpine'];
+
+describe('tag selection', () => {
+  it('reads tags as versions, zeros filled in', () => {
+    expect(tagVersion('3.20')?.version).toBe('3.20.0');
+    expect(tagVersion('v1.10.0')?.version).toBe('1.10.0');
+    expect(tagVersion('latest')).toBeUndefined();
+  });
+
+  it('combines the explicit list, regexes, a semver range and newest N', () => {
+    expect(selectTags(tags, { tags: ['edge', 'latest', 'edge'] })).toEqual(['edge', 'latest']);
+    expect(selectTags(tags, { include: ['^v?1\\.'], exclude: ['alpine'] })).toEqual([
+      'v1.10.0',
+      '1.2.0',
+      '1.0.0',
+    ]);
+    expect(selectTags(tags, { semver: '>=1.2 <3' })).toEqual(['2.0.0', 'v1.10.0', '1.2.0']);
+    expect(selectTags(tags, { newest: 2 })).toEqual(['3.20', '2.0.0']);
+    expect(selectTags(tags, { semver: '^1', newest: 1 })).toEqual(['v1.10.0']);
+  });
+});
+
+describe('stowage.toml', () => {
+  it('names the key and the line of a mistake', () => {
+    const text =
+      '[[job]]\nname = "a"\nsource = "reg.test/a"\n\n[[job]]\nname = "b"\nsource = "reg.test/b"\nnewest = -1\n';
+    expect(() => parseStowageConfig(text, 's.toml')).toThrowError(/s\.toml line 8: key "job\[1\]\.newest"/);
+    expect(() =>
+      parseStowageConfig('[[job]]\nname = "a"\nsource = "reg.test/a"\nsemver = "nope"\n', 's.toml'),
+    ).toThrowError(/s\.toml line 2: job "a": key "semver": "nope" is not a semver range/);
+    expect(() =>
+      parseStowageConfig('[[job]]\nname = "a"\nsource = "reg.test/a"\nschedule = "every day"\n', 's.toml'),
+    ).toThrowError(/key "schedule"/);
+    expect(() =>
+      parseStowageConfig('[[job]]\nname = "a"\nsource = "reg.test/a"\nsurce = 1\n', 's.toml'),
+    ).toThrowError(/line 4: key "job\[0\]\.surce": unknown key/);
+    expect(() => parseStowageConfig('[[job]\n', 's.toml')).toThrowError(/s\.toml: not valid TOML at line 1/);
+  });
+
+  it('takes the store path, retention and jobs', () => {
+    const c = parseStowageConfig(
+      '[store]\npath = "/srv/store"\n[retention]\nkeep-versions = 3\n[[job]]\nname = "a"\nsource = "reg.test/a"\nplatforms = ["linux/amd64"]\nmirror = "mirror.test/a"\n',
+      's.toml',
+    );
+    expect(c.storePath).toBe('/srv/store');
+    expect(c.retention).toEqual({ 'keep-versions': 3 });
+    expect(c.jobs[0]).toMatchObject({ name: 'a', mirror: 'mirror.test/a' });
+  });
+});
+
+describe('config/stowage.toml.example', () => {
+  it('is valid', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const path = new URL('../../config/stowage.toml.example', import.meta.url);
+    const c = parseStowageConfig(await readFile(path, 'utf8'), 'stowage.toml.example');
+    expect(c.jobs.map((j) => j.name)).toEqual(['base', 'app', 'tools']);
+  });
+});

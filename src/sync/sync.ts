@@ -1,0 +1,317 @@
+/**
+ * The sync engine: for each job, the chosen tags of a source repository go into the archive store
+ * and/or a mirror repository, fetching only what changed. A tag whose digest (from a HEAD request) is
+ * already the newest stored version, or already at the mirror, costs one HEAD and nothing else; a blob
+ * the store holds is never fetched again (the mirror is fed from the store when it can). One failing
+ * tag does not stop the others; each job ends with retention, the run with a blob garbage collection.
+ */
+import { createReadStream } from 'node:fs';
+import { StowageError, toStowageError } from '../errors.js';
+import { hostPlatform, parsePlatform } from '../image/platform.js';
+import type { Descriptor } from '../image/schemas.js';
+import { parseRepository, repositoryName } from '../reference/reference.js';
+import type { RegistryClient } from '../registry/client.js';
+import { Store, type StoredVersion } from '../store/store.js';
+import type { Context } from '../transfer/context.js';
+import { Limiter } from '../transfer/limiter.js';
+import { type ImagePlan, planImage } from '../transfer/plan.js';
+import { planPlatforms } from '../transfer/pull.js';
+import { RegistrySource } from '../transfer/registry-source.js';
+import { DEFAULT_CHUNK_SIZE, Uploader } from '../transfer/upload.js';
+import { durationMs, type JobConfig, type Retention, type StowageConfig } from './config.js';
+import { selectTags } from './select.js';
+
+export type TagAction = 'fetched' | 'skipped' | 'failed' | 'would-fetch' | 'would-skip';
+
+export interface TagOutcome {
+  tag: string;
+  action: TagAction;
+  digest?: string | undefined;
+  /** What happened at each destination. */
+  archive?: 'stored' | 'current' | 'would-store' | undefined;
+  mirror?: 'pushed' | 'current' | 'would-push' | undefined;
+  /** Bytes of blobs fetched from the source for this tag. */
+  fetchedBytes: number;
+  error?: string | undefined;
+}
+
+export interface JobReport {
+  name: string;
+  source: string;
+  tags: TagOutcome[];
+  pruned: { id: string; tag: string; digest: string; taken: string }[];
+  error?: string | undefined;
+}
+
+export interface SyncReport {
+  dryRun: boolean;
+  store: string;
+  jobs: JobReport[];
+  fetchedBytes: number;
+  failed: number;
+  garbage?: { blobs: number; bytes: number } | undefined;
+}
+
+export interface SyncOptions {
+  /** Only these jobs (by name). */
+  jobs?: string[] | undefined;
+  dryRun?: boolean | undefined;
+  concurrency?: number | undefined;
+  signal?: AbortSignal | undefined;
+  onEvent?: ((e: { job: string; tag: string; outcome: TagOutcome }) => void) | undefined;
+}
+
+/** The versions retention removes from a list (one repository's), newest of each tag always kept. */
+export function retentionVictims(
+  versions: StoredVersion[],
+  rule: Retention,
+  now = Date.now(),
+): StoredVersion[] {
+  if (!rule['keep-versions'] && !rule['keep-within']) return [];
+  const byTag = new Map<string, StoredVersion[]>();
+  for (const v of versions)
+    byTag.set(`${v.repository}:${v.tag}`, [...(byTag.get(`${v.repository}:${v.tag}`) ?? []), v]);
+  const victims: StoredVersion[] = [];
+  for (const list of byTag.values()) {
+    const newestFirst = [...list].reverse();
+    newestFirst.forEach((v, rank) => {
+      if (rank === 0) return;
+      const byCount = rule['keep-versions'] !== undefined && rank < rule['keep-versions'];
+      const byAge =
+        rule['keep-within'] !== undefined && now - Date.parse(v.taken) < durationMs(rule['keep-within']);
+      if (!byCount && !byAge) victims.push(v);
+    });
+  }
+  return victims;
+}
+
+function platformsOf(job: JobConfig): 'all' | ReturnType<typeof parsePlatform>[] {
+  if (job.platforms === undefined || job.platforms === 'all') return 'all';
+  return job.platforms.map(parsePlatform);
+}
+
+async function planTag(
+  source: RegistrySource,
+  tag: string,
+  job: JobConfig,
+  signal?: AbortSignal,
+): Promise<ImagePlan> {
+  const platforms = platformsOf(job);
+  if (platforms === 'all') return planImage(source, tag, { all: true, platform: hostPlatform(), signal });
+  if (platforms.length === 1) return planImage(source, tag, { platform: platforms[0]!, signal });
+  return (await planPlatforms(source, tag, platforms, signal)).plan;
+}
+
+export async function sync(ctx: Context, config: StowageConfig, opts: SyncOptions = {}): Promise<SyncReport> {
+  const unknown = (opts.jobs ?? []).filter((n) => !config.jobs.some((j) => j.name === n));
+  if (unknown.length) {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      `no job named ${unknown.join(', ')} in ${config.path ?? 'the configuration'}; it has ${config.jobs.map((j) => j.name).join(', ') || 'none'}`,
+    );
+  }
+  const jobs = opts.jobs?.length ? config.jobs.filter((j) => opts.jobs!.includes(j.name)) : config.jobs;
+  const store = await Store.open(config.storePath);
+  const report: SyncReport = {
+    dryRun: !!opts.dryRun,
+    store: config.storePath,
+    jobs: [],
+    fetchedBytes: 0,
+    failed: 0,
+  };
+  // Jobs run side by side (a mirroring job and an archiving job together); tags within a job in turn.
+  await Promise.all(
+    jobs.map(async (job) => {
+      const r = await runJob(ctx, store, config, job, opts);
+      report.jobs.push(r);
+    }),
+  );
+  report.jobs.sort(
+    (a, b) => jobs.findIndex((j) => j.name === a.name) - jobs.findIndex((j) => j.name === b.name),
+  );
+  for (const j of report.jobs) {
+    report.fetchedBytes += j.tags.reduce((n, t) => n + t.fetchedBytes, 0);
+    report.failed += j.tags.filter((t) => t.action === 'failed').length + (j.error ? 1 : 0);
+  }
+  if (!opts.dryRun && report.jobs.some((j) => j.pruned.length > 0))
+    report.garbage = await store.collectGarbage();
+  return report;
+}
+
+async function runJob(
+  ctx: Context,
+  store: Store,
+  config: StowageConfig,
+  job: JobConfig,
+  opts: SyncOptions,
+): Promise<JobReport> {
+  const report: JobReport = { name: job.name, source: job.source, tags: [], pruned: [] };
+  const archiving = job.archive !== false;
+  try {
+    const parsed = parseRepository(job.source);
+    await ctx.withCandidates(parsed, (ref) =>
+      ctx.pullFrom(ref, async (client, endpoint) => {
+        const repository = repositoryName(ref);
+        report.source = repository;
+        const available = job.tags ? job.tags : await client.listTags(endpoint.path, opts.signal);
+        const tags = selectTags(available, job);
+        const source = new RegistrySource(client, endpoint.path);
+        let mirror: { client: RegistryClient; host: string; repo: string; uploader: Uploader } | undefined;
+        if (job.mirror) {
+          const target = parseRepository(job.mirror);
+          const { client: mc, endpoint: me } = await ctx.client(target);
+          mirror = {
+            client: mc,
+            host: me.host,
+            repo: me.path,
+            uploader: new Uploader(
+              { client: mc, host: me.host, repo: me.path },
+              {
+                locations: ctx.blobLocations,
+                concurrency: opts.concurrency ?? 4,
+                chunkSize: DEFAULT_CHUNK_SIZE,
+                retries: ctx.retries,
+                signal: opts.signal,
+              },
+            ),
+          };
+        }
+        for (const tag of tags) {
+          const outcome = await syncTag(
+            store,
+            source,
+            repository,
+            endpoint,
+            tag,
+            job,
+            archiving,
+            mirror,
+            opts,
+          );
+          report.tags.push(outcome);
+          opts.onEvent?.({ job: job.name, tag, outcome });
+        }
+        if (archiving) {
+          const rule = job.retention ?? config.retention;
+          const mine = (await store.versions()).filter((v) => v.repository === repository);
+          const victims = retentionVictims(mine, rule);
+          report.pruned = victims.map((v) => ({
+            id: v.id,
+            tag: v.tag,
+            digest: v.descriptor.digest,
+            taken: v.taken,
+          }));
+          if (!opts.dryRun && victims.length) {
+            const gone = new Set(victims.map((v) => v.id));
+            await store.update((all) => all.filter((v) => !gone.has(v.id)));
+          }
+        }
+      }),
+    );
+  } catch (e) {
+    report.error = toStowageError(e).message;
+  }
+  return report;
+}
+
+async function syncTag(
+  store: Store,
+  source: RegistrySource,
+  repository: string,
+  endpoint: { host: string; path: string },
+  tag: string,
+  job: JobConfig,
+  archiving: boolean,
+  mirror: { client: RegistryClient; host: string; repo: string; uploader: Uploader } | undefined,
+  opts: SyncOptions,
+): Promise<TagOutcome> {
+  const outcome: TagOutcome = { tag, action: 'skipped', fetchedBytes: 0 };
+  try {
+    const head = await source.client.headManifest(endpoint.path, tag, opts.signal);
+    if (!head) throw new StowageError('NOT_FOUND', `tag ${tag} of ${repository} not found`);
+    outcome.digest = head.digest;
+    let archiveCurrent = true;
+    if (archiving) {
+      const latest = await store.latest(repository, tag);
+      archiveCurrent = latest !== undefined && sourceDigest(latest) === head.digest;
+      outcome.archive = archiveCurrent ? 'current' : opts.dryRun ? 'would-store' : undefined;
+    }
+    let mirrorCurrent = true;
+    if (mirror) {
+      const there = await mirror.client.headManifest(mirror.repo, tag, opts.signal);
+      mirrorCurrent =
+        there !== undefined &&
+        (there.digest === head.digest ||
+          (await storedFor(store, repository, tag, head.digest)) === there.digest);
+      outcome.mirror = mirrorCurrent ? 'current' : opts.dryRun ? 'would-push' : undefined;
+    }
+    if (archiveCurrent && mirrorCurrent) {
+      outcome.action = opts.dryRun ? 'would-skip' : 'skipped';
+      return outcome;
+    }
+    if (opts.dryRun) {
+      outcome.action = 'would-fetch';
+      return outcome;
+    }
+    const plan = await planTag(source, tag, job, opts.signal);
+    const limiter = new Limiter(opts.concurrency ?? 4);
+    const fromSource = async (d: Descriptor, signal?: AbortSignal) => {
+      outcome.fetchedBytes += d.size;
+      return source.getBlob(d, signal);
+    };
+    if (archiving && !archiveCurrent) {
+      await Promise.all(
+        plan.blobs.map((b) =>
+          limiter.run(async () => {
+            if (!(await store.hasBlob(b.digest))) await store.putBlob(b, await fromSource(b, opts.signal));
+          }),
+        ),
+      );
+      for (const d of plan.documents) await store.putDocument(d.descriptor, d.bytes);
+      await store.addVersion({
+        repository,
+        tag,
+        descriptor: plan.root.descriptor,
+        source: `${endpoint.host}/${endpoint.path}:${tag}`,
+        sourceDigest: head.digest,
+        taken: new Date().toISOString(),
+        platforms: plan.platforms,
+      });
+      outcome.archive = 'stored';
+    }
+    if (mirror && !mirrorCurrent) {
+      // Blobs the store holds go to the mirror from disk; the rest stream from the source.
+      const open = async (d: Descriptor, signal?: AbortSignal) =>
+        (await store.hasBlob(d.digest))
+          ? createReadStream(store.blobPath(d.digest), { highWaterMark: 1 << 20, signal })
+          : fromSource(d, signal);
+      await mirror.uploader.blobs(plan.blobs, open, mirror.host === endpoint.host ? [endpoint.path] : []);
+      const children = plan.documents.filter((d) => d.descriptor.digest !== plan.root.descriptor.digest);
+      await mirror.uploader.manifests(children, plan.root, [tag]);
+      outcome.mirror = 'pushed';
+    }
+    outcome.action = 'fetched';
+  } catch (e) {
+    outcome.action = 'failed';
+    outcome.error = toStowageError(e).message;
+  }
+  return outcome;
+}
+
+/** The source's digest a stored version came from (a platform selection stores a different one). */
+function sourceDigest(v: StoredVersion): string {
+  return v.sourceDigest ?? v.descriptor.digest;
+}
+
+/** What the store made of a source digest for repository:tag, if it has it. */
+async function storedFor(
+  store: Store,
+  repository: string,
+  tag: string,
+  digest: string,
+): Promise<string | undefined> {
+  const v = (await store.versions())
+    .filter((x) => x.repository === repository && x.tag === tag && sourceDigest(x) === digest)
+    .at(-1);
+  return v?.descriptor.digest;
+}
