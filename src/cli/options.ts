@@ -62,8 +62,12 @@ export function parsePositiveInt(v: string): number {
   return n;
 }
 
-export function contextFrom(opts: RegistryCliOptions): Promise<Context> {
+export function contextFrom(
+  opts: RegistryCliOptions,
+  limits?: Record<string, { concurrency?: number | undefined; 'requests-per-second'?: number | undefined }>,
+): Promise<Context> {
   return Context.create({
+    limits,
     registriesConf: opts.registriesConf,
     authFile: opts.authfile,
     credentials: opts.creds ? parseCredsOption(opts.creds) : undefined,

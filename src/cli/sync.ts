@@ -80,7 +80,7 @@ export function syncCommand(program: Command, setExitCode: (code: number) => voi
     .option('--json', 'print the report as JSON');
   addRegistryOptions(cmd).action(async (names: string[], opts: SyncCliOptions) => {
     const config = await configFrom(opts);
-    const ctx = await contextFrom(opts);
+    const ctx = await contextFrom(opts, config.limits);
     const started = performance.now();
     try {
       const report = await withSignal((signal) =>

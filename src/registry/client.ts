@@ -40,7 +40,9 @@ export interface RegistryClientOptions {
   /** Directory holding *.crt CA files, like skopeo --cert-dir. */
   certDir?: string | undefined;
   /** Parallel connections to this registry. */
-  connections?: number;
+  connections?: number | undefined;
+  /** At most this many requests per second (stowage.toml [registries."HOST"]). */
+  requestsPerSecond?: number | undefined;
   retry?: Partial<RetryOptions>;
 }
 
@@ -93,10 +95,13 @@ export class RegistryClient {
   private readonly agent: Agent;
   private readonly auth: Authenticator;
   private origin: Promise<string> | undefined;
+  private readonly interval: number;
+  private nextSlot = 0;
 
   constructor(opts: RegistryClientOptions) {
     this.host = opts.host;
     this.insecure = opts.insecure ?? false;
+    this.interval = opts.requestsPerSecond ? 1000 / opts.requestsPerSecond : 0;
     this.apiHost = opts.host === DEFAULT_DOMAIN ? DOCKER_HUB_API_HOST : opts.host;
     const retry = { ...DEFAULT_RETRY, ...opts.retry };
     const ca = extraCAs(this.apiHost, opts.certDir);
@@ -214,6 +219,7 @@ export class RegistryClient {
     what: string;
   }): Promise<Dispatcher.ResponseData> {
     const origin = await this.ping(opts.signal);
+    await this.pace();
     const target = opts.url ?? new URL(opts.path, origin);
     // Credentials go to the registry's own origin only, never to a host an upload location names.
     const sameOrigin = target.origin === origin;
@@ -262,6 +268,15 @@ export class RegistryClient {
       }
       return res;
     }
+  }
+
+  /** Waits for this request's turn under the requests-per-second limit. */
+  private async pace(): Promise<void> {
+    if (!this.interval) return;
+    const now = Date.now();
+    const at = Math.max(now, this.nextSlot);
+    this.nextSlot = at + this.interval;
+    if (at > now) await new Promise((r) => setTimeout(r, at - now));
   }
 
   private async errorDetail(res: Dispatcher.ResponseData): Promise<string> {

@@ -25,6 +25,10 @@ export interface ContextOptions {
   certDir?: string | undefined;
   /** Connections per registry. */
   connections?: number | undefined;
+  /** Per-registry limits by host (stowage.toml [registries."HOST"]). */
+  limits?:
+    | Record<string, { concurrency?: number | undefined; 'requests-per-second'?: number | undefined }>
+    | undefined;
   retry?: Partial<RetryOptions> | undefined;
   env?: NodeJS.ProcessEnv | undefined;
 }
@@ -85,7 +89,8 @@ export class Context {
         insecure: endpoint.insecure,
         credentials,
         certDir: this.opts.certDir,
-        connections: this.opts.connections,
+        connections: this.opts.limits?.[endpoint.host]?.concurrency ?? this.opts.connections,
+        requestsPerSecond: this.opts.limits?.[endpoint.host]?.['requests-per-second'],
         retry,
       });
       this.clients.set(key, client);

@@ -10,7 +10,9 @@ export type Fault =
   | { kind: 'drop'; afterBytes: number }
   /** The connection dies after this many bytes of the request body (an upload cut short). */
   | { kind: 'drop-request'; afterBytes: number }
-  | { kind: 'redirect'; location: string };
+  | { kind: 'redirect'; location: string }
+  /** No answer at all: the request stays open until the client gives up or is killed. */
+  | { kind: 'hang' };
 
 export interface SeenRequest {
   method: string;
@@ -47,6 +49,7 @@ export async function startFaultProxy(opts: {
       res.end('{"errors":[{"code":"TOOMANYREQUESTS","message":"injected fault"}]}');
       return;
     }
+    if (fault?.kind === 'hang') return;
     if (fault?.kind === 'redirect') {
       res.writeHead(307, { location: fault.location });
       res.end();
