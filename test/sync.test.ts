@@ -204,7 +204,7 @@ describe('sync', () => {
     let hangs = 0;
     const proxy = await startFaultProxy({
       upstream: plain.url,
-      // The fifth blob download never answers: the sync is then killed with four tags in the store.
+      // The ninth blob download never answers; the sync is killed while it waits.
       fault: (req) =>
         req.method === 'GET' && /\/blobs\//.test(req.url ?? '') && ++hangs === 9
           ? { kind: 'hang' }
@@ -222,7 +222,12 @@ describe('sync', () => {
       env: w.env,
       stdio: 'ignore',
     });
-    for (let i = 0; i < 600 && hangs < 9; i++) await new Promise((r) => setTimeout(r, 50));
+    // Killed once the hanging download has started and at least one version is in the store.
+    const stored = async () =>
+      JSON.parse(await readFile(join(store, 'index.json'), 'utf8').catch(() => '{"manifests":[]}')).manifests
+        .length;
+    for (let i = 0; i < 600 && (hangs < 9 || (await stored()) === 0); i++)
+      await new Promise((r) => setTimeout(r, 50));
     expect(hangs).toBeGreaterThanOrEqual(9);
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));

@@ -21,6 +21,9 @@ import { DEFAULT_CHUNK_SIZE, Uploader } from '../transfer/upload.js';
 import { durationMs, type JobConfig, type Retention, type StowageConfig } from './config.js';
 import { selectTags } from './select.js';
 
+/** Tags of one job synced at once. */
+const TAG_CONCURRENCY = 8;
+
 export type TagAction = 'fetched' | 'skipped' | 'failed' | 'would-fetch' | 'would-skip';
 
 export interface TagOutcome {
@@ -176,21 +179,29 @@ async function runJob(
             ),
           };
         }
-        for (const tag of tags) {
-          const outcome = await syncTag(
-            store,
-            source,
-            repository,
-            endpoint,
-            tag,
-            job,
-            archiving,
-            mirror,
-            opts,
-          );
-          report.tags.push(outcome);
-          opts.onEvent?.({ job: job.name, tag, outcome });
-        }
+        // Tags in parallel (a few at a time); blobs they share are fetched and sent once.
+        const tagLimiter = new Limiter(TAG_CONCURRENCY);
+        const storing = new Map<string, Promise<void>>();
+        report.tags = await Promise.all(
+          tags.map((tag) =>
+            tagLimiter.run(async () => {
+              const outcome = await syncTag(
+                store,
+                storing,
+                source,
+                repository,
+                endpoint,
+                tag,
+                job,
+                archiving,
+                mirror,
+                opts,
+              );
+              opts.onEvent?.({ job: job.name, tag, outcome });
+              return outcome;
+            }),
+          ),
+        );
         if (archiving) {
           const rule = job.retention ?? config.retention;
           const mine = (await store.versions()).filter((v) => v.repository === repository);
@@ -216,6 +227,7 @@ async function runJob(
 
 async function syncTag(
   store: Store,
+  storing: Map<string, Promise<void>>,
   source: RegistrySource,
   repository: string,
   endpoint: { host: string; path: string },
@@ -227,7 +239,11 @@ async function syncTag(
 ): Promise<TagOutcome> {
   const outcome: TagOutcome = { tag, action: 'skipped', fetchedBytes: 0 };
   try {
-    const head = await source.client.headManifest(endpoint.path, tag, opts.signal);
+    // Both HEADs at once: the source's digest, and what the mirror has under the tag.
+    const [head, there] = await Promise.all([
+      source.client.headManifest(endpoint.path, tag, opts.signal),
+      mirror?.client.headManifest(mirror.repo, tag, opts.signal),
+    ]);
     if (!head) throw new StowageError('NOT_FOUND', `tag ${tag} of ${repository} not found`);
     outcome.digest = head.digest;
     let archiveCurrent = true;
@@ -238,7 +254,6 @@ async function syncTag(
     }
     let mirrorCurrent = true;
     if (mirror) {
-      const there = await mirror.client.headManifest(mirror.repo, tag, opts.signal);
       mirrorCurrent =
         there !== undefined &&
         (there.digest === head.digest ||
@@ -261,11 +276,17 @@ async function syncTag(
     };
     if (archiving && !archiveCurrent) {
       await Promise.all(
-        plan.blobs.map((b) =>
-          limiter.run(async () => {
-            if (!(await store.hasBlob(b.digest))) await store.putBlob(b, await fromSource(b, opts.signal));
-          }),
-        ),
+        plan.blobs.map((b) => {
+          let p = storing.get(b.digest);
+          if (!p) {
+            p = limiter.run(async () => {
+              if (!(await store.hasBlob(b.digest))) await store.putBlob(b, await fromSource(b, opts.signal));
+            });
+            storing.set(b.digest, p);
+            p.catch(() => storing.delete(b.digest));
+          }
+          return p;
+        }),
       );
       for (const d of plan.documents) await store.putDocument(d.descriptor, d.bytes);
       await store.addVersion({

@@ -139,6 +139,7 @@ class Slicer {
 export class Uploader {
   readonly stats: UploadStats = { uploaded: 0, existing: 0, mounted: 0, bytes: 0 };
   private readonly limiter: Limiter;
+  private readonly inflight = new Map<string, Promise<void>>();
 
   constructor(
     readonly target: UploadTarget,
@@ -175,8 +176,25 @@ export class Uploader {
     );
   }
 
-  /** One blob: HEAD, else mount, else upload; retried whole after a transient failure. */
-  async blob(d: Descriptor, open: BlobOpener, mountFrom: string[], signal: AbortSignal): Promise<void> {
+  /**
+   * One blob: HEAD, else mount, else upload; retried whole after a transient failure. A blob already on
+   * its way (another image of the same run shares it) is waited for, not sent twice.
+   */
+  blob(d: Descriptor, open: BlobOpener, mountFrom: string[], signal: AbortSignal): Promise<void> {
+    const pending = this.inflight.get(d.digest);
+    if (pending) return pending;
+    const p = this.sendBlob(d, open, mountFrom, signal);
+    this.inflight.set(d.digest, p);
+    p.catch(() => this.inflight.delete(d.digest));
+    return p;
+  }
+
+  private async sendBlob(
+    d: Descriptor,
+    open: BlobOpener,
+    mountFrom: string[],
+    signal: AbortSignal,
+  ): Promise<void> {
     const { client, host, repo } = this.target;
     const what = `blob ${d.digest} to ${host}/${repo}`;
     this.opts.onProgress?.({ type: 'blob-start', digest: d.digest, size: d.size });
