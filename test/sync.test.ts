@@ -117,6 +117,7 @@ describe('sync', () => {
     const listed = JSON.parse(
       (await stowage(['archives', '--json', '--config', config], { env: w.env })).stdout,
     );
+    expect(listed.map((v: { tag: string }) => v.tag).sort()).toEqual([...repo.tags].sort());
     const v13 = listed.find((v: { tag: string }) => v.tag === '1.3.0');
     expect(v13.archive.sha256).toBe((await readFile(`${exported}.sha256`, 'utf8')).split(' ')[0]);
   });

@@ -270,8 +270,23 @@ export class Store {
     return n;
   }
 
-  /** An exclusive lock on the index (a lock file holding the owner's pid; stale ones are taken over). */
-  private async locked<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * An exclusive lock on the index: callers in this process queue on a promise chain, and the process
+   * holds a lock file (its pid inside) against other processes. A lock left by a dead process (or older
+   * than ten minutes) is taken over by renaming it aside first, so two processes never both take it.
+   */
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(() => this.withLockFile(fn));
+    this.queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  private queue: Promise<void> = Promise.resolve();
+
+  private async withLockFile<T>(fn: () => Promise<T>): Promise<T> {
     const lock = join(this.path, '.lock');
     for (let attempt = 0; ; attempt++) {
       try {
@@ -281,11 +296,23 @@ export class Store {
         break;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-        const owner = Number((await readFile(lock, 'utf8').catch(() => '')).trim());
+        const text = await readFile(lock, 'utf8').catch(() => '');
+        const owner = Number(text.trim());
         const st = await stat(lock).catch(() => undefined);
         const dead = owner > 0 && !processAlive(owner);
         if (dead || (st && Date.now() - st.mtimeMs > LOCK_STALE_MS)) {
-          await unlink(lock).catch(() => {});
+          // Take the stale lock aside; if what was renamed is not what we judged stale, put it back.
+          const aside = `${lock}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+          if (
+            await rename(lock, aside).then(
+              () => true,
+              () => false,
+            )
+          ) {
+            const moved = await readFile(aside, 'utf8').catch(() => '');
+            if (moved === text) await unlink(aside).catch(() => {});
+            else await rename(aside, lock).catch(() => {});
+          }
           continue;
         }
         if (attempt > 600) {
