@@ -4,24 +4,15 @@
  * and `stowage registries` showing the effective configuration. Names under .test are never looked
  * up: every one of them is rewritten to a loopback registry or refused before any connection.
  */
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { harness, stowage, workdir } from './harness/cli.js';
+import { deadPort } from './harness/tools.js';
 
 const h = harness();
 const plain = h.registries.plain;
 const tls = h.registries.tls;
 const smallDigest = h.fixtures.images.small!.digest;
-
-/** A loopback port nothing listens on (bound, then released). */
-async function deadPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 async function pullJson(env: NodeJS.ProcessEnv, dir: string, ref: string, extra: string[] = []) {
   const r = await stowage(['pull', '--json', ...extra, ref, '-o', join(dir, `${Math.random()}.tar`)], {

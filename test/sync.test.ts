@@ -7,7 +7,6 @@
  */
 import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, harness, insecureConf, stowage, workdir } from './harness/cli.js';
@@ -15,6 +14,7 @@ import { type FaultProxy, startFaultProxy } from './harness/fault-proxy.js';
 import { buildImage, Layout } from './harness/fixtures.js';
 import { run } from './harness/processes.js';
 import { buildTaggedRepo, pushTags, type TaggedRepo } from './harness/tagged-repo.js';
+import { deadPort } from './harness/tools.js';
 
 const h = harness();
 const plain = h.registries.plain;
@@ -40,14 +40,6 @@ const blobGets = (p: FaultProxy, from = 0) =>
   p.seen.slice(from).filter((s) => s.method === 'GET' && /\/blobs\/sha256:/.test(s.path));
 const manifestGets = (p: FaultProxy, from = 0) =>
   p.seen.slice(from).filter((s) => s.method === 'GET' && /\/manifests\//.test(s.path));
-
-async function deadPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 describe('sync', () => {
   it('fetches each blob once, stores it once, and a second run only asks HEAD', async () => {

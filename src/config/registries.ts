@@ -68,11 +68,10 @@ async function readIfExists(path: string): Promise<string | undefined> {
   }
 }
 
-/** Parses one registries.conf file's text; `path` names it in errors. */
-export function parseRegistriesConf(text: string, path: string): z.infer<typeof registriesConfSchema> {
-  let raw: unknown;
+/** Parses TOML text; a syntax error names the file, the line and the column. */
+export function parseTomlFile(text: string, path: string): unknown {
   try {
-    raw = parseToml(text);
+    return parseToml(text);
   } catch (e) {
     const where = e instanceof TomlError ? ` at line ${e.line}, column ${e.column}` : '';
     throw new StowageError(
@@ -80,6 +79,11 @@ export function parseRegistriesConf(text: string, path: string): z.infer<typeof 
       `${path}: not valid TOML${where}: ${(e as Error).message.split('\n')[0]}`,
     );
   }
+}
+
+/** Parses one registries.conf file's text; `path` names it in errors. */
+export function parseRegistriesConf(text: string, path: string): z.infer<typeof registriesConfSchema> {
+  const raw = parseTomlFile(text, path);
   const obj = raw as Record<string, unknown>;
   if (obj.registries && typeof obj.registries === 'object' && !Array.isArray(obj.registries)) {
     throw new StowageError(

@@ -7,8 +7,8 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Cron } from 'croner';
 import semver from 'semver';
-import { parse as parseToml, TomlError } from 'smol-toml';
 import { z } from 'zod';
+import { parseTomlFile } from '../config/registries.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { parseRepository } from '../reference/reference.js';
@@ -78,16 +78,7 @@ export function parseStowageConfig(
   path: string,
   env: NodeJS.ProcessEnv = process.env,
 ): StowageConfig {
-  let raw: unknown;
-  try {
-    raw = parseToml(text);
-  } catch (e) {
-    const where = e instanceof TomlError ? ` at line ${e.line}, column ${e.column}` : '';
-    throw new StowageError(
-      'INVALID_CONFIG',
-      `${path}: not valid TOML${where}: ${(e as Error).message.split('\n')[0]}`,
-    );
-  }
+  const raw = parseTomlFile(text, path);
   const parsed = stowageConfigSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

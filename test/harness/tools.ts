@@ -1,6 +1,7 @@
 /** Small helpers the interop tests share: podman on a private store, and damaging archives in place. */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { TarIndex } from '../../src/archive/tar-reader.js';
 
@@ -39,4 +40,13 @@ export async function damageEntry(archive: string, entry: string): Promise<void>
   const e = (await TarIndex.open(archive)).entries.get(entry);
   if (!e) throw new Error(`${archive} has no entry ${entry}`);
   await flipByte(archive, e.offset + Math.floor(e.size / 2));
+}
+
+/** A loopback port nothing listens on (bound, then released). */
+export async function deadPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
 }
