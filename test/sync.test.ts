@@ -6,6 +6,7 @@
  * completes; mirroring and archiving jobs run together; an unreachable source fails its job only.
  */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -258,7 +259,7 @@ describe('sync', () => {
     await writeFile(
       config,
       [
-        `[store]\npath = "${store}"`,
+        `[store]\npath = "${store}"\nmaterialize = "${join(w.dir, 'tarballs')}"`,
         `[[job]]\nname = "archive"\nsource = "${REPO}"\nsemver = ">=1.10.0"\nnewest = 3`,
         `[[job]]\nname = "mirror"\nsource = "${REPO}"\ntags = ["1.0.0", "1.1.0"]\narchive = false\nmirror = "${plain.host}/mirrored/app"`,
         `[[job]]\nname = "down"\nsource = "127.0.0.1:${dead}/gone/app"\ntags = ["1"]`,
@@ -284,9 +285,29 @@ describe('sync', () => {
       `docker://${plain.host}/mirrored/app:1.1.0`,
     ]);
     expect(mirrored.stdout.length).toBeGreaterThan(0);
-    expect(
-      JSON.parse((await stowage(['archives', '--json', '--config', config], { env: w.env })).stdout),
-    ).toHaveLength(3);
+    const archived = JSON.parse(
+      (await stowage(['archives', '--json', '--config', config], { env: w.env })).stdout,
+    );
+    expect(archived).toHaveLength(3);
+    // materialize: each new version also as a tarball, its checksum beside it and recorded in the store.
+    for (const t of byName.archive.tags) {
+      const v = archived.find((x: { tag: string }) => x.tag === t.tag);
+      expect(t.file).toBe(
+        join(
+          w.dir,
+          'tarballs',
+          REPO.replace(/[:/]/g, '_'),
+          `${t.tag}@${v.descriptor.digest.slice(7, 19)}.tar`,
+        ),
+      );
+      const line = await readFile(`${t.file}.sha256`, 'utf8');
+      expect(line.split(' ')[0]).toBe(
+        createHash('sha256')
+          .update(await readFile(t.file))
+          .digest('hex'),
+      );
+      expect(v.archive.sha256).toBe(line.split(' ')[0]);
+    }
     // The mirror is current now: the next run of that job is HEADs only.
     const again = JSON.parse(
       (await stowage(['sync', '--json', '--config', config, 'mirror'], { env: w.env })).stdout,

@@ -9,7 +9,7 @@ import { isIndexMediaType } from '../image/mediatypes.js';
 import type { PlatformSpec } from '../image/platform.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
 import type { StowageConfig } from '../sync/config.js';
-import { retentionVictims } from '../sync/sync.js';
+import { retentionVictims } from '../sync/retention.js';
 import type { ArchiveFormat } from '../transfer/archive-source.js';
 import type { Context } from '../transfer/context.js';
 import type { ProgressListener } from '../transfer/progress.js';

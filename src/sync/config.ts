@@ -43,7 +43,14 @@ const limitSchema = z.strictObject({
 });
 
 export const stowageConfigSchema = z.strictObject({
-  store: z.strictObject({ path: z.string().min(1).optional() }).optional(),
+  store: z
+    .strictObject({
+      path: z.string().min(1).optional(),
+      /** Also write each new version as a tarball file (with .sha256) under this directory. */
+      materialize: z.string().min(1).optional(),
+      'materialize-format': z.enum(['oci-archive', 'docker-archive']).optional(),
+    })
+    .optional(),
   retention: retentionSchema.optional(),
   registries: z.record(z.string(), limitSchema).optional(),
   job: z.array(jobSchema).optional(),
@@ -55,6 +62,7 @@ export type Retention = z.infer<typeof retentionSchema>;
 export interface StowageConfig {
   path: string | undefined;
   storePath: string;
+  materialize?: { dir: string; format: 'oci-archive' | 'docker-archive' } | undefined;
   retention: Retention;
   limits: Record<string, z.infer<typeof limitSchema>>;
   jobs: JobConfig[];
@@ -158,6 +166,9 @@ export function parseStowageConfig(
   return {
     path,
     storePath: c.store?.path ? resolve(c.store.path) : defaultStorePath(env),
+    materialize: c.store?.materialize
+      ? { dir: resolve(c.store.materialize), format: c.store['materialize-format'] ?? 'oci-archive' }
+      : undefined,
     retention: c.retention ?? {},
     limits: c.registries ?? {},
     jobs: c.job ?? [],

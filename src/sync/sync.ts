@@ -6,11 +6,14 @@
  * tag does not stop the others; each job ends with retention, the run with a blob garbage collection.
  */
 import { createReadStream } from 'node:fs';
+import { mkdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { StowageError, toStowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import type { Descriptor } from '../image/schemas.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
 import type { RegistryClient } from '../registry/client.js';
+import { exportVersion } from '../store/archives.js';
 import { Store, type StoredVersion } from '../store/store.js';
 import type { Context } from '../transfer/context.js';
 import { Limiter } from '../transfer/limiter.js';
@@ -18,7 +21,8 @@ import { type ImagePlan, planImage } from '../transfer/plan.js';
 import { planPlatforms } from '../transfer/pull.js';
 import { RegistrySource } from '../transfer/registry-source.js';
 import { DEFAULT_CHUNK_SIZE, Uploader } from '../transfer/upload.js';
-import { durationMs, type JobConfig, type Retention, type StowageConfig } from './config.js';
+import type { JobConfig, StowageConfig } from './config.js';
+import { retentionVictims } from './retention.js';
 import { selectTags } from './select.js';
 
 /** Tags of one job synced at once. */
@@ -32,6 +36,8 @@ export interface TagOutcome {
   digest?: string | undefined;
   /** What happened at each destination. */
   archive?: 'stored' | 'current' | 'would-store' | undefined;
+  /** The tarball written for the new version (with `materialize`). */
+  file?: string | undefined;
   mirror?: 'pushed' | 'current' | 'would-push' | undefined;
   /** Bytes of blobs fetched from the source for this tag. */
   fetchedBytes: number;
@@ -62,30 +68,6 @@ export interface SyncOptions {
   concurrency?: number | undefined;
   signal?: AbortSignal | undefined;
   onEvent?: ((e: { job: string; tag: string; outcome: TagOutcome }) => void) | undefined;
-}
-
-/** The versions retention removes from a list (one repository's), newest of each tag always kept. */
-export function retentionVictims(
-  versions: StoredVersion[],
-  rule: Retention,
-  now = Date.now(),
-): StoredVersion[] {
-  if (!rule['keep-versions'] && !rule['keep-within']) return [];
-  const byTag = new Map<string, StoredVersion[]>();
-  for (const v of versions)
-    byTag.set(`${v.repository}:${v.tag}`, [...(byTag.get(`${v.repository}:${v.tag}`) ?? []), v]);
-  const victims: StoredVersion[] = [];
-  for (const list of byTag.values()) {
-    const newestFirst = [...list].reverse();
-    newestFirst.forEach((v, rank) => {
-      if (rank === 0) return;
-      const byCount = rule['keep-versions'] !== undefined && rank < rule['keep-versions'];
-      const byAge =
-        rule['keep-within'] !== undefined && now - Date.parse(v.taken) < durationMs(rule['keep-within']);
-      if (!byCount && !byAge) victims.push(v);
-    });
-  }
-  return victims;
 }
 
 function platformsOf(job: JobConfig): 'all' | ReturnType<typeof parsePlatform>[] {
@@ -202,6 +184,9 @@ async function runJob(
             }),
           ),
         );
+        if (archiving && config.materialize) {
+          await materialize(ctx, store, config.materialize, repository, report.tags, opts.signal);
+        }
         if (archiving) {
           const rule = job.retention ?? config.retention;
           const mine = (await store.versions()).filter((v) => v.repository === repository);
@@ -335,4 +320,38 @@ async function storedFor(
     .filter((x) => x.repository === repository && x.tag === tag && sourceDigest(x) === digest)
     .at(-1);
   return v?.descriptor.digest;
+}
+
+/** Writes each newly stored version as a tarball (with .sha256) under `dir`: REPOSITORY/TAG@DIGEST.tar. */
+async function materialize(
+  ctx: Context,
+  store: Store,
+  target: { dir: string; format: 'oci-archive' | 'docker-archive' },
+  repository: string,
+  outcomes: TagOutcome[],
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const dir = join(target.dir, repository.replace(/[:/]/g, '_'));
+  for (const o of outcomes) {
+    if (o.archive !== 'stored') continue;
+    try {
+      const v = await store.latest(repository, o.tag);
+      if (!v) continue;
+      await mkdir(dir, { recursive: true });
+      const file = join(dir, `${o.tag}@${v.descriptor.digest.slice(7, 19)}.tar`);
+      // The archive is reproducible: a file already there is this one.
+      if (!(await stat(file).catch(() => undefined))) {
+        await exportVersion(ctx, store, v.id, {
+          output: file,
+          format: target.format,
+          all: target.format === 'oci-archive',
+          signal,
+        });
+      }
+      o.file = file;
+    } catch (e) {
+      o.action = 'failed';
+      o.error = `stored, but writing its tarball failed: ${toStowageError(e).message}`;
+    }
+  }
 }

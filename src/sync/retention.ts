@@ -1,0 +1,27 @@
+/** Retention: which stored versions go. */
+import type { StoredVersion } from '../store/store.js';
+import { durationMs, type Retention } from './config.js';
+
+/** The versions retention removes from a list (one repository's), newest of each tag always kept. */
+export function retentionVictims(
+  versions: StoredVersion[],
+  rule: Retention,
+  now = Date.now(),
+): StoredVersion[] {
+  if (!rule['keep-versions'] && !rule['keep-within']) return [];
+  const byTag = new Map<string, StoredVersion[]>();
+  for (const v of versions)
+    byTag.set(`${v.repository}:${v.tag}`, [...(byTag.get(`${v.repository}:${v.tag}`) ?? []), v]);
+  const victims: StoredVersion[] = [];
+  for (const list of byTag.values()) {
+    const newestFirst = [...list].reverse();
+    newestFirst.forEach((v, rank) => {
+      if (rank === 0) return;
+      const byCount = rule['keep-versions'] !== undefined && rank < rule['keep-versions'];
+      const byAge =
+        rule['keep-within'] !== undefined && now - Date.parse(v.taken) < durationMs(rule['keep-within']);
+      if (!byCount && !byAge) victims.push(v);
+    });
+  }
+  return victims;
+}
