@@ -203,9 +203,21 @@ export class Store {
   /** Adds a version (a tag that moved keeps its old versions); a version already there is left as it is. */
   async addVersion(v: Omit<StoredVersion, 'id'>): Promise<StoredVersion> {
     const version = { ...v, id: versionId(v.repository, v.tag, v.descriptor.digest) };
-    await this.update((all) => (all.some((x) => x.id === version.id) ? all : [...all, version]));
+    // Versions that finish while index.json is being written go into the next write together.
+    this.adding.push(version);
+    this.addingWrite ??= this.update((all) => {
+      const batch = this.adding.splice(0);
+      this.addingWrite = undefined;
+      const next = [...all];
+      for (const b of batch) if (!next.some((x) => x.id === b.id)) next.push(b);
+      return next;
+    });
+    await this.addingWrite;
     return version;
   }
+
+  private readonly adding: StoredVersion[] = [];
+  private addingWrite: Promise<StoredVersion[]> | undefined;
 
   /** Records a version's archive checksum (computed once; the archive is reproducible). */
   async recordArchive(id: string, archive: { sha256: string; size: number }): Promise<void> {
