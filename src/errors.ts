@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   TLS: { exit: 8, http: 502 },
   REGISTRY: { exit: 8, http: 502 },
   IO: { exit: 9, http: 500 },
+  RATE_LIMITED: { exit: 8, http: 429 },
+  UNAVAILABLE: { exit: 8, http: 503 },
   ABORTED: { exit: 130, http: 499 },
   INTERNAL: { exit: 1, http: 500 },
 } as const;

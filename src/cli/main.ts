@@ -5,6 +5,7 @@ import { loginCommand, logoutCommand } from './login.js';
 import { pullCommand } from './pull.js';
 import { copyCommand, pushCommand } from './push.js';
 import { registriesCommand } from './registries.js';
+import { serveCommand, tokenCommand } from './serve.js';
 import { archivesCommand, dfCommand, syncCommand } from './sync.js';
 import { tagsCommand } from './tags.js';
 import { verifyCommand } from './verify.js';
@@ -38,6 +39,8 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
   registriesCommand(program);
   loginCommand(program);
   logoutCommand(program);
+  serveCommand(program, VERSION);
+  tokenCommand(program);
   return program;
 }
 

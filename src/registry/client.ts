@@ -86,6 +86,23 @@ function isTlsError(e: unknown): boolean {
   );
 }
 
+/** One request to a registry as it ended: for metrics (status 0: no answer). */
+export interface RegistryRequestRecord {
+  host: string;
+  method: string;
+  status: number;
+  seconds: number;
+}
+
+/** Called for every request any client makes (the service counts them); empty in the CLI. */
+export const registryRequestObservers = new Set<(r: RegistryRequestRecord) => void>();
+
+function observe(host: string, method: string, status: number, started: number): void {
+  if (registryRequestObservers.size === 0) return;
+  const r = { host, method, status, seconds: (performance.now() - started) / 1000 };
+  for (const o of registryRequestObservers) o(r);
+}
+
 /** An OCI distribution client for one registry, on one undici agent with keep-alive. */
 export class RegistryClient {
   readonly host: string;
@@ -230,6 +247,7 @@ export class RegistryClient {
       const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...opts.headers };
       if (authorization) headers.authorization = authorization;
       let res: Dispatcher.ResponseData;
+      const started = performance.now();
       try {
         const dispatcher: Dispatcher = write ? this.agent : this.dispatcher;
         res = await dispatcher.request({
@@ -242,10 +260,12 @@ export class RegistryClient {
           signal: opts.signal ?? null,
         });
       } catch (e) {
+        observe(this.host, opts.method, 0, started);
         if (e instanceof StowageError) throw e;
         if ((e as Error).name === 'AbortError') throw new StowageError('ABORTED', `${opts.what}: aborted`);
         throw this.connectionError(e);
       }
+      observe(this.host, opts.method, res.statusCode, started);
       if (res.statusCode === 401) {
         await res.body.dump();
         if (attempt === 0 && replayable && this.auth.setChallenge(res.headers['www-authenticate'])) {

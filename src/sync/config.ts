@@ -42,6 +42,45 @@ const limitSchema = z.strictObject({
   'requests-per-second': z.number().positive().optional(),
 });
 
+export const API_SCOPES = ['read', 'pull', 'push', 'sync', 'admin'] as const;
+export type ApiScope = (typeof API_SCOPES)[number];
+
+const tokenSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" and "-"'),
+  /** sha256 (hex) of the token; the token itself is never stored (stowage token prints both). */
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'the sha256 of the token, 64 hex digits (see stowage token)'),
+  scopes: z.array(z.enum(API_SCOPES)).min(1),
+});
+
+const sizeSchema = z.string().regex(/^\d+(\.\d+)?\s*(B|KiB|MiB|GiB|TiB)$/, 'a size such as 512MiB or 20GiB');
+
+const serverSchema = z.strictObject({
+  /** host:port to listen on (default 127.0.0.1:8080). */
+  listen: z.string().optional(),
+  /** Where job history, the generated token and download caches live. */
+  state: z.string().min(1).optional(),
+  /** Jobs run at once (default 2). */
+  'concurrent-jobs': z.number().int().positive().max(32).optional(),
+  /** Jobs waiting at most; more are refused with 429 (default 100). */
+  'max-queued': z.number().int().positive().max(10_000).optional(),
+  /** Largest archive accepted by POST /v1/archives (default 20GiB). */
+  'max-upload': sizeSchema.optional(),
+  /** Registries the API may reach (host or host:port, "*.suffix" allowed); default: any registries.conf does not block. */
+  'allow-registries': z.array(z.string().min(1)).optional(),
+  /** Jobs kept in the history (default 1000). */
+  'keep-jobs': z.number().int().positive().optional(),
+  token: z.array(tokenSchema).optional(),
+});
+
+export type ServerConfig = z.infer<typeof serverSchema>;
+
+export function parseSize(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)$/.exec(s);
+  if (!m) throw new StowageError('INVALID_CONFIG', `"${s}" is not a size such as 512MiB or 20GiB`);
+  const unit = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 }[m[2] as 'B'];
+  return Math.floor(Number(m[1]) * unit);
+}
+
 export const stowageConfigSchema = z.strictObject({
   store: z
     .strictObject({
@@ -54,6 +93,7 @@ export const stowageConfigSchema = z.strictObject({
   retention: retentionSchema.optional(),
   registries: z.record(z.string(), limitSchema).optional(),
   job: z.array(jobSchema).optional(),
+  server: serverSchema.optional(),
 });
 
 export type JobConfig = z.infer<typeof jobSchema>;
@@ -66,6 +106,7 @@ export interface StowageConfig {
   retention: Retention;
   limits: Record<string, z.infer<typeof limitSchema>>;
   jobs: JobConfig[];
+  server: ServerConfig;
 }
 
 /** Where the store lives without configuration: $STOWAGE_STORE, else ~/.local/share/stowage/store. */
@@ -172,6 +213,7 @@ export function parseStowageConfig(
     retention: c.retention ?? {},
     limits: c.registries ?? {},
     jobs: c.job ?? [],
+    server: c.server ?? {},
   };
 }
 
@@ -207,7 +249,14 @@ export async function loadStowageConfig(
     text = await readFile(path, 'utf8');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !explicit && !env.STOWAGE_CONFIG) {
-      return { path: undefined, storePath: defaultStorePath(env), retention: {}, limits: {}, jobs: [] };
+      return {
+        path: undefined,
+        storePath: defaultStorePath(env),
+        retention: {},
+        limits: {},
+        jobs: [],
+        server: {},
+      };
     }
     throw new StowageError('INVALID_CONFIG', `cannot read ${path}: ${(e as Error).message}`);
   }

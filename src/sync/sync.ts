@@ -68,6 +68,10 @@ export interface SyncOptions {
   concurrency?: number | undefined;
   signal?: AbortSignal | undefined;
   onEvent?: ((e: { job: string; tag: string; outcome: TagOutcome }) => void) | undefined;
+  /** Blobs as they are stored: planned (per tag), fetched, or found in the store already. */
+  onBlob?:
+    | ((e: { type: 'planned' | 'fetched' | 'cached'; digest: string; size: number }) => void)
+    | undefined;
 }
 
 function platformsOf(job: JobConfig): 'all' | ReturnType<typeof parsePlatform>[] {
@@ -260,12 +264,18 @@ async function syncTag(
       return source.getBlob(d, signal);
     };
     if (archiving && !archiveCurrent) {
+      for (const b of plan.blobs) opts.onBlob?.({ type: 'planned', digest: b.digest, size: b.size });
       await Promise.all(
         plan.blobs.map((b) => {
           let p = storing.get(b.digest);
           if (!p) {
             p = limiter.run(async () => {
-              if (!(await store.hasBlob(b.digest))) await store.putBlob(b, await fromSource(b, opts.signal));
+              if (await store.hasBlob(b.digest)) {
+                opts.onBlob?.({ type: 'cached', digest: b.digest, size: b.size });
+              } else {
+                await store.putBlob(b, await fromSource(b, opts.signal));
+                opts.onBlob?.({ type: 'fetched', digest: b.digest, size: b.size });
+              }
             });
             storing.set(b.digest, p);
             p.catch(() => storing.delete(b.digest));

@@ -1,0 +1,222 @@
+/**
+ * Wiring for `stowage serve`: configuration, the store, the engine's context, the job manager with
+ * its history, cron schedules of the sync jobs, the HTTP server, and a graceful stop on SIGTERM (no
+ * new requests or jobs, running jobs aborted and cleaned up, the history written).
+ */
+
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { type ServerType, serve as serveHttp } from '@hono/node-server';
+import { Cron } from 'croner';
+import pino, { type Logger } from 'pino';
+import { createApp } from './api/app.js';
+import { type ApiToken, newToken, tokenHash } from './api/auth.js';
+import { writeFileAtomic } from './archive/atomic.js';
+import { StowageError } from './errors.js';
+import { JobManager } from './service/jobs.js';
+import { createMetrics } from './service/metrics.js';
+import { type Engine, JobFailure, runPull, runPush, runSync } from './service/operations.js';
+import { Store } from './store/store.js';
+import { loadStowageConfig, parseSize, type StowageConfig } from './sync/config.js';
+import { Context } from './transfer/context.js';
+
+export const DEFAULT_LISTEN = '127.0.0.1:8080';
+
+export interface ServeOptions {
+  config?: string | undefined;
+  store?: string | undefined;
+  state?: string | undefined;
+  listen?: string | undefined;
+  registriesConf?: string | undefined;
+  authfile?: string | undefined;
+  tlsVerify?: boolean | undefined;
+  certDir?: string | undefined;
+  logLevel?: string | undefined;
+  env?: NodeJS.ProcessEnv | undefined;
+  version: string;
+}
+
+export interface RunningServer {
+  url: string;
+  /** The file holding the generated admin token, when no tokens are configured. */
+  tokenFile?: string | undefined;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+/** Where job history and caches live: $STOWAGE_STATE, else ~/.local/share/stowage/state. */
+export function defaultStatePath(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.STOWAGE_STATE) return env.STOWAGE_STATE;
+  return join(env.XDG_DATA_HOME || join(env.HOME || homedir(), '.local/share'), 'stowage/state');
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(listen);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port > 65535) {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      `--listen "${listen}": give HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080`,
+    );
+  }
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+/** The configured tokens, or one admin token kept in STATE/api-token (made on first start, mode 0600). */
+async function loadTokens(
+  config: StowageConfig,
+  state: string,
+): Promise<{ tokens: ApiToken[]; tokenFile?: string }> {
+  if (config.server.token?.length) return { tokens: config.server.token };
+  const tokenFile = join(state, 'api-token');
+  let token = (await readFile(tokenFile, 'utf8').catch(() => '')).trim();
+  if (!token) {
+    token = newToken();
+    await writeFileAtomic(tokenFile, `${token}\n`, 0o600);
+  } else {
+    const mode = (await stat(tokenFile)).mode & 0o077;
+    if (mode) {
+      throw new StowageError(
+        'INVALID_CONFIG',
+        `${tokenFile} is readable by other users; chmod 600 it (or delete it for a new token)`,
+      );
+    }
+  }
+  return { tokens: [{ name: 'local-admin', sha256: tokenHash(token), scopes: ['admin'] }], tokenFile };
+}
+
+export async function startServer(opts: ServeOptions): Promise<RunningServer> {
+  const env = opts.env ?? process.env;
+  const logger = pino({
+    level: opts.logLevel ?? env.STOWAGE_LOG_LEVEL ?? 'info',
+    base: { service: 'stowage' },
+  });
+  const loaded = await loadStowageConfig(opts.config, env);
+  const config: StowageConfig = opts.store ? { ...loaded, storePath: opts.store } : loaded;
+  const state = opts.state ?? config.server.state ?? defaultStatePath(env);
+  await mkdir(state, { recursive: true, mode: 0o700 });
+  const { host, port } = parseListen(opts.listen ?? config.server.listen ?? DEFAULT_LISTEN);
+  const { tokens, tokenFile } = await loadTokens(config, state);
+  const maxUpload = parseSize(config.server['max-upload'] ?? '20GiB');
+
+  const ctx = await Context.create({
+    limits: config.limits,
+    registriesConf: opts.registriesConf,
+    authFile: opts.authfile,
+    tlsVerify: opts.tlsVerify,
+    certDir: opts.certDir,
+    env,
+  });
+  const store = await Store.open(config.storePath);
+  const engine: Engine = {
+    ctx,
+    store,
+    config,
+    tmpDir: join(state, 'tmp'),
+    cacheDir: join(state, 'cache'),
+    counters: { bytesPulled: 0, bytesPushed: 0, blobCacheHits: 0, blobCacheMisses: 0 },
+  };
+  let jobs: JobManager;
+  const metrics = createMetrics(engine, () => jobs);
+  jobs = new JobManager({
+    stateFile: join(state, 'jobs.json'),
+    concurrency: config.server['concurrent-jobs'] ?? 2,
+    maxQueued: config.server['max-queued'] ?? 100,
+    keep: config.server['keep-jobs'] ?? 1000,
+    runners: {
+      pull: (run) =>
+        runPull(engine, run.job.request as { refs: string[]; platforms?: 'all' | string[] }, run),
+      push: (run) => runPush(engine, run.job.request as { archive: string; destination: string }, run),
+      sync: async (run) => {
+        try {
+          return await runSync(engine, (run.job.request as { jobs?: string[] }).jobs, run);
+        } catch (e) {
+          if (e instanceof JobFailure) run.emit('report', e.result);
+          throw e;
+        }
+      },
+    },
+    onChange: (job) => {
+      if (job.state === 'failed')
+        logger.warn({ job: job.id, kind: job.kind, error: job.error }, 'job failed');
+      else logger.info({ job: job.id, kind: job.kind, state: job.state }, 'job');
+    },
+  });
+  await jobs.load();
+
+  // Schedules: each job with `schedule` queues a sync of itself (a run still going is shared).
+  const crons = config.jobs
+    .filter((j) => j.schedule)
+    .map(
+      (j) =>
+        new Cron(j.schedule!, { protect: true }, () => {
+          try {
+            jobs.submit('sync', { jobs: [j.name] }, 'schedule', `sync:${JSON.stringify([j.name])}`);
+          } catch (e) {
+            logger.warn({ job: j.name, err: (e as Error).message }, 'scheduled sync not queued');
+          }
+        }),
+    );
+
+  let ready = false;
+  const app = createApp({
+    engine,
+    jobs,
+    metrics,
+    tokens,
+    logger,
+    version: opts.version,
+    ready: () => ready,
+    maxUpload,
+  });
+  const server: ServerType = await new Promise((resolve, reject) => {
+    const s = serveHttp({ fetch: app.fetch, hostname: host, port }, () => resolve(s));
+    s.once('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        new StowageError(
+          'IO',
+          e.code === 'EADDRINUSE'
+            ? `cannot listen on ${host}:${port}: the address is in use; choose another with --listen`
+            : `cannot listen on ${host}:${port}: ${e.message}`,
+        ),
+      ),
+    );
+  });
+  const address = server.address() as AddressInfo;
+  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  ready = true;
+  logger.info(
+    {
+      url,
+      store: config.storePath,
+      state,
+      config: config.path ?? null,
+      jobs: config.jobs.length,
+      schedules: crons.length,
+      ...(tokenFile ? { tokenFile } : { tokens: tokens.length }),
+    },
+    'listening',
+  );
+
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      ready = false;
+      logger.info('shutting down: no new requests; running jobs are aborted and cleaned up');
+      for (const c of crons) c.stop();
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      await jobs.shutdown();
+      // Open event streams and downloads are cut after the jobs have ended.
+      (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+      await closed;
+      metrics.close();
+      await ctx.close();
+      logger.info('stopped');
+      logger.flush?.();
+    })();
+    return closing;
+  };
+  return { url, tokenFile, logger, close };
+}

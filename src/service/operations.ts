@@ -1,0 +1,405 @@
+/**
+ * What the service's jobs and requests do, on the same engine as the CLI: pulls into the archive
+ * store (a pull is a one-off sync of the named tags, so blobs the store holds are never fetched
+ * again), pushes of stored versions to a registry, syncs of configured jobs, uploads of archives into
+ * the store, and the access rules that keep every request within what registries.conf and the
+ * service's allow-list permit.
+ */
+import { createWriteStream } from 'node:fs';
+import { mkdir, readFile, rm, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { StowageError } from '../errors.js';
+import { hostPlatform, parsePlatform } from '../image/platform.js';
+import {
+  formatReference,
+  type ImageReference,
+  parseReference,
+  repositoryName,
+  withDefaultTag,
+} from '../reference/reference.js';
+import { exportVersion } from '../store/archives.js';
+import type { Store, StoredVersion } from '../store/store.js';
+import { ociArchiveView, viewSha256 } from '../store/view.js';
+import type { JobConfig, StowageConfig } from '../sync/config.js';
+import { type SyncReport, sync } from '../sync/sync.js';
+import { ArchiveSource } from '../transfer/archive-source.js';
+import type { Context } from '../transfer/context.js';
+import { planImage } from '../transfer/plan.js';
+import { push } from '../transfer/push.js';
+import type { JobRun } from './jobs.js';
+
+/** A job that ended in failure but has a result worth keeping (a sync with failed tags). */
+export class JobFailure extends StowageError {
+  constructor(
+    message: string,
+    readonly result: unknown,
+  ) {
+    super('REGISTRY', message);
+  }
+}
+
+export interface Engine {
+  ctx: Context;
+  store: Store;
+  config: StowageConfig;
+  /** Where uploads are spooled. */
+  tmpDir: string;
+  /** Where made docker-archives are kept, by version id. */
+  cacheDir: string;
+  /** Counters the metrics read. */
+  counters: { bytesPulled: number; bytesPushed: number; blobCacheHits: number; blobCacheMisses: number };
+}
+
+function hostMatches(pattern: string, host: string): boolean {
+  if (pattern.startsWith('*.')) {
+    const bare = host.replace(/:\d+$/, '');
+    return bare.endsWith(pattern.slice(1));
+  }
+  return pattern === host || (!pattern.includes(':') && host.replace(/:\d+$/, '') === pattern);
+}
+
+/**
+ * Refuses a reference the service may not reach: blocked in registries.conf (403), outside the
+ * server's allow-list (403), or a short name with nowhere to resolve (400). Returns the candidates.
+ */
+export function checkReachable(engine: Engine, ref: ImageReference): ImageReference[] {
+  const candidates = engine.ctx.candidates(ref);
+  const allow = engine.config.server['allow-registries'];
+  for (const c of candidates) {
+    const endpoint = engine.ctx.endpoint(c);
+    if (allow && !allow.some((p) => hostMatches(p, endpoint.host))) {
+      throw new StowageError(
+        'BLOCKED',
+        `registry ${endpoint.host} is not in this service's allow-registries; ask its operator to add it`,
+      );
+    }
+  }
+  return candidates;
+}
+
+/** Parses "repo:tag" references for a pull; a digest-only reference has no tag to keep versions of. */
+export function parsePullReference(engine: Engine, input: string): ImageReference {
+  const ref = withDefaultTag(parseReference(input));
+  if (!ref.tag) {
+    throw new StowageError(
+      'INVALID_REFERENCE',
+      `"${input}" names no tag; the store keeps versions of tags, so give repository:tag (a digest may follow it)`,
+    );
+  }
+  checkReachable(engine, ref);
+  return ref;
+}
+
+export interface PullRequest {
+  refs: string[];
+  platforms?: 'all' | string[] | undefined;
+}
+
+export interface PulledArchive {
+  id: string;
+  repository: string;
+  tag: string;
+  digest: string;
+  platforms: string[];
+  taken: string;
+  sha256: string;
+  size: number;
+  /** Whether it was fetched now (false: the store had this version already). */
+  fetched: boolean;
+}
+
+/** Computes and records a version's oci-archive checksum if the store has none yet. */
+export async function ensureChecksum(
+  store: Store,
+  version: StoredVersion,
+  signal?: AbortSignal,
+): Promise<{ sha256: string; size: number }> {
+  if (version.archive) return version.archive;
+  const view = await ociArchiveView(store, version);
+  const archive = { sha256: await viewSha256(view, signal), size: view.size };
+  await store.recordArchive(version.id, archive);
+  return archive;
+}
+
+/** A pull job: each tag into the store (HEAD first; only missing blobs fetched). */
+export async function runPull(
+  engine: Engine,
+  req: PullRequest,
+  run: JobRun,
+): Promise<{ archives: PulledArchive[] }> {
+  const refs = req.refs.map((r) => parsePullReference(engine, r));
+  const platforms = req.platforms ?? 'all';
+  // One ad-hoc sync job per repository, its tags listed.
+  const byRepo = new Map<string, { source: string; tags: string[] }>();
+  for (const ref of refs) {
+    const source = formatReference({ ...ref, tag: undefined, digest: undefined });
+    const entry = byRepo.get(source) ?? { source, tags: [] };
+    if (!entry.tags.includes(ref.tag!)) entry.tags.push(ref.tag!);
+    byRepo.set(source, entry);
+  }
+  const jobs: JobConfig[] = [...byRepo.values()].map((r, i) => ({
+    name: `pull-${i}`,
+    source: r.source,
+    tags: r.tags,
+    platforms,
+    archive: true,
+  }));
+  const progress = { blobs: 0, blobsDone: 0, bytes: 0, bytesDone: 0 };
+  const report = await sync(
+    engine.ctx,
+    { ...engine.config, jobs, retention: {}, materialize: undefined },
+    {
+      signal: run.signal,
+      onEvent: (e) =>
+        run.emit('tag', {
+          repository: byRepo.get(jobs.find((j) => j.name === e.job)!.source)!.source,
+          ...e.outcome,
+        }),
+      onBlob: (e) => {
+        if (e.type === 'planned') {
+          progress.blobs++;
+          progress.bytes += e.size;
+        } else {
+          progress.blobsDone++;
+          progress.bytesDone += e.size;
+          if (e.type === 'fetched') {
+            engine.counters.bytesPulled += e.size;
+            engine.counters.blobCacheMisses++;
+          } else {
+            engine.counters.blobCacheHits++;
+          }
+        }
+        run.progress(progress);
+      },
+    },
+  );
+  run.signal.throwIfAborted();
+  const failures = report.jobs.flatMap((j) => [
+    ...(j.error ? [j.error] : []),
+    ...j.tags.filter((t) => t.action === 'failed').map((t) => `${j.source}:${t.tag}: ${t.error}`),
+  ]);
+  if (failures.length) throw new StowageError(firstCode(failures[0]!), failures.join('; '));
+  const archives: PulledArchive[] = [];
+  for (const j of report.jobs) {
+    for (const t of j.tags) {
+      const v = await engine.store.latest(j.source, t.tag);
+      if (!v) throw new StowageError('INTERNAL', `${j.source}:${t.tag} was synced but is not in the store`);
+      const archive = await ensureChecksum(engine.store, v, run.signal);
+      archives.push({
+        id: v.id,
+        repository: v.repository,
+        tag: v.tag,
+        digest: v.descriptor.digest,
+        platforms: v.platforms,
+        taken: v.taken,
+        sha256: archive.sha256,
+        size: archive.size,
+        fetched: t.action === 'fetched',
+      });
+    }
+  }
+  return { archives };
+}
+
+/** A sync report keeps only messages; their wording tells a missing image from the rest. */
+function firstCode(message: string): StowageError['code'] {
+  if (/not found|unknown/i.test(message)) return 'NOT_FOUND';
+  if (/blocked/i.test(message)) return 'BLOCKED';
+  if (/denied|rejected the credentials|requires authentication/i.test(message)) return 'DENIED';
+  return 'REGISTRY';
+}
+
+export interface PushRequest {
+  archive: string;
+  destination: string;
+}
+
+/** A push job: a stored version to a registry, digests intact. */
+export async function runPush(engine: Engine, req: PushRequest, run: JobRun): Promise<unknown> {
+  const version = await engine.store.find(req.archive);
+  const dest = destinationFor(engine, req.destination, version);
+  const before = { bytes: 0 };
+  const result = await push(engine.ctx, `oci:${engine.store.path}:${version.descriptor.digest}`, dest, {
+    signal: run.signal,
+    onProgress: (e) => {
+      if (e.type === 'plan') run.progress({ blobs: e.blobs, bytes: e.totalBytes });
+      if (e.type === 'blob-done') {
+        before.bytes += e.size;
+        run.progress({ bytesDone: before.bytes, blobsDone: (run.job.progress.blobsDone ?? 0) + 1 });
+      }
+    },
+  });
+  engine.counters.bytesPushed += result.stats.bytes;
+  return { archive: version.id, ...result };
+}
+
+/** DEST as registry/repository[:tag]; without a tag, the version's own. Checked against the rules. */
+export function destinationFor(engine: Engine, destination: string, version?: StoredVersion): string {
+  const input = destination.startsWith('docker://') ? destination.slice(9) : destination;
+  const ref = parseReference(input);
+  if (ref.shortName || !input.includes('/')) {
+    throw new StowageError(
+      'INVALID_REFERENCE',
+      `destination "${destination}" must be registry/repository[:tag], e.g. 127.0.0.1:5000/mirror/app:1.4`,
+    );
+  }
+  if (ref.digest)
+    throw new StowageError('INVALID_REFERENCE', `destination "${destination}" takes a tag, not a digest`);
+  checkReachable(engine, ref);
+  return formatReference({ ...ref, tag: ref.tag ?? version?.tag });
+}
+
+/** A sync job: configured jobs (all, or those named). */
+export async function runSync(engine: Engine, names: string[] | undefined, run: JobRun): Promise<SyncReport> {
+  const report = await sync(engine.ctx, engine.config, {
+    jobs: names,
+    signal: run.signal,
+    onEvent: (e) => run.emit('tag', { job: e.job, ...e.outcome }),
+    onBlob: (e) => {
+      if (e.type === 'fetched') {
+        engine.counters.bytesPulled += e.size;
+        engine.counters.blobCacheMisses++;
+      } else if (e.type === 'cached') engine.counters.blobCacheHits++;
+    },
+  });
+  if (report.failed > 0) throw new JobFailure(`${report.failed} tags or jobs failed; see the result`, report);
+  return report;
+}
+
+/**
+ * An uploaded archive (any format stowage reads) into the store: spooled to disk within `limit`
+ * bytes, opened, every blob digest-checked on its way into the store. Each image becomes a version
+ * named by the archive (or by `name`, for a one-image archive).
+ */
+export async function importUpload(
+  engine: Engine,
+  body: AsyncIterable<Uint8Array>,
+  opts: { limit: number; name?: string | undefined; source: string; signal?: AbortSignal | undefined },
+): Promise<StoredVersion[]> {
+  await mkdir(engine.tmpDir, { recursive: true });
+  const spool = join(engine.tmpDir, `upload-${process.pid}-${Math.random().toString(36).slice(2)}.tar`);
+  try {
+    let n = 0;
+    const limited = async function* () {
+      for await (const c of body) {
+        n += c.byteLength;
+        if (n > opts.limit) {
+          throw new StowageError(
+            'TOO_LARGE',
+            `the archive is over the upload limit of ${opts.limit} bytes (server.max-upload)`,
+          );
+        }
+        yield c;
+      }
+    };
+    await pipeline(limited, createWriteStream(spool, { flags: 'wx', mode: 0o600 }), { signal: opts.signal });
+    if (n === 0)
+      throw new StowageError(
+        'INVALID_ARCHIVE',
+        'the request body is empty; send the archive file as the body',
+      );
+    const source = await ArchiveSource.open(spool);
+    try {
+      if (opts.name && source.images.length !== 1) {
+        throw new StowageError(
+          'INVALID_ARGUMENT',
+          `name= applies to a one-image archive; this one has ${source.images.length}`,
+        );
+      }
+      const added: StoredVersion[] = [];
+      for (const img of source.images) {
+        const label = opts.name ?? img.names.find((x) => x.includes('/'));
+        if (!label) {
+          throw new StowageError(
+            'INVALID_ARGUMENT',
+            `image @${source.images.indexOf(img)} of the archive records no repository name; give ?name=REGISTRY/REPOSITORY:TAG`,
+          );
+        }
+        const ref = withDefaultTag(parseReference(label));
+        if (ref.shortName)
+          throw new StowageError(
+            'INVALID_REFERENCE',
+            `"${label}" names no registry; give REGISTRY/REPOSITORY:TAG`,
+          );
+        const plan = await planImage(source, img.descriptor.digest, {
+          all: true,
+          platform: hostPlatform(),
+          signal: opts.signal,
+        });
+        for (const b of plan.blobs) await engine.store.putBlob(b, await source.getBlob(b, opts.signal));
+        for (const d of plan.documents) await engine.store.putDocument(d.descriptor, d.bytes);
+        const version = await engine.store.addVersion({
+          repository: repositoryName(ref),
+          tag: ref.tag!,
+          descriptor: plan.root.descriptor,
+          source: opts.source,
+          taken: new Date().toISOString(),
+          platforms: plan.platforms,
+        });
+        const stored = await engine.store.find(version.id);
+        await ensureChecksum(engine.store, stored, opts.signal);
+        added.push(await engine.store.find(version.id));
+      }
+      return added;
+    } finally {
+      await source.close();
+    }
+  } finally {
+    await unlink(spool).catch(() => {});
+  }
+}
+
+/** Validates a platforms list from a request. */
+export function parsePlatforms(p: 'all' | string[] | undefined): 'all' | string[] | undefined {
+  if (p === undefined || p === 'all') return p;
+  for (const s of p) parsePlatform(s);
+  return p;
+}
+
+/** Removes a stored version and the blobs only it used. */
+export async function deleteVersion(engine: Engine, id: string): Promise<StoredVersion> {
+  const v = await engine.store.find(id);
+  if (v.id !== id) throw new StowageError('NOT_FOUND', `no archive ${id}; give its whole id`);
+  await engine.store.update((all) => all.filter((x) => x.id !== v.id));
+  await engine.store.collectGarbage();
+  await rm(join(engine.cacheDir, v.id), { recursive: true, force: true });
+  return v;
+}
+
+const building = new Map<string, Promise<{ path: string; size: number; sha256: string }>>();
+
+/**
+ * A version's docker-archive (one platform): made once with the export path and kept under the cache
+ * directory (it is reproducible, so the file never goes stale). Concurrent requests share the build.
+ */
+export function dockerArchiveFile(
+  engine: Engine,
+  version: StoredVersion,
+  platform: string | undefined,
+  signal?: AbortSignal,
+): Promise<{ path: string; size: number; sha256: string }> {
+  const p = platform ? parsePlatform(platform) : hostPlatform();
+  const label = [p.os, p.architecture, p.variant].filter(Boolean).join('-');
+  const dir = join(engine.cacheDir, version.id);
+  const path = join(dir, `docker-archive-${label}.tar`);
+  let job = building.get(path);
+  if (!job) {
+    job = (async () => {
+      const have = await stat(path).catch(() => undefined);
+      const sum = await readFile(`${path}.sha256`, 'utf8').catch(() => undefined);
+      if (have && sum) return { path, size: have.size, sha256: sum.slice(0, 64) };
+      await mkdir(dir, { recursive: true });
+      const r = await exportVersion(engine.ctx, engine.store, version.id, {
+        output: path,
+        format: 'docker-archive',
+        platforms: [p],
+        signal,
+      });
+      return { path, size: r.size ?? 0, sha256: r.sha256 ?? '' };
+    })();
+    building.set(path, job);
+    void job.finally(() => building.delete(path)).catch(() => {});
+  }
+  return job;
+}

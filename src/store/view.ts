@@ -1,0 +1,130 @@
+/**
+ * A stored version's oci-archive as a virtual file: the tar's layout is computed from the sizes the
+ * store records (the same layout `stowage pull` and `stowage archives export` write, so the same bytes
+ * and sha256), and any byte range of it is streamed from the headers, the documents and the blob files
+ * without building the archive. This is what the service's download answers Range requests from.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { layoutOciArchive } from '../archive/oci-archive.js';
+import { archiveMtime, END_OF_ARCHIVE, paddedSize } from '../archive/tar.js';
+import { StowageError } from '../errors.js';
+import { isIndexMediaType } from '../image/mediatypes.js';
+import type { Descriptor } from '../image/schemas.js';
+import { parseReference, withDefaultTag } from '../reference/reference.js';
+import { parseIndex, parseManifest } from '../transfer/plan.js';
+import { archiveAnnotations } from '../transfer/pull.js';
+import type { Store, StoredVersion } from './store.js';
+
+type Segment =
+  | { start: number; length: number; kind: 'buffer'; data: Buffer }
+  | { start: number; length: number; kind: 'file'; path: string }
+  | { start: number; length: number; kind: 'zeros' };
+
+export interface ArchiveView {
+  size: number;
+  /** Bytes [start, end] (inclusive, as in HTTP Range). */
+  read(start: number, end: number, signal?: AbortSignal): AsyncGenerator<Buffer>;
+}
+
+const ZEROS = Buffer.alloc(64 * 1024);
+
+/** The version's whole oci-archive (every platform it holds), named REPOSITORY:TAG. */
+export async function ociArchiveView(
+  store: Store,
+  version: StoredVersion,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<ArchiveView> {
+  const documents = new Map<string, Buffer>();
+  const blobs = new Map<string, Descriptor>();
+  const root = version.descriptor;
+  const rootBytes = await store.readBlob(root.digest);
+  documents.set(root.digest, rootBytes);
+  const manifests: Buffer[] = [];
+  if (isIndexMediaType(root.mediaType)) {
+    for (const child of parseIndex(rootBytes, `index ${root.digest}`).manifests) {
+      const bytes = await store.readBlob(child.digest);
+      documents.set(child.digest, bytes);
+      manifests.push(bytes);
+    }
+  } else {
+    manifests.push(rootBytes);
+  }
+  for (const bytes of manifests) {
+    const m = parseManifest(bytes, `a manifest of version ${version.id}`);
+    for (const b of [m.config, ...m.layers])
+      blobs.set(b.digest, { mediaType: b.mediaType, digest: b.digest, size: b.size });
+  }
+  for (const b of blobs.values()) {
+    const st = await stat(store.blobPath(b.digest)).catch(() => undefined);
+    if (st?.size !== b.size) {
+      throw new StowageError(
+        'INVALID_ARCHIVE',
+        `the store ${store.path} lacks blob ${b.digest} of version ${version.id} (or it has the wrong size); run stowage verify ${store.path}`,
+      );
+    }
+  }
+  const name = withDefaultTag(parseReference(`${version.repository}:${version.tag}`));
+  const { entries, size } = layoutOciArchive(
+    {
+      images: [
+        {
+          descriptor: { mediaType: root.mediaType, digest: root.digest, size: root.size },
+          annotations: archiveAnnotations(name),
+        },
+      ],
+      documents,
+      blobs: [...blobs.values()].sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0)),
+    },
+    archiveMtime(env),
+  );
+  const segments: Segment[] = [];
+  let at = 0;
+  type Part =
+    | { kind: 'buffer'; length: number; data: Buffer }
+    | { kind: 'file'; length: number; path: string }
+    | { kind: 'zeros'; length: number };
+  const add = (s: Part) => {
+    if (s.length === 0) return;
+    segments.push({ ...s, start: at });
+    at += s.length;
+  };
+  for (const e of entries) {
+    add({ kind: 'buffer', length: e.header.length, data: e.header });
+    const length = e.data ? e.data.length : (e.blob?.size ?? 0);
+    if (e.data) add({ kind: 'buffer', length, data: e.data });
+    else if (e.blob) add({ kind: 'file', length, path: store.blobPath(e.blob.digest) });
+    add({ kind: 'zeros', length: paddedSize(length) - length });
+  }
+  add({ kind: 'zeros', length: END_OF_ARCHIVE.length });
+  if (at !== size) throw new StowageError('INTERNAL', `archive layout of ${version.id}: ${at} != ${size}`);
+  return {
+    size,
+    async *read(start: number, end: number, signal?: AbortSignal) {
+      for (const s of segments) {
+        if (s.start + s.length <= start) continue;
+        if (s.start > end) break;
+        signal?.throwIfAborted();
+        const from = Math.max(start, s.start) - s.start;
+        const to = Math.min(end, s.start + s.length - 1) - s.start; // inclusive
+        if (s.kind === 'buffer') {
+          yield s.data.subarray(from, to + 1);
+        } else if (s.kind === 'zeros') {
+          for (let n = to + 1 - from; n > 0; n -= ZEROS.length)
+            yield ZEROS.subarray(0, Math.min(n, ZEROS.length));
+        } else {
+          const stream = createReadStream(s.path, { start: from, end: to, highWaterMark: 1 << 20, signal });
+          for await (const chunk of stream) yield chunk as Buffer;
+        }
+      }
+    },
+  };
+}
+
+/** The sha256 (hex) of a view's bytes. */
+export async function viewSha256(view: ArchiveView, signal?: AbortSignal): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of view.read(0, view.size - 1, signal)) h.update(c);
+  return h.digest('hex');
+}
