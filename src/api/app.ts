@@ -8,6 +8,7 @@ import { stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context as HonoContext, MiddlewareHandler } from 'hono';
+import { HTTPException } from 'hono/http-exception';
 import { streamSSE } from 'hono/streaming';
 import type { Logger } from 'pino';
 import { ERROR_CODES, StowageError, toStowageError } from '../errors.js';
@@ -151,6 +152,18 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
   });
 
   app.onError((e, c) => {
+    if (e instanceof HTTPException && e.status < 500) {
+      // Hono's own refusals (a body that is not JSON, ...).
+      const status = e.status as 400;
+      return c.json(
+        errorBody(
+          status === 400 ? 'INVALID_ARGUMENT' : 'HTTP',
+          e.message || 'invalid request',
+          c.get('requestId'),
+        ),
+        status,
+      );
+    }
     const err = e instanceof StowageError ? e : toStowageError(e);
     const http: number = ERROR_CODES[err.code]?.http ?? 500;
     // 499 is nginx's "client closed": the client is gone; 409 is what a live one would be told.
@@ -710,7 +723,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
         'x-content-sha256': sha256,
       };
       const inm = c.req.header('if-none-match');
-      if (inm && inm.split(',').some((t) => t.trim() === etag || t.trim() === '*')) {
+      if (inm?.split(',').some((t) => t.trim() === etag || t.trim() === '*')) {
         return c.body(null, 304, headers);
       }
       const ifRange = c.req.header('if-range');

@@ -24,12 +24,9 @@ export const PullRequestSchema = z
       .union([z.literal('all'), z.array(z.string().min(1).max(64)).min(1).max(16)])
       .optional()
       .openapi({ description: '"all" (default) or a list such as ["linux/amd64"]' }),
-    format: z
-      .enum(['oci-archive', 'docker-archive'])
-      .optional()
-      .openapi({
-        description: 'the format the result links download in (the store holds one copy either way)',
-      }),
+    format: z.enum(['oci-archive', 'docker-archive']).optional().openapi({
+      description: 'the format the result links download in (the store holds one copy either way)',
+    }),
   })
   .openapi('PullRequest');
 

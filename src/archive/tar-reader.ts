@@ -42,7 +42,12 @@ function parseNumber(buf: Buffer, start: number, length: number): number {
 }
 
 function checksumOk(h: Buffer): boolean {
-  const stored = parseNumber(h, 148, 8);
+  let stored: number;
+  try {
+    stored = parseNumber(h, 148, 8);
+  } catch {
+    return false;
+  }
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i]!;
   return sum === stored;
