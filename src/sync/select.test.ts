@@ -58,5 +58,19 @@ describe('config/stowage.toml.example', () => {
     const path = new URL('../../config/stowage.toml.example', import.meta.url);
     const c = parseStowageConfig(await readFile(path, 'utf8'), 'stowage.toml.example');
     expect(c.jobs.map((j) => j.name)).toEqual(['base', 'app', 'tools']);
+    expect(c.server.listen).toBe('127.0.0.1:8080');
+    expect(c.server.token?.map((t) => [t.name, t.scopes])).toEqual([
+      ['ci', ['read', 'pull']],
+      ['ops', ['admin']],
+    ]);
+  });
+
+  it('refuses a token entry that holds a token instead of its sha256, naming the key', () => {
+    expect(() =>
+      parseStowageConfig('[[server.token]]\nname = "ci"\nsha256 = "stw_abc"\nscopes = ["read"]\n', 's.toml'),
+    ).toThrow(/server\.token\[0\]\.sha256.*64 hex/);
+    expect(() =>
+      parseStowageConfig('[[server.token]]\nname = "ci"\nsha256 = "' + 'a'.repeat(64) + '"\nscopes = ["root"]\n', 's.toml'),
+    ).toThrow(/server\.token\[0\]\.scopes/);
   });
 });
