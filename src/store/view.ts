@@ -114,7 +114,7 @@ export async function ociArchiveView(
           for (let n = to + 1 - from; n > 0; n -= ZEROS.length)
             yield ZEROS.subarray(0, Math.min(n, ZEROS.length));
         } else {
-          const stream = createReadStream(s.path, { start: from, end: to, highWaterMark: 1 << 20, signal });
+          const stream = createReadStream(s.path, { start: from, end: to, highWaterMark: 4 << 20, signal });
           for await (const chunk of stream) yield chunk as Buffer;
         }
       }

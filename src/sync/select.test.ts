@@ -70,7 +70,10 @@ describe('config/stowage.toml.example', () => {
       parseStowageConfig('[[server.token]]\nname = "ci"\nsha256 = "stw_abc"\nscopes = ["read"]\n', 's.toml'),
     ).toThrow(/server\.token\[0\]\.sha256.*64 hex/);
     expect(() =>
-      parseStowageConfig('[[server.token]]\nname = "ci"\nsha256 = "' + 'a'.repeat(64) + '"\nscopes = ["root"]\n', 's.toml'),
+      parseStowageConfig(
+        '[[server.token]]\nname = "ci"\nsha256 = "' + 'a'.repeat(64) + '"\nscopes = ["root"]\n',
+        's.toml',
+      ),
     ).toThrow(/server\.token\[0\]\.scopes/);
   });
 });
