@@ -514,6 +514,40 @@ describe('stowage serve', () => {
     );
   });
 
+  it('runs configured sync jobs on request and on their cron schedule', async () => {
+    const job = `\n[[job]]\nname = "small"\nsource = "${plain.host}/fixtures/small"\ntags = ["v1"]\nschedule = "*/2 * * * * *"\n`;
+    const d = await serviceDir('svc-sync', insecureConf(plain.host));
+    // Jobs go before [server], at the top level of the TOML.
+    await writeFile(d.config, job + (await readFile(d.config, 'utf8')));
+    const s = await startService(d);
+    running.push(s);
+    const unknown = await api(s, 'admin', '/v1/syncs', { method: 'POST', json: { jobs: ['nope'] } });
+    expect(unknown.status).toBe(404);
+    expect(((await unknown.json()) as { error: { message: string } }).error.message).toContain('small');
+    const res = await api(s, 'admin', '/v1/syncs', { method: 'POST', json: { jobs: ['small'] } });
+    expect(res.status).toBe(202);
+    const done = (await waitJob(s, ((await res.json()) as { id: string }).id)) as {
+      state: string;
+      result: { failed: number; jobs: { name: string; tags: { tag: string }[] }[] };
+    };
+    expect(done.state, JSON.stringify(done)).toBe('succeeded');
+    expect(done.result.failed).toBe(0);
+    expect(done.result.jobs[0]!.tags.map((t) => t.tag)).toEqual(['v1']);
+    // The schedule queues syncs by itself.
+    let scheduled: { requestedBy: string; state: string }[] = [];
+    for (let i = 0; i < 200 && !scheduled.some((j) => j.state === 'succeeded'); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      scheduled = (
+        (await (await api(s, 'reader', '/v1/jobs?kind=sync')).json()) as { jobs: typeof scheduled }
+      ).jobs.filter((j) => j.requestedBy === 'schedule');
+    }
+    expect(scheduled.some((j) => j.state === 'succeeded')).toBe(true);
+    const archives = (await (await api(s, 'reader', '/v1/archives')).json()) as {
+      archives: { digest: string }[];
+    };
+    expect(archives.archives.map((a) => a.digest)).toEqual([h.fixtures.images.small!.digest]);
+  });
+
   it('makes an admin token on first start when none is configured, kept 0600, and listens on loopback', async () => {
     const d = await serviceDir('svc-default', insecureConf(plain.host));
     // No [[server.token]]: strip them.
