@@ -64,6 +64,25 @@ async function pullJob(s: RunningService, body: unknown) {
   return (await res.json()) as { id: string; shared: boolean; state: string };
 }
 
+/** A proxy in front of the plain registry on which GETs of the image's first layer never answer. */
+async function hangingProxy(
+  image: string,
+): Promise<{ proxy: FaultProxy; layer: string; hung: () => number }> {
+  const digest = h.fixtures.images[image]!.digest;
+  const manifest = JSON.parse(
+    await readFile(join(h.fixtures.layoutDir, 'blobs', 'sha256', digest.slice(7)), 'utf8'),
+  );
+  const layer = manifest.layers[0].digest as string;
+  let hung = 0;
+  const proxy = await startFaultProxy({
+    upstream: plain.url,
+    fault: (req) =>
+      req.method === 'GET' && (req.url ?? '').endsWith(layer) && ++hung ? { kind: 'hang' } : undefined,
+  });
+  proxies.push(proxy);
+  return { proxy, layer, hung: () => hung };
+}
+
 describe('stowage serve', () => {
   it('answers health checks anonymously and everything else only with a token of the right scope', async () => {
     const { s } = await start('svc-auth', insecureConf(plain.host));
@@ -292,23 +311,12 @@ describe('stowage serve', () => {
   });
 
   it('cancels a running job: it ends as canceled and leaves nothing in the store', async () => {
-    const large = h.fixtures.images.large!.digest;
-    const manifest = JSON.parse(
-      await readFile(join(h.fixtures.layoutDir, 'blobs', 'sha256', large.slice(7)), 'utf8'),
-    );
-    const layer = manifest.layers[0].digest as string;
-    let hung = 0;
-    const proxy = await startFaultProxy({
-      upstream: plain.url,
-      fault: (req) =>
-        (req.url ?? '').endsWith(layer) && req.method === 'GET' && ++hung ? { kind: 'hang' } : undefined,
-    });
-    proxies.push(proxy);
+    const { proxy, layer, hung } = await hangingProxy('large');
     const { d, s } = await start('svc-cancel', insecureConf(plain.host, proxy.host));
     const job = await pullJob(s, { ref: `${proxy.host}/fixtures/large:v1` });
     const events = followEvents(s, job.id);
-    for (let i = 0; i < 400 && hung === 0; i++) await new Promise((r) => setTimeout(r, 25));
-    expect(hung).toBe(1);
+    for (let i = 0; i < 400 && hung() === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(hung()).toBe(1);
     const running = (await (await api(s, 'reader', `/v1/jobs/${job.id}`)).json()) as { state: string };
     expect(running.state).toBe('running');
     expect((await api(s, 'reader', `/v1/jobs/${job.id}`, { method: 'DELETE' })).status).toBe(403);
@@ -359,23 +367,13 @@ describe('stowage serve', () => {
   });
 
   it('keeps the job history across restarts; a job cut off by a kill is shown as failed', async () => {
-    const small = h.fixtures.images.small!.digest;
-    const manifest = JSON.parse(
-      await readFile(join(h.fixtures.layoutDir, 'blobs', 'sha256', small.slice(7)), 'utf8'),
-    );
-    const layer = manifest.layers[0].digest as string;
-    let hung = 0;
-    const proxy = await startFaultProxy({
-      upstream: plain.url,
-      fault: (req) => ((req.url ?? '').endsWith(layer) && ++hung ? { kind: 'hang' } : undefined),
-    });
-    proxies.push(proxy);
+    const { proxy, hung } = await hangingProxy('small');
     const { d, s } = await start('svc-restart', insecureConf(plain.host, proxy.host));
     const ok = await pullJob(s, { ref: `${plain.host}/fixtures/multi:v1` });
     expect((await waitJob(s, ok.id)).state).toBe('succeeded');
     const cut = await pullJob(s, { ref: `${proxy.host}/fixtures/small:v1` });
-    for (let i = 0; i < 400 && hung === 0; i++) await new Promise((r) => setTimeout(r, 25));
-    expect(hung).toBeGreaterThan(0);
+    for (let i = 0; i < 400 && hung() === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(hung()).toBeGreaterThan(0);
     await s.stop('SIGKILL');
 
     const again = await startService(d);
@@ -393,8 +391,8 @@ describe('stowage serve', () => {
 
     // SIGTERM: running jobs are aborted and cleaned up, the history written, exit 0.
     const term = await pullJob(again, { ref: `${proxy.host}/fixtures/small:v1` });
-    const before = hung;
-    for (let i = 0; i < 400 && hung === before; i++) await new Promise((r) => setTimeout(r, 25));
+    const before = hung();
+    for (let i = 0; i < 400 && hung() === before; i++) await new Promise((r) => setTimeout(r, 25));
     expect(await again.stop('SIGTERM')).toBe(0);
     const saved = JSON.parse(await readFile(join(d.state, 'jobs.json'), 'utf8')) as {
       id: string;
