@@ -453,6 +453,41 @@ describe('stowage serve', () => {
     expect(all.archives).toHaveLength(1);
   });
 
+  it('pulls from and pushes to a token-auth registry with credentials from auth.json, never showing them', async () => {
+    const token = h.registries.token;
+    const d = await serviceDir('svc-creds', insecureConf(token.host));
+    const authfile = join(d.dir, 'auth.json');
+    const auth = Buffer.from(`${h.user}:${h.password}`).toString('base64');
+    await writeFile(authfile, JSON.stringify({ auths: { [token.host]: { auth } } }), { mode: 0o600 });
+    const s = await startService(d, ['--authfile', authfile]);
+    running.push(s);
+    const pulled = await pullJob(s, { ref: `${token.host}/fixtures/small:v1` });
+    const done = (await waitJob(s, pulled.id)) as { state: string; result: { archives: PulledArchive[] } };
+    expect(done.state, JSON.stringify(done)).toBe('succeeded');
+    const a = done.result.archives[0]!;
+    expect(a.digest).toBe(h.fixtures.images.small!.digest);
+    const pushed = await api(s, 'pusher', '/v1/pushes', {
+      method: 'POST',
+      json: { archive: a.id, destination: `${token.host}/restored/small:r1` },
+    });
+    expect(pushed.status).toBe(202);
+    const job = await waitJob(s, ((await pushed.json()) as { id: string }).id);
+    expect(job.state, JSON.stringify(job)).toBe('succeeded');
+    const raw = await run('skopeo', [
+      'inspect',
+      '--raw',
+      '--tls-verify=false',
+      '--creds',
+      `${h.user}:${h.password}`,
+      `docker://${token.host}/restored/small:r1`,
+    ]);
+    expect(`sha256:${sha256(Buffer.from(raw.stdout))}`).toBe(a.digest);
+    const registries = await (await api(s, 'reader', '/v1/registries')).text();
+    await s.stop();
+    noSecrets(registries + s.output() + JSON.stringify(job));
+    expect(s.output()).not.toContain(auth);
+  });
+
   it('publishes an OpenAPI document that validates and covers every route, and Prometheus metrics', async () => {
     const { s } = await start('svc-docs', insecureConf(plain.host));
     const doc = (await (await api(s, 'reader', '/openapi.json')).json()) as {
