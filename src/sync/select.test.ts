@@ -71,7 +71,7 @@ describe('config/stowage.toml.example', () => {
     ).toThrow(/server\.token\[0\]\.sha256.*64 hex/);
     expect(() =>
       parseStowageConfig(
-        '[[server.token]]\nname = "ci"\nsha256 = "' + 'a'.repeat(64) + '"\nscopes = ["root"]\n',
+        `[[server.token]]\nname = "ci"\nsha256 = "${'a'.repeat(64)}"\nscopes = ["root"]\n`,
         's.toml',
       ),
     ).toThrow(/server\.token\[0\]\.scopes/);
