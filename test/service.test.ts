@@ -488,6 +488,55 @@ describe('stowage serve', () => {
     expect(s.output()).not.toContain(auth);
   });
 
+  it('holds its limits: uploads over max-upload get 413 and leave nothing, a full queue 429', async () => {
+    const { proxy, hung } = await hangingProxy('small');
+    const { d, s } = await start(
+      'svc-limits',
+      insecureConf(plain.host, proxy.host),
+      'max-upload = "1MiB"\nconcurrent-jobs = 1\nmax-queued = 1\n',
+    );
+    // curl, as a client would: it reads the early 413 while still sending.
+    const bigFile = join(d.dir, 'big.tar');
+    await writeFile(bigFile, Buffer.alloc(3 * 1024 * 1024, 1));
+    const upload = async (extra: string[]) => {
+      const r = await run('curl', [
+        '-sS',
+        '-w',
+        '\n%{http_code}',
+        '-H',
+        `Authorization: Bearer ${TOKENS.pusher}`,
+        '-H',
+        'content-type: application/x-tar',
+        ...extra,
+        '--data-binary',
+        `@${bigFile}`,
+        `${s.url}/v1/archives`,
+      ]).catch((e: Error) => ({ stdout: e.message }));
+      return r.stdout;
+    };
+    const declared = await upload([]);
+    expect(declared).toMatch(/413$/);
+    expect(declared).toContain('TOO_LARGE');
+    // No Content-Length (a chunked body): cut off while streaming.
+    const chunked = await upload(['-H', 'Transfer-Encoding: chunked']);
+    expect(chunked).toMatch(/413$/);
+    expect(await readdir(join(d.state, 'tmp'))).toEqual([]);
+
+    // One running (hung), one queued, the third refused.
+    const first = await pullJob(s, { ref: `${proxy.host}/fixtures/small:v1` });
+    for (let i = 0; i < 400 && hung() === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    await pullJob(s, { ref: `${plain.host}/fixtures/multi:v1` });
+    const third = await api(s, 'puller', '/v1/pulls', {
+      method: 'POST',
+      json: { ref: `${plain.host}/fixtures/multiarch:v1` },
+    });
+    expect(third.status).toBe(429);
+    expect(await third.json()).toMatchObject({
+      error: { code: 'RATE_LIMITED', message: expect.stringContaining('max-queued') },
+    });
+    expect((await api(s, 'puller', `/v1/jobs/${first.id}`, { method: 'DELETE' })).status).toBe(202);
+  });
+
   it('publishes an OpenAPI document that validates and covers every route, and Prometheus metrics', async () => {
     const { s } = await start('svc-docs', insecureConf(plain.host));
     const doc = (await (await api(s, 'reader', '/openapi.json')).json()) as {
