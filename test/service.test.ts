@@ -249,8 +249,23 @@ describe('stowage serve', () => {
     );
     expect(dockerInspect.Layers).toHaveLength(3);
 
-    // The same pull again: the store has it, nothing is fetched.
-    const second = await pullJob(s, { refs: [ref] });
+    // Pinned: tag@digest must match what the tag points at.
+    const wrong = `sha256:${'0'.repeat(64)}`;
+    const pinned = await pullJob(s, { ref: `${ref}@${wrong}` });
+    const pinnedDone = (await waitJob(s, pinned.id)) as {
+      state: string;
+      error: { code: string; message: string };
+    };
+    expect(pinnedDone).toMatchObject({ state: 'failed', error: { code: 'NOT_FOUND' } });
+    expect(pinnedDone.error.message).toContain(a.digest);
+    const digestOnly = await api(s, 'puller', '/v1/pulls', {
+      method: 'POST',
+      json: { ref: `${plain.host}/fixtures/multi@${a.digest}` },
+    });
+    expect(digestOnly.status).toBe(400);
+
+    // The same pull again (pinned to the right digest): the store has it, nothing is fetched.
+    const second = await pullJob(s, { refs: [`${ref}@${a.digest}`] });
     const secondDone = (await waitJob(s, second.id)) as { result: { archives: PulledArchive[] } };
     expect(secondDone.result.archives[0]).toMatchObject({ id: a.id, sha256: a.sha256, fetched: false });
 

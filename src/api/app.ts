@@ -12,7 +12,7 @@ import { streamSSE } from 'hono/streaming';
 import type { Logger } from 'pino';
 import { ERROR_CODES, StowageError, toStowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
-import { parseRepository, repositoryName, withDefaultTag } from '../reference/reference.js';
+import { formatReference, parseRepository, repositoryName, withDefaultTag } from '../reference/reference.js';
 import type { Job, JobManager } from '../service/jobs.js';
 import type { Metrics } from '../service/metrics.js';
 import {
@@ -309,9 +309,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
         throw new StowageError('INVALID_ARGUMENT', 'give "ref" or "refs": the images to pull');
       const platforms = parsePlatforms(body.platforms);
       // Checked now, so a bad or forbidden reference is a 4xx, not a failed job.
-      const normalized = refs.map(
-        (r) => repositoryName(parsePullReference(engine, r)) + r.slice(r.lastIndexOf(':')),
-      );
+      const normalized = refs.map((r) => formatReference(parsePullReference(engine, r)));
       const request = { refs, platforms: platforms ?? 'all', format: body.format ?? 'oci-archive' };
       const key = `pull:${JSON.stringify([[...new Set(normalized)].sort(), platforms ?? 'all'])}`;
       return accepted(c, jobs.submit('pull', request, c.get('token').name, key));

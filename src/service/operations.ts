@@ -84,7 +84,7 @@ export function parsePullReference(engine: Engine, input: string): ImageReferenc
   if (!ref.tag) {
     throw new StowageError(
       'INVALID_REFERENCE',
-      `"${input}" names no tag; the store keeps versions of tags, so give repository:tag (a digest may follow it)`,
+      `"${input}" names no tag; the store keeps versions of tags, so give repository:tag (repository:tag@digest pins it)`,
     );
   }
   checkReachable(engine, ref);
@@ -197,6 +197,19 @@ export async function runPull(
         size: archive.size,
         fetched: t.action === 'fetched',
       });
+    }
+  }
+  // repo:tag@digest pins the tag: it must still point at that digest.
+  for (const ref of refs) {
+    if (!ref.digest) continue;
+    const a = archives.find((x) => x.repository === repositoryName(ref) && x.tag === ref.tag);
+    const v = a && (await engine.store.find(a.id));
+    const served = v ? (v.sourceDigest ?? v.descriptor.digest) : undefined;
+    if (served && served !== ref.digest && v?.descriptor.digest !== ref.digest) {
+      throw new StowageError(
+        'NOT_FOUND',
+        `${repositoryName(ref)}:${ref.tag} points at ${served}, not ${ref.digest}; the version was stored as ${a!.id} (pull without @digest to take it as it is)`,
+      );
     }
   }
   return { archives };
