@@ -414,7 +414,9 @@ describe('stowage serve', () => {
       state: string;
     }[];
     expect(saved.find((j) => j.id === term.id)?.state).toBe('canceled');
-    expect(await readdir(join(d.store, '.tmp'))).toEqual([]);
+    // The killed process may have left a partial blob aside (GC removes old ones); the stopped one not.
+    const leftovers = await readdir(join(d.store, '.tmp'));
+    expect(leftovers.filter((n) => n.includes(`.${again.child.pid}.`))).toEqual([]);
   });
 
   it('stores an uploaded archive and pushes it to a registry with its digest intact', async () => {
