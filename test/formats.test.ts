@@ -296,10 +296,11 @@ describe('archive formats', () => {
       const theirs = JSON.parse((await run('skopeo', ['inspect', '--raw', plainSrc])).stdout);
       const raw = JSON.parse((await run('skopeo', ['inspect', '--raw', `oci-archive:${out}`])).stdout);
       expect(raw.config.digest, src).toBe(theirs.config.digest);
-      if (!src.includes('p-')) expect(raw.config.digest, src).toBe(configDigest);
-      if (src.startsWith('oci-archive:') && src.includes('s-o'))
+      // Match file names, not the whole path: the work directory's random suffix can spell "s-o".
+      if (!src.includes('/p-')) expect(raw.config.digest, src).toBe(configDigest);
+      if (src.startsWith('oci-archive:') && src.includes('/s-o.tar'))
         expect(await skopeoDigest(`oci-archive:${out}`)).toBe(smallDigest);
-      if (src.startsWith('docker-archive:') && !src.includes('p-m') && !src.endsWith(small)) {
+      if (src.startsWith('docker-archive:') && !src.includes('/p-m.tar') && !src.endsWith(small)) {
         const again = join(w.dir, `again-${sha256(src).slice(0, 8)}.tar`);
         expect(
           (await stowage(['pull', '-q', '-f', 'docker-archive', src, '-o', again], { env: w.env })).code,
