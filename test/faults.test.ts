@@ -202,6 +202,39 @@ describe('bad input and registry faults', () => {
     expect(manifestGets.length).toBe(2);
   });
 
+  it('honours RateLimit-Remaining: 0 on a successful answer: waits out a short window, stops on a long one', async () => {
+    const limited = (reset: string) =>
+      startFaultProxy({
+        upstream: plain.url,
+        fault: (req, n) =>
+          isManifestGet(req) && n === 1
+            ? { kind: 'headers', headers: { 'ratelimit-remaining': '0;w=21600', 'ratelimit-reset': reset } }
+            : undefined,
+      });
+    // A window of hours: no further request is sent, and the error says why.
+    const long = await limited('7200');
+    proxies.push(long);
+    const w = await workdir('ratelimit', insecureConf(long.host));
+    const out = join(w.dir, 'x.tar');
+    const r = await stowage(['pull', '-q', `${long.host}/fixtures/small:v1`, '-o', out], { env: w.env });
+    expect(r.code).toBe(8);
+    expect(r.stderr).toMatch(/rate limit is used up for \d+ s more/);
+    const afterLimit = long.seen.slice(
+      long.seen.findIndex((x) => x.method === 'GET' && x.path.includes('/manifests/')) + 1,
+    );
+    expect(afterLimit).toEqual([]);
+    await expect(stat(out)).rejects.toThrow();
+    // A window of a second: the pull waits for it and completes.
+    const short = await limited('1');
+    proxies.push(short);
+    const w2 = await workdir('ratelimit-short', insecureConf(short.host));
+    const ok = await stowage(['pull', '-q', `${short.host}/fixtures/small:v1`, '-o', join(w2.dir, 'x.tar')], {
+      env: w2.env,
+    });
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(short.seen.filter((x) => isBlobPath(x.path)).length).toBeGreaterThan(0);
+  });
+
   it('does not forward Authorization when a blob redirects to another host', async () => {
     const basic = h.registries.basic;
     const auth = `Basic ${Buffer.from(`${h.user}:${h.password}`).toString('base64')}`;

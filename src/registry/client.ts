@@ -86,6 +86,9 @@ function isTlsError(e: unknown): boolean {
   );
 }
 
+/** Longest wait for a registry's rate-limit window; longer, and the request fails (RATE_LIMITED). */
+const MAX_RATE_LIMIT_WAIT_MS = 5 * 60_000;
+
 /** One request to a registry as it ended: for metrics (status 0: no answer). */
 export interface RegistryRequestRecord {
   host: string;
@@ -266,6 +269,7 @@ export class RegistryClient {
         throw this.connectionError(e);
       }
       observe(this.host, opts.method, res.statusCode, started);
+      this.noteRateLimit(res.headers);
       if (res.statusCode === 401) {
         await res.body.dump();
         if (attempt === 0 && replayable && this.auth.setChallenge(res.headers['www-authenticate'])) {
@@ -290,8 +294,45 @@ export class RegistryClient {
     }
   }
 
-  /** Waits for this request's turn under the requests-per-second limit. */
+  /**
+   * Reads a response's rate-limit headers (RateLimit-Remaining / RateLimit-Reset, as Docker Hub and the
+   * IETF draft spell them): none left means no request to this registry until the window resets.
+   */
+  private noteRateLimit(headers: Dispatcher.ResponseData['headers']): void {
+    const first = (name: string) => {
+      const v = headers[name];
+      return (Array.isArray(v) ? v[0] : v)?.trim();
+    };
+    const remaining = first('ratelimit-remaining');
+    if (remaining === undefined || Number.parseInt(remaining, 10) !== 0) return;
+    const seconds = (v: string | undefined) => {
+      const n = v === undefined ? Number.NaN : Number.parseInt(v, 10);
+      return Number.isFinite(n) && n >= 0 ? n : undefined;
+    };
+    // Reset in seconds; else Retry-After; else the window (";w=SECONDS") the limit counts over.
+    const wait =
+      seconds(first('ratelimit-reset')) ??
+      seconds(first('retry-after')) ??
+      seconds(/;\s*w=(\d+)/.exec(remaining)?.[1]) ??
+      60;
+    this.pausedUntil = Math.max(this.pausedUntil, Date.now() + wait * 1000);
+  }
+
+  private pausedUntil = 0;
+
+  /** Waits for this request's turn: the registry's own rate limit, then the requests-per-second limit. */
   private async pace(): Promise<void> {
+    const paused = this.pausedUntil - Date.now();
+    if (paused > 0) {
+      if (paused > MAX_RATE_LIMIT_WAIT_MS) {
+        throw new StowageError(
+          'RATE_LIMITED',
+          `${this.host} says its rate limit is used up for ${Math.ceil(paused / 1000)} s more (RateLimit-Remaining: 0); try again later, or lower requests-per-second for it`,
+          { retryable: false },
+        );
+      }
+      await new Promise((r) => setTimeout(r, paused));
+    }
     if (!this.interval) return;
     const now = Date.now();
     const at = Math.max(now, this.nextSlot);

@@ -12,7 +12,9 @@ export type Fault =
   | { kind: 'drop-request'; afterBytes: number }
   | { kind: 'redirect'; location: string }
   /** No answer at all: the request stays open until the client gives up or is killed. */
-  | { kind: 'hang' };
+  | { kind: 'hang' }
+  /** The registry's answer, with these headers added (rate-limit headers, say). */
+  | { kind: 'headers'; headers: Record<string, string> };
 
 export interface SeenRequest {
   method: string;
@@ -60,7 +62,7 @@ export async function startFaultProxy(opts: {
     const up = request(
       { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers },
       (upRes) => {
-        const resHeaders = { ...upRes.headers };
+        const resHeaders = { ...upRes.headers, ...(fault?.kind === 'headers' ? fault.headers : {}) };
         // The registry's own absolute URLs (upload locations) point back through the proxy.
         if (typeof resHeaders.location === 'string' && resHeaders.location.startsWith(upstream.origin))
           resHeaders.location = self + resHeaders.location.slice(upstream.origin.length);
