@@ -19,7 +19,7 @@ import {
   withDefaultTag,
 } from '../reference/reference.js';
 import { exportVersion } from '../store/archives.js';
-import type { Store, StoredVersion } from '../store/store.js';
+import type { ArchiveStore, StoredVersion } from '../store/store.js';
 import { ociArchiveView, viewSha256 } from '../store/view.js';
 import type { JobConfig, StowageConfig } from '../sync/config.js';
 import { type SyncReport, sync } from '../sync/sync.js';
@@ -41,7 +41,7 @@ export class JobFailure extends StowageError {
 
 export interface Engine {
   ctx: Context;
-  store: Store;
+  store: ArchiveStore;
   config: StowageConfig;
   /** Where uploads are spooled. */
   tmpDir: string;
@@ -111,7 +111,7 @@ export interface PulledArchive {
 
 /** Computes and records a version's oci-archive checksum if the store has none yet. */
 export async function ensureChecksum(
-  store: Store,
+  store: ArchiveStore,
   version: StoredVersion,
   signal?: AbortSignal,
 ): Promise<{ sha256: string; size: number }> {
@@ -150,6 +150,7 @@ export async function runPull(
     engine.ctx,
     { ...engine.config, jobs, retention: {}, materialize: undefined },
     {
+      store: engine.store,
       signal: run.signal,
       onEvent: (e) =>
         run.emit('tag', {
@@ -266,6 +267,7 @@ export function destinationFor(engine: Engine, destination: string, version?: St
 /** A sync job: configured jobs (all, or those named). */
 export async function runSync(engine: Engine, names: string[] | undefined, run: JobRun): Promise<SyncReport> {
   const report = await sync(engine.ctx, engine.config, {
+    store: engine.store,
     jobs: names,
     signal: run.signal,
     onEvent: (e) => run.emit('tag', { job: e.job, ...e.outcome }),

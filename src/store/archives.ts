@@ -4,7 +4,6 @@
  * sha256 is recorded once computed. `df` compares what all archives would take with what the store
  * holds on disk.
  */
-import { stat } from 'node:fs/promises';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import type { PlatformSpec } from '../image/platform.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
@@ -14,7 +13,7 @@ import type { ArchiveFormat } from '../transfer/archive-source.js';
 import type { Context } from '../transfer/context.js';
 import type { ProgressListener } from '../transfer/progress.js';
 import { type PullResult, pull } from '../transfer/pull.js';
-import type { Store, StoredVersion } from './store.js';
+import type { ArchiveStore, StoredVersion } from './store.js';
 
 export interface ExportOptions {
   output: string;
@@ -28,7 +27,7 @@ export interface ExportOptions {
 
 export async function exportVersion(
   ctx: Context,
-  store: Store,
+  store: ArchiveStore,
   idOrName: string,
   opts: ExportOptions,
 ): Promise<PullResult & { version: StoredVersion }> {
@@ -79,13 +78,13 @@ export interface DiskUsage {
   reclaimable: { versions: number; bytes: number };
 }
 
-export async function diskUsage(store: Store, config: StowageConfig): Promise<DiskUsage> {
+export async function diskUsage(store: ArchiveStore, config: StowageConfig): Promise<DiskUsage> {
   const versions = await store.versions();
   const sizes = new Map<string, number>();
   const sizeOf = async (digest: string) => {
     let n = sizes.get(digest);
     if (n === undefined) {
-      n = (await stat(store.blobPath(digest)).catch(() => undefined))?.size ?? 0;
+      n = (await store.blobSize(digest)) ?? 0;
       sizes.set(digest, n);
     }
     return n;

@@ -10,6 +10,7 @@
  * them.
  */
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncDir, writeFileAtomic } from '../archive/atomic.js';
@@ -59,7 +60,40 @@ function compactTime(iso: string): string {
 
 const LOCK_STALE_MS = 10 * 60_000;
 
-export class Store {
+/**
+ * What the sync engine and the service need of an archive store. `Store` keeps it as an OCI layout on
+ * a file system; another backend (an S3-compatible object store) implements the same methods.
+ * `path` names the store in messages and is where exports read it as an OCI layout.
+ */
+export interface ArchiveStore {
+  readonly path: string;
+  hasBlob(digest: string): Promise<boolean>;
+  /** A stored blob's size, or undefined when it is not there. */
+  blobSize(digest: string): Promise<number | undefined>;
+  readBlob(digest: string, limit?: number): Promise<Buffer>;
+  /** A blob's bytes (the whole blob, or `start`..`end` inclusive). */
+  openBlob(
+    digest: string,
+    range?: { start: number; end: number },
+    signal?: AbortSignal,
+  ): AsyncIterable<Uint8Array>;
+  /** Stores a blob, digest-checked; durable before it returns. */
+  putBlob(d: Descriptor, body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void>;
+  putDocument(d: Descriptor, bytes: Buffer): Promise<void>;
+  versions(): Promise<StoredVersion[]>;
+  latest(repository: string, tag: string): Promise<StoredVersion | undefined>;
+  find(idOrName: string): Promise<StoredVersion>;
+  update(
+    fn: (versions: StoredVersion[]) => StoredVersion[] | Promise<StoredVersion[]>,
+  ): Promise<StoredVersion[]>;
+  addVersion(v: Omit<StoredVersion, 'id'>): Promise<StoredVersion>;
+  recordArchive(id: string, archive: { sha256: string; size: number }): Promise<void>;
+  referenced(versions: StoredVersion[]): Promise<Set<string>>;
+  collectGarbage(): Promise<{ blobs: number; bytes: number }>;
+  diskBytes(): Promise<number>;
+}
+
+export class Store implements ArchiveStore {
   private constructor(readonly path: string) {}
 
   /** Opens (creating if needed) the store at `path`. */
@@ -78,6 +112,19 @@ export class Store {
 
   blobPath(digest: string): string {
     return join(this.path, 'blobs', 'sha256', digestHex(digest));
+  }
+
+  openBlob(
+    digest: string,
+    range?: { start: number; end: number },
+    signal?: AbortSignal,
+  ): AsyncIterable<Uint8Array> {
+    return createReadStream(this.blobPath(digest), { ...range, highWaterMark: 4 << 20, signal });
+  }
+
+  async blobSize(digest: string): Promise<number | undefined> {
+    const st = await stat(this.blobPath(digest)).catch(() => undefined);
+    return st?.isFile() ? st.size : undefined;
   }
 
   async hasBlob(digest: string): Promise<boolean> {

@@ -5,8 +5,6 @@
  * without building the archive. This is what the service's download answers Range requests from.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import { layoutOciArchive } from '../archive/oci-archive.js';
 import { archiveMtime, END_OF_ARCHIVE, paddedSize } from '../archive/tar.js';
 import { StowageError } from '../errors.js';
@@ -15,11 +13,11 @@ import type { Descriptor } from '../image/schemas.js';
 import { parseReference, withDefaultTag } from '../reference/reference.js';
 import { parseIndex, parseManifest } from '../transfer/plan.js';
 import { archiveAnnotations } from '../transfer/pull.js';
-import type { Store, StoredVersion } from './store.js';
+import type { ArchiveStore, StoredVersion } from './store.js';
 
 type Segment =
   | { start: number; length: number; kind: 'buffer'; data: Buffer }
-  | { start: number; length: number; kind: 'file'; path: string }
+  | { start: number; length: number; kind: 'blob'; digest: string }
   | { start: number; length: number; kind: 'zeros' };
 
 export interface ArchiveView {
@@ -32,7 +30,7 @@ const ZEROS = Buffer.alloc(64 * 1024);
 
 /** The version's whole oci-archive (every platform it holds), named REPOSITORY:TAG. */
 export async function ociArchiveView(
-  store: Store,
+  store: ArchiveStore,
   version: StoredVersion,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<ArchiveView> {
@@ -57,8 +55,7 @@ export async function ociArchiveView(
       blobs.set(b.digest, { mediaType: b.mediaType, digest: b.digest, size: b.size });
   }
   for (const b of blobs.values()) {
-    const st = await stat(store.blobPath(b.digest)).catch(() => undefined);
-    if (st?.size !== b.size) {
+    if ((await store.blobSize(b.digest)) !== b.size) {
       throw new StowageError(
         'INVALID_ARCHIVE',
         `the store ${store.path} lacks blob ${b.digest} of version ${version.id} (or it has the wrong size); run stowage verify ${store.path}`,
@@ -83,7 +80,7 @@ export async function ociArchiveView(
   let at = 0;
   type Part =
     | { kind: 'buffer'; length: number; data: Buffer }
-    | { kind: 'file'; length: number; path: string }
+    | { kind: 'blob'; length: number; digest: string }
     | { kind: 'zeros'; length: number };
   const add = (s: Part) => {
     if (s.length === 0) return;
@@ -94,7 +91,7 @@ export async function ociArchiveView(
     add({ kind: 'buffer', length: e.header.length, data: e.header });
     const length = e.data ? e.data.length : (e.blob?.size ?? 0);
     if (e.data) add({ kind: 'buffer', length, data: e.data });
-    else if (e.blob) add({ kind: 'file', length, path: store.blobPath(e.blob.digest) });
+    else if (e.blob) add({ kind: 'blob', length, digest: e.blob.digest });
     add({ kind: 'zeros', length: paddedSize(length) - length });
   }
   add({ kind: 'zeros', length: END_OF_ARCHIVE.length });
@@ -114,8 +111,11 @@ export async function ociArchiveView(
           for (let n = to + 1 - from; n > 0; n -= ZEROS.length)
             yield ZEROS.subarray(0, Math.min(n, ZEROS.length));
         } else {
-          const stream = createReadStream(s.path, { start: from, end: to, highWaterMark: 4 << 20, signal });
-          for await (const chunk of stream) yield chunk as Buffer;
+          for await (const chunk of store.openBlob(s.digest, { start: from, end: to }, signal)) {
+            yield Buffer.isBuffer(chunk)
+              ? chunk
+              : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+          }
         }
       }
     },

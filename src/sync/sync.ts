@@ -5,7 +5,6 @@
  * the store holds is never fetched again (the mirror is fed from the store when it can). One failing
  * tag does not stop the others; each job ends with retention, the run with a blob garbage collection.
  */
-import { createReadStream } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StowageError, toStowageError } from '../errors.js';
@@ -14,7 +13,7 @@ import type { Descriptor } from '../image/schemas.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
 import type { RegistryClient } from '../registry/client.js';
 import { exportVersion } from '../store/archives.js';
-import { Store, type StoredVersion } from '../store/store.js';
+import { type ArchiveStore, Store, type StoredVersion } from '../store/store.js';
 import type { Context } from '../transfer/context.js';
 import { Limiter } from '../transfer/limiter.js';
 import { type ImagePlan, planImage } from '../transfer/plan.js';
@@ -62,6 +61,8 @@ export interface SyncReport {
 }
 
 export interface SyncOptions {
+  /** The store to use (default: the file-system store at config.storePath). */
+  store?: ArchiveStore | undefined;
   /** Only these jobs (by name). */
   jobs?: string[] | undefined;
   dryRun?: boolean | undefined;
@@ -100,7 +101,7 @@ export async function sync(ctx: Context, config: StowageConfig, opts: SyncOption
     );
   }
   const jobs = opts.jobs?.length ? config.jobs.filter((j) => opts.jobs!.includes(j.name)) : config.jobs;
-  const store = await Store.open(config.storePath);
+  const store = opts.store ?? (await Store.open(config.storePath));
   const report: SyncReport = {
     dryRun: !!opts.dryRun,
     store: config.storePath,
@@ -129,7 +130,7 @@ export async function sync(ctx: Context, config: StowageConfig, opts: SyncOption
 
 async function runJob(
   ctx: Context,
-  store: Store,
+  store: ArchiveStore,
   config: StowageConfig,
   job: JobConfig,
   opts: SyncOptions,
@@ -215,7 +216,7 @@ async function runJob(
 }
 
 async function syncTag(
-  store: Store,
+  store: ArchiveStore,
   storing: Map<string, Promise<void>>,
   source: RegistrySource,
   repository: string,
@@ -298,9 +299,7 @@ async function syncTag(
     if (mirror && !mirrorCurrent) {
       // Blobs the store holds go to the mirror from disk; the rest stream from the source.
       const open = async (d: Descriptor, signal?: AbortSignal) =>
-        (await store.hasBlob(d.digest))
-          ? createReadStream(store.blobPath(d.digest), { highWaterMark: 1 << 20, signal })
-          : fromSource(d, signal);
+        (await store.hasBlob(d.digest)) ? store.openBlob(d.digest, undefined, signal) : fromSource(d, signal);
       await mirror.uploader.blobs(plan.blobs, open, mirror.host === endpoint.host ? [endpoint.path] : []);
       const children = plan.documents.filter((d) => d.descriptor.digest !== plan.root.descriptor.digest);
       await mirror.uploader.manifests(children, plan.root, [tag]);
@@ -321,7 +320,7 @@ function sourceDigest(v: StoredVersion): string {
 
 /** What the store made of a source digest for repository:tag, if it has it. */
 async function storedFor(
-  store: Store,
+  store: ArchiveStore,
   repository: string,
   tag: string,
   digest: string,
@@ -335,7 +334,7 @@ async function storedFor(
 /** Writes each newly stored version as a tarball (with .sha256) under `dir`: REPOSITORY/TAG@DIGEST.tar. */
 async function materialize(
   ctx: Context,
-  store: Store,
+  store: ArchiveStore,
   target: { dir: string; format: 'oci-archive' | 'docker-archive' },
   repository: string,
   outcomes: TagOutcome[],
