@@ -17,7 +17,7 @@ import { writeFileAtomic } from './archive/atomic.js';
 import { StowageError } from './errors.js';
 import { JobManager } from './service/jobs.js';
 import { createMetrics } from './service/metrics.js';
-import { type Engine, JobFailure, runPull, runPush, runSync } from './service/operations.js';
+import { type Engine, runPull, runPush, runSync } from './service/operations.js';
 import { Store } from './store/store.js';
 import { loadStowageConfig, parseSize, type StowageConfig } from './sync/config.js';
 import { Context } from './transfer/context.js';
@@ -118,9 +118,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     cacheDir: join(state, 'cache'),
     counters: { bytesPulled: 0, bytesPushed: 0, blobCacheHits: 0, blobCacheMisses: 0 },
   };
-  let jobs: JobManager;
-  const metrics = createMetrics(engine, () => jobs);
-  jobs = new JobManager({
+  const jobs = new JobManager({
     stateFile: join(state, 'jobs.json'),
     concurrency: config.server['concurrent-jobs'] ?? 2,
     maxQueued: config.server['max-queued'] ?? 100,
@@ -129,14 +127,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       pull: (run) =>
         runPull(engine, run.job.request as { refs: string[]; platforms?: 'all' | string[] }, run),
       push: (run) => runPush(engine, run.job.request as { archive: string; destination: string }, run),
-      sync: async (run) => {
-        try {
-          return await runSync(engine, (run.job.request as { jobs?: string[] }).jobs, run);
-        } catch (e) {
-          if (e instanceof JobFailure) run.emit('report', e.result);
-          throw e;
-        }
-      },
+      // A sync with failed tags fails the job and keeps its report as the result.
+      sync: (run) => runSync(engine, (run.job.request as { jobs?: string[] }).jobs, run),
     },
     onChange: (job) => {
       if (job.state === 'failed')
@@ -145,6 +137,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     },
   });
   await jobs.load();
+  const metrics = createMetrics(engine, jobs);
 
   // Schedules: each job with `schedule` queues a sync of itself (a run still going is shared).
   const crons = config.jobs

@@ -12,7 +12,13 @@ import { streamSSE } from 'hono/streaming';
 import type { Logger } from 'pino';
 import { ERROR_CODES, StowageError, toStowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
-import { formatReference, parseRepository, repositoryName, withDefaultTag } from '../reference/reference.js';
+import {
+  formatReference,
+  parseReference,
+  parseRepository,
+  repositoryName,
+  withDefaultTag,
+} from '../reference/reference.js';
 import type { Job, JobManager } from '../service/jobs.js';
 import type { Metrics } from '../service/metrics.js';
 import {
@@ -163,7 +169,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
         status,
       );
     }
-    const err = e instanceof StowageError ? e : toStowageError(e);
+    const err = toStowageError(e);
     const http: number = ERROR_CODES[err.code]?.http ?? 500;
     // 499 is nginx's "client closed": the client is gone; 409 is what a live one would be told.
     const status = (http === 499 ? 409 : http) as 400;
@@ -825,7 +831,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
     }),
     async (c) => {
       const q = c.req.valid('query');
-      checkReachable(engine, withDefaultTag(parseRepository(q.ref.replace(/[:@][^/]*$/, ''))));
+      checkReachable(engine, withDefaultTag(parseReference(q.ref)));
       const r = await inspect(engine.ctx, q.ref, {
         raw: q.raw === 'true',
         platform: q.platform ? parsePlatform(q.platform) : undefined,

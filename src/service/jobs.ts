@@ -12,6 +12,16 @@ import { writeFileAtomic } from '../archive/atomic.js';
 import { StowageError, toStowageError } from '../errors.js';
 
 export type JobKind = 'pull' | 'push' | 'sync';
+
+/** A job that failed with a result worth keeping (a sync with failed tags): the job keeps it. */
+export class JobFailure extends StowageError {
+  constructor(
+    message: string,
+    readonly result: unknown,
+  ) {
+    super('REGISTRY', message);
+  }
+}
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
 
 export const TERMINAL: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'canceled']);
@@ -290,7 +300,8 @@ export class JobManager {
           message: 'canceled; nothing partial was left',
         });
       } else {
-        this.finish(job, 'failed', undefined, { code: err.code, message: err.message });
+        const result = e instanceof JobFailure ? e.result : undefined;
+        this.finish(job, 'failed', result, { code: err.code, message: err.message });
       }
     }
   }

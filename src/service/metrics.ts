@@ -14,7 +14,7 @@ export interface Metrics {
   close(): void;
 }
 
-export function createMetrics(engine: Engine, jobs: () => JobManager): Metrics {
+export function createMetrics(engine: Engine, jobs: JobManager): Metrics {
   const registry = new Registry();
   const counter = (name: string, help: string, read: () => number) =>
     new Counter({
@@ -54,7 +54,7 @@ export function createMetrics(engine: Engine, jobs: () => JobManager): Metrics {
     registers: [registry],
     collect() {
       this.reset();
-      for (const [kind, states] of Object.entries(jobs().counts())) {
+      for (const [kind, states] of Object.entries(jobs.counts())) {
         for (const [state, n] of Object.entries(states)) this.set({ kind, state }, n);
       }
     },

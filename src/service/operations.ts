@@ -22,22 +22,12 @@ import { exportVersion } from '../store/archives.js';
 import type { ArchiveStore, StoredVersion } from '../store/store.js';
 import { ociArchiveView, viewSha256 } from '../store/view.js';
 import type { JobConfig, StowageConfig } from '../sync/config.js';
-import { type SyncReport, sync } from '../sync/sync.js';
+import { type BlobEvent, type SyncReport, sync } from '../sync/sync.js';
 import { ArchiveSource } from '../transfer/archive-source.js';
 import type { Context } from '../transfer/context.js';
 import { planImage } from '../transfer/plan.js';
 import { push } from '../transfer/push.js';
-import type { JobRun } from './jobs.js';
-
-/** A job that ended in failure but has a result worth keeping (a sync with failed tags). */
-export class JobFailure extends StowageError {
-  constructor(
-    message: string,
-    readonly result: unknown,
-  ) {
-    super('REGISTRY', message);
-  }
-}
+import { JobFailure, type JobRun } from './jobs.js';
 
 export interface Engine {
   ctx: Context;
@@ -61,12 +51,11 @@ function hostMatches(pattern: string, host: string): boolean {
 
 /**
  * Refuses a reference the service may not reach: blocked in registries.conf (403), outside the
- * server's allow-list (403), or a short name with nowhere to resolve (400). Returns the candidates.
+ * server's allow-list (403), or a short name with nowhere to resolve (400).
  */
-export function checkReachable(engine: Engine, ref: ImageReference): ImageReference[] {
-  const candidates = engine.ctx.candidates(ref);
+export function checkReachable(engine: Engine, ref: ImageReference): void {
   const allow = engine.config.server['allow-registries'];
-  for (const c of candidates) {
+  for (const c of engine.ctx.candidates(ref)) {
     const endpoint = engine.ctx.endpoint(c);
     if (allow && !allow.some((p) => hostMatches(p, endpoint.host))) {
       throw new StowageError(
@@ -75,7 +64,6 @@ export function checkReachable(engine: Engine, ref: ImageReference): ImageRefere
       );
     }
   }
-  return candidates;
 }
 
 /** Parses "repo:tag" references for a pull; a digest-only reference has no tag to keep versions of. */
@@ -122,6 +110,16 @@ export async function ensureChecksum(
   return archive;
 }
 
+/** Counts a stored blob for the metrics: fetched from a registry, or found in the store. */
+function countBlob(engine: Engine, e: BlobEvent): void {
+  if (e.type === 'fetched') {
+    engine.counters.bytesPulled += e.size;
+    engine.counters.blobCacheMisses++;
+  } else if (e.type === 'cached') {
+    engine.counters.blobCacheHits++;
+  }
+}
+
 /** A pull job: each tag into the store (HEAD first; only missing blobs fetched). */
 export async function runPull(
   engine: Engine,
@@ -131,17 +129,17 @@ export async function runPull(
   const refs = req.refs.map((r) => parsePullReference(engine, r));
   const platforms = req.platforms ?? 'all';
   // One ad-hoc sync job per repository, its tags listed.
-  const byRepo = new Map<string, { source: string; tags: string[] }>();
+  const byRepo = new Map<string, string[]>();
   for (const ref of refs) {
     const source = formatReference({ ...ref, tag: undefined, digest: undefined });
-    const entry = byRepo.get(source) ?? { source, tags: [] };
-    if (!entry.tags.includes(ref.tag!)) entry.tags.push(ref.tag!);
-    byRepo.set(source, entry);
+    const tags = byRepo.get(source) ?? [];
+    if (!tags.includes(ref.tag!)) tags.push(ref.tag!);
+    byRepo.set(source, tags);
   }
-  const jobs: JobConfig[] = [...byRepo.values()].map((r, i) => ({
+  const jobs: JobConfig[] = [...byRepo].map(([source, tags], i) => ({
     name: `pull-${i}`,
-    source: r.source,
-    tags: r.tags,
+    source,
+    tags,
     platforms,
     archive: true,
   }));
@@ -153,23 +151,15 @@ export async function runPull(
       store: engine.store,
       signal: run.signal,
       onEvent: (e) =>
-        run.emit('tag', {
-          repository: byRepo.get(jobs.find((j) => j.name === e.job)!.source)!.source,
-          ...e.outcome,
-        }),
+        run.emit('tag', { repository: jobs.find((j) => j.name === e.job)!.source, ...e.outcome }),
       onBlob: (e) => {
+        countBlob(engine, e);
         if (e.type === 'planned') {
           progress.blobs++;
           progress.bytes += e.size;
         } else {
           progress.blobsDone++;
           progress.bytesDone += e.size;
-          if (e.type === 'fetched') {
-            engine.counters.bytesPulled += e.size;
-            engine.counters.blobCacheMisses++;
-          } else {
-            engine.counters.blobCacheHits++;
-          }
         }
         run.progress(progress);
       },
@@ -177,15 +167,31 @@ export async function runPull(
   );
   run.signal.throwIfAborted();
   const failures = report.jobs.flatMap((j) => [
-    ...(j.error ? [j.error] : []),
-    ...j.tags.filter((t) => t.action === 'failed').map((t) => `${j.source}:${t.tag}: ${t.error}`),
+    ...(j.error ? [{ code: j.code, message: j.error }] : []),
+    ...j.tags
+      .filter((t) => t.action === 'failed')
+      .map((t) => ({ code: t.code, message: `${j.source}:${t.tag}: ${t.error}` })),
   ]);
-  if (failures.length) throw new StowageError(firstCode(failures[0]!), failures.join('; '));
+  if (failures.length) {
+    const code = (failures[0]!.code ?? 'REGISTRY') as StowageError['code'];
+    throw new StowageError(code, failures.map((f) => f.message).join('; '));
+  }
+  // The newest version of each tag, from one read of the index.
+  const newest = new Map((await engine.store.versions()).map((v) => [`${v.repository}:${v.tag}`, v]));
   const archives: PulledArchive[] = [];
   for (const j of report.jobs) {
     for (const t of j.tags) {
-      const v = await engine.store.latest(j.source, t.tag);
+      const v = newest.get(`${j.source}:${t.tag}`);
       if (!v) throw new StowageError('INTERNAL', `${j.source}:${t.tag} was synced but is not in the store`);
+      // repo:tag@digest pins the tag: it must still point at that digest.
+      const pin = refs.find((r) => r.digest && repositoryName(r) === j.source && r.tag === t.tag)?.digest;
+      const served = v.sourceDigest ?? v.descriptor.digest;
+      if (pin && pin !== served && pin !== v.descriptor.digest) {
+        throw new StowageError(
+          'NOT_FOUND',
+          `${j.source}:${t.tag} points at ${served}, not ${pin}; the version was stored as ${v.id} (pull without @digest to take it as it is)`,
+        );
+      }
       const archive = await ensureChecksum(engine.store, v, run.signal);
       archives.push({
         id: v.id,
@@ -200,28 +206,7 @@ export async function runPull(
       });
     }
   }
-  // repo:tag@digest pins the tag: it must still point at that digest.
-  for (const ref of refs) {
-    if (!ref.digest) continue;
-    const a = archives.find((x) => x.repository === repositoryName(ref) && x.tag === ref.tag);
-    const v = a && (await engine.store.find(a.id));
-    const served = v ? (v.sourceDigest ?? v.descriptor.digest) : undefined;
-    if (served && served !== ref.digest && v?.descriptor.digest !== ref.digest) {
-      throw new StowageError(
-        'NOT_FOUND',
-        `${repositoryName(ref)}:${ref.tag} points at ${served}, not ${ref.digest}; the version was stored as ${a!.id} (pull without @digest to take it as it is)`,
-      );
-    }
-  }
   return { archives };
-}
-
-/** A sync report keeps only messages; their wording tells a missing image from the rest. */
-function firstCode(message: string): StowageError['code'] {
-  if (/not found|unknown/i.test(message)) return 'NOT_FOUND';
-  if (/blocked/i.test(message)) return 'BLOCKED';
-  if (/denied|rejected the credentials|requires authentication/i.test(message)) return 'DENIED';
-  return 'REGISTRY';
 }
 
 export interface PushRequest {
@@ -233,15 +218,13 @@ export interface PushRequest {
 export async function runPush(engine: Engine, req: PushRequest, run: JobRun): Promise<unknown> {
   const version = await engine.store.find(req.archive);
   const dest = destinationFor(engine, req.destination, version);
-  const before = { bytes: 0 };
   const result = await push(engine.ctx, `oci:${engine.store.path}:${version.descriptor.digest}`, dest, {
     signal: run.signal,
     onProgress: (e) => {
+      const p = run.job.progress;
       if (e.type === 'plan') run.progress({ blobs: e.blobs, bytes: e.totalBytes });
-      if (e.type === 'blob-done') {
-        before.bytes += e.size;
-        run.progress({ bytesDone: before.bytes, blobsDone: (run.job.progress.blobsDone ?? 0) + 1 });
-      }
+      if (e.type === 'blob-done')
+        run.progress({ bytesDone: p.bytesDone + e.size, blobsDone: p.blobsDone + 1 });
     },
   });
   engine.counters.bytesPushed += result.stats.bytes;
@@ -271,12 +254,7 @@ export async function runSync(engine: Engine, names: string[] | undefined, run: 
     jobs: names,
     signal: run.signal,
     onEvent: (e) => run.emit('tag', { job: e.job, ...e.outcome }),
-    onBlob: (e) => {
-      if (e.type === 'fetched') {
-        engine.counters.bytesPulled += e.size;
-        engine.counters.blobCacheMisses++;
-      } else if (e.type === 'cached') engine.counters.blobCacheHits++;
-    },
+    onBlob: (e) => countBlob(engine, e),
   });
   if (report.failed > 0) throw new JobFailure(`${report.failed} tags or jobs failed; see the result`, report);
   return report;
@@ -352,9 +330,9 @@ export async function importUpload(
           taken: new Date().toISOString(),
           platforms: plan.platforms,
         });
+        // The stored entry (an identical version already there keeps its own time and checksum).
         const stored = await engine.store.find(version.id);
-        await ensureChecksum(engine.store, stored, opts.signal);
-        added.push(await engine.store.find(version.id));
+        added.push({ ...stored, archive: await ensureChecksum(engine.store, stored, opts.signal) });
       }
       return added;
     } finally {

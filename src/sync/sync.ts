@@ -41,6 +41,8 @@ export interface TagOutcome {
   /** Bytes of blobs fetched from the source for this tag. */
   fetchedBytes: number;
   error?: string | undefined;
+  /** The error's stable code (StowageError), with `error`. */
+  code?: string | undefined;
 }
 
 export interface JobReport {
@@ -49,6 +51,8 @@ export interface JobReport {
   tags: TagOutcome[];
   pruned: { id: string; tag: string; digest: string; taken: string }[];
   error?: string | undefined;
+  /** The error's stable code (StowageError), with `error`. */
+  code?: string | undefined;
 }
 
 export interface SyncReport {
@@ -58,6 +62,12 @@ export interface SyncReport {
   fetchedBytes: number;
   failed: number;
   garbage?: { blobs: number; bytes: number } | undefined;
+}
+
+export interface BlobEvent {
+  type: 'planned' | 'fetched' | 'cached';
+  digest: string;
+  size: number;
 }
 
 export interface SyncOptions {
@@ -70,9 +80,7 @@ export interface SyncOptions {
   signal?: AbortSignal | undefined;
   onEvent?: ((e: { job: string; tag: string; outcome: TagOutcome }) => void) | undefined;
   /** Blobs as they are stored: planned (per tag), fetched, or found in the store already. */
-  onBlob?:
-    | ((e: { type: 'planned' | 'fetched' | 'cached'; digest: string; size: number }) => void)
-    | undefined;
+  onBlob?: ((e: BlobEvent) => void) | undefined;
 }
 
 function platformsOf(job: JobConfig): 'all' | ReturnType<typeof parsePlatform>[] {
@@ -210,7 +218,9 @@ async function runJob(
       }),
     );
   } catch (e) {
-    report.error = toStowageError(e).message;
+    const err = toStowageError(e);
+    report.error = err.message;
+    report.code = err.code;
   }
   return report;
 }
@@ -308,7 +318,9 @@ async function syncTag(
     outcome.action = 'fetched';
   } catch (e) {
     outcome.action = 'failed';
-    outcome.error = toStowageError(e).message;
+    const err = toStowageError(e);
+    outcome.error = err.message;
+    outcome.code = err.code;
   }
   return outcome;
 }
