@@ -19,10 +19,8 @@ import { JobManager } from './service/jobs.js';
 import { createMetrics } from './service/metrics.js';
 import { type Engine, runPull, runPush, runSync } from './service/operations.js';
 import { Store } from './store/store.js';
-import { loadStowageConfig, parseSize, type StowageConfig } from './sync/config.js';
+import { DEFAULT_LISTEN, loadStowageConfig, parseSize, type StowageConfig } from './sync/config.js';
 import { Context } from './transfer/context.js';
-
-export const DEFAULT_LISTEN = '127.0.0.1:8080';
 
 export interface ServeOptions {
   config?: string | undefined;

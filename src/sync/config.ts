@@ -74,6 +74,9 @@ const serverSchema = z.strictObject({
 
 export type ServerConfig = z.infer<typeof serverSchema>;
 
+/** Where `stowage serve` listens without [server] listen or --listen: loopback only. */
+export const DEFAULT_LISTEN = '127.0.0.1:8080';
+
 export function parseSize(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)$/.exec(s);
   if (!m) throw new StowageError('INVALID_CONFIG', `"${s}" is not a size such as 512MiB or 20GiB`);
