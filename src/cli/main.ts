@@ -5,6 +5,7 @@ import { loginCommand, logoutCommand } from './login.js';
 import { pullCommand } from './pull.js';
 import { copyCommand, pushCommand } from './push.js';
 import { registriesCommand } from './registries.js';
+import { exportCommand, flattenCommand, importCommand } from './rootfs.js';
 import { serveCommand, tokenCommand } from './serve.js';
 import { archivesCommand, dfCommand, syncCommand } from './sync.js';
 import { tagsCommand } from './tags.js';
@@ -33,6 +34,9 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
   inspectCommand(program);
   tagsCommand(program);
   verifyCommand(program, setExitCode);
+  exportCommand(program);
+  importCommand(program);
+  flattenCommand(program);
   syncCommand(program, setExitCode);
   archivesCommand(program);
   dfCommand(program);

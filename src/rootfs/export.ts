@@ -1,0 +1,409 @@
+/**
+ * `stowage export`: an image's layers applied in order into one root filesystem tarball, without
+ * extracting anything to disk.
+ *
+ * Two passes over the layers. The first reads headers only (file contents stream past unread) and works
+ * out the final tree (merge.ts). The second streams the layers again and writes each surviving entry
+ * as it passes, file contents straight from the decompressor to the output; a layer with nothing left
+ * to give is not read again, and reading stops once a layer's last survivor has passed. Registry layers
+ * are kept in a spool directory between the passes, so no blob is fetched twice. Memory holds the tree
+ * of headers, never a file's contents.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { finished } from 'node:stream/promises';
+import { AtomicFile, sha256Line, writeFileAtomic } from '../archive/atomic.js';
+import { decompressed } from '../archive/decompress.js';
+import { readSmallBlob } from '../archive/docker-archive.js';
+import { END_OF_ARCHIVE, paddedSize } from '../archive/tar.js';
+import { StowageError } from '../errors.js';
+import { DigestVerifier } from '../image/digest.js';
+import { hostPlatform, type PlatformSpec } from '../image/platform.js';
+import {
+  type Descriptor,
+  type ImageConfig,
+  type ImageManifest,
+  imageConfigSchema,
+} from '../image/schemas.js';
+import { formatReference, withDefaultTag } from '../reference/reference.js';
+import { parseTransportReference } from '../reference/transport.js';
+import { ArchiveSource } from '../transfer/archive-source.js';
+import type { Context } from '../transfer/context.js';
+import { parseManifest, planImage } from '../transfer/plan.js';
+import { RegistrySource } from '../transfer/registry-source.js';
+import type { ImageSource } from '../transfer/source.js';
+import { type FsNode, type Inode, type LayerEntry, nodePath, RootfsMerger } from './merge.js';
+import { type FsEntry, fsEntryHeader, readTar } from './tar.js';
+
+/** One image, resolved to a single platform's manifest and config. */
+export interface ResolvedImage {
+  /** What the user named, fully qualified where it was a registry reference. */
+  reference: string;
+  source: ImageSource;
+  /** The source is a registry (its blobs cost a download each time they are read). */
+  remote: boolean;
+  manifestDigest: string;
+  manifestMediaType: string;
+  manifest: ImageManifest;
+  configBytes: Buffer;
+  config: ImageConfig;
+  /** Names the image had (for archives), e.g. "registry/repo:tag". */
+  names: string[];
+  close(): Promise<void>;
+}
+
+/** Opens any transport reference and picks one platform's image. */
+export async function resolveImage(
+  ctx: Context,
+  input: string,
+  platform: PlatformSpec | undefined,
+  signal?: AbortSignal,
+): Promise<ResolvedImage> {
+  const t = parseTransportReference(input);
+  const want = platform ?? hostPlatform();
+  const finish = async (
+    source: ImageSource,
+    reference: string,
+    remote: boolean,
+    names: string[],
+    digestOrTag: string,
+    close: () => Promise<void>,
+  ): Promise<ResolvedImage> => {
+    const plan = await planImage(source, digestOrTag, { platform: want, signal });
+    const root = plan.root;
+    const manifest = parseManifest(root.bytes, `manifest ${root.descriptor.digest} of ${reference}`);
+    const controller = new AbortController();
+    const configBytes = await readSmallBlob(
+      (d, s) => source.getBlob(d, s),
+      manifest.config,
+      signal ?? controller.signal,
+    );
+    let config: ImageConfig;
+    try {
+      config = imageConfigSchema.parse(JSON.parse(configBytes.toString('utf8')));
+    } catch {
+      throw new StowageError(
+        'INVALID_MANIFEST',
+        `config ${manifest.config.digest} of ${reference} is not a valid image config`,
+      );
+    }
+    return {
+      reference,
+      source,
+      remote,
+      manifestDigest: root.descriptor.digest,
+      manifestMediaType: root.descriptor.mediaType,
+      manifest,
+      configBytes,
+      config,
+      names,
+      close,
+    };
+  };
+  if (t.transport === 'docker') {
+    const parsed = withDefaultTag(t.ref);
+    return ctx.withCandidates(parsed, (ref) =>
+      ctx.pullFrom(ref, (client, endpoint) =>
+        finish(
+          new RegistrySource(client, endpoint.path),
+          formatReference(ref),
+          true,
+          ref.tag ? [formatReference({ ...ref, digest: undefined })] : [],
+          ref.digest ?? ref.tag!,
+          async () => {},
+        ),
+      ),
+    );
+  }
+  const source = await ArchiveSource.open(t.path, t.transport);
+  try {
+    const listed = source.select('name' in t ? t.name : undefined);
+    return await finish(source, input, false, listed.names, listed.descriptor.digest, () => source.close());
+  } catch (e) {
+    await source.close();
+    throw e;
+  }
+}
+
+/** The layers of an image as plain tar streams, each digest-checked while read. */
+export class LayerReader {
+  private spool: string | undefined;
+  private readonly spooled = new Set<number>();
+  constructor(
+    private readonly image: ResolvedImage,
+    /** Where registry layers wait between passes (created on first use, removed by close). */
+    private readonly spoolParent: string,
+  ) {}
+
+  get count(): number {
+    return this.image.manifest.layers.length;
+  }
+
+  describe(i: number): string {
+    const d = this.image.manifest.layers[i]!;
+    return `layer ${i + 1} (${d.digest}) of ${this.image.reference}`;
+  }
+
+  /** The plain tar bytes of layer `i`. `keep` spools a registry layer for a later read. */
+  async open(i: number, signal: AbortSignal | undefined, keep: boolean): Promise<AsyncIterable<Uint8Array>> {
+    const d: Descriptor = this.image.manifest.layers[i]!;
+    if (this.spooled.has(i)) return decompressed(createReadStream(join(this.spool!, String(i))));
+    const controller = new AbortController();
+    const body = await this.image.source.getBlob(d, signal ?? controller.signal);
+    const verifier = new DigestVerifier(d.digest, d.size, this.describe(i));
+    let sink: ReturnType<typeof createWriteStream> | undefined;
+    if (keep && this.image.remote) {
+      this.spool ??= await mkdtemp(join(this.spoolParent, '.stowage-export-'));
+      sink = createWriteStream(join(this.spool, String(i)));
+    }
+    const spooled = this.spooled;
+    async function* checked(): AsyncGenerator<Uint8Array> {
+      try {
+        for await (const c of body) {
+          verifier.update(c);
+          if (sink && !sink.write(c)) await new Promise<void>((r) => sink!.once('drain', () => r()));
+          yield c;
+        }
+        verifier.finish();
+        if (sink) {
+          sink.end();
+          await finished(sink);
+          spooled.add(i);
+        }
+      } finally {
+        sink?.destroy();
+      }
+    }
+    return decompressed(checked());
+  }
+
+  async close(): Promise<void> {
+    if (this.spool) await rm(this.spool, { recursive: true, force: true });
+  }
+}
+
+export interface RootfsStats {
+  /** Entries written (files, directories, links, devices). */
+  entries: number;
+  /** Bytes of file contents written. */
+  contentBytes: number;
+  /** Entries read from all layers in the first pass. */
+  layerEntries: number;
+}
+
+function withName(entry: FsEntry, name: string): FsEntry {
+  return { ...entry, name };
+}
+
+/**
+ * The root filesystem as a tar stream. Deterministic: the same layers give the same bytes (entries in
+ * layer order, each written where its final version passes; headers rebuilt from the layers' metadata).
+ */
+export async function* rootfsTar(
+  layers: LayerReader,
+  stats: RootfsStats,
+  signal?: AbortSignal,
+): AsyncGenerator<Buffer> {
+  const merger = new RootfsMerger((l) => layers.describe(l));
+  for (let l = 0; l < layers.count; l++) {
+    const list: LayerEntry[] = [];
+    let index = 0;
+    for await (const ev of readTar(await layers.open(l, signal, true), layers.describe(l))) {
+      if (ev.kind === 'entry') list.push({ index: index++, entry: ev.entry });
+    }
+    merger.addLayer(l, list);
+    signal?.throwIfAborted();
+  }
+  stats.layerEntries = merger.entries;
+  const actions = merger.actions();
+
+  const header = (node: FsNode): Buffer[] => {
+    const out: Buffer[] = [];
+    const chain: FsNode[] = [];
+    for (let p = node.parent; p?.parent; p = p.parent) if (!p.written) chain.push(p);
+    for (const p of chain.reverse()) {
+      p.written = true;
+      stats.entries++;
+      out.push(fsEntryHeader(withName(p.entry, nodePath(p))));
+    }
+    return out;
+  };
+  const writeNode = (node: FsNode): Buffer[] => {
+    if (node.written) return [];
+    const out = header(node);
+    node.written = true;
+    stats.entries++;
+    out.push(fsEntryHeader(withName(node.entry, nodePath(node))));
+    return out;
+  };
+
+  for (let l = 0; l < layers.count; l++) {
+    const todo = actions.get(l);
+    if (!todo || todo.size === 0) continue;
+    let remaining = todo.size;
+    let index = 0;
+    let copying: Inode | undefined;
+    let copied = 0;
+    const events = readTar(await layers.open(l, signal, false), layers.describe(l));
+    for await (const ev of events) {
+      if (ev.kind === 'entry') {
+        const act = todo.get(index++);
+        if (!act) continue;
+        remaining--;
+        if ('names' in act) {
+          const names = [...act.names];
+          const primary = names[0]!;
+          const out = header(primary);
+          primary.written = true;
+          stats.entries++;
+          out.push(
+            fsEntryHeader(withName({ ...act.entry, type: 'file', size: ev.entry.size }, nodePath(primary))),
+          );
+          yield Buffer.concat(out);
+          copying = act;
+          copied = 0;
+        } else {
+          const out = writeNode(act);
+          if (out.length) yield Buffer.concat(out);
+        }
+      } else if (ev.kind === 'data') {
+        if (copying) {
+          copied += ev.chunk.byteLength;
+          stats.contentBytes += ev.chunk.byteLength;
+          yield ev.chunk as Buffer;
+        }
+      } else if (copying) {
+        const names = [...copying.names];
+        const primary = names[0]!;
+        const out: Buffer[] = [Buffer.alloc(paddedSize(copied) - copied)];
+        const target = nodePath(primary);
+        for (const n of names.slice(1)) {
+          out.push(...header(n));
+          n.written = true;
+          stats.entries++;
+          out.push(
+            fsEntryHeader({
+              ...copying.entry,
+              name: nodePath(n),
+              type: 'hardlink',
+              size: 0,
+              linkname: target,
+            }),
+          );
+        }
+        copying = undefined;
+        yield Buffer.concat(out);
+        if (remaining === 0) break;
+      } else if (remaining === 0) {
+        break;
+      }
+    }
+    signal?.throwIfAborted();
+  }
+  const rest: Buffer[] = [];
+  for (const node of merger.unwritten()) rest.push(...writeNode(node));
+  rest.push(END_OF_ARCHIVE);
+  yield Buffer.concat(rest);
+}
+
+/** Gathers small writes into large ones (headers are 512 bytes; contents come in 1 MiB chunks). */
+export async function* coalesce(input: AsyncIterable<Uint8Array>, size = 1 << 20): AsyncGenerator<Buffer> {
+  let parts: Uint8Array[] = [];
+  let n = 0;
+  for await (const c of input) {
+    parts.push(c);
+    n += c.byteLength;
+    if (n >= size) {
+      yield parts.length === 1
+        ? Buffer.from(parts[0]!.buffer, parts[0]!.byteOffset, n)
+        : Buffer.concat(parts, n);
+      parts = [];
+      n = 0;
+    }
+  }
+  if (n) yield Buffer.concat(parts, n);
+}
+
+export interface ExportOptions {
+  /** File to write, or "-" for standard output. */
+  output: string;
+  platform?: PlatformSpec | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+export interface ExportResult extends RootfsStats {
+  reference: string;
+  digest: string;
+  platform: string;
+  layers: number;
+  path: string;
+  /** Bytes written. */
+  size: number;
+  sha256: string;
+}
+
+async function checkOutputPath(output: string): Promise<void> {
+  if (output === '-') return;
+  const dir = dirname(resolve(output));
+  const s = await stat(dir).catch(() => undefined);
+  if (!s?.isDirectory())
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      `cannot write ${output}: directory ${dir} does not exist; create it first`,
+    );
+  const o = await stat(output).catch(() => undefined);
+  if (o?.isDirectory())
+    throw new StowageError('INVALID_ARGUMENT', `cannot write ${output}: it is a directory; give a file path`);
+}
+
+/** Writes an image's root filesystem as one tarball (with a `.sha256` beside it when it is a file). */
+export async function exportRootfs(ctx: Context, input: string, opts: ExportOptions): Promise<ExportResult> {
+  await checkOutputPath(opts.output);
+  const image = await resolveImage(ctx, input, opts.platform, opts.signal);
+  const layers = new LayerReader(image, opts.output === '-' ? tmpdir() : dirname(resolve(opts.output)));
+  const stats: RootfsStats = { entries: 0, contentBytes: 0, layerEntries: 0 };
+  const hash = createHash('sha256');
+  let size = 0;
+  try {
+    const chunks = coalesce(rootfsTar(layers, stats, opts.signal));
+    if (opts.output === '-') {
+      for await (const c of chunks) {
+        hash.update(c);
+        size += c.length;
+        if (!process.stdout.write(c)) await new Promise((r) => process.stdout.once('drain', r));
+      }
+    } else {
+      const file = await AtomicFile.create(opts.output);
+      try {
+        for await (const c of chunks) {
+          hash.update(c);
+          size += c.length;
+          await file.handle.write(c);
+        }
+        await file.commit();
+      } catch (e) {
+        await file.abort();
+        throw e;
+      }
+    }
+  } finally {
+    await layers.close();
+    await image.close();
+  }
+  const sha256 = hash.digest('hex');
+  if (opts.output !== '-') await writeFileAtomic(`${opts.output}.sha256`, sha256Line(sha256, opts.output));
+  const c = image.config;
+  return {
+    reference: image.reference,
+    digest: image.manifestDigest,
+    platform: [c.os, c.architecture, c.variant].filter(Boolean).join('/'),
+    layers: layers.count,
+    path: opts.output,
+    size,
+    sha256,
+    ...stats,
+  };
+}
