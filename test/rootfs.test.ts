@@ -12,6 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { describe, expect, it } from 'vitest';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { startFaultProxy } from './harness/fault-proxy.js';
 import { buildImage, Layout } from './harness/fixtures.js';
 import { run } from './harness/processes.js';
 import { flipByte, podmanFlags } from './harness/tools.js';
@@ -185,7 +186,7 @@ async function makeTar(
   path: string,
   entries: {
     name: string;
-    type?: tar.Headers['type'];
+    type?: tar.Header['type'];
     content?: string;
     linkname?: string;
     mode?: number;
@@ -252,6 +253,54 @@ describe('export from any transport', () => {
     );
     expect(r.code, r.stderr).toBe(0);
     expect((await tarState(arm)).items.get('etc/arch')?.sha256).toBe(sha256('arm64\n'));
+  });
+
+  it('streams the large fixture with flat memory, spooling registry layers once', async () => {
+    const w = await workdir('export-large', insecureConf(reg.host));
+    // The same runtime's peak for a small image is the baseline (it differs between Node versions).
+    const small = await stowage(
+      ['export', '-q', `${reg.host}/fixtures/small:v1`, '-o', join(w.dir, 'small.tar')],
+      {
+        env: w.env,
+        measureRss: true,
+      },
+    );
+    expect(small.code).toBe(0);
+    const out = join(w.dir, 'large.tar');
+    const r = await stowage(['export', '--json', `${reg.host}/fixtures/large:v1`, '-o', out], {
+      env: w.env,
+      measureRss: true,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).contentBytes).toBeGreaterThanOrEqual(h.fixtures.largeLayerBytes);
+    expect((await stat(out)).size).toBeGreaterThan(h.fixtures.largeLayerBytes);
+    // Holding half the layer in memory would already break this bound.
+    expect(r.maxRss!).toBeLessThan(small.maxRss! + h.fixtures.largeLayerBytes / 2);
+    // The spool directory is gone; the checksum file checks.
+    expect((await readdir(w.dir)).filter((n) => n.startsWith('.stowage'))).toEqual([]);
+    expect((await run('sha256sum', ['-c', 'large.tar.sha256'], { cwd: w.dir })).stdout).toContain('OK');
+  });
+
+  it('fetches each layer from the registry once, for both passes', async () => {
+    const proxy = await startFaultProxy({ upstream: reg.url });
+    try {
+      const w = await workdir('export-once', insecureConf(proxy.host));
+      const r = await stowage(
+        ['export', '-q', `${proxy.host}/fixtures/multi:v1`, '-o', join(w.dir, 'x.tar')],
+        {
+          env: w.env,
+        },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      const blobGets = proxy.seen
+        .filter((s) => s.method === 'GET' && s.path.includes('/blobs/'))
+        .map((s) => s.path);
+      // Three layers and the config, each once.
+      expect(blobGets).toHaveLength(4);
+      expect(new Set(blobGets).size).toBe(4);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('refuses a layer whose bytes do not match its digest, leaving nothing at the path', async () => {

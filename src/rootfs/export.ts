@@ -15,9 +15,11 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { finished } from 'node:stream/promises';
-import { AtomicFile, sha256Line, writeFileAtomic } from '../archive/atomic.js';
+import { AtomicFile, SyncAhead, sha256Line, writeFileAtomic } from '../archive/atomic.js';
 import { decompressed } from '../archive/decompress.js';
 import { readSmallBlob } from '../archive/docker-archive.js';
+import { ArchiveHasher } from '../archive/hasher.js';
+import { GarbageBudget } from '../archive/memory.js';
 import { END_OF_ARCHIVE, paddedSize } from '../archive/tar.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
@@ -130,8 +132,9 @@ export async function resolveImage(
 
 /** The layers of an image as plain tar streams, each digest-checked while read. */
 export class LayerReader {
-  private spool: string | undefined;
+  private spool: Promise<string> | undefined;
   private readonly spooled = new Set<number>();
+  private readonly checked = new Set<number>();
   constructor(
     private readonly image: ResolvedImage,
     /** Where registry layers wait between passes (created on first use, removed by close). */
@@ -147,19 +150,24 @@ export class LayerReader {
     return `layer ${i + 1} (${d.digest}) of ${this.image.reference}`;
   }
 
-  /** The plain tar bytes of layer `i`. `keep` spools a registry layer for a later read. */
-  async open(i: number, signal: AbortSignal | undefined, keep: boolean): Promise<AsyncIterable<Uint8Array>> {
+  /**
+   * The plain tar bytes of layer `i`. The first read checks the digest (and spools a registry layer
+   * for the reads after it); later reads are of the same checked bytes and are not hashed again.
+   */
+  async open(i: number, signal: AbortSignal | undefined): Promise<AsyncIterable<Uint8Array>> {
     const d: Descriptor = this.image.manifest.layers[i]!;
-    if (this.spooled.has(i)) return decompressed(createReadStream(join(this.spool!, String(i))));
+    if (this.spooled.has(i)) return decompressed(createReadStream(join(await this.spool!, String(i))));
     const controller = new AbortController();
     const body = await this.image.source.getBlob(d, signal ?? controller.signal);
+    if (this.checked.has(i)) return decompressed(body);
     const verifier = new DigestVerifier(d.digest, d.size, this.describe(i));
     let sink: ReturnType<typeof createWriteStream> | undefined;
-    if (keep && this.image.remote) {
-      this.spool ??= await mkdtemp(join(this.spoolParent, '.stowage-export-'));
-      sink = createWriteStream(join(this.spool, String(i)));
+    if (this.image.remote) {
+      this.spool ??= mkdtemp(join(this.spoolParent, '.stowage-export-'));
+      sink = createWriteStream(join(await this.spool, String(i)));
     }
     const spooled = this.spooled;
+    const done = this.checked;
     async function* checked(): AsyncGenerator<Uint8Array> {
       try {
         for await (const c of body) {
@@ -168,6 +176,7 @@ export class LayerReader {
           yield c;
         }
         verifier.finish();
+        done.add(i);
         if (sink) {
           sink.end();
           await finished(sink);
@@ -181,9 +190,12 @@ export class LayerReader {
   }
 
   async close(): Promise<void> {
-    if (this.spool) await rm(this.spool, { recursive: true, force: true });
+    if (this.spool) await rm(await this.spool, { recursive: true, force: true });
   }
 }
+
+/** Layers read at once in the first pass. */
+const SCAN_CONCURRENCY = 2;
 
 export interface RootfsStats {
   /** Entries written (files, directories, links, devices). */
@@ -208,14 +220,27 @@ export async function* rootfsTar(
   signal?: AbortSignal,
 ): AsyncGenerator<Buffer> {
   const merger = new RootfsMerger((l) => layers.describe(l));
-  for (let l = 0; l < layers.count; l++) {
-    const list: LayerEntry[] = [];
-    let index = 0;
-    for await (const ev of readTar(await layers.open(l, signal, true), layers.describe(l))) {
-      if (ev.kind === 'entry') list.push({ index: index++, entry: ev.entry });
+  const budget = new GarbageBudget();
+  // First pass: headers only, SCAN_CONCURRENCY layers at a time (decompression runs on libuv's pool).
+  const lists: (LayerEntry[] | undefined)[] = [];
+  let next = 0;
+  const scan = async () => {
+    while (next < layers.count) {
+      const l = next++;
+      const list: LayerEntry[] = [];
+      let index = 0;
+      for await (const ev of readTar(await layers.open(l, signal), layers.describe(l))) {
+        if (ev.kind === 'entry') list.push({ index: index++, entry: ev.entry });
+        else if (ev.kind === 'data') budget.spend(ev.chunk.byteLength);
+      }
+      lists[l] = list;
+      signal?.throwIfAborted();
     }
-    merger.addLayer(l, list);
-    signal?.throwIfAborted();
+  };
+  await Promise.all(Array.from({ length: Math.min(SCAN_CONCURRENCY, layers.count) }, scan));
+  for (let l = 0; l < layers.count; l++) {
+    merger.addLayer(l, lists[l]!);
+    lists[l] = undefined;
   }
   stats.layerEntries = merger.entries;
   const actions = merger.actions();
@@ -247,7 +272,7 @@ export async function* rootfsTar(
     let index = 0;
     let copying: Inode | undefined;
     let copied = 0;
-    const events = readTar(await layers.open(l, signal, false), layers.describe(l));
+    const events = readTar(await layers.open(l, signal), layers.describe(l));
     for await (const ev of events) {
       if (ev.kind === 'entry') {
         const act = todo.get(index++);
@@ -270,6 +295,7 @@ export async function* rootfsTar(
           if (out.length) yield Buffer.concat(out);
         }
       } else if (ev.kind === 'data') {
+        budget.spend(ev.chunk.byteLength);
         if (copying) {
           copied += ev.chunk.byteLength;
           stats.contentBytes += ev.chunk.byteLength;
@@ -367,24 +393,46 @@ export async function exportRootfs(ctx: Context, input: string, opts: ExportOpti
   const stats: RootfsStats = { entries: 0, contentBytes: 0, layerEntries: 0 };
   const hash = createHash('sha256');
   let size = 0;
+  let sha256 = '';
+  let parts: Buffer[] = [];
+  let pending = 0;
+  let file: AtomicFile | undefined;
+  let syncAhead: SyncAhead | undefined;
+  const flush = async () => {
+    if (pending === 0) return;
+    await file!.handle.writev(parts);
+    syncAhead!.wrote(pending);
+    size += pending;
+    parts = [];
+    pending = 0;
+  };
   try {
-    const chunks = coalesce(rootfsTar(layers, stats, opts.signal));
     if (opts.output === '-') {
-      for await (const c of chunks) {
+      for await (const c of coalesce(rootfsTar(layers, stats, opts.signal))) {
         hash.update(c);
         size += c.length;
         if (!process.stdout.write(c)) await new Promise((r) => process.stdout.once('drain', r));
       }
+      sha256 = hash.digest('hex');
     } else {
-      const file = await AtomicFile.create(opts.output);
+      file = await AtomicFile.create(opts.output);
+      syncAhead = new SyncAhead(file.handle);
+      // The file's sha256 is computed on a worker thread that reads back what was written.
+      const hasher = new ArchiveHasher(file.tmpPath, [{ start: 0, length: -1 }]);
       try {
-        for await (const c of chunks) {
-          hash.update(c);
-          size += c.length;
-          await file.handle.write(c);
+        for await (const c of rootfsTar(layers, stats, opts.signal)) {
+          parts.push(c);
+          pending += c.length;
+          if (pending >= 1 << 20) await flush();
+          hasher.written(0, size);
         }
+        await flush();
+        hasher.close(0, size);
+        sha256 = (await hasher.finish()).archive;
+        await syncAhead.settle();
         await file.commit();
       } catch (e) {
+        hasher.abort();
         await file.abort();
         throw e;
       }
@@ -393,7 +441,6 @@ export async function exportRootfs(ctx: Context, input: string, opts: ExportOpti
     await layers.close();
     await image.close();
   }
-  const sha256 = hash.digest('hex');
   if (opts.output !== '-') await writeFileAtomic(`${opts.output}.sha256`, sha256Line(sha256, opts.output));
   const c = image.config;
   return {
