@@ -20,5 +20,12 @@ if (!existsSync(entry)) {
   process.stderr.write('stowage: not built yet; run `npm run build` in the stowage directory first\n');
   process.exit(1);
 }
+// A reader that goes away (`stowage export -o - | head`) ends the output, not with a stack trace.
+process.stdout.on('error', (e) => {
+  // A command writing to stdout listens itself, to clean up and fail properly.
+  if (process.stdout.listenerCount('error') > 1) return;
+  if (e.code === 'EPIPE') process.exit(process.exitCode || 141);
+  throw e;
+});
 const { main } = await import(entry.href);
 process.exitCode = await main(process.argv);

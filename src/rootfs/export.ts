@@ -353,6 +353,18 @@ export async function* coalesce(input: AsyncIterable<Uint8Array>, size = 1 << 20
   if (n) yield Buffer.concat(parts, n);
 }
 
+function drainOrError(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('error', done);
+      resolve();
+    };
+    stream.once('drain', done);
+    stream.once('error', done);
+  });
+}
+
 export interface ExportOptions {
   /** File to write, or "-" for standard output. */
   output: string;
@@ -408,10 +420,21 @@ export async function exportRootfs(ctx: Context, input: string, opts: ExportOpti
   };
   try {
     if (opts.output === '-') {
-      for await (const c of coalesce(rootfsTar(layers, stats, opts.signal))) {
-        hash.update(c);
-        size += c.length;
-        if (!process.stdout.write(c)) await new Promise((r) => process.stdout.once('drain', r));
+      let closed: Error | undefined;
+      const onError = (e: Error) => {
+        closed = e;
+      };
+      process.stdout.on('error', onError);
+      try {
+        for await (const c of coalesce(rootfsTar(layers, stats, opts.signal))) {
+          hash.update(c);
+          size += c.length;
+          if (!process.stdout.write(c) && !closed) await drainOrError(process.stdout);
+          if (closed)
+            throw new StowageError('IO', `standard output closed before the root filesystem was written (${closed.message})`);
+        }
+      } finally {
+        process.stdout.off('error', onError);
       }
       sha256 = hash.digest('hex');
     } else {
