@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, harness, insecureConf, stowage, workdir } from './harness/cli.js';
@@ -246,6 +246,52 @@ describe('sync', () => {
     expect(
       JSON.parse((await stowage(['archives', '--json', '--config', config], { env: w.env })).stdout),
     ).toHaveLength(20);
+  });
+
+  it('mirrors one source to two registries fetching each blob once, through a bounded blob cache', async () => {
+    const proxy = await startFaultProxy({ upstream: plain.url });
+    proxies.push(proxy);
+    const tls = h.registries.tls;
+    const w = await workdir('sync-cache', insecureConf(plain.host, proxy.host, tls.host));
+    const config = join(w.dir, 'stowage.toml');
+    const cacheDir = join(w.dir, 'cache');
+    const jobs = (bound: string, suffix: string) =>
+      [
+        `[store]\npath = "${join(w.dir, 'store')}"`,
+        `[cache]\npath = "${cacheDir}-${suffix}"\nmax-size = "${bound}"`,
+        `[[job]]\nname = "to-plain"\nsource = "${proxy.host}/sync/app"\ntags = ["1.0.0", "1.1.0"]\narchive = false\nmirror = "${plain.host}/cached-${suffix}/app"`,
+        `[[job]]\nname = "to-tls"\nsource = "${proxy.host}/sync/app"\ntags = ["1.0.0", "1.1.0"]\narchive = false\nmirror = "${tls.host}/cached-${suffix}/app"`,
+      ].join('\n\n');
+    await writeFile(config, jobs('3MiB', 'a'));
+    const r = await stowage(['sync', '--json', '--config', config], { env: w.env });
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout);
+    for (const j of report.jobs)
+      expect(j.tags.map((t: { mirror: string }) => t.mirror)).toEqual(['pushed', 'pushed']);
+    // Two destinations, yet every blob came from the source once: the second job's came from the cache.
+    const gets = blobGets(proxy).map((g) => g.path);
+    expect(gets.length).toBeGreaterThan(0);
+    expect(new Set(gets).size).toBe(gets.length);
+    for (const dest of [`${plain.host}/cached-a/app:1.1.0`, `${tls.host}/cached-a/app:1.1.0`]) {
+      const raw = await run('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${dest}`]);
+      expect(`sha256:${createHash('sha256').update(raw.stdout).digest('hex')}`).toBe(
+        repo.digests.get('1.1.0'),
+      );
+    }
+    const cached = await readdir(`${cacheDir}-a`);
+    expect(cached.length).toBe(new Set(gets).size);
+    // A bound smaller than the shared 2 MiB base layer: it is not kept (fetched once per job), the
+    // small blobs are, and the cache stays within its bound.
+    await writeFile(config, jobs('1MiB', 'b'));
+    const from = proxy.seen.length;
+    const r2 = await stowage(['sync', '--json', '--config', config], { env: w.env });
+    expect(r2.code, r2.stderr).toBe(0);
+    const gets2 = blobGets(proxy, from).map((g) => g.path);
+    expect(gets2.length).toBe(new Set(gets2).size + 1);
+    let total = 0;
+    for (const f of await readdir(`${cacheDir}-b`)) total += (await stat(join(`${cacheDir}-b`, f))).size;
+    expect(total).toBeGreaterThan(0);
+    expect(total).toBeLessThanOrEqual(1024 * 1024);
   });
 
   it('runs a mirroring job and an archiving job together; an unreachable source fails its job only', async () => {

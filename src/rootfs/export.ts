@@ -431,7 +431,10 @@ export async function exportRootfs(ctx: Context, input: string, opts: ExportOpti
           size += c.length;
           if (!process.stdout.write(c) && !closed) await drainOrError(process.stdout);
           if (closed)
-            throw new StowageError('IO', `standard output closed before the root filesystem was written (${closed.message})`);
+            throw new StowageError(
+              'IO',
+              `standard output closed before the root filesystem was written (${closed.message})`,
+            );
         }
       } finally {
         process.stdout.off('error', onError);

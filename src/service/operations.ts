@@ -21,6 +21,7 @@ import {
 import { exportVersion } from '../store/archives.js';
 import type { ArchiveStore, StoredVersion } from '../store/store.js';
 import { ociArchiveView, viewSha256 } from '../store/view.js';
+import { BlobCache } from '../sync/blob-cache.js';
 import type { JobConfig, StowageConfig } from '../sync/config.js';
 import { type BlobEvent, type SyncReport, sync } from '../sync/sync.js';
 import { ArchiveSource } from '../transfer/archive-source.js';
@@ -37,6 +38,8 @@ export interface Engine {
   tmpDir: string;
   /** Where made docker-archives are kept, by version id. */
   cacheDir: string;
+  /** The mirror blob cache all sync jobs share (opened on first use). */
+  blobCache?: Promise<BlobCache | undefined> | undefined;
   /** Counters the metrics read. */
   counters: { bytesPulled: number; bytesPushed: number; blobCacheHits: number; blobCacheMisses: number };
 }
@@ -249,8 +252,14 @@ export function destinationFor(engine: Engine, destination: string, version?: St
 
 /** A sync job: configured jobs (all, or those named). */
 export async function runSync(engine: Engine, names: string[] | undefined, run: JobRun): Promise<SyncReport> {
+  const { path, maxBytes } = engine.config.cache;
+  engine.blobCache ??= maxBytes > 0 ? BlobCache.open(path, maxBytes) : Promise.resolve(undefined);
+  engine.blobCache.catch(() => {
+    engine.blobCache = undefined;
+  });
   const report = await sync(engine.ctx, engine.config, {
     store: engine.store,
+    blobCache: await engine.blobCache,
     jobs: names,
     signal: run.signal,
     onEvent: (e) => run.emit('tag', { job: e.job, ...e.outcome }),

@@ -12,6 +12,7 @@ import { parseTomlFile } from '../config/registries.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { parseRepository } from '../reference/reference.js';
+import { DEFAULT_BLOB_CACHE_BYTES } from './blob-cache.js';
 
 const duration = z.string().regex(/^\d+(s|m|h|d|w)$/, 'a duration such as 90d, 12h or 2w');
 
@@ -93,6 +94,14 @@ export const stowageConfigSchema = z.strictObject({
       'materialize-format': z.enum(['oci-archive', 'docker-archive']).optional(),
     })
     .optional(),
+  /** The mirror blob cache (blobs on their way to mirrors, kept for other jobs and runs). */
+  cache: z
+    .strictObject({
+      path: z.string().min(1).optional(),
+      /** Bound in bytes ("2GiB"); "0B" turns the cache off. */
+      'max-size': z.string().optional(),
+    })
+    .optional(),
   retention: retentionSchema.optional(),
   registries: z.record(z.string(), limitSchema).optional(),
   job: z.array(jobSchema).optional(),
@@ -106,10 +115,25 @@ export interface StowageConfig {
   path: string | undefined;
   storePath: string;
   materialize?: { dir: string; format: 'oci-archive' | 'docker-archive' } | undefined;
+  /** The mirror blob cache: where, and its bound in bytes (0: off). */
+  cache: { path: string; maxBytes: number };
   retention: Retention;
   limits: Record<string, z.infer<typeof limitSchema>>;
   jobs: JobConfig[];
   server: ServerConfig;
+}
+
+/** Where the mirror blob cache lives without configuration: $XDG_CACHE_HOME/stowage/blobs. */
+export function defaultCachePath(env: NodeJS.ProcessEnv = process.env): string {
+  return join(env.XDG_CACHE_HOME || join(env.HOME || homedir(), '.cache'), 'stowage/blobs');
+}
+
+function cacheSize(v: string): number {
+  try {
+    return parseSize(v);
+  } catch (e) {
+    throw new StowageError('INVALID_CONFIG', `key "cache.max-size": ${(e as Error).message}`);
+  }
 }
 
 /** Where the store lives without configuration: $STOWAGE_STORE, else ~/.local/share/stowage/store. */
@@ -213,6 +237,11 @@ export function parseStowageConfig(
     materialize: c.store?.materialize
       ? { dir: resolve(c.store.materialize), format: c.store['materialize-format'] ?? 'oci-archive' }
       : undefined,
+    cache: {
+      path: c.cache?.path ? resolve(c.cache.path) : defaultCachePath(env),
+      maxBytes:
+        c.cache?.['max-size'] !== undefined ? cacheSize(c.cache['max-size']) : DEFAULT_BLOB_CACHE_BYTES,
+    },
     retention: c.retention ?? {},
     limits: c.registries ?? {},
     jobs: c.job ?? [],
@@ -255,6 +284,7 @@ export async function loadStowageConfig(
       return {
         path: undefined,
         storePath: defaultStorePath(env),
+        cache: { path: defaultCachePath(env), maxBytes: DEFAULT_BLOB_CACHE_BYTES },
         retention: {},
         limits: {},
         jobs: [],

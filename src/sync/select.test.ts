@@ -59,10 +59,20 @@ describe('config/stowage.toml.example', () => {
     const c = parseStowageConfig(await readFile(path, 'utf8'), 'stowage.toml.example');
     expect(c.jobs.map((j) => j.name)).toEqual(['base', 'app', 'tools']);
     expect(c.server.listen).toBe('127.0.0.1:8080');
+    expect(c.cache).toEqual({ path: '/var/cache/stowage/blobs', maxBytes: 2 * 1024 ** 3 });
     expect(c.server.token?.map((t) => [t.name, t.scopes])).toEqual([
       ['ci', ['read', 'pull']],
       ['ops', ['admin']],
     ]);
+  });
+
+  it('reads [cache] max-size, "0B" turning the cache off, and names a bad size', () => {
+    expect(parseStowageConfig('[cache]\nmax-size = "0B"\n', 's.toml').cache.maxBytes).toBe(0);
+    expect(parseStowageConfig('', 's.toml', { HOME: '/home/u' }).cache).toEqual({
+      path: '/home/u/.cache/stowage/blobs',
+      maxBytes: 2 * 1024 ** 3,
+    });
+    expect(() => parseStowageConfig('[cache]\nmax-size = "lots"\n', 's.toml')).toThrow(/cache\.max-size/);
   });
 
   it('refuses a token entry that holds a token instead of its sha256, naming the key', () => {

@@ -20,6 +20,7 @@ import { type ImagePlan, planImage } from '../transfer/plan.js';
 import { planPlatforms } from '../transfer/pull.js';
 import { RegistrySource } from '../transfer/registry-source.js';
 import { DEFAULT_CHUNK_SIZE, Uploader } from '../transfer/upload.js';
+import { BlobCache } from './blob-cache.js';
 import type { JobConfig, StowageConfig } from './config.js';
 import { retentionVictims } from './retention.js';
 import { selectTags } from './select.js';
@@ -81,6 +82,8 @@ export interface SyncOptions {
   onEvent?: ((e: { job: string; tag: string; outcome: TagOutcome }) => void) | undefined;
   /** Blobs as they are stored: planned (per tag), fetched, or found in the store already. */
   onBlob?: ((e: BlobEvent) => void) | undefined;
+  /** The mirror blob cache to share (default: opened from config.cache when a job mirrors). */
+  blobCache?: BlobCache | undefined;
 }
 
 function platformsOf(job: JobConfig): 'all' | ReturnType<typeof parsePlatform>[] {
@@ -110,6 +113,13 @@ export async function sync(ctx: Context, config: StowageConfig, opts: SyncOption
   }
   const jobs = opts.jobs?.length ? config.jobs.filter((j) => opts.jobs!.includes(j.name)) : config.jobs;
   const store = opts.store ?? (await Store.open(config.storePath));
+  // Jobs that only mirror share one blob cache, so a blob two of them send is fetched once.
+  const blobCache =
+    opts.blobCache ??
+    (!opts.dryRun && config.cache.maxBytes > 0 && jobs.some((j) => j.mirror && j.archive === false)
+      ? await BlobCache.open(config.cache.path, config.cache.maxBytes)
+      : undefined);
+  const jobOpts = { ...opts, blobCache };
   const report: SyncReport = {
     dryRun: !!opts.dryRun,
     store: config.storePath,
@@ -120,7 +130,7 @@ export async function sync(ctx: Context, config: StowageConfig, opts: SyncOption
   // Jobs run side by side (a mirroring job and an archiving job together); tags within a job in turn.
   await Promise.all(
     jobs.map(async (job) => {
-      const r = await runJob(ctx, store, config, job, opts);
+      const r = await runJob(ctx, store, config, job, jobOpts);
       report.jobs.push(r);
     }),
   );
@@ -307,9 +317,16 @@ async function syncTag(
       outcome.archive = 'stored';
     }
     if (mirror && !mirrorCurrent) {
-      // Blobs the store holds go to the mirror from disk; the rest stream from the source.
-      const open = async (d: Descriptor, signal?: AbortSignal) =>
-        (await store.hasBlob(d.digest)) ? store.openBlob(d.digest, undefined, signal) : fromSource(d, signal);
+      // Blobs the store holds go to the mirror from disk; so do blobs in the mirror blob cache (another
+      // job sent them); the rest stream from the source, through the cache for the jobs after this one.
+      const cache = archiving ? undefined : opts.blobCache;
+      const open = async (d: Descriptor, signal?: AbortSignal) => {
+        if (await store.hasBlob(d.digest)) return store.openBlob(d.digest, undefined, signal);
+        if (!cache) return fromSource(d, signal);
+        const { body, hit } = await cache.through(d, () => fromSource(d, signal));
+        if (hit) opts.onBlob?.({ type: 'cached', digest: d.digest, size: d.size });
+        return body;
+      };
       await mirror.uploader.blobs(plan.blobs, open, mirror.host === endpoint.host ? [endpoint.path] : []);
       const children = plan.documents.filter((d) => d.descriptor.digest !== plan.root.descriptor.digest);
       await mirror.uploader.manifests(children, plan.root, [tag]);
