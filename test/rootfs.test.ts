@@ -27,11 +27,15 @@ interface Item {
 }
 
 /** A tarball's final state as a file list: hard links resolved to their target's content. */
-async function tarState(
-  path: string,
-): Promise<{ items: Map<string, Item>; order: string[]; owners: Map<string, string> }> {
+async function tarState(path: string): Promise<{
+  items: Map<string, Item>;
+  order: string[];
+  owners: Map<string, string>;
+  pax: Map<string, Record<string, string>>;
+}> {
   const items = new Map<string, Item>();
   const owners = new Map<string, string>();
+  const pax = new Map<string, Record<string, string>>();
   const order: string[] = [];
   const extract = tar.extract();
   const reading = pipeline(createReadStream(path), extract);
@@ -40,6 +44,7 @@ async function tarState(
     const name = h.name.replace(/^\.\//, '').replace(/\/$/, '');
     order.push(name);
     owners.set(name, `${h.uid}:${h.gid}`);
+    if (h.pax) pax.set(name, h.pax as Record<string, string>);
     const hash = createHash('sha256');
     for await (const c of entry) hash.update(c as Buffer);
     const mode = (h.mode ?? 0) & 0o7777;
@@ -52,7 +57,7 @@ async function tarState(
     else items.set(name, { type: h.type, mode });
   }
   await reading;
-  return { items, order, owners };
+  return { items, order, owners, pax };
 }
 
 /** A directory tree's state, as tarState reports a tarball's. */
@@ -192,6 +197,9 @@ async function makeTar(
     mode?: number;
     devmajor?: number;
     devminor?: number;
+    uid?: number;
+    gid?: number;
+    pax?: Record<string, string>;
   }[],
 ): Promise<void> {
   const pack = tar.pack();
@@ -424,6 +432,33 @@ describe('import', () => {
     expect(JSON.parse(rd.stdout).mediaType).toBe('application/vnd.docker.distribution.manifest.v2+json');
     const loadedD = await run('podman', [...podmanFlags(join(w.dir, 'podman-d')), 'load', '-i', d]);
     expect(loadedD.stdout).toContain('docker.io/team/tool:1.0');
+  });
+
+  it('keeps owners, modes, times and extended attributes from the tarball through import and export', async () => {
+    const w = await workdir('import-owners', insecureConf(reg.host));
+    const rootfs = join(w.dir, 'rootfs.tar');
+    await makeTar(rootfs, [
+      { name: 'home', type: 'directory', mode: 0o755 },
+      { name: 'home/app', type: 'directory', mode: 0o750, uid: 1000, gid: 1000 },
+      { name: 'home/app/run', content: 'x', mode: 0o4750, uid: 1000, gid: 50 },
+      // tar-stream's PAX records: an extended attribute, as a file capability would be kept.
+      { name: 'ping', content: 'p', mode: 0o755, pax: { 'SCHILY.xattr.user.note': 'kept' } },
+    ]);
+    const image = join(w.dir, 'image');
+    const r = await stowage(['import', '-q', rootfs, 'owners:1', '-f', 'oci', '-o', image], { env: w.env });
+    expect(r.code, r.stderr).toBe(0);
+    const out = join(w.dir, 'rootfs-again.tar');
+    const e = await stowage(['export', `oci:${image}:docker.io/library/owners:1`, '-o', out], { env: w.env });
+    expect(e.code, e.stderr).toBe(0);
+    const { items, owners, pax } = await tarState(out);
+    expect(owners.get('home/app')).toBe('1000:1000');
+    expect(owners.get('home/app/run')).toBe('1000:50');
+    expect(items.get('home/app')?.mode).toBe(0o750);
+    expect(items.get('home/app/run')?.mode).toBe(0o4750);
+    expect(pax.get('ping')?.['SCHILY.xattr.user.note']).toBe('kept');
+    // Times from the tarball, read by GNU tar.
+    const listing = await run('tar', ['-tvf', out, 'ping'], { env: { TZ: 'UTC', PATH: process.env.PATH } });
+    expect(listing.stdout).toContain('2023-11-14 22:13');
   });
 
   it('handles a hostile rootfs without touching the host: ".." refused, absolute symlinks and devices kept as entries', async () => {
