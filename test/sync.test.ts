@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, harness, insecureConf, stowage, workdir } from './harness/cli.js';
@@ -238,8 +238,15 @@ describe('sync', () => {
     );
     expect(partial.length).toBeGreaterThan(0);
     expect(partial.length).toBeLessThan(20);
+    // A lock file left empty (a process killed between creating and writing it) is judged stale too.
+    await writeFile(join(store, '.lock'), '');
+    const old = new Date(Date.now() - 60_000);
+    await utimes(join(store, '.lock'), old, old);
     const rest = JSON.parse((await stowage(['sync', '--json', '--config', config], { env: w.env })).stdout);
-    expect(rest.failed).toBe(0);
+    expect(
+      rest.failed,
+      JSON.stringify(rest.jobs[0].tags.filter((t: { action: string }) => t.action === 'failed').slice(0, 2)),
+    ).toBe(0);
     expect(rest.jobs[0].tags.filter((t: { action: string }) => t.action === 'skipped')).toHaveLength(
       partial.length,
     );

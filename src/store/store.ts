@@ -11,7 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncDir, writeFileAtomic } from '../archive/atomic.js';
 import { StowageError } from '../errors.js';
@@ -59,6 +59,8 @@ function compactTime(iso: string): string {
 }
 
 const LOCK_STALE_MS = 10 * 60_000;
+/** An empty lock file (made by an older stowage killed between creating and writing it). */
+const EMPTY_LOCK_STALE_MS = 5_000;
 
 /**
  * What the sync engine and the service need of an archive store. `Store` keeps it as an OCI layout on
@@ -348,17 +350,22 @@ export class Store implements ArchiveStore {
   private async withLockFile<T>(fn: () => Promise<T>): Promise<T> {
     const lock = join(this.path, '.lock');
     for (let attempt = 0; ; attempt++) {
+      // The lock file appears with the pid already in it (written aside, then hard-linked into
+      // place), so a process killed at any moment never leaves an empty lock nobody can judge.
+      const mine = `${lock}.${process.pid}.${Math.random().toString(36).slice(2)}.new`;
       try {
-        const fh = await open(lock, 'wx');
-        await fh.writeFile(`${process.pid}\n`);
-        await fh.close();
+        await writeFile(mine, `${process.pid}\n`);
+        await link(mine, lock);
         break;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
         const text = await readFile(lock, 'utf8').catch(() => '');
         const owner = Number(text.trim());
         const st = await stat(lock).catch(() => undefined);
-        const dead = owner > 0 && !processAlive(owner);
+        // An empty lock is from a process killed while making it the old way (open, then write).
+        const dead =
+          (owner > 0 && !processAlive(owner)) ||
+          (!(owner > 0) && st !== undefined && Date.now() - st.mtimeMs > EMPTY_LOCK_STALE_MS);
         if (dead || (st && Date.now() - st.mtimeMs > LOCK_STALE_MS)) {
           // Take the stale lock aside; if what was renamed is not what we judged stale, put it back.
           const aside = `${lock}.${process.pid}.${Math.random().toString(36).slice(2)}`;
@@ -381,6 +388,8 @@ export class Store implements ArchiveStore {
           );
         }
         await new Promise((r) => setTimeout(r, 50));
+      } finally {
+        await unlink(mine).catch(() => {});
       }
     }
     try {
