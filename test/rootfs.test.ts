@@ -483,7 +483,19 @@ describe('import', () => {
       expect(r.stderr).toContain(`${name}.tar`);
       await expect(stat(out)).rejects.toThrow();
     }
-    expect((await readdir(w.dir)).sort()).toEqual([...before, 'dotdot.tar', 'hardlink.tar'].sort());
+    // An empty input is not a root filesystem; a short NAME does not silently mean Docker Hub.
+    await writeFile(join(w.dir, 'empty.tar'), '');
+    const empty = await stowage(['import', join(w.dir, 'empty.tar'), 'x:1', '-o', join(w.dir, 'e.tar')], {
+      env: w.env,
+    });
+    expect(empty.code).toBe(6);
+    expect(empty.stderr).toContain('empty.tar: not a valid tar stream (it is empty)');
+    const short = await stowage(['import', join(w.dir, 'empty.tar'), 'team/tool:1'], { env: w.env });
+    expect(short.code).toBe(2);
+    expect(short.stderr).toContain('"team/tool:1" names no registry');
+    expect((await readdir(w.dir)).sort()).toEqual(
+      [...before, 'dotdot.tar', 'empty.tar', 'hardlink.tar'].sort(),
+    );
     await expect(stat(join(w.dir, '..', 'escaped'))).rejects.toThrow();
 
     // Absolute names and links, devices, FIFOs: valid in a root filesystem, kept as entries only.

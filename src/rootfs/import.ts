@@ -218,6 +218,19 @@ export interface Delivered {
   uploaded?: number | undefined;
 }
 
+/**
+ * Checks a destination before any work: a registry reference must name its registry (a short name
+ * would silently mean Docker Hub) and be allowed by registries.conf.
+ */
+async function checkDestination(ctx: Context, dest: string, how: string): Promise<void> {
+  const t = parseTransportReference(dest);
+  if (t.transport !== 'docker') return;
+  if (t.ref.shortName) {
+    throw new StowageError('INVALID_REFERENCE', `"${dest}" names no registry; ${how}`);
+  }
+  await ctx.client(t.ref);
+}
+
 /** A work directory beside the destination (so large layers stay on its disk), or in tmp for registries. */
 async function workDirFor(dest: string): Promise<string> {
   const t = parseTransportReference(dest);
@@ -241,7 +254,7 @@ async function deliver(
   const t = parseTransportReference(dest);
   const src = `oci:${layoutDir}:image`;
   if (t.transport === 'docker') {
-    const r = await push(ctx, src, formatReference(t.ref), {
+    const r = await push(ctx, src, dest, {
       signal: opts.signal,
       onProgress: opts.onProgress,
     });
@@ -318,6 +331,11 @@ export async function importRootfs(
   const config = parseChanges(opts.changes ?? [], {});
   const created = creationTime(opts.created);
   const fullName = imageName(name);
+  await checkDestination(
+    ctx,
+    dest,
+    'to push, give a registry reference (registry.internal.test:5000/team/tool:1.0); to write an archive, give -o PATH',
+  );
   let input: AsyncIterable<Uint8Array>;
   if (tarball === '-') input = process.stdin;
   else {
@@ -389,6 +407,11 @@ export async function flattenImage(
   dest: string,
   opts: FlattenOptions = {},
 ): Promise<FlattenResult> {
+  await checkDestination(
+    ctx,
+    dest,
+    'give a registry reference (registry.internal.test:5000/team/app:flat) or an archive (oci-archive:PATH)',
+  );
   const image = await resolveImage(ctx, src, opts.platform, opts.signal);
   const work = await workDirFor(dest).catch(async (e) => {
     await image.close();

@@ -101,6 +101,9 @@ describe('rootfs tar entries', () => {
       /test: not a valid tar stream \(bad header checksum at offset 0\)/,
     );
     await expect(readAll(bytes.subarray(0, 1500), 512)).rejects.toThrow(/ends in the middle of an entry/);
+    await expect(readAll(Buffer.alloc(0), 512)).rejects.toThrow(
+      /test: not a valid tar stream \(it is empty\)/,
+    );
   });
 
   it('cleans names', () => {

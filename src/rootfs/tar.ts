@@ -259,6 +259,7 @@ export async function* readTar(input: AsyncIterable<Uint8Array>, what: string): 
     }
     if (ended) break;
   }
+  if (position === 0 && pending.length === 0) throw bad('it is empty');
   if (!ended && (inEntry || data > 0 || collect || pending.length > 0))
     throw bad('it ends in the middle of an entry');
 }
