@@ -20,7 +20,7 @@ import { decompressed } from '../archive/decompress.js';
 import { readSmallBlob } from '../archive/docker-archive.js';
 import { ArchiveHasher } from '../archive/hasher.js';
 import { GarbageBudget } from '../archive/memory.js';
-import { END_OF_ARCHIVE, paddedSize } from '../archive/tar.js';
+import { END_OF_ARCHIVE } from '../archive/tar.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
 import { hostPlatform, type PlatformSpec } from '../image/platform.js';
@@ -38,7 +38,7 @@ import { parseManifest, planImage } from '../transfer/plan.js';
 import { RegistrySource } from '../transfer/registry-source.js';
 import type { ImageSource } from '../transfer/source.js';
 import { type FsNode, type Inode, type LayerEntry, nodePath, RootfsMerger } from './merge.js';
-import { type FsEntry, fsEntryHeader, readTar } from './tar.js';
+import { type FsEntry, fsEntryHeader, padding, readTar } from './tar.js';
 
 /** One image, resolved to a single platform's manifest and config. */
 export interface ResolvedImage {
@@ -230,8 +230,10 @@ export async function* rootfsTar(
       const list: LayerEntry[] = [];
       let index = 0;
       for await (const ev of readTar(await layers.open(l, signal), layers.describe(l))) {
-        if (ev.kind === 'entry') list.push({ index: index++, entry: ev.entry });
-        else if (ev.kind === 'data') budget.spend(ev.chunk.byteLength);
+        if (ev.kind === 'entry') {
+          list.push({ index: index++, entry: ev.entry });
+          budget.entry();
+        } else if (ev.kind === 'data') budget.spend(ev.chunk.byteLength);
       }
       lists[l] = list;
       signal?.throwIfAborted();
@@ -275,6 +277,7 @@ export async function* rootfsTar(
     const events = readTar(await layers.open(l, signal), layers.describe(l));
     for await (const ev of events) {
       if (ev.kind === 'entry') {
+        budget.entry();
         const act = todo.get(index++);
         if (!act) continue;
         remaining--;
@@ -304,7 +307,7 @@ export async function* rootfsTar(
       } else if (copying) {
         const names = [...copying.names];
         const primary = names[0]!;
-        const out: Buffer[] = [Buffer.alloc(paddedSize(copied) - copied)];
+        const out: Buffer[] = [padding(copied)];
         const target = nodePath(primary);
         for (const n of names.slice(1)) {
           out.push(...header(n));

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { decompressed, gzipDeterministic } from '../archive/decompress.js';
 import { REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
-import { END_OF_ARCHIVE, paddedSize } from '../archive/tar.js';
+import { END_OF_ARCHIVE } from '../archive/tar.js';
 import { StowageError } from '../errors.js';
 import { sha256Digest } from '../image/digest.js';
 import { MediaType } from '../image/mediatypes.js';
@@ -30,7 +30,7 @@ import { pull } from '../transfer/pull.js';
 import { push } from '../transfer/push.js';
 import { type ContainerConfig, parseChanges } from './changes.js';
 import { coalesce, LayerReader, type RootfsStats, resolveImage, rootfsTar } from './export.js';
-import { fsEntryHeader, readTar } from './tar.js';
+import { fsEntryHeader, padding, readTar } from './tar.js';
 
 export type ManifestFormat = 'oci' | 'docker';
 
@@ -86,7 +86,7 @@ export async function* rootfsFromTarball(
       stats.contentBytes += ev.chunk.byteLength;
       yield ev.chunk as Buffer;
     } else if (size > 0) {
-      yield Buffer.alloc(paddedSize(size) - size);
+      yield padding(size);
       size = 0;
     }
   }

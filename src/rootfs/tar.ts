@@ -266,6 +266,14 @@ export async function* readTar(input: AsyncIterable<Uint8Array>, what: string): 
 
 // ---- writing ----
 
+/** Zero bytes for padding, shared (never written to). */
+export const ZEROS = Buffer.alloc(BLOCK);
+
+/** The zero padding that fills `size` bytes of data up to a whole block (a view of ZEROS). */
+export function padding(size: number): Buffer {
+  return ZEROS.subarray(0, paddedSize(size) - size);
+}
+
 function writeString(buf: Buffer, offset: number, length: number, value: string): void {
   Buffer.from(value, 'utf8').copy(buf, offset, 0, length);
 }
@@ -324,7 +332,8 @@ function block(
   >,
   size: number,
 ): Buffer {
-  const h = Buffer.alloc(BLOCK);
+  // From Node's shared pool (a header per file would otherwise be an allocation of its own each).
+  const h = Buffer.allocUnsafe(BLOCK).fill(0);
   writeString(h, 0, 100, name);
   writeOctal(h, 100, 8, e.mode & 0o7777);
   writeOctal(h, 108, 8, fitsOctal(e.uid, 8) ? e.uid : 0);
@@ -380,5 +389,5 @@ export function fsEntryHeader(e: FsEntry): Buffer {
     { mode: 0o644, uid: 0, gid: 0, uname: '', gname: '', mtime: 0, linkname: '', devmajor: 0, devminor: 0 },
     paxData.length,
   );
-  return Buffer.concat([paxHeader, paxData, Buffer.alloc(paddedSize(paxData.length) - paxData.length), main]);
+  return Buffer.concat([paxHeader, paxData, padding(paxData.length), main]);
 }
