@@ -3,8 +3,8 @@
  * 1 MiB buffer that dies at once, but the JavaScript heap barely notices (the buffers live outside it),
  * so V8 lets tens of megabytes of dead buffers pile up before it collects them: measured, 50 MB on
  * Node 20 and 90 MB on Node 24 while exporting 450 MB. A young-generation collection every few
- * megabytes frees them cheaply; many small entries (headers, small files) leave garbage that outlives
- * the young generation, so a full collection follows every thousand entries or every 256 MiB.
+ * megabytes frees them cheaply. Many small entries (headers, small files) leave garbage that outlives
+ * the young generation, so where a checkpoint saw many entries, or every 256 MiB, it is a full one.
  * The collector is V8's own gc(), made reachable at run time; where it is not, nothing happens.
  */
 import v8 from 'node:v8';
@@ -29,29 +29,28 @@ export class GarbageBudget {
   private sinceMajor = 0;
   private entries = 0;
   constructor(
-    private readonly minorEvery = 4 << 20,
+    private readonly every = 4 << 20,
     private readonly majorEvery = 256 << 20,
-    private readonly majorEntries = 1000,
+    /** Entries per checkpoint above which the garbage is mostly small objects: collect it all. */
+    private readonly denseEntries = 100,
   ) {}
 
   /** Counts bytes that passed and became garbage; collects when the budget is spent. */
   spend(n: number): void {
     this.bytes += n;
-    if (this.bytes < this.minorEvery) return;
+    if (this.bytes < this.every) return;
     this.sinceMajor += this.bytes;
     this.bytes = 0;
-    if (this.sinceMajor >= this.majorEvery) this.major();
-    else gc()?.({ type: 'minor' });
-  }
-
-  /** Counts an entry (its header and bookkeeping); a full collection every `majorEntries`. */
-  entry(): void {
-    if (++this.entries >= this.majorEntries) this.major();
-  }
-
-  private major(): void {
-    this.sinceMajor = 0;
+    const dense = this.entries > this.denseEntries;
     this.entries = 0;
-    gc()?.({ type: 'major' });
+    if (dense || this.sinceMajor >= this.majorEvery) {
+      this.sinceMajor = 0;
+      gc()?.();
+    } else gc()?.({ type: 'minor' });
+  }
+
+  /** Counts an entry: many entries per checkpoint make the next collection a full one. */
+  entry(): void {
+    this.entries++;
   }
 }
