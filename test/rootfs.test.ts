@@ -253,6 +253,20 @@ describe('export from any transport', () => {
       { env: w.env },
     );
     expect(piped.stdout.split(' ')[0]).toBe(sums[0]);
+    // A reader that stops early: a clear error, and the spool (in TMPDIR for stdout) is gone.
+    const cut = await run(
+      'bash',
+      [
+        '-c',
+        `node "${join(import.meta.dirname, '../bin/stowage.js')}" export ${multi} -o - 2>"${join(w.dir, 'err')}" | head -c 1000 >/dev/null; echo \${PIPESTATUS[0]}`,
+      ],
+      { env: { ...w.env, TMPDIR: w.dir } },
+    );
+    expect(cut.stdout.trim()).toBe('9');
+    expect(await readFile(join(w.dir, 'err'), 'utf8')).toContain(
+      'standard output closed before the root filesystem was written',
+    );
+    expect((await readdir(w.dir)).filter((n) => n.startsWith('.stowage'))).toEqual([]);
     // Multi-arch: the chosen platform's files.
     const arm = join(w.dir, 'arm.tar');
     const r = await stowage(
