@@ -23,12 +23,14 @@ export interface TarIndexEntry {
   linkname?: string;
 }
 
-function cstring(buf: Buffer, start: number, length: number): string {
+/** A NUL-terminated string field of a tar header. */
+export function cstring(buf: Buffer, start: number, length: number): string {
   const end = buf.indexOf(0, start);
   return buf.toString('utf8', start, end < 0 || end > start + length ? start + length : end);
 }
 
-function parseNumber(buf: Buffer, start: number, length: number): number {
+/** A numeric field of a tar header: octal, or base-256 (GNU) when the high bit is set. */
+export function parseNumber(buf: Buffer, start: number, length: number): number {
   if ((buf[start]! & 0x80) !== 0) {
     // base-256
     let v = 0n;
@@ -41,7 +43,8 @@ function parseNumber(buf: Buffer, start: number, length: number): number {
   return Number.parseInt(s, 8);
 }
 
-function checksumOk(h: Buffer): boolean {
+/** Whether a header block's checksum field matches its bytes. */
+export function checksumOk(h: Buffer): boolean {
   let stored: number;
   try {
     stored = parseNumber(h, 148, 8);

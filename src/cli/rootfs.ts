@@ -117,6 +117,18 @@ function addImageOptions(cmd: Command): Command {
     .option('--json', 'print the result as JSON');
 }
 
+/** The engine options import and flatten share, from their common command-line options. */
+function imageOptions(opts: ImageCliOptions, signal: AbortSignal) {
+  return {
+    changes: opts.change,
+    message: opts.message,
+    created: opts.created,
+    platform: opts.platform ? parsePlatform(opts.platform) : undefined,
+    manifestFormat: opts.manifestFormat,
+    signal,
+  };
+}
+
 function printImage(result: ImportResult | FlattenResult, elapsed: number, opts: ImageCliOptions): void {
   if (opts.json) {
     process.stdout.write(`${JSON.stringify({ ...result, seconds: elapsed / 1000 }, null, 2)}\n`);
@@ -164,14 +176,7 @@ export function importCommand(program: Command): void {
         if (opts.output?.includes(':'))
           throw new StowageError('INVALID_ARGUMENT', `-o ${opts.output}: paths with ":" are not supported`);
         const result = await withSignal((signal) =>
-          importRootfs(ctx, rootfs, name, dest, {
-            changes: opts.change,
-            message: opts.message,
-            created: opts.created,
-            platform: opts.platform ? parsePlatform(opts.platform) : undefined,
-            manifestFormat: opts.manifestFormat,
-            signal,
-          }),
+          importRootfs(ctx, rootfs, name, dest, imageOptions(opts, signal)),
         );
         printImage(result, performance.now() - started, opts);
       } finally {
@@ -205,16 +210,7 @@ export function flattenCommand(program: Command): void {
       const ctx = await contextFrom(opts);
       const started = performance.now();
       try {
-        const result = await withSignal((signal) =>
-          flattenImage(ctx, src, dest, {
-            changes: opts.change,
-            message: opts.message,
-            created: opts.created,
-            platform: opts.platform ? parsePlatform(opts.platform) : undefined,
-            manifestFormat: opts.manifestFormat,
-            signal,
-          }),
-        );
+        const result = await withSignal((signal) => flattenImage(ctx, src, dest, imageOptions(opts, signal)));
         printImage(result, performance.now() - started, opts);
       } finally {
         await ctx.close();

@@ -11,7 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { finished } from 'node:stream/promises';
@@ -24,17 +24,13 @@ import { END_OF_ARCHIVE } from '../archive/tar.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
 import { hostPlatform, type PlatformSpec } from '../image/platform.js';
-import {
-  type Descriptor,
-  type ImageConfig,
-  type ImageManifest,
-  imageConfigSchema,
-} from '../image/schemas.js';
+import type { Descriptor, ImageConfig, ImageManifest } from '../image/schemas.js';
 import { formatReference, withDefaultTag } from '../reference/reference.js';
 import { parseTransportReference } from '../reference/transport.js';
 import { ArchiveSource } from '../transfer/archive-source.js';
 import type { Context } from '../transfer/context.js';
-import { parseManifest, planImage } from '../transfer/plan.js';
+import { parseConfig, parseManifest, planImage } from '../transfer/plan.js';
+import { checkOutput } from '../transfer/pull.js';
 import { RegistrySource } from '../transfer/registry-source.js';
 import type { ImageSource } from '../transfer/source.js';
 import { type FsNode, type Inode, type LayerEntry, nodePath, RootfsMerger } from './merge.js';
@@ -83,15 +79,7 @@ export async function resolveImage(
       manifest.config,
       signal ?? controller.signal,
     );
-    let config: ImageConfig;
-    try {
-      config = imageConfigSchema.parse(JSON.parse(configBytes.toString('utf8')));
-    } catch {
-      throw new StowageError(
-        'INVALID_MANIFEST',
-        `config ${manifest.config.digest} of ${reference} is not a valid image config`,
-      );
-    }
+    const config = parseConfig(configBytes, `config ${manifest.config.digest} of ${reference}`);
     return {
       reference,
       source,
@@ -247,25 +235,17 @@ export async function* rootfsTar(
   stats.layerEntries = merger.entries;
   const actions = merger.actions();
 
-  const header = (node: FsNode): Buffer[] => {
-    const out: Buffer[] = [];
-    const chain: FsNode[] = [];
+  /** The headers for `node` written as `entry`, after those of its parents not written yet. */
+  const emit = (node: FsNode, entry: FsEntry): Buffer[] => {
+    const chain: FsNode[] = [node];
     for (let p = node.parent; p?.parent; p = p.parent) if (!p.written) chain.push(p);
-    for (const p of chain.reverse()) {
-      p.written = true;
+    return chain.reverse().map((n) => {
+      n.written = true;
       stats.entries++;
-      out.push(fsEntryHeader(withName(p.entry, nodePath(p))));
-    }
-    return out;
+      return fsEntryHeader(withName(n === node ? entry : n.entry, nodePath(n)));
+    });
   };
-  const writeNode = (node: FsNode): Buffer[] => {
-    if (node.written) return [];
-    const out = header(node);
-    node.written = true;
-    stats.entries++;
-    out.push(fsEntryHeader(withName(node.entry, nodePath(node))));
-    return out;
-  };
+  const writeNode = (node: FsNode): Buffer[] => (node.written ? [] : emit(node, node.entry));
 
   for (let l = 0; l < layers.count; l++) {
     const todo = actions.get(l);
@@ -282,15 +262,8 @@ export async function* rootfsTar(
         if (!act) continue;
         remaining--;
         if ('names' in act) {
-          const names = [...act.names];
-          const primary = names[0]!;
-          const out = header(primary);
-          primary.written = true;
-          stats.entries++;
-          out.push(
-            fsEntryHeader(withName({ ...act.entry, type: 'file', size: ev.entry.size }, nodePath(primary))),
-          );
-          yield Buffer.concat(out);
+          const primary = act.names.values().next().value!;
+          yield Buffer.concat(emit(primary, { ...act.entry, type: 'file', size: ev.entry.size }));
           copying = act;
           copied = 0;
         } else {
@@ -309,20 +282,8 @@ export async function* rootfsTar(
         const primary = names[0]!;
         const out: Buffer[] = [padding(copied)];
         const target = nodePath(primary);
-        for (const n of names.slice(1)) {
-          out.push(...header(n));
-          n.written = true;
-          stats.entries++;
-          out.push(
-            fsEntryHeader({
-              ...copying.entry,
-              name: nodePath(n),
-              type: 'hardlink',
-              size: 0,
-              linkname: target,
-            }),
-          );
-        }
+        for (const n of names.slice(1))
+          out.push(...emit(n, { ...copying.entry, type: 'hardlink', size: 0, linkname: target }));
         copying = undefined;
         yield Buffer.concat(out);
         if (remaining === 0) break;
@@ -386,23 +347,9 @@ export interface ExportResult extends RootfsStats {
   sha256: string;
 }
 
-async function checkOutputPath(output: string): Promise<void> {
-  if (output === '-') return;
-  const dir = dirname(resolve(output));
-  const s = await stat(dir).catch(() => undefined);
-  if (!s?.isDirectory())
-    throw new StowageError(
-      'INVALID_ARGUMENT',
-      `cannot write ${output}: directory ${dir} does not exist; create it first`,
-    );
-  const o = await stat(output).catch(() => undefined);
-  if (o?.isDirectory())
-    throw new StowageError('INVALID_ARGUMENT', `cannot write ${output}: it is a directory; give a file path`);
-}
-
 /** Writes an image's root filesystem as one tarball (with a `.sha256` beside it when it is a file). */
 export async function exportRootfs(ctx: Context, input: string, opts: ExportOptions): Promise<ExportResult> {
-  await checkOutputPath(opts.output);
+  if (opts.output !== '-') await checkOutput(opts.output, true);
   const image = await resolveImage(ctx, input, opts.platform, opts.signal);
   const layers = new LayerReader(image, opts.output === '-' ? tmpdir() : dirname(resolve(opts.output)));
   const stats: RootfsStats = { entries: 0, contentBytes: 0, layerEntries: 0 };

@@ -14,7 +14,7 @@ import { mkdir, mkdtemp, open, rename, rm, stat, writeFile } from 'node:fs/promi
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { decompressed, gzipDeterministic } from '../archive/decompress.js';
-import { REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
+import { OCI_LAYOUT_FILE, REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
 import { END_OF_ARCHIVE } from '../archive/tar.js';
 import { StowageError } from '../errors.js';
 import { sha256Digest } from '../image/digest.js';
@@ -26,7 +26,7 @@ import { parseTransportReference } from '../reference/transport.js';
 import type { ArchiveFormat } from '../transfer/archive-source.js';
 import type { Context } from '../transfer/context.js';
 import type { ProgressListener } from '../transfer/progress.js';
-import { pull } from '../transfer/pull.js';
+import { checkOutput, pull } from '../transfer/pull.js';
 import { push } from '../transfer/push.js';
 import { type ContainerConfig, parseChanges } from './changes.js';
 import { coalesce, LayerReader, type RootfsStats, resolveImage, rootfsTar } from './export.js';
@@ -173,7 +173,7 @@ async function buildLayout(
   makeConfig: (diffId: string) => Record<string, unknown>,
 ): Promise<BuiltImage> {
   await mkdir(join(layoutDir, 'blobs', 'sha256'), { recursive: true });
-  await writeFile(join(layoutDir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  await writeFile(join(layoutDir, 'oci-layout'), OCI_LAYOUT_FILE);
   const layer = await writeLayer(tarStream, layoutDir);
   const configJson = makeConfig(layer.diffId);
   const config = await putJson(layoutDir, configJson);
@@ -209,15 +209,6 @@ async function buildLayout(
   };
 }
 
-/** Where a built image goes: an archive or layout (TRANSPORT:PATH[:NAME]) or a registry. */
-export interface Delivered {
-  destination: string;
-  /** For archive files: the sha256 of the file. */
-  sha256?: string | undefined;
-  /** Blobs uploaded (registry destinations). */
-  uploaded?: number | undefined;
-}
-
 /**
  * Checks a destination before any work: a registry reference must name its registry (a short name
  * would silently mean Docker Hub) and be allowed by registries.conf.
@@ -234,41 +225,56 @@ async function checkDestination(ctx: Context, dest: string, how: string): Promis
 /** A work directory beside the destination (so large layers stay on its disk), or in tmp for registries. */
 async function workDirFor(dest: string): Promise<string> {
   const t = parseTransportReference(dest);
-  const parent = t.transport === 'docker' ? tmpdir() : dirname(resolve(t.path));
-  const s = await stat(parent).catch(() => undefined);
-  if (!s?.isDirectory())
-    throw new StowageError(
-      'INVALID_ARGUMENT',
-      `cannot write ${dest}: directory ${parent} does not exist; create it first`,
-    );
-  return mkdtemp(join(parent, '.stowage-image-'));
+  if (t.transport === 'docker') return mkdtemp(join(tmpdir(), '.stowage-image-'));
+  await checkOutput(t.path, t.transport === 'oci-archive' || t.transport === 'docker-archive');
+  return mkdtemp(join(dirname(resolve(t.path)), '.stowage-image-'));
 }
 
+/**
+ * Sends a built layout to `dest` (an archive or layout, TRANSPORT:PATH[:NAME], or a registry) and
+ * says what was made. `name` is what an archive records when DEST names nothing itself; the result's
+ * name is `name`, else where the image went.
+ */
 async function deliver(
   ctx: Context,
   layoutDir: string,
   dest: string,
-  defaultName: string | undefined,
+  name: string | undefined,
+  built: BuiltImage,
+  stats: RootfsStats,
   opts: { signal?: AbortSignal | undefined; onProgress?: ProgressListener | undefined },
-): Promise<Delivered> {
+): Promise<ImportResult> {
+  opts.signal?.throwIfAborted();
   const t = parseTransportReference(dest);
   const src = `oci:${layoutDir}:image`;
+  let destination: string;
+  let sha256: string | undefined;
   if (t.transport === 'docker') {
-    const r = await push(ctx, src, dest, {
+    const r = await push(ctx, src, dest, { signal: opts.signal, onProgress: opts.onProgress });
+    destination = r.images[0]!.destinations.join(', ');
+  } else {
+    const recorded = ('name' in t ? t.name : undefined) ?? (t.transport === 'dir' ? undefined : name);
+    const r = await pull(ctx, [src], {
+      output: t.path,
+      format: t.transport as ArchiveFormat,
+      name: recorded,
       signal: opts.signal,
       onProgress: opts.onProgress,
     });
-    return { destination: r.images[0]!.destinations.join(', '), uploaded: r.stats.uploaded };
+    destination = `${t.transport}:${t.path}${recorded ? ` (${recorded})` : ''}`;
+    sha256 = r.sha256;
   }
-  const name = ('name' in t ? t.name : undefined) ?? (t.transport === 'dir' ? undefined : defaultName);
-  const r = await pull(ctx, [src], {
-    output: t.path,
-    format: t.transport as ArchiveFormat,
-    name,
-    signal: opts.signal,
-    onProgress: opts.onProgress,
-  });
-  return { destination: `${t.transport}:${t.path}${name ? ` (${name})` : ''}`, sha256: r.sha256 };
+  return {
+    name: name ?? destination,
+    destination,
+    digest: built.digest,
+    mediaType: built.mediaType,
+    config: built.configDigest,
+    layer: built.layer,
+    platform: built.platform,
+    sha256,
+    ...stats,
+  };
 }
 
 /** Normalises NAME[:TAG] to a full reference (docker.io/library/NAME:latest for a bare name). */
@@ -362,19 +368,7 @@ export async function importRootfs(
           ...(opts.message ? { comment: opts.message } : {}),
         }),
     );
-    opts.signal?.throwIfAborted();
-    const d = await deliver(ctx, work, dest, fullName, opts);
-    return {
-      name: fullName,
-      destination: d.destination,
-      digest: built.digest,
-      mediaType: built.mediaType,
-      config: built.configDigest,
-      layer: built.layer,
-      platform: built.platform,
-      sha256: d.sha256,
-      ...stats,
-    };
+    return await deliver(ctx, work, dest, fullName, built, stats, opts);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
@@ -440,21 +434,13 @@ export async function flattenImage(
       }),
     );
     await layers.close();
-    opts.signal?.throwIfAborted();
-    const d = await deliver(ctx, work, dest, image.names[0], opts);
+    const made = await deliver(ctx, work, dest, image.names[0], built, stats, opts);
     return {
       source: image.reference,
       sourceDigest: image.manifestDigest,
       sourceLayers: layers.count,
-      name: d.destination,
-      destination: d.destination,
-      digest: built.digest,
-      mediaType: built.mediaType,
-      config: built.configDigest,
-      layer: built.layer,
-      platform: built.platform,
-      sha256: d.sha256,
-      ...stats,
+      ...made,
+      name: made.destination,
     };
   } finally {
     await layers.close();

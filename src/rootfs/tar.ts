@@ -10,6 +10,7 @@
  */
 
 import { BLOCK, paddedSize } from '../archive/tar.js';
+import { checksumOk, cstring, parseNumber } from '../archive/tar-reader.js';
 import { StowageError } from '../errors.js';
 
 export type FsEntryType = 'file' | 'hardlink' | 'symlink' | 'directory' | 'char' | 'block' | 'fifo';
@@ -55,35 +56,6 @@ const TYPES: Record<string, FsEntryType> = {
 /** Types whose size field says nothing about data that follows (as Go's archive/tar reads them). */
 const HEADER_ONLY = new Set(['1', '2', '3', '4', '5', '6']);
 const MAX_EXTENDED = 1 << 20;
-
-function cstring(buf: Buffer, start: number, length: number): string {
-  const end = buf.indexOf(0, start);
-  return buf.toString('utf8', start, end < 0 || end > start + length ? start + length : end);
-}
-
-function parseNumber(buf: Buffer, start: number, length: number): number {
-  if ((buf[start]! & 0x80) !== 0) {
-    let v = 0n;
-    for (let i = start + 1; i < start + length; i++) v = (v << 8n) | BigInt(buf[i]!);
-    return Number(v);
-  }
-  const s = cstring(buf, start, length).trim();
-  if (s === '') return 0;
-  if (!/^[0-7]+$/.test(s)) throw new Error(`bad number field "${s}"`);
-  return Number.parseInt(s, 8);
-}
-
-function checksumOk(h: Buffer): boolean {
-  let stored: number;
-  try {
-    stored = parseNumber(h, 148, 8);
-  } catch {
-    return false;
-  }
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i]!;
-  return sum === stored;
-}
 
 /** PAX records as key -> raw value bytes (binary safe). */
 function parsePax(data: Buffer, into: Map<string, Buffer>): void {

@@ -1,8 +1,6 @@
-import { StowageError } from '../errors.js';
 import { verifyBytes } from '../image/digest.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import { hostPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
-import { type ImageConfig, imageConfigSchema } from '../image/schemas.js';
 import {
   formatReference,
   parseReference,
@@ -11,7 +9,7 @@ import {
   withDefaultTag,
 } from '../reference/reference.js';
 import type { Context } from './context.js';
-import { parseIndex, parseManifest } from './plan.js';
+import { parseConfig, parseIndex, parseManifest } from './plan.js';
 
 export interface InspectOptions {
   raw?: boolean;
@@ -49,15 +47,7 @@ export async function inspect(
       const configBytes = await client.getBlobBytes(endpoint.path, m.config.digest, opts.signal);
       verifyBytes(configBytes, m.config.digest, `config ${m.config.digest}`);
       if (opts.config) return { kind: 'config', bytes: configBytes };
-      let config: ImageConfig;
-      try {
-        config = imageConfigSchema.parse(JSON.parse(configBytes.toString('utf8')));
-      } catch {
-        throw new StowageError(
-          'INVALID_MANIFEST',
-          `config ${m.config.digest} of ${formatReference(ref)} is not a valid image config`,
-        );
-      }
+      const config = parseConfig(configBytes, `config ${m.config.digest} of ${formatReference(ref)}`);
       const summary: Record<string, unknown> = {
         Name: repositoryName(ref),
         Digest: top.digest,

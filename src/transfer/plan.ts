@@ -3,8 +3,10 @@ import { isIndexMediaType, isManifestMediaType } from '../image/mediatypes.js';
 import { formatPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
 import {
   type Descriptor,
+  type ImageConfig,
   type ImageIndex,
   type ImageManifest,
+  imageConfigSchema,
   imageIndexSchema,
   imageManifestSchema,
 } from '../image/schemas.js';
@@ -69,6 +71,15 @@ export function parseManifest(bytes: Buffer, what: string): ImageManifest {
 
 export function parseIndex(bytes: Buffer, what: string): ImageIndex {
   return parseJson<ImageIndex>(bytes, imageIndexSchema, what);
+}
+
+/** An image config (`what` names it, e.g. "config sha256:... of REF"); INVALID_MANIFEST if it is not one. */
+export function parseConfig(bytes: Buffer, what: string): ImageConfig {
+  try {
+    return imageConfigSchema.parse(JSON.parse(bytes.toString('utf8')));
+  } catch {
+    throw new StowageError('INVALID_MANIFEST', `${what} is not a valid image config`);
+  }
 }
 
 /**

@@ -79,7 +79,11 @@ export interface PullResult {
   contentBytes: number;
 }
 
-async function checkOutput(output: string, format: ArchiveFormat): Promise<void> {
+/**
+ * Checks that `output` can be written before any work: its directory exists, and a file output is not
+ * an existing directory.
+ */
+export async function checkOutput(output: string, file: boolean): Promise<void> {
   const dir = dirname(resolve(output));
   const s = await stat(dir).catch(() => undefined);
   if (!s?.isDirectory()) {
@@ -89,7 +93,7 @@ async function checkOutput(output: string, format: ArchiveFormat): Promise<void>
     );
   }
   const o = await stat(output).catch(() => undefined);
-  if (o?.isDirectory() && (format === 'oci-archive' || format === 'docker-archive'))
+  if (o?.isDirectory() && file)
     throw new StowageError('INVALID_ARGUMENT', `cannot write ${output}: it is a directory; give a file path`);
 }
 
@@ -174,7 +178,7 @@ export async function pull(ctx: Context, inputs: string[], opts: PullOptions): P
   if (format === 'dir' && inputs.length > 1) {
     throw new StowageError('INVALID_ARGUMENT', `a dir: layout holds one image; ${inputs.length} were given`);
   }
-  await checkOutput(opts.output, format);
+  await checkOutput(opts.output, format === 'oci-archive' || format === 'docker-archive');
   const platforms = opts.platforms?.length ? opts.platforms : [hostPlatform()];
   if (platforms.length > 1 && format === 'docker-archive') {
     throw new StowageError(
