@@ -1,7 +1,23 @@
 #!/usr/bin/env node
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import module from 'node:module';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
+import { Script } from 'node:vm';
 
 // Memory, measured on a 450 MB pull (README, Benchmark): undici parses HTTP with llhttp compiled to
 // WebAssembly, and V8's optimising tier for it costs about 30 MB resident while buying nothing
@@ -12,11 +28,9 @@ import { setFlagsFromString } from 'node:v8';
 setFlagsFromString('--liftoff-only');
 setFlagsFromString('--semi-space-growth-factor=1');
 
-// Node >= 22.1 caches compiled modules on disk: faster start-up for every later run.
-module.enableCompileCache?.();
-
-const entry = new URL('../dist/cli/main.js', import.meta.url);
-if (!existsSync(entry)) {
+// The CLI is one bundled file (scripts/bundle.mjs), whose compiled code is cached between runs.
+const bundle = fileURLToPath(new URL('../dist/stowage.cjs', import.meta.url));
+if (!existsSync(bundle)) {
   process.stderr.write('stowage: not built yet; run `npm run build` in the stowage directory first\n');
   process.exit(1);
 }
@@ -27,5 +41,68 @@ process.stdout.on('error', (e) => {
   if (e.code === 'EPIPE') process.exit(process.exitCode || 141);
   throw e;
 });
-const { main } = await import(entry.href);
+const { main } = load(bundle);
 process.exitCode = await main(process.argv);
+
+/**
+ * Loads the bundle. Node >= 22.1 caches compiled code itself (module.enableCompileCache). Node 20 does
+ * not, so V8's code cache is kept by hand: in the user's own cache directory, named by the bundle's
+ * sha256 (V8 checks only the source's length), written once after a run that had none, and read only
+ * if this user owns it and nobody else can write it (it holds code that runs). NODE_DISABLE_COMPILE_CACHE
+ * turns both off, as it does Node's.
+ */
+function load(file) {
+  const require = module.createRequire(file);
+  const off = Boolean(process.env.NODE_DISABLE_COMPILE_CACHE);
+  if (module.enableCompileCache) {
+    if (!off) module.enableCompileCache();
+    return require(file);
+  }
+  const source = readFileSync(file, 'utf8');
+  const cache = off ? undefined : cacheFile(source);
+  const cachedData = cache && readOwn(cache.path);
+  const script = new Script(module.wrap(source), { filename: file, cachedData });
+  const mod = { exports: {} };
+  script.runInThisContext().call(mod.exports, mod.exports, require, mod, file, join(file, '..'));
+  if (cache && (!cachedData || script.cachedDataRejected)) {
+    process.once('exit', () => saveCache(cache, script));
+  }
+  return mod.exports;
+}
+
+function cacheFile(source) {
+  const base = process.env.XDG_CACHE_HOME || join(process.env.HOME || homedir(), '.cache');
+  const dir = join(base, 'stowage', 'code');
+  const hash = createHash('sha256').update(source).digest('hex').slice(0, 32);
+  return { dir, path: join(dir, `${hash}-${process.version}-${process.arch}.v8`) };
+}
+
+function readOwn(path) {
+  let fd;
+  try {
+    fd = openSync(path, 'r');
+    const s = fstatSync(fd);
+    if (!s.isFile() || s.uid !== process.getuid?.() || (s.mode & 0o022) !== 0) return undefined;
+    return readFileSync(fd);
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** Best effort: a cache that cannot be written only costs the next start its speed. */
+function saveCache(cache, script) {
+  try {
+    mkdirSync(cache.dir, { recursive: true, mode: 0o700 });
+    const tmp = `${cache.path}.${process.pid}.tmp`;
+    writeFileSync(tmp, script.createCachedData(), { mode: 0o600 });
+    renameSync(tmp, cache.path);
+    // Caches of earlier builds are of no further use.
+    for (const name of readdirSync(cache.dir)) {
+      if (name.endsWith('.v8') && join(cache.dir, name) !== cache.path) unlinkSync(join(cache.dir, name));
+    }
+  } catch {
+    // ignored
+  }
+}

@@ -2,21 +2,18 @@
  * The parts of undici the registry client uses, loaded from their own modules. undici's index loads
  * fetch, WebSocket, caches and mocks too: about 50 ms and 8 MB more at every start of the CLI, for
  * nothing we use. The package has no "exports" map, so these paths are public; undici.test.ts fails if an
- * upgrade moves them.
+ * upgrade moves them. Plain imports (typed in undici-parts.d.ts), so that the CLI bundle holds them.
  */
-import { createRequire } from 'node:module';
 import type * as Undici from 'undici';
-
-const require = createRequire(import.meta.url);
+import apiRequest from 'undici/lib/api/api-request.js';
+import AgentClass from 'undici/lib/dispatcher/agent.js';
+import Dispatcher from 'undici/lib/dispatcher/dispatcher.js';
+import redirect from 'undici/lib/interceptor/redirect.js';
+import retry from 'undici/lib/interceptor/retry.js';
 
 // What undici's index does to every dispatcher: the request API as methods.
-Object.assign(require('undici/lib/dispatcher/dispatcher.js').prototype, {
-  request: require('undici/lib/api/api-request.js'),
-});
+Object.assign(Dispatcher.prototype, { request: apiRequest });
 
-export const Agent: typeof Undici.Agent = require('undici/lib/dispatcher/agent.js');
-export const interceptors: Pick<typeof Undici.interceptors, 'retry' | 'redirect'> = {
-  retry: require('undici/lib/interceptor/retry.js'),
-  redirect: require('undici/lib/interceptor/redirect.js'),
-};
+export const Agent: typeof Undici.Agent = AgentClass;
+export const interceptors: Pick<typeof Undici.interceptors, 'retry' | 'redirect'> = { retry, redirect };
 export type Agent = Undici.Agent;
