@@ -1,10 +1,17 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BIN, harness, insecureConf, stowage, workdir } from './harness/cli.js';
-import { type FaultProxy, isBlobGet, isManifestGet, startFaultProxy } from './harness/fault-proxy.js';
+import {
+  type Fault,
+  type FaultProxy,
+  isBlobGet,
+  isManifestGet,
+  startFaultProxy,
+} from './harness/fault-proxy.js';
 import { collectOutput, run } from './harness/processes.js';
 
 const h = harness();
@@ -103,6 +110,71 @@ describe('bad input and registry faults', () => {
       /content digest sha256:[0-9a-f]{64} does not match the expected sha256:[0-9a-f]{64}/,
     );
     expect(await readdir(w.dir)).toEqual(['home', 'registries.conf']);
+  });
+
+  it('lays a docker-archive out from the sizes gzip trailers foretell; a registry that ignores Range, or a wrong trailer, means writing in order, with the same bytes', async () => {
+    const { stdout } = await run('skopeo', [
+      'inspect',
+      '--raw',
+      '--tls-verify=false',
+      `docker://${plain.host}/fixtures/multi:v1`,
+    ]);
+    const layers: string[] = JSON.parse(stdout).layers.map((l: { digest: string }) => l.digest);
+    expect(layers.length).toBeGreaterThan(1);
+    const isLayerGet = (req: IncomingMessage) => isBlobGet(req) && layers.some((d) => req.url?.endsWith(d));
+    // A trailer 512 bytes off: a plausible size (whole tar blocks), and a wrong one.
+    const wrongTrailer = (b: Buffer) => {
+      const out = Buffer.from(b);
+      out.writeUInt32LE(out.readUInt32LE(out.length - 4) + 512, out.length - 4);
+      return out;
+    };
+    const cases = {
+      'laid out': undefined,
+      'in order (Range ignored)': { kind: 'ignore-range' },
+      'in order (wrong trailer)': { kind: 'rewrite-range', rewrite: wrongTrailer },
+    } satisfies Record<string, Fault | undefined>;
+    const outputs: Record<string, { bytes: Buffer; ranged: number; whole: number }> = {};
+    for (const [name, fault] of Object.entries(cases)) {
+      const proxy = await startFaultProxy({
+        upstream: plain.url,
+        fault: (req) => (isLayerGet(req) ? fault : undefined),
+      });
+      proxies.push(proxy);
+      // One name for every case (the archive records it), whichever proxy serves it.
+      const conf = `[[registry]]\nprefix = "layout.test"\nlocation = "${proxy.host}"\ninsecure = true\n`;
+      const w = await workdir('layout-docker', conf);
+      const out = join(w.dir, 'd.tar');
+      const r = await stowage(
+        ['pull', '-q', '-f', 'docker-archive', 'layout.test/fixtures/multi:v1', '-o', out],
+        {
+          env: w.env,
+        },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      await run('sha256sum', ['-c', 'd.tar.sha256'], { cwd: w.dir });
+      // Nothing but the archive and its checksum: no spool, no temporary file.
+      expect((await readdir(w.dir)).sort()).toEqual(['d.tar', 'd.tar.sha256', 'home', 'registries.conf']);
+      const gets = proxy.seen.filter((q) => q.method === 'GET' && layers.some((d) => q.path.endsWith(d)));
+      outputs[name] = {
+        bytes: await readFile(out),
+        ranged: gets.filter((q) => q.headers.range).length,
+        whole: gets.filter((q) => !q.headers.range).length,
+      };
+    }
+    // Laid out: one range request and one download per layer.
+    expect(outputs['laid out']).toMatchObject({ ranged: layers.length, whole: layers.length });
+    // Range ignored: the full answer to the range request is not read; each layer downloads once.
+    expect(outputs['in order (Range ignored)']).toMatchObject({ whole: layers.length });
+    // A wrong trailer is found out by the byte count and costs the downloads done so far, once.
+    expect(outputs['in order (wrong trailer)']!.whole).toBeGreaterThan(layers.length);
+    for (const o of Object.values(outputs)) expect(sha256(o.bytes)).toBe(sha256(outputs['laid out']!.bytes));
+    // And it is the archive skopeo reads, diff_ids and all.
+    const w = await workdir('layout-docker-check');
+    await writeFile(join(w.dir, 'd.tar'), outputs['laid out']!.bytes);
+    const inspected = JSON.parse(
+      (await run('skopeo', ['inspect', `docker-archive:${join(w.dir, 'd.tar')}`])).stdout,
+    );
+    expect(inspected.Layers).toHaveLength(layers.length);
   });
 
   it('resumes a layer when the connection drops mid-body, with a correct result', async () => {

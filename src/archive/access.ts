@@ -7,7 +7,7 @@ import { createReadStream } from 'node:fs';
 import { lstat, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { StowageError } from '../errors.js';
-import { safeEntryName, TarIndex } from './tar-reader.js';
+import { readAt, safeEntryName, TarIndex } from './tar-reader.js';
 
 export interface FileAccess {
   /** The store's path, for messages. */
@@ -17,6 +17,8 @@ export interface FileAccess {
   /** A file's bytes, refused over `limit`. */
   read(name: string, limit: number, what: string): Promise<Buffer>;
   stream(name: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
+  /** A file's last `length` bytes where they can be read in place, else undefined. */
+  tail(name: string, length: number): Promise<Buffer | undefined>;
   /** Every regular file name (for format detection and listings). */
   names(): Promise<string[]>;
 }
@@ -58,6 +60,11 @@ export class TarAccess implements FileAccess {
     const e = this.index.resolve(safeEntryName(name, this.path));
     if (!e) throw missing(this.path, name, 'blob');
     return this.index.stream(e, signal);
+  }
+
+  async tail(name: string, length: number): Promise<Buffer | undefined> {
+    const e = this.index.resolve(safeEntryName(name, this.path));
+    return e ? this.index.tail(e, length) : undefined;
   }
 
   async names(): Promise<string[]> {
@@ -102,6 +109,13 @@ export class DirAccess implements FileAccess {
     const p = await this.locate(name);
     if (!p) throw missing(this.path, name, 'blob');
     return createReadStream(p, { highWaterMark: 1 << 20, ...(signal ? { signal } : {}) });
+  }
+
+  async tail(name: string, length: number): Promise<Buffer | undefined> {
+    const p = await this.locate(name);
+    if (!p) return undefined;
+    const { size } = await stat(p);
+    return size < length ? undefined : readAt(p, size - length, length);
   }
 
   async names(): Promise<string[]> {

@@ -16,6 +16,44 @@ export function sniffCompression(head: Uint8Array): Compression {
   return 'none';
 }
 
+/** Bytes of a blob's end that `predictedPlainSize` reads. */
+export const SIZE_HINT_BYTES = 64;
+
+/** deflate's best ratio: no gzip stream is more than this many times smaller than its data. */
+const MAX_DEFLATE_RATIO = 1032;
+
+/**
+ * The size a layer will have decompressed, foretold from its media type, its size and its last bytes,
+ * or undefined where nothing sound can be said. A gzip stream ends with its length modulo 2^32 (ISIZE).
+ * deflate never shrinks data by more than a factor of 1032, nor grows it by more than a few bytes per
+ * 64 KiB, so the one ISIZE + k * 2^32 between those bounds is taken. A tar is whole 512-byte blocks, so
+ * any other answer is no answer, and so is a stream that ends with an eStargz or stargz footer (a
+ * gzip member of its own, whose length says nothing of the layer's). A layer that is not compressed is
+ * its own size. It is a prediction: the writer that lays out an archive with it checks every byte count
+ * and falls back to writing in order when one is wrong (a multi-member gzip of another kind, say).
+ */
+export function predictedPlainSize(
+  mediaType: string,
+  size: number,
+  tail: Uint8Array | undefined,
+): number | undefined {
+  let plain: number;
+  if (mediaType.endsWith('gzip')) {
+    if (tail?.byteLength !== SIZE_HINT_BYTES) return undefined;
+    const end = Buffer.from(tail.buffer, tail.byteOffset, tail.byteLength);
+    if (end.includes('STARGZ')) return undefined;
+    plain = end.readUInt32LE(SIZE_HINT_BYTES - 4);
+    const floor = (size - 1024) / 1.001;
+    while (plain < floor) plain += 2 ** 32;
+    if (plain > size * MAX_DEFLATE_RATIO) return undefined;
+  } else if (mediaType.endsWith('.tar')) {
+    plain = size;
+  } else {
+    return undefined;
+  }
+  return plain > 0 && plain % 512 === 0 ? plain : undefined;
+}
+
 /** Output chunks of 1 MiB instead of zlib's 16 KiB: fewer, larger writes and hash updates downstream. */
 const OUT_CHUNK = 1 << 20;
 const IN_BATCH = 1 << 20;

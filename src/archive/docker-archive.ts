@@ -3,12 +3,14 @@
  * uncompressed layers, manifest.json, repositories, and the legacy per-layer directories older docker
  * versions load. Several images may share one archive (layers stored once).
  *
- * Layer sizes are known only after decompression, so the layout cannot be computed up front as for OCI
- * formats. Instead the archive is written front to back: all metadata first (its size is known), then
- * each layer, its header written after its data once the size is known. Downloads still run in
- * parallel: the layer being written streams straight from the network into the archive; layers that
- * arrive early wait in spool files beside the archive (usually never leaving the page cache) and are
- * decompressed from there in their turn.
+ * The archive's layout depends on the layers' decompressed sizes, which a manifest does not give. Most
+ * layers foretell theirs (a gzip stream ends with its length; predictedPlainSize): when every layer does,
+ * the layout is computed up front as for the OCI formats, and every layer is decompressed in parallel
+ * straight to its place. Otherwise, or when a prediction proves wrong, the archive is written front to
+ * back: all metadata first, then each layer, its header written after its data once the size is known.
+ * Downloads still run in parallel there: the layer being written streams straight from the network into
+ * the archive; layers that arrive early wait in spool files beside the archive (usually never leaving
+ * the page cache) and are decompressed from there in their turn.
  */
 import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { StowageError } from '../errors.js';
@@ -16,9 +18,10 @@ import { DigestVerifier, digestHex, digestMismatch, sha256Digest } from '../imag
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../image/schemas.js';
 import { AtomicFile, SyncAhead, sha256Line, writeFileAtomic } from './atomic.js';
-import { decompressed } from './decompress.js';
-import { ArchiveHasher } from './hasher.js';
+import { decompressed, predictedPlainSize, SIZE_HINT_BYTES } from './decompress.js';
+import { ArchiveHasher, type HashSegment } from './hasher.js';
 import type { BlobFetcher, WriteOptions, WrittenArchive } from './oci-archive.js';
+import { PositionedWriter, runQueue, WRITE_BATCH } from './positioned.js';
 import { archiveMtime, BLOCK, END_OF_ARCHIVE, entryHeader, paddedSize, type TarEntry } from './tar.js';
 
 export interface DockerArchiveImage {
@@ -138,9 +141,6 @@ export function dockerMetadata(images: DockerArchiveImage[]): {
   return { entries, layers: [...layers.values()] };
 }
 
-/** Bytes per write to the archive and to spools. */
-const WRITE_BATCH = 1 << 20;
-
 /** An append-only temporary file that can be read while it is still being written. */
 class Spool {
   private written = 0;
@@ -221,6 +221,178 @@ export async function writeDockerArchive(
 ): Promise<WrittenArchive> {
   const mtime = archiveMtime(opts.env);
   const { entries, layers } = dockerMetadata(images);
+  const meta = metadataBytes(entries, mtime);
+  const sizes = await plainSizes(layers, opts);
+  if (sizes) {
+    try {
+      return await writeLaidOut(path, meta, layers, sizes, mtime, opts);
+    } catch (e) {
+      if (!(e instanceof SizeMisprediction)) throw e;
+    }
+  }
+  return writeInOrder(path, meta, layers, mtime, opts);
+}
+
+/** The metadata entries' bytes, headers and padding included: the start of the archive. */
+function metadataBytes(entries: [TarEntry, Buffer][], mtime: number): Buffer {
+  const parts: Buffer[] = [];
+  for (const [e, data] of entries) {
+    parts.push(entryHeader(e, mtime));
+    if (e.type === 'file') parts.push(data, Buffer.alloc(paddedSize(data.length) - data.length));
+  }
+  return Buffer.concat(parts);
+}
+
+/** A layer's tar header, which must fit one block. */
+function layerHeader(layer: LayerJob, size: number, mtime: number): Buffer {
+  const header = entryHeader({ name: layer.name, type: 'file', size }, mtime);
+  if (header.length !== BLOCK)
+    throw new StowageError('INTERNAL', `layer name ${layer.name} needs a long header`);
+  return header;
+}
+
+/** The compressed bytes of a layer, counted into its digest check as they pass. */
+async function* verified(body: AsyncIterable<Uint8Array>, check: DigestVerifier): AsyncGenerator<Uint8Array> {
+  for await (const c of body) {
+    check.update(c);
+    yield c;
+  }
+}
+
+/** Every layer's decompressed digest, as hashed while written, against the config's diff_ids. */
+function checkDiffIds(layers: LayerJob[], hex: string[]): void {
+  for (const [i, layer] of layers.entries()) {
+    const actual = `sha256:${hex[i]}`;
+    if (actual !== layer.diffId) {
+      throw digestMismatch(
+        `layer ${layer.source.digest} uncompressed`,
+        actual,
+        layer.diffId,
+        "the image config's diff_id does not describe this layer",
+      );
+    }
+  }
+}
+
+/** Thrown where a layer's decompressed size is not the one foretold: the archive is written in order instead. */
+class SizeMisprediction extends Error {}
+
+/** Every layer's foretold decompressed size, or undefined when one cannot be foretold. */
+async function plainSizes(layers: LayerJob[], opts: WriteOptions): Promise<number[] | undefined> {
+  const tail = opts.tail;
+  if (!tail || layers.length === 0) return undefined;
+  const controller = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
+  const sizes: (number | undefined)[] = [];
+  await runQueue([...layers.entries()], opts.concurrency, controller, async ([i, { source: d }]) => {
+    // A failed range request only costs the prediction; the download itself reports real errors.
+    const end = d.mediaType.endsWith('gzip')
+      ? await tail(d, SIZE_HINT_BYTES, signal).catch(() => undefined)
+      : undefined;
+    sizes[i] = predictedPlainSize(d.mediaType, d.size, end);
+    if (sizes[i] === undefined) throw new SizeMisprediction();
+  }).catch((e: unknown) => {
+    if (!(e instanceof SizeMisprediction)) throw e;
+  });
+  return sizes.length === layers.length && sizes.every((n) => n !== undefined)
+    ? (sizes as number[])
+    : undefined;
+}
+
+/**
+ * The archive laid out from foretold sizes: metadata, then each layer's header, data and padding, at
+ * offsets known before any byte arrives. Layers download and decompress in parallel, each straight to its
+ * place; the hasher follows in file order and hashes each layer's bytes on their own too (its diff_id).
+ */
+async function writeLaidOut(
+  path: string,
+  meta: Buffer,
+  layers: LayerJob[],
+  sizes: number[],
+  mtime: number,
+  opts: WriteOptions,
+): Promise<WrittenArchive> {
+  const segments: HashSegment[] = [{ start: 0, length: meta.length }];
+  let end = meta.length;
+  const placed = layers.map((layer, i) => {
+    const size = sizes[i]!;
+    const at = end;
+    segments.push({ start: at, length: BLOCK });
+    const segment = segments.length;
+    segments.push({ start: at + BLOCK, length: size, own: true });
+    const pad = paddedSize(size) - size;
+    if (pad) segments.push({ start: at + BLOCK + size, length: pad });
+    end = at + BLOCK + paddedSize(size);
+    return { layer, size, at, segment, header: layerHeader(layer, size, mtime) };
+  });
+  segments.push({ start: end, length: END_OF_ARCHIVE.length });
+  const file = await AtomicFile.create(path);
+  const fh = file.handle;
+  const controller = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
+  let hasher: ArchiveHasher | undefined;
+  let checksumWritten = false;
+  try {
+    // Everything but the layers' data goes down first; padding is zero already (truncate).
+    await fh.truncate(end + END_OF_ARCHIVE.length);
+    await fh.write(meta, 0, meta.length, 0);
+    for (const p of placed) await fh.write(p.header, 0, BLOCK, p.at);
+    await fh.write(END_OF_ARCHIVE, 0, END_OF_ARCHIVE.length, end);
+    hasher = new ArchiveHasher(file.tmpPath, segments);
+    const data = new Set(placed.map((p) => p.segment));
+    for (const [i, seg] of segments.entries()) if (!data.has(i)) hasher.written(i, seg.length);
+    const archiveHasher = hasher;
+    const writeback = new SyncAhead(fh);
+    opts.onProgress?.({
+      type: 'plan',
+      blobs: layers.length,
+      totalBytes: layers.reduce((n, l) => n + l.source.size, 0),
+    });
+    await runQueue(placed, opts.concurrency, controller, async (p) => {
+      const { source } = p.layer;
+      opts.onProgress?.({ type: 'blob-start', digest: source.digest, size: source.size });
+      const compressed = new DigestVerifier(source.digest, source.size, `layer ${source.digest}`);
+      const out = new PositionedWriter(fh, p.at + BLOCK, writeback, (n) =>
+        archiveHasher.written(p.segment, n),
+      );
+      for await (const c of decompressed(verified(await opts.fetch(source, signal), compressed))) {
+        if (out.bytes + c.byteLength > p.size) throw new SizeMisprediction();
+        if (await out.push(c)) {
+          const bytes = compressed.bytes;
+          opts.onProgress?.({ type: 'blob-progress', digest: source.digest, bytes, size: source.size });
+        }
+      }
+      compressed.finish();
+      if (out.bytes !== p.size) throw new SizeMisprediction();
+      await out.flush();
+      opts.onProgress?.({ type: 'blob-done', digest: source.digest, size: source.size });
+    });
+    await writeback.settle();
+    const [{ archive: sha256, own }] = await Promise.all([archiveHasher.finish(), fh.datasync()]);
+    checkDiffIds(layers, own);
+    opts.onProgress?.({ type: 'finalizing', path });
+    await writeFileAtomic(`${path}.sha256`, sha256Line(sha256, path));
+    checksumWritten = true;
+    await file.commit({ synced: true });
+    return { path, sha256, size: end + END_OF_ARCHIVE.length };
+  } catch (e) {
+    controller.abort();
+    hasher?.abort();
+    await file.abort();
+    if (checksumWritten) await unlink(`${path}.sha256`).catch(() => {});
+    if (opts.signal?.aborted) throw new StowageError('ABORTED', `writing ${path} was aborted`);
+    throw e;
+  }
+}
+
+/** The archive written front to back, each layer's header once its size is known (see the top). */
+async function writeInOrder(
+  path: string,
+  meta: Buffer,
+  layers: LayerJob[],
+  mtime: number,
+  opts: WriteOptions,
+): Promise<WrittenArchive> {
   const file = await AtomicFile.create(path);
   const fh = file.handle;
   const controller = new AbortController();
@@ -230,14 +402,8 @@ export async function writeDockerArchive(
   const writeback = new SyncAhead(fh);
   let checksumWritten = false;
   try {
-    const meta: Buffer[] = [];
-    for (const [e, data] of entries) {
-      meta.push(entryHeader(e, mtime));
-      if (e.type === 'file') meta.push(data, Buffer.alloc(paddedSize(data.length) - data.length));
-    }
-    const metaBuf = Buffer.concat(meta);
-    await fh.write(metaBuf, 0, metaBuf.length, 0);
-    let pos = metaBuf.length;
+    await fh.write(meta, 0, meta.length, 0);
+    let pos = meta.length;
     hasher.written(0, pos);
     opts.onProgress?.({
       type: 'plan',
@@ -302,32 +468,11 @@ export async function writeDockerArchive(
         );
         const headerPos = pos;
         const dataStart = pos + BLOCK;
-        let at = dataStart;
-        let batch: Buffer[] = [];
-        let batchBytes = 0;
         // The uncompressed bytes are checked against the diff_id by the hasher as they are written.
         hasher.openTap(dataStart);
-        const flush = async () => {
-          if (!batchBytes) return;
-          await fh.writev(batch, at);
-          at += batchBytes;
-          writeback.wrote(batchBytes);
-          hasher.tapWritten(at);
-          batch = [];
-          batchBytes = 0;
-        };
-        const counted = (async function* () {
-          for await (const c of body) {
-            compressed.update(c);
-            yield c;
-          }
-        })();
-        const plain = decompressed(counted);
-        for await (const c of plain) {
-          batch.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
-          batchBytes += c.byteLength;
-          if (batchBytes >= WRITE_BATCH) {
-            await flush();
+        const out = new PositionedWriter(fh, dataStart, writeback, (n) => hasher.tapWritten(dataStart + n));
+        for await (const c of decompressed(verified(body, compressed))) {
+          if (await out.push(c)) {
             opts.onProgress?.({
               type: 'blob-progress',
               digest: layer.source.digest,
@@ -337,14 +482,12 @@ export async function writeDockerArchive(
           }
         }
         compressed.finish();
-        await flush();
+        await out.flush();
+        const at = dataStart + out.bytes;
         const size = at - dataStart;
         const pad = paddedSize(size) - size;
         if (pad) await fh.write(Buffer.alloc(pad), 0, pad, at);
-        const header = entryHeader({ name: layer.name, type: 'file', size }, mtime);
-        if (header.length !== BLOCK)
-          throw new StowageError('INTERNAL', `layer name ${layer.name} needs a long header`);
-        await fh.write(header, 0, BLOCK, headerPos);
+        await fh.write(layerHeader(layer, size, mtime), 0, BLOCK, headerPos);
         pos = dataStart + paddedSize(size);
         hasher.closeTap(at);
         hasher.written(0, pos);
@@ -366,17 +509,7 @@ export async function writeDockerArchive(
     await writeback.settle();
     hasher.close(0, pos);
     const [{ archive: sha256, taps }] = await Promise.all([hasher.finish(), fh.datasync()]);
-    for (const [i, layer] of layers.entries()) {
-      const actual = `sha256:${taps[i]}`;
-      if (actual !== layer.diffId) {
-        throw digestMismatch(
-          `layer ${layer.source.digest} uncompressed`,
-          actual,
-          layer.diffId,
-          "the image config's diff_id does not describe this layer",
-        );
-      }
-    }
+    checkDiffIds(layers, taps);
     opts.onProgress?.({ type: 'finalizing', path });
     await writeFileAtomic(`${path}.sha256`, sha256Line(sha256, path));
     checksumWritten = true;

@@ -4,14 +4,16 @@
 // closes it, for writers that learn sizes as they go.
 // Taps are ranges whose own sha256 the writer wants (docker-archive's uncompressed layers). They are
 // announced, advanced and closed by messages, and hashed as soon as their bytes are written, ahead of
-// the archive hash, which may be held back by a header the writer fills in last.
+// the archive hash, which may be held back by a header the writer fills in last. A segment marked
+// "own" gets its own sha256 too, from the same reads (a writer that knows its layout up front needs no
+// taps: docker-archive's layers when their sizes are known).
 // Plain JavaScript (checked by tsc through JSDoc) so that it runs as a Worker from source and from dist.
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 
 /**
- * @typedef {{ start: number }} HashSegment
+ * @typedef {{ start: number, own?: boolean }} HashSegment
  * @typedef {{ path: string, segments: HashSegment[], progress: BigInt64Array, lengths: BigInt64Array, signal: Int32Array, taps: import('node:worker_threads').MessagePort }} HashJob
  * @typedef {{ start: number, written: number, end: number | undefined, hashed: number, hash: import('node:crypto').Hash }} Tap
  * @typedef {{ type: 'open', at: number } | { type: 'written', at: number } | { type: 'close', at: number }} TapMessage
@@ -78,8 +80,11 @@ function wait(/** @type {number} */ seen) {
 }
 
 try {
+  /** @type {string[]} */
+  const own = [];
   for (let i = 0; i < job.segments.length; i++) {
     const seg = /** @type {HashSegment} */ (job.segments[i]);
+    const ownHash = seg.own ? createHash('sha256') : undefined;
     let hashed = 0;
     for (;;) {
       if (aborted()) throw new Error('aborted');
@@ -92,15 +97,21 @@ try {
         const n = readSync(fd, buf, 0, Math.min(buf.length, written - hashed), seg.start + hashed);
         if (n === 0) throw new Error(`short read from ${job.path}`);
         archive.update(buf.subarray(0, n));
+        ownHash?.update(buf.subarray(0, n));
         hashed += n;
       } else {
         wait(seen);
       }
     }
+    if (ownHash) own.push(ownHash.digest('hex'));
   }
   // The archive is complete, so every tap has been closed.
   while (advanceTaps()) if (aborted()) throw new Error('aborted');
-  parentPort?.postMessage({ archive: archive.digest('hex'), taps: taps.map((t) => t.hash.digest('hex')) });
+  parentPort?.postMessage({
+    archive: archive.digest('hex'),
+    taps: taps.map((t) => t.hash.digest('hex')),
+    own,
+  });
 } catch (e) {
   parentPort?.postMessage({ error: e instanceof Error ? e.message : String(e) });
 } finally {

@@ -5,11 +5,14 @@ import { StowageError } from '../errors.js';
 export interface HashSegment {
   start: number;
   length: number;
+  /** Also hash this segment on its own (its sha256 is in HashResult.own). */
+  own?: boolean;
 }
 
 interface WorkerResult {
   archive?: string;
   taps?: string[];
+  own?: string[];
   error?: string;
 }
 
@@ -18,6 +21,8 @@ export interface HashResult {
   archive: string;
   /** sha256 (hex) of each tapped range, in the order tap() was called. */
   taps: string[];
+  /** sha256 (hex) of each segment marked `own`, in file order. */
+  own: string[];
 }
 
 /**
@@ -46,7 +51,7 @@ export class ArchiveHasher {
     this.worker = new Worker(new URL('./hash-worker.js', import.meta.url), {
       workerData: {
         path,
-        segments: segments.map((s) => ({ start: s.start })),
+        segments: segments.map((s) => ({ start: s.start, own: s.own === true })),
         progress: this.progress,
         lengths: this.lengths,
         signal: this.signal,
@@ -114,6 +119,6 @@ export class ArchiveHasher {
     void this.worker.terminate();
     if (r.error || !r.archive) throw new StowageError('IO', `hashing the archive failed: ${r.error}`);
     if (r.taps?.length !== this.tapCount) throw new StowageError('INTERNAL', 'archive hasher lost a tap');
-    return { archive: r.archive, taps: r.taps };
+    return { archive: r.archive, taps: r.taps, own: r.own ?? [] };
   }
 }

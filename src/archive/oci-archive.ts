@@ -6,6 +6,7 @@ import type { Descriptor } from '../image/schemas.js';
 import type { ProgressListener } from '../transfer/progress.js';
 import { AtomicFile, SyncAhead, sha256Line, writeFileAtomic } from './atomic.js';
 import { ArchiveHasher, type HashSegment } from './hasher.js';
+import { PositionedWriter, runQueue } from './positioned.js';
 import { archiveMtime, END_OF_ARCHIVE, entryHeader, paddedSize, type TarEntry } from './tar.js';
 
 /** Annotation keys that name an image in an OCI layout's index.json. */
@@ -28,9 +29,17 @@ export interface ArchiveContent {
 }
 
 export type BlobFetcher = (descriptor: Descriptor, signal: AbortSignal) => Promise<AsyncIterable<Uint8Array>>;
+/** A blob's last `length` bytes, where the source can give them cheaply; else undefined. */
+export type BlobTailFetcher = (
+  descriptor: Descriptor,
+  length: number,
+  signal: AbortSignal,
+) => Promise<Buffer | undefined>;
 
 export interface WriteOptions {
   fetch: BlobFetcher;
+  /** Lets docker-archive foretell layer sizes and lay the archive out up front (see docker-archive.ts). */
+  tail?: BlobTailFetcher | undefined;
   /** Blobs downloaded at once. */
   concurrency: number;
   signal?: AbortSignal | undefined;
@@ -107,9 +116,6 @@ export function layoutOciArchive(
   return { entries, size: offset + END_OF_ARCHIVE.length };
 }
 
-const WRITE_BATCH = 1 << 20;
-/** Start writeback every this many bytes, so the final fsync has little left to flush. */
-
 /**
  * Writes an oci-archive: the layout is computed first, then blobs are downloaded in parallel and each
  * is written straight to its final offset. A worker thread follows the writes in file order, computing
@@ -168,25 +174,12 @@ export async function writeOciArchive(
       opts.onProgress?.({ type: 'blob-start', digest: blob.digest, size: blob.size });
       const verifier = new DigestVerifier(blob.digest, blob.size, `blob ${blob.digest}`);
       const body = await opts.fetch(blob, signal);
-      let position = p.offset;
-      let batch: Buffer[] = [];
-      let batchBytes = 0;
-      const flush = async () => {
-        if (batchBytes === 0) return;
-        await fh.writev(batch, position);
-        position += batchBytes;
-        writeback.wrote(batchBytes);
-        batch = [];
-        batchBytes = 0;
-        const done = position - p.offset;
-        archiveHasher.written(p.segment, done === blob.size ? paddedSize(blob.size) : done);
-      };
+      const out = new PositionedWriter(fh, p.offset, writeback, (done) =>
+        archiveHasher.written(p.segment, done === blob.size ? paddedSize(blob.size) : done),
+      );
       for await (const chunk of body) {
         verifier.update(chunk);
-        batch.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-        batchBytes += chunk.byteLength;
-        if (batchBytes >= WRITE_BATCH) {
-          await flush();
+        if (await out.push(chunk)) {
           opts.onProgress?.({
             type: 'blob-progress',
             digest: blob.digest,
@@ -196,28 +189,10 @@ export async function writeOciArchive(
         }
       }
       verifier.finish();
-      await flush();
+      await out.flush();
       opts.onProgress?.({ type: 'blob-done', digest: blob.digest, size: blob.size });
     };
-
-    const queue = [...pending];
-    // The first failure is the one reported; the downloads it aborts fail with AbortError after it.
-    let firstError: unknown;
-    const worker = async () => {
-      for (let p = queue.shift(); p; p = queue.shift()) {
-        try {
-          await downloadOne(p);
-        } catch (e) {
-          firstError ??= e;
-          controller.abort();
-          queue.splice(0);
-          return;
-        }
-      }
-    };
-    const workers = Array.from({ length: Math.max(1, Math.min(opts.concurrency, pending.length)) }, worker);
-    await Promise.all(workers);
-    if (firstError !== undefined) throw firstError;
+    await runQueue(pending, opts.concurrency, controller, downloadOne);
     // Flush to disk while the hasher finishes its tail.
     await writeback.settle();
     const [{ archive: sha256 }] = await Promise.all([archiveHasher.finish(), fh.datasync()]);

@@ -371,6 +371,12 @@ export class TarIndex {
   }
 
   /** An entry's bytes in memory, refusing entries over `limit` bytes. */
+  /** An entry's last `length` bytes, read in place; undefined for a gzipped archive (no cheap seek). */
+  async tail(entry: TarIndexEntry, length: number): Promise<Buffer | undefined> {
+    if (this.gzipped || entry.size < length) return undefined;
+    return readAt(this.path, entry.offset + entry.size - length, length);
+  }
+
   async read(entry: TarIndexEntry, limit: number, what: string): Promise<Buffer> {
     if (entry.size > limit) {
       throw new StowageError(
@@ -381,5 +387,17 @@ export class TarIndex {
     const parts: Buffer[] = [];
     for await (const c of this.stream(entry)) parts.push(c);
     return Buffer.concat(parts);
+  }
+}
+
+/** `length` bytes of a file at `position` (fewer at its end). */
+export async function readAt(path: string, position: number, length: number): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(length);
+    const { bytesRead } = await fh.read(buf, 0, length, position);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
   }
 }

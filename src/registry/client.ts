@@ -460,6 +460,34 @@ export class RegistryClient {
     return { body: this.mapBodyErrors(res.body, what), size: len === undefined ? undefined : Number(len) };
   }
 
+  /**
+   * The last `length` bytes of a blob of `size` bytes, with a Range request; undefined when the registry
+   * does not answer with exactly that range (it may ignore Range: the body is then not read).
+   */
+  async getBlobTail(
+    repo: string,
+    digest: string,
+    size: number,
+    length: number,
+    signal?: AbortSignal,
+  ): Promise<Buffer | undefined> {
+    if (size < length) return undefined;
+    const res = await this.request({
+      method: 'GET',
+      path: `/v2/${repo}/blobs/${digest}`,
+      scope: `repository:${repo}:pull`,
+      headers: { range: `bytes=${size - length}-${size - 1}` },
+      signal,
+      what: `the end of blob ${digest} of ${this.host}/${repo}`,
+    });
+    if (res.statusCode !== 206) {
+      res.body.destroy();
+      return undefined;
+    }
+    const bytes = await readLimited(res.body, length, `the end of blob ${digest}`).catch(() => undefined);
+    return bytes?.length === length ? bytes : undefined;
+  }
+
   /** A response body whose transport errors (after retries) become NETWORK errors naming the blob. */
   private async *mapBodyErrors(body: AsyncIterable<Uint8Array>, what: string): AsyncGenerator<Uint8Array> {
     try {

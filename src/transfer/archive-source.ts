@@ -343,5 +343,10 @@ export class ArchiveSource implements ImageSource {
     return this.access.stream(path, signal);
   }
 
+  async getBlobTail(descriptor: Descriptor, length: number): Promise<Buffer | undefined> {
+    const path = this.locate(descriptor.digest);
+    return path ? this.access.tail(path, length) : undefined;
+  }
+
   async close(): Promise<void> {}
 }

@@ -296,8 +296,11 @@ export async function pull(ctx: Context, inputs: string[], opts: PullOptions): P
       }
     }
     const fetch = (d: Descriptor, signal: AbortSignal) => from.get(d.digest)!.getBlob(d, signal);
+    const tail = async (d: Descriptor, length: number, signal: AbortSignal) =>
+      from.get(d.digest)!.getBlobTail?.(d, length, signal);
     const writeOpts = {
       fetch,
+      tail,
       concurrency: opts.concurrency ?? 4,
       signal: opts.signal,
       onProgress: opts.onProgress,

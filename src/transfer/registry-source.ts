@@ -21,5 +21,9 @@ export class RegistrySource implements ImageSource {
     return body;
   }
 
+  getBlobTail(descriptor: Descriptor, length: number, signal?: AbortSignal): Promise<Buffer | undefined> {
+    return this.client.getBlobTail(this.repository, descriptor.digest, descriptor.size, length, signal);
+  }
+
   async close(): Promise<void> {}
 }

@@ -9,5 +9,7 @@ export interface ImageSource {
   getManifest(reference: string, signal?: AbortSignal): Promise<ManifestResponse>;
   /** A blob's bytes as a stream; the caller verifies the digest while consuming it. */
   getBlob(descriptor: Descriptor, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
+  /** A blob's last `length` bytes, where that is cheap (a range request, a positioned read); else undefined. */
+  getBlobTail?(descriptor: Descriptor, length: number, signal?: AbortSignal): Promise<Buffer | undefined>;
   close(): Promise<void>;
 }

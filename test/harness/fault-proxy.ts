@@ -14,7 +14,11 @@ export type Fault =
   /** No answer at all: the request stays open until the client gives up or is killed. */
   | { kind: 'hang' }
   /** The registry's answer, with these headers added (rate-limit headers, say). */
-  | { kind: 'headers'; headers: Record<string, string> };
+  | { kind: 'headers'; headers: Record<string, string> }
+  /** The request goes upstream without its Range header: the whole blob comes back (200). */
+  | { kind: 'ignore-range' }
+  /** A partial answer (206) whose bytes are rewritten: a registry that serves a wrong range. */
+  | { kind: 'rewrite-range'; rewrite: (body: Buffer) => Buffer };
 
 export interface SeenRequest {
   method: string;
@@ -58,6 +62,7 @@ export async function startFaultProxy(opts: {
       return;
     }
     const headers = { ...req.headers, host: upstream.host, ...opts.upstreamHeaders };
+    if (fault?.kind === 'ignore-range') delete headers.range;
     const self = `http://${req.headers.host}`;
     const up = request(
       { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers },
@@ -81,6 +86,12 @@ export async function startFaultProxy(opts: {
             offset += chunk.length;
           });
           upRes.on('end', () => res.end());
+          return;
+        }
+        if (fault?.kind === 'rewrite-range' && upRes.statusCode === 206) {
+          const parts: Buffer[] = [];
+          upRes.on('data', (chunk: Buffer) => parts.push(chunk));
+          upRes.on('end', () => res.end(fault.rewrite(Buffer.concat(parts))));
           return;
         }
         if (fault?.kind === 'drop' && upRes.statusCode === 200) {
