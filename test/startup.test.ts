@@ -1,0 +1,72 @@
+/**
+ * The CLI starts from one bundled file whose compiled code is cached between runs: by Node itself from
+ * 22.1 on (module.enableCompileCache, in $NODE_COMPILE_CACHE here), by bin/stowage.js on Node 20 (V8's
+ * code cache in ~/.cache/stowage/code). Whatever is in the cache, the CLI must work, and only a cache
+ * file the user owns and alone can write may be used.
+ */
+
+import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import module from 'node:module';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { stowage, workdir } from './harness/cli.js';
+
+const nodeCaches = typeof (module as { enableCompileCache?: unknown }).enableCompileCache === 'function';
+
+async function files(dir: string): Promise<string[]> {
+  return readdir(dir, { recursive: true }).catch(() => []);
+}
+
+describe('start-up', () => {
+  it('caches compiled code between runs, and works with a damaged, foreign or disabled cache', async () => {
+    const w = await workdir('startup');
+    const nodeCache = join(w.dir, 'node-cache');
+    const env = { ...w.env, NODE_COMPILE_CACHE: nodeCache };
+    const ours = join(w.env.HOME!, '.cache', 'stowage', 'code');
+
+    const first = await stowage(['--version'], { env });
+    expect(first).toMatchObject({ code: 0, stdout: '0.1.0\n', stderr: '' });
+    if (nodeCaches) {
+      // Node keeps the cache; ours is not written.
+      expect((await files(nodeCache)).length).toBeGreaterThan(0);
+      expect(await files(ours)).toEqual([]);
+      return;
+    }
+    const [name] = await readdir(ours);
+    expect(name).toMatch(new RegExp(`^[0-9a-f]{32}-${process.version}-${process.arch}\\.v8$`));
+    const path = join(ours, name!);
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    expect((await stat(ours)).mode & 0o777).toBe(0o700);
+    const good = await readFile(path);
+    expect(good.length).toBeGreaterThan(100_000);
+
+    // Used as it is: not rewritten.
+    expect((await stowage(['--version'], { env })).code).toBe(0);
+    expect((await readFile(path)).equals(good)).toBe(true);
+
+    // Damaged: V8 refuses it, the CLI works, and the cache is made again.
+    await writeFile(path, Buffer.alloc(good.length, 1), { mode: 0o600 });
+    expect(await stowage(['--help'], { env })).toMatchObject({ code: 0, stderr: '' });
+    expect((await readFile(path)).equals(Buffer.alloc(good.length, 1))).toBe(false);
+
+    // Writable by others: never read, so never trusted, and replaced.
+    await writeFile(path, Buffer.alloc(16, 2));
+    await chmod(path, 0o666);
+    expect((await stowage(['--version'], { env })).code).toBe(0);
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+
+    // Caches of other builds are removed when a new one is written.
+    await writeFile(join(ours, 'old-build.v8'), 'x', { mode: 0o600 });
+    await writeFile(path, Buffer.alloc(16, 3), { mode: 0o600 });
+    expect((await stowage(['--version'], { env })).code).toBe(0);
+    expect(await readdir(ours)).toEqual([name]);
+
+    // NODE_DISABLE_COMPILE_CACHE: nothing read, nothing written.
+    const off = await workdir('startup-off');
+    await mkdir(off.env.HOME!, { recursive: true });
+    expect(
+      (await stowage(['--version'], { env: { ...off.env, NODE_DISABLE_COMPILE_CACHE: '1' } })).code,
+    ).toBe(0);
+    expect(await files(join(off.env.HOME!, '.cache'))).toEqual([]);
+  });
+});
