@@ -5,8 +5,9 @@
 // Taps are ranges whose own sha256 the writer wants (docker-archive's uncompressed layers). They are
 // announced, advanced and closed by messages, and hashed as soon as their bytes are written, ahead of
 // the archive hash, which may be held back by a header the writer fills in last. A segment marked
-// "own" gets its own sha256 too, from the same reads (a writer that knows its layout up front needs no
-// taps: docker-archive's layers when their sizes are known).
+// "own" gets its own sha256 too (a writer that knows its layout up front needs no taps: docker-archive's
+// layers when their sizes are known): from the archive hash's reads, or ahead of them, from bytes
+// already written while the archive hash waits for earlier ones.
 // Plain JavaScript (checked by tsc through JSDoc) so that it runs as a Worker from source and from dist.
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
@@ -79,12 +80,34 @@ function wait(/** @type {number} */ seen) {
   Atomics.store(job.signal, 1, 0);
 }
 
+/** Per segment marked own: its hash, and how many of its bytes it has taken. */
+const own = job.segments.map((s) => (s.own ? { hash: createHash('sha256'), hashed: 0 } : undefined));
+
+/**
+ * Hashes, on their own, bytes of a later segment that are already written, while the archive hash
+ * waits for segment `current`: a layer that arrives early is then read once more for the archive hash
+ * only, instead of twice over at the end.
+ */
+function ownAhead(/** @type {number} */ current) {
+  for (let j = current + 1; j < job.segments.length; j++) {
+    const o = own[j];
+    if (!o) continue;
+    const written = Number(Atomics.load(job.progress, j));
+    if (o.hashed >= written) continue;
+    const seg = /** @type {HashSegment} */ (job.segments[j]);
+    const n = readSync(fd, buf, 0, Math.min(buf.length, written - o.hashed), seg.start + o.hashed);
+    if (n === 0) throw new Error(`short read from ${job.path}`);
+    o.hash.update(buf.subarray(0, n));
+    o.hashed += n;
+    return true;
+  }
+  return false;
+}
+
 try {
-  /** @type {string[]} */
-  const own = [];
   for (let i = 0; i < job.segments.length; i++) {
     const seg = /** @type {HashSegment} */ (job.segments[i]);
-    const ownHash = seg.own ? createHash('sha256') : undefined;
+    const o = own[i];
     let hashed = 0;
     for (;;) {
       if (aborted()) throw new Error('aborted');
@@ -96,21 +119,25 @@ try {
       if (hashed < written) {
         const n = readSync(fd, buf, 0, Math.min(buf.length, written - hashed), seg.start + hashed);
         if (n === 0) throw new Error(`short read from ${job.path}`);
-        archive.update(buf.subarray(0, n));
-        ownHash?.update(buf.subarray(0, n));
+        const bytes = buf.subarray(0, n);
+        archive.update(bytes);
+        // Bytes hashed ahead are not hashed again for the segment's own digest.
+        if (o && o.hashed < hashed + n) {
+          o.hash.update(bytes.subarray(Math.max(0, o.hashed - hashed)));
+          o.hashed = hashed + n;
+        }
         hashed += n;
-      } else {
+      } else if (!ownAhead(i)) {
         wait(seen);
       }
     }
-    if (ownHash) own.push(ownHash.digest('hex'));
   }
   // The archive is complete, so every tap has been closed.
   while (advanceTaps()) if (aborted()) throw new Error('aborted');
   parentPort?.postMessage({
     archive: archive.digest('hex'),
     taps: taps.map((t) => t.hash.digest('hex')),
-    own,
+    own: own.flatMap((o) => (o ? [o.hash.digest('hex')] : [])),
   });
 } catch (e) {
   parentPort?.postMessage({ error: e instanceof Error ? e.message : String(e) });
