@@ -61,6 +61,20 @@ describe('sync', () => {
       Array(20).fill('would-fetch'),
     );
     expect(blobGets(proxy)).toEqual([]);
+    // A mirror's plan asks the source and the mirror about every tag, 16 requests at once on one abort
+    // signal: no listener leak, and no warning that says there is one.
+    const mirrorConfig = join(w.dir, 'mirror.toml');
+    await writeFile(
+      mirrorConfig,
+      `[store]\npath = "${store}-m"\n\n[[job]]\nname = "app"\nsource = "${proxy.host}/sync/app"\narchive = false\nmirror = "${plain.host}/sync-plan/app"\n`,
+    );
+    const mirrorPlan = await stowage(['sync', '--json', '--dry-run', '--config', mirrorConfig], {
+      env: w.env,
+    });
+    expect(mirrorPlan).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(mirrorPlan.stdout).jobs[0].tags.map((t: { mirror: string }) => t.mirror)).toEqual(
+      Array(20).fill('would-push'),
+    );
 
     const first = await stowage(['sync', '--json', '--config', config], { env: w.env });
     expect(first.code, first.stderr).toBe(0);

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { Dispatcher } from 'undici';
 import { Authenticator } from '../auth/authenticator.js';
 import type { Credentials } from '../auth/authfile.js';
@@ -238,6 +239,9 @@ export class RegistryClient {
     signal?: AbortSignal | undefined;
     what: string;
   }): Promise<Dispatcher.ResponseData> {
+    // One signal serves many requests at once (a sync's tags, a pull's blobs), each listening for
+    // its abort: no leak, so no warning.
+    if (opts.signal) setMaxListeners(0, opts.signal);
     const origin = await this.ping(opts.signal);
     await this.pace();
     const target = opts.url ?? new URL(opts.path, origin);
