@@ -58,7 +58,8 @@ function load(file) {
     if (!off) module.enableCompileCache();
     return require(file);
   }
-  const source = readFileSync(file, 'utf8');
+  // ASCII (scripts/bundle.mjs checks), so latin1: the same text, decoded in a third of the time.
+  const source = readFileSync(file, 'latin1');
   const cache = off ? undefined : cacheFile(source);
   const cachedData = cache && readOwn(cache.path);
   const script = new Script(module.wrap(source), { filename: file, cachedData });
