@@ -79,7 +79,12 @@ describe('sync benchmark', () => {
     const source = `${proxy.host}/bench/app`;
     const results: Record<string, { t: number[]; rss: number[] }> = {};
     const record = async (name: string, cmd: string, args: string[], clearCache: boolean) => {
-      if (clearCache) await rm(SKOPEO_CACHE, { force: true });
+      // Cold means no cache for either: skopeo's blob-info cache, and stowage's mirror blob cache (the
+      // blobs of earlier rounds, which a cold run would otherwise read instead of the source).
+      if (clearCache) {
+        await rm(SKOPEO_CACHE, { force: true });
+        await rm(join(home, '.cache', 'stowage', 'blobs'), { recursive: true, force: true });
+      }
       await run('sync', []);
       const r = await measure(cmd, args, env);
       results[name] ??= { t: [], rss: [] };
