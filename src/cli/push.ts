@@ -96,7 +96,7 @@ export function pushCommand(program: Command): void {
     .option('-j, --jobs <n>', 'blobs uploaded in parallel', parsePositiveInt, 4)
     .option(
       '--chunk-size <size>',
-      'upload blobs larger than this in chunks of this size (default 256MiB)',
+      'upload blobs larger than this in chunks of this size (default 1GiB; the registry may ask for smaller)',
       parseSize,
     )
     .option('-q, --quiet', 'print no progress and no summary')
@@ -171,7 +171,7 @@ export function copyCommand(program: Command): void {
     .option('-j, --jobs <n>', 'blobs in parallel', parsePositiveInt, 4)
     .option(
       '--chunk-size <size>',
-      'upload blobs larger than this in chunks of this size (default 256MiB)',
+      'upload blobs larger than this in chunks of this size (default 1GiB; the registry may ask for smaller)',
       parseSize,
     )
     .option('--registries-conf <file>', 'registries.conf to use')

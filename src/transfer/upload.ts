@@ -66,7 +66,13 @@ export interface UploadOptions {
 /** Opens a blob's bytes; called again for each attempt. */
 export type BlobOpener = (d: Descriptor, signal?: AbortSignal) => Promise<AsyncIterable<Uint8Array>>;
 
-export const DEFAULT_CHUNK_SIZE = 256 * 1024 * 1024;
+/**
+ * Chunks only for blobs this large. A failed upload restarts the whole blob either way, so chunks buy
+ * only a bound on each request's body (for proxies that set one), and cost round trips and the
+ * registry's work at every boundary: a 300 MB layer went in 0.2 s less as one PUT than as 256 MiB + 44 MiB.
+ * skopeo, docker and crane send every blob in one request.
+ */
+export const DEFAULT_CHUNK_SIZE = 1024 * 1024 * 1024;
 
 function backoff(attempt: number, signal?: AbortSignal): Promise<void> {
   const ms = Math.min(250 * 2 ** attempt, 10_000);
