@@ -153,6 +153,31 @@ describe('archive formats', () => {
     }
   });
 
+  it('writes the same docker-archive from a registry, an oci-archive, a gzipped one and a layout', async () => {
+    // From the registry, an oci-archive and a layout, every layer's size is read from its end and the
+    // archive is laid out up front; a gzipped tarball has no cheap end to read, so it is written in order.
+    const w = await workdir('docker-any-source', insecureConf(reg.host));
+    const oci = join(w.dir, 'm.tar');
+    const layout = join(w.dir, 'layout');
+    expect((await stowage(['pull', '-q', multi, '-o', oci], { env: w.env })).code).toBe(0);
+    expect((await stowage(['pull', '-q', '-f', 'oci', multi, '-o', layout], { env: w.env })).code).toBe(0);
+    await writeFile(`${oci}.gz`, gzipSync(await readFile(oci)));
+    const sources = {
+      registry: multi,
+      'oci-archive': `oci-archive:${oci}`,
+      'gzipped oci-archive': `oci-archive:${oci}.gz`,
+      layout: `oci:${layout}`,
+    };
+    const digests: Record<string, string> = {};
+    for (const [name, source] of Object.entries(sources)) {
+      const out = join(w.dir, `${name.replace(/ /g, '-')}.docker.tar`);
+      const r = await stowage(['pull', '-q', '-f', 'docker-archive', source, '-o', out], { env: w.env });
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      digests[name] = sha256(await readFile(out));
+    }
+    expect(new Set(Object.values(digests)).size, JSON.stringify(digests)).toBe(1);
+  });
+
   it('puts several images in one archive (like podman save -m), and several tags of one image', async () => {
     const w = await workdir('multi-image', insecureConf(reg.host));
     const d = join(w.dir, 'm.tar');
