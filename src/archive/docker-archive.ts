@@ -283,7 +283,7 @@ async function plainSizes(layers: LayerJob[], opts: WriteOptions): Promise<numbe
   if (!tail || layers.length === 0) return undefined;
   const controller = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
-  const sizes: (number | undefined)[] = [];
+  const sizes: (number | undefined)[] = layers.map(() => undefined);
   await runQueue([...layers.entries()], opts.concurrency, controller, async ([i, { source: d }]) => {
     // A failed range request only costs the prediction; the download itself reports real errors.
     const end = d.mediaType.endsWith('gzip')
@@ -294,9 +294,7 @@ async function plainSizes(layers: LayerJob[], opts: WriteOptions): Promise<numbe
   }).catch((e: unknown) => {
     if (!(e instanceof SizeMisprediction)) throw e;
   });
-  return sizes.length === layers.length && sizes.every((n) => n !== undefined)
-    ? (sizes as number[])
-    : undefined;
+  return sizes.every((n) => n !== undefined) ? (sizes as number[]) : undefined;
 }
 
 /**
