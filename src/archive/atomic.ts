@@ -42,6 +42,21 @@ export class AtomicFile {
     await syncDir(dirname(this.path));
   }
 
+  /**
+   * For an archive already synced: writes `path.sha256` (sha256sum -c's line), then moves the archive
+   * into place. If the move fails, the checksum goes too, so neither is left without the other.
+   */
+  async commitWithChecksum(sha256: string): Promise<void> {
+    const sumPath = `${this.path}.sha256`;
+    await writeFileAtomic(sumPath, sha256Line(sha256, this.path));
+    try {
+      await this.commit({ synced: true });
+    } catch (e) {
+      await unlink(sumPath).catch(() => {});
+      throw e;
+    }
+  }
+
   /** Removes the partial file; never throws. */
   async abort(): Promise<void> {
     await this.handle.close().catch(() => {});

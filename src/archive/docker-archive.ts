@@ -17,7 +17,7 @@ import { StowageError } from '../errors.js';
 import { DigestVerifier, digestHex, digestMismatch, sha256Digest } from '../image/digest.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../image/schemas.js';
-import { AtomicFile, SyncAhead, sha256Line, writeFileAtomic } from './atomic.js';
+import { AtomicFile, SyncAhead } from './atomic.js';
 import { decompressed, predictedPlainSize, SIZE_HINT_BYTES } from './decompress.js';
 import { ArchiveHasher, type HashSegment } from './hasher.js';
 import type { BlobFetcher, WriteOptions, WrittenArchive } from './oci-archive.js';
@@ -329,7 +329,6 @@ async function writeLaidOut(
   const controller = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
   let hasher: ArchiveHasher | undefined;
-  let checksumWritten = false;
   try {
     // Everything but the layers' data goes down first; padding is zero already (truncate).
     await fh.truncate(end + END_OF_ARCHIVE.length);
@@ -369,15 +368,12 @@ async function writeLaidOut(
     const [{ archive: sha256, own }] = await Promise.all([archiveHasher.finish(), fh.datasync()]);
     checkDiffIds(layers, own);
     opts.onProgress?.({ type: 'finalizing', path });
-    await writeFileAtomic(`${path}.sha256`, sha256Line(sha256, path));
-    checksumWritten = true;
-    await file.commit({ synced: true });
+    await file.commitWithChecksum(sha256);
     return { path, sha256, size: end + END_OF_ARCHIVE.length };
   } catch (e) {
     controller.abort();
     hasher?.abort();
     await file.abort();
-    if (checksumWritten) await unlink(`${path}.sha256`).catch(() => {});
     if (opts.signal?.aborted) throw new StowageError('ABORTED', `writing ${path} was aborted`);
     throw e;
   }
@@ -398,7 +394,6 @@ async function writeInOrder(
   const hasher = new ArchiveHasher(file.tmpPath, [{ start: 0, length: -1 }]);
   const spools = new Map<number, Spool>();
   const writeback = new SyncAhead(fh);
-  let checksumWritten = false;
   try {
     await fh.write(meta, 0, meta.length, 0);
     let pos = meta.length;
@@ -509,16 +504,13 @@ async function writeInOrder(
     const [{ archive: sha256, taps }] = await Promise.all([hasher.finish(), fh.datasync()]);
     checkDiffIds(layers, taps);
     opts.onProgress?.({ type: 'finalizing', path });
-    await writeFileAtomic(`${path}.sha256`, sha256Line(sha256, path));
-    checksumWritten = true;
-    await file.commit({ synced: true });
+    await file.commitWithChecksum(sha256);
     return { path, sha256, size: pos };
   } catch (e) {
     controller.abort();
     hasher.abort();
     for (const s of spools.values()) await s.dispose();
     await file.abort();
-    if (checksumWritten) await unlink(`${path}.sha256`).catch(() => {});
     if (opts.signal?.aborted) throw new StowageError('ABORTED', `writing ${path} was aborted`);
     throw e;
   }

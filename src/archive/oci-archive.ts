@@ -1,10 +1,9 @@
-import { unlink } from 'node:fs/promises';
 import { StowageError } from '../errors.js';
 import { DigestVerifier, digestAlgorithm, digestHex } from '../image/digest.js';
 import { MediaType } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import type { ProgressListener } from '../transfer/progress.js';
-import { AtomicFile, SyncAhead, sha256Line, writeFileAtomic } from './atomic.js';
+import { AtomicFile, SyncAhead } from './atomic.js';
 import { ArchiveHasher, type HashSegment } from './hasher.js';
 import { PositionedWriter, runQueue } from './positioned.js';
 import { archiveMtime, END_OF_ARCHIVE, entryHeader, paddedSize, type TarEntry } from './tar.js';
@@ -132,7 +131,6 @@ export async function writeOciArchive(
   const file = await AtomicFile.create(path);
   const fh = file.handle;
   const controller = new AbortController();
-  let checksumWritten = false;
   let hasher: ArchiveHasher | undefined;
   const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
   try {
@@ -197,15 +195,12 @@ export async function writeOciArchive(
     await writeback.settle();
     const [{ archive: sha256 }] = await Promise.all([archiveHasher.finish(), fh.datasync()]);
     opts.onProgress?.({ type: 'finalizing', path });
-    await writeFileAtomic(`${path}.sha256`, sha256Line(sha256, path));
-    checksumWritten = true;
-    await file.commit({ synced: true });
+    await file.commitWithChecksum(sha256);
     return { path, sha256, size };
   } catch (e) {
     controller.abort();
     hasher?.abort();
     await file.abort();
-    if (checksumWritten) await unlink(`${path}.sha256`).catch(() => {});
     if (opts.signal?.aborted) throw new StowageError('ABORTED', `writing ${path} was aborted`);
     throw e;
   }
