@@ -20,6 +20,7 @@ import {
   REF_NAME_ANNOTATION,
   type WriteOptions,
 } from './oci-archive.js';
+import { runQueue } from './positioned.js';
 
 export interface WrittenLayout {
   path: string;
@@ -54,30 +55,6 @@ async function writeBlobFile(
     await rm(tmp, { force: true });
     throw e;
   }
-}
-
-/** Runs `fn` over `items` with at most `n` at once; the first failure aborts the rest and is thrown. */
-async function parallel<T>(
-  items: T[],
-  n: number,
-  signal: AbortSignal,
-  fn: (item: T) => Promise<void>,
-): Promise<void> {
-  const queue = [...items];
-  let first: unknown;
-  const worker = async () => {
-    for (let it = queue.shift(); it !== undefined && first === undefined; it = queue.shift()) {
-      try {
-        await fn(it);
-      } catch (e) {
-        first ??= e;
-        queue.splice(0);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(n, items.length)) }, worker));
-  if (first !== undefined) throw first;
-  if (signal.aborted) throw new StowageError('ABORTED', 'aborted');
 }
 
 async function isEmptyDir(path: string): Promise<boolean> {
@@ -128,9 +105,10 @@ export async function writeOciLayout(
       blobs: missing.length,
       totalBytes: missing.reduce((n, b) => n + b.size, 0),
     });
-    await parallel(missing, opts.concurrency, signal, (b) =>
+    await runQueue(missing, opts.concurrency, controller, (b) =>
       writeBlobFile(blobPath(b.digest), b, opts, signal),
     );
+    if (signal.aborted) throw new StowageError('ABORTED', 'aborted');
     for (const [digest, bytes] of docs) {
       if (!(await present({ digest, size: bytes.length }))) await writeFileAtomic(blobPath(digest), bytes);
     }
@@ -208,9 +186,10 @@ export async function writeDirLayout(
       blobs: blobs.length,
       totalBytes: blobs.reduce((n, b) => n + b.size, 0),
     });
-    await parallel(blobs, opts.concurrency, signal, (b) =>
+    await runQueue(blobs, opts.concurrency, controller, (b) =>
       writeBlobFile(join(root, digestHex(b.digest)), b, opts, signal),
     );
+    if (signal.aborted) throw new StowageError('ABORTED', 'aborted');
     const rootDigest = content.images[0]!.descriptor.digest;
     for (const [digest, bytes] of docs) {
       const name = digest === rootDigest ? 'manifest.json' : `${digestHex(digest)}.manifest.json`;

@@ -1,6 +1,6 @@
 /**
- * What the archive writers that know their layout up front share: blobs fetched several at a time, each
- * written straight to its place in the file in large batches.
+ * What the archive writers share: blobs fetched several at a time (every writer), each written straight
+ * to its place in the file in large batches (the writers that know their layout up front).
  */
 import type { FileHandle } from 'node:fs/promises';
 import type { SyncAhead } from './atomic.js';
