@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { BlobCache } from './blob-cache.js';
 
 const blob = (text: string) => {
@@ -28,9 +28,20 @@ async function drain(it: AsyncIterable<Uint8Array>): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
+const dirs: string[] = [];
+const tempDir = async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'blob-cache-'));
+  dirs.push(dir);
+  return dir;
+};
+
+afterEach(async () => {
+  for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+});
+
 describe('mirror blob cache', () => {
   it('keeps what passes through, evicts the least recently used past its bound, and survives a restart', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'blob-cache-'));
+    const dir = await tempDir();
     const cache = await BlobCache.open(dir, 2500);
     const [a, b, c] = [blob('a'), blob('b'), blob('c')];
     expect(await drain(cache.tee(a.d, stream(a.bytes)))).toEqual(a.bytes);
@@ -50,7 +61,7 @@ describe('mirror blob cache', () => {
   });
 
   it('keeps nothing from a stream that was cut short or whose digest is wrong; not a blob bigger than the bound', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'blob-cache-'));
+    const dir = await tempDir();
     const cache = await BlobCache.open(dir, 1500);
     const a = blob('a');
     for await (const _ of cache.tee(a.d, stream(a.bytes))) break;
@@ -65,7 +76,7 @@ describe('mirror blob cache', () => {
   });
 
   it('lets a second reader wait for a blob being written instead of fetching it again', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'blob-cache-'));
+    const dir = await tempDir();
     const cache = await BlobCache.open(dir, 10_000);
     const a = blob('a');
     const it = cache.tee(a.d, stream(a.bytes))[Symbol.asyncIterator]();

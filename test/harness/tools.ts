@@ -3,16 +3,20 @@ import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { inject } from 'vitest';
 import { TarIndex } from '../../src/archive/tar-reader.js';
 
-/** podman on a storage of its own (vfs, no daemon); its runroot path must stay under 50 characters. */
+/**
+ * podman on a storage of its own (vfs, no daemon). Its runroot path must stay under 50 characters, so
+ * it sits under the test run's own directory (removed when the run ends) by a hash of the root.
+ */
 export function podmanFlags(root: string): string[] {
   const id = createHash('sha256').update(root).digest('hex').slice(0, 12);
   return [
     '--root',
     join(root, 'storage'),
     '--runroot',
-    `/tmp/sp-${id}`,
+    join(inject('harness').dir, 'run', id),
     '--storage-driver',
     'vfs',
     '--cgroup-manager',
