@@ -135,20 +135,43 @@ async function* throughTransform(
 ): AsyncGenerator<Uint8Array> {
   const pump = (async () => {
     try {
-      let batch: Uint8Array[] = [...prefix];
-      let batched = prefix.reduce((n, c) => n + c.byteLength, 0);
-      const send = async () => {
-        const buf = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
-        batch = [];
-        batched = 0;
-        if (!dec.write(buf)) await drained(dec);
+      // Batches are copied into a few buffers used over and over: a new 1 MiB buffer per batch would
+      // count against V8's external memory and bring on a full garbage collection every 64 MiB.
+      const spare: Buffer<ArrayBuffer>[] = [];
+      let buf = Buffer.allocUnsafe(IN_BATCH);
+      let batched = 0;
+      const add = (c: Uint8Array) => {
+        let at = 0;
+        while (at < c.byteLength) {
+          const n = Math.min(c.byteLength - at, IN_BATCH - batched);
+          buf.set(c.subarray(at, at + n), batched);
+          batched += n;
+          at += n;
+          if (batched === IN_BATCH) return at;
+        }
+        return at;
       };
+      const send = async () => {
+        const full = buf;
+        const n = batched;
+        buf = spare.pop() ?? Buffer.allocUnsafe(IN_BATCH);
+        batched = 0;
+        // zlib is done with a chunk when its write callback runs; the buffer is free again then.
+        const ok = dec.write(full.subarray(0, n), () => spare.push(full));
+        if (!ok) await drained(dec);
+      };
+      const take = async (c: Uint8Array) => {
+        let at = 0;
+        while (at < c.byteLength) {
+          at += add(at ? c.subarray(at) : c);
+          if (batched === IN_BATCH) await send();
+        }
+      };
+      for (const c of prefix) await take(c);
       if (it) {
         for (let r = await it.next(); !r.done; r = await it.next()) {
           if (dec.destroyed) return;
-          batch.push(r.value);
-          batched += r.value.byteLength;
-          if (batched >= IN_BATCH) await send();
+          await take(r.value);
         }
       }
       if (batched) await send();
