@@ -265,6 +265,9 @@ export class RegistryClient {
           // undici streams async iterables as request bodies; its types only list Readable.
           body: (opts.body ?? null) as Buffer | null,
           signal: opts.signal ?? null,
+          // undici closes the connection after every HEAD unless told not to (in case a server sends a
+          // body with its answer, which registries do not): a sync's HEADs would each open a new one.
+          reset: false,
         });
       } catch (e) {
         observe(this.host, opts.method, 0, started);

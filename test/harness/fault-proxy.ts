@@ -30,6 +30,8 @@ export interface FaultProxy {
   host: string;
   url: string;
   seen: SeenRequest[];
+  /** TCP connections accepted so far. */
+  readonly connections: number;
   close(): Promise<void>;
 }
 
@@ -131,6 +133,8 @@ export async function startFaultProxy(opts: {
     }
     req.pipe(up);
   });
+  let connections = 0;
+  server.on('connection', () => connections++);
   const host = opts.listenHost ?? '127.0.0.1';
   await new Promise<void>((resolve) => server.listen(0, host, resolve));
   const addr = server.address();
@@ -139,6 +143,9 @@ export async function startFaultProxy(opts: {
     host: `${host}:${port}`,
     url: `http://${host}:${port}`,
     seen,
+    get connections() {
+      return connections;
+    },
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();
