@@ -280,10 +280,10 @@ describe('sync', () => {
     const w = await workdir('sync-cache', insecureConf(plain.host, proxy.host, tls.host));
     const config = join(w.dir, 'stowage.toml');
     const cacheDir = join(w.dir, 'cache');
-    const jobs = (bound: string, suffix: string) =>
+    const jobs = (bound: string, suffix: string, cachePath = `${cacheDir}-${suffix}`) =>
       [
         `[store]\npath = "${join(w.dir, 'store')}"`,
-        `[cache]\npath = "${cacheDir}-${suffix}"\nmax-size = "${bound}"`,
+        `[cache]\npath = "${cachePath}"\nmax-size = "${bound}"`,
         `[[job]]\nname = "to-plain"\nsource = "${proxy.host}/sync/app"\ntags = ["1.0.0", "1.1.0"]\narchive = false\nmirror = "${plain.host}/cached-${suffix}/app"`,
         `[[job]]\nname = "to-tls"\nsource = "${proxy.host}/sync/app"\ntags = ["1.0.0", "1.1.0"]\narchive = false\nmirror = "${tls.host}/cached-${suffix}/app"`,
       ].join('\n\n');
@@ -317,6 +317,22 @@ describe('sync', () => {
     for (const f of await readdir(`${cacheDir}-b`)) total += (await stat(join(`${cacheDir}-b`, f))).size;
     expect(total).toBeGreaterThan(0);
     expect(total).toBeLessThanOrEqual(1024 * 1024);
+    // With both mirrors current there is nothing to send, and the cache is not even opened: a cache
+    // path that cannot be one (a file) does not matter.
+    const notADir = join(w.dir, 'not-a-dir');
+    await writeFile(notADir, 'x');
+    await writeFile(config, jobs('1MiB', 'b', notADir));
+    const r3 = await stowage(['sync', '--json', '--config', config], { env: w.env });
+    expect(r3.code, r3.stderr).toBe(0);
+    for (const j of JSON.parse(r3.stdout).jobs)
+      expect(j.tags.map((t: { action: string }) => t.action)).toEqual(['skipped', 'skipped']);
+    // When there is something to send, such a cache fails the tags that need it, saying what to do.
+    await writeFile(config, jobs('1MiB', 'c', notADir));
+    const r4 = await stowage(['sync', '--json', '--config', config], { env: w.env });
+    expect(r4.code).not.toBe(0);
+    for (const j of JSON.parse(r4.stdout).jobs)
+      for (const t of j.tags)
+        expect(t.error).toMatch(/mirror blob cache .*not-a-dir cannot be used.*\[cache\] path/);
   });
 
   it('runs a mirroring job and an archiving job together; an unreachable source fails its job only', async () => {

@@ -13,11 +13,15 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
+import { StowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
 import type { Descriptor } from '../image/schemas.js';
 
 /** The default bound: enough for the base layers many images share, small next to any store. */
 export const DEFAULT_BLOB_CACHE_BYTES = 2 * 1024 ** 3;
+
+/** Files looked at once when the cache is opened. */
+const SCAN_CONCURRENCY = 16;
 
 /** How long others wait for a blob being written that makes no progress. */
 const STALL_MS = 30_000;
@@ -45,18 +49,34 @@ export class BlobCache {
   /** Opens (creating) the cache directory; what an earlier run left is kept, oldest use first. */
   static async open(dir: string, maxBytes = DEFAULT_BLOB_CACHE_BYTES): Promise<BlobCache> {
     const cache = new BlobCache(dir, maxBytes);
-    await mkdir(dir, { recursive: true });
-    const found: { hex: string; size: number; used: number }[] = [];
-    for (const name of await readdir(dir)) {
-      const path = join(dir, name);
-      if (!/^[0-9a-f]{64}$/.test(name)) {
-        // A write an earlier process did not finish.
-        if (name.endsWith('.partial')) await unlink(path).catch(() => {});
-        continue;
-      }
-      const s = await stat(path).catch(() => undefined);
-      if (s?.isFile()) found.push({ hex: name, size: s.size, used: s.mtimeMs });
+    let names: string[];
+    try {
+      await mkdir(dir, { recursive: true });
+      names = await readdir(dir);
+    } catch (e) {
+      throw new StowageError(
+        'INVALID_CONFIG',
+        `the mirror blob cache ${dir} cannot be used (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); set [cache] path to a directory stowage may write, or max-size = "0B" to turn the cache off`,
+        { cause: e },
+      );
     }
+    const found: { hex: string; size: number; used: number }[] = [];
+    // Looked at several at a time: a full cache holds thousands of blobs.
+    let next = 0;
+    const look = async () => {
+      while (next < names.length) {
+        const name = names[next++]!;
+        const path = join(dir, name);
+        if (!/^[0-9a-f]{64}$/.test(name)) {
+          // A write an earlier process did not finish.
+          if (name.endsWith('.partial')) await unlink(path).catch(() => {});
+          continue;
+        }
+        const s = await stat(path).catch(() => undefined);
+        if (s?.isFile()) found.push({ hex: name, size: s.size, used: s.mtimeMs });
+      }
+    };
+    await Promise.all(Array.from({ length: SCAN_CONCURRENCY }, look));
     found.sort((a, b) => a.used - b.used || (a.hex < b.hex ? -1 : 1));
     for (const f of found) {
       cache.entries.set(f.hex, f.size);

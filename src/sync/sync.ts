@@ -86,6 +86,9 @@ export interface SyncOptions {
   blobCache?: BlobCache | undefined;
 }
 
+/** What a job's tags are run with: the options, and the mirror blob cache, opened on first use. */
+type JobOptions = SyncOptions & { cache?: (() => Promise<BlobCache | undefined>) | undefined };
+
 function platformsOf(job: JobConfig): 'all' | ReturnType<typeof parsePlatform>[] {
   if (job.platforms === undefined || job.platforms === 'all') return 'all';
   return job.platforms.map(parsePlatform);
@@ -113,13 +116,18 @@ export async function sync(ctx: Context, config: StowageConfig, opts: SyncOption
   }
   const jobs = opts.jobs?.length ? config.jobs.filter((j) => opts.jobs!.includes(j.name)) : config.jobs;
   const store = opts.store ?? (await Store.open(config.storePath));
-  // Jobs that only mirror share one blob cache, so a blob two of them send is fetched once.
-  const blobCache =
-    opts.blobCache ??
-    (!opts.dryRun && config.cache.maxBytes > 0 && jobs.some((j) => j.mirror && j.archive === false)
-      ? await BlobCache.open(config.cache.path, config.cache.maxBytes)
-      : undefined);
-  const jobOpts = { ...opts, blobCache };
+  // Jobs that only mirror share one blob cache, so a blob two of them send is fetched once. It is opened
+  // (its directory read) when the first blob has to be sent: a run with nothing to send never reads it.
+  let opened: Promise<BlobCache | undefined> | undefined;
+  const blobCache = (): Promise<BlobCache | undefined> => {
+    opened ??= opts.blobCache
+      ? Promise.resolve(opts.blobCache)
+      : !opts.dryRun && config.cache.maxBytes > 0 && jobs.some((j) => j.mirror && j.archive === false)
+        ? BlobCache.open(config.cache.path, config.cache.maxBytes)
+        : Promise.resolve(undefined);
+    return opened;
+  };
+  const jobOpts: JobOptions = { ...opts, cache: blobCache };
   const report: SyncReport = {
     dryRun: !!opts.dryRun,
     store: config.storePath,
@@ -151,7 +159,7 @@ async function runJob(
   store: ArchiveStore,
   config: StowageConfig,
   job: JobConfig,
-  opts: SyncOptions,
+  opts: JobOptions,
 ): Promise<JobReport> {
   const report: JobReport = { name: job.name, source: job.source, tags: [], pruned: [] };
   const archiving = job.archive !== false;
@@ -245,7 +253,7 @@ async function syncTag(
   job: JobConfig,
   archiving: boolean,
   mirror: { client: RegistryClient; host: string; repo: string; uploader: Uploader } | undefined,
-  opts: SyncOptions,
+  opts: JobOptions,
 ): Promise<TagOutcome> {
   const outcome: TagOutcome = { tag, action: 'skipped', fetchedBytes: 0 };
   try {
@@ -319,7 +327,7 @@ async function syncTag(
     if (mirror && !mirrorCurrent) {
       // Blobs the store holds go to the mirror from disk; so do blobs in the mirror blob cache (another
       // job sent them); the rest stream from the source, through the cache for the jobs after this one.
-      const cache = archiving ? undefined : opts.blobCache;
+      const cache = archiving ? undefined : await opts.cache?.();
       const open = async (d: Descriptor, signal?: AbortSignal) => {
         if (await store.hasBlob(d.digest)) return store.openBlob(d.digest, undefined, signal);
         if (!cache) return fromSource(d, signal);
