@@ -9,7 +9,8 @@ import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promis
 import module from 'node:module';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { stowage, workdir } from './harness/cli.js';
+import { BIN, harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { run } from './harness/processes.js';
 
 const nodeCaches = typeof (module as { enableCompileCache?: unknown }).enableCompileCache === 'function';
 
@@ -68,5 +69,25 @@ describe('start-up', () => {
       (await stowage(['--version'], { env: { ...off.env, NODE_DISABLE_COMPILE_CACHE: '1' } })).code,
     ).toBe(0);
     expect(await files(join(off.env.HOME!, '.cache'))).toEqual([]);
+  });
+
+  it("loads node:http2 only if HTTP/2 is used (never, here): the bundle swaps undici's eager load", async () => {
+    const plain = harness().registries.plain;
+    const w = await workdir('startup-modules', insecureConf(plain.host));
+    const preload = join(w.dir, 'loaded.cjs');
+    await writeFile(
+      preload,
+      "process.on('exit', () => process.stderr.write('loaded: ' + process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13)).join(' ') + '\\n'));",
+    );
+    const r = await run(process.execPath, ['-r', preload, BIN, 'tags', `${plain.host}/fixtures/small`], {
+      env: w.env,
+    });
+    expect(JSON.parse(r.stdout).Tags).toContain('v1');
+    const loaded = /^loaded: (.*)$/m.exec(r.stderr)?.[1]?.split(' ') ?? [];
+    // A registry was asked, over undici (the check sees real loads) ...
+    expect(loaded).toContain('net');
+    expect(loaded).toContain('tls');
+    // ... but not node:http2.
+    expect(loaded).not.toContain('http2');
   });
 });
