@@ -8,6 +8,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, harness, insecureConf, stowage, workdir } from './harness/cli.js';
@@ -333,6 +334,38 @@ describe('sync', () => {
     for (const j of JSON.parse(r4.stdout).jobs)
       for (const t of j.tags)
         expect(t.error).toMatch(/mirror blob cache .*not-a-dir cannot be used.*\[cache\] path/);
+  });
+
+  it('asks a mirror that drops every connection once for all tags, not once per batch of tags', async () => {
+    let connections = 0;
+    const dropping = createServer((socket) => {
+      connections++;
+      socket.destroy();
+    });
+    await new Promise<void>((r) => dropping.listen(0, '127.0.0.1', r));
+    try {
+      const port = (dropping.address() as { port: number }).port;
+      const w = await workdir(
+        'sync-mirror-down',
+        `${insecureConf(plain.host)}\n[[registry]]\nlocation = "127.0.0.1:${port}"\ninsecure = true\n`,
+      );
+      const config = join(w.dir, 'stowage.toml');
+      await writeFile(
+        config,
+        `[store]\npath = "${join(w.dir, 'store')}"\n\n[[job]]\nname = "m"\nsource = "${REPO}"\narchive = false\nmirror = "127.0.0.1:${port}/m/app"\n`,
+      );
+      const r = await stowage(['sync', '--json', '--retry-times', '0', '--config', config], { env: w.env });
+      expect(r.code).toBe(13);
+      const tags = JSON.parse(r.stdout).jobs[0].tags;
+      // All 20 tags (more than are checked at once) fail with the mirror's error ...
+      expect(tags).toHaveLength(20);
+      for (const t of tags) expect(t.error).toMatch(new RegExp(`registry 127\\.0\\.0\\.1:${port}`));
+      // ... from one attempt at it (HTTPS, then HTTP, as it is insecure), not one per batch of tags.
+      expect(connections).toBeGreaterThan(0);
+      expect(connections).toBeLessThanOrEqual(2);
+    } finally {
+      await new Promise((r) => dropping.close(r));
+    }
   });
 
   it('runs a mirroring job and an archiving job together; an unreachable source fails its job only', async () => {

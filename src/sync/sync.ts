@@ -86,6 +86,15 @@ export interface SyncOptions {
   blobCache?: BlobCache | undefined;
 }
 
+/** A job's mirror: its registry's first answer (shared by the tags), client, repository and uploader. */
+interface Mirror {
+  ready: Promise<unknown>;
+  client: RegistryClient;
+  host: string;
+  repo: string;
+  uploader: Uploader;
+}
+
 /** What a job's tags are run with: the options, and the mirror blob cache, opened on first use. */
 type JobOptions = SyncOptions & { cache?: (() => Promise<BlobCache | undefined>) | undefined };
 
@@ -165,6 +174,12 @@ async function runJob(
   const archiving = job.archive !== false;
   try {
     const parsed = parseRepository(job.source);
+    // The mirror's client, and its first request (which finds its scheme and auth), go ahead while the
+    // source lists its tags. That one answer serves every tag: a mirror that cannot be reached fails
+    // them all at once, rather than each tag waiting out its own retries.
+    const mirrorClient = job.mirror ? ctx.client(parseRepository(job.mirror)) : undefined;
+    const mirrorReady = mirrorClient?.then(({ client }) => client.ping(opts.signal));
+    mirrorReady?.catch(() => {});
     await ctx.withCandidates(parsed, (ref) =>
       ctx.pullFrom(ref, async (client, endpoint) => {
         const repository = repositoryName(ref);
@@ -172,11 +187,11 @@ async function runJob(
         const available = job.tags ? job.tags : await client.listTags(endpoint.path, opts.signal);
         const tags = selectTags(available, job);
         const source = new RegistrySource(client, endpoint.path);
-        let mirror: { client: RegistryClient; host: string; repo: string; uploader: Uploader } | undefined;
-        if (job.mirror) {
-          const target = parseRepository(job.mirror);
-          const { client: mc, endpoint: me } = await ctx.client(target);
+        let mirror: Mirror | undefined;
+        if (mirrorClient) {
+          const { client: mc, endpoint: me } = await mirrorClient;
           mirror = {
+            ready: mirrorReady!,
             client: mc,
             host: me.host,
             repo: me.path,
@@ -252,7 +267,7 @@ async function syncTag(
   tag: string,
   job: JobConfig,
   archiving: boolean,
-  mirror: { client: RegistryClient; host: string; repo: string; uploader: Uploader } | undefined,
+  mirror: Mirror | undefined,
   opts: JobOptions,
 ): Promise<TagOutcome> {
   const outcome: TagOutcome = { tag, action: 'skipped', fetchedBytes: 0 };
@@ -260,7 +275,7 @@ async function syncTag(
     // Both HEADs at once: the source's digest, and what the mirror has under the tag.
     const [head, there] = await Promise.all([
       source.client.headManifest(endpoint.path, tag, opts.signal),
-      mirror?.client.headManifest(mirror.repo, tag, opts.signal),
+      mirror?.ready.then(() => mirror.client.headManifest(mirror.repo, tag, opts.signal)),
     ]);
     if (!head) throw new StowageError('NOT_FOUND', `tag ${tag} of ${repository} not found`);
     outcome.digest = head.digest;
