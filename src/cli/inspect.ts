@@ -1,13 +1,6 @@
 import type { Command } from 'commander';
 import { parsePlatform } from '../image/platform.js';
-import {
-  type ArchiveInfo,
-  archiveDocument,
-  inspectArchive,
-  isLocalArchiveArgument,
-  parseArchiveArgument,
-} from '../transfer/archive-inspect.js';
-import { inspect } from '../transfer/inspect.js';
+import type { ArchiveInfo } from '../transfer/archive-inspect.js';
 import { formatBytes } from './format.js';
 import { addRegistryOptions, contextFrom, type RegistryCliOptions } from './options.js';
 import { withSignal } from './run.js';
@@ -40,6 +33,8 @@ export function inspectCommand(program: Command): void {
     .option('--no-tags', 'do not list the repository tags')
     .option('--json', 'archives: print JSON instead of a listing');
   addRegistryOptions(cmd).action(async (ref: string, opts: InspectCliOptions) => {
+    const [{ archiveDocument, inspectArchive, isLocalArchiveArgument, parseArchiveArgument }, { inspect }] =
+      await Promise.all([import('../transfer/archive-inspect.js'), import('../transfer/inspect.js')]);
     const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
     if (await isLocalArchiveArgument(ref)) {
       const { path, format, name } = parseArchiveArgument(ref);

@@ -1,4 +1,3 @@
-import { createInterface } from 'node:readline';
 import { type Command, Option } from 'commander';
 import { keyringMode } from '../auth/keyring.js';
 import {
@@ -32,6 +31,7 @@ async function ask(question: string, hidden: boolean, what: string): Promise<str
       `no terminal to ask for the ${what} on; ${what === 'password' ? 'pipe it with --password-stdin' : 'give it with --username'}`,
     );
   }
+  const { createInterface } = await import('node:readline');
   const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
   let muted = false;
   const out = rl as unknown as { _writeToOutput: (s: string) => void };

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
-import { ARCHIVE_FORMATS, type ArchiveFormat } from '../transfer/archive-source.js';
-import { type PullResult, pull } from '../transfer/pull.js';
+import { ARCHIVE_FORMATS, type ArchiveFormat } from '../transfer/formats.js';
+import type { PullResult } from '../transfer/pull.js';
 import { formatBytes, formatDuration } from './format.js';
 import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOptions } from './options.js';
 import { progressRenderer } from './progress.js';
@@ -81,6 +81,8 @@ export function pullCommand(program: Command): void {
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
   addRegistryOptions(cmd).action(async (refs: string[], opts: PullCliOptions) => {
+    // Engines load when their command runs: a start of the CLI initializes only what it uses.
+    const { pull } = await import('../transfer/pull.js');
     const platforms = opts.platform ? opts.platform.split(',').map(parsePlatform) : undefined;
     const ctx = await contextFrom(opts);
     const progress = opts.quiet || opts.json ? undefined : await progressRenderer(process.stderr);

@@ -2,10 +2,8 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseCredsOption } from '../auth/authfile.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
-import { parseTransportReference } from '../reference/transport.js';
 import { Context } from '../transfer/context.js';
-import { pull } from '../transfer/pull.js';
-import { copyToRegistry, type PushResult, push } from '../transfer/push.js';
+import type { PushResult } from '../transfer/push.js';
 import { formatBytes, formatDuration } from './format.js';
 import {
   addRegistryOptions,
@@ -102,6 +100,7 @@ export function pushCommand(program: Command): void {
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
   addRegistryOptions(cmd).action(async (archive: string, dest: string, opts: PushCliOptions) => {
+    const { push } = await import('../transfer/push.js');
     if (opts.prefix !== undefined && !/^([a-z0-9]+([._-][a-z0-9]+)*\/)*$/.test(opts.prefix)) {
       throw new StowageError(
         'INVALID_ARGUMENT',
@@ -191,6 +190,11 @@ export function copyCommand(program: Command): void {
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON')
     .action(async (src: string, dst: string, opts: CopyCliOptions) => {
+      const [{ pull }, { copyToRegistry }, { parseTransportReference }] = await Promise.all([
+        import('../transfer/pull.js'),
+        import('../transfer/push.js'),
+        import('../reference/transport.js'),
+      ]);
       const common = {
         registriesConf: opts.registriesConf,
         authFile: opts.authfile,

@@ -2,15 +2,8 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { CHANGE_INSTRUCTIONS } from '../rootfs/changes.js';
-import { exportRootfs } from '../rootfs/export.js';
-import {
-  type FlattenResult,
-  flattenImage,
-  type ImportResult,
-  importRootfs,
-  type ManifestFormat,
-} from '../rootfs/import.js';
-import { ARCHIVE_FORMATS, type ArchiveFormat } from '../transfer/archive-source.js';
+import type { FlattenResult, ImportResult, ManifestFormat } from '../rootfs/import.js';
+import { ARCHIVE_FORMATS, type ArchiveFormat } from '../transfer/formats.js';
 import { formatBytes, formatDuration } from './format.js';
 import { addRegistryOptions, contextFrom, type RegistryCliOptions } from './options.js';
 import { parseFormat } from './pull.js';
@@ -45,6 +38,7 @@ export function exportCommand(program: Command): void {
     .option('-q, --quiet', 'print no summary')
     .option('--json', 'print the result as JSON');
   addRegistryOptions(cmd).action(async (ref: string, opts: ExportCliOptions) => {
+    const { exportRootfs } = await import('../rootfs/export.js');
     const ctx = await contextFrom(opts);
     const started = performance.now();
     try {
@@ -169,6 +163,7 @@ export function importCommand(program: Command): void {
     .option('--platform <os/arch[/variant]>', "platform recorded in the config (default: the host's)");
   addRegistryOptions(addImageOptions(cmd)).action(
     async (rootfs: string, name: string, opts: ImportCliOptions) => {
+      const { importRootfs } = await import('../rootfs/import.js');
       const ctx = await contextFrom(opts);
       const started = performance.now();
       try {
@@ -207,6 +202,7 @@ export function flattenCommand(program: Command): void {
     );
   addRegistryOptions(addImageOptions(cmd)).action(
     async (src: string, dest: string, opts: ImageCliOptions) => {
+      const { flattenImage } = await import('../rootfs/import.js');
       const ctx = await contextFrom(opts);
       const started = performance.now();
       try {

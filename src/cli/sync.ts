@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
 import { parsePlatform } from '../image/platform.js';
-import { diskUsage, exportVersion } from '../store/archives.js';
 import { Store } from '../store/store.js';
 import { loadStowageConfig, type StowageConfig } from '../sync/config.js';
-import { type SyncReport, sync } from '../sync/sync.js';
-import type { ArchiveFormat } from '../transfer/archive-source.js';
+import type { SyncReport } from '../sync/sync.js';
+import type { ArchiveFormat } from '../transfer/formats.js';
 import { formatBytes, formatDuration } from './format.js';
 import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOptions } from './options.js';
 import { parseFormat, printResult } from './pull.js';
@@ -79,6 +78,7 @@ export function syncCommand(program: Command, setExitCode: (code: number) => voi
     .option('-q, --quiet', 'print nothing but errors')
     .option('--json', 'print the report as JSON');
   addRegistryOptions(cmd).action(async (names: string[], opts: SyncCliOptions) => {
+    const { sync } = await import('../sync/sync.js');
     const config = await configFrom(opts);
     const ctx = await contextFrom(opts, config.limits);
     const started = performance.now();
@@ -165,6 +165,7 @@ export function archivesCommand(program: Command): void {
     .option('-q, --quiet', 'print nothing')
     .option('--json', 'print the result as JSON');
   addRegistryOptions(exp).action(async (id: string, opts: ExportCliOptions) => {
+    const { exportVersion } = await import('../store/archives.js');
     const config = await configFrom(opts);
     const store = await Store.open(config.storePath);
     const ctx = await contextFrom(opts);
@@ -199,6 +200,7 @@ export function dfCommand(program: Command): void {
     .option('--store <dir>', 'the archive store')
     .option('--json', 'print JSON')
     .action(async (opts: StoreCliOptions) => {
+      const { diskUsage } = await import('../store/archives.js');
       const config = await configFrom(opts);
       const usage = await diskUsage(await Store.open(config.storePath), config);
       if (opts.json) {

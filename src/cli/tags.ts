@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { listTags } from '../transfer/inspect.js';
 import { addRegistryOptions, contextFrom, type RegistryCliOptions } from './options.js';
 import { withSignal } from './run.js';
 
@@ -9,6 +8,7 @@ export function tagsCommand(program: Command): void {
     .summary("list a repository's tags (JSON)")
     .argument('<repository>', 'repository, e.g. registry.local:5000/team/app');
   addRegistryOptions(cmd).action(async (repo: string, opts: RegistryCliOptions) => {
+    const { listTags } = await import('../transfer/inspect.js');
     const ctx = await contextFrom(opts);
     try {
       const r = await withSignal((signal) => listTags(ctx, repo, signal));

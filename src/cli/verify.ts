@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { StowageError } from '../errors.js';
-import { isLocalArchiveArgument, parseArchiveArgument } from '../transfer/archive-inspect.js';
-import { VERIFY_EXIT, type VerifyReport, verifyArchive, verifyExitCode } from '../transfer/verify.js';
+import type { VerifyReport } from '../transfer/verify.js';
+import { VERIFY_EXIT, verifyExitCode } from '../transfer/verify-exit.js';
 import { formatBytes } from './format.js';
 import { parsePositiveInt } from './options.js';
 import { withSignal } from './run.js';
@@ -38,6 +38,10 @@ export function verifyCommand(program: Command, setExitCode: ExitCodeSink): void
     .option('-q, --quiet', 'print nothing; the exit code says it all')
     .option('--json', 'print the report as JSON')
     .action(async (input: string, opts: VerifyCliOptions) => {
+      const [{ isLocalArchiveArgument, parseArchiveArgument }, { verifyArchive }] = await Promise.all([
+        import('../transfer/archive-inspect.js'),
+        import('../transfer/verify.js'),
+      ]);
       if (!(await isLocalArchiveArgument(input))) {
         throw new StowageError(
           'NOT_FOUND',

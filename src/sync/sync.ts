@@ -12,12 +12,10 @@ import { hostPlatform, parsePlatform } from '../image/platform.js';
 import type { Descriptor } from '../image/schemas.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
 import type { RegistryClient } from '../registry/client.js';
-import { exportVersion } from '../store/archives.js';
 import { type ArchiveStore, Store, type StoredVersion } from '../store/store.js';
 import type { Context } from '../transfer/context.js';
 import { Limiter } from '../transfer/limiter.js';
-import { type ImagePlan, planImage } from '../transfer/plan.js';
-import { planPlatforms } from '../transfer/pull.js';
+import { type ImagePlan, planImage, planPlatforms } from '../transfer/plan.js';
 import { RegistrySource } from '../transfer/registry-source.js';
 import { DEFAULT_CHUNK_SIZE, Uploader } from '../transfer/upload.js';
 import { BlobCache } from './blob-cache.js';
@@ -402,6 +400,8 @@ async function materialize(
       const file = join(dir, `${o.tag}@${v.descriptor.digest.slice(7, 19)}.tar`);
       // The archive is reproducible: a file already there is this one.
       if (!(await stat(file).catch(() => undefined))) {
+        // The archive writers load when first needed, not at every start of the CLI.
+        const { exportVersion } = await import('../store/archives.js');
         await exportVersion(ctx, store, v.id, {
           output: file,
           format: target.format,

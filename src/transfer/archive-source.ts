@@ -16,10 +16,10 @@ import { formatPlatform } from '../image/platform.js';
 import { type Descriptor, imageConfigSchema, imageIndexSchema } from '../image/schemas.js';
 import { isDigest } from '../reference/reference.js';
 import type { ManifestResponse } from '../registry/client.js';
+import type { ArchiveFormat } from './formats.js';
 import type { ImageSource } from './source.js';
 
-export type ArchiveFormat = 'oci-archive' | 'docker-archive' | 'oci' | 'dir';
-export const ARCHIVE_FORMATS: readonly ArchiveFormat[] = ['oci-archive', 'docker-archive', 'oci', 'dir'];
+export { ARCHIVE_FORMATS, type ArchiveFormat } from './formats.js';
 
 /** One image (or index) an archive holds, with the names it records for it. */
 export interface ListedImage {

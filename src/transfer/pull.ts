@@ -13,9 +13,7 @@ import {
   writeOciArchive,
 } from '../archive/oci-archive.js';
 import { StowageError } from '../errors.js';
-import { sha256Digest } from '../image/digest.js';
-import { isIndexMediaType } from '../image/mediatypes.js';
-import { formatPlatform, hostPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
+import { hostPlatform, type PlatformSpec } from '../image/platform.js';
 import { type Descriptor, imageConfigSchema } from '../image/schemas.js';
 import {
   formatReference,
@@ -26,7 +24,7 @@ import {
 import { parseTransportReference } from '../reference/transport.js';
 import { type ArchiveFormat, ArchiveSource } from './archive-source.js';
 import type { Context } from './context.js';
-import { type ImagePlan, type PlannedDocument, parseIndex, parseManifest, planImage } from './plan.js';
+import { type ImagePlan, parseManifest, planImage, planPlatforms } from './plan.js';
 import type { ProgressListener } from './progress.js';
 import { RegistrySource } from './registry-source.js';
 import type { ImageSource } from './source.js';
@@ -116,53 +114,6 @@ interface Planned {
   /** Full "registry/repo:tag" names, for docker-archive RepoTags and OCI annotations. */
   repoTags: string[];
   annotations: Record<string, string>;
-}
-
-/** Several platforms chosen from an index: a new index naming just those (same media type). */
-export async function planPlatforms(
-  source: ImageSource,
-  reference: string,
-  platforms: PlatformSpec[],
-  signal: AbortSignal | undefined,
-): Promise<{ plan: ImagePlan; newIndex: boolean }> {
-  const top = await source.getManifest(reference, signal);
-  if (!isIndexMediaType(top.mediaType)) {
-    return { plan: await planImage(source, reference, { platform: platforms[0]!, signal }), newIndex: false };
-  }
-  const index = parseIndex(top.bytes, `index ${top.digest} of ${source.description}`);
-  const chosen: Descriptor[] = [];
-  for (const p of platforms) {
-    const d = selectPlatform(index.manifests, p, `${source.description}:${reference}`);
-    if (!chosen.some((c) => c.digest === d.digest)) chosen.push(d);
-  }
-  const bytes = Buffer.from(
-    JSON.stringify({ schemaVersion: 2, mediaType: top.mediaType, manifests: chosen }),
-  );
-  const root = {
-    descriptor: { mediaType: top.mediaType, digest: sha256Digest(bytes), size: bytes.length },
-    bytes,
-  };
-  const documents: PlannedDocument[] = [root];
-  const blobs = new Map<string, Descriptor>();
-  for (const d of chosen) {
-    const child = await source.getManifest(d.digest, signal);
-    documents.push({
-      descriptor: { mediaType: child.mediaType, digest: d.digest, size: child.bytes.length },
-      bytes: child.bytes,
-    });
-    const m = parseManifest(child.bytes, `manifest ${d.digest} of ${source.description}`);
-    for (const b of [m.config, ...m.layers])
-      blobs.set(b.digest, { mediaType: b.mediaType, digest: b.digest, size: b.size });
-  }
-  return {
-    plan: {
-      root,
-      documents,
-      blobs: [...blobs.values()].sort((a, b) => (a.digest < b.digest ? -1 : 1)),
-      platforms: chosen.map((d) => formatPlatform(d.platform)),
-    },
-    newIndex: true,
-  };
 }
 
 /** Copies images (registry or archive references) into one archive or layout. */

@@ -64,17 +64,7 @@ export interface VerifyOptions {
   signal?: AbortSignal | undefined;
 }
 
-/** Exit codes of `stowage verify`, by the most telling problem found. */
-export const VERIFY_EXIT = { ok: 0, checksum: 10, blob: 11, consistency: 12 } as const;
-
-export function verifyExitCode(report: VerifyReport): number {
-  const kinds = new Set(report.problems.map((p) => p.kind));
-  // A damaged blob also changes the file's checksum; the blob is the news.
-  if (kinds.has('blob')) return VERIFY_EXIT.blob;
-  if (kinds.has('consistency')) return VERIFY_EXIT.consistency;
-  if (kinds.has('checksum')) return VERIFY_EXIT.checksum;
-  return VERIFY_EXIT.ok;
-}
+export { VERIFY_EXIT, verifyExitCode } from './verify-exit.js';
 
 const DAMAGED = 'the archive is damaged';
 
