@@ -34,7 +34,7 @@ describe('start-up', () => {
       return;
     }
     const [name] = await readdir(ours);
-    expect(name).toMatch(new RegExp(`^[0-9a-f]{32}-${process.version}-${process.arch}\\.v8$`));
+    expect(name).toMatch(new RegExp(`^[0-9a-f]{32}-main-${process.version}-${process.arch}\\.v8$`));
     const path = join(ours, name!);
     expect((await stat(path)).mode & 0o777).toBe(0o600);
     expect((await stat(ours)).mode & 0o777).toBe(0o700);
@@ -56,11 +56,15 @@ describe('start-up', () => {
     expect((await stowage(['--version'], { env })).code).toBe(0);
     expect((await stat(path)).mode & 0o777).toBe(0o600);
 
-    // Caches of other builds are removed when a new one is written.
+    // Each command has its own cache (a cache holds what the run that wrote it compiled), beside the
+    // others of the same build; caches of other builds are removed when a new one is written.
+    expect((await stowage(['tags', '--help'], { env })).code).toBe(0);
+    const tagsName = name!.replace('-main-', '-tags-');
+    expect((await readdir(ours)).sort()).toEqual([name, tagsName].sort());
     await writeFile(join(ours, 'old-build.v8'), 'x', { mode: 0o600 });
     await writeFile(path, Buffer.alloc(16, 3), { mode: 0o600 });
     expect((await stowage(['--version'], { env })).code).toBe(0);
-    expect(await readdir(ours)).toEqual([name]);
+    expect((await readdir(ours)).sort()).toEqual([name, tagsName].sort());
 
     // NODE_DISABLE_COMPILE_CACHE: nothing read, nothing written.
     const off = await workdir('startup-off');
