@@ -1,7 +1,9 @@
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { RegistryClient } from '../src/registry/client.js';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { startFaultProxy } from './harness/fault-proxy.js';
 import { run } from './harness/processes.js';
 
 const h = harness();
@@ -132,5 +134,66 @@ describe('token auth registry', () => {
     expect(bad.code).toBe(4);
     expect(bad.stderr).toMatch(/token service .* rejected the credentials/);
     expect(bad.stderr + bad.stdout).not.toContain(wrong);
+  });
+});
+
+describe('credentials looked for late (the OS keyring)', () => {
+  // A client without credentials of its own asks `lateCredentials` for a repository's only once the
+  // registry asks for authentication: Context hands it the keyring lookup.
+  const late = () => {
+    const asked: string[] = [];
+    const lookup = async (repository: string) => {
+      asked.push(repository);
+      return { kind: 'basic' as const, username: h.user, password: h.password };
+    };
+    return { asked, lookup };
+  };
+
+  it('never asks for a registry that wants none', async () => {
+    const { asked, lookup } = late();
+    const client = new RegistryClient({
+      host: h.registries.plain.host,
+      insecure: true,
+      lateCredentials: lookup,
+    });
+    try {
+      expect((await client.getManifest('fixtures/small', 'v1')).digest).toMatch(/^sha256:/);
+      expect(asked).toEqual([]);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('asks once per repository when the registry challenges (basic auth, token auth)', async () => {
+    for (const reg of [h.registries.basic, h.registries.token]) {
+      const { asked, lookup } = late();
+      const client = new RegistryClient({ host: reg.host, insecure: true, lateCredentials: lookup });
+      try {
+        await client.getManifest('fixtures/small', 'v1');
+        await client.getManifest('fixtures/multi', 'v1');
+        await client.getManifest('fixtures/small', 'v1');
+        expect(asked).toEqual(['fixtures/small', 'fixtures/multi']);
+      } finally {
+        await client.close();
+      }
+    }
+  });
+
+  it('asks when a registry that let its ping through refuses a request', async () => {
+    // A proxy answers GET /v2/ itself (as a registry allowing anonymous access to it would), so the
+    // first 401 comes with the manifest request.
+    const proxy = await startFaultProxy({
+      upstream: h.registries.basic.url,
+      fault: (req) => (req.url === '/v2/' ? { kind: 'status', status: 200 } : undefined),
+    });
+    const { asked, lookup } = late();
+    const client = new RegistryClient({ host: proxy.host, insecure: true, lateCredentials: lookup });
+    try {
+      expect((await client.getManifest('fixtures/small', 'v1')).digest).toMatch(/^sha256:/);
+      expect(asked).toEqual(['fixtures/small']);
+    } finally {
+      await client.close();
+      await proxy.close();
+    }
   });
 });

@@ -75,13 +75,13 @@ describe('start-up', () => {
     expect(await files(join(off.env.HOME!, '.cache'))).toEqual([]);
   });
 
-  it("loads node:http2 only if HTTP/2 is used (never, here): the bundle swaps undici's eager load", async () => {
+  it('loads node:http2 only for HTTP/2 (never), the keyring library only for registries that ask for credentials', async () => {
     const plain = harness().registries.plain;
     const w = await workdir('startup-modules', insecureConf(plain.host));
     const preload = join(w.dir, 'loaded.cjs');
     await writeFile(
       preload,
-      "process.on('exit', () => process.stderr.write('loaded: ' + process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13)).join(' ') + '\\n'));",
+      "process.on('exit', () => process.stderr.write('loaded: ' + process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13)).join(' ') + '\\naddons: ' + Object.keys(require.cache).filter((k) => k.endsWith('.node')).join(' ') + '\\n'));",
     );
     const r = await run(process.execPath, ['-r', preload, BIN, 'tags', `${plain.host}/fixtures/small`], {
       env: w.env,
@@ -91,7 +91,8 @@ describe('start-up', () => {
     // A registry was asked, over undici (the check sees real loads) ...
     expect(loaded).toContain('net');
     expect(loaded).toContain('tls');
-    // ... but not node:http2.
+    // ... but not node:http2, nor the keyring library: the registry asked for no credentials.
     expect(loaded).not.toContain('http2');
+    expect(/^addons: (.*)$/m.exec(r.stderr)?.[1]).toBe('');
   });
 });

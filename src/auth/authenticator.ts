@@ -19,12 +19,20 @@ export class Authenticator {
   private readonly tokens = new Map<string, CachedToken>();
   private readonly pending = new Map<string, Promise<CachedToken>>();
 
+  /** Credentials found late, by repository path (see `late`). */
+  private readonly found = new Map<string, Promise<Credentials | undefined>>();
+
+  /**
+   * `late`, for a client without credentials of its own: where to look for a repository's credentials
+   * once the registry asks for some (the OS keyring, whose library is then loaded, and only then).
+   */
   constructor(
     private readonly host: string,
     private readonly dispatcher: Dispatcher,
     private readonly credentials: Credentials | undefined,
     private readonly insecure: boolean,
     private readonly userAgent: string,
+    private readonly late?: ((repository: string) => Promise<Credentials | undefined>) | undefined,
   ) {}
 
   /** Whether the registry has asked for authentication. */
@@ -32,8 +40,19 @@ export class Authenticator {
     return this.challenge !== undefined;
   }
 
-  get hasCredentials(): boolean {
-    return this.credentials !== undefined;
+  /**
+   * The credentials for a scope: the client's own, else (with `late`) those found for the scope's first
+   * repository (the push target, in a scope that also mounts from another).
+   */
+  credentialsFor(scope: string): Promise<Credentials | undefined> {
+    if (this.credentials || !this.late) return Promise.resolve(this.credentials);
+    const repository = /(?:^|\s)repository:([^:\s]+):/.exec(scope)?.[1] ?? '';
+    let p = this.found.get(repository);
+    if (!p) {
+      p = this.late(repository);
+      this.found.set(repository, p);
+    }
+    return p;
   }
 
   /** Records the challenge from a 401. Returns false when it is not one we can answer. */
@@ -58,8 +77,9 @@ export class Authenticator {
     const c = this.challenge;
     if (!c) return undefined;
     if (c.scheme === 'basic') {
-      if (this.credentials?.kind !== 'basic') return undefined;
-      const { username, password } = this.credentials;
+      const creds = await this.credentialsFor(scope);
+      if (creds?.kind !== 'basic') return undefined;
+      const { username, password } = creds;
       return `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
     }
     const cached = this.tokens.get(scope);
@@ -87,7 +107,7 @@ export class Authenticator {
     if (realm.protocol !== 'https:' && realm.protocol !== 'http:') {
       throw new StowageError('REGISTRY', `registry ${this.host} named a token realm that is not http(s)`);
     }
-    const creds = this.credentials;
+    const creds = await this.credentialsFor(scope);
     if (creds && realm.protocol === 'http:' && !this.insecure) {
       throw new StowageError(
         'UNAUTHORIZED',

@@ -79,7 +79,7 @@ function decodeAuth(value: string, file: string, key: string): { username: strin
 /** Keys to try for a repository, most specific first: host/ns/repo, host/ns, host. */
 export function authKeysFor(domain: string, path: string): string[] {
   const keys: string[] = [];
-  const parts = path.split('/');
+  const parts = path ? path.split('/') : [];
   for (let n = parts.length; n >= 1; n--) keys.push(`${domain}/${parts.slice(0, n).join('/')}`);
   keys.push(domain);
   return keys;
@@ -184,10 +184,10 @@ async function fromAuthFiles(
 }
 
 /**
- * Finds credentials for domain/path as podman does: each of registries.conf's credential-helpers in
- * turn (by default just the auth files), then the OS keyring (stowage login --store keyring).
+ * Credentials for domain/path from registries.conf's credential-helpers, each in turn (by default just
+ * the auth files), as podman finds them.
  */
-export async function findCredentials(
+export async function findHelperCredentials(
   domain: string,
   path: string,
   sources: CredentialSources = {},
@@ -202,12 +202,20 @@ export async function findCredentials(
         : await helperGet(helper, helperServer(domain));
     if (c) return c;
   }
-  const mode = sources.keyring ?? keyringMode(env);
-  if (mode !== 'off') {
-    for (const key of keys) {
-      const c = await keyringGet(key, mode, { quiet: mode === 'auto' });
-      if (c) return c;
-    }
+  return undefined;
+}
+
+/** Credentials for domain/path from the OS keyring (stowage login --store keyring), most specific key first. */
+export async function findKeyringCredentials(
+  domain: string,
+  path: string,
+  sources: CredentialSources = {},
+): Promise<Credentials | undefined> {
+  const mode = sources.keyring ?? keyringMode(sources.env ?? process.env);
+  if (mode === 'off') return undefined;
+  for (const key of authKeysFor(domain, path)) {
+    const c = await keyringGet(key, mode, { quiet: mode === 'auto' });
+    if (c) return c;
   }
   return undefined;
 }

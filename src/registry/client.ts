@@ -39,6 +39,11 @@ export interface RegistryClientOptions {
   host: string;
   insecure?: boolean;
   credentials?: Credentials | undefined;
+  /**
+   * Without `credentials`: where a repository's credentials are looked for once the registry asks for
+   * authentication (the OS keyring; see Authenticator).
+   */
+  lateCredentials?: ((repository: string) => Promise<Credentials | undefined>) | undefined;
   /** Directory holding *.crt CA files, like skopeo --cert-dir. */
   certDir?: string | undefined;
   /** Parallel connections to this registry. */
@@ -152,7 +157,14 @@ export class RegistryClient {
       }),
       interceptors.redirect({ maxRedirections: 5 }),
     );
-    this.auth = new Authenticator(this.host, this.dispatcher, opts.credentials, this.insecure, USER_AGENT);
+    this.auth = new Authenticator(
+      this.host,
+      this.dispatcher,
+      opts.credentials,
+      this.insecure,
+      USER_AGENT,
+      opts.lateCredentials,
+    );
   }
 
   async close(): Promise<void> {
@@ -293,7 +305,7 @@ export class RegistryClient {
         }
         throw new StowageError(
           'UNAUTHORIZED',
-          this.auth.hasCredentials
+          (await this.auth.credentialsFor(opts.scope))
             ? `${this.host} rejected the credentials for ${opts.what} (HTTP 401); check the username and password`
             : `${this.host} requires authentication for ${opts.what} (HTTP 401); pass --creds USER:PASS or add credentials to auth.json`,
         );

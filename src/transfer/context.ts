@@ -1,4 +1,4 @@
-import { type Credentials, findCredentials } from '../auth/authfile.js';
+import { type Credentials, findHelperCredentials, findKeyringCredentials } from '../auth/authfile.js';
 import { loadRegistriesConf, type RegistriesConf } from '../config/registries.js';
 import {
   type Endpoint,
@@ -73,8 +73,11 @@ export class Context {
   }
 
   /**
-   * The client for an endpoint, with the credentials auth.json (or --creds) has for it. A mirror gets
-   * at most one retry: when it is down, the next endpoint is the better bet than waiting on it.
+   * The client for an endpoint, with the credentials --creds or the credential helpers (auth files)
+   * have for it. Without those, the OS keyring is asked, per repository, once the registry asks for
+   * authentication: a registry that never does (a local mirror) never loads the keyring library, 7 ms a
+   * start. A mirror gets at most one retry: when it is down, the next endpoint is the better bet than
+   * waiting on it.
    */
   async clientFor(endpoint: Endpoint & { mirror?: boolean }): Promise<RegistryClient> {
     const credentials = this.opts.credentials ?? (await this.storedCredentials(endpoint));
@@ -88,6 +91,9 @@ export class Context {
         host: endpoint.host,
         insecure: endpoint.insecure,
         credentials,
+        lateCredentials: credentials
+          ? undefined
+          : (repository) => this.keyringCredentials(endpoint, repository),
         certDir: this.opts.certDir,
         connections: this.opts.limits?.[endpoint.host]?.concurrency ?? this.opts.connections,
         requestsPerSecond: this.opts.limits?.[endpoint.host]?.['requests-per-second'],
@@ -98,12 +104,23 @@ export class Context {
     return client;
   }
 
-  /** Stored credentials for an endpoint, looked up once per repository. */
+  /** The OS keyring's credentials for a repository of an endpoint's registry, looked up once. */
+  private keyringCredentials(endpoint: Endpoint, repository: string): Promise<Credentials | undefined> {
+    const key = `keyring:${endpoint.host}/${repository}`;
+    let p = this.credentials.get(key);
+    if (!p) {
+      p = findKeyringCredentials(endpoint.host, repository, { env: this.opts.env });
+      this.credentials.set(key, p);
+    }
+    return p;
+  }
+
+  /** The credential helpers' (auth files') credentials for an endpoint, looked up once per repository. */
   private storedCredentials(endpoint: Endpoint): Promise<Credentials | undefined> {
     const key = `${endpoint.host}/${endpoint.path}`;
     let p = this.credentials.get(key);
     if (!p) {
-      p = findCredentials(endpoint.host, endpoint.path, {
+      p = findHelperCredentials(endpoint.host, endpoint.path, {
         authFile: this.opts.authFile,
         helpers: this.conf.credentialHelpers,
         env: this.opts.env,
