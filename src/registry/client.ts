@@ -181,34 +181,45 @@ export class RegistryClient {
   }
 
   private async discover(signal?: AbortSignal): Promise<string> {
-    const schemes = this.insecure ? ['https', 'http'] : ['https'];
-    let lastError: unknown;
-    for (const scheme of schemes) {
+    const ask = async (scheme: 'https' | 'http') => {
       const origin = `${scheme}://${this.apiHost}`;
-      try {
-        const res = await this.dispatcher.request({
-          origin,
-          path: '/v2/',
-          method: 'GET',
-          headers: { 'user-agent': USER_AGENT },
-          signal: signal ?? null,
-        });
-        await res.body.dump();
-        if (res.statusCode === 401) {
-          this.auth.setChallenge(res.headers['www-authenticate']);
-        } else if (res.statusCode !== 200) {
-          throw new StowageError(
-            'REGISTRY',
-            `${this.host} answered HTTP ${res.statusCode} at /v2/; it does not look like an OCI registry`,
-          );
-        }
-        return origin;
-      } catch (e) {
-        if (e instanceof StowageError || (e as Error).name === 'AbortError') throw e;
-        lastError = e;
+      const res = await this.dispatcher.request({
+        origin,
+        path: '/v2/',
+        method: 'GET',
+        headers: { 'user-agent': USER_AGENT },
+        signal: signal ?? null,
+      });
+      await res.body.dump();
+      if (res.statusCode !== 200 && res.statusCode !== 401) {
+        throw new StowageError(
+          'REGISTRY',
+          `${this.host} answered HTTP ${res.statusCode} at /v2/; it does not look like an OCI registry`,
+        );
       }
+      return { origin, challenge: res.statusCode === 401 ? res.headers['www-authenticate'] : undefined };
+    };
+    const settle = ({ origin, challenge }: Awaited<ReturnType<typeof ask>>) => {
+      if (challenge !== undefined) this.auth.setChallenge(challenge);
+      return origin;
+    };
+    const final = (e: unknown) =>
+      e instanceof StowageError || (e as Error).name === 'AbortError' ? e : this.connectionError(e);
+    // An insecure registry may serve HTTPS (its certificate unchecked) or plain HTTP. Both are asked at
+    // once, saving a round trip: HTTPS wins when it answers, as it would if asked first.
+    const https = ask('https');
+    const http = this.insecure ? ask('http') : undefined;
+    http?.catch(() => {});
+    try {
+      return settle(await https);
+    } catch (e) {
+      if (!http || e instanceof StowageError || (e as Error).name === 'AbortError') throw final(e);
     }
-    throw this.connectionError(lastError);
+    try {
+      return settle(await http);
+    } catch (e) {
+      throw final(e);
+    }
   }
 
   private connectionError(e: unknown): StowageError {
