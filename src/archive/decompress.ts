@@ -140,17 +140,6 @@ async function* throughTransform(
       const spare: Buffer<ArrayBuffer>[] = [];
       let buf = Buffer.allocUnsafe(IN_BATCH);
       let batched = 0;
-      const add = (c: Uint8Array) => {
-        let at = 0;
-        while (at < c.byteLength) {
-          const n = Math.min(c.byteLength - at, IN_BATCH - batched);
-          buf.set(c.subarray(at, at + n), batched);
-          batched += n;
-          at += n;
-          if (batched === IN_BATCH) return at;
-        }
-        return at;
-      };
       const send = async () => {
         const full = buf;
         const n = batched;
@@ -161,9 +150,11 @@ async function* throughTransform(
         if (!ok) await drained(dec);
       };
       const take = async (c: Uint8Array) => {
-        let at = 0;
-        while (at < c.byteLength) {
-          at += add(at ? c.subarray(at) : c);
+        for (let at = 0; at < c.byteLength; ) {
+          const n = Math.min(c.byteLength - at, IN_BATCH - batched);
+          buf.set(c.subarray(at, at + n), batched);
+          batched += n;
+          at += n;
           if (batched === IN_BATCH) await send();
         }
       };
