@@ -370,13 +370,13 @@ export class TarIndex {
     })();
   }
 
-  /** An entry's bytes in memory, refusing entries over `limit` bytes. */
   /** An entry's last `length` bytes, read in place; undefined for a gzipped archive (no cheap seek). */
   async tail(entry: TarIndexEntry, length: number): Promise<Buffer | undefined> {
     if (this.gzipped || entry.size < length) return undefined;
     return readAt(this.path, entry.offset + entry.size - length, length);
   }
 
+  /** An entry's bytes in memory, refusing entries over `limit` bytes. */
   async read(entry: TarIndexEntry, limit: number, what: string): Promise<Buffer> {
     if (entry.size > limit) {
       throw new StowageError(
