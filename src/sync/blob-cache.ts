@@ -13,6 +13,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
+import { runQueue } from '../archive/positioned.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
 import type { Descriptor } from '../image/schemas.js';
@@ -61,22 +62,17 @@ export class BlobCache {
       );
     }
     const found: { hex: string; size: number; used: number }[] = [];
-    // Looked at several at a time: a full cache holds thousands of blobs.
-    let next = 0;
-    const look = async () => {
-      while (next < names.length) {
-        const name = names[next++]!;
-        const path = join(dir, name);
-        if (!/^[0-9a-f]{64}$/.test(name)) {
-          // A write an earlier process did not finish.
-          if (name.endsWith('.partial')) await unlink(path).catch(() => {});
-          continue;
-        }
-        const s = await stat(path).catch(() => undefined);
-        if (s?.isFile()) found.push({ hex: name, size: s.size, used: s.mtimeMs });
+    // Looked at several at a time: a full cache holds thousands of blobs. Nothing here throws.
+    await runQueue(names, SCAN_CONCURRENCY, new AbortController(), async (name) => {
+      const path = join(dir, name);
+      if (!/^[0-9a-f]{64}$/.test(name)) {
+        // A write an earlier process did not finish.
+        if (name.endsWith('.partial')) await unlink(path).catch(() => {});
+        return;
       }
-    };
-    await Promise.all(Array.from({ length: SCAN_CONCURRENCY }, look));
+      const s = await stat(path).catch(() => undefined);
+      if (s?.isFile()) found.push({ hex: name, size: s.size, used: s.mtimeMs });
+    });
     found.sort((a, b) => a.used - b.used || (a.hex < b.hex ? -1 : 1));
     for (const f of found) {
       cache.entries.set(f.hex, f.size);
