@@ -91,9 +91,10 @@ export class Context {
         host: endpoint.host,
         insecure: endpoint.insecure,
         credentials,
+        // The Authenticator looks each repository up once.
         lateCredentials: credentials
           ? undefined
-          : (repository) => this.keyringCredentials(endpoint, repository),
+          : (repository) => findKeyringCredentials(endpoint.host, repository, { env: this.opts.env }),
         certDir: this.opts.certDir,
         connections: this.opts.limits?.[endpoint.host]?.concurrency ?? this.opts.connections,
         requestsPerSecond: this.opts.limits?.[endpoint.host]?.['requests-per-second'],
@@ -102,17 +103,6 @@ export class Context {
       this.clients.set(key, client);
     }
     return client;
-  }
-
-  /** The OS keyring's credentials for a repository of an endpoint's registry, looked up once. */
-  private keyringCredentials(endpoint: Endpoint, repository: string): Promise<Credentials | undefined> {
-    const key = `keyring:${endpoint.host}/${repository}`;
-    let p = this.credentials.get(key);
-    if (!p) {
-      p = findKeyringCredentials(endpoint.host, repository, { env: this.opts.env });
-      this.credentials.set(key, p);
-    }
-    return p;
   }
 
   /** The credential helpers' (auth files') credentials for an endpoint, looked up once per repository. */
