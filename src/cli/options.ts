@@ -1,6 +1,6 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseCredsOption } from '../auth/authfile.js';
-import { Context } from '../transfer/context.js';
+import { Context, type RegistryLimits } from '../transfer/context.js';
 
 export interface RegistryCliOptions {
   registriesConf?: string;
@@ -9,6 +9,8 @@ export interface RegistryCliOptions {
   tlsVerify?: boolean;
   certDir?: string;
   retryTimes?: number;
+  lowSpeedLimit?: number;
+  lowSpeedTime?: number;
 }
 
 /** The options every command that talks to a registry takes, spelled as skopeo spells them. */
@@ -39,7 +41,30 @@ export function addRegistryOptions(cmd: Command): Command {
       '--retry-times <n>',
       'retries after a connection error, 5xx or 429, with backoff and Retry-After honoured (default 5)',
       parseRetryTimes,
+    )
+    .option(
+      '--low-speed-limit <bytes>',
+      'a download slower than this many bytes/s over --low-speed-time is cut and resumed where it stopped (default 1024)',
+      parseNonNegative,
+    )
+    .option(
+      '--low-speed-time <seconds>',
+      'the window --low-speed-limit is measured over (default 30)',
+      parsePositiveSeconds,
     );
+}
+
+export function parseNonNegative(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number of 0 or more');
+  return n;
+}
+
+export function parsePositiveSeconds(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0 || n > 86_400)
+    throw new InvalidArgumentError('expected a number of seconds above 0 (at most 86400)');
+  return n;
 }
 
 export function parseBool(v: string): boolean {
@@ -64,7 +89,7 @@ export function parsePositiveInt(v: string): number {
 
 export function contextFrom(
   opts: RegistryCliOptions,
-  limits?: Record<string, { concurrency?: number | undefined; 'requests-per-second'?: number | undefined }>,
+  limits?: Record<string, RegistryLimits>,
 ): Promise<Context> {
   return Context.create({
     limits,
@@ -74,5 +99,9 @@ export function contextFrom(
     tlsVerify: opts.tlsVerify,
     certDir: opts.certDir,
     retry: opts.retryTimes === undefined ? undefined : { maxRetries: opts.retryTimes },
+    stall: {
+      ...(opts.lowSpeedLimit !== undefined ? { minBytesPerSecond: opts.lowSpeedLimit } : {}),
+      ...(opts.lowSpeedTime !== undefined ? { windowMs: opts.lowSpeedTime * 1000 } : {}),
+    },
   });
 }

@@ -34,6 +34,19 @@ export interface RetryOptions {
 
 export const DEFAULT_RETRY: RetryOptions = { maxRetries: 5, minTimeoutMs: 250, maxTimeoutMs: 20_000 };
 
+/**
+ * The stall rule for response bodies (curl's --speed-limit/--speed-time): fewer than `minBytesPerSecond`
+ * on average over `windowMs` of waiting on the registry, and the transfer is cut and resumed. undici's
+ * bodyTimeout only measures silence between chunks, so a registry sending a byte every few seconds
+ * would otherwise hold a pull (and, in the service, a job slot) forever.
+ */
+export interface StallRule {
+  windowMs: number;
+  minBytesPerSecond: number;
+}
+
+export const DEFAULT_STALL: StallRule = { windowMs: 30_000, minBytesPerSecond: 1024 };
+
 export interface RegistryClientOptions {
   /** Registry host with port, as in references (docker.io is mapped to its API host). */
   host: string;
@@ -51,6 +64,8 @@ export interface RegistryClientOptions {
   /** At most this many requests per second (stowage.toml [registries."HOST"]). */
   requestsPerSecond?: number | undefined;
   retry?: Partial<RetryOptions>;
+  /** When a body counts as stalled (default DEFAULT_STALL). */
+  stall?: Partial<StallRule> | undefined;
 }
 
 export interface ManifestResponse {
@@ -124,6 +139,8 @@ export class RegistryClient {
   private origin: Promise<string> | undefined;
   private readonly interval: number;
   private nextSlot = 0;
+  private readonly stall: StallRule;
+  private readonly retries: number;
 
   constructor(opts: RegistryClientOptions) {
     this.host = opts.host;
@@ -131,6 +148,8 @@ export class RegistryClient {
     this.interval = opts.requestsPerSecond ? 1000 / opts.requestsPerSecond : 0;
     this.apiHost = opts.host === DEFAULT_DOMAIN ? DOCKER_HUB_API_HOST : opts.host;
     const retry = { ...DEFAULT_RETRY, ...opts.retry };
+    this.retries = retry.maxRetries;
+    this.stall = { ...DEFAULT_STALL, ...opts.stall };
     // One TLS context for all of the client's connections: given a CA list instead, Node parses every
     // certificate in it again for each connection (35 ms apiece here with the ~140 roots). An insecure
     // registry's certificate is not checked, so its context holds no CAs (building the default root
@@ -476,14 +495,37 @@ export class RegistryClient {
     return { digest, mediaType, size: Number(res.headers['content-length'] ?? 0) };
   }
 
-  /** GET a blob as a stream. The caller verifies the digest while consuming it. */
+  /**
+   * GET a blob as a stream. The caller verifies the digest while consuming it. A body that stalls (see
+   * StallRule) or breaks off is resumed where it stopped with a Range request, up to the retry count.
+   */
   async getBlob(repo: string, digest: string, signal?: AbortSignal): Promise<BlobResponse> {
     const what = `blob ${digest} of ${this.host}/${repo}`;
+    const first = await this.blobRequest(repo, digest, 0, signal, what);
+    return { body: this.resumingBody(repo, digest, first, signal, what), size: first.size };
+  }
+
+  /** One GET of a blob from `offset` on, with its own abort controller for the stall watch. */
+  private async blobRequest(
+    repo: string,
+    digest: string,
+    offset: number,
+    signal: AbortSignal | undefined,
+    what: string,
+  ): Promise<{
+    body: AsyncIterable<Uint8Array>;
+    size: number | undefined;
+    cut: AbortController;
+    skip: number;
+  }> {
+    const cut = new AbortController();
+    const signals = signal ? [signal, cut.signal] : [cut.signal];
     const res = await this.request({
       method: 'GET',
       path: `/v2/${repo}/blobs/${digest}`,
       scope: `repository:${repo}:pull`,
-      signal,
+      headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+      signal: AbortSignal.any(signals),
       what,
     });
     if (res.statusCode === 404) {
@@ -493,11 +535,67 @@ export class RegistryClient {
         `${what} not found (HTTP 404); the image in the registry is incomplete`,
       );
     }
+    if (offset > 0 && res.statusCode === 206) {
+      const start = /^bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''))?.[1];
+      if (Number(start) !== offset) {
+        res.body.destroy();
+        throw new StowageError('REGISTRY', `${this.host} answered a resumed ${what} with the wrong range`);
+      }
+      return { body: res.body, size: undefined, cut, skip: 0 };
+    }
     if (res.statusCode !== 200) throw await this.unexpected(res, what);
     const len = res.headers['content-length'];
-    return { body: this.mapBodyErrors(res.body, what), size: len === undefined ? undefined : Number(len) };
+    // A registry that ignores Range sends the whole blob again: the bytes already passed on are skipped.
+    return { body: res.body, size: len === undefined ? undefined : Number(len), cut, skip: offset };
   }
 
+  /**
+   * A blob's bytes across as many requests as it takes: each is watched for stalls, and a stalled or
+   * broken one is followed by a request for the rest. Transport errors that remain become NETWORK
+   * errors naming the blob.
+   */
+  private async *resumingBody(
+    repo: string,
+    digest: string,
+    first: Awaited<ReturnType<RegistryClient['blobRequest']>>,
+    signal: AbortSignal | undefined,
+    what: string,
+  ): AsyncGenerator<Uint8Array> {
+    let current = first;
+    let offset = 0;
+    for (let resumes = 0; ; resumes++) {
+      try {
+        let skip = current.skip;
+        for await (let chunk of watchStalls(current.body, this.stall, current.cut)) {
+          if (skip > 0) {
+            const drop = Math.min(skip, chunk.byteLength);
+            skip -= drop;
+            chunk = chunk.subarray(drop);
+            if (chunk.byteLength === 0) continue;
+          }
+          offset += chunk.byteLength;
+          yield chunk;
+        }
+        return;
+      } catch (e) {
+        if (signal?.aborted) throw new StowageError('ABORTED', `${what}: aborted`);
+        const stalled = e instanceof StallError;
+        if (e instanceof StowageError) throw e;
+        if (resumes >= this.retries) {
+          if (stalled) {
+            throw new StowageError(
+              'NETWORK',
+              `${what}: transfer stalled (${e.message}) ${resumes + 1} times; the registry or the network is too slow; raise the retries, or lower low-speed-limit / raise low-speed-time`,
+              { cause: e, retryable: true },
+            );
+          }
+          const err = this.connectionError(e);
+          throw new StowageError(err.code, `${what}: transfer failed: ${err.message}`, { cause: e });
+        }
+        current = await this.blobRequest(repo, digest, offset, signal, what);
+      }
+    }
+  }
   /**
    * The last `length` bytes of a blob of `size` bytes, with a Range request; undefined when the registry
    * does not answer with exactly that range (it may ignore Range: the body is then not read).
@@ -524,17 +622,6 @@ export class RegistryClient {
     }
     const bytes = await readLimited(res.body, length, `the end of blob ${digest}`).catch(() => undefined);
     return bytes?.length === length ? bytes : undefined;
-  }
-
-  /** A response body whose transport errors (after retries) become NETWORK errors naming the blob. */
-  private async *mapBodyErrors(body: AsyncIterable<Uint8Array>, what: string): AsyncGenerator<Uint8Array> {
-    try {
-      yield* body;
-    } catch (e) {
-      if (e instanceof StowageError || (e as Error).name === 'AbortError') throw e;
-      const err = this.connectionError(e);
-      throw new StowageError(err.code, `${what}: transfer failed: ${err.message}`, { cause: e });
-    }
   }
 
   /** Reads a small blob (a config) into memory with the manifest size limit. */
@@ -742,12 +829,30 @@ export class RegistryClient {
     return true;
   }
 
-  /** All tags of a repository, following Link pagination. */
+  /**
+   * All tags of a repository, following Link pagination, each tag once. A registry whose `next` link
+   * does not move forward (the same page again, or one already read) would make this loop forever:
+   * it ends the listing with an error, as does reaching the page cap; neither is ever a short success.
+   */
   async listTags(repo: string, signal?: AbortSignal): Promise<string[]> {
-    const tags: string[] = [];
+    const tags = new Set<string>();
     let path: string | undefined = `/v2/${repo}/tags/list?n=1000`;
     const what = `tags of ${this.host}/${repo}`;
-    for (let page = 0; path && page < 10_000; page++) {
+    const visited = new Set<string>();
+    while (path) {
+      if (visited.has(path)) {
+        throw new StowageError(
+          'REGISTRY',
+          `${this.host} sent a pagination link for the ${what} that points back at a page already read (${path}); the registry's tag listing is broken, report it to its operator`,
+        );
+      }
+      if (visited.size >= MAX_TAG_PAGES) {
+        throw new StowageError(
+          'REGISTRY',
+          `${this.host} is still paginating the ${what} after ${MAX_TAG_PAGES} pages; stowage stops there rather than return a partial list`,
+        );
+      }
+      visited.add(path);
       const res = await this.request({ method: 'GET', path, scope: `repository:${repo}:pull`, signal, what });
       if (res.statusCode === 404) {
         const detail = await this.errorDetail(res);
@@ -764,11 +869,31 @@ export class RegistryClient {
           `${this.host} answered the tag list of ${repo} with something that is not JSON`,
         );
       }
-      tags.push(...(body.tags ?? []));
-      path = nextLink(res.headers.link);
+      const before = tags.size;
+      for (const t of body.tags ?? []) tags.add(t);
+      const next = nextLink(res.headers.link);
+      // A next page that adds nothing new and points to a `last` we already passed is a loop too.
+      if (next && tags.size === before && (body.tags?.length ?? 0) > 0 && !advances(path, next)) {
+        throw new StowageError(
+          'REGISTRY',
+          `${this.host} sent a pagination link for the ${what} that does not move forward (${next} after ${path}); the registry's tag listing is broken, report it to its operator`,
+        );
+      }
+      path = next;
     }
-    return tags;
+    return [...tags];
   }
+}
+
+/** More pages than any real repository has (10 million tags at 1000 a page). */
+const MAX_TAG_PAGES = 10_000;
+
+/** Whether a next link's `last=` cursor is past the current page's (a listing moves forward in tag order). */
+function advances(current: string, next: string): boolean {
+  const last = (p: string) => new URL(p, 'http://registry.invalid').searchParams.get('last');
+  const a = last(current);
+  const b = last(next);
+  return a === null || b === null || b > a;
 }
 
 /** The path of a Link: <...>; rel="next" header, restricted to the same origin. */
@@ -779,6 +904,70 @@ export function nextLink(header: string | string[] | undefined): string | undefi
   if (!m) return undefined;
   const url = new URL(m[1]!, 'http://registry.invalid');
   return url.pathname + url.search;
+}
+
+/** A body that moved too slowly for the stall rule. */
+class StallError extends Error {}
+
+const STALLED = Symbol('stalled');
+
+/**
+ * Passes a body's chunks on, failing with StallError (and cutting the request) when fewer than the
+ * rule's bytes arrive over its window. Only time spent waiting on the registry counts: while the
+ * consumer holds a chunk (a slow disk), the clock stops, so back-pressure is never taken for a stall.
+ */
+export async function* watchStalls(
+  body: AsyncIterable<Uint8Array>,
+  rule: StallRule,
+  cut: AbortController,
+): AsyncGenerator<Uint8Array> {
+  const it = body[Symbol.asyncIterator]();
+  const minBytes = (rule.minBytesPerSecond * rule.windowMs) / 1000;
+  let waited = 0;
+  let got = 0;
+  let pending: Promise<IteratorResult<Uint8Array>> | undefined;
+  let done = false;
+  const check = () => {
+    if (waited < rule.windowMs) return;
+    if (got < minBytes) {
+      const err = new StallError(
+        `${got} bytes in ${Math.round(waited / 1000)} s, under the low-speed limit of ${rule.minBytesPerSecond} bytes/s over ${rule.windowMs / 1000} s`,
+      );
+      pending?.catch(() => {});
+      cut.abort(err);
+      throw err;
+    }
+    waited = 0;
+    got = 0;
+  };
+  try {
+    for (;;) {
+      pending ??= it.next();
+      const started = performance.now();
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<typeof STALLED>((r) => {
+        timer = setTimeout(r, Math.max(0, rule.windowMs - waited), STALLED);
+      });
+      const r = await Promise.race([pending, timeout]);
+      clearTimeout(timer);
+      waited += performance.now() - started;
+      if (r === STALLED) {
+        check();
+        continue;
+      }
+      pending = undefined;
+      if (r.done) {
+        done = true;
+        return;
+      }
+      got += r.value.byteLength;
+      check();
+      yield r.value;
+    }
+  } finally {
+    // Given up early (an error, or the consumer stopped reading): the request must not linger.
+    if (!done && !cut.signal.aborted) cut.abort();
+  }
 }
 
 function sniffMediaType(bytes: Buffer): string {

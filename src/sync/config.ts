@@ -41,6 +41,10 @@ const jobSchema = z.strictObject({
 const limitSchema = z.strictObject({
   concurrency: z.number().int().positive().max(64).optional(),
   'requests-per-second': z.number().positive().optional(),
+  /** Bytes per second a download must average over low-speed-time, else it is cut and resumed. */
+  'low-speed-limit': z.number().nonnegative().optional(),
+  /** Seconds the low-speed limit is measured over. */
+  'low-speed-time': z.number().positive().max(86_400).optional(),
 });
 
 export const API_SCOPES = ['read', 'pull', 'push', 'sync', 'admin'] as const;

@@ -9,8 +9,18 @@ import {
 } from '../config/resolve.js';
 import { StowageError } from '../errors.js';
 import type { ImageReference } from '../reference/reference.js';
-import { DEFAULT_RETRY, RegistryClient, type RetryOptions } from '../registry/client.js';
+import { DEFAULT_RETRY, RegistryClient, type RetryOptions, type StallRule } from '../registry/client.js';
 import { BlobLocations } from './upload.js';
+
+/** Per-registry settings (stowage.toml [registries."HOST"]). */
+export interface RegistryLimits {
+  concurrency?: number | undefined;
+  'requests-per-second'?: number | undefined;
+  /** Bytes per second a body must average over low-speed-time, else it is cut and resumed. */
+  'low-speed-limit'?: number | undefined;
+  /** Seconds the low-speed limit is measured over. */
+  'low-speed-time'?: number | undefined;
+}
 
 export interface ContextOptions {
   /** Path of registries.conf (else the standard search). */
@@ -26,10 +36,10 @@ export interface ContextOptions {
   /** Connections per registry. */
   connections?: number | undefined;
   /** Per-registry limits by host (stowage.toml [registries."HOST"]). */
-  limits?:
-    | Record<string, { concurrency?: number | undefined; 'requests-per-second'?: number | undefined }>
-    | undefined;
+  limits?: Record<string, RegistryLimits> | undefined;
   retry?: Partial<RetryOptions> | undefined;
+  /** The stall rule for every registry (--low-speed-limit, --low-speed-time); limits may override it per host. */
+  stall?: Partial<StallRule> | undefined;
   env?: NodeJS.ProcessEnv | undefined;
 }
 
@@ -99,10 +109,19 @@ export class Context {
         connections: this.opts.limits?.[endpoint.host]?.concurrency ?? this.opts.connections,
         requestsPerSecond: this.opts.limits?.[endpoint.host]?.['requests-per-second'],
         retry,
+        stall: this.stallFor(endpoint.host),
       });
       this.clients.set(key, client);
     }
     return client;
+  }
+
+  private stallFor(host: string): Partial<StallRule> {
+    const limit = this.opts.limits?.[host];
+    const rule: Partial<StallRule> = { ...this.opts.stall };
+    if (limit?.['low-speed-limit'] !== undefined) rule.minBytesPerSecond = limit['low-speed-limit'];
+    if (limit?.['low-speed-time'] !== undefined) rule.windowMs = limit['low-speed-time'] * 1000;
+    return rule;
   }
 
   /** The credential helpers' (auth files') credentials for an endpoint, looked up once per repository. */

@@ -2,7 +2,7 @@
  * A small HTTP proxy in front of a real registry, for the faults a real registry will not produce:
  * a corrupted byte, a connection dropped mid-body, a 429, a redirect to another host.
  */
-import { createServer, type IncomingMessage, request, type Server } from 'node:http';
+import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
 
 export type Fault =
   | { kind: 'status'; status: number; headers?: Record<string, string> }
@@ -18,7 +18,11 @@ export type Fault =
   /** The request goes upstream without its Range header: the whole blob comes back (200). */
   | { kind: 'ignore-range' }
   /** A partial answer (206) whose bytes are rewritten: a registry that serves a wrong range. */
-  | { kind: 'rewrite-range'; rewrite: (body: Buffer) => Buffer };
+  | { kind: 'rewrite-range'; rewrite: (body: Buffer) => Buffer }
+  /** The registry's answer, its body sent `bytes` at a time every `everyMs` (a blob that trickles). */
+  | { kind: 'trickle'; bytes: number; everyMs: number }
+  /** The proxy answers itself (protocol misbehaviour no real registry shows). */
+  | { kind: 'respond'; handle: (req: IncomingMessage, res: ServerResponse) => void };
 
 export interface SeenRequest {
   method: string;
@@ -58,6 +62,10 @@ export async function startFaultProxy(opts: {
       return;
     }
     if (fault?.kind === 'hang') return;
+    if (fault?.kind === 'respond') {
+      fault.handle(req, res);
+      return;
+    }
     if (fault?.kind === 'redirect') {
       res.writeHead(307, { location: fault.location });
       res.end();
@@ -94,6 +102,10 @@ export async function startFaultProxy(opts: {
           const parts: Buffer[] = [];
           upRes.on('data', (chunk: Buffer) => parts.push(chunk));
           upRes.on('end', () => res.end(fault.rewrite(Buffer.concat(parts))));
+          return;
+        }
+        if (fault?.kind === 'trickle' && (upRes.statusCode === 200 || upRes.statusCode === 206)) {
+          trickle(upRes, res, fault.bytes, fault.everyMs);
           return;
         }
         if (fault?.kind === 'drop' && upRes.statusCode === 200) {
@@ -152,6 +164,30 @@ export async function startFaultProxy(opts: {
         server.close(() => resolve());
       }),
   };
+}
+
+/** Sends `src` on to `res` a few bytes at a time, as a registry whose link has almost stalled. */
+function trickle(src: IncomingMessage, res: ServerResponse, bytes: number, everyMs: number): void {
+  const parts: Buffer[] = [];
+  let ended = false;
+  src.on('data', (c: Buffer) => parts.push(c));
+  src.on('end', () => {
+    ended = true;
+  });
+  let pending = Buffer.alloc(0);
+  const timer = setInterval(() => {
+    if (pending.length === 0 && parts.length > 0) pending = Buffer.concat(parts.splice(0));
+    if (pending.length === 0) {
+      if (ended) {
+        clearInterval(timer);
+        res.end();
+      }
+      return;
+    }
+    res.write(pending.subarray(0, bytes));
+    pending = pending.subarray(bytes);
+  }, everyMs);
+  res.on('close', () => clearInterval(timer));
 }
 
 export const isBlobGet = (req: IncomingMessage) =>
