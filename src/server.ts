@@ -4,7 +4,7 @@
  * new requests or jobs, running jobs aborted and cleaned up, the history written).
  */
 
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -14,10 +14,11 @@ import pino, { type Logger } from 'pino';
 import { createApp } from './api/app.js';
 import { type ApiToken, newToken, tokenHash } from './api/auth.js';
 import { writeFileAtomic } from './archive/atomic.js';
+import { sweepLeftovers, tmpPid } from './archive/partials.js';
 import { StowageError } from './errors.js';
 import { JobManager } from './service/jobs.js';
 import { createMetrics } from './service/metrics.js';
-import { type Engine, runPull, runPush, runSync } from './service/operations.js';
+import { type Engine, outboundGuard, runPull, runPush, runSync } from './service/operations.js';
 import { Store } from './store/store.js';
 import { DEFAULT_LISTEN, loadStowageConfig, parseSize, type StowageConfig } from './sync/config.js';
 import { Context } from './transfer/context.js';
@@ -105,9 +106,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     authFile: opts.authfile,
     tlsVerify: opts.tlsVerify,
     certDir: opts.certDir,
+    guard: outboundGuard(config.server),
     env,
   });
   const store = await Store.open(config.storePath);
+  await sweepServiceLeftovers(join(state, 'tmp'), join(state, 'cache'));
   const engine: Engine = {
     ctx,
     store,
@@ -210,4 +213,14 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     return closing;
   };
   return { url, tokenFile, logger, close };
+}
+
+/**
+ * Uploads spooled and docker-archives being made when an earlier service was killed: removed at start
+ * (only those whose process is gone, so a second service sharing the state loses nothing).
+ */
+async function sweepServiceLeftovers(tmpDir: string, cacheDir: string): Promise<void> {
+  await sweepLeftovers(tmpDir, tmpPid);
+  const versions = await readdir(cacheDir).catch(() => [] as string[]);
+  for (const v of versions) await sweepLeftovers(join(cacheDir, v));
 }

@@ -5,12 +5,15 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile } from 'node:fs/promises';
-import type { ServerResponse } from 'node:http';
+import { createServer, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { type FaultProxy, isBlobGet, startFaultProxy } from './harness/fault-proxy.js';
 import { run } from './harness/processes.js';
+import { api, type RunningService, serviceDir, startService } from './harness/service.js';
+
+const isBlobPath = (path: string) => /\/blobs\/sha256:/.test(path);
 
 const h = harness();
 const plain = h.registries.plain;
@@ -187,5 +190,132 @@ describe('a blob that trickles', () => {
     expect(r.code).toBe(8);
     expect(r.stderr).toMatch(/blob sha256:[0-9a-f]{64} .*transfer stalled/);
     expect(r.stderr).toContain('low-speed-limit');
+  });
+});
+
+describe('hosts a registry sends the client to', () => {
+  const running: RunningService[] = [];
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((s) => s.stop('SIGKILL')));
+  });
+
+  /** A token service on another loopback address, counting what reaches it. */
+  async function tokenService(): Promise<{ host: string; hits: () => number; close: () => Promise<void> }> {
+    let hits = 0;
+    const server = createServer((_req, res) => {
+      hits++;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ token: 'foreign-token', expires_in: 300 }));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.2', r));
+    const port = (server.address() as { port: number }).port;
+    return {
+      host: `127.0.0.2:${port}`,
+      hits: () => hits,
+      close: () => new Promise((r) => server.close(() => r())),
+    };
+  }
+
+  async function serve(name: string, conf: string, toml: string): Promise<RunningService> {
+    const d = await serviceDir(name, conf, toml);
+    const s = await startService(d);
+    running.push(s);
+    return s;
+  }
+
+  it('the service refuses a token realm outside its allow-lists, and reaches it once listed in auth-hosts', async () => {
+    const tokens = await tokenService();
+    try {
+      // The registry (through the proxy) names a realm on a host nobody allowed.
+      const p = await proxy({
+        upstream: plain.url,
+        fault: (req) =>
+          req.url === '/v2/' && !req.headers.authorization
+            ? {
+                kind: 'status',
+                status: 401,
+                headers: {
+                  'www-authenticate': `Bearer realm="http://${tokens.host}/token",service="x"`,
+                },
+              }
+            : undefined,
+      });
+      const conf = insecureConf(p.host);
+      const refused = await serve('svc-realm', conf, `allow-registries = ["${p.host}"]\n`);
+      const r = await api(refused, 'reader', `/v1/tags?repository=${p.host}/fixtures/small`);
+      expect(r.status).toBe(403);
+      const body = (await r.json()) as { error: { code: string; message: string } };
+      expect(body.error.code).toBe('BLOCKED');
+      expect(body.error.message).toContain(tokens.host);
+      expect(body.error.message).toContain('auth-hosts');
+      expect(tokens.hits()).toBe(0);
+
+      const allowed = await serve(
+        'svc-realm-ok',
+        conf,
+        `allow-registries = ["${p.host}"]\nauth-hosts = ["127.0.0.2"]\n`,
+      );
+      const ok = await api(allowed, 'reader', `/v1/tags?repository=${p.host}/fixtures/small`);
+      expect(ok.status).toBe(200);
+      expect(tokens.hits()).toBeGreaterThan(0);
+      // The token went only to the registry, never a credential to the realm's host beyond the ask.
+      expect(p.seen.some((s) => s.headers.authorization === 'Bearer foreign-token')).toBe(true);
+    } finally {
+      await tokens.close();
+    }
+  });
+
+  it('the service refuses a blob redirect outside its allow-lists, and follows one in redirect-hosts', async () => {
+    const cdn = await proxy({ upstream: plain.url, listenHost: '127.0.0.3' });
+    const p = await proxy({
+      upstream: plain.url,
+      fault: (req) => (isBlobGet(req) ? { kind: 'redirect', location: `${cdn.url}${req.url}` } : undefined),
+    });
+    const conf = insecureConf(p.host, cdn.host);
+    const ref = `${p.host}/fixtures/small:v1`;
+    const refused = await serve('svc-redirect', conf, `allow-registries = ["${p.host}"]\n`);
+    const r = await api(refused, 'reader', `/v1/inspect?ref=${ref}`);
+    expect(r.status).toBe(403);
+    const body = (await r.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe('BLOCKED');
+    expect(body.error.message).toContain('redirect-hosts');
+    expect(cdn.seen).toEqual([]);
+
+    const allowed = await serve(
+      'svc-redirect-ok',
+      conf,
+      `allow-registries = ["${p.host}"]\nredirect-hosts = ["127.0.0.3"]\n`,
+    );
+    expect((await api(allowed, 'reader', `/v1/inspect?ref=${ref}`)).status).toBe(200);
+    expect(cdn.seen.some((s) => isBlobPath(s.path))).toBe(true);
+    // Credentials stay with the registry: nothing the client sent the storage host carries any.
+    expect(cdn.seen.every((s) => s.headers.authorization === undefined)).toBe(true);
+  });
+
+  it('ends a redirect loop with what the registry did, in stowage words', async () => {
+    const p = await proxy({
+      upstream: plain.url,
+      fault: (req) =>
+        isBlobGet(req)
+          ? {
+              kind: 'respond',
+              handle: (r, res) => {
+                // Back and forth between two paths.
+                const next = r.url?.endsWith('?b') ? r.url.slice(0, -2) : `${r.url}?b`;
+                res.writeHead(302, { location: next });
+                res.end();
+              },
+            }
+          : undefined,
+    });
+    const w = await workdir('redirect-loop', insecureConf(p.host));
+    const r = await stowage(['pull', '-q', `${p.host}/fixtures/small:v1`, '-o', join(w.dir, 'x.tar')], {
+      env: w.env,
+    });
+    expect(r.code).toBe(8);
+    expect(r.stderr).toContain('redirects');
+    expect(r.stderr).toContain('in a loop');
+    expect(r.stderr).not.toContain('Agent');
+    expect(await readdir(w.dir)).toEqual(['home', 'registries.conf']);
   });
 });

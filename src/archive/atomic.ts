@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { StowageError } from '../errors.js';
+import { preparePartial } from './partials.js';
 
 /**
  * A file written aside and renamed into place only when complete: readers never see a partial file
@@ -15,7 +15,7 @@ export class AtomicFile {
   ) {}
 
   static async create(path: string, mode = 0o644): Promise<AtomicFile> {
-    const tmpPath = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.partial`);
+    const tmpPath = await preparePartial(path);
     let handle: FileHandle;
     try {
       handle = await open(tmpPath, 'wx+', mode);

@@ -5,7 +5,6 @@
  * existing OCI layout gains the new blobs (those already present are not fetched again) and then a new
  * index.json, replaced atomically.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { StowageError } from '../errors.js';
@@ -20,6 +19,7 @@ import {
   REF_NAME_ANNOTATION,
   type WriteOptions,
 } from './oci-archive.js';
+import { preparePartial } from './partials.js';
 import { runQueue } from './positioned.js';
 
 export interface WrittenLayout {
@@ -34,7 +34,7 @@ async function writeBlobFile(
   opts: WriteOptions,
   signal: AbortSignal,
 ): Promise<void> {
-  const tmp = join(dirname(target), `.${basename(target)}.${randomBytes(4).toString('hex')}.partial`);
+  const tmp = await preparePartial(target);
   const fh = await open(tmp, 'wx', 0o644);
   try {
     opts.onProgress?.({ type: 'blob-start', digest: d.digest, size: d.size });
@@ -85,9 +85,7 @@ export async function writeOciLayout(
     );
   }
   // A new layout is built aside and renamed into place; an existing one is added to in place.
-  const root = existing
-    ? path
-    : join(dirname(path), `.${basename(path)}.${randomBytes(4).toString('hex')}.partial`);
+  const root = existing ? path : await preparePartial(path);
   const controller = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
   try {
@@ -175,7 +173,7 @@ export async function writeDirLayout(
       `${path} is a directory that is not empty and not a dir: layout; give a new or empty directory`,
     );
   }
-  const root = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString('hex')}.partial`);
+  const root = await preparePartial(path);
   const controller = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
   try {

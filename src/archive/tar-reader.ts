@@ -277,6 +277,9 @@ export class TarIndex {
           pos += BLOCK + scanner.seekPastData();
         }
         if (!scanner.done && scanner.entries.size === 0) throw scanner.bad('no tar header found');
+        // The last entry's data (or a header) runs past the end of the file: it was cut short. An
+        // archive that simply ends after its last entry, without the closing zero blocks, is read.
+        if (!scanner.done && pos !== size) throw truncated(path, size);
       }
     } finally {
       await fh.close();
@@ -290,6 +293,7 @@ export class TarIndex {
         }
       } catch (e) {
         if (e instanceof StowageError) throw e;
+        if ((e as NodeJS.ErrnoException).code === 'Z_BUF_ERROR') throw truncated(path, undefined);
         throw new StowageError(
           'INVALID_ARCHIVE',
           `${path}: the gzip stream is corrupt: ${(e as Error).message}`,
@@ -400,4 +404,12 @@ export async function readAt(path: string, position: number, length: number): Pr
   } finally {
     await fh.close();
   }
+}
+
+/** The error for an archive file that ends before its contents do. */
+function truncated(path: string, size: number | undefined): StowageError {
+  return new StowageError(
+    'INVALID_ARCHIVE',
+    `${path} is truncated: the file ends${size === undefined ? '' : ` at ${size} bytes,`} before the entries it holds; it was cut short (an interrupted copy or download): fetch it again`,
+  );
 }

@@ -11,6 +11,28 @@ interface CachedToken {
 const tokenResponseSchemaKeys = ['token', 'access_token'] as const;
 
 /**
+ * Decides whether a host a registry sends the client to (its token realm, a redirect, an upload
+ * location) may be reached: undefined when it may, else why not. The service passes one built from its
+ * allow-lists; the CLI reaches wherever the registry points, as skopeo does.
+ */
+export type OutboundGuard = (url: URL, kind: 'token realm' | 'redirect') => string | undefined;
+
+export interface AuthenticatorOptions {
+  /** The registry, as in references (for messages). */
+  host: string;
+  dispatcher: Dispatcher;
+  credentials?: Credentials | undefined;
+  insecure: boolean;
+  userAgent: string;
+  /**
+   * For a client without credentials of its own: where to look for a repository's credentials once the
+   * registry asks for some (the OS keyring, whose library is then loaded, and only then).
+   */
+  late?: ((repository: string) => Promise<Credentials | undefined>) | undefined;
+  guard?: OutboundGuard | undefined;
+}
+
+/**
  * Authorization for one registry: Basic, or Bearer tokens from the realm the registry names,
  * requested anonymously or with credentials, cached per scope until they expire.
  */
@@ -22,18 +44,23 @@ export class Authenticator {
   /** Credentials found late, by repository path (see `late`). */
   private readonly found = new Map<string, Promise<Credentials | undefined>>();
 
-  /**
-   * `late`, for a client without credentials of its own: where to look for a repository's credentials
-   * once the registry asks for some (the OS keyring, whose library is then loaded, and only then).
-   */
-  constructor(
-    private readonly host: string,
-    private readonly dispatcher: Dispatcher,
-    private readonly credentials: Credentials | undefined,
-    private readonly insecure: boolean,
-    private readonly userAgent: string,
-    private readonly late?: ((repository: string) => Promise<Credentials | undefined>) | undefined,
-  ) {}
+  private readonly host: string;
+  private readonly dispatcher: Dispatcher;
+  private readonly credentials: Credentials | undefined;
+  private readonly insecure: boolean;
+  private readonly userAgent: string;
+  private readonly late: AuthenticatorOptions['late'];
+  private readonly guard: OutboundGuard | undefined;
+
+  constructor(opts: AuthenticatorOptions) {
+    this.host = opts.host;
+    this.dispatcher = opts.dispatcher;
+    this.credentials = opts.credentials;
+    this.insecure = opts.insecure;
+    this.userAgent = opts.userAgent;
+    this.late = opts.late;
+    this.guard = opts.guard;
+  }
 
   /** Whether the registry has asked for authentication. */
   get challenged(): boolean {
@@ -106,6 +133,13 @@ export class Authenticator {
     }
     if (realm.protocol !== 'https:' && realm.protocol !== 'http:') {
       throw new StowageError('REGISTRY', `registry ${this.host} named a token realm that is not http(s)`);
+    }
+    const refused = this.guard?.(realm, 'token realm');
+    if (refused) {
+      throw new StowageError(
+        'BLOCKED',
+        `registry ${this.host} sends clients for tokens to ${realm.host}, which ${refused}`,
+      );
     }
     const creds = await this.credentialsFor(scope);
     if (creds && realm.protocol === 'http:' && !this.insecure) {

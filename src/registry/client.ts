@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { createSecureContext } from 'node:tls';
 import type { Dispatcher } from 'undici';
-import { Authenticator } from '../auth/authenticator.js';
+import { Authenticator, type OutboundGuard } from '../auth/authenticator.js';
 import type { Credentials } from '../auth/authfile.js';
 import { StowageError } from '../errors.js';
 import { digestMismatch, sha256Digest } from '../image/digest.js';
@@ -9,6 +9,9 @@ import { isSchema1MediaType, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from '../imag
 import { DEFAULT_DOMAIN, DOCKER_HUB_API_HOST } from '../reference/reference.js';
 import { extraCAs } from './tls.js';
 import { Agent, interceptors } from './undici.js';
+
+/** Redirects followed for one request (blob downloads are sent to storage this way), as undici did. */
+const MAX_REDIRECTS = 5;
 
 export const USER_AGENT = 'stowage/0.1';
 
@@ -64,6 +67,8 @@ export interface RegistryClientOptions {
   /** At most this many requests per second (stowage.toml [registries."HOST"]). */
   requestsPerSecond?: number | undefined;
   retry?: Partial<RetryOptions>;
+  /** Checks every host the registry sends the client to (token realm, redirects, upload locations). */
+  guard?: OutboundGuard | undefined;
   /** When a body counts as stalled (default DEFAULT_STALL). */
   stall?: Partial<StallRule> | undefined;
 }
@@ -78,6 +83,16 @@ export interface BlobResponse {
   body: AsyncIterable<Uint8Array>;
   /** Content-Length when the registry sent one. */
   size: number | undefined;
+}
+
+/** One open GET of a blob: its body, the controller that cuts it, and how to let go of the caller's signal. */
+interface OpenBlob {
+  body: AsyncIterable<Uint8Array>;
+  size: number | undefined;
+  cut: AbortController;
+  /** Bytes at the start of `body` already passed on (a registry that ignored Range). */
+  skip: number;
+  release: () => void;
 }
 
 interface RegistryErrorBody {
@@ -107,6 +122,8 @@ function isTlsError(e: unknown): boolean {
     /SSL|TLS|certificate/i.test((e as Error)?.message ?? '')
   );
 }
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 /** Longest wait for a registry's rate-limit window; longer, and the request fails (RATE_LIMITED). */
 const MAX_RATE_LIMIT_WAIT_MS = 5 * 60_000;
@@ -141,6 +158,7 @@ export class RegistryClient {
   private nextSlot = 0;
   private readonly stall: StallRule;
   private readonly retries: number;
+  private readonly guard: OutboundGuard | undefined;
 
   constructor(opts: RegistryClientOptions) {
     this.host = opts.host;
@@ -174,16 +192,17 @@ export class RegistryClient {
         throwOnError: false,
         statusCodes: [429, 500, 502, 503, 504],
       }),
-      interceptors.redirect({ maxRedirections: 5 }),
     );
-    this.auth = new Authenticator(
-      this.host,
-      this.dispatcher,
-      opts.credentials,
-      this.insecure,
-      USER_AGENT,
-      opts.lateCredentials,
-    );
+    this.guard = opts.guard;
+    this.auth = new Authenticator({
+      host: this.host,
+      dispatcher: this.dispatcher,
+      credentials: opts.credentials,
+      insecure: this.insecure,
+      userAgent: USER_AGENT,
+      late: opts.lateCredentials,
+      guard: opts.guard,
+    });
   }
 
   async close(): Promise<void> {
@@ -294,12 +313,16 @@ export class RegistryClient {
     if (opts.signal) setMaxListeners(0, opts.signal);
     const origin = await this.ping(opts.signal);
     await this.pace();
-    const target = opts.url ?? new URL(opts.path, origin);
-    // Credentials go to the registry's own origin only, never to a host an upload location names.
-    const sameOrigin = target.origin === origin;
+    let target = opts.url ?? new URL(opts.path, origin);
+    if (target.origin !== origin) this.checkOutbound(target, 'redirect', opts.what);
     const write = opts.method !== 'GET' && opts.method !== 'HEAD';
     const replayable = opts.body === undefined || Buffer.isBuffer(opts.body);
-    for (let attempt = 0; ; attempt++) {
+    const visited: string[] = [];
+    let challenged = false;
+    for (;;) {
+      // Credentials go to the registry's own origin only, never to a host an upload location or a
+      // redirect names.
+      const sameOrigin = target.origin === origin;
       const authorization = sameOrigin ? await this.auth.authorization(opts.scope, opts.signal) : undefined;
       const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...opts.headers };
       if (authorization) headers.authorization = authorization;
@@ -327,9 +350,15 @@ export class RegistryClient {
       }
       observe(this.host, opts.method, res.statusCode, started);
       this.noteRateLimit(res.headers);
+      if (!write && REDIRECTS.has(res.statusCode)) {
+        await res.body.dump();
+        target = this.redirectTarget(res, target, visited, opts.what);
+        continue;
+      }
       if (res.statusCode === 401) {
         await res.body.dump();
-        if (attempt === 0 && replayable && this.auth.setChallenge(res.headers['www-authenticate'])) {
+        if (!challenged && replayable && this.auth.setChallenge(res.headers['www-authenticate'])) {
+          challenged = true;
           this.auth.invalidate(opts.scope);
           continue;
         }
@@ -348,6 +377,45 @@ export class RegistryClient {
         );
       }
       return res;
+    }
+  }
+
+  /** Where a redirect leads; a loop, too many hops or a host the guard refuses end the request. */
+  private redirectTarget(res: Dispatcher.ResponseData, from: URL, visited: string[], what: string): URL {
+    const location = res.headers.location;
+    let next: URL;
+    try {
+      if (typeof location !== 'string' || !location) throw new Error('no location');
+      next = new URL(location, from);
+      if (next.protocol !== 'https:' && next.protocol !== 'http:') throw new Error('not http(s)');
+    } catch {
+      throw new StowageError(
+        'REGISTRY',
+        `${this.host} answered ${what} with a redirect (HTTP ${res.statusCode}) that names no usable location`,
+      );
+    }
+    visited.push(from.href);
+    if (visited.includes(next.href)) {
+      throw new StowageError(
+        'REGISTRY',
+        `${this.host} redirects ${what} in a loop (back to ${next.host}${next.pathname}); the registry or a proxy in front of it is misconfigured`,
+      );
+    }
+    if (visited.length > MAX_REDIRECTS) {
+      throw new StowageError(
+        'REGISTRY',
+        `${this.host} redirected ${what} more than ${MAX_REDIRECTS} times; the registry or a proxy in front of it is misconfigured`,
+      );
+    }
+    this.checkOutbound(next, 'redirect', what);
+    return next;
+  }
+
+  /** Refuses a host outside what the guard allows (the service's allow-lists). */
+  private checkOutbound(url: URL, kind: 'redirect', what: string): void {
+    const refused = this.guard?.(url, kind);
+    if (refused) {
+      throw new StowageError('BLOCKED', `${this.host} sends ${what} to ${url.host}, which ${refused}`);
     }
   }
 
@@ -512,20 +580,36 @@ export class RegistryClient {
     offset: number,
     signal: AbortSignal | undefined,
     what: string,
-  ): Promise<{
-    body: AsyncIterable<Uint8Array>;
-    size: number | undefined;
-    cut: AbortController;
-    skip: number;
-  }> {
+  ): Promise<OpenBlob> {
     const cut = new AbortController();
-    const signals = signal ? [signal, cut.signal] : [cut.signal];
+    // The caller's abort reaches this request through `cut` (AbortSignal.any's signals were seen to
+    // miss aborts on Node 20); the listener goes when the request is over.
+    const forward = () => cut.abort(signal?.reason);
+    if (signal?.aborted) forward();
+    signal?.addEventListener('abort', forward, { once: true });
+    const release = () => signal?.removeEventListener('abort', forward);
+    try {
+      return await this.openBlob(repo, digest, offset, cut, release, what);
+    } catch (e) {
+      release();
+      throw e;
+    }
+  }
+
+  private async openBlob(
+    repo: string,
+    digest: string,
+    offset: number,
+    cut: AbortController,
+    release: () => void,
+    what: string,
+  ): Promise<OpenBlob> {
     const res = await this.request({
       method: 'GET',
       path: `/v2/${repo}/blobs/${digest}`,
       scope: `repository:${repo}:pull`,
       headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
-      signal: AbortSignal.any(signals),
+      signal: cut.signal,
       what,
     });
     if (res.statusCode === 404) {
@@ -541,12 +625,12 @@ export class RegistryClient {
         res.body.destroy();
         throw new StowageError('REGISTRY', `${this.host} answered a resumed ${what} with the wrong range`);
       }
-      return { body: res.body, size: undefined, cut, skip: 0 };
+      return { body: res.body, size: undefined, cut, skip: 0, release };
     }
     if (res.statusCode !== 200) throw await this.unexpected(res, what);
     const len = res.headers['content-length'];
     // A registry that ignores Range sends the whole blob again: the bytes already passed on are skipped.
-    return { body: res.body, size: len === undefined ? undefined : Number(len), cut, skip: offset };
+    return { body: res.body, size: len === undefined ? undefined : Number(len), cut, skip: offset, release };
   }
 
   /**
@@ -557,7 +641,7 @@ export class RegistryClient {
   private async *resumingBody(
     repo: string,
     digest: string,
-    first: Awaited<ReturnType<RegistryClient['blobRequest']>>,
+    first: OpenBlob,
     signal: AbortSignal | undefined,
     what: string,
   ): AsyncGenerator<Uint8Array> {
@@ -576,8 +660,10 @@ export class RegistryClient {
           offset += chunk.byteLength;
           yield chunk;
         }
+        current.release();
         return;
       } catch (e) {
+        current.release();
         if (signal?.aborted) throw new StowageError('ABORTED', `${what}: aborted`);
         const stalled = e instanceof StallError;
         if (e instanceof StowageError) throw e;
@@ -948,8 +1034,13 @@ export async function* watchStalls(
       const timeout = new Promise<typeof STALLED>((r) => {
         timer = setTimeout(r, Math.max(0, rule.windowMs - waited), STALLED);
       });
-      const r = await Promise.race([pending, timeout]);
-      clearTimeout(timer);
+      let r: IteratorResult<Uint8Array> | typeof STALLED;
+      try {
+        r = await Promise.race([pending, timeout]);
+      } finally {
+        // Also when the body fails: a live timer would hold the process open for the rest of the window.
+        clearTimeout(timer);
+      }
       waited += performance.now() - started;
       if (r === STALLED) {
         check();

@@ -11,10 +11,6 @@ declare module 'undici/lib/dispatcher/dispatcher.js' {
   const Dispatcher: typeof import('undici').Dispatcher;
   export default Dispatcher;
 }
-declare module 'undici/lib/interceptor/redirect.js' {
-  const redirect: typeof import('undici').interceptors.redirect;
-  export default redirect;
-}
 declare module 'undici/lib/interceptor/retry.js' {
   const retry: typeof import('undici').interceptors.retry;
   export default retry;

@@ -8,12 +8,11 @@ import type * as Undici from 'undici';
 import apiRequest from 'undici/lib/api/api-request.js';
 import AgentClass from 'undici/lib/dispatcher/agent.js';
 import Dispatcher from 'undici/lib/dispatcher/dispatcher.js';
-import redirect from 'undici/lib/interceptor/redirect.js';
 import retry from 'undici/lib/interceptor/retry.js';
 
 // What undici's index does to every dispatcher: the request API as methods.
 Object.assign(Dispatcher.prototype, { request: apiRequest });
 
 export const Agent: typeof Undici.Agent = AgentClass;
-export const interceptors: Pick<typeof Undici.interceptors, 'retry' | 'redirect'> = { retry, redirect };
+export const interceptors: Pick<typeof Undici.interceptors, 'retry'> = { retry };
 export type Agent = Undici.Agent;

@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { decompressed, gzipDeterministic } from '../archive/decompress.js';
 import { OCI_LAYOUT_FILE, REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
+import { preparePartial } from '../archive/partials.js';
 import { END_OF_ARCHIVE } from '../archive/tar.js';
 import { StowageError } from '../errors.js';
 import { sha256Digest } from '../image/digest.js';
@@ -114,7 +115,7 @@ async function writeLayer(tarStream: AsyncIterable<Buffer>, layoutDir: string): 
       yield c;
     }
   }
-  const partial = join(layoutDir, 'blobs', 'sha256', '.layer.partial');
+  const partial = await preparePartial(join(layoutDir, 'blobs', 'sha256', 'layer'));
   const fh = await open(partial, 'wx');
   try {
     for await (const c of gzipDeterministic(counted())) {

@@ -9,6 +9,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import type { OutboundGuard } from '../auth/authenticator.js';
 import { StowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import {
@@ -22,7 +23,7 @@ import { exportVersion } from '../store/archives.js';
 import type { ArchiveStore, StoredVersion } from '../store/store.js';
 import { ociArchiveView, viewSha256 } from '../store/view.js';
 import { BlobCache } from '../sync/blob-cache.js';
-import type { JobConfig, StowageConfig } from '../sync/config.js';
+import type { JobConfig, ServerConfig, StowageConfig } from '../sync/config.js';
 import { type BlobEvent, type SyncReport, sync } from '../sync/sync.js';
 import { ArchiveSource } from '../transfer/archive-source.js';
 import type { Context } from '../transfer/context.js';
@@ -44,12 +45,28 @@ export interface Engine {
   counters: { bytesPulled: number; bytesPushed: number; blobCacheHits: number; blobCacheMisses: number };
 }
 
-function hostMatches(pattern: string, host: string): boolean {
+export function hostMatches(pattern: string, host: string): boolean {
   if (pattern.startsWith('*.')) {
     const bare = host.replace(/:\d+$/, '');
     return bare.endsWith(pattern.slice(1));
   }
   return pattern === host || (!pattern.includes(':') && host.replace(/:\d+$/, '') === pattern);
+}
+
+/**
+ * The check for hosts an allowed registry sends the service to: a token realm must be an allowed
+ * registry or in auth-hosts, a redirect (or upload location) an allowed registry or in redirect-hosts.
+ * Without allow-registries the service reaches any registry, and so wherever registries point.
+ */
+export function outboundGuard(server: ServerConfig): OutboundGuard | undefined {
+  const allow = server['allow-registries'];
+  if (!allow) return undefined;
+  return (url, kind) => {
+    const key = kind === 'token realm' ? 'auth-hosts' : 'redirect-hosts';
+    const extra = server[key] ?? [];
+    if ([...allow, ...extra].some((p) => hostMatches(p, url.host))) return undefined;
+    return `is in neither this service's allow-registries nor its ${key}; ask its operator to add it to ${key} if it is trusted`;
+  };
 }
 
 /**

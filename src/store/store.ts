@@ -14,6 +14,7 @@ import { createReadStream } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncDir, writeFileAtomic } from '../archive/atomic.js';
+import { partialPath, processAlive, sweepLeftovers, tmpPid, treeBytes } from '../archive/partials.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier, digestHex } from '../image/digest.js';
 import { isIndexMediaType, MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
@@ -102,6 +103,8 @@ export class Store implements ArchiveStore {
   static async open(path: string): Promise<Store> {
     await mkdir(join(path, 'blobs', 'sha256'), { recursive: true });
     await mkdir(join(path, '.tmp'), { recursive: true });
+    // What writers killed mid-blob (a SIGKILLed sync or service) left: theirs alone, never a live one's.
+    await sweepLeftovers(join(path, '.tmp'), tmpPid);
     const layout = join(path, 'oci-layout');
     if (!(await stat(layout).catch(() => undefined))) {
       await writeFileAtomic(layout, '{"imageLayoutVersion":"1.0.0"}');
@@ -147,11 +150,7 @@ export class Store implements ArchiveStore {
       for await (const _ of body);
       return;
     }
-    const tmp = join(
-      this.path,
-      '.tmp',
-      `${digestHex(d.digest)}.${process.pid}.${Math.random().toString(36).slice(2)}`,
-    );
+    const tmp = partialPath(join(this.path, '.tmp', digestHex(d.digest)));
     const fh = await open(tmp, 'wx', 0o644);
     const v = new DigestVerifier(d.digest, d.size, `blob ${d.digest}`);
     try {
@@ -316,19 +315,21 @@ export class Store implements ArchiveStore {
         const p = join(tmp, name);
         const st = await stat(p).catch(() => undefined);
         // Another process may be writing it right now; only old leftovers go.
-        if (st && Date.now() - st.mtimeMs > LOCK_STALE_MS) await rm(p, { force: true });
+        const pid = tmpPid(name);
+        const dead = pid === undefined ? Date.now() - (st?.mtimeMs ?? 0) > LOCK_STALE_MS : !processAlive(pid);
+        if (st && dead) await rm(p, { force: true, recursive: true });
       }
       await syncDir(dir);
       return { blobs, bytes };
     });
   }
 
-  /** Bytes on disk: all blobs. */
+  /** Bytes on disk: all blobs, and what is being written (or was left by a writer killed) in .tmp. */
   async diskBytes(): Promise<number> {
     let n = 0;
     const dir = join(this.path, 'blobs', 'sha256');
     for (const name of await readdir(dir)) n += (await stat(join(dir, name))).size;
-    return n;
+    return n + (await treeBytes(join(this.path, '.tmp')));
   }
 
   /**
@@ -397,15 +398,6 @@ export class Store implements ArchiveStore {
     } finally {
       await unlink(lock).catch(() => {});
     }
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -8,11 +8,11 @@
  *
  * Blobs the archive store holds never come here: the store is the cache for archiving jobs.
  */
-import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
+import { partialPath, partialPid, processAlive } from '../archive/partials.js';
 import { runQueue } from '../archive/positioned.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
@@ -66,8 +66,10 @@ export class BlobCache {
     await runQueue(names, SCAN_CONCURRENCY, new AbortController(), async (name) => {
       const path = join(dir, name);
       if (!/^[0-9a-f]{64}$/.test(name)) {
-        // A write an earlier process did not finish.
-        if (name.endsWith('.partial')) await unlink(path).catch(() => {});
+        // A write an earlier process did not finish (not one another process is doing now).
+        const pid = partialPid(name);
+        if (name.endsWith('.partial') && (pid === undefined || !processAlive(pid)))
+          await unlink(path).catch(() => {});
         return;
       }
       const s = await stat(path).catch(() => undefined);
@@ -171,7 +173,7 @@ export class BlobCache {
     if (!claimed) return body;
     const hex = d.digest.slice(7);
     const { state, release } = claimed;
-    const tmp = join(this.dir, `.${hex}.${randomBytes(4).toString('hex')}.partial`);
+    const tmp = partialPath(join(this.dir, hex));
     const cache = this;
     let started = false;
     const gen = (async function* () {

@@ -72,6 +72,10 @@ const serverSchema = z.strictObject({
   'max-upload': sizeSchema.optional(),
   /** Registries the API may reach (host or host:port, "*.suffix" allowed); default: any registries.conf does not block. */
   'allow-registries': z.array(z.string().min(1)).optional(),
+  /** With allow-registries: the token services (WWW-Authenticate realms) allowed registries may send the service to. */
+  'auth-hosts': z.array(z.string().min(1)).optional(),
+  /** With allow-registries: the hosts (blob storage, CDNs) allowed registries may redirect the service to. */
+  'redirect-hosts': z.array(z.string().min(1)).optional(),
   /** Jobs kept in the history (default 1000). */
   'keep-jobs': z.number().int().positive().optional(),
   token: z.array(tokenSchema).optional(),

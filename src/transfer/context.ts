@@ -1,3 +1,4 @@
+import type { OutboundGuard } from '../auth/authenticator.js';
 import { type Credentials, findHelperCredentials, findKeyringCredentials } from '../auth/authfile.js';
 import { loadRegistriesConf, type RegistriesConf } from '../config/registries.js';
 import {
@@ -40,6 +41,8 @@ export interface ContextOptions {
   retry?: Partial<RetryOptions> | undefined;
   /** The stall rule for every registry (--low-speed-limit, --low-speed-time); limits may override it per host. */
   stall?: Partial<StallRule> | undefined;
+  /** Checks the hosts registries send clients to (the service's allow-lists). */
+  guard?: OutboundGuard | undefined;
   env?: NodeJS.ProcessEnv | undefined;
 }
 
@@ -110,6 +113,7 @@ export class Context {
         requestsPerSecond: this.opts.limits?.[endpoint.host]?.['requests-per-second'],
         retry,
         stall: this.stallFor(endpoint.host),
+        guard: this.opts.guard,
       });
       this.clients.set(key, client);
     }

@@ -7,8 +7,10 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { type Compression, decompressed } from '../archive/decompress.js';
 import { ArchiveHasher } from '../archive/hasher.js';
+import { deadLeftovers, partialPid, tmpPid } from '../archive/partials.js';
 import { StowageError, toStowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
 import { isIndexMediaType, isManifestMediaType, MAX_MANIFEST_BYTES, MediaType } from '../image/mediatypes.js';
@@ -123,6 +125,8 @@ export async function verifyArchive(path: string, opts: VerifyOptions = {}): Pro
       if (!p) {
         p = limiter.run(async () => {
           signal?.throwIfAborted();
+          // Every blob counts in the summary, the missing and damaged ones too.
+          report.blobs++;
           if (!(await source.has(d.digest))) {
             problem('blob', `${what} ${d.digest} is missing from the archive`);
             return undefined;
@@ -174,7 +178,6 @@ export async function verifyArchive(path: string, opts: VerifyOptions = {}): Pro
             problem('blob', toStowageError(e).message);
             return undefined;
           }
-          report.blobs++;
           report.bytes += v.bytes;
           return decompress ? `sha256:${plain.digest('hex')}` : undefined;
         });
@@ -206,6 +209,13 @@ export async function verifyArchive(path: string, opts: VerifyOptions = {}): Pro
         ]);
         return;
       }
+      // Counted once, whether it proves intact or not.
+      const configKey = `${configDesc.digest} false`;
+      const firstSight = !blobs.has(configKey);
+      if (firstSight) {
+        blobs.set(configKey, Promise.resolve(undefined));
+        report.blobs++;
+      }
       let configBytes: Buffer;
       try {
         if (!(await source.has(configDesc.digest))) {
@@ -231,11 +241,7 @@ export async function verifyArchive(path: string, opts: VerifyOptions = {}): Pro
         problem('blob', err.message);
         return;
       }
-      if (!blobs.has(`${configDesc.digest} false`)) {
-        blobs.set(`${configDesc.digest} false`, Promise.resolve(undefined));
-        report.blobs++;
-        report.bytes += configBytes.length;
-      }
+      if (firstSight) report.bytes += configBytes.length;
       const config = imageConfigSchema.safeParse(jsonOrUndefined(configBytes));
       if (!config.success) {
         problem(
@@ -351,12 +357,33 @@ export async function verifyArchive(path: string, opts: VerifyOptions = {}): Pro
     } else if (opts.requireChecksum || opts.sha256) {
       problem('checksum', `${path} is a directory; only archive files have a sha256`);
     }
+    if (st.isDirectory()) report.warnings.push(...(await leftoverNotes(path)));
     report.ok = report.problems.length === 0;
     return report;
   } finally {
     hasher?.abort();
     await source.close();
   }
+}
+
+/**
+ * What writers that were killed left in a layout or the archive store (its .tmp): harmless to what the
+ * layout holds, but disk space nobody will get back until the next sync or service start removes it.
+ */
+async function leftoverNotes(path: string): Promise<string[]> {
+  const notes: string[] = [];
+  for (const [dir, pidOf] of [
+    [join(path, '.tmp'), tmpPid],
+    [join(path, 'blobs', 'sha256'), partialPid],
+  ] as const) {
+    const found = await deadLeftovers(dir, pidOf);
+    if (found.length === 0) continue;
+    const bytes = found.reduce((n, l) => n + l.bytes, 0);
+    notes.push(
+      `${found.length} leftover file${found.length === 1 ? '' : 's'} (${bytes} bytes) in ${dir} from writes whose process is gone; the next stowage sync or service start removes them`,
+    );
+  }
+  return notes;
 }
 
 function jsonOrUndefined(bytes: Buffer): unknown {
