@@ -109,7 +109,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     guard: outboundGuard(config.server),
     env,
   });
-  const store = await Store.open(config.storePath);
+  const store = await Store.open(config.storePath, { sweep: true });
   await sweepServiceLeftovers(join(state, 'tmp'), join(state, 'cache'));
   const engine: Engine = {
     ctx,

@@ -99,12 +99,15 @@ export interface ArchiveStore {
 export class Store implements ArchiveStore {
   private constructor(readonly path: string) {}
 
-  /** Opens (creating if needed) the store at `path`. */
-  static async open(path: string): Promise<Store> {
+  /**
+   * Opens (creating if needed) the store at `path`. A writer (sync, the service) passes `sweep`: what
+   * writers killed mid-blob left in .tmp goes, theirs alone, never a live one's. Readers (df, archives
+   * export) leave it, so that df shows it.
+   */
+  static async open(path: string, opts: { sweep?: boolean } = {}): Promise<Store> {
     await mkdir(join(path, 'blobs', 'sha256'), { recursive: true });
     await mkdir(join(path, '.tmp'), { recursive: true });
-    // What writers killed mid-blob (a SIGKILLed sync or service) left: theirs alone, never a live one's.
-    await sweepLeftovers(join(path, '.tmp'), tmpPid);
+    if (opts.sweep) await sweepLeftovers(join(path, '.tmp'), tmpPid);
     const layout = join(path, 'oci-layout');
     if (!(await stat(layout).catch(() => undefined))) {
       await writeFileAtomic(layout, '{"imageLayoutVersion":"1.0.0"}');
