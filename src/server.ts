@@ -18,7 +18,7 @@ import { sweepLeftovers, tmpPid } from './archive/partials.js';
 import { StowageError } from './errors.js';
 import { JobManager } from './service/jobs.js';
 import { createMetrics } from './service/metrics.js';
-import { type Engine, outboundGuard, runPull, runPush, runSync } from './service/operations.js';
+import { type Engine, outboundGuard, pathRedactor, runPull, runPush, runSync } from './service/operations.js';
 import { Store } from './store/store.js';
 import { DEFAULT_LISTEN, loadStowageConfig, parseSize, type StowageConfig } from './sync/config.js';
 import { Context } from './transfer/context.js';
@@ -119,7 +119,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     cacheDir: join(state, 'cache'),
     counters: { bytesPulled: 0, bytesPushed: 0, blobCacheHits: 0, blobCacheMisses: 0 },
   };
+  const redact = pathRedactor({ store: config.storePath, state });
   const jobs = new JobManager({
+    redact,
     stateFile: join(state, 'jobs.json'),
     concurrency: config.server['concurrent-jobs'] ?? 2,
     maxQueued: config.server['max-queued'] ?? 100,
@@ -164,6 +166,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     version: opts.version,
     ready: () => ready,
     maxUpload,
+    redact,
   });
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serveHttp({ fetch: app.fetch, hostname: host, port }, () => resolve(s));

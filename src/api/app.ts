@@ -60,6 +60,8 @@ export interface AppDeps {
   /** False while starting or shutting down (GET /readyz answers 503). */
   ready: () => boolean;
   maxUpload: number;
+  /** Takes the server's own paths out of error messages (see pathRedactor). */
+  redact?: ((text: string) => string) | undefined;
 }
 
 type Env = { Variables: { token: ApiToken; requestId: string } };
@@ -157,6 +159,18 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
   });
 
   app.onError((e, c) => {
+    if (e instanceof HTTPException && e.status === 415) {
+      // The gate in front of JSON routes: say what to send, not just that this was not it.
+      const sent = c.req.header('content-type');
+      return c.json(
+        errorBody(
+          'UNSUPPORTED',
+          `${c.req.method} ${c.req.path} takes a JSON body: send it with content-type: application/json${sent ? ` (this request said ${JSON.stringify(sent.slice(0, 100))})` : ' (this request named no content-type)'}`,
+          c.get('requestId'),
+        ),
+        415,
+      );
+    }
     if (e instanceof HTTPException && e.status < 500) {
       // Hono's own refusals (a body that is not JSON, ...).
       const status = e.status as 400;
@@ -173,9 +187,10 @@ export function createApp(deps: AppDeps): OpenAPIHono<Env> {
     const http: number = ERROR_CODES[err.code]?.http ?? 500;
     // 499 is nginx's "client closed": the client is gone; 409 is what a live one would be told.
     const status = (http === 499 ? 409 : http) as 400;
+    const message = deps.redact ? deps.redact(err.message) : err.message;
     if (status >= 500)
-      logger.error({ requestId: c.get('requestId'), code: err.code, err: err.message }, 'request failed');
-    return c.json(errorBody(err.code, err.message, c.get('requestId')), status);
+      logger.error({ requestId: c.get('requestId'), code: err.code, err: message }, 'request failed');
+    return c.json(errorBody(err.code, message, c.get('requestId')), status);
   });
   app.notFound((c) =>
     c.json(

@@ -74,6 +74,8 @@ export interface JobManagerOptions {
   keep: number;
   runners: Record<JobKind, Runner>;
   onChange?: ((job: Job) => void) | undefined;
+  /** Takes the server's own paths out of results and error messages before anyone sees them. */
+  redact?: ((text: string) => string) | undefined;
 }
 
 interface Live {
@@ -309,8 +311,9 @@ export class JobManager {
   private finish(job: Job, state: JobState, result?: unknown, error?: Job['error']): void {
     job.state = state;
     job.finishedAt = new Date().toISOString();
-    if (result !== undefined) job.result = result;
-    if (error) job.error = error;
+    const redact = this.opts.redact;
+    if (result !== undefined) job.result = redact ? JSON.parse(redact(JSON.stringify(result))) : result;
+    if (error) job.error = redact ? { ...error, message: redact(error.message) } : error;
     const live = this.live.get(job.id);
     if (live?.key && this.byKey.get(live.key) === job.id) this.byKey.delete(live.key);
     this.emit(job.id, 'state', { state });

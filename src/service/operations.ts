@@ -45,6 +45,23 @@ export interface Engine {
   counters: { bytesPulled: number; bytesPushed: number; blobCacheHits: number; blobCacheMisses: number };
 }
 
+/**
+ * Replaces the service's own directories in text meant for clients (error messages, job results) with
+ * names that say what they are: no filesystem path of the server reaches an API response.
+ */
+export function pathRedactor(paths: { store: string; state: string }): (text: string) => string {
+  // Longest first, so a state directory inside the store's (or the other way) is named for itself.
+  const named = [
+    [paths.store, '<store>'],
+    [paths.state, '<state>'],
+  ].sort((a, b) => b[0]!.length - a[0]!.length) as [string, string][];
+  return (text) => {
+    let out = text;
+    for (const [path, name] of named) if (path) out = out.replaceAll(path, name);
+    return out;
+  };
+}
+
 export function hostMatches(pattern: string, host: string): boolean {
   if (pattern.startsWith('*.')) {
     const bare = host.replace(/:\d+$/, '');
@@ -318,54 +335,78 @@ export async function importUpload(
         'INVALID_ARCHIVE',
         'the request body is empty; send the archive file as the body',
       );
-    const source = await ArchiveSource.open(spool);
-    try {
-      if (opts.name && source.images.length !== 1) {
-        throw new StowageError(
-          'INVALID_ARGUMENT',
-          `name= applies to a one-image archive; this one has ${source.images.length}`,
-        );
-      }
-      const added: StoredVersion[] = [];
-      for (const img of source.images) {
-        const label = opts.name ?? img.names.find((x) => x.includes('/'));
-        if (!label) {
-          throw new StowageError(
-            'INVALID_ARGUMENT',
-            `image @${source.images.indexOf(img)} of the archive records no repository name; give ?name=REGISTRY/REPOSITORY:TAG`,
-          );
-        }
-        const ref = withDefaultTag(parseReference(label));
-        if (ref.shortName)
-          throw new StowageError(
-            'INVALID_REFERENCE',
-            `"${label}" names no registry; give REGISTRY/REPOSITORY:TAG`,
-          );
-        const plan = await planImage(source, img.descriptor.digest, {
-          all: true,
-          platform: hostPlatform(),
-          signal: opts.signal,
-        });
-        for (const b of plan.blobs) await engine.store.putBlob(b, await source.getBlob(b, opts.signal));
-        for (const d of plan.documents) await engine.store.putDocument(d.descriptor, d.bytes);
-        const version = await engine.store.addVersion({
-          repository: repositoryName(ref),
-          tag: ref.tag!,
-          descriptor: plan.root.descriptor,
-          source: opts.source,
-          taken: new Date().toISOString(),
-          platforms: plan.platforms,
-        });
-        // The stored entry (an identical version already there keeps its own time and checksum).
-        const stored = await engine.store.find(version.id);
-        added.push({ ...stored, archive: await ensureChecksum(engine.store, stored, opts.signal) });
-      }
-      return added;
-    } finally {
-      await source.close();
-    }
+    return await asUploadError(spool, () => storeUpload(engine, spool, opts));
   } finally {
     await unlink(spool).catch(() => {});
+  }
+}
+
+/**
+ * Errors about an uploaded archive are the client's (422, INVALID_ARCHIVE: a blob that fails its digest
+ * is a damaged upload, not a registry failure), and never show where the service spooled it.
+ */
+async function asUploadError<T>(spool: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (!(e instanceof StowageError)) throw e;
+    const message = e.message.replaceAll(spool, 'the uploaded archive');
+    const code = e.code === 'DIGEST_MISMATCH' ? 'INVALID_ARCHIVE' : e.code;
+    if (code === e.code && message === e.message) throw e;
+    throw new StowageError(code, message, { cause: e });
+  }
+}
+
+async function storeUpload(
+  engine: Engine,
+  spool: string,
+  opts: { name?: string | undefined; source: string; signal?: AbortSignal | undefined },
+): Promise<StoredVersion[]> {
+  const source = await ArchiveSource.open(spool);
+  try {
+    if (opts.name && source.images.length !== 1) {
+      throw new StowageError(
+        'INVALID_ARGUMENT',
+        `name= applies to a one-image archive; this one has ${source.images.length}`,
+      );
+    }
+    const added: StoredVersion[] = [];
+    for (const img of source.images) {
+      const label = opts.name ?? img.names.find((x) => x.includes('/'));
+      if (!label) {
+        throw new StowageError(
+          'INVALID_ARGUMENT',
+          `image @${source.images.indexOf(img)} of the archive records no repository name; give ?name=REGISTRY/REPOSITORY:TAG`,
+        );
+      }
+      const ref = withDefaultTag(parseReference(label));
+      if (ref.shortName)
+        throw new StowageError(
+          'INVALID_REFERENCE',
+          `"${label}" names no registry; give REGISTRY/REPOSITORY:TAG`,
+        );
+      const plan = await planImage(source, img.descriptor.digest, {
+        all: true,
+        platform: hostPlatform(),
+        signal: opts.signal,
+      });
+      for (const b of plan.blobs) await engine.store.putBlob(b, await source.getBlob(b, opts.signal));
+      for (const d of plan.documents) await engine.store.putDocument(d.descriptor, d.bytes);
+      const version = await engine.store.addVersion({
+        repository: repositoryName(ref),
+        tag: ref.tag!,
+        descriptor: plan.root.descriptor,
+        source: opts.source,
+        taken: new Date().toISOString(),
+        platforms: plan.platforms,
+      });
+      // The stored entry (an identical version already there keeps its own time and checksum).
+      const stored = await engine.store.find(version.id);
+      added.push({ ...stored, archive: await ensureChecksum(engine.store, stored, opts.signal) });
+    }
+    return added;
+  } finally {
+    await source.close();
   }
 }
 

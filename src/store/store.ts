@@ -150,7 +150,11 @@ export class Store implements ArchiveStore {
   /** Writes a blob from a stream, digest-checked; written aside, fsynced, then renamed into place. */
   async putBlob(d: Descriptor, body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
     if (await this.hasBlob(d.digest)) {
-      for await (const _ of body);
+      // Still checked: the bytes offered must be the blob (a damaged upload is an error whatever the
+      // store already holds).
+      const v = new DigestVerifier(d.digest, d.size, `blob ${d.digest}`);
+      for await (const c of body) v.update(c);
+      v.finish();
       return;
     }
     const tmp = partialPath(join(this.path, '.tmp', digestHex(d.digest)));

@@ -1,6 +1,6 @@
 import { StowageError } from '../errors.js';
 import { sha256Digest } from '../image/digest.js';
-import { isIndexMediaType, isManifestMediaType } from '../image/mediatypes.js';
+import { isIndexMediaType, isManifestMediaType, MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import { formatPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
 import {
   type Descriptor,
@@ -66,8 +66,19 @@ function parseJson<T>(
   return r.data as T;
 }
 
+/**
+ * An image manifest. Its config must be within the limit every document is read under (4 MiB): one
+ * rule for inspect, pull, push, copy, sync and verify, so nothing is uploaded that verify would refuse.
+ */
 export function parseManifest(bytes: Buffer, what: string): ImageManifest {
-  return parseJson<ImageManifest>(bytes, imageManifestSchema, what);
+  const m = parseJson<ImageManifest>(bytes, imageManifestSchema, what);
+  if (m.config.size > MAX_MANIFEST_BYTES) {
+    throw new StowageError(
+      'TOO_LARGE',
+      `${what} names a config of ${m.config.size} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit for configs and manifests; the image is not one stowage copies`,
+    );
+  }
+  return m;
 }
 
 export function parseIndex(bytes: Buffer, what: string): ImageIndex {

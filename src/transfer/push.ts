@@ -288,7 +288,7 @@ async function uploadImage(
   open: BlobOpener,
   targets: ImageReference[],
   mountFrom: { host: string; repo: string } | undefined,
-  opts: PushOptions,
+  opts: PushOptions & { verifyExisting?: boolean },
   stats: UploadStats,
 ): Promise<void> {
   const byRepo = new Map<string, ImageReference[]>();
@@ -307,6 +307,7 @@ async function uploadImage(
         retries: ctx.retries,
         signal: opts.signal,
         onProgress: opts.onProgress,
+        verifyExisting: opts.verifyExisting,
       },
     );
     const froms = mountFrom && mountFrom.host === endpoint.host ? [mountFrom.repo] : [];
@@ -392,7 +393,8 @@ export async function push(
           open,
           targets,
           origin ? { host: ctx.endpoint(origin).host, repo: ctx.endpoint(origin).path } : undefined,
-          opts,
+          // A damaged or incomplete archive fails even where the registry already has its blobs.
+          { ...opts, verifyExisting: true },
           stats,
         );
       } finally {

@@ -61,6 +61,11 @@ export interface UploadOptions {
   retries: number;
   signal?: AbortSignal | undefined;
   onProgress?: ProgressListener | undefined;
+  /**
+   * Read and digest-check a blob from the source even when the destination has it already (or mounts
+   * it): for archives, so that a damaged or incomplete archive is an error whatever the registry holds.
+   */
+  verifyExisting?: boolean | undefined;
 }
 
 /** Opens a blob's bytes; called again for each attempt. */
@@ -223,10 +228,18 @@ export class Uploader {
       }
       return 'uploaded' as const;
     });
+    if (outcome !== 'uploaded' && this.opts.verifyExisting) await this.verifySource(d, open, signal);
     this.stats[outcome]++;
     if (outcome === 'uploaded') this.stats.bytes += d.size;
     this.opts.locations.add(host, repo, d.digest);
     this.opts.onProgress?.({ type: 'blob-done', digest: d.digest, size: d.size });
+  }
+
+  /** Reads a blob the destination did not need from the source, checking its digest and size. */
+  private async verifySource(d: Descriptor, open: BlobOpener, signal: AbortSignal): Promise<void> {
+    const verifier = new DigestVerifier(d.digest, d.size, `blob ${d.digest}`);
+    for await (const c of await open(d, signal)) verifier.update(c);
+    verifier.finish();
   }
 
   private async send(
