@@ -73,8 +73,10 @@ describe('inspect and verify archives', () => {
       present: true,
     });
 
-    // The listing for people names the same things.
-    const text = await stowage(['inspect', out], { env: w.env });
+    // JSON is the default, as for an image in a registry; the listing for people names the same things.
+    const plain = await stowage(['inspect', out], { env: w.env });
+    expect(JSON.parse(plain.stdout)).toEqual(info);
+    const text = await stowage(['inspect', '--text', out], { env: w.env });
     expect(text.code, text.stderr).toBe(0);
     expect(text.stdout).toContain(`@0  ${small}`);
     expect(text.stdout).toContain(`index ${h.fixtures.images.multiarch!.digest}, 2 manifests`);

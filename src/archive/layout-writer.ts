@@ -6,7 +6,7 @@
  * index.json, replaced atomically.
  */
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { StowageError } from '../errors.js';
 import { DigestVerifier, digestAlgorithm, digestHex } from '../image/digest.js';
 import type { Descriptor } from '../image/schemas.js';

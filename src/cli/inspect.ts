@@ -11,6 +11,7 @@ interface InspectCliOptions extends RegistryCliOptions {
   platform?: string;
   tags: boolean;
   json?: boolean;
+  text?: boolean;
 }
 
 export function inspectCommand(program: Command): void {
@@ -20,8 +21,9 @@ export function inspectCommand(program: Command): void {
     .description(
       'With an image reference: its digest, platform, layers and config, as JSON (like skopeo inspect).\n' +
         'With an archive or layout (a path, or oci-archive:PATH[:NAME], docker-archive:, oci:, dir:): ' +
-        'its images, names, platforms, digests and sizes; --json for JSON. Layers are not read: ' +
-        '`stowage verify` checks them. A bare word is taken as a path only if such a file exists.',
+        'its images, names, platforms, digests and sizes, as JSON too (--text for a listing). Layers are ' +
+        'not read: `stowage verify` checks them. A bare word is taken as a path only if such a file ' +
+        'exists; docker://REF is always an image.',
     )
     .argument('<ref>', 'image reference, or archive path')
     .option('--raw', 'print the manifest or index exactly as stored')
@@ -31,7 +33,8 @@ export function inspectCommand(program: Command): void {
       "platform to show from a multi-arch image (default: the host's)",
     )
     .option('--no-tags', 'do not list the repository tags')
-    .option('--json', 'archives: print JSON instead of a listing');
+    .option('--json', 'print JSON (the default for images and archives alike)')
+    .option('--text', 'archives: print a listing for people instead of JSON');
   addRegistryOptions(cmd).action(async (ref: string, opts: InspectCliOptions) => {
     const [{ archiveDocument, inspectArchive, isLocalArchiveArgument, parseArchiveArgument }, { inspect }] =
       await Promise.all([import('../transfer/archive-inspect.js'), import('../transfer/inspect.js')]);
@@ -44,7 +47,7 @@ export function inspectCommand(program: Command): void {
         return;
       }
       const info = await inspectArchive(path, { format, name });
-      process.stdout.write(opts.json ? `${JSON.stringify(info, null, 2)}\n` : describeArchive(info));
+      process.stdout.write(opts.text ? describeArchive(info) : `${JSON.stringify(info, null, 2)}\n`);
       return;
     }
     const ctx = await contextFrom(opts);

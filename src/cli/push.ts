@@ -190,7 +190,7 @@ export function copyCommand(program: Command): void {
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON')
     .action(async (src: string, dst: string, opts: CopyCliOptions) => {
-      const [{ pull }, { copyToRegistry }, { parseTransportReference }] = await Promise.all([
+      const [{ pull }, { copyToRegistry }, { parseDestinationReference }] = await Promise.all([
         import('../transfer/pull.js'),
         import('../transfer/push.js'),
         import('../reference/transport.js'),
@@ -215,7 +215,7 @@ export function copyCommand(program: Command): void {
       const progress = opts.quiet || opts.json ? undefined : await progressRenderer(process.stderr);
       const started = performance.now();
       try {
-        const d = parseTransportReference(dst);
+        const d = parseDestinationReference(dst);
         if (d.transport === 'docker') {
           const result = await withSignal((signal) =>
             copyToRegistry(srcCtx, dstCtx, src, dst, {

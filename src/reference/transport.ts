@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { StowageError } from '../errors.js';
 import { type ImageReference, parseReference } from './reference.js';
 
@@ -9,7 +10,28 @@ export type TransportReference =
   | { transport: 'oci-archive'; path: string; name?: string | undefined }
   | { transport: 'docker-archive'; path: string; name?: string | undefined }
   | { transport: 'oci'; path: string; name?: string | undefined }
-  | { transport: 'dir'; path: string };
+  | { transport: 'dir'; path: string }
+  /** A bare path: an archive or layout whose format is read from the file itself. */
+  | { transport: 'archive'; path: string };
+
+/** The archive transports, with the format each reads or writes. */
+export type ArchiveReference = Exclude<TransportReference, { transport: 'docker' }>;
+
+/**
+ * Whether a bare argument names a local archive rather than an image: it starts like a path (/, ./,
+ * ../, ~), ends like a tarball, or is a file that exists (never a directory: "alpine" may be both a
+ * folder and an image). References never start with / or . and never end in .tar.
+ */
+export function looksLikePath(input: string): boolean {
+  if (/^[./~]/.test(input) || /\.(tar|tar\.gz|tgz)$/.test(input)) return true;
+  try {
+    return statSync(input).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** A source reference as every command reads it: docker://, TRANSPORT:PATH, a bare path, or a bare image. */
 
 const FILE_TRANSPORTS = ['oci-archive', 'docker-archive', 'oci'] as const;
 const UNSUPPORTED_TRANSPORTS = ['containers-storage', 'docker-daemon', 'sif', 'tarball', 'ostree'];
@@ -45,5 +67,30 @@ export function parseTransportReference(input: string): TransportReference {
       );
     }
   }
+  if (looksLikePath(input)) return { transport: 'archive', path: input };
   return { transport: 'docker', ref: parseReference(input) };
+}
+
+/** The format to open a parsed archive reference as (undefined: read it from the file). */
+export function archiveFormat(
+  t: ArchiveReference,
+): 'oci-archive' | 'docker-archive' | 'oci' | 'dir' | undefined {
+  return t.transport === 'archive' ? undefined : t.transport;
+}
+
+/**
+ * A destination: unlike a source, a bare path cannot say which format to write, so it is refused with
+ * the spellings that do.
+ */
+export function parseDestinationReference(
+  input: string,
+): Exclude<TransportReference, { transport: 'archive' }> {
+  const t = parseTransportReference(input);
+  if (t.transport === 'archive') {
+    throw new StowageError(
+      'INVALID_REFERENCE',
+      `"${input}" is a path, but not which format to write there; say oci-archive:${input}, docker-archive:${input}, oci:${input} or dir:${input}`,
+    );
+  }
+  return t;
 }

@@ -26,7 +26,7 @@ import { DigestVerifier } from '../image/digest.js';
 import { hostPlatform, type PlatformSpec } from '../image/platform.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../image/schemas.js';
 import { formatReference, withDefaultTag } from '../reference/reference.js';
-import { parseTransportReference } from '../reference/transport.js';
+import { archiveFormat, parseTransportReference } from '../reference/transport.js';
 import { ArchiveSource } from '../transfer/archive-source.js';
 import type { Context } from '../transfer/context.js';
 import { parseConfig, parseManifest, planImage } from '../transfer/plan.js';
@@ -108,7 +108,7 @@ export async function resolveImage(
       ),
     );
   }
-  const source = await ArchiveSource.open(t.path, t.transport);
+  const source = await ArchiveSource.open(t.path, archiveFormat(t));
   try {
     const listed = source.select('name' in t ? t.name : undefined);
     return await finish(source, input, false, listed.names, listed.descriptor.digest, () => source.close());

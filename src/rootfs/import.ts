@@ -23,7 +23,7 @@ import { MediaType } from '../image/mediatypes.js';
 import { formatPlatform, hostPlatform, type PlatformSpec } from '../image/platform.js';
 import type { ImageConfig } from '../image/schemas.js';
 import { formatReference, parseReference, withDefaultTag } from '../reference/reference.js';
-import { parseTransportReference } from '../reference/transport.js';
+import { parseDestinationReference } from '../reference/transport.js';
 import type { ArchiveFormat } from '../transfer/archive-source.js';
 import type { Context } from '../transfer/context.js';
 import type { ProgressListener } from '../transfer/progress.js';
@@ -215,7 +215,7 @@ async function buildLayout(
  * would silently mean Docker Hub) and be allowed by registries.conf.
  */
 async function checkDestination(ctx: Context, dest: string, how: string): Promise<void> {
-  const t = parseTransportReference(dest);
+  const t = parseDestinationReference(dest);
   if (t.transport !== 'docker') return;
   if (t.ref.shortName) {
     throw new StowageError('INVALID_REFERENCE', `"${dest}" names no registry; ${how}`);
@@ -225,7 +225,7 @@ async function checkDestination(ctx: Context, dest: string, how: string): Promis
 
 /** A work directory beside the destination (so large layers stay on its disk), or in tmp for registries. */
 async function workDirFor(dest: string): Promise<string> {
-  const t = parseTransportReference(dest);
+  const t = parseDestinationReference(dest);
   if (t.transport === 'docker') return mkdtemp(join(tmpdir(), '.stowage-image-'));
   await checkOutput(t.path, t.transport === 'oci-archive' || t.transport === 'docker-archive');
   return mkdtemp(join(dirname(resolve(t.path)), '.stowage-image-'));
@@ -246,7 +246,7 @@ async function deliver(
   opts: { signal?: AbortSignal | undefined; onProgress?: ProgressListener | undefined },
 ): Promise<ImportResult> {
   opts.signal?.throwIfAborted();
-  const t = parseTransportReference(dest);
+  const t = parseDestinationReference(dest);
   const src = `oci:${layoutDir}:image`;
   let destination: string;
   let sha256: string | undefined;

@@ -8,7 +8,12 @@ import { verifyBytes } from '../image/digest.js';
 import { isIndexMediaType, MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import { formatPlatform, hostPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
 import { type Descriptor, imageConfigSchema } from '../image/schemas.js';
-import { parseTransportReference, type TransportReference } from '../reference/transport.js';
+import {
+  type ArchiveReference,
+  archiveFormat,
+  looksLikePath,
+  parseTransportReference,
+} from '../reference/transport.js';
 import { type ArchiveFormat, ArchiveSource } from './archive-source.js';
 import { parseIndex, parseManifest } from './plan.js';
 
@@ -48,11 +53,7 @@ export interface ArchiveInfo {
 
 /** Whether an inspect/verify argument names a local archive rather than a registry image. */
 export async function isLocalArchiveArgument(input: string): Promise<boolean> {
-  if (/^(oci-archive|docker-archive|oci|dir):/.test(input)) return true;
-  if (/^[./~]/.test(input) || /\.(tar|tar\.gz|tgz)$/.test(input)) return true;
-  // A bare word that exists as a file (never a directory: "alpine" may be both a folder and an image).
-  const st = await stat(input).catch(() => undefined);
-  return st?.isFile() ?? false;
+  return /^(oci-archive|docker-archive|oci|dir):/.test(input) || looksLikePath(input);
 }
 
 /** Path, expected format and image name of a local archive argument (PATH or TRANSPORT:PATH[:NAME]). */
@@ -62,8 +63,8 @@ export function parseArchiveArgument(input: string): {
   name?: string | undefined;
 } {
   if (!/^(oci-archive|docker-archive|oci|dir):/.test(input)) return { path: input };
-  const t = parseTransportReference(input) as Exclude<TransportReference, { transport: 'docker' }>;
-  return { path: t.path, format: t.transport, name: 'name' in t ? t.name : undefined };
+  const t = parseTransportReference(input) as ArchiveReference;
+  return { path: t.path, format: archiveFormat(t), name: 'name' in t ? t.name : undefined };
 }
 
 async function manifestInfo(source: ArchiveSource, d: Descriptor): Promise<ManifestInfo> {

@@ -103,13 +103,13 @@ export class ArchiveSource implements ImageSource {
     } else {
       const access = await TarAccess.open(path);
       const names = new Set(await access.names());
-      if (names.has('manifest.json') && !names.has('oci-layout'))
-        source = await ArchiveSource.openDocker(access);
-      else if (names.has('oci-layout') && names.has('index.json'))
-        source = await ArchiveSource.openOci(
-          access,
-          names.has('manifest.json') ? 'docker-archive' : 'oci-archive',
-        );
+      const oci = names.has('oci-layout') && names.has('index.json');
+      const docker = names.has('manifest.json');
+      // docker save 25+ writes both: an OCI layout, and manifest.json beside it. Read as asked
+      // (oci-archive: the layout, as skopeo does), else as a docker-archive through its index.
+      if (oci && expected === 'oci-archive') source = await ArchiveSource.openOci(access, 'oci-archive');
+      else if (docker && !oci) source = await ArchiveSource.openDocker(access);
+      else if (oci) source = await ArchiveSource.openOci(access, docker ? 'docker-archive' : 'oci-archive');
       else
         throw new StowageError(
           'INVALID_ARCHIVE',
@@ -136,9 +136,20 @@ export class ArchiveSource implements ImageSource {
       throw new StowageError('INVALID_ARCHIVE', `${access.path}: oci-layout has no imageLayoutVersion`);
     }
     const indexBytes = await access.read('index.json', MAX_MANIFEST_BYTES, 'index.json');
-    const parsed = imageIndexSchema.safeParse(jsonOf(indexBytes, `${access.path}: index.json`));
+    const index = jsonOf(indexBytes, `${access.path}: index.json`) as { manifests?: unknown } | null;
+    // docker save 25+ of an image by its id (no name) writes "manifests": null: no image is listed in
+    // the layout, but manifest.json still lists it.
+    const unlisted = index !== null && typeof index === 'object' && index.manifests === null;
+    if (unlisted && format === 'docker-archive') return ArchiveSource.openDocker(access);
+    const parsed = imageIndexSchema.safeParse(unlisted ? { ...index, manifests: [] } : index);
     if (!parsed.success) {
       throw new StowageError('INVALID_ARCHIVE', `${access.path}: index.json is not a valid OCI index`);
+    }
+    if (unlisted && (await access.size('manifest.json')) !== undefined) {
+      throw new StowageError(
+        'INVALID_ARCHIVE',
+        `${access.path}: index.json lists no image (docker save of an image by its id writes none); read it as docker-archive:${access.path}`,
+      );
     }
     const images: ListedImage[] = parsed.data.manifests.map((d) => {
       const a = (d.annotations ?? {}) as Record<string, string>;

@@ -1,13 +1,15 @@
+import { StowageError } from '../errors.js';
 import { verifyBytes } from '../image/digest.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import { hostPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
 import {
   formatReference,
-  parseReference,
+  type ImageReference,
   parseRepository,
   repositoryName,
   withDefaultTag,
 } from '../reference/reference.js';
+import { parseTransportReference } from '../reference/transport.js';
 import type { Context } from './context.js';
 import { parseConfig, parseIndex, parseManifest } from './plan.js';
 
@@ -31,7 +33,7 @@ export async function inspect(
   input: string,
   opts: InspectOptions = {},
 ): Promise<InspectResult> {
-  const parsed = withDefaultTag(parseReference(input));
+  const parsed = withDefaultTag(registryReference(input));
   return ctx.withCandidates(parsed, (ref) =>
     ctx.pullFrom(ref, async (client, endpoint) => {
       const reference = ref.digest ?? ref.tag!;
@@ -81,10 +83,20 @@ export async function listTags(
   input: string,
   signal?: AbortSignal,
 ): Promise<{ Repository: string; Tags: string[] }> {
-  const parsed = parseRepository(input);
+  // docker://REPO as well as REPO, as every other command reads references.
+  const parsed = parseRepository(input.startsWith('docker://') ? input.slice(9) : input);
   return ctx.withCandidates(parsed, async (ref) => {
     const { client, endpoint } = await ctx.client(ref);
     const tags = await client.listTags(endpoint.path, signal);
     return { Repository: repositoryName(ref), Tags: tags };
   });
+}
+
+/** An image in a registry, spelled bare or as docker://; archives are inspected elsewhere. */
+function registryReference(input: string): ImageReference {
+  const t = parseTransportReference(input);
+  if (t.transport !== 'docker') {
+    throw new StowageError('INVALID_ARGUMENT', `${input} is an archive, not an image in a registry`);
+  }
+  return t.ref;
 }

@@ -1,6 +1,6 @@
 import { StowageError } from '../errors.js';
-import { sha256Digest } from '../image/digest.js';
-import { isIndexMediaType, isManifestMediaType, MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
+import { DigestVerifier, sha256Digest } from '../image/digest.js';
+import { isIndexMediaType, isManifestMediaType, MAX_MANIFEST_BYTES, MediaType } from '../image/mediatypes.js';
 import { formatPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
 import {
   type Descriptor,
@@ -159,6 +159,9 @@ export async function planImage(
   } else if (isManifestMediaType(top.mediaType)) {
     root = { descriptor: topDesc, bytes: top.bytes };
     await addImage(topDesc, top.bytes);
+    // One image, no index to say its platform: its config does (results, the store and the API list it).
+    const platform = await configPlatform(source, parseManifest(top.bytes, 'manifest'), signal);
+    if (platform) platforms.push(platform);
   } else {
     throw new StowageError(
       'UNSUPPORTED',
@@ -172,6 +175,30 @@ export async function planImage(
     blobs: sorted.filter((b) => !documents.has(b.digest)),
     platforms,
   };
+}
+
+/** The platform an image's config names (undefined for an artifact, whose config is not an image's). */
+async function configPlatform(
+  source: ImageSource,
+  manifest: ImageManifest,
+  signal: AbortSignal | undefined,
+): Promise<string | undefined> {
+  const d = manifest.config;
+  if (d.mediaType !== MediaType.OciConfig && d.mediaType !== MediaType.DockerConfig) return undefined;
+  const verifier = new DigestVerifier(d.digest, d.size, `config ${d.digest} of ${source.description}`);
+  const parts: Buffer[] = [];
+  for await (const c of await source.getBlob(d, signal)) {
+    verifier.update(c);
+    parts.push(Buffer.from(c));
+  }
+  verifier.finish();
+  const config = parseConfig(Buffer.concat(parts), `config ${d.digest} of ${source.description}`);
+  if (!config.os || !config.architecture) return undefined;
+  return formatPlatform({
+    os: String(config.os),
+    architecture: String(config.architecture),
+    ...(config.variant ? { variant: String(config.variant) } : {}),
+  });
 }
 
 /** Several platforms chosen from an index: a new index naming just those (same media type). */

@@ -21,7 +21,7 @@ import {
   parseReference,
   withDefaultTag,
 } from '../reference/reference.js';
-import { parseTransportReference } from '../reference/transport.js';
+import { archiveFormat, parseTransportReference } from '../reference/transport.js';
 import { type ArchiveFormat, ArchiveSource } from './archive-source.js';
 import type { Context } from './context.js';
 import { type ImagePlan, parseManifest, planImage, planPlatforms } from './plan.js';
@@ -184,7 +184,7 @@ export async function pull(ctx: Context, inputs: string[], opts: PullOptions): P
         );
         planned.push(p);
       } else {
-        const source = await ArchiveSource.open(t.path, t.transport);
+        const source = await ArchiveSource.open(t.path, archiveFormat(t));
         sources.push(source);
         const listed = source.select('name' in t ? t.name : undefined);
         const { plan, newIndex } = await planWith(source, listed.descriptor.digest);
@@ -224,7 +224,9 @@ export async function pull(ctx: Context, inputs: string[], opts: PullOptions): P
       const p = planned[0]!;
       if (opts.name.includes('/')) {
         const ref = withDefaultTag(parseReference(opts.name));
-        p.annotations = archiveAnnotations(ref);
+        // ref.name is the NAME exactly as given, as skopeo records it (so `skopeo inspect
+        // oci-archive:FILE:NAME` finds it); the full reference goes in containerd's annotation.
+        p.annotations = { ...archiveAnnotations(ref), [REF_NAME_ANNOTATION]: opts.name };
         p.repoTags = [formatReference({ ...ref, digest: undefined })];
       } else {
         p.annotations = { [REF_NAME_ANNOTATION]: opts.name };

@@ -25,7 +25,7 @@ import {
   parseReference,
   withDefaultTag,
 } from '../reference/reference.js';
-import { parseTransportReference } from '../reference/transport.js';
+import { archiveFormat, parseTransportReference } from '../reference/transport.js';
 import { ArchiveSource, type ListedImage } from './archive-source.js';
 import type { Context } from './context.js';
 import { type ImagePlan, type PlannedDocument, parseManifest, planImage } from './plan.js';
@@ -354,11 +354,12 @@ export async function push(
   dest: string,
   opts: PushOptions = {},
 ): Promise<PushResult> {
+  // An archive: TRANSPORT:PATH, or a path whatever it looks like (push takes nothing else).
   const t = /^(oci-archive|docker-archive|oci|dir):/.test(archive)
     ? parseTransportReference(archive)
-    : { transport: undefined, path: archive };
+    : { transport: 'archive' as const, path: archive };
   if (t.transport === 'docker') throw new StowageError('INVALID_ARGUMENT', `${archive} is not an archive`);
-  const source = await ArchiveSource.open(t.path, t.transport);
+  const source = await ArchiveSource.open(t.path, archiveFormat(t));
   try {
     const name = opts.image ?? ('name' in t ? t.name : undefined);
     const chosen = name ? [source.select(name)] : source.images;
@@ -427,6 +428,7 @@ export async function copyToRegistry(
   opts: PushOptions = {},
 ): Promise<PushResult> {
   const s = parseTransportReference(src);
+  if (s.transport === 'archive') return push(dstCtx, s.path, dst, opts);
   if (s.transport !== 'docker') {
     return push(dstCtx, src, dst, opts);
   }

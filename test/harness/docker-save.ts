@@ -97,8 +97,16 @@ export async function dockerSaveLegacy(path: string, images: SavedImage[]): Prom
   await writeTar(path, entries);
 }
 
-/** docker save from v25: an OCI layout inside, with manifest.json beside it. Returns the manifest digests. */
-export async function dockerSave25(path: string, images: SavedImage[]): Promise<string[]> {
+/**
+ * docker save from v25: an OCI layout inside, with manifest.json beside it. Returns the manifest
+ * digests. `byId`: saved by image id, not name (`docker save 3f5f15c1e671`): index.json says
+ * "manifests": null, manifest.json "RepoTags": null, and there is no repositories file.
+ */
+export async function dockerSave25(
+  path: string,
+  images: SavedImage[],
+  opts: { byId?: boolean } = {},
+): Promise<string[]> {
   const blobs = new Map<string, Buffer>();
   const put = (b: Buffer) => {
     const h = hex(b);
@@ -144,7 +152,7 @@ export async function dockerSave25(path: string, images: SavedImage[]): Promise<
     });
     manifestJson.push({
       Config: `blobs/sha256/${configHex}`,
-      RepoTags: [img.repoTag],
+      RepoTags: opts.byId ? null : [img.repoTag],
       Layers: layerHex.map((h) => `blobs/sha256/${h}`),
     });
     repositories[name] = { ...repositories[name], [tag]: layerHex[layerHex.length - 1]! };
@@ -163,14 +171,15 @@ export async function dockerSave25(path: string, images: SavedImage[]): Promise<
         JSON.stringify({
           schemaVersion: 2,
           mediaType: 'application/vnd.oci.image.index.v1+json',
-          manifests: index,
+          manifests: opts.byId ? null : index,
         }),
       ),
     },
     { name: 'manifest.json', type: 'file', data: Buffer.from(JSON.stringify(manifestJson)) },
     { name: 'oci-layout', type: 'file', data: Buffer.from('{"imageLayoutVersion":"1.0.0"}') },
-    { name: 'repositories', type: 'file', data: Buffer.from(JSON.stringify(repositories)) },
   );
+  if (!opts.byId)
+    entries.push({ name: 'repositories', type: 'file', data: Buffer.from(JSON.stringify(repositories)) });
   await writeTar(path, entries);
   return digests;
 }
