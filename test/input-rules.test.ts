@@ -119,8 +119,9 @@ describe('one rule for every input', () => {
     ).toBe(0);
     const manifest = JSON.parse((await run('skopeo', ['inspect', '--raw', `oci-archive:${archive}`])).stdout);
     const layer = manifest.layers[0].digest as string;
-    // The destination already has every blob of this image (it is the image's own repository).
-    const dest = `${plain.host}/fixtures/multi:damaged`;
+    // The destination already has every blob of this image: the intact archive went there first.
+    const dest = `${plain.host}/rules/multi:damaged`;
+    expect((await stowage(['push', archive, `${plain.host}/rules/multi:v1`], { env: w.env })).code).toBe(0);
 
     const damaged = join(w.dir, 'damaged.tar');
     await run('cp', [archive, damaged]);
@@ -141,8 +142,7 @@ describe('one rule for every input', () => {
     expect(gone.stderr).toContain('missing');
 
     const tags = JSON.parse(
-      (await run('skopeo', ['list-tags', '--tls-verify=false', `docker://${plain.host}/fixtures/multi`]))
-        .stdout,
+      (await run('skopeo', ['list-tags', '--tls-verify=false', `docker://${plain.host}/rules/multi`])).stdout,
     ).Tags;
     expect(tags).not.toContain('damaged');
     // The intact archive pushes.

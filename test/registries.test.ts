@@ -151,6 +151,46 @@ insecure = true
     expect(listing.stdout).toContain(`  mirror ${plain.host}/fixtures (insecure), pull-from-mirror all`);
   });
 
+  it('goes on to the next search registry when one is unreachable or refuses, as podman does', async () => {
+    const dead = await deadPort();
+    const conf = `unqualified-search-registries = ["127.0.0.1:${dead}", "${plain.host}"]
+short-name-mode = "permissive"
+
+[[registry]]
+location = "127.0.0.1:${dead}"
+insecure = true
+
+[[registry]]
+location = "${plain.host}"
+insecure = true
+`;
+    const w = await workdir('search-down', conf);
+    // No retries: the dead registry fails at once, which is all this needs.
+    const quick = ['--retry-times', '0'];
+    const r = await pullJson(w.env, w.dir, 'fixtures/small:v1', quick);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.result.source).toBe(`${plain.host}/fixtures/small`);
+    // Every candidate failing is an error that names each.
+    const none = await pullJson(w.env, w.dir, 'fixtures/absent:v1', quick);
+    expect(none.code).toBe(8);
+    expect(none.stderr).toContain(`127.0.0.1:${dead}/fixtures/absent:v1: cannot reach`);
+    expect(none.stderr).toContain(`${plain.host}/fixtures/absent:v1`);
+    const disabled = await workdir('search-down-disabled', conf.replace('"permissive"', '"disabled"'));
+    expect((await pullJson(disabled.env, disabled.dir, 'fixtures/small:v1', quick)).code).toBe(0);
+  });
+
+  it('refuses pull-from-mirror on a [[registry]], naming the key and the file', async () => {
+    const w = await workdir(
+      'pfm',
+      `[[registry]]\nlocation = "${plain.host}"\npull-from-mirror = "digest-only"\n`,
+    );
+    const r = await stowage(['registries'], { env: w.env });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('pull-from-mirror');
+    expect(r.stderr).toContain(w.conf);
+    expect(r.stderr).toContain('[[registry.mirror]]');
+  });
+
   it('refuses the version 1 format with directions', async () => {
     const w = await workdir('v1', '[registries.search]\nregistries = ["a.test"]\n');
     const r = await stowage(['registries'], { env: w.env });

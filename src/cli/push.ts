@@ -235,6 +235,7 @@ export function copyCommand(program: Command): void {
               output: d.path,
               format: d.transport,
               name: 'name' in d ? d.name : undefined,
+              nameAsGiven: true,
               all: opts.all,
               platforms: platform ? [platform] : undefined,
               concurrency: opts.jobs,

@@ -103,6 +103,13 @@ export function parseRegistriesConf(text: string, path: string): z.infer<typeof 
     if (!r.prefix && !r.location) {
       throw new StowageError('INVALID_CONFIG', `${path}: every [[registry]] needs a prefix or a location`);
     }
+    if ('pull-from-mirror' in r) {
+      // skopeo refuses the file too: the key only means something on a [[registry.mirror]].
+      throw new StowageError(
+        'INVALID_CONFIG',
+        `${path}: "pull-from-mirror" is set on [[registry]] ${r.prefix ?? r.location}, where it means nothing; it belongs on each [[registry.mirror]] (or use mirror-by-digest-only on the registry)`,
+      );
+    }
     if (r.prefix?.startsWith('*.') && r.location) {
       throw new StowageError(
         'INVALID_CONFIG',

@@ -710,6 +710,55 @@ export class RegistryClient {
     return bytes?.length === length ? bytes : undefined;
   }
 
+  /**
+   * Small blobs (configs) read while planning, kept for the client's life so that copying them, in
+   * this job or another of the run, costs no second request. Bounded: the oldest go first.
+   */
+  private readonly kept = new Map<string, Buffer>();
+  private keptBytes = 0;
+
+  private readonly reading = new Map<string, Promise<Buffer>>();
+
+  keptBlob(repo: string, digest: string): Buffer | undefined {
+    return this.kept.get(`${repo}@${digest}`);
+  }
+
+  /**
+   * A small blob, read once however many ask at once, checked by `verify`, then kept (see keptBlob).
+   */
+  readKept(
+    repo: string,
+    digest: string,
+    signal: AbortSignal | undefined,
+    verify: (b: Buffer) => void,
+  ): Promise<Buffer> {
+    const key = `${repo}@${digest}`;
+    const kept = this.kept.get(key);
+    if (kept) return Promise.resolve(kept);
+    let p = this.reading.get(key);
+    if (!p) {
+      p = this.getBlobBytes(repo, digest, signal).then((bytes) => {
+        verify(bytes);
+        this.keep(key, bytes);
+        return bytes;
+      });
+      this.reading.set(key, p);
+      void p.finally(() => this.reading.delete(key)).catch(() => {});
+    }
+    return p;
+  }
+
+  private keep(key: string, bytes: Buffer): void {
+    if (this.kept.has(key) || bytes.length > MAX_MANIFEST_BYTES) return;
+    this.kept.set(key, bytes);
+    this.keptBytes += bytes.length;
+    for (const [k, b] of this.kept) {
+      if (this.keptBytes <= MAX_KEPT_BYTES) break;
+      this.kept.delete(k);
+      this.keptBytes -= b.length;
+    }
+  }
+
   /** Reads a small blob (a config) into memory with the manifest size limit. */
   async getBlobBytes(repo: string, digest: string, signal?: AbortSignal): Promise<Buffer> {
     const { body } = await this.getBlob(repo, digest, signal);
@@ -970,6 +1019,9 @@ export class RegistryClient {
     return [...tags];
   }
 }
+
+/** What a client keeps of small blobs read while planning (configs are a few KiB each). */
+const MAX_KEPT_BYTES = 16 * 1024 * 1024;
 
 /** More pages than any real repository has (10 million tags at 1000 a page). */
 const MAX_TAG_PAGES = 10_000;

@@ -9,9 +9,22 @@ import {
   resolveEndpoint,
 } from '../config/resolve.js';
 import { StowageError } from '../errors.js';
-import type { ImageReference } from '../reference/reference.js';
+import { formatReference, type ImageReference } from '../reference/reference.js';
 import { DEFAULT_RETRY, RegistryClient, type RetryOptions, type StallRule } from '../registry/client.js';
 import { BlobLocations } from './upload.js';
+
+/** Failures of one short-name candidate that make podman go on to the next one. */
+const CANDIDATE_FAILURES = new Set<string>([
+  'NOT_FOUND',
+  'NETWORK',
+  'TLS',
+  'REGISTRY',
+  'UNAUTHORIZED',
+  'DENIED',
+  'BLOCKED',
+  'RATE_LIMITED',
+  'UNAVAILABLE',
+]);
 
 /** Per-registry settings (stowage.toml [registries."HOST"]). */
 export interface RegistryLimits {
@@ -174,21 +187,34 @@ export class Context {
   }
 
   /**
-   * Runs `fn` on each candidate of a short name in turn until one is found; a fully qualified
-   * reference has one candidate. Errors other than NOT_FOUND stop at once.
+   * Runs `fn` on each candidate of a short name in turn until one succeeds, as podman resolves them: a
+   * candidate that is missing, unreachable or refuses is passed over for the next. Only when every
+   * one fails is it an error, naming each. A fully qualified reference has one candidate. An abort, or
+   * a failure of our own (bad input, a full disk), stops at once.
    */
   async withCandidates<T>(ref: ImageReference, fn: (ref: ImageReference) => Promise<T>): Promise<T> {
     const list = this.candidates(ref);
-    let last: unknown;
+    if (list.length === 1) return fn(list[0]!);
+    const failures: { ref: ImageReference; error: StowageError }[] = [];
     for (const c of list) {
       try {
         return await fn(c);
       } catch (e) {
-        if (!(e instanceof StowageError && e.code === 'NOT_FOUND') || list.length === 1) throw e;
-        last = e;
+        if (!(e instanceof StowageError) || !CANDIDATE_FAILURES.has(e.code)) throw e;
+        failures.push({ ref: c, error: e });
       }
     }
-    throw last;
+    const all = failures.map((f) => `${formatReference(f.ref)}: ${f.error.message}`).join('; ');
+    // Not found everywhere is NOT_FOUND; anything else is the first other failure's kind.
+    const code = failures.find((f) => f.error.code !== 'NOT_FOUND')?.error.code ?? 'NOT_FOUND';
+    throw new StowageError(
+      code,
+      `no candidate for the short name ${formatReference(ref)} could be used: ${all}`,
+      {
+        cause: failures[0]?.error,
+        retryable: failures.some((f) => f.error.retryable),
+      },
+    );
   }
 
   async close(): Promise<void> {

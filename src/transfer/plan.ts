@@ -185,14 +185,19 @@ async function configPlatform(
 ): Promise<string | undefined> {
   const d = manifest.config;
   if (d.mediaType !== MediaType.OciConfig && d.mediaType !== MediaType.DockerConfig) return undefined;
-  const verifier = new DigestVerifier(d.digest, d.size, `config ${d.digest} of ${source.description}`);
-  const parts: Buffer[] = [];
-  for await (const c of await source.getBlob(d, signal)) {
-    verifier.update(c);
-    parts.push(Buffer.from(c));
+  let bytes: Buffer;
+  if (source.readSmallBlob) bytes = await source.readSmallBlob(d, signal);
+  else {
+    const verifier = new DigestVerifier(d.digest, d.size, `config ${d.digest} of ${source.description}`);
+    const parts: Buffer[] = [];
+    for await (const c of await source.getBlob(d, signal)) {
+      verifier.update(c);
+      parts.push(Buffer.from(c));
+    }
+    verifier.finish();
+    bytes = Buffer.concat(parts);
   }
-  verifier.finish();
-  const config = parseConfig(Buffer.concat(parts), `config ${d.digest} of ${source.description}`);
+  const config = parseConfig(bytes, `config ${d.digest} of ${source.description}`);
   if (!config.os || !config.architecture) return undefined;
   return formatPlatform({
     os: String(config.os),

@@ -43,6 +43,11 @@ export interface PullOptions {
   onProgress?: ProgressListener | undefined;
   /** The name to record for the (single) image instead of its own: a reference, or a bare tag. */
   name?: string | undefined;
+  /**
+   * `name` came from the user's TRANSPORT:PATH:NAME: record it as ref.name exactly as given, as skopeo
+   * does (otherwise ref.name is the tag alone, the store's views' convention).
+   */
+  nameAsGiven?: boolean | undefined;
 }
 
 export interface PulledImage {
@@ -226,7 +231,8 @@ export async function pull(ctx: Context, inputs: string[], opts: PullOptions): P
         const ref = withDefaultTag(parseReference(opts.name));
         // ref.name is the NAME exactly as given, as skopeo records it (so `skopeo inspect
         // oci-archive:FILE:NAME` finds it); the full reference goes in containerd's annotation.
-        p.annotations = { ...archiveAnnotations(ref), [REF_NAME_ANNOTATION]: opts.name };
+        p.annotations = archiveAnnotations(ref);
+        if (opts.nameAsGiven) p.annotations[REF_NAME_ANNOTATION] = opts.name;
         p.repoTags = [formatReference({ ...ref, digest: undefined })];
       } else {
         p.annotations = { [REF_NAME_ANNOTATION]: opts.name };

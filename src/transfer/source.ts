@@ -11,5 +11,10 @@ export interface ImageSource {
   getBlob(descriptor: Descriptor, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
   /** A blob's last `length` bytes, where that is cheap (a range request, a positioned read); else undefined. */
   getBlobTail?(descriptor: Descriptor, length: number, signal?: AbortSignal): Promise<Buffer | undefined>;
+  /**
+   * A small blob (a config) read into memory, digest-checked, and kept: a later getBlob of it is served
+   * from memory, so reading it while planning costs no second request. Where absent, getBlob is used.
+   */
+  readSmallBlob?(descriptor: Descriptor, signal?: AbortSignal): Promise<Buffer>;
   close(): Promise<void>;
 }
