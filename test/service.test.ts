@@ -325,6 +325,39 @@ describe('stowage serve', () => {
     expect(((await (await api(s, 'reader', '/v1/jobs')).json()) as { jobs: unknown[] }).jobs).toEqual([]);
   });
 
+  it('fetches a blob once across concurrent jobs that need it', async () => {
+    // One image under two tags: two pulls of the same blobs, running side by side (slowed at the
+    // proxy so that they overlap).
+    for (const tag of ['a', 'b']) {
+      await run('skopeo', [
+        'copy',
+        '-q',
+        '--src-tls-verify=false',
+        '--dest-tls-verify=false',
+        `docker://${plain.host}/fixtures/multi:v1`,
+        `docker://${plain.host}/svc-shared/app:${tag}`,
+      ]);
+    }
+    const proxy = await startFaultProxy({
+      upstream: plain.url,
+      fault: (req) =>
+        req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '')
+          ? { kind: 'trickle', bytes: 256 * 1024, everyMs: 20 }
+          : undefined,
+    });
+    proxies.push(proxy);
+    const { s } = await start('svc-shared', insecureConf(plain.host, proxy.host));
+    const jobs = await Promise.all(
+      ['a', 'b'].map((t) => pullJob(s, { ref: `${proxy.host}/svc-shared/app:${t}` })),
+    );
+    for (const j of jobs) expect((await waitJob(s, j.id)).state).toBe('succeeded');
+    const gets = proxy.seen
+      .filter((q) => q.method === 'GET' && /\/blobs\/sha256:/.test(q.path))
+      .map((q) => q.path.split('/').at(-1));
+    expect(gets.length).toBeGreaterThan(0);
+    expect(gets.length).toBe(new Set(gets).size);
+  });
+
   it('cancels a running job: it ends as canceled and leaves nothing in the store', async () => {
     const { proxy, layer, hung } = await hangingProxy('large');
     const { d, s } = await start('svc-cancel', insecureConf(plain.host, proxy.host));

@@ -368,6 +368,43 @@ describe('sync', () => {
     }
   });
 
+  it('fetches a blob once per run across jobs: two archiving jobs, and an archiving and a mirroring one', async () => {
+    const proxy = await startFaultProxy({ upstream: plain.url });
+    proxies.push(proxy);
+    const w = await workdir('sync-shared', insecureConf(plain.host, proxy.host));
+    const config = join(w.dir, 'stowage.toml');
+    const src = `${proxy.host}/sync/app`;
+    await writeFile(
+      config,
+      [
+        `[store]\npath = "${join(w.dir, 'store')}"`,
+        `[cache]\npath = "${join(w.dir, 'cache')}"`,
+        // 1.0.0 and 1.1.0 share their base layer; the mirroring job sends 1.0.0 again.
+        `[[job]]\nname = "a"\nsource = "${src}"\ntags = ["1.0.0"]`,
+        `[[job]]\nname = "b"\nsource = "${src}"\ntags = ["1.1.0"]`,
+        `[[job]]\nname = "m"\nsource = "${src}"\ntags = ["1.0.0"]\narchive = false\nmirror = "${plain.host}/shared-mirror/app"`,
+      ].join('\n\n'),
+    );
+    const r = await stowage(['sync', '--json', '--config', config], { env: w.env });
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(report.jobs.map((j: { tags: { action: string }[] }) => j.tags[0]!.action)).toEqual([
+      'fetched',
+      'fetched',
+      'fetched',
+    ]);
+    const gets = blobGets(proxy).map((g) => g.path);
+    expect(gets.length).toBeGreaterThan(3);
+    expect(gets.length).toBe(new Set(gets).size);
+    const raw = await run('skopeo', [
+      'inspect',
+      '--tls-verify=false',
+      '--raw',
+      `docker://${plain.host}/shared-mirror/app:1.0.0`,
+    ]);
+    expect(`sha256:${createHash('sha256').update(raw.stdout).digest('hex')}`).toBe(repo.digests.get('1.0.0'));
+  });
+
   it('runs a mirroring job and an archiving job together; an unreachable source fails its job only', async () => {
     const dead = await deadPort();
     const w = await workdir(

@@ -82,6 +82,12 @@ export interface ArchiveStore {
   ): AsyncIterable<Uint8Array>;
   /** Stores a blob, digest-checked; durable before it returns. */
   putBlob(d: Descriptor, body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void>;
+  fetchBlob(
+    d: Descriptor,
+    open: () => Promise<AsyncIterable<Uint8Array>>,
+  ): Promise<'present' | 'shared' | 'fetched'>;
+  /** Whether a fetch of the blob into the store was under way and succeeded (waits for it). */
+  fetched(digest: string): Promise<boolean>;
   putDocument(d: Descriptor, bytes: Buffer): Promise<void>;
   versions(): Promise<StoredVersion[]>;
   latest(repository: string, tag: string): Promise<StoredVersion | undefined>;
@@ -183,6 +189,52 @@ export class Store implements ArchiveStore {
       await unlink(tmp).catch(() => {});
       throw e;
     }
+  }
+
+  /** Blobs being fetched into the store now, by digest: every job of the process waits on the one fetch. */
+  private readonly fetching = new Map<string, Promise<void>>();
+
+  /**
+   * Makes sure the store holds a blob, fetching it with `open` only if no one else is: present already,
+   * shared (another job of this process, a sync's or the service's, was fetching it and it arrived), or
+   * fetched here. If the other fetch fails, this one tries itself rather than inherit the failure.
+   */
+  async fetchBlob(
+    d: Descriptor,
+    open: () => Promise<AsyncIterable<Uint8Array>>,
+  ): Promise<'present' | 'shared' | 'fetched'> {
+    const other = this.fetching.get(d.digest);
+    if (
+      other &&
+      (await other.then(
+        () => true,
+        () => false,
+      ))
+    )
+      return 'shared';
+    // Claimed before the first await, so that a second caller finds this fetch in the map.
+    const mine = (async () => {
+      if (await this.hasBlob(d.digest)) return 'present' as const;
+      await this.putBlob(d, await open());
+      return 'fetched' as const;
+    })();
+    const settled = mine.then(() => {});
+    this.fetching.set(d.digest, settled);
+    try {
+      return await mine;
+    } finally {
+      if (this.fetching.get(d.digest) === settled) this.fetching.delete(d.digest);
+    }
+  }
+
+  async fetched(digest: string): Promise<boolean> {
+    const other = this.fetching.get(digest);
+    return other
+      ? other.then(
+          () => true,
+          () => false,
+        )
+      : false;
   }
 
   async putDocument(d: Descriptor, bytes: Buffer): Promise<void> {

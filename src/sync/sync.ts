@@ -312,12 +312,18 @@ async function syncTag(
           let p = storing.get(b.digest);
           if (!p) {
             p = limiter.run(async () => {
-              if (await store.hasBlob(b.digest)) {
-                opts.onBlob?.({ type: 'cached', digest: b.digest, size: b.size });
-              } else {
-                await store.putBlob(b, await fromSource(b, opts.signal));
-                opts.onBlob?.({ type: 'fetched', digest: b.digest, size: b.size });
-              }
+              // One fetch per blob across every job writing this store (another job of the run, or the
+              // service's concurrent jobs, may be fetching it now).
+              const how = await store.fetchBlob(b, async () => {
+                // A mirroring job of the run may have it in the blob cache (or be putting it there).
+                const cached = await (await opts.cache?.())?.lookup(b);
+                return cached ?? fromSource(b, opts.signal);
+              });
+              opts.onBlob?.({
+                type: how === 'fetched' ? 'fetched' : 'cached',
+                digest: b.digest,
+                size: b.size,
+              });
             });
             storing.set(b.digest, p);
             p.catch(() => storing.delete(b.digest));
@@ -342,7 +348,9 @@ async function syncTag(
       // job sent them); the rest stream from the source, through the cache for the jobs after this one.
       const cache = archiving ? undefined : await opts.cache?.();
       const open = async (d: Descriptor, signal?: AbortSignal) => {
-        if (await store.hasBlob(d.digest)) return store.openBlob(d.digest, undefined, signal);
+        // An archiving job of the run fetching it into the store now is waited for, not fetched again.
+        if ((await store.fetched(d.digest)) || (await store.hasBlob(d.digest)))
+          return store.openBlob(d.digest, undefined, signal);
         if (!cache) return fromSource(d, signal);
         const { body, hit } = await cache.through(d, () => fromSource(d, signal));
         if (hit) opts.onBlob?.({ type: 'cached', digest: d.digest, size: d.size });
