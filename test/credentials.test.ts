@@ -348,6 +348,8 @@ elif action == 'erase':
         `"${node}" "${BIN}" pull -q ${ref} -o ${join(w.dir, out)}`,
         `"${node}" "${BIN}" login --get-login ${basic.host}`,
         `"${node}" "${BIN}" logout ${basic.host}`,
+        // A second logout finds nothing in the keyring, and says so rather than claim a removal.
+        `if "${node}" "${BIN}" logout ${basic.host}; then echo claimed-a-removal; exit 1; fi`,
         `if "${node}" "${BIN}" pull -q ${ref} -o ${join(w.dir, `${out}.2`)} 2>/dev/null; then echo still-logged-in; exit 1; fi`,
       ].join(' && ');
     const env = { ...w.env, PW: h.password };

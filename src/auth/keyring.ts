@@ -120,7 +120,11 @@ export async function keyringDelete(
 ): Promise<boolean> {
   if (mode === 'off') return false;
   try {
-    return await (await entry(account, mode)).deleteCredential(AbortSignal.timeout(TIMEOUT_MS));
+    const e = await entry(account, mode);
+    // Asked first: some backends answer a delete of nothing with success, and logout must not claim
+    // it removed an entry that was never there.
+    if ((await e.getPassword(AbortSignal.timeout(TIMEOUT_MS))) === null) return false;
+    return await e.deleteCredential(AbortSignal.timeout(TIMEOUT_MS));
   } catch (e) {
     if (opts.quiet) return false;
     throw unreachable(mode, e);

@@ -15,6 +15,7 @@ import { parseBool } from './options.js';
 interface LoginCliOptions {
   username?: string;
   passwordStdin?: boolean;
+  password?: string;
   authfile?: string;
   store: CredentialStore;
   getLogin?: boolean;
@@ -91,7 +92,15 @@ export function loginCommand(program: Command): void {
     .option('--registries-conf <file>', 'registries.conf to use (insecure and blocked registries)')
     .addOption(new Option('--tls-verify <bool>', 'require verified HTTPS').argParser(parseBool))
     .option('--cert-dir <dir>', 'directory with CA certificates (*.crt)')
+    // podman's and docker's -p: refused, since a password on a command line is visible to every user.
+    .addOption(new Option('-p, --password <password>').hideHelp())
     .action(async (registry: string, opts: LoginCliOptions) => {
+      if (opts.password !== undefined) {
+        throw new StowageError(
+          'INVALID_ARGUMENT',
+          'stowage takes no password on the command line (ps shows it to every user of the machine); pipe it instead: printf %s "$PASSWORD" | stowage login -u USER --password-stdin REGISTRY, or leave both out to be asked',
+        );
+      }
       const key = loginKey(registry);
       const keyring = keyringMode();
       if (opts.getLogin) {

@@ -45,6 +45,12 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
   logoutCommand(program);
   serveCommand(program, VERSION);
   tokenCommand(program);
+  program
+    .command('version')
+    .summary('print the version (as --version does)')
+    .action(() => {
+      process.stdout.write(`${VERSION}\n`);
+    });
   return program;
 }
 

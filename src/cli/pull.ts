@@ -43,6 +43,12 @@ export function printResult(
       : '';
     process.stdout.write(`${img.reference} ${img.digest}${platforms}${note}\n`);
   }
+  if (result.dryRun) {
+    process.stdout.write(
+      `dry run: would write ${result.format}:${result.path}: ${result.blobs} blobs, ${formatBytes(result.contentBytes)}; nothing was written\n`,
+    );
+    return;
+  }
   const size = result.size !== undefined ? formatBytes(result.size) : formatBytes(result.contentBytes);
   const checksum = result.sha256 ? ` (sha256 ${result.sha256})` : '';
   process.stdout.write(

@@ -46,6 +46,10 @@ function printPush(result: PushResult, elapsed: number, opts: { json?: boolean; 
     const note = img.newDigest ? ' (a manifest made from a docker-archive: a new digest)' : '';
     process.stdout.write(`${img.source} -> ${img.destinations.join(', ')} ${img.digest}${note}\n`);
   }
+  if (result.dryRun) {
+    process.stdout.write('dry run: nothing was sent\n');
+    return;
+  }
   const s = result.stats;
   process.stdout.write(
     `${s.uploaded} blobs uploaded (${formatBytes(s.bytes)}), ${s.existing} already there, ${s.mounted} mounted, in ${formatDuration(elapsed)}\n`,
@@ -61,6 +65,18 @@ interface PushCliOptions extends RegistryCliOptions {
   chunkSize?: number;
   quiet?: boolean;
   json?: boolean;
+  dryRun?: boolean;
+}
+
+/**
+ * Says where each image is about to go, before anything is written: an archive's own recorded names
+ * become the targets when DEST is a registry, and a typo should show before it overwrites a tag.
+ */
+function announceTargets(opts: { quiet?: boolean; json?: boolean }) {
+  if (opts.quiet || opts.json) return undefined;
+  return (targets: { source: string; destinations: string[] }[]) => {
+    for (const t of targets) process.stderr.write(`writing ${t.source} -> ${t.destinations.join(', ')}\n`);
+  };
 }
 
 export function pushCommand(program: Command): void {
@@ -97,6 +113,7 @@ export function pushCommand(program: Command): void {
       'upload blobs larger than this in chunks of this size (default 1GiB; the registry may ask for smaller)',
       parseSize,
     )
+    .option('--dry-run', 'resolve the images and their destinations, print them, send nothing')
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
   addRegistryOptions(cmd).action(async (archive: string, dest: string, opts: PushCliOptions) => {
@@ -121,6 +138,8 @@ export function pushCommand(program: Command): void {
           chunkSize: opts.chunkSize,
           signal,
           onProgress: progress?.listener,
+          dryRun: opts.dryRun,
+          onTargets: opts.dryRun ? undefined : announceTargets(opts),
         }),
       );
       progress?.stop();
@@ -147,6 +166,7 @@ interface CopyCliOptions {
   chunkSize?: number;
   quiet?: boolean;
   json?: boolean;
+  dryRun?: boolean;
 }
 
 export function copyCommand(program: Command): void {
@@ -187,6 +207,7 @@ export function copyCommand(program: Command): void {
     )
     .option('--cert-dir <dir>', 'directory with CA certificates (*.crt)')
     .option('--retry-times <n>', 'retries after a transient failure (default 5)', parseRetryTimes)
+    .option('--dry-run', 'resolve the source and the destination, print what would be written, write nothing')
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON')
     .action(async (src: string, dst: string, opts: CopyCliOptions) => {
@@ -225,6 +246,8 @@ export function copyCommand(program: Command): void {
               chunkSize: opts.chunkSize,
               signal,
               onProgress: progress?.listener,
+              dryRun: opts.dryRun,
+              onTargets: opts.dryRun ? undefined : announceTargets(opts),
             }),
           );
           progress?.stop();
@@ -241,6 +264,7 @@ export function copyCommand(program: Command): void {
               concurrency: opts.jobs,
               signal,
               onProgress: progress?.listener,
+              dryRun: opts.dryRun,
             }),
           );
           progress?.stop();

@@ -54,7 +54,7 @@ function describeSync(r: SyncReport, elapsed: number): string {
 
 interface SyncCliOptions extends RegistryCliOptions, StoreCliOptions {
   dryRun?: boolean;
-  jobs: number;
+  parallel: number;
   quiet?: boolean;
 }
 
@@ -74,7 +74,7 @@ export function syncCommand(program: Command, setExitCode: (code: number) => voi
     .option('--config <file>', 'stowage.toml')
     .option('--store <dir>', 'the archive store (default: the config, else ~/.local/share/stowage/store)')
     .option('--dry-run', 'show what would be fetched, skipped and pruned')
-    .option('-j, --jobs <n>', 'blobs in parallel per job', parsePositiveInt, 4)
+    .option('-j, --parallel <n>', 'blobs in parallel per job', parsePositiveInt, 4)
     .option('-q, --quiet', 'print nothing but errors')
     .option('--json', 'print the report as JSON');
   addRegistryOptions(cmd).action(async (names: string[], opts: SyncCliOptions) => {
@@ -84,7 +84,7 @@ export function syncCommand(program: Command, setExitCode: (code: number) => voi
     const started = performance.now();
     try {
       const report = await withSignal((signal) =>
-        sync(ctx, config, { jobs: names, dryRun: opts.dryRun, concurrency: opts.jobs, signal }),
+        sync(ctx, config, { jobs: names, dryRun: opts.dryRun, concurrency: opts.parallel, signal }),
       );
       if (opts.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
       else if (!opts.quiet) process.stdout.write(describeSync(report, performance.now() - started));

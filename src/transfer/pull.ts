@@ -48,6 +48,8 @@ export interface PullOptions {
    * does (otherwise ref.name is the tag alone, the store's views' convention).
    */
   nameAsGiven?: boolean | undefined;
+  /** Plan only: resolve every image and say what would be written, write nothing. */
+  dryRun?: boolean | undefined;
 }
 
 export interface PulledImage {
@@ -80,6 +82,8 @@ export interface PullResult {
   blobs: number;
   /** Bytes of blobs and manifests in the archive. */
   contentBytes: number;
+  /** A plan only (--dry-run): nothing was written. */
+  dryRun?: boolean | undefined;
 }
 
 /**
@@ -274,7 +278,9 @@ export async function pull(ctx: Context, inputs: string[], opts: PullOptions): P
     const content = { images, documents, blobs: sortedBlobs };
     let sha256: string | undefined;
     let size: number | undefined;
-    if (format === 'oci-archive') {
+    if (opts.dryRun) {
+      // Nothing written: the summary below says what would have been.
+    } else if (format === 'oci-archive') {
       ({ sha256, size } = await writeOciArchive(opts.output, content, writeOpts));
     } else if (format === 'oci') {
       await writeOciLayout(opts.output, content, writeOpts);
@@ -317,6 +323,7 @@ export async function pull(ctx: Context, inputs: string[], opts: PullOptions): P
       contentBytes:
         sortedBlobs.reduce((n, b) => n + b.size, 0) +
         [...documents.values()].reduce((n, d) => n + d.length, 0),
+      ...(opts.dryRun ? { dryRun: true } : {}),
     };
   } finally {
     for (const s of sources) await s.close();

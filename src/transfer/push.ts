@@ -49,6 +49,13 @@ export interface PushOptions {
   chunkSize?: number | undefined;
   signal?: AbortSignal | undefined;
   onProgress?: ProgressListener | undefined;
+  /** Resolve the images and their targets, send nothing (--dry-run). */
+  dryRun?: boolean | undefined;
+  /**
+   * Told, before anything is sent, which images go where: a typo in a destination, or an archive's own
+   * names taken as targets, shows before a tag is overwritten.
+   */
+  onTargets?: ((targets: { source: string; destinations: string[] }[]) => void) | undefined;
 }
 
 export interface PushedImage {
@@ -62,9 +69,16 @@ export interface PushedImage {
   newDigest: boolean;
 }
 
+/** What an image of an archive is called in results and messages. */
+function imageLabel(what: string, img: ListedImage): string {
+  return `${what}${img.names.length ? ` (${img.names.join(', ')})` : ''}`;
+}
+
 export interface PushResult {
   images: PushedImage[];
   stats: UploadStats;
+  /** A plan only (--dry-run): nothing was sent. */
+  dryRun?: boolean;
 }
 
 const UNCOMPRESSED_LAYER = new Set<string>([
@@ -371,11 +385,27 @@ export async function push(
     }));
     // Every destination is checked (blocked registries, credentials) before anything is sent.
     for (const j of jobs) for (const r of j.targets) await ctx.client(r);
+    opts.onTargets?.(
+      jobs.map((j) => ({
+        source: imageLabel(`${source.description} @${j.index}`, j.img),
+        destinations: j.targets.map(formatReference),
+      })),
+    );
     const stats: UploadStats = { uploaded: 0, existing: 0, mounted: 0, bytes: 0 };
     const images: PushedImage[] = [];
     for (const { img, index, targets } of jobs) {
       const what = `${source.description} @${index}`;
       let plan = await planFrom(source, img.descriptor.digest, opts, what);
+      if (opts.dryRun) {
+        images.push({
+          source: imageLabel(what, img),
+          destinations: targets.map(formatReference),
+          digest: plan.root.descriptor.digest,
+          mediaType: plan.root.descriptor.mediaType,
+          newDigest: source.format === 'docker-archive' && source.synthesizedManifests,
+        });
+        continue;
+      }
       let open: BlobOpener = (d, s) => source.getBlob(d, s);
       let cleanup = async () => {};
       const synthesized =
@@ -402,14 +432,14 @@ export async function push(
         await cleanup();
       }
       images.push({
-        source: `${what}${img.names.length ? ` (${img.names.join(', ')})` : ''}`,
+        source: imageLabel(what, img),
         destinations: targets.map(formatReference),
         digest: plan.root.descriptor.digest,
         mediaType: plan.root.descriptor.mediaType,
         newDigest: synthesized,
       });
     }
-    return { images, stats };
+    return { images, stats, ...(opts.dryRun ? { dryRun: true } : {}) };
   } finally {
     await source.close();
   }
@@ -449,21 +479,23 @@ export async function copyToRegistry(
       }
       const target = { ...destination.ref, tag };
       await dstCtx.client(target);
+      opts.onTargets?.([{ source: formatReference(ref), destinations: [formatReference(target)] }]);
       const plan = await planImage(source, ref.digest ?? ref.tag!, {
         all: opts.all ?? false,
         platform: opts.platform ?? hostPlatform(),
         signal: opts.signal,
       });
       const stats: UploadStats = { uploaded: 0, existing: 0, mounted: 0, bytes: 0 };
-      await uploadImage(
-        dstCtx,
-        plan,
-        (desc, sig) => source.getBlob(desc, sig),
-        [target],
-        { host: endpoint.host, repo: endpoint.path },
-        opts,
-        stats,
-      );
+      if (!opts.dryRun)
+        await uploadImage(
+          dstCtx,
+          plan,
+          (desc, sig) => source.getBlob(desc, sig),
+          [target],
+          { host: endpoint.host, repo: endpoint.path },
+          opts,
+          stats,
+        );
       return {
         images: [
           {
@@ -475,6 +507,7 @@ export async function copyToRegistry(
           },
         ],
         stats,
+        ...(opts.dryRun ? { dryRun: true } : {}),
       };
     }),
   );
