@@ -219,6 +219,8 @@ export class Store implements ArchiveStore {
       return 'fetched' as const;
     })();
     const settled = mine.then(() => {});
+    // Waiters look at it with their own handlers; with none, its failure is this caller's to report.
+    settled.catch(() => {});
     this.fetching.set(d.digest, settled);
     try {
       return await mine;
