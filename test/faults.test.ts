@@ -240,12 +240,14 @@ describe('bad input and registry faults', () => {
       },
     );
     const done = collectOutput(child);
-    // Interrupt once the partial file exists and has data in it.
-    for (let i = 0; i < 400; i++) {
+    // Interrupt once the partial file exists and has data in it; a download that never starts fails.
+    let flowing = false;
+    for (let i = 0; i < 2000 && !flowing; i++) {
       const partial = (await readdir(w.dir)).find((f) => f.endsWith('.partial'));
-      if (partial && (await stat(join(w.dir, partial)).catch(() => undefined))?.size) break;
-      await new Promise((r) => setTimeout(r, 5));
+      flowing = !!partial && ((await stat(join(w.dir, partial)).catch(() => undefined))?.size ?? 0) > 0;
+      if (!flowing) await new Promise((r) => setTimeout(r, 5));
     }
+    expect(flowing).toBe(true);
     child.kill('SIGINT');
     const { code, stderr } = await done;
     expect(code).toBe(130);

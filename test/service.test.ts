@@ -301,11 +301,15 @@ describe('stowage serve', () => {
     expect(
       (await api(s, 'reader', `/v1/tags?repository=${h.registries.tls.host}/fixtures/small`)).status,
     ).toBe(403);
+    // A real stored version, pushed to the blocked registry: refused for the destination, not the id.
+    const pulled = await pullJob(s, { ref: `${plain.host}/fixtures/small:v1` });
+    const stored = (await waitJob(s, pulled.id)) as { result: { archives: PulledArchive[] } };
     const push = await api(s, 'pusher', '/v1/pushes', {
       method: 'POST',
-      json: { archive: 'nope', destination: `127.0.0.1:${dead}/x/y` },
+      json: { archive: stored.result.archives[0]!.id, destination: `127.0.0.1:${dead}/x/y` },
     });
-    expect(push.status).toBe(404);
+    expect(push.status).toBe(403);
+    expect(await push.json()).toMatchObject({ error: { code: 'BLOCKED' } });
     // What is allowed works: tags, inspect, the effective configuration.
     const tags = (await (
       await api(s, 'reader', `/v1/tags?repository=${plain.host}/fixtures/small`)
@@ -321,8 +325,9 @@ describe('stowage serve', () => {
     };
     expect(registries.registries.find((r) => r.location === `127.0.0.1:${dead}`)?.blocked).toBe(true);
     expect(registries.allowRegistries).toContain(plain.host);
-    // A blocked job never reached a registry: no job was made.
-    expect(((await (await api(s, 'reader', '/v1/jobs')).json()) as { jobs: unknown[] }).jobs).toEqual([]);
+    // A blocked request never reached a registry: no job was made for it, only the pull's.
+    const made = ((await (await api(s, 'reader', '/v1/jobs')).json()) as { jobs: { kind: string }[] }).jobs;
+    expect(made.map((j) => j.kind)).toEqual(['pull']);
   });
 
   it('fetches a blob once across concurrent jobs that need it', async () => {
@@ -441,15 +446,21 @@ describe('stowage serve', () => {
     const term = await pullJob(again, { ref: `${proxy.host}/fixtures/small:v1` });
     const before = hung();
     for (let i = 0; i < 400 && hung() === before; i++) await new Promise((r) => setTimeout(r, 25));
+    // It is running (its blob request hangs at the proxy) when the signal goes: aborted, not dequeued.
+    expect(hung()).toBeGreaterThan(before);
+    const live = (await (await api(again, 'reader', `/v1/jobs/${term.id}`)).json()) as { state: string };
+    expect(live.state).toBe('running');
     expect(await again.stop('SIGTERM')).toBe(0);
     const saved = JSON.parse(await readFile(join(d.state, 'jobs.json'), 'utf8')) as {
       id: string;
       state: string;
     }[];
     expect(saved.find((j) => j.id === term.id)?.state).toBe('canceled');
-    // The killed process may have left a partial blob aside (GC removes old ones); the stopped one not.
+    // What the killed process left aside was removed when the next one started; the stopped one left
+    // nothing (partial blobs are named .HEX.PID-RANDOM.partial).
     const leftovers = await readdir(join(d.store, '.tmp'));
-    expect(leftovers.filter((n) => n.includes(`.${again.child.pid}.`))).toEqual([]);
+    expect(leftovers.filter((n) => n.includes(`.${s.child.pid}-`))).toEqual([]);
+    expect(leftovers.filter((n) => n.includes(`.${again.child.pid}-`))).toEqual([]);
   });
 
   it('stores an uploaded archive and pushes it to a registry with its digest intact', async () => {

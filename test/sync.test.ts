@@ -61,7 +61,11 @@ describe('sync', () => {
     expect(JSON.parse(plan.stdout).jobs[0].tags.map((t: { action: string }) => t.action)).toEqual(
       Array(20).fill('would-fetch'),
     );
+    // Nothing written means nothing fetched either: no blob, no manifest GET (HEADs only), no store.
     expect(blobGets(proxy)).toEqual([]);
+    expect(proxy.seen.filter((q) => q.method === 'GET' && q.path.includes('/manifests/'))).toEqual([]);
+    expect(proxy.seen.filter((q) => q.method === 'HEAD' && q.path.includes('/manifests/')).length).toBe(20);
+    expect(await readdir(w.dir)).not.toContain('store');
     // A mirror's plan asks the source and the mirror about every tag, 16 requests at once on one abort
     // signal: no listener leak, and no warning that says there is one.
     const mirrorConfig = join(w.dir, 'mirror.toml');
@@ -95,7 +99,9 @@ describe('sync', () => {
     expect(df.logicalBytes).toBeGreaterThan(df.diskBytes * 10);
     // skopeo reads the store as the OCI layout it is.
     const viaSkopeo = await run('skopeo', ['inspect', '--raw', `oci:${store}:${proxy.host}/sync/app:1.7.0`]);
-    expect(viaSkopeo.stdout.length).toBeGreaterThan(0);
+    expect(`sha256:${createHash('sha256').update(viaSkopeo.stdout).digest('hex')}`).toBe(
+      repo.digests.get('1.7.0'),
+    );
 
     const mark = proxy.seen.length;
     const connectionsBefore = proxy.connections;
@@ -330,8 +336,10 @@ describe('sync', () => {
     // When there is something to send, such a cache fails the tags that need it, saying what to do.
     await writeFile(config, jobs('1MiB', 'c', notADir));
     const r4 = await stowage(['sync', '--json', '--config', config], { env: w.env });
-    expect(r4.code).not.toBe(0);
-    for (const j of JSON.parse(r4.stdout).jobs)
+    expect(r4.code).toBe(13);
+    const failedJobs = JSON.parse(r4.stdout).jobs;
+    expect(failedJobs.flatMap((j: { tags: unknown[] }) => j.tags)).toHaveLength(4);
+    for (const j of failedJobs)
       for (const t of j.tags)
         expect(t.error).toMatch(/mirror blob cache .*not-a-dir cannot be used.*\[cache\] path/);
   });
@@ -441,7 +449,9 @@ describe('sync', () => {
       '--raw',
       `docker://${plain.host}/mirrored/app:1.1.0`,
     ]);
-    expect(mirrored.stdout.length).toBeGreaterThan(0);
+    expect(`sha256:${createHash('sha256').update(mirrored.stdout).digest('hex')}`).toBe(
+      repo.digests.get('1.1.0'),
+    );
     const archived = JSON.parse(
       (await stowage(['archives', '--json', '--config', config], { env: w.env })).stdout,
     );

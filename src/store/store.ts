@@ -110,7 +110,9 @@ export class Store implements ArchiveStore {
    * writers killed mid-blob left in .tmp goes, theirs alone, never a live one's. Readers (df, archives
    * export) leave it, so that df shows it.
    */
-  static async open(path: string, opts: { sweep?: boolean } = {}): Promise<Store> {
+  static async open(path: string, opts: { sweep?: boolean; create?: boolean } = {}): Promise<Store> {
+    // A dry run looks at a store without making one: a store that does not exist holds nothing.
+    if (opts.create === false && !(await stat(path).catch(() => undefined))) return new Store(path);
     await mkdir(join(path, 'blobs', 'sha256'), { recursive: true });
     await mkdir(join(path, '.tmp'), { recursive: true });
     if (opts.sweep) await sweepLeftovers(join(path, '.tmp'), tmpPid);
@@ -245,7 +247,11 @@ export class Store implements ArchiveStore {
 
   /** Every stored version, in index order (oldest first). */
   async versions(): Promise<StoredVersion[]> {
-    const text = await readFile(join(this.path, 'index.json'), 'utf8');
+    const text = await readFile(join(this.path, 'index.json'), 'utf8').catch((e: NodeJS.ErrnoException) => {
+      // Only a store opened without being made (a dry run) lacks it: no versions yet.
+      if (e.code === 'ENOENT') return indexJson([]);
+      throw e;
+    });
     const parsed = imageIndexSchema.safeParse(JSON.parse(text));
     if (!parsed.success)
       throw new StowageError('INVALID_ARCHIVE', `${this.path}/index.json is not a valid OCI index`);

@@ -122,7 +122,8 @@ export async function sync(ctx: Context, config: StowageConfig, opts: SyncOption
     );
   }
   const jobs = opts.jobs?.length ? config.jobs.filter((j) => opts.jobs!.includes(j.name)) : config.jobs;
-  const store = opts.store ?? (await Store.open(config.storePath, { sweep: !opts.dryRun }));
+  const store =
+    opts.store ?? (await Store.open(config.storePath, { sweep: !opts.dryRun, create: !opts.dryRun }));
   // Jobs that only mirror share one blob cache, so a blob two of them send is fetched once. It is opened
   // (its directory read) when the first blob has to be sent: a run with nothing to send never reads it.
   let opened: Promise<BlobCache | undefined> | undefined;

@@ -3,11 +3,17 @@
  * stowage.toml (tokens by scope) and registries.conf, and talks to it over HTTP.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { tokenHash } from '../../src/api/auth.js';
 import { BIN, workdir } from './cli.js';
 import { freePort } from './processes.js';
+
+/**
+ * The sha256 of a token, as the README says stowage.toml holds it: computed here independently of
+ * stowage's own tokenHash, so a change there that broke the documented form would fail the tests.
+ */
+const sha256Hex = (token: string) => createHash('sha256').update(token, 'utf8').digest('hex');
 
 export const TOKENS = {
   admin: 'stw_test-admin-token-0123456789',
@@ -48,7 +54,7 @@ export async function serviceDir(name: string, registriesConf: string, extraToml
   const tokens = Object.entries(TOKENS)
     .map(
       ([n, t]) =>
-        `[[server.token]]\nname = "${n}"\nsha256 = "${tokenHash(t)}"\nscopes = [${SCOPES[n as keyof typeof TOKENS].map((s) => `"${s}"`).join(', ')}]\n`,
+        `[[server.token]]\nname = "${n}"\nsha256 = "${sha256Hex(t)}"\nscopes = [${SCOPES[n as keyof typeof TOKENS].map((s) => `"${s}"`).join(', ')}]\n`,
     )
     .join('\n');
   await writeFile(
