@@ -489,7 +489,7 @@ describe('archive formats', () => {
           },
         ]),
         'oci-archive',
-        /manifest sha256:a+ is missing|missing/,
+        /manifest sha256:a{64} \(blobs\/sha256\/a{64}\) is missing/,
       ],
     ];
     await mkdir(join(w.dir, 'out'));

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { nextLink } from '../src/registry/client.js';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { startFaultProxy } from './harness/fault-proxy.js';
 import { run } from './harness/processes.js';
 
 const h = harness();
@@ -69,9 +70,55 @@ describe('stowage inspect and tags', () => {
     expect(bad.code).toBe(2);
   });
 
-  it('follows Link pagination', () => {
-    expect(nextLink('</v2/a/tags/list?n=2&last=b>; rel="next"')).toBe('/v2/a/tags/list?n=2&last=b');
-    expect(nextLink(undefined)).toBeUndefined();
+  it('follows Link pagination over the real registry list, page by page', async () => {
+    for (const t of ['a', 'b', 'c', 'd', 'e']) {
+      await run('skopeo', [
+        'copy',
+        '--quiet',
+        '--dest-tls-verify=false',
+        `oci:${h.fixtures.layoutDir}:small`,
+        `docker://${reg.host}/fixtures/paged:${t}`,
+      ]);
+    }
+    // docker-registry ignores ?n= on tags/list; the proxy pages its real list, two tags a page.
+    const proxy = await startFaultProxy({
+      upstream: reg.url,
+      fault: (req) =>
+        req.url?.includes('/tags/list')
+          ? {
+              kind: 'respond',
+              handle: (r, res) => {
+                void (async () => {
+                  const real = (await (await fetch(`${reg.url}/v2/fixtures/paged/tags/list`)).json()) as {
+                    tags: string[];
+                  };
+                  const last = new URL(r.url!, 'http://x').searchParams.get('last') ?? '';
+                  const rest = real.tags.sort().filter((t) => t > last);
+                  const page = rest.slice(0, 2);
+                  const headers: Record<string, string> = { 'content-type': 'application/json' };
+                  if (rest.length > 2)
+                    headers.link = `</v2/fixtures/paged/tags/list?n=2&last=${page.at(-1)}>; rel="next"`;
+                  res.writeHead(200, headers);
+                  res.end(JSON.stringify({ name: 'fixtures/paged', tags: page }));
+                })();
+              },
+            }
+          : undefined,
+    });
+    try {
+      const w = await workdir('tags-paged', insecureConf(proxy.host));
+      const r = await stowage(['tags', `${proxy.host}/fixtures/paged`], { env: w.env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout).Tags).toEqual(['a', 'b', 'c', 'd', 'e']);
+      expect(proxy.seen.filter((q) => q.path.includes('/tags/list')).map((q) => q.path)).toEqual([
+        '/v2/fixtures/paged/tags/list?n=1000',
+        '/v2/fixtures/paged/tags/list?n=2&last=b',
+        '/v2/fixtures/paged/tags/list?n=2&last=d',
+      ]);
+    } finally {
+      await proxy.close();
+    }
+    // The Link parser keeps the path and query, whatever origin the registry names.
     expect(nextLink('<https://other.host/v2/x?last=1>; rel="next"')).toBe('/v2/x?last=1');
   });
 });

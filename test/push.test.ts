@@ -275,16 +275,24 @@ describe('push and copy', () => {
   });
 
   it('uploads a large blob in chunks, and survives an upload cut short', async () => {
-    let cut = 0;
+    // The first PATCH is cut after 200 000 bytes: PATCHes carry 1 MiB chunks of blobs over the chunk
+    // size, so a request surely larger than the cut is dropped.
+    let dropped = 0;
     const proxy = await startFaultProxy({
       upstream: plain.url,
-      fault: (req) =>
-        isBlobUpload(req) && cut++ === 0 ? { kind: 'drop-request', afterBytes: 200_000 } : undefined,
+      fault: (req) => {
+        if (req.method !== 'PATCH' || !isBlobUpload(req) || dropped > 0) return undefined;
+        dropped++;
+        return { kind: 'drop-request', afterBytes: 200_000 };
+      },
     });
     proxies.push(proxy);
     const w = await workdir('chunks', insecureConf(plain.host, proxy.host));
     const archive = join(w.dir, 'multi.tar');
     expect((await stowage(['pull', '-q', multi, '-o', archive], { env: w.env })).code).toBe(0);
+    const manifest = JSON.parse((await run('skopeo', ['inspect', '--raw', `oci-archive:${archive}`])).stdout);
+    const chunked = (manifest.layers as { size: number }[]).filter((l) => l.size > 1024 * 1024);
+    expect(chunked.length).toBeGreaterThan(0);
     const r = await stowage(
       ['push', '--json', '--chunk-size', '1MiB', archive, `${proxy.host}/chunked/multi:v1`],
       {
@@ -292,10 +300,15 @@ describe('push and copy', () => {
       },
     );
     expect(r.code, r.stderr).toBe(0);
-    expect(cut).toBeGreaterThan(1);
+    expect(dropped).toBe(1);
     const patches = proxy.seen.filter((s) => s.method === 'PATCH');
-    expect(patches.length).toBeGreaterThan(1);
     for (const p of patches) expect(String(p.headers['content-range'])).toMatch(/^\d+-\d+$/);
+    // The cut upload's session was cancelled (DELETE), and its blob sent again from its first byte:
+    // one more upload starting at 0 than there are chunked blobs.
+    expect(proxy.seen.some((s) => s.method === 'DELETE' && s.path.includes('/blobs/uploads/'))).toBe(true);
+    const starts = patches.filter((p) => String(p.headers['content-range']).startsWith('0-'));
+    expect(starts.length).toBe(chunked.length + 1);
+    expect(JSON.parse(r.stdout).stats.uploaded).toBe(manifest.layers.length + 1);
     expect(await rawDigest(`${plain.host}/chunked/multi:v1`, ['--tls-verify=false'])).toBe(
       h.fixtures.images.multi!.digest,
     );
