@@ -274,6 +274,55 @@ describe('bad input and registry faults', () => {
     expect(r.code).toBe(0);
     const manifestGets = proxy.seen.filter((s) => s.method === 'GET' && s.path.includes('/manifests/'));
     expect(manifestGets.length).toBe(2);
+    // The retry came no sooner than the 429's Retry-After asked (a lower bound: a slow machine only
+    // makes it later).
+    expect(manifestGets[1]!.at - manifestGets[0]!.at).toBeGreaterThanOrEqual(1000);
+  });
+
+  it('refuses to wait out a Retry-After over the cap: the run ends at once, asking nothing more', async () => {
+    const proxy = await startFaultProxy({
+      upstream: plain.url,
+      fault: (req) =>
+        isManifestGet(req) ? { kind: 'status', status: 429, headers: { 'retry-after': '3600' } } : undefined,
+    });
+    proxies.push(proxy);
+    const w = await workdir('429-long', insecureConf(proxy.host));
+    const r = await stowage(['pull', '-q', `${proxy.host}/fixtures/small:v1`, '-o', join(w.dir, 'x.tar')], {
+      env: w.env,
+    });
+    expect(r.code).toBe(8);
+    expect(r.stderr).toContain('asks to wait 3600 s');
+    expect(proxy.seen.filter((s) => s.method === 'GET' && s.path.includes('/manifests/'))).toHaveLength(1);
+  });
+
+  it('keeps to [registries."HOST"] concurrency and requests-per-second', async () => {
+    const proxy = await startFaultProxy({ upstream: plain.url });
+    proxies.push(proxy);
+    const w = await workdir('limits', insecureConf(proxy.host));
+    const config = join(w.dir, 'stowage.toml');
+    const write = (limits: string) =>
+      writeFile(
+        config,
+        `[store]\npath = "${join(w.dir, `store-${Math.random()}`)}"\n\n[registries."${proxy.host}"]\n${limits}\n\n[[job]]\nname = "m"\nsource = "${proxy.host}/fixtures/multiarch"\ntags = ["v1"]\n`,
+      );
+    // Without a limit, blobs go several at once (so the count below can tell).
+    await write('concurrency = 8');
+    expect((await stowage(['sync', '-q', '--config', config], { env: w.env })).code).toBe(0);
+    expect(proxy.maxInFlight).toBeGreaterThan(1);
+    const one = await startFaultProxy({ upstream: plain.url });
+    proxies.push(one);
+    await writeFile(w.conf, insecureConf(one.host));
+    await writeFile(
+      config,
+      `[store]\npath = "${join(w.dir, 'store-one')}"\n\n[registries."${one.host}"]\nconcurrency = 1\nrequests-per-second = 10\n\n[[job]]\nname = "m"\nsource = "${one.host}/fixtures/multiarch"\ntags = ["v1"]\n`,
+    );
+    const r = await stowage(['sync', '-q', '--config', config], { env: w.env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(one.seen.length).toBeGreaterThan(5);
+    expect(one.maxInFlight).toBe(1);
+    // Ten a second: no two requests closer than 100 ms (less a little for the clocks' granularity).
+    for (let i = 1; i < one.seen.length; i++)
+      expect(one.seen[i]!.at - one.seen[i - 1]!.at).toBeGreaterThanOrEqual(95);
   });
 
   it('honours RateLimit-Remaining: 0 on a successful answer: waits out a short window, stops on a long one', async () => {

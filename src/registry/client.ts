@@ -158,6 +158,7 @@ export class RegistryClient {
   private nextSlot = 0;
   private readonly stall: StallRule;
   private readonly retries: number;
+  private readonly backoff: RetryOptions;
   private readonly guard: OutboundGuard | undefined;
 
   constructor(opts: RegistryClientOptions) {
@@ -167,6 +168,7 @@ export class RegistryClient {
     this.apiHost = opts.host === DEFAULT_DOMAIN ? DOCKER_HUB_API_HOST : opts.host;
     const retry = { ...DEFAULT_RETRY, ...opts.retry };
     this.retries = retry.maxRetries;
+    this.backoff = retry;
     this.stall = { ...DEFAULT_STALL, ...opts.stall };
     // One TLS context for all of the client's connections: given a CA list instead, Node parses every
     // certificate in it again for each connection (35 ms apiece here with the ~140 roots). An insecure
@@ -190,7 +192,8 @@ export class RegistryClient {
         maxTimeout: retry.maxTimeoutMs,
         timeoutFactor: 2,
         throwOnError: false,
-        statusCodes: [429, 500, 502, 503, 504],
+        // 429 is answered in request(): its Retry-After is honoured in full or refused, never cut short.
+        statusCodes: [500, 502, 503, 504],
       }),
     );
     this.guard = opts.guard;
@@ -221,6 +224,7 @@ export class RegistryClient {
   private async discover(signal?: AbortSignal): Promise<string> {
     const ask = async (scheme: 'https' | 'http') => {
       const origin = `${scheme}://${this.apiHost}`;
+      await this.pace();
       const res = await this.dispatcher.request({
         origin,
         path: '/v2/',
@@ -312,18 +316,20 @@ export class RegistryClient {
     // its abort: no leak, so no warning.
     if (opts.signal) setMaxListeners(0, opts.signal);
     const origin = await this.ping(opts.signal);
-    await this.pace();
     let target = opts.url ?? new URL(opts.path, origin);
     if (target.origin !== origin) this.checkOutbound(target, 'redirect', opts.what);
     const write = opts.method !== 'GET' && opts.method !== 'HEAD';
     const replayable = opts.body === undefined || Buffer.isBuffer(opts.body);
     const visited: string[] = [];
     let challenged = false;
+    let throttled = 0;
     for (;;) {
       // Credentials go to the registry's own origin only, never to a host an upload location or a
       // redirect names.
       const sameOrigin = target.origin === origin;
       const authorization = sameOrigin ? await this.auth.authorization(opts.scope, opts.signal) : undefined;
+      // Every request waits its turn: a retry after a 401, a redirect or a 429 counts as one too.
+      await this.pace();
       const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...opts.headers };
       if (authorization) headers.authorization = authorization;
       let res: Dispatcher.ResponseData;
@@ -350,6 +356,12 @@ export class RegistryClient {
       }
       observe(this.host, opts.method, res.statusCode, started);
       this.noteRateLimit(res.headers);
+      if (res.statusCode === 429 && !write && throttled < this.retries) {
+        await res.body.dump();
+        throttled++;
+        await this.waitOut(res.headers['retry-after'], throttled, opts.what, opts.signal);
+        continue;
+      }
       if (!write && REDIRECTS.has(res.statusCode)) {
         await res.body.dump();
         target = this.redirectTarget(res, target, visited, opts.what);
@@ -378,6 +390,42 @@ export class RegistryClient {
       }
       return res;
     }
+  }
+
+  /**
+   * Waits as long as a 429's Retry-After asks (seconds or an HTTP date; without one, backoff that
+   * doubles from the retry minimum). A wait over the cap fails at once: waiting hours helps nobody, and
+   * asking again early is what gets a client banned.
+   */
+  private async waitOut(
+    header: string | string[] | undefined,
+    attempt: number,
+    what: string,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const value = (Array.isArray(header) ? header[0] : header)?.trim();
+    let ms: number | undefined;
+    if (value && /^\d+$/.test(value)) ms = Number(value) * 1000;
+    else if (value && Number.isFinite(Date.parse(value))) ms = Math.max(0, Date.parse(value) - Date.now());
+    ms ??= Math.min(this.backoff.minTimeoutMs * 2 ** (attempt - 1), this.backoff.maxTimeoutMs);
+    if (ms > MAX_RATE_LIMIT_WAIT_MS) {
+      throw new StowageError(
+        'RATE_LIMITED',
+        `${this.host} answered ${what} with 429 Too Many Requests and asks to wait ${Math.ceil(ms / 1000)} s (Retry-After); try again later, or lower requests-per-second for it`,
+        { retryable: false },
+      );
+    }
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(resolve, ms);
+      signal?.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(timer);
+          reject(new StowageError('ABORTED', `${what}: aborted`));
+        },
+        { once: true },
+      );
+    });
   }
 
   /** Where a redirect leads; a loop, too many hops or a host the guard refuses end the request. */

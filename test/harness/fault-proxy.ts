@@ -28,6 +28,8 @@ export interface SeenRequest {
   method: string;
   path: string;
   headers: IncomingMessage['headers'];
+  /** When it arrived (performance.now() of the test process). */
+  at: number;
 }
 
 export interface FaultProxy {
@@ -36,6 +38,8 @@ export interface FaultProxy {
   seen: SeenRequest[];
   /** TCP connections accepted so far. */
   readonly connections: number;
+  /** The most requests that were ever open at once. */
+  readonly maxInFlight: number;
   close(): Promise<void>;
 }
 
@@ -50,11 +54,16 @@ export async function startFaultProxy(opts: {
   const upstream = new URL(opts.upstream);
   const counts = new Map<string, number>();
   const seen: SeenRequest[] = [];
+  let inFlight = 0;
+  let maxInFlight = 0;
   const server: Server = createServer((req, res) => {
     const key = `${req.method} ${req.url}`;
     const n = (counts.get(key) ?? 0) + 1;
     counts.set(key, n);
-    seen.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers });
+    seen.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, at: performance.now() });
+    inFlight++;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    res.on('close', () => inFlight--);
     const fault = opts.fault?.(req, n);
     if (fault?.kind === 'status') {
       res.writeHead(fault.status, { 'content-type': 'application/json', ...fault.headers });
@@ -157,6 +166,9 @@ export async function startFaultProxy(opts: {
     seen,
     get connections() {
       return connections;
+    },
+    get maxInFlight() {
+      return maxInFlight;
     },
     close: () =>
       new Promise((resolve) => {
