@@ -1,9 +1,20 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp as makeTemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { authFileCandidates, lookupCredentials, normalizeAuthKey, parseCredsOption } from './authfile.js';
 import { parseChallenges } from './challenge.js';
+
+/** Temporary directories, removed after each test (none left in /tmp). */
+const temps: string[] = [];
+afterEach(async () => {
+  await Promise.all(temps.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+async function mkdtemp(prefix: string): Promise<string> {
+  const d = await makeTemp(prefix);
+  temps.push(d);
+  return d;
+}
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 

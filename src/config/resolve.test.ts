@@ -1,7 +1,7 @@
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp as makeTemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { formatReference, parseReference } from '../reference/reference.js';
 import {
   loadRegistriesConf,
@@ -10,6 +10,17 @@ import {
   type RegistriesConf,
 } from './registries.js';
 import { findRegistry, pullEndpoints, resolveCandidates, resolveEndpoint } from './resolve.js';
+
+/** Temporary directories, removed after each test (none left in /tmp). */
+const temps: string[] = [];
+afterEach(async () => {
+  await Promise.all(temps.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+async function mkdtemp(prefix: string): Promise<string> {
+  const d = await makeTemp(prefix);
+  temps.push(d);
+  return d;
+}
 
 async function conf(text: string, dropIns: Record<string, string> = {}): Promise<RegistriesConf> {
   const dir = await mkdtemp(join(tmpdir(), 'stowage-conf-'));
