@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in docker-registry skopeo umoci podman htpasswd openssl curl python3 keyctl dbus-run-session gnome-keyring-daemon; do
+for cmd in docker-registry skopeo umoci podman htpasswd openssl curl python3 keyctl dbus-run-session gnome-keyring-daemon ss; do
   command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -15,7 +15,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     docker-registry skopeo umoci podman apache2-utils openssl ca-certificates curl python3 \
-    keyutils dbus-daemon gnome-keyring >/dev/null
+    keyutils dbus-daemon gnome-keyring iproute2 >/dev/null
 fi
 
 echo "setup: npm ci"

@@ -5,6 +5,7 @@
  * cancelled job leaving nothing behind, 20 concurrent pulls, history across restarts, graceful stop,
  * upload and push with digests intact, the OpenAPI document and the metrics.
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
@@ -13,7 +14,7 @@ import { Readable } from 'node:stream';
 import { validate } from '@readme/openapi-parser';
 import parsePrometheus from 'parse-prometheus-text-format';
 import { afterEach, describe, expect, it } from 'vitest';
-import { harness, insecureConf, stowage } from './harness/cli.js';
+import { BIN, harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { type FaultProxy, startFaultProxy } from './harness/fault-proxy.js';
 import { run } from './harness/processes.js';
 import {
@@ -689,6 +690,42 @@ describe('stowage serve', () => {
       archives: { digest: string }[];
     };
     expect(archives.archives.map((a) => a.digest)).toEqual([h.fixtures.images.small!.digest]);
+  });
+
+  it('with no configuration at all, listens on 127.0.0.1:8080 only and keeps its data under ~/.local/share/stowage', async () => {
+    const w = await workdir('svc-bare');
+    // No --config, --listen, --store or --state; a working directory without config/stowage.toml.
+    const child = spawn(process.execPath, [BIN, 'serve'], {
+      env: w.env,
+      cwd: w.dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b));
+    child.stderr.on('data', (b: Buffer) => (out += b));
+    try {
+      let ready = false;
+      for (let i = 0; i < 300 && !ready && child.exitCode === null; i++) {
+        ready = await fetch('http://127.0.0.1:8080/readyz').then(
+          (r) => r.ok,
+          () => false,
+        );
+        if (!ready) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(ready, out).toBe(true);
+      // Its one listening socket is 127.0.0.1:8080: not 0.0.0.0, not [::].
+      const listening = (await run('ss', ['-Hltnp'])).stdout
+        .split('\n')
+        .filter((l) => l.includes(`pid=${child.pid},`))
+        .map((l) => l.trim().split(/\s+/)[3]);
+      expect(listening).toEqual(['127.0.0.1:8080']);
+      const data = join(w.env.HOME!, '.local/share/stowage');
+      expect((await stat(join(data, 'store', 'index.json'))).isFile()).toBe(true);
+      expect((await stat(join(data, 'state', 'api-token'))).mode & 0o777).toBe(0o600);
+      expect(out).toContain(join(data, 'state', 'api-token'));
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 
   it('makes an admin token on first start when none is configured, kept 0600, and listens on loopback', async () => {
