@@ -57,7 +57,9 @@ describe('login, logout and stored credentials', () => {
       );
       expect(bad.code, bad.stderr).toBe(4);
       expect(bad.stderr).toMatch(/rejected the credentials/);
+      // Nothing stored for it: no file yet (basic, first), or the file unchanged and without it (token).
       if (reg === basic) expect(await stat(authfile).catch(() => undefined)).toBeUndefined();
+      else expect(Object.keys(JSON.parse(await readFile(authfile, 'utf8')).auths)).toEqual([basic.host]);
       const ok = await t.stowage(
         ['login', '-u', h.user, '--password-stdin', '--authfile', authfile, reg.host],
         {
@@ -163,13 +165,25 @@ describe('login, logout and stored credentials', () => {
   it('asks for the user name and the password on a terminal, without echoing the password', async () => {
     const w = await workdir('login-tty', insecureConf(basic.host));
     const authfile = join(w.dir, 'auth.json');
-    // util-linux script(1) gives the CLI a pseudo-terminal; the answers are typed after each prompt.
-    const typed = `sleep 1.5; printf '%s\\n' ${h.user}; sleep 1.5; printf '%s\\n' "$PW"; sleep 1`;
+    // util-linux script(1) gives the CLI a pseudo-terminal; each answer is typed once its prompt has
+    // appeared (not after a fixed sleep: under load a password typed early would be echoed).
     const cmd = `"${process.execPath}" "${BIN}" login --authfile ${authfile} ${basic.host}`;
-    const { stdout } = await shell(`(${typed}) | script -qec '${cmd}' /dev/null`, {
-      ...w.env,
-      PW: h.password,
-    });
+    const dialogue = `
+      set -e
+      fifo="${w.dir}/tty-in"; out="${w.dir}/tty-out"
+      mkfifo "$fifo"; : >"$out"
+      script -qec '${cmd}' /dev/null <"$fifo" >"$out" 2>&1 &
+      pid=$!
+      exec 3>"$fifo"
+      wait_for() { for _ in $(seq 1200); do grep -q "$1" "$out" && return 0; sleep 0.05; done; echo "never prompted: $1"; exit 1; }
+      wait_for 'Username: '
+      printf '%s\\n' "$USERNAME_ANSWER" >&3
+      wait_for 'Password: '
+      printf '%s\\n' "$PW" >&3
+      wait "$pid"
+      exec 3>&-
+      cat "$out"`;
+    const { stdout } = await shell(dialogue, { ...w.env, PW: h.password, USERNAME_ANSWER: h.user });
     expect(stdout).toContain('Username: ');
     expect(stdout).toContain(h.user);
     expect(stdout).toContain('Password: ');
