@@ -168,9 +168,12 @@ describe('stowage pull (plain registry)', () => {
     const size = (await stat(out)).size;
     expect(size).toBeGreaterThan(h.fixtures.largeLayerBytes);
     expect(small.maxRss).toBeGreaterThan(0);
-    // Holding the layer in memory would add at least its size to the baseline; streaming does not.
+    // Holding the layer, or even a third of it, in memory would show over the baseline; streaming adds
+    // its buffers only (measured: about 30 MiB on Node 20, 17 MiB on Node 24, for a 192 MiB layer).
     expect(h.fixtures.largeLayerBytes).toBeGreaterThanOrEqual(128 * 1024 * 1024);
-    expect(r.maxRss!).toBeLessThan(small.maxRss! + h.fixtures.largeLayerBytes);
+    expect(r.maxRss! - small.maxRss!).toBeLessThan(
+      Math.min(64 * 1024 * 1024, h.fixtures.largeLayerBytes / 3),
+    );
     const check = await run('sha256sum', ['-c', 'large.tar.sha256'], { cwd: w.dir });
     expect(check.stdout).toContain('OK');
   });
