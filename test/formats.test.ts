@@ -8,10 +8,10 @@ import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { END_OF_ARCHIVE, entryHeader, paddedSize } from '../src/archive/tar.js';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { dockerSave25, dockerSaveLegacy, imageFromLayout } from './harness/docker-save.js';
 import { run } from './harness/processes.js';
+import { writeTarFixture } from './harness/third-party-tar.js';
 import { podmanFlags } from './harness/tools.js';
 
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -433,23 +433,17 @@ describe('archive formats', () => {
 
   it('refuses hostile archives with clear errors and writes nothing', async () => {
     const w = await workdir('hostile', insecureConf(reg.host));
+    // Written by tar-stream: the hostile entries do not depend on our own header writer.
     const tar = async (name: string, entries: { name: string; data?: string; link?: string }[]) => {
-      const parts: Buffer[] = [];
-      for (const e of entries) {
-        if (e.link !== undefined) {
-          parts.push(entryHeader({ name: e.name, type: 'symlink', size: 0, linkname: e.link }, 0));
-          continue;
-        }
-        const data = Buffer.from(e.data ?? '');
-        parts.push(
-          entryHeader({ name: e.name, type: 'file', size: data.length }, 0),
-          data,
-          Buffer.alloc(paddedSize(data.length) - data.length),
-        );
-      }
-      parts.push(END_OF_ARCHIVE);
       const path = join(w.dir, name);
-      await writeFile(path, Buffer.concat(parts));
+      await writeTarFixture(
+        path,
+        entries.map((e) =>
+          e.link !== undefined
+            ? { name: e.name, type: 'symlink' as const, linkname: e.link }
+            : { name: e.name, data: e.data ?? '' },
+        ),
+      );
       return path;
     };
     const layoutFile = '{"imageLayoutVersion":"1.0.0"}';

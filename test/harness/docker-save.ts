@@ -1,15 +1,15 @@
 /**
  * Archives in the layouts `docker save` writes, built from the format's documentation (docker does not
- * run on these machines): before v25, one directory per layer (VERSION, json, layer.tar), the config
+ * run on these machines) and written with a third party's tar code (tar-stream): before v25, one directory per layer (VERSION, json, layer.tar), the config
  * as <id>.json, manifest.json and repositories; from v25, an OCI image layout with uncompressed
  * layers plus manifest.json and repositories in the same tar. Images come from an OCI layout (written
  * by skopeo), their layers decompressed as docker stores them.
  */
 import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { END_OF_ARCHIVE, type EntryType, entryHeader, paddedSize } from '../../src/archive/tar.js';
+import { writeTarFixture } from './third-party-tar.js';
 
 const hex = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 
@@ -39,19 +39,11 @@ export async function imageFromLayout(layout: string, refName: string, repoTag: 
   return { repoTag, config: await blob(manifest.config.digest), layers };
 }
 
-type Entry = { name: string; type: EntryType; data?: Buffer };
+type Entry = { name: string; type: 'file' | 'directory'; data?: Buffer };
 
+/** docker save's entries carry real times; any fixed one will do. Written by tar-stream, not by us. */
 async function writeTar(path: string, entries: Entry[]): Promise<void> {
-  const parts: Buffer[] = [];
-  // docker save's entries carry real times; any fixed one will do.
-  const mtime = 1_700_000_000;
-  for (const e of entries) {
-    const data = e.data ?? Buffer.alloc(0);
-    parts.push(entryHeader({ name: e.name, type: e.type, size: data.length }, mtime));
-    if (data.length) parts.push(data, Buffer.alloc(paddedSize(data.length) - data.length));
-  }
-  parts.push(END_OF_ARCHIVE);
-  await writeFile(path, Buffer.concat(parts));
+  await writeTarFixture(path, entries, 1_700_000_000);
 }
 
 function splitRepoTag(t: string): [string, string] {
