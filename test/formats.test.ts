@@ -496,3 +496,113 @@ describe('archive formats', () => {
     }
   });
 });
+
+describe('the README reproducibility rules, checked by other tools', () => {
+  const h = harness();
+  const reg = h.registries.plain;
+
+  /** `tar --numeric-owner --full-time -tvvf`: GNU tar's own reading of every header. */
+  async function listing(path: string) {
+    const { stdout } = await run('tar', ['--numeric-owner', '--full-time', '-tvvf', path]);
+    return stdout
+      .trim()
+      .split('\n')
+      .map((l) => {
+        const [perms, owner, size, date, time, ...rest] = l.split(/\s+/);
+        const name = rest.join(' ').replace(/ -> .*$/, '');
+        return { perms: perms!, owner: owner!, size: Number(size), when: `${date} ${time}`, name };
+      });
+  }
+
+  /** Python's tarfile, for what GNU tar's listing hides: PAX records, user and group names. */
+  async function pythonView(path: string) {
+    const script = `import json, sys, tarfile
+t = tarfile.open(sys.argv[1])
+print(json.dumps([[m.name, m.uname, m.gname, m.pax_headers] for m in t.getmembers()]))`;
+    return JSON.parse((await run('python3', ['-c', script, path])).stdout) as [
+      string,
+      string,
+      string,
+      Record<string, string>,
+    ][];
+  }
+
+  it('writes ustar headers as documented: modes, owner 0/0, mtime 0 or SOURCE_DATE_EPOCH, no PAX, the entry order', async () => {
+    const w = await workdir('rules', insecureConf(reg.host));
+    const oci = join(w.dir, 'all.tar');
+    expect(
+      (await stowage(['pull', '-q', '--all', `${reg.host}/fixtures/multiarch:v1`, '-o', oci], { env: w.env }))
+        .code,
+    ).toBe(0);
+    const docker = join(w.dir, 'docker.tar');
+    expect(
+      (
+        await stowage(['pull', '-q', '-f', 'docker-archive', `${reg.host}/fixtures/multi:v1`, '-o', docker], {
+          env: w.env,
+        })
+      ).code,
+    ).toBe(0);
+    for (const path of [oci, docker]) {
+      for (const e of await listing(path)) {
+        const kind = e.perms[0];
+        expect(e.perms, e.name).toBe(
+          kind === 'd' ? 'drwxr-xr-x' : kind === 'l' ? 'lrwxrwxrwx' : '-rw-r--r--',
+        );
+        expect(e.owner, e.name).toBe('0/0');
+        expect(e.when, e.name).toBe('1970-01-01 00:00:00');
+      }
+      for (const [name, uname, gname, pax] of await pythonView(path)) {
+        expect([uname, gname], name).toEqual(['', '']);
+        expect(pax, name).toEqual({});
+      }
+    }
+    // oci-archive order: oci-layout, index.json, blobs/, blobs/sha256/, then blobs by ascending digest.
+    const names = (await listing(oci)).map((e) => e.name);
+    expect(names.slice(0, 4)).toEqual(['oci-layout', 'index.json', 'blobs/', 'blobs/sha256/']);
+    const blobs = names.slice(4);
+    expect(blobs.every((n) => /^blobs\/sha256\/[0-9a-f]{64}$/.test(n))).toBe(true);
+    expect(blobs).toEqual([...blobs].sort());
+    // Two zero blocks at the end.
+    const bytes = await readFile(oci);
+    expect(bytes.subarray(bytes.length - 1024).every((b) => b === 0)).toBe(true);
+
+    // SOURCE_DATE_EPOCH sets every mtime.
+    const dated = join(w.dir, 'dated.tar');
+    const r = await stowage(['pull', '-q', `${reg.host}/fixtures/small:v1`, '-o', dated], {
+      env: { ...w.env, SOURCE_DATE_EPOCH: '1700000000' },
+    });
+    expect(r.code, r.stderr).toBe(0);
+    for (const e of await listing(dated)) expect(e.when, e.name).toBe('2023-11-14 22:13:20');
+  });
+
+  it('gzips a docker-archive push deterministically: the documented header, and gzip and gunzip agree', async () => {
+    const w = await workdir('gzip-header', insecureConf(reg.host));
+    const docker = join(w.dir, 'd.tar');
+    expect(
+      (
+        await stowage(['pull', '-q', '-f', 'docker-archive', `${reg.host}/fixtures/small:v1`, '-o', docker], {
+          env: w.env,
+        })
+      ).code,
+    ).toBe(0);
+    const dest = `${reg.host}/gzip-header/small:v1`;
+    expect((await stowage(['push', '-q', docker, dest], { env: w.env })).code).toBe(0);
+    const manifest = JSON.parse(
+      (await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${dest}`])).stdout,
+    );
+    const config = JSON.parse(
+      (await run('skopeo', ['inspect', '--config', '--tls-verify=false', `docker://${dest}`])).stdout,
+    );
+    for (const [i, layer] of (manifest.layers as { digest: string }[]).entries()) {
+      const file = join(w.dir, `layer-${i}.gz`);
+      const res = await fetch(`${reg.url}/v2/gzip-header/small/blobs/${layer.digest}`);
+      await writeFile(file, Buffer.from(await res.arrayBuffer()));
+      const head = (await readFile(file)).subarray(0, 10);
+      // ID1 ID2, deflate, no flags (no name), mtime 0, XFL 0 (level 6), OS 255 (unknown).
+      expect([...head]).toEqual([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+      await run('gzip', ['-t', file]);
+      const { stdout } = await run('bash', ['-c', `gunzip -c "${file}" | sha256sum`]);
+      expect(`sha256:${stdout.split(' ')[0]}`).toBe(config.rootfs.diff_ids[i]);
+    }
+  });
+});
