@@ -1,26 +1,17 @@
-import { mkdtemp as makeTemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { tempDirs } from '../../test/harness/temp-dirs.js';
 import { authFileCandidates, lookupCredentials, normalizeAuthKey, parseCredsOption } from './authfile.js';
 import { parseChallenges } from './challenge.js';
 
-/** Temporary directories, removed after each test (none left in /tmp). */
-const temps: string[] = [];
-afterEach(async () => {
-  await Promise.all(temps.splice(0).map((d) => rm(d, { recursive: true, force: true })));
-});
-async function mkdtemp(prefix: string): Promise<string> {
-  const d = await makeTemp(prefix);
-  temps.push(d);
-  return d;
-}
+const temp = tempDirs();
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
 describe('auth.json lookup', () => {
   it('matches the most specific key first and normalises legacy Docker Hub keys', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'stowage-auth-'));
+    const dir = await temp('stowage-auth-');
     const file = join(dir, 'auth.json');
     await writeFile(
       file,
@@ -68,7 +59,7 @@ describe('auth.json lookup', () => {
   });
 
   it('reports a broken auth file without its contents', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'stowage-auth-'));
+    const dir = await temp('stowage-auth-');
     const file = join(dir, 'auth.json');
     await writeFile(file, '{"auths": {"reg.local": {"auth": "bm9jb2xvbg=="}}}');
     await expect(lookupCredentials('reg.local', 'a', file, { HOME: dir })).rejects.toThrowError(

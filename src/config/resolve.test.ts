@@ -1,7 +1,7 @@
-import { mkdtemp as makeTemp, mkdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { tempDirs } from '../../test/harness/temp-dirs.js';
 import { formatReference, parseReference } from '../reference/reference.js';
 import {
   loadRegistriesConf,
@@ -11,19 +11,10 @@ import {
 } from './registries.js';
 import { findRegistry, pullEndpoints, resolveCandidates, resolveEndpoint } from './resolve.js';
 
-/** Temporary directories, removed after each test (none left in /tmp). */
-const temps: string[] = [];
-afterEach(async () => {
-  await Promise.all(temps.splice(0).map((d) => rm(d, { recursive: true, force: true })));
-});
-async function mkdtemp(prefix: string): Promise<string> {
-  const d = await makeTemp(prefix);
-  temps.push(d);
-  return d;
-}
+const temp = tempDirs();
 
 async function conf(text: string, dropIns: Record<string, string> = {}): Promise<RegistriesConf> {
-  const dir = await mkdtemp(join(tmpdir(), 'stowage-conf-'));
+  const dir = await temp('stowage-conf-');
   const path = join(dir, 'registries.conf');
   await writeFile(path, text);
   if (Object.keys(dropIns).length > 0) {
@@ -211,7 +202,7 @@ describe('registries.conf.example', () => {
 describe('short-name-aliases.conf', () => {
   it('overrides registries.conf aliases, as podman records them', async () => {
     const c = await conf('[aliases]\n"app" = "a.local/team/app"\n"tool" = "a.local/tool"\n');
-    const dir = await mkdtemp(join(tmpdir(), 'stowage-alias-'));
+    const dir = await temp('stowage-alias-');
     const cache = join(dir, 'short-name-aliases.conf');
     await writeFile(cache, '[aliases]\n"app" = "b.local/picked/app"\n');
     await mergeAliasCache(c, cache);
