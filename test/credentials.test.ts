@@ -9,6 +9,7 @@ import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BIN, harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { startFaultProxy } from './harness/fault-proxy.js';
 import { run } from './harness/processes.js';
 
 const h = harness();
@@ -16,6 +17,7 @@ const basic = h.registries.basic;
 const token = h.registries.token;
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const WRONG = 'wrong-secret-4a1f';
+const small = (host: string) => `${host}/fixtures/small:v1`;
 
 /** Every output of every run in a test, to check that no secret ever appears. */
 function transcript() {
@@ -222,6 +224,59 @@ describe('login, logout and stored credentials', () => {
     });
     expect(other.code).toBe(4);
     expect(other.stderr + other.stdout).not.toContain(WRONG);
+  });
+
+  it('falls back to a GET with the identity token as the secret where the token service has no OAuth2 POST', async () => {
+    // The token service (behind a proxy) answers the OAuth2 POST with 405; the registry's challenge,
+    // rewritten by a proxy in front of it, sends clients there.
+    const tokenProxy = await startFaultProxy({
+      upstream: h.tokenServerUrl,
+      fault: (req) => (req.method === 'POST' ? { kind: 'status', status: 405 } : undefined),
+    });
+    const service = /service="([^"]+)"/.exec(
+      (await fetch(`${token.url}/v2/`)).headers.get('www-authenticate') ?? '',
+    )?.[1];
+    const front = await startFaultProxy({
+      upstream: token.url,
+      fault: () => ({
+        kind: 'headers',
+        headers: { 'www-authenticate': `Bearer realm="${tokenProxy.url}/token",service="${service}"` },
+      }),
+    });
+    try {
+      const w = await workdir('identity-get', insecureConf(front.host));
+      const authfile = join(w.dir, 'auth.json');
+      // A service without the OAuth2 endpoint takes the token as the password of a basic login.
+      await writeFile(
+        authfile,
+        JSON.stringify({ auths: { [front.host]: { auth: b64(`${h.user}:`), identitytoken: h.password } } }),
+      );
+      const archive = join(w.dir, 'a.tar');
+      expect(
+        (
+          await stowage(['pull', '-q', small(front.host), '-o', archive], {
+            env: { ...w.env, REGISTRY_AUTH_FILE: authfile },
+          })
+        ).code,
+      ).toBe(0);
+      const pushed = await stowage(
+        ['push', '-q', '--authfile', authfile, archive, `${front.host}/identity-get/small:v1`],
+        {
+          env: w.env,
+        },
+      );
+      expect(pushed.code, pushed.stderr).toBe(0);
+      const asked = tokenProxy.seen.map(
+        (q) => `${q.method} ${q.headers.authorization ? 'with' : 'without'} credentials`,
+      );
+      expect(asked).toContain('POST without credentials');
+      expect(asked).toContain('GET with credentials');
+      const basicAuth = tokenProxy.seen.find((q) => q.method === 'GET')!.headers.authorization!;
+      expect(basicAuth).toBe(`Basic ${b64(`${h.user}:${h.password}`)}`);
+    } finally {
+      await front.close();
+      await tokenProxy.close();
+    }
   });
 
   it('exchanges an identity (refresh) token from auth.json for access tokens (OAuth2 POST)', async () => {
