@@ -20,7 +20,13 @@ import { JobManager } from './service/jobs.js';
 import { createMetrics } from './service/metrics.js';
 import { type Engine, outboundGuard, pathRedactor, runPull, runPush, runSync } from './service/operations.js';
 import { Store } from './store/store.js';
-import { DEFAULT_LISTEN, loadStowageConfig, parseSize, type StowageConfig } from './sync/config.js';
+import {
+  DEFAULT_LISTEN,
+  durationMs,
+  loadStowageConfig,
+  parseSize,
+  type StowageConfig,
+} from './sync/config.js';
 import { Context } from './transfer/context.js';
 
 export interface ServeOptions {
@@ -197,10 +203,16 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     'listening',
   );
 
+  const grace = config.server['shutdown-grace'] ? durationMs(config.server['shutdown-grace']) : 0;
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
       ready = false;
+      if (grace > 0) {
+        // /readyz answers 503 meanwhile, and everything else is still served.
+        logger.info({ graceMs: grace }, 'stopping: not ready; still serving during shutdown-grace');
+        await new Promise((r) => setTimeout(r, grace));
+      }
       logger.info('shutting down: no new requests; running jobs are aborted and cleaned up');
       for (const c of crons) c.stop();
       const closed = new Promise<void>((r) => server.close(() => r()));

@@ -85,6 +85,28 @@ async function hangingProxy(
 }
 
 describe('stowage serve', () => {
+  it('answers /readyz 503 while stopping (during shutdown-grace), then exits 0', async () => {
+    const { s } = await start('svc-readyz', insecureConf(plain.host), 'shutdown-grace = "3s"\n');
+    expect((await fetch(`${s.url}/readyz`)).status).toBe(200);
+    const exited = s.stop('SIGTERM');
+    // Not ready as soon as the stop begins; health and the API still answer until the grace ends.
+    let status = 200;
+    for (let i = 0; i < 200 && status === 200; i++) {
+      status = (await fetch(`${s.url}/readyz`)).status;
+      if (status === 200) await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(status).toBe(503);
+    expect(await (await fetch(`${s.url}/readyz`)).json()).toMatchObject({ status: expect.any(String) });
+    expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+    expect(await exited).toBe(0);
+    expect(
+      await fetch(`${s.url}/readyz`).then(
+        () => 'answered',
+        () => 'refused',
+      ),
+    ).toBe('refused');
+  });
+
   it('answers health checks anonymously and everything else only with a token of the right scope', async () => {
     const { s } = await start('svc-auth', insecureConf(plain.host));
     expect((await fetch(`${s.url}/healthz`)).status).toBe(200);

@@ -76,6 +76,11 @@ const serverSchema = z.strictObject({
   'auth-hosts': z.array(z.string().min(1)).optional(),
   /** With allow-registries: the hosts (blob storage, CDNs) allowed registries may redirect the service to. */
   'redirect-hosts': z.array(z.string().min(1)).optional(),
+  /**
+   * On SIGTERM, how long to keep answering (with /readyz at 503) before closing, so that a load balancer
+   * or Kubernetes sees the replica leave before its connections are refused (default 0s).
+   */
+  'shutdown-grace': duration.optional(),
   /** Jobs kept in the history (default 1000). */
   'keep-jobs': z.number().int().positive().optional(),
   token: z.array(tokenSchema).optional(),
