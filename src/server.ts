@@ -13,20 +13,20 @@ import { Cron } from 'croner';
 import pino, { type Logger } from 'pino';
 import { createApp } from './api/app.js';
 import { type ApiToken, newToken, tokenHash } from './api/auth.js';
-import { writeFileAtomic } from './archive/atomic.js';
-import { sweepLeftovers, tmpPid } from './archive/partials.js';
-import { StowageError } from './errors.js';
-import { JobManager } from './service/jobs.js';
-import { createMetrics } from './service/metrics.js';
-import { type Engine, outboundGuard, pathRedactor, runPull, runPush, runSync } from './service/operations.js';
-import { Store } from './store/store.js';
 import {
   DEFAULT_LISTEN,
   durationMs,
   loadStowageConfig,
   parseSize,
   type StowageConfig,
-} from './sync/config.js';
+} from './config/stowage.js';
+import { writeFileAtomic } from './core/atomic.js';
+import { sweepLeftovers, tmpPid } from './core/partials.js';
+import { StowageError } from './errors.js';
+import { JobManager } from './service/jobs.js';
+import { createMetrics } from './service/metrics.js';
+import { type Engine, outboundGuard, pathRedactor, runPull, runPush, runSync } from './service/operations.js';
+import { Store } from './store/store.js';
 import { Context } from './transfer/context.js';
 
 export interface ServeOptions {

@@ -10,6 +10,7 @@ import type { Context as HonoContext, MiddlewareHandler } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { streamSSE } from 'hono/streaming';
 import type { Logger } from 'pino';
+import type { ApiScope } from '../config/stowage.js';
 import { ERROR_CODES, StowageError, toStowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import {
@@ -34,7 +35,6 @@ import {
 } from '../service/operations.js';
 import type { StoredVersion } from '../store/store.js';
 import { type ArchiveView, ociArchiveView } from '../store/view.js';
-import type { ApiScope } from '../sync/config.js';
 import { inspect, listTags } from '../transfer/inspect.js';
 import { type ApiToken, allows, findToken } from './auth.js';
 import { parseRange } from './range.js';

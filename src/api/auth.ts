@@ -3,7 +3,7 @@
  * A presented token is hashed and compared with every stored hash in constant time.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { ApiScope } from '../sync/config.js';
+import type { ApiScope } from '../config/stowage.js';
 
 export interface ApiToken {
   name: string;

@@ -13,11 +13,11 @@
  * the page cache) and are decompressed from there in their turn.
  */
 import { type FileHandle, open, unlink } from 'node:fs/promises';
+import { AtomicFile, SyncAhead } from '../core/atomic.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier, digestHex, digestMismatch, sha256Digest } from '../image/digest.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../image/schemas.js';
-import { AtomicFile, SyncAhead } from './atomic.js';
 import { decompressed, predictedPlainSize, SIZE_HINT_BYTES } from './decompress.js';
 import { ArchiveHasher, type HashSegment } from './hasher.js';
 import type { BlobFetcher, WriteOptions, WrittenArchive } from './oci-archive.js';

@@ -7,10 +7,11 @@
  */
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { syncDir, writeFileAtomic } from '../core/atomic.js';
+import { preparePartial } from '../core/partials.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier, digestAlgorithm, digestHex } from '../image/digest.js';
 import type { Descriptor } from '../image/schemas.js';
-import { syncDir, writeFileAtomic } from './atomic.js';
 import {
   type ArchiveContent,
   type ArchiveImage,
@@ -19,7 +20,6 @@ import {
   REF_NAME_ANNOTATION,
   type WriteOptions,
 } from './oci-archive.js';
-import { preparePartial } from './partials.js';
 import { runQueue } from './positioned.js';
 
 export interface WrittenLayout {

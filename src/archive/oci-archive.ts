@@ -1,9 +1,9 @@
+import { AtomicFile, SyncAhead } from '../core/atomic.js';
+import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier, digestAlgorithm, digestHex } from '../image/digest.js';
 import { MediaType } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
-import type { ProgressListener } from '../transfer/progress.js';
-import { AtomicFile, SyncAhead } from './atomic.js';
 import { ArchiveHasher, type HashSegment } from './hasher.js';
 import { PositionedWriter, runQueue } from './positioned.js';
 import { archiveMtime, END_OF_ARCHIVE, entryHeader, paddedSize, type TarEntry } from './tar.js';

@@ -3,7 +3,7 @@
  * to its place in the file in large batches (the writers that know their layout up front).
  */
 import type { FileHandle } from 'node:fs/promises';
-import type { SyncAhead } from './atomic.js';
+import type { SyncAhead } from '../core/atomic.js';
 
 /** Bytes per write. */
 export const WRITE_BATCH = 1 << 20;

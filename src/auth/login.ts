@@ -6,7 +6,7 @@
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { writeFileAtomic } from '../archive/atomic.js';
+import { writeFileAtomic } from '../core/atomic.js';
 import { StowageError } from '../errors.js';
 import { parseReference } from '../reference/reference.js';
 import {

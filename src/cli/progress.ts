@@ -1,5 +1,5 @@
 import type cliProgressType from 'cli-progress';
-import type { ProgressEvent, ProgressListener } from '../transfer/progress.js';
+import type { ProgressEvent, ProgressListener } from '../core/progress.js';
 import { formatBytes } from './format.js';
 
 /** Renders engine progress events as bars on a terminal (stderr). Returns a stop function. */

@@ -1,7 +1,7 @@
 import { type Command, Option } from 'commander';
 import { newToken, tokenHash } from '../api/auth.js';
+import { API_SCOPES, type ApiScope, DEFAULT_LISTEN } from '../config/stowage.js';
 import { StowageError } from '../errors.js';
-import { API_SCOPES, type ApiScope, DEFAULT_LISTEN } from '../sync/config.js';
 import { parseBool } from './options.js';
 
 interface ServeCliOptions {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
+import { loadStowageConfig, type StowageConfig } from '../config/stowage.js';
 import { parsePlatform } from '../image/platform.js';
 import { Store } from '../store/store.js';
-import { loadStowageConfig, type StowageConfig } from '../sync/config.js';
 import type { SyncReport } from '../sync/sync.js';
 import type { ArchiveFormat } from '../transfer/formats.js';
 import { formatBytes, formatDuration } from './format.js';

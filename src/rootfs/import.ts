@@ -15,8 +15,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { decompressed, gzipDeterministic } from '../archive/decompress.js';
 import { OCI_LAYOUT_FILE, REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
-import { preparePartial } from '../archive/partials.js';
 import { END_OF_ARCHIVE } from '../archive/tar.js';
+import { preparePartial } from '../core/partials.js';
+import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
 import { sha256Digest } from '../image/digest.js';
 import { MediaType } from '../image/mediatypes.js';
@@ -26,7 +27,6 @@ import { formatReference, parseReference, withDefaultTag } from '../reference/re
 import { parseDestinationReference } from '../reference/transport.js';
 import type { ArchiveFormat } from '../transfer/archive-source.js';
 import type { Context } from '../transfer/context.js';
-import type { ProgressListener } from '../transfer/progress.js';
 import { checkOutput, pull } from '../transfer/pull.js';
 import { push } from '../transfer/push.js';
 import { type ContainerConfig, parseChanges } from './changes.js';

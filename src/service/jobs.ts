@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { writeFileAtomic } from '../archive/atomic.js';
+import { writeFileAtomic } from '../core/atomic.js';
 import { StowageError, toStowageError } from '../errors.js';
 
 export type JobKind = 'pull' | 'push' | 'sync';

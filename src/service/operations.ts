@@ -10,6 +10,7 @@ import { mkdir, readFile, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { OutboundGuard } from '../auth/authenticator.js';
+import type { JobConfig, ServerConfig, StowageConfig } from '../config/stowage.js';
 import { StowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import {
@@ -23,7 +24,6 @@ import { exportVersion } from '../store/archives.js';
 import type { ArchiveStore, StoredVersion } from '../store/store.js';
 import { ociArchiveView, viewSha256 } from '../store/view.js';
 import { BlobCache } from '../sync/blob-cache.js';
-import type { JobConfig, ServerConfig, StowageConfig } from '../sync/config.js';
 import { type BlobEvent, type SyncReport, sync } from '../sync/sync.js';
 import { ArchiveSource } from '../transfer/archive-source.js';
 import type { Context } from '../transfer/context.js';

@@ -4,15 +4,16 @@
  * sha256 is recorded once computed. `df` compares what all archives would take with what the store
  * holds on disk.
  */
+
+import type { StowageConfig } from '../config/stowage.js';
+import type { ProgressListener } from '../core/progress.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import type { PlatformSpec } from '../image/platform.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
-import type { StowageConfig } from '../sync/config.js';
-import { retentionVictims } from '../sync/retention.js';
 import type { ArchiveFormat } from '../transfer/archive-source.js';
 import type { Context } from '../transfer/context.js';
-import type { ProgressListener } from '../transfer/progress.js';
 import { type PullResult, pull } from '../transfer/pull.js';
+import { retentionVictims } from './retention.js';
 import type { ArchiveStore, StoredVersion } from './store.js';
 
 export interface ExportOptions {

@@ -12,14 +12,12 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { finished } from 'node:stream/promises';
-import { partialPath, partialPid, processAlive } from '../archive/partials.js';
 import { runQueue } from '../archive/positioned.js';
+import { DEFAULT_BLOB_CACHE_BYTES } from '../config/stowage.js';
+import { partialPath, partialPid, processAlive } from '../core/partials.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
 import type { Descriptor } from '../image/schemas.js';
-
-/** The default bound: enough for the base layers many images share, small next to any store. */
-export const DEFAULT_BLOB_CACHE_BYTES = 2 * 1024 ** 3;
 
 /** Files looked at once when the cache is opened. */
 const SCAN_CONCURRENCY = 16;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseStowageConfig } from './config.js';
+import { parseStowageConfig } from '../config/stowage.js';
 import { selectTags, tagVersion } from './select.js';
 
 const tags = ['latest', '1.0.0', '1.2.0', 'v1.10.0', '2.0.0-rc.1', '2.0.0', '3.20', 'edge', '1.2.0-alpine'];

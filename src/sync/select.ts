@@ -1,6 +1,6 @@
 /** Which tags of a repository a job takes: explicit list, regex allow/deny, a semver range, the newest N. */
 import semver from 'semver';
-import type { JobConfig } from './config.js';
+import type { JobConfig } from '../config/stowage.js';
 
 /** A tag as a semantic version, if it reads as one: v1.2.3, 1.2.3-rc.1, or 3.20 and 7 (zeros filled in). */
 export function tagVersion(tag: string): semver.SemVer | undefined {

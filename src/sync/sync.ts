@@ -7,11 +7,13 @@
  */
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { JobConfig, StowageConfig } from '../config/stowage.js';
 import { StowageError, toStowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import type { Descriptor } from '../image/schemas.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
 import type { RegistryClient } from '../registry/client.js';
+import { retentionVictims } from '../store/retention.js';
 import { type ArchiveStore, Store, type StoredVersion } from '../store/store.js';
 import type { Context } from '../transfer/context.js';
 import { Limiter } from '../transfer/limiter.js';
@@ -19,8 +21,6 @@ import { type ImagePlan, planImage, planPlatforms } from '../transfer/plan.js';
 import { RegistrySource } from '../transfer/registry-source.js';
 import { DEFAULT_CHUNK_SIZE, Uploader } from '../transfer/upload.js';
 import { BlobCache } from './blob-cache.js';
-import type { JobConfig, StowageConfig } from './config.js';
-import { retentionVictims } from './retention.js';
 import { selectTags } from './select.js';
 
 /** Tags of one job synced at once. */

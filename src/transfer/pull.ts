@@ -12,6 +12,7 @@ import {
   REF_NAME_ANNOTATION,
   writeOciArchive,
 } from '../archive/oci-archive.js';
+import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
 import { hostPlatform, type PlatformSpec } from '../image/platform.js';
 import { type Descriptor, imageConfigSchema } from '../image/schemas.js';
@@ -25,7 +26,6 @@ import { archiveFormat, parseTransportReference } from '../reference/transport.j
 import { type ArchiveFormat, ArchiveSource } from './archive-source.js';
 import type { Context } from './context.js';
 import { type ImagePlan, parseManifest, planImage, planPlatforms } from './plan.js';
-import type { ProgressListener } from './progress.js';
 import { RegistrySource } from './registry-source.js';
 import type { ImageSource } from './source.js';
 

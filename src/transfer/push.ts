@@ -14,6 +14,7 @@ import { mkdtemp, open as openFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipDeterministic } from '../archive/decompress.js';
+import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier, sha256Digest } from '../image/digest.js';
 import { isIndexMediaType, MediaType } from '../image/mediatypes.js';
@@ -29,7 +30,6 @@ import { archiveFormat, parseTransportReference } from '../reference/transport.j
 import { ArchiveSource, type ListedImage } from './archive-source.js';
 import type { Context } from './context.js';
 import { type ImagePlan, type PlannedDocument, parseManifest, planImage } from './plan.js';
-import type { ProgressListener } from './progress.js';
 import { RegistrySource } from './registry-source.js';
 import type { ImageSource } from './source.js';
 import { type BlobOpener, DEFAULT_CHUNK_SIZE, Uploader, type UploadStats } from './upload.js';

@@ -6,13 +6,14 @@
  * registry asks for it. Source bytes are digest-checked as they go. Manifests go up with their exact
  * bytes, children before indexes, tags last, so a failure never leaves a tag on an incomplete image.
  */
+
+import type { ProgressListener } from '../core/progress.js';
 import { StowageError, toStowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
 import type { Descriptor } from '../image/schemas.js';
 import type { RegistryClient, UploadSession } from '../registry/client.js';
 import { Limiter } from './limiter.js';
 import type { PlannedDocument } from './plan.js';
-import type { ProgressListener } from './progress.js';
 
 /** Where blobs are known to be, per registry host: digest -> repositories. Lives as long as a Context. */
 export class BlobLocations {

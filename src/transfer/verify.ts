@@ -10,7 +10,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Compression, decompressed } from '../archive/decompress.js';
 import { ArchiveHasher } from '../archive/hasher.js';
-import { deadLeftovers, partialPid, tmpPid } from '../archive/partials.js';
+import { deadLeftovers, partialPid, tmpPid } from '../core/partials.js';
 import { StowageError, toStowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
 import { isIndexMediaType, isManifestMediaType, MAX_MANIFEST_BYTES, MediaType } from '../image/mediatypes.js';

@@ -1,6 +1,7 @@
 /** Retention: which stored versions go. */
-import type { StoredVersion } from '../store/store.js';
-import { durationMs, type Retention } from './config.js';
+
+import { durationMs, type Retention } from '../config/stowage.js';
+import type { StoredVersion } from './store.js';
 
 /** The versions retention removes from a list (one repository's), newest of each tag always kept. */
 export function retentionVictims(

@@ -8,11 +8,13 @@ import { join, resolve } from 'node:path';
 import { Cron } from 'croner';
 import semver from 'semver';
 import { z } from 'zod';
-import { parseTomlFile } from '../config/registries.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { parseRepository } from '../reference/reference.js';
-import { DEFAULT_BLOB_CACHE_BYTES } from './blob-cache.js';
+import { parseTomlFile } from './registries.js';
+
+/** The mirror blob cache's default bound: enough for the base layers many images share, small next to any store. */
+export const DEFAULT_BLOB_CACHE_BYTES = 2 * 1024 ** 3;
 
 const duration = z.string().regex(/^\d+(s|m|h|d|w)$/, 'a duration such as 90d, 12h or 2w');
 
