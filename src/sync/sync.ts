@@ -213,15 +213,8 @@ async function runJob(
           tags.map((tag) =>
             tagLimiter.run(async () => {
               const outcome = await syncTag(
-                store,
-                storing,
-                source,
-                repository,
-                endpoint,
+                { store, storing, source, repository, endpoint, job, archiving, mirror },
                 tag,
-                job,
-                archiving,
-                mirror,
                 opts,
               );
               opts.onEvent?.({ job: job.name, tag, outcome });
@@ -257,18 +250,21 @@ async function runJob(
   return report;
 }
 
-async function syncTag(
-  store: ArchiveStore,
-  storing: Map<string, Promise<void>>,
-  source: RegistrySource,
-  repository: string,
-  endpoint: { host: string; path: string },
-  tag: string,
-  job: JobConfig,
-  archiving: boolean,
-  mirror: Mirror | undefined,
-  opts: JobOptions,
-): Promise<TagOutcome> {
+/** What every tag of a job shares: where from, where to, and the blobs already on their way. */
+interface TagSyncContext {
+  store: ArchiveStore;
+  /** Blobs this job is storing now, by digest (its tags share them). */
+  storing: Map<string, Promise<void>>;
+  source: RegistrySource;
+  repository: string;
+  endpoint: { host: string; path: string };
+  job: JobConfig;
+  archiving: boolean;
+  mirror: Mirror | undefined;
+}
+
+async function syncTag(t: TagSyncContext, tag: string, opts: JobOptions): Promise<TagOutcome> {
+  const { store, storing, source, repository, endpoint, job, archiving, mirror } = t;
   const outcome: TagOutcome = { tag, action: 'skipped', fetchedBytes: 0 };
   try {
     // Both HEADs at once: the source's digest, and what the mirror has under the tag.

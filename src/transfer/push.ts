@@ -296,12 +296,17 @@ async function recompress(
 }
 
 /** Uploads one planned image to each of its destinations (grouped by repository). */
+/** One planned image to upload: its blobs' opener, where it goes, and a repository to mount from. */
+interface ImageUpload {
+  plan: ImagePlan;
+  open: BlobOpener;
+  targets: ImageReference[];
+  mountFrom: { host: string; repo: string } | undefined;
+}
+
 async function uploadImage(
   ctx: Context,
-  plan: ImagePlan,
-  open: BlobOpener,
-  targets: ImageReference[],
-  mountFrom: { host: string; repo: string } | undefined,
+  { plan, open, targets, mountFrom }: ImageUpload,
   opts: PushOptions & { verifyExisting?: boolean },
   stats: UploadStats,
 ): Promise<void> {
@@ -420,10 +425,14 @@ export async function push(
       try {
         await uploadImage(
           ctx,
-          plan,
-          open,
-          targets,
-          origin ? { host: ctx.endpoint(origin).host, repo: ctx.endpoint(origin).path } : undefined,
+          {
+            plan,
+            open,
+            targets,
+            mountFrom: origin
+              ? { host: ctx.endpoint(origin).host, repo: ctx.endpoint(origin).path }
+              : undefined,
+          },
           // A damaged or incomplete archive fails even where the registry already has its blobs.
           { ...opts, verifyExisting: true },
           stats,
@@ -489,10 +498,12 @@ export async function copyToRegistry(
       if (!opts.dryRun)
         await uploadImage(
           dstCtx,
-          plan,
-          (desc, sig) => source.getBlob(desc, sig),
-          [target],
-          { host: endpoint.host, repo: endpoint.path },
+          {
+            plan,
+            open: (desc, sig) => source.getBlob(desc, sig),
+            targets: [target],
+            mountFrom: { host: endpoint.host, repo: endpoint.path },
+          },
           opts,
           stats,
         );
