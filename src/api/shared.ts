@@ -1,0 +1,51 @@
+/**
+ * What the API's route modules share: the dependencies createApp is given, the request variables,
+ * the error body every refusal uses, the scope check's type and the OpenAPI security requirement.
+ */
+import type { OpenAPIHono } from '@hono/zod-openapi';
+import type { MiddlewareHandler } from 'hono';
+import type { Logger } from 'pino';
+import type { ApiScope } from '../config/stowage.js';
+import type { JobManager } from '../service/jobs.js';
+import type { Metrics } from '../service/metrics.js';
+import type { Engine } from '../service/operations.js';
+import type { ApiToken } from './auth.js';
+import { ErrorSchema } from './schemas.js';
+
+export interface AppDeps {
+  engine: Engine;
+  jobs: JobManager;
+  metrics: Metrics;
+  tokens: ApiToken[];
+  logger: Logger;
+  version: string;
+  /** False while starting or shutting down (GET /readyz answers 503). */
+  ready: () => boolean;
+  maxUpload: number;
+  /** Takes the server's own paths out of error messages (see pathRedactor). */
+  redact?: ((text: string) => string) | undefined;
+}
+
+export type Env = { Variables: { token: ApiToken; requestId: string } };
+
+/** The Hono app every route module adds to (one app: validation, errors and middleware are its own). */
+export type ApiApp = OpenAPIHono<Env>;
+
+/** The middleware that lets a request in only with a token holding `scope`. */
+export type Need = (scope: ApiScope) => MiddlewareHandler<Env>;
+
+export const security = [{ Bearer: [] }];
+
+export function errorBody(code: string, message: string, requestId?: string) {
+  return { error: { code, message }, ...(requestId ? { requestId } : {}) };
+}
+
+export const errorResponses = {
+  400: { description: 'Invalid request', content: { 'application/json': { schema: ErrorSchema } } },
+  401: { description: 'No valid API token', content: { 'application/json': { schema: ErrorSchema } } },
+  403: {
+    description: "The token's scopes do not allow this, or the registry is not allowed",
+    content: { 'application/json': { schema: ErrorSchema } },
+  },
+  404: { description: 'Not found', content: { 'application/json': { schema: ErrorSchema } } },
+} as const;
