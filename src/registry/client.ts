@@ -157,8 +157,7 @@ export class RegistryClient {
   private readonly interval: number;
   private nextSlot = 0;
   private readonly stall: StallRule;
-  private readonly retries: number;
-  private readonly backoff: RetryOptions;
+  private readonly retry: RetryOptions;
   private readonly guard: OutboundGuard | undefined;
 
   constructor(opts: RegistryClientOptions) {
@@ -167,8 +166,7 @@ export class RegistryClient {
     this.interval = opts.requestsPerSecond ? 1000 / opts.requestsPerSecond : 0;
     this.apiHost = opts.host === DEFAULT_DOMAIN ? DOCKER_HUB_API_HOST : opts.host;
     const retry = { ...DEFAULT_RETRY, ...opts.retry };
-    this.retries = retry.maxRetries;
-    this.backoff = retry;
+    this.retry = retry;
     this.stall = { ...DEFAULT_STALL, ...opts.stall };
     // One TLS context for all of the client's connections: given a CA list instead, Node parses every
     // certificate in it again for each connection (35 ms apiece here with the ~140 roots). An insecure
@@ -356,7 +354,7 @@ export class RegistryClient {
       }
       observe(this.host, opts.method, res.statusCode, started);
       this.noteRateLimit(res.headers);
-      if (res.statusCode === 429 && !write && throttled < this.retries) {
+      if (res.statusCode === 429 && !write && throttled < this.retry.maxRetries) {
         await res.body.dump();
         throttled++;
         await this.waitOut(res.headers['retry-after'], throttled, opts.what, opts.signal);
@@ -407,7 +405,7 @@ export class RegistryClient {
     let ms: number | undefined;
     if (value && /^\d+$/.test(value)) ms = Number(value) * 1000;
     else if (value && Number.isFinite(Date.parse(value))) ms = Math.max(0, Date.parse(value) - Date.now());
-    ms ??= Math.min(this.backoff.minTimeoutMs * 2 ** (attempt - 1), this.backoff.maxTimeoutMs);
+    ms ??= Math.min(this.retry.minTimeoutMs * 2 ** (attempt - 1), this.retry.maxTimeoutMs);
     if (ms > MAX_RATE_LIMIT_WAIT_MS) {
       throw new StowageError(
         'RATE_LIMITED',
@@ -416,15 +414,16 @@ export class RegistryClient {
       );
     }
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(resolve, ms);
-      signal?.addEventListener(
-        'abort',
-        () => {
-          clearTimeout(timer);
-          reject(new StowageError('ABORTED', `${what}: aborted`));
-        },
-        { once: true },
-      );
+      // The caller's signal often outlives this wait (a sync's one signal): its listener goes with it.
+      const onAbort = () => {
+        clearTimeout(timer);
+        reject(new StowageError('ABORTED', `${what}: aborted`));
+      };
+      const timer = setTimeout(() => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 
@@ -716,7 +715,7 @@ export class RegistryClient {
         if (signal?.aborted) throw new StowageError('ABORTED', `${what}: aborted`);
         const stalled = e instanceof StallError;
         if (e instanceof StowageError) throw e;
-        if (resumes >= this.retries) {
+        if (resumes >= this.retry.maxRetries) {
           if (stalled) {
             throw new StowageError(
               'NETWORK',

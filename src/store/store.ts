@@ -205,16 +205,9 @@ export class Store implements ArchiveStore {
     d: Descriptor,
     open: () => Promise<AsyncIterable<Uint8Array>>,
   ): Promise<'present' | 'shared' | 'fetched'> {
-    const other = this.fetching.get(d.digest);
-    if (
-      other &&
-      (await other.then(
-        () => true,
-        () => false,
-      ))
-    )
-      return 'shared';
-    // Claimed before the first await, so that a second caller finds this fetch in the map.
+    // Looked up without an await when none is under way, so that this one is claimed (below) before
+    // any other caller can look.
+    if (this.fetching.has(d.digest) && (await this.fetched(d.digest))) return 'shared';
     const mine = (async () => {
       if (await this.hasBlob(d.digest)) return 'present' as const;
       await this.putBlob(d, await open());

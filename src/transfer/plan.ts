@@ -1,5 +1,6 @@
+import { readSmallBlob } from '../archive/docker-archive.js';
 import { StowageError } from '../errors.js';
-import { DigestVerifier, sha256Digest } from '../image/digest.js';
+import { sha256Digest } from '../image/digest.js';
 import { isIndexMediaType, isManifestMediaType, MAX_MANIFEST_BYTES, MediaType } from '../image/mediatypes.js';
 import { formatPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
 import {
@@ -118,6 +119,7 @@ export async function planImage(
         blobs.set(b.digest, { mediaType: b.mediaType, digest: b.digest, size: b.size });
     }
     if (platformHint) platforms.push(platformHint);
+    return m;
   };
 
   const fetchChild = async (d: Descriptor) => {
@@ -158,9 +160,9 @@ export async function planImage(
     }
   } else if (isManifestMediaType(top.mediaType)) {
     root = { descriptor: topDesc, bytes: top.bytes };
-    await addImage(topDesc, top.bytes);
+    const manifest = await addImage(topDesc, top.bytes);
     // One image, no index to say its platform: its config does (results, the store and the API list it).
-    const platform = await configPlatform(source, parseManifest(top.bytes, 'manifest'), signal);
+    const platform = await configPlatform(source, manifest, signal);
     if (platform) platforms.push(platform);
   } else {
     throw new StowageError(
@@ -185,18 +187,9 @@ async function configPlatform(
 ): Promise<string | undefined> {
   const d = manifest.config;
   if (d.mediaType !== MediaType.OciConfig && d.mediaType !== MediaType.DockerConfig) return undefined;
-  let bytes: Buffer;
-  if (source.readSmallBlob) bytes = await source.readSmallBlob(d, signal);
-  else {
-    const verifier = new DigestVerifier(d.digest, d.size, `config ${d.digest} of ${source.description}`);
-    const parts: Buffer[] = [];
-    for await (const c of await source.getBlob(d, signal)) {
-      verifier.update(c);
-      parts.push(Buffer.from(c));
-    }
-    verifier.finish();
-    bytes = Buffer.concat(parts);
-  }
+  const bytes = source.readSmallBlob
+    ? await source.readSmallBlob(d, signal)
+    : await readSmallBlob((desc, s) => source.getBlob(desc, s), d, signal ?? new AbortController().signal);
   const config = parseConfig(bytes, `config ${d.digest} of ${source.description}`);
   if (!config.os || !config.architecture) return undefined;
   return formatPlatform({

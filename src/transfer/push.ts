@@ -295,7 +295,6 @@ async function recompress(
   }
 }
 
-/** Uploads one planned image to each of its destinations (grouped by repository). */
 /** One planned image to upload: its blobs' opener, where it goes, and a repository to mount from. */
 interface ImageUpload {
   plan: ImagePlan;
@@ -304,6 +303,7 @@ interface ImageUpload {
   mountFrom: { host: string; repo: string } | undefined;
 }
 
+/** Uploads one planned image to each of its destinations (grouped by repository). */
 async function uploadImage(
   ctx: Context,
   { plan, open, targets, mountFrom }: ImageUpload,
@@ -401,45 +401,12 @@ export async function push(
     for (const { img, index, targets } of jobs) {
       const what = `${source.description} @${index}`;
       let plan = await planFrom(source, img.descriptor.digest, opts, what);
-      if (opts.dryRun) {
-        images.push({
-          source: imageLabel(what, img),
-          destinations: targets.map(formatReference),
-          digest: plan.root.descriptor.digest,
-          mediaType: plan.root.descriptor.mediaType,
-          newDigest: source.format === 'docker-archive' && source.synthesizedManifests,
-        });
-        continue;
-      }
-      let open: BlobOpener = (d, s) => source.getBlob(d, s);
-      let cleanup = async () => {};
       const synthesized =
         source.format === 'docker-archive' &&
         !isIndexMediaType(plan.root.descriptor.mediaType) &&
         source.synthesizedManifests;
-      if (synthesized)
-        ({ plan, open, cleanup } = await recompress(plan, source, opts.concurrency ?? 4, opts.signal));
-      // Restoring into the registry the image came from (under another name): its recorded
-      // repository there is the natural place to mount blobs from.
-      const origin = recordedNames(img).full.find((n) => targets.some((t) => t.domain === n.domain));
-      try {
-        await uploadImage(
-          ctx,
-          {
-            plan,
-            open,
-            targets,
-            mountFrom: origin
-              ? { host: ctx.endpoint(origin).host, repo: ctx.endpoint(origin).path }
-              : undefined,
-          },
-          // A damaged or incomplete archive fails even where the registry already has its blobs.
-          { ...opts, verifyExisting: true },
-          stats,
-        );
-      } finally {
-        await cleanup();
-      }
+      if (!opts.dryRun)
+        plan = await restoreImage(ctx, { source, img, plan, targets, synthesized }, opts, stats);
       images.push({
         source: imageLabel(what, img),
         destinations: targets.map(formatReference),
@@ -452,6 +419,50 @@ export async function push(
   } finally {
     await source.close();
   }
+}
+
+/**
+ * Uploads one image of an archive to its targets; returns the plan that went up (a docker-archive's
+ * made-up manifest, with its layers gzipped, when `synthesized`).
+ */
+async function restoreImage(
+  ctx: Context,
+  image: {
+    source: ArchiveSource;
+    img: ListedImage;
+    plan: ImagePlan;
+    targets: ImageReference[];
+    synthesized: boolean;
+  },
+  opts: PushOptions,
+  stats: UploadStats,
+): Promise<ImagePlan> {
+  const { source, img, targets } = image;
+  let { plan } = image;
+  let open: BlobOpener = (d, s) => source.getBlob(d, s);
+  let cleanup = async () => {};
+  if (image.synthesized)
+    ({ plan, open, cleanup } = await recompress(plan, source, opts.concurrency ?? 4, opts.signal));
+  // Restoring into the registry the image came from (under another name): its recorded repository
+  // there is the natural place to mount blobs from.
+  const origin = recordedNames(img).full.find((n) => targets.some((t) => t.domain === n.domain));
+  try {
+    await uploadImage(
+      ctx,
+      {
+        plan,
+        open,
+        targets,
+        mountFrom: origin ? { host: ctx.endpoint(origin).host, repo: ctx.endpoint(origin).path } : undefined,
+      },
+      // A damaged or incomplete archive fails even where the registry already has its blobs.
+      { ...opts, verifyExisting: true },
+      stats,
+    );
+  } finally {
+    await cleanup();
+  }
+  return plan;
 }
 
 /**
