@@ -119,6 +119,34 @@ describe('what crashes leave behind', () => {
   });
 });
 
+describe('scratch directories', () => {
+  it('a docker-archive push removes the scratch directories of killed pushes, never a live one', async () => {
+    const w = await workdir('push-scratch', insecureConf(plain.host));
+    const tmp = join(w.dir, 'tmp');
+    await mkdir(tmp);
+    const env = { ...w.env, TMPDIR: tmp };
+    const archive = join(w.dir, 'small.tar');
+    const pulled = await stowage(
+      ['pull', '-q', '-f', 'docker-archive', `${plain.host}/fixtures/small:v1`, '-o', archive],
+      {
+        env,
+      },
+    );
+    expect(pulled.code, pulled.stderr).toBe(0);
+    // What a push killed while gzipping layers leaves, and one a running push is using.
+    const dead = join(tmp, `stowage-push-${await deadPid()}-AbC123`);
+    const live = join(tmp, `stowage-push-${process.pid}-XyZ789`);
+    for (const d of [dead, live]) {
+      await mkdir(d);
+      await writeFile(join(d, '0-layer.gz'), 'gzipped layer bytes');
+    }
+    const r = await stowage(['push', '-q', archive, `${plain.host}/scratch/small:v1`], { env });
+    expect(r.code, r.stderr).toBe(0);
+    // The dead one is gone, the live one kept, and the push's own removed when it finished.
+    expect(await readdir(tmp)).toEqual([live.split('/').at(-1)]);
+  });
+});
+
 describe('verify of damaged files', () => {
   it('says a cut-short archive is truncated, and counts every blob, the damaged ones too', async () => {
     const w = await workdir('verify-truncated', insecureConf(plain.host));

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Dirent } from 'node:fs';
-import { lstat, readdir, rm } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /** `.NAME.PID-HEX.partial`, and files a writer keeps beside it (`.partial.layer3`: docker-archive spools). */
@@ -94,6 +94,25 @@ export async function preparePartial(target: string): Promise<string> {
   await sweepOnce(dirname(target));
   return partialPath(target);
 }
+
+/**
+ * A scratch directory `PREFIX<pid>-XXXXXX` in `parent` (spools, recompressed layers), after removing
+ * those of `prefix` whose process is gone: what a killed run left there goes at the next one's start.
+ */
+export async function scratchDir(parent: string, prefix: string): Promise<string> {
+  const key = `${parent}\0${prefix}`;
+  if (!sweptScratch.has(key)) {
+    sweptScratch.add(key);
+    await sweepLeftovers(parent, (name) => {
+      if (!name.startsWith(prefix)) return undefined;
+      const m = /^(\d+)-/.exec(name.slice(prefix.length));
+      return m ? Number(m[1]) : undefined;
+    });
+  }
+  return mkdtemp(join(parent, `${prefix}${process.pid}-`));
+}
+
+const sweptScratch = new Set<string>();
 
 export function partialPid(name: string): number | undefined {
   const m = PARTIAL.exec(name);

@@ -11,7 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { finished } from 'node:stream/promises';
@@ -21,6 +21,7 @@ import { ArchiveHasher } from '../archive/hasher.js';
 import { GarbageBudget } from '../archive/memory.js';
 import { END_OF_ARCHIVE } from '../archive/tar.js';
 import { AtomicFile, SyncAhead, sha256Line, writeFileAtomic } from '../core/atomic.js';
+import { scratchDir } from '../core/partials.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
 import { hostPlatform, type PlatformSpec } from '../image/platform.js';
@@ -151,7 +152,7 @@ export class LayerReader {
     const verifier = new DigestVerifier(d.digest, d.size, this.describe(i));
     let sink: ReturnType<typeof createWriteStream> | undefined;
     if (this.image.remote) {
-      this.spool ??= mkdtemp(join(this.spoolParent, '.stowage-export-'));
+      this.spool ??= scratchDir(this.spoolParent, '.stowage-export-');
       sink = createWriteStream(join(await this.spool, String(i)));
     }
     const spooled = this.spooled;

@@ -10,13 +10,13 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, open, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { decompressed, gzipDeterministic } from '../archive/decompress.js';
 import { OCI_LAYOUT_FILE, REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
 import { END_OF_ARCHIVE } from '../archive/tar.js';
-import { preparePartial } from '../core/partials.js';
+import { preparePartial, scratchDir } from '../core/partials.js';
 import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
 import { sha256Digest } from '../image/digest.js';
@@ -226,9 +226,9 @@ async function checkDestination(ctx: Context, dest: string, how: string): Promis
 /** A work directory beside the destination (so large layers stay on its disk), or in tmp for registries. */
 async function workDirFor(dest: string): Promise<string> {
   const t = parseDestinationReference(dest);
-  if (t.transport === 'docker') return mkdtemp(join(tmpdir(), '.stowage-image-'));
+  if (t.transport === 'docker') return scratchDir(tmpdir(), '.stowage-image-');
   await checkOutput(t.path, t.transport === 'oci-archive' || t.transport === 'docker-archive');
-  return mkdtemp(join(dirname(resolve(t.path)), '.stowage-image-'));
+  return scratchDir(dirname(resolve(t.path)), '.stowage-image-');
 }
 
 /**

@@ -10,10 +10,11 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, open as openFile, rm } from 'node:fs/promises';
+import { open as openFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipDeterministic } from '../archive/decompress.js';
+import { scratchDir } from '../core/partials.js';
 import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier, sha256Digest } from '../image/digest.js';
@@ -206,7 +207,7 @@ async function recompress(
   if (!manifest.layers.some((l) => UNCOMPRESSED_LAYER.has(l.mediaType))) {
     return { plan, open, cleanup: async () => {} };
   }
-  const dir = await mkdtemp(join(tmpdir(), 'stowage-push-'));
+  const dir = await scratchDir(tmpdir(), 'stowage-push-');
   const compressed = new Map<string, { path: string; descriptor: Descriptor }>();
   const cleanup = () => rm(dir, { recursive: true, force: true });
   try {
