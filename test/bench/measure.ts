@@ -4,6 +4,8 @@ import { collectOutput } from '../harness/processes.js';
 export interface Measured {
   seconds: number;
   maxRssBytes: number;
+  /** User + system CPU time of the command and its children: what the work cost, whatever the cores. */
+  coreSeconds: number;
   stdout: string;
 }
 
@@ -19,12 +21,13 @@ export async function measure(
   const wrapper =
     'import resource,subprocess,sys,time\n' +
     't=time.monotonic(); r=subprocess.run(sys.argv[1:]); d=time.monotonic()-t\n' +
-    'sys.stderr.write("\\nbench-result %f %d %d\\n" % (d, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode))\n';
+    'u=resource.getrusage(resource.RUSAGE_CHILDREN)\n' +
+    'sys.stderr.write("\\nbench-result %f %d %d %f\\n" % (d, u.ru_maxrss, r.returncode, u.ru_utime+u.ru_stime))\n';
   const child = spawn('python3', ['-c', wrapper, cmd, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const { stdout, stderr } = await collectOutput(child);
-  const m = /bench-result ([\d.]+) (\d+) (-?\d+)/.exec(stderr);
+  const m = /bench-result ([\d.]+) (\d+) (-?\d+) ([\d.]+)/.exec(stderr);
   if (m?.[3] !== '0') throw new Error(`${cmd} ${args.join(' ')} failed: ${stderr.slice(-2000)}`);
-  return { seconds: Number(m![1]), maxRssBytes: Number(m![2]) * 1024, stdout };
+  return { seconds: Number(m![1]), maxRssBytes: Number(m![2]) * 1024, coreSeconds: Number(m![4]), stdout };
 }
 
 export function median(xs: number[]): number {

@@ -68,12 +68,12 @@ describe('pull benchmark', () => {
     const env = { ...process.env, HOME: home, CONTAINERS_REGISTRIES_CONF: conf };
     const out = join(dir, 'out');
     await mkdir(out, { recursive: true });
-    const results: Record<Name, { t: number[]; rss: number[] }> = {
-      skopeo: { t: [], rss: [] },
-      stowage: { t: [], rss: [] },
-      'stowage (smaller image)': { t: [], rss: [] },
-      'skopeo docker-archive': { t: [], rss: [] },
-      'stowage docker-archive': { t: [], rss: [] },
+    const results: Record<Name, { t: number[]; rss: number[]; cpu: number[] }> = {
+      skopeo: { t: [], rss: [], cpu: [] },
+      stowage: { t: [], rss: [], cpu: [] },
+      'stowage (smaller image)': { t: [], rss: [], cpu: [] },
+      'skopeo docker-archive': { t: [], rss: [], cpu: [] },
+      'stowage docker-archive': { t: [], rss: [], cpu: [] },
     };
     const ref = `${host}/bench/big:v1`;
     // Each measurement starts with no dirty pages left by the previous one (skopeo does not fsync its
@@ -122,6 +122,7 @@ describe('pull benchmark', () => {
       const r = await measure(cmd, args, env);
       results[name]!.t.push(r.seconds);
       results[name]!.rss.push(r.maxRssBytes);
+      results[name]!.cpu.push(r.coreSeconds);
     };
     /** Runs a command again, unmeasured, for its output. */
     const again = async (name: Name) => {
@@ -171,7 +172,7 @@ describe('pull benchmark', () => {
     ];
     for (const [name, r] of Object.entries(results)) {
       lines.push(
-        `  ${name.padEnd(24)} best ${Math.min(...r.t).toFixed(2)} s  median ${median(r.t).toFixed(2)} s  peak RSS ${fmtMB(Math.max(...r.rss))}`,
+        `  ${name.padEnd(24)} best ${Math.min(...r.t).toFixed(2)} s  median ${median(r.t).toFixed(2)} s  peak RSS ${fmtMB(Math.max(...r.rss))}  core-s ${median(r.cpu).toFixed(2)}`,
       );
     }
     const ratioBest = Math.min(...results.skopeo!.t) / Math.min(...results.stowage!.t);

@@ -73,11 +73,11 @@ describe('push benchmark', () => {
       .update((await run('skopeo', ['inspect', '--raw', `oci-archive:${archive}`])).stdout)
       .digest('hex')}`;
 
-    const results: Record<string, { t: number[]; rss: number[] }> = {
-      'skopeo restore': { t: [], rss: [] },
-      'stowage push': { t: [], rss: [] },
-      'skopeo registry copy': { t: [], rss: [] },
-      'stowage copy': { t: [], rss: [] },
+    const results: Record<string, { t: number[]; rss: number[]; cpu: number[] }> = {
+      'skopeo restore': { t: [], rss: [], cpu: [] },
+      'stowage push': { t: [], rss: [], cpu: [] },
+      'skopeo registry copy': { t: [], rss: [], cpu: [] },
+      'stowage copy': { t: [], rss: [], cpu: [] },
     };
     const written: string[] = [];
     const record = async (name: keyof typeof results, target: string, cmd: string, args: string[]) => {
@@ -86,6 +86,7 @@ describe('push benchmark', () => {
       const r = await measure(cmd, args, env);
       results[name]!.t.push(r.seconds);
       results[name]!.rss.push(r.maxRssBytes);
+      results[name]!.cpu.push(r.coreSeconds);
       written.push(target);
     };
     for (let i = 0; i < ROUNDS; i++) {
@@ -136,7 +137,7 @@ describe('push benchmark', () => {
     ];
     for (const [name, r] of Object.entries(results)) {
       lines.push(
-        `  ${name.padEnd(22)} best ${Math.min(...r.t).toFixed(2)} s  median ${median(r.t).toFixed(2)} s  peak RSS ${fmtMB(Math.max(...r.rss))}`,
+        `  ${name.padEnd(22)} best ${Math.min(...r.t).toFixed(2)} s  median ${median(r.t).toFixed(2)} s  peak RSS ${fmtMB(Math.max(...r.rss))}  core-s ${median(r.cpu).toFixed(2)}`,
       );
     }
     const ratio = (a: string, b: string, f: (x: number[]) => number) =>

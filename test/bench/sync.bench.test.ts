@@ -79,7 +79,7 @@ describe('sync benchmark', () => {
     );
     const env = { ...process.env, HOME: home, CONTAINERS_REGISTRIES_CONF: conf };
     const source = `${proxy.host}/bench/app`;
-    const results: Record<string, { t: number[]; rss: number[] }> = {};
+    const results: Record<string, { t: number[]; rss: number[]; cpu: number[] }> = {};
     const record = async (name: string, cmd: string, args: string[], clearCache: boolean) => {
       // Cold means no cache for either: skopeo's blob-info cache, and stowage's mirror blob cache (the
       // blobs of earlier rounds, which a cold run would otherwise read instead of the source).
@@ -89,9 +89,10 @@ describe('sync benchmark', () => {
       }
       await run('sync', []);
       const r = await measure(cmd, args, env);
-      results[name] ??= { t: [], rss: [] };
+      results[name] ??= { t: [], rss: [], cpu: [] };
       results[name]!.t.push(r.seconds);
       results[name]!.rss.push(r.maxRssBytes);
+      results[name]!.cpu.push(r.coreSeconds);
     };
     const stowageConfig = async (name: string, body: string) => {
       const path = join(dir, `${name}.toml`);
@@ -160,7 +161,7 @@ describe('sync benchmark', () => {
     ];
     for (const [name, r] of Object.entries(results)) {
       lines.push(
-        `  ${name.padEnd(24)} best ${Math.min(...r.t).toFixed(2)} s  median ${median(r.t).toFixed(2)} s  peak RSS ${fmtMB(Math.max(...r.rss))}`,
+        `  ${name.padEnd(24)} best ${Math.min(...r.t).toFixed(2)} s  median ${median(r.t).toFixed(2)} s  peak RSS ${fmtMB(Math.max(...r.rss))}  core-s ${median(r.cpu).toFixed(2)}`,
       );
     }
     const ratio = (what: string) =>
