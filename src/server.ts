@@ -23,11 +23,11 @@ import {
 import { writeFileAtomic } from './core/atomic.js';
 import { sweepLeftovers, tmpPid } from './core/partials.js';
 import { StowageError } from './errors.js';
+import { Context } from './registry/context.js';
 import { JobManager } from './service/jobs.js';
 import { createMetrics } from './service/metrics.js';
 import { type Engine, outboundGuard, pathRedactor, runPull, runPush, runSync } from './service/operations.js';
 import { Store } from './store/store.js';
-import { Context } from './transfer/context.js';
 
 export interface ServeOptions {
   config?: string | undefined;

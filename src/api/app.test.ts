@@ -9,11 +9,11 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { tempDirs } from '../../test/harness/temp-dirs.js';
 import { parseStowageConfig } from '../config/stowage.js';
+import { Context } from '../registry/context.js';
 import { JobManager } from '../service/jobs.js';
 import { createMetrics } from '../service/metrics.js';
 import { type Engine, pathRedactor } from '../service/operations.js';
 import { Store } from '../store/store.js';
-import { Context } from '../transfer/context.js';
 import { createApp } from './app.js';
 import { tokenHash } from './auth.js';
 

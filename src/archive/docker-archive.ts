@@ -20,7 +20,7 @@ import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../image/schemas.js';
 import { decompressed, predictedPlainSize, SIZE_HINT_BYTES } from './decompress.js';
 import { ArchiveHasher, type HashSegment } from './hasher.js';
-import type { BlobFetcher, WriteOptions, WrittenArchive } from './oci-archive.js';
+import { type BlobFetcher, type PreparedArchive, settleArchive, type WriteOptions } from './oci-archive.js';
 import { PositionedWriter, runQueue, WRITE_BATCH } from './positioned.js';
 import { archiveMtime, BLOCK, END_OF_ARCHIVE, entryHeader, paddedSize, type TarEntry } from './tar.js';
 
@@ -218,7 +218,7 @@ export async function writeDockerArchive(
   path: string,
   images: DockerArchiveImage[],
   opts: WriteOptions,
-): Promise<WrittenArchive> {
+): Promise<PreparedArchive> {
   const mtime = archiveMtime(opts.env);
   const { entries, layers } = dockerMetadata(images);
   const meta = metadataBytes(entries, mtime);
@@ -309,7 +309,7 @@ async function writeLaidOut(
   sizes: number[],
   mtime: number,
   opts: WriteOptions,
-): Promise<WrittenArchive> {
+): Promise<PreparedArchive> {
   const segments: HashSegment[] = [{ start: 0, length: meta.length }];
   let end = meta.length;
   const placed = layers.map((layer, i) => {
@@ -368,8 +368,7 @@ async function writeLaidOut(
     const [{ archive: sha256, own }] = await Promise.all([archiveHasher.finish(), fh.datasync()]);
     checkDiffIds(layers, own);
     opts.onProgress?.({ type: 'finalizing', path });
-    await file.commitWithChecksum(sha256);
-    return { path, sha256, size: end + END_OF_ARCHIVE.length };
+    return await settleArchive(file, { path, sha256, size: end + END_OF_ARCHIVE.length }, opts.defer);
   } catch (e) {
     controller.abort();
     hasher?.abort();
@@ -386,7 +385,7 @@ async function writeInOrder(
   layers: LayerJob[],
   mtime: number,
   opts: WriteOptions,
-): Promise<WrittenArchive> {
+): Promise<PreparedArchive> {
   const file = await AtomicFile.create(path);
   const fh = file.handle;
   const controller = new AbortController();
@@ -504,8 +503,7 @@ async function writeInOrder(
     const [{ archive: sha256, taps }] = await Promise.all([hasher.finish(), fh.datasync()]);
     checkDiffIds(layers, taps);
     opts.onProgress?.({ type: 'finalizing', path });
-    await file.commitWithChecksum(sha256);
-    return { path, sha256, size: pos };
+    return await settleArchive(file, { path, sha256, size: pos }, opts.defer);
   } catch (e) {
     controller.abort();
     hasher.abort();

@@ -44,6 +44,11 @@ export interface WriteOptions {
   signal?: AbortSignal | undefined;
   onProgress?: ProgressListener | undefined;
   env?: NodeJS.ProcessEnv;
+  /**
+   * Leave the finished archive aside: the caller moves it into place with the result's commit() (or
+   * removes it with abort()). Without it the archive is moved into place before the writer returns.
+   */
+  defer?: boolean | undefined;
 }
 
 export interface WrittenArchive {
@@ -51,6 +56,29 @@ export interface WrittenArchive {
   /** sha256 (hex) of the whole archive file, also written to PATH.sha256. */
   sha256: string;
   size: number;
+}
+
+/** A finished archive, in place or (with `defer`) still aside. */
+export interface PreparedArchive extends WrittenArchive {
+  /** Writes PATH.sha256 and moves the archive into place. */
+  commit(): Promise<void>;
+  /** Removes the archive left aside; never throws. */
+  abort(): Promise<void>;
+}
+
+/** Commits a finished archive now, or hands the commit to the caller (`defer`). */
+export async function settleArchive(
+  file: AtomicFile,
+  written: WrittenArchive,
+  defer: boolean | undefined,
+): Promise<PreparedArchive> {
+  const prepared = {
+    ...written,
+    commit: () => file.commitWithChecksum(written.sha256),
+    abort: () => file.abort(),
+  };
+  if (!defer) await prepared.commit();
+  return prepared;
 }
 
 /** The OCI image layout's index.json for these images, with a fixed key order. */
@@ -126,7 +154,7 @@ export async function writeOciArchive(
   path: string,
   content: ArchiveContent,
   opts: WriteOptions,
-): Promise<WrittenArchive> {
+): Promise<PreparedArchive> {
   const { entries, size } = layoutOciArchive(content, archiveMtime(opts.env));
   const file = await AtomicFile.create(path);
   const fh = file.handle;
@@ -195,8 +223,7 @@ export async function writeOciArchive(
     await writeback.settle();
     const [{ archive: sha256 }] = await Promise.all([archiveHasher.finish(), fh.datasync()]);
     opts.onProgress?.({ type: 'finalizing', path });
-    await file.commitWithChecksum(sha256);
-    return { path, sha256, size };
+    return await settleArchive(file, { path, sha256, size }, opts.defer);
   } catch (e) {
     controller.abort();
     hasher?.abort();

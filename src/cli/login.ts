@@ -9,7 +9,7 @@ import {
 } from '../auth/login.js';
 import { StowageError } from '../errors.js';
 import { RegistryClient } from '../registry/client.js';
-import { Context } from '../transfer/context.js';
+import { Context } from '../registry/context.js';
 import { parseBool } from './options.js';
 
 interface LoginCliOptions {

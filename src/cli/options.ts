@@ -1,6 +1,6 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseCredsOption } from '../auth/authfile.js';
-import { Context, type RegistryLimits } from '../transfer/context.js';
+import { Context, type RegistryLimits } from '../registry/context.js';
 
 export interface RegistryCliOptions {
   registriesConf?: string;

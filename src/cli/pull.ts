@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
+import { ARCHIVE_FORMATS, type ArchiveFormat } from '../archive/formats.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
-import { ARCHIVE_FORMATS, type ArchiveFormat } from '../transfer/formats.js';
 import type { PullResult } from '../transfer/pull.js';
 import { formatBytes, formatDuration } from './format.js';
 import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOptions } from './options.js';

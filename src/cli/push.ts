@@ -2,7 +2,7 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseCredsOption } from '../auth/authfile.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
-import { Context } from '../transfer/context.js';
+import { Context } from '../registry/context.js';
 import type { PushResult } from '../transfer/push.js';
 import { formatBytes, formatDuration } from './format.js';
 import {

@@ -1,9 +1,9 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { ARCHIVE_FORMATS, type ArchiveFormat } from '../archive/formats.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { CHANGE_INSTRUCTIONS } from '../rootfs/changes.js';
 import type { FlattenResult, ImportResult, ManifestFormat } from '../rootfs/import.js';
-import { ARCHIVE_FORMATS, type ArchiveFormat } from '../transfer/formats.js';
 import { formatBytes, formatDuration } from './format.js';
 import { addRegistryOptions, contextFrom, type RegistryCliOptions } from './options.js';
 import { parseFormat } from './pull.js';

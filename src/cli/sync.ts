@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
+import type { ArchiveFormat } from '../archive/formats.js';
 import { loadStowageConfig, type StowageConfig } from '../config/stowage.js';
 import { parsePlatform } from '../image/platform.js';
 import { Store } from '../store/store.js';
 import type { SyncReport } from '../sync/sync.js';
-import type { ArchiveFormat } from '../transfer/formats.js';
 import { formatBytes, formatDuration } from './format.js';
 import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOptions } from './options.js';
 import { parseFormat, printResult } from './pull.js';
@@ -165,25 +165,21 @@ export function archivesCommand(program: Command): void {
     .option('-q, --quiet', 'print nothing')
     .option('--json', 'print the result as JSON');
   addRegistryOptions(exp).action(async (id: string, opts: ExportCliOptions) => {
-    const { exportVersion } = await import('../store/archives.js');
+    const { exportVersion } = await import('../transfer/export.js');
     const config = await configFrom(opts);
     const store = await Store.open(config.storePath);
-    const ctx = await contextFrom(opts);
     const started = performance.now();
-    try {
-      const result = await withSignal((signal) =>
-        exportVersion(ctx, store, id, {
-          output: opts.output,
-          format: opts.format,
-          all: opts.all,
-          platforms: opts.platform ? opts.platform.split(',').map(parsePlatform) : undefined,
-          signal,
-        }),
-      );
-      printResult(result, performance.now() - started, opts);
-    } finally {
-      await ctx.close();
-    }
+    // Read from the store alone: no registry is asked.
+    const result = await withSignal((signal) =>
+      exportVersion(store, id, {
+        output: opts.output,
+        format: opts.format,
+        all: opts.all,
+        platforms: opts.platform ? opts.platform.split(',').map(parsePlatform) : undefined,
+        signal,
+      }),
+    );
+    printResult(result, performance.now() - started, opts);
   });
 }
 
@@ -200,7 +196,7 @@ export function dfCommand(program: Command): void {
     .option('--store <dir>', 'the archive store')
     .option('--json', 'print JSON')
     .action(async (opts: StoreCliOptions) => {
-      const { diskUsage } = await import('../store/archives.js');
+      const { diskUsage } = await import('../store/usage.js');
       const config = await configFrom(opts);
       const usage = await diskUsage(await Store.open(config.storePath), config);
       if (opts.json) {

@@ -16,24 +16,20 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { finished } from 'node:stream/promises';
 import { decompressed } from '../archive/decompress.js';
-import { readSmallBlob } from '../archive/docker-archive.js';
 import { ArchiveHasher } from '../archive/hasher.js';
 import { GarbageBudget } from '../archive/memory.js';
 import { END_OF_ARCHIVE } from '../archive/tar.js';
+import { parseConfig, parseManifest, planImage, readConfig } from '../copy/plan.js';
+import type { ImageSource } from '../copy/source.js';
 import { AtomicFile, SyncAhead, sha256Line, writeFileAtomic } from '../core/atomic.js';
 import { scratchDir } from '../core/partials.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
 import { hostPlatform, type PlatformSpec } from '../image/platform.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../image/schemas.js';
-import { formatReference, withDefaultTag } from '../reference/reference.js';
-import { archiveFormat, parseTransportReference } from '../reference/transport.js';
-import { ArchiveSource } from '../transfer/archive-source.js';
-import type { Context } from '../transfer/context.js';
-import { parseConfig, parseManifest, planImage } from '../transfer/plan.js';
+import type { Context } from '../registry/context.js';
 import { checkOutput } from '../transfer/pull.js';
-import { RegistrySource } from '../transfer/registry-source.js';
-import type { ImageSource } from '../transfer/source.js';
+import { openSource } from '../transports/open.js';
 import { type FsNode, type Inode, type LayerEntry, nodePath, RootfsMerger } from './merge.js';
 import { type FsEntry, fsEntryHeader, padding, readTar } from './tar.js';
 
@@ -61,60 +57,29 @@ export async function resolveImage(
   platform: PlatformSpec | undefined,
   signal?: AbortSignal,
 ): Promise<ResolvedImage> {
-  const t = parseTransportReference(input);
-  const want = platform ?? hostPlatform();
-  const finish = async (
-    source: ImageSource,
-    reference: string,
-    remote: boolean,
-    names: string[],
-    digestOrTag: string,
-    close: () => Promise<void>,
-  ): Promise<ResolvedImage> => {
-    const plan = await planImage(source, digestOrTag, { platform: want, signal });
+  const opened = await openSource(ctx, input, { signal });
+  try {
+    const image = opened.images[0]!;
+    const { source } = opened;
+    const plan = await planImage(source, image.reference, { platform: platform ?? hostPlatform(), signal });
     const root = plan.root;
-    const manifest = parseManifest(root.bytes, `manifest ${root.descriptor.digest} of ${reference}`);
-    const controller = new AbortController();
-    const configBytes = await readSmallBlob(
-      (d, s) => source.getBlob(d, s),
-      manifest.config,
-      signal ?? controller.signal,
-    );
-    const config = parseConfig(configBytes, `config ${manifest.config.digest} of ${reference}`);
+    const manifest = parseManifest(root.bytes, `manifest ${root.descriptor.digest} of ${image.asked}`);
+    const configBytes = await readConfig(source, manifest.config, signal);
+    const config = parseConfig(configBytes, `config ${manifest.config.digest} of ${image.asked}`);
     return {
-      reference,
+      reference: image.asked,
       source,
-      remote,
+      remote: opened.archive === undefined,
       manifestDigest: root.descriptor.digest,
       manifestMediaType: root.descriptor.mediaType,
       manifest,
       configBytes,
       config,
-      names,
-      close,
+      names: image.names,
+      close: () => opened.close(),
     };
-  };
-  if (t.transport === 'docker') {
-    const parsed = withDefaultTag(t.ref);
-    return ctx.withCandidates(parsed, (ref) =>
-      ctx.pullFrom(ref, (client, endpoint) =>
-        finish(
-          new RegistrySource(client, endpoint.path),
-          formatReference(ref),
-          true,
-          ref.tag ? [formatReference({ ...ref, digest: undefined })] : [],
-          ref.digest ?? ref.tag!,
-          async () => {},
-        ),
-      ),
-    );
-  }
-  const source = await ArchiveSource.open(t.path, archiveFormat(t));
-  try {
-    const listed = source.select('name' in t ? t.name : undefined);
-    return await finish(source, input, false, listed.names, listed.descriptor.digest, () => source.close());
   } catch (e) {
-    await source.close();
+    await opened.close();
     throw e;
   }
 }

@@ -25,10 +25,10 @@ import { formatPlatform, hostPlatform, type PlatformSpec } from '../image/platfo
 import type { ImageConfig } from '../image/schemas.js';
 import { formatReference, parseReference, withDefaultTag } from '../reference/reference.js';
 import { parseDestinationReference } from '../reference/transport.js';
-import type { ArchiveFormat } from '../transfer/archive-source.js';
-import type { Context } from '../transfer/context.js';
+import type { Context } from '../registry/context.js';
 import { checkOutput, pull } from '../transfer/pull.js';
 import { push } from '../transfer/push.js';
+import type { ArchiveFormat } from '../transports/archive/source.js';
 import { type ContainerConfig, parseChanges } from './changes.js';
 import { coalesce, LayerReader, type RootfsStats, resolveImage, rootfsTar } from './export.js';
 import { fsEntryHeader, padding, readTar } from './tar.js';

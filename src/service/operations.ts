@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { OutboundGuard } from '../auth/authenticator.js';
 import type { JobConfig, ServerConfig, StowageConfig } from '../config/stowage.js';
+import { type CopyImage, copy } from '../copy/copy.js';
 import { StowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import {
@@ -20,15 +21,15 @@ import {
   repositoryName,
   withDefaultTag,
 } from '../reference/reference.js';
-import { exportVersion } from '../store/archives.js';
+import type { Context } from '../registry/context.js';
 import type { ArchiveStore, StoredVersion } from '../store/store.js';
 import { ociArchiveView, viewSha256 } from '../store/view.js';
 import { BlobCache } from '../sync/blob-cache.js';
 import { type BlobEvent, type SyncReport, sync } from '../sync/sync.js';
-import { ArchiveSource } from '../transfer/archive-source.js';
-import type { Context } from '../transfer/context.js';
-import { planImage } from '../transfer/plan.js';
+import { exportVersion } from '../transfer/export.js';
 import { push } from '../transfer/push.js';
+import { openSource } from '../transports/open.js';
+import { StoreDestination, type VersionLabel } from '../transports/store/destination.js';
 import { JobFailure, type JobRun } from './jobs.js';
 
 export interface Engine {
@@ -362,21 +363,26 @@ async function storeUpload(
   spool: string,
   opts: { name?: string | undefined; source: string; signal?: AbortSignal | undefined },
 ): Promise<StoredVersion[]> {
-  const source = await ArchiveSource.open(spool);
+  const opened = await openSource(engine.ctx, spool, {
+    archivesOnly: true,
+    everyImage: true,
+    signal: opts.signal,
+  });
   try {
-    if (opts.name && source.images.length !== 1) {
+    if (opts.name && opened.images.length !== 1) {
       throw new StowageError(
         'INVALID_ARGUMENT',
-        `name= applies to a one-image archive; this one has ${source.images.length}`,
+        `name= applies to a one-image archive; this one has ${opened.images.length}`,
       );
     }
-    const added: StoredVersion[] = [];
-    for (const img of source.images) {
+    const images: CopyImage[] = [];
+    const labels: VersionLabel[] = [];
+    for (const [i, img] of opened.images.entries()) {
       const label = opts.name ?? img.names.find((x) => x.includes('/'));
       if (!label) {
         throw new StowageError(
           'INVALID_ARGUMENT',
-          `image @${source.images.indexOf(img)} of the archive records no repository name; give ?name=REGISTRY/REPOSITORY:TAG`,
+          `image @${i} of the archive records no repository name; give ?name=REGISTRY/REPOSITORY:TAG`,
         );
       }
       const ref = withDefaultTag(parseReference(label));
@@ -385,28 +391,33 @@ async function storeUpload(
           'INVALID_REFERENCE',
           `"${label}" names no registry; give REGISTRY/REPOSITORY:TAG`,
         );
-      const plan = await planImage(source, img.descriptor.digest, {
-        all: true,
-        platform: hostPlatform(),
+      images.push({
+        source: opened.source,
+        reference: img.reference,
+        names: { repoTags: [], annotations: {} },
+        label: `image @${i} of the uploaded archive`,
+      });
+      labels.push({ repository: repositoryName(ref), tag: ref.tag!, source: opts.source });
+    }
+    // Every blob is digest-checked on its way into the store; each image becomes a version.
+    const r = await copy(
+      images,
+      new StoreDestination(engine.store, { labels, verifyExisting: true }),
+      { all: true, platforms: [hostPlatform()] },
+      {
+        concurrency: 4,
         signal: opts.signal,
-      });
-      for (const b of plan.blobs) await engine.store.putBlob(b, await source.getBlob(b, opts.signal));
-      for (const d of plan.documents) await engine.store.putDocument(d.descriptor, d.bytes);
-      const version = await engine.store.addVersion({
-        repository: repositoryName(ref),
-        tag: ref.tag!,
-        descriptor: plan.root.descriptor,
-        source: opts.source,
-        taken: new Date().toISOString(),
-        platforms: plan.platforms,
-      });
+      },
+    );
+    const added: StoredVersion[] = [];
+    for (const version of r.committed ?? []) {
       // The stored entry (an identical version already there keeps its own time and checksum).
       const stored = await engine.store.find(version.id);
       added.push({ ...stored, archive: await ensureChecksum(engine.store, stored, opts.signal) });
     }
     return added;
   } finally {
-    await source.close();
+    await opened.close();
   }
 }
 
@@ -450,7 +461,7 @@ export function dockerArchiveFile(
       const sum = await readFile(`${path}.sha256`, 'utf8').catch(() => undefined);
       if (have && sum) return { path, size: have.size, sha256: sum.slice(0, 64) };
       await mkdir(dir, { recursive: true });
-      const r = await exportVersion(engine.ctx, engine.store, version.id, {
+      const r = await exportVersion(engine.store, version.id, {
         output: path,
         format: 'docker-archive',
         platforms: [p],

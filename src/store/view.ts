@@ -7,12 +7,12 @@
 import { createHash } from 'node:crypto';
 import { layoutOciArchive } from '../archive/oci-archive.js';
 import { archiveMtime, END_OF_ARCHIVE, paddedSize } from '../archive/tar.js';
+import { archiveAnnotations } from '../copy/names.js';
+import { parseIndex, parseManifest } from '../copy/plan.js';
 import { StowageError } from '../errors.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import { parseReference, withDefaultTag } from '../reference/reference.js';
-import { parseIndex, parseManifest } from '../transfer/plan.js';
-import { archiveAnnotations } from '../transfer/pull.js';
 import type { ArchiveStore, StoredVersion } from './store.js';
 
 type Segment =

@@ -8,18 +8,29 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { JobConfig, StowageConfig } from '../config/stowage.js';
+import {
+  type BlobLookup,
+  type CopyImage,
+  copyPlanned,
+  type PlannedImage,
+  planOne,
+  type Selection,
+} from '../copy/copy.js';
+import type { BlobOutcome, BlobSink } from '../copy/destination.js';
+import type { ImageSource } from '../copy/source.js';
+import { Limiter } from '../core/limiter.js';
 import { StowageError, toStowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import type { Descriptor } from '../image/schemas.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
 import type { RegistryClient } from '../registry/client.js';
+import type { Context } from '../registry/context.js';
 import { retentionVictims } from '../store/retention.js';
 import { type ArchiveStore, Store, type StoredVersion } from '../store/store.js';
-import type { Context } from '../transfer/context.js';
-import { Limiter } from '../transfer/limiter.js';
-import { type ImagePlan, planImage, planPlatforms } from '../transfer/plan.js';
-import { RegistrySource } from '../transfer/registry-source.js';
-import { DEFAULT_CHUNK_SIZE, Uploader } from '../transfer/upload.js';
+import { openRegistryDestination } from '../transports/open.js';
+import { RegistrySource } from '../transports/registry/source.js';
+import { RegistrySink } from '../transports/registry/upload.js';
+import { StoreDestination, storeSink } from '../transports/store/destination.js';
 import { BlobCache } from './blob-cache.js';
 import { selectTags } from './select.js';
 
@@ -84,13 +95,13 @@ export interface SyncOptions {
   blobCache?: BlobCache | undefined;
 }
 
-/** A job's mirror: its registry's first answer (shared by the tags), client, repository and uploader. */
+/** A job's mirror: its registry's first answer (shared by the tags), client, repository, and the sink its tags share. */
 interface Mirror {
   ready: Promise<unknown>;
   client: RegistryClient;
-  host: string;
   repo: string;
-  uploader: Uploader;
+  ref: ReturnType<typeof parseRepository>;
+  sink: RegistrySink;
 }
 
 /** What a job's tags are run with: the options, and the mirror blob cache, opened on first use. */
@@ -101,16 +112,9 @@ function platformsOf(job: JobConfig): 'all' | ReturnType<typeof parsePlatform>[]
   return job.platforms.map(parsePlatform);
 }
 
-async function planTag(
-  source: RegistrySource,
-  tag: string,
-  job: JobConfig,
-  signal?: AbortSignal,
-): Promise<ImagePlan> {
+function selectionOf(job: JobConfig): Selection {
   const platforms = platformsOf(job);
-  if (platforms === 'all') return planImage(source, tag, { all: true, platform: hostPlatform(), signal });
-  if (platforms.length === 1) return planImage(source, tag, { platform: platforms[0]!, signal });
-  return (await planPlatforms(source, tag, platforms, signal)).plan;
+  return platforms === 'all' ? { all: true, platforms: [hostPlatform()] } : { platforms };
 }
 
 export async function sync(ctx: Context, config: StowageConfig, opts: SyncOptions = {}): Promise<SyncReport> {
@@ -192,28 +196,23 @@ async function runJob(
           mirror = {
             ready: mirrorReady!,
             client: mc,
-            host: me.host,
             repo: me.path,
-            uploader: new Uploader(
+            ref: parseRepository(job.mirror!),
+            sink: new RegistrySink(
               { client: mc, host: me.host, repo: me.path },
-              {
-                locations: ctx.blobLocations,
-                concurrency: opts.concurrency ?? 4,
-                chunkSize: DEFAULT_CHUNK_SIZE,
-                retries: ctx.retries,
-                signal: opts.signal,
-              },
+              { locations: ctx.blobLocations },
             ),
           };
         }
-        // Tags in parallel (a few at a time); blobs they share are fetched and sent once.
+        // Tags in parallel (a few at a time); blobs they share are fetched and sent once (the job's
+        // sinks remember what they hold).
         const tagLimiter = new Limiter(TAG_CONCURRENCY);
-        const storing = new Map<string, Promise<void>>();
+        const storing = storeSink(store);
         report.tags = await Promise.all(
           tags.map((tag) =>
             tagLimiter.run(async () => {
               const outcome = await syncTag(
-                { store, storing, source, repository, endpoint, job, archiving, mirror },
+                { ctx, store, storing, source, repository, endpoint, job, archiving, mirror },
                 tag,
                 opts,
               );
@@ -223,7 +222,7 @@ async function runJob(
           ),
         );
         if (archiving && config.materialize) {
-          await materialize(ctx, store, config.materialize, repository, report.tags, opts.signal);
+          await materialize(store, config.materialize, repository, report.tags, opts.signal);
         }
         if (archiving) {
           const rule = job.retention ?? config.retention;
@@ -252,9 +251,10 @@ async function runJob(
 
 /** What every tag of a job shares: where from, where to, and the blobs already on their way. */
 interface TagSyncContext {
+  ctx: Context;
   store: ArchiveStore;
-  /** Blobs this job is storing now, by digest (its tags share them). */
-  storing: Map<string, Promise<void>>;
+  /** The store as this job's blob sink (its tags share it). */
+  storing: BlobSink;
   source: RegistrySource;
   repository: string;
   endpoint: { host: string; path: string };
@@ -263,8 +263,29 @@ interface TagSyncContext {
   mirror: Mirror | undefined;
 }
 
+/** The source, counting the bytes of the blobs read from it into the tag's outcome. */
+function counting(source: ImageSource, outcome: TagOutcome): ImageSource {
+  return {
+    description: source.description,
+    getManifest: (r, s) => source.getManifest(r, s),
+    getBlob: (d, s) => {
+      outcome.fetchedBytes += d.size;
+      return source.getBlob(d, s);
+    },
+    getBlobTail: source.getBlobTail ? (d, n, s) => source.getBlobTail!(d, n, s) : undefined,
+    readSmallBlob: source.readSmallBlob ? (d, s) => source.readSmallBlob!(d, s) : undefined,
+    close: () => source.close(),
+  };
+}
+
+/** A blob event for the report: fetched from the source, or found (the store, a cache, another tag). */
+function blobEvent(opts: JobOptions): (d: Descriptor, outcome: BlobOutcome) => void {
+  return (d, outcome) =>
+    opts.onBlob?.({ type: outcome === 'written' ? 'fetched' : 'cached', digest: d.digest, size: d.size });
+}
+
 async function syncTag(t: TagSyncContext, tag: string, opts: JobOptions): Promise<TagOutcome> {
-  const { store, storing, source, repository, endpoint, job, archiving, mirror } = t;
+  const { store, source, repository, endpoint, archiving, mirror } = t;
   const outcome: TagOutcome = { tag, action: 'skipped', fetchedBytes: 0 };
   try {
     // Both HEADs at once: the source's digest, and what the mirror has under the tag.
@@ -296,66 +317,20 @@ async function syncTag(t: TagSyncContext, tag: string, opts: JobOptions): Promis
       outcome.action = 'would-fetch';
       return outcome;
     }
-    const plan = await planTag(source, tag, job, opts.signal);
-    const limiter = new Limiter(opts.concurrency ?? 4);
-    const fromSource = async (d: Descriptor, signal?: AbortSignal) => {
-      outcome.fetchedBytes += d.size;
-      return source.getBlob(d, signal);
+    const image: CopyImage = {
+      source: counting(source, outcome),
+      reference: tag,
+      names: { repoTags: [], annotations: {} },
+      label: `${repository}:${tag}`,
+      origin: { host: endpoint.host, repository: endpoint.path },
     };
+    const planned = await planOne(image, selectionOf(t.job), opts.signal);
     if (archiving && !archiveCurrent) {
-      for (const b of plan.blobs) opts.onBlob?.({ type: 'planned', digest: b.digest, size: b.size });
-      await Promise.all(
-        plan.blobs.map((b) => {
-          let p = storing.get(b.digest);
-          if (!p) {
-            p = limiter.run(async () => {
-              // One fetch per blob across every job writing this store (another job of the run, or the
-              // service's concurrent jobs, may be fetching it now).
-              const how = await store.fetchBlob(b, async () => {
-                // A mirroring job of the run may have it in the blob cache (or be putting it there).
-                const cached = await (await opts.cache?.())?.lookup(b);
-                return cached ?? fromSource(b, opts.signal);
-              });
-              opts.onBlob?.({
-                type: how === 'fetched' ? 'fetched' : 'cached',
-                digest: b.digest,
-                size: b.size,
-              });
-            });
-            storing.set(b.digest, p);
-            p.catch(() => storing.delete(b.digest));
-          }
-          return p;
-        }),
-      );
-      for (const d of plan.documents) await store.putDocument(d.descriptor, d.bytes);
-      await store.addVersion({
-        repository,
-        tag,
-        descriptor: plan.root.descriptor,
-        source: `${endpoint.host}/${endpoint.path}:${tag}`,
-        sourceDigest: head.digest,
-        taken: new Date().toISOString(),
-        platforms: plan.platforms,
-      });
+      await storeTag(t, planned, { tag, sourceDigest: head.digest }, opts);
       outcome.archive = 'stored';
     }
     if (mirror && !mirrorCurrent) {
-      // Blobs the store holds go to the mirror from disk; so do blobs in the mirror blob cache (another
-      // job sent them); the rest stream from the source, through the cache for the jobs after this one.
-      const cache = archiving ? undefined : await opts.cache?.();
-      const open = async (d: Descriptor, signal?: AbortSignal) => {
-        // An archiving job of the run fetching it into the store now is waited for, not fetched again.
-        if ((await store.fetched(d.digest)) || (await store.hasBlob(d.digest)))
-          return store.openBlob(d.digest, undefined, signal);
-        if (!cache) return fromSource(d, signal);
-        const { body, hit } = await cache.through(d, () => fromSource(d, signal));
-        if (hit) opts.onBlob?.({ type: 'cached', digest: d.digest, size: d.size });
-        return body;
-      };
-      await mirror.uploader.blobs(plan.blobs, open, mirror.host === endpoint.host ? [endpoint.path] : []);
-      const children = plan.documents.filter((d) => d.descriptor.digest !== plan.root.descriptor.digest);
-      await mirror.uploader.manifests(children, plan.root, [tag]);
+      await mirrorTag(t, mirror, planned, tag, opts);
       outcome.mirror = 'pushed';
     }
     outcome.action = 'fetched';
@@ -366,6 +341,66 @@ async function syncTag(t: TagSyncContext, tag: string, opts: JobOptions): Promis
     outcome.code = err.code;
   }
   return outcome;
+}
+
+/** A tag's image into the store: blobs a mirroring job of the run has in the blob cache come from there. */
+async function storeTag(
+  t: TagSyncContext,
+  planned: PlannedImage,
+  version: { tag: string; sourceDigest: string },
+  opts: JobOptions,
+): Promise<void> {
+  for (const b of planned.plan.blobs) opts.onBlob?.({ type: 'planned', digest: b.digest, size: b.size });
+  const fromCache: BlobLookup = async (d) => (await opts.cache?.())?.lookup(d);
+  const destination = new StoreDestination(t.store, {
+    labels: [
+      {
+        repository: t.repository,
+        tag: version.tag,
+        source: `${t.endpoint.host}/${t.endpoint.path}:${version.tag}`,
+        sourceDigest: version.sourceDigest,
+      },
+    ],
+    sink: t.storing,
+    onBlob: blobEvent(opts),
+  });
+  await copyPlanned([planned], destination, {
+    concurrency: opts.concurrency ?? 4,
+    signal: opts.signal,
+    lookups: [fromCache],
+  });
+}
+
+/**
+ * A tag's image into the mirror. Blobs the store holds go from disk (an archiving job of the run
+ * fetching one now is waited for); so do blobs in the mirror blob cache (another job sent them); the
+ * rest stream from the source, through the cache for the jobs after this one.
+ */
+async function mirrorTag(
+  t: TagSyncContext,
+  mirror: Mirror,
+  planned: PlannedImage,
+  tag: string,
+  opts: JobOptions,
+): Promise<void> {
+  const { store } = t;
+  const cache = t.archiving ? undefined : await opts.cache?.();
+  const fromStore: BlobLookup = async (d, signal) =>
+    (await store.fetched(d.digest)) || (await store.hasBlob(d.digest))
+      ? store.openBlob(d.digest, undefined, signal)
+      : undefined;
+  const throughCache: BlobLookup = async (d, signal) => {
+    if (!cache) return undefined;
+    const { body, hit } = await cache.through(d, () => planned.source.getBlob(d, signal));
+    if (hit) opts.onBlob?.({ type: 'cached', digest: d.digest, size: d.size });
+    return body;
+  };
+  const destination = await openRegistryDestination(t.ctx, mirror.ref, { tags: [tag], sink: mirror.sink });
+  await copyPlanned([planned], destination, {
+    concurrency: opts.concurrency ?? 4,
+    signal: opts.signal,
+    lookups: [fromStore, throughCache],
+  });
 }
 
 /** The source's digest a stored version came from (a platform selection stores a different one). */
@@ -388,7 +423,6 @@ async function storedFor(
 
 /** Writes each newly stored version as a tarball (with .sha256) under `dir`: REPOSITORY/TAG@DIGEST.tar. */
 async function materialize(
-  ctx: Context,
   store: ArchiveStore,
   target: { dir: string; format: 'oci-archive' | 'docker-archive' },
   repository: string,
@@ -406,8 +440,8 @@ async function materialize(
       // The archive is reproducible: a file already there is this one.
       if (!(await stat(file).catch(() => undefined))) {
         // The archive writers load when first needed, not at every start of the CLI.
-        const { exportVersion } = await import('../store/archives.js');
-        await exportVersion(ctx, store, v.id, {
+        const { exportVersion } = await import('../transfer/export.js');
+        await exportVersion(store, v.id, {
           output: file,
           format: target.format,
           all: target.format === 'oci-archive',

@@ -3,19 +3,13 @@
  * sizes), read from its documents and configs only; layers are not read (that is `stowage verify`).
  */
 import { stat } from 'node:fs/promises';
+import { parseIndex, parseManifest } from '../copy/plan.js';
 import { StowageError } from '../errors.js';
 import { verifyBytes } from '../image/digest.js';
 import { isIndexMediaType, MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import { formatPlatform, hostPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
 import { type Descriptor, imageConfigSchema } from '../image/schemas.js';
-import {
-  type ArchiveReference,
-  archiveFormat,
-  looksLikePath,
-  parseTransportReference,
-} from '../reference/transport.js';
-import { type ArchiveFormat, ArchiveSource } from './archive-source.js';
-import { parseIndex, parseManifest } from './plan.js';
+import { type ArchiveFormat, ArchiveSource } from '../transports/archive/source.js';
 
 export interface ManifestInfo {
   digest: string;
@@ -51,21 +45,8 @@ export interface ArchiveInfo {
   images: ArchiveImageInfo[];
 }
 
-/** Whether an inspect/verify argument names a local archive rather than a registry image. */
-export async function isLocalArchiveArgument(input: string): Promise<boolean> {
-  return /^(oci-archive|docker-archive|oci|dir):/.test(input) || looksLikePath(input);
-}
-
-/** Path, expected format and image name of a local archive argument (PATH or TRANSPORT:PATH[:NAME]). */
-export function parseArchiveArgument(input: string): {
-  path: string;
-  format?: ArchiveFormat | undefined;
-  name?: string | undefined;
-} {
-  if (!/^(oci-archive|docker-archive|oci|dir):/.test(input)) return { path: input };
-  const t = parseTransportReference(input) as ArchiveReference;
-  return { path: t.path, format: archiveFormat(t), name: 'name' in t ? t.name : undefined };
-}
+// The CLI loads this module for inspect and verify: the argument parsing it needs comes with it.
+export { isLocalArchiveArgument, parseArchiveArgument } from '../transports/open.js';
 
 async function manifestInfo(source: ArchiveSource, d: Descriptor): Promise<ManifestInfo> {
   const info: ManifestInfo = {

@@ -1,3 +1,4 @@
+import { parseConfig, parseIndex, parseManifest } from '../copy/plan.js';
 import { StowageError } from '../errors.js';
 import { verifyBytes } from '../image/digest.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
@@ -10,8 +11,7 @@ import {
   withDefaultTag,
 } from '../reference/reference.js';
 import { parseTransportReference } from '../reference/transport.js';
-import type { Context } from './context.js';
-import { parseConfig, parseIndex, parseManifest } from './plan.js';
+import type { Context } from '../registry/context.js';
 
 export interface InspectOptions {
   raw?: boolean;

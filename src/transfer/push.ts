@@ -8,32 +8,29 @@
  * into temporary files, and a Docker schema 2 manifest is built for them; its digest is new and
  * reported as such.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { open as openFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { gzipDeterministic } from '../archive/decompress.js';
-import { scratchDir } from '../core/partials.js';
+import { type BlobStats, emptyStats } from '../copy/blobs.js';
+import { type PlannedImage, planOne, prepareCopy, writeTo } from '../copy/copy.js';
 import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
-import { DigestVerifier, sha256Digest } from '../image/digest.js';
-import { isIndexMediaType, MediaType } from '../image/mediatypes.js';
+import { isIndexMediaType } from '../image/mediatypes.js';
 import { hostPlatform, type PlatformSpec } from '../image/platform.js';
-import type { Descriptor } from '../image/schemas.js';
 import {
   formatReference,
   type ImageReference,
   parseReference,
   withDefaultTag,
 } from '../reference/reference.js';
-import { archiveFormat, parseTransportReference } from '../reference/transport.js';
-import { ArchiveSource, type ListedImage } from './archive-source.js';
-import type { Context } from './context.js';
-import { type ImagePlan, type PlannedDocument, parseManifest, planImage } from './plan.js';
-import { RegistrySource } from './registry-source.js';
-import type { ImageSource } from './source.js';
-import { type BlobOpener, DEFAULT_CHUNK_SIZE, Uploader, type UploadStats } from './upload.js';
+import type { Context } from '../registry/context.js';
+import type { ArchiveSource, ListedImage } from '../transports/archive/source.js';
+import {
+  isArchiveReference,
+  openRegistryDestination,
+  openSource,
+  parseDestination as parseDestinationSpec,
+} from '../transports/open.js';
+
+/** What a push or copy sent: blobs uploaded, found, mounted, and bytes. */
+export type UploadStats = BlobStats;
 
 export interface PushOptions {
   /** Push only this image of the archive: a name, "@N", or a digest. */
@@ -81,11 +78,6 @@ export interface PushResult {
   /** A plan only (--dry-run): nothing was sent. */
   dryRun?: boolean;
 }
-
-const UNCOMPRESSED_LAYER = new Set<string>([
-  'application/vnd.docker.image.rootfs.diff.tar',
-  MediaType.OciLayerTar,
-]);
 
 /** How DEST is to be read: one repository (and tag), or a registry/namespace each image maps under. */
 interface Destination {
@@ -191,166 +183,20 @@ function targetsFor(
   return out;
 }
 
-/**
- * A docker-archive's made-up manifest, with its uncompressed layers gzipped into temporary files: the
- * new manifest and a blob opener that serves the compressed layers from there.
- */
-async function recompress(
-  plan: ImagePlan,
-  source: ImageSource,
-  concurrency: number,
-  signal: AbortSignal | undefined,
-): Promise<{ plan: ImagePlan; open: BlobOpener; cleanup: () => Promise<void> }> {
-  const root = plan.root;
-  const manifest = parseManifest(root.bytes, `manifest ${root.descriptor.digest}`);
-  const open: BlobOpener = (d, s) => source.getBlob(d, s);
-  if (!manifest.layers.some((l) => UNCOMPRESSED_LAYER.has(l.mediaType))) {
-    return { plan, open, cleanup: async () => {} };
-  }
-  const dir = await scratchDir(tmpdir(), 'stowage-push-');
-  const compressed = new Map<string, { path: string; descriptor: Descriptor }>();
-  const cleanup = () => rm(dir, { recursive: true, force: true });
-  try {
-    const oci = manifest.mediaType === MediaType.OciManifest;
-    const gzipType = oci ? MediaType.OciLayerGzip : MediaType.DockerLayerGzip;
-    const todo = manifest.layers.filter(
-      (l, i, all) => UNCOMPRESSED_LAYER.has(l.mediaType) && all.indexOf(l) === i,
-    );
-    let next = 0;
-    const worker = async () => {
-      while (next < todo.length) {
-        const l = todo[next++]!;
-        if (compressed.has(l.digest)) continue;
-        const path = join(dir, `${compressed.size}-${l.digest.slice(7, 19)}.gz`);
-        const verifier = new DigestVerifier(l.digest, l.size, `layer ${l.digest}`);
-        const checked = (async function* () {
-          for await (const c of await source.getBlob(l, signal)) {
-            verifier.update(c);
-            yield c;
-          }
-          verifier.finish();
-        })();
-        const fh = await openFile(path, 'wx', 0o600);
-        const hash = createHash('sha256');
-        let size = 0;
-        try {
-          for await (const c of gzipDeterministic(checked)) {
-            hash.update(c);
-            await fh.write(c);
-            size += c.byteLength;
-          }
-        } finally {
-          await fh.close();
-        }
-        compressed.set(l.digest, {
-          path,
-          descriptor: { mediaType: gzipType, digest: `sha256:${hash.digest('hex')}`, size },
-        });
-      }
-    };
-    await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, todo.length)) }, worker));
-    const layers = manifest.layers.map((l) => {
-      const c = compressed.get(l.digest);
-      return c ? c.descriptor : { mediaType: l.mediaType, digest: l.digest, size: l.size };
-    });
-    const bytes = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: manifest.mediaType,
-        config: {
-          mediaType: manifest.config.mediaType,
-          digest: manifest.config.digest,
-          size: manifest.config.size,
-        },
-        layers,
-      }),
-    );
-    const descriptor: Descriptor = {
-      mediaType: root.descriptor.mediaType,
-      digest: sha256Digest(bytes),
-      size: bytes.length,
-    };
-    const newRoot: PlannedDocument = { descriptor, bytes };
-    const byNew = new Map([...compressed.values()].map((c) => [c.descriptor.digest, c.path]));
-    const blobs = [manifest.config, ...layers].map((d) => ({
-      mediaType: d.mediaType,
-      digest: d.digest,
-      size: d.size,
-    }));
-    return {
-      plan: {
-        root: newRoot,
-        documents: [newRoot],
-        blobs: blobs.filter((b, i) => blobs.findIndex((x) => x.digest === b.digest) === i),
-        platforms: plan.platforms,
-      },
-      open: async (d, s) => {
-        const path = byNew.get(d.digest);
-        return path ? createReadStream(path, { highWaterMark: 1 << 20, signal: s }) : source.getBlob(d, s);
-      },
-      cleanup,
-    };
-  } catch (e) {
-    await cleanup();
-    throw e;
-  }
-}
-
-/** One planned image to upload: its blobs' opener, where it goes, and a repository to mount from. */
-interface ImageUpload {
-  plan: ImagePlan;
-  open: BlobOpener;
-  targets: ImageReference[];
-  mountFrom: { host: string; repo: string } | undefined;
-}
-
-/** Uploads one planned image to each of its destinations (grouped by repository). */
-async function uploadImage(
-  ctx: Context,
-  { plan, open, targets, mountFrom }: ImageUpload,
-  opts: PushOptions & { verifyExisting?: boolean },
-  stats: UploadStats,
-): Promise<void> {
-  const byRepo = new Map<string, ImageReference[]>();
-  for (const t of targets) {
-    const key = `${t.domain}/${t.path}`;
-    byRepo.set(key, [...(byRepo.get(key) ?? []), t]);
-  }
-  for (const refs of byRepo.values()) {
-    const { client, endpoint } = await ctx.client(refs[0]!);
-    const uploader = new Uploader(
-      { client, host: endpoint.host, repo: endpoint.path },
-      {
-        locations: ctx.blobLocations,
-        concurrency: opts.concurrency ?? 4,
-        chunkSize: opts.chunkSize ?? DEFAULT_CHUNK_SIZE,
-        retries: ctx.retries,
-        signal: opts.signal,
-        onProgress: opts.onProgress,
-        verifyExisting: opts.verifyExisting,
-      },
-    );
-    const froms = mountFrom && mountFrom.host === endpoint.host ? [mountFrom.repo] : [];
-    await uploader.blobs(plan.blobs, open, froms);
-    const children = plan.documents.filter((d) => d.descriptor.digest !== plan.root.descriptor.digest);
-    await uploader.manifests(children, plan.root, refs.map((r) => r.tag!).filter(Boolean));
-    for (const k of ['uploaded', 'existing', 'mounted', 'bytes'] as const) stats[k] += uploader.stats[k];
-  }
-}
-
+/** An archive's image planned: whole (an index kept), or one platform with --platform. */
 async function planFrom(
-  source: ImageSource,
-  digest: string,
+  source: ArchiveSource,
+  img: ListedImage,
   opts: PushOptions,
   what: string,
-): Promise<ImagePlan> {
+): Promise<PlannedImage> {
   const all = opts.platform ? false : (opts.all ?? true);
   try {
-    return await planImage(source, digest, {
-      all,
-      platform: opts.platform ?? hostPlatform(),
-      signal: opts.signal,
-    });
+    return await planOne(
+      { source, reference: img.descriptor.digest, names: { repoTags: [], annotations: {} }, label: what },
+      { all, platforms: [opts.platform ?? hostPlatform()] },
+      opts.signal,
+    );
   } catch (e) {
     if (
       all &&
@@ -374,20 +220,20 @@ export async function push(
   dest: string,
   opts: PushOptions = {},
 ): Promise<PushResult> {
-  // An archive: TRANSPORT:PATH, or a path whatever it looks like (push takes nothing else).
-  const t = /^(oci-archive|docker-archive|oci|dir):/.test(archive)
-    ? parseTransportReference(archive)
-    : { transport: 'archive' as const, path: archive };
-  if (t.transport === 'docker') throw new StowageError('INVALID_ARGUMENT', `${archive} is not an archive`);
-  const source = await ArchiveSource.open(t.path, archiveFormat(t));
+  const opened = await openSource(ctx, archive, {
+    archivesOnly: true,
+    everyImage: true,
+    image: opts.image,
+    signal: opts.signal,
+  });
+  const source = opened.archive!;
   try {
-    const name = opts.image ?? ('name' in t ? t.name : undefined);
-    const chosen = name ? [source.select(name)] : source.images;
+    const chosen = opened.images.map((i) => i.listed!);
     const destination = parseDestination(dest, chosen.length);
     const jobs = chosen.map((img) => ({
       img,
       index: source.images.indexOf(img),
-      targets: targetsFor(img, source.images.indexOf(img), destination, opts, t.path),
+      targets: targetsFor(img, source.images.indexOf(img), destination, opts, source.access.path),
     }));
     // Every destination is checked (blocked registries, credentials) before anything is sent.
     for (const j of jobs) for (const r of j.targets) await ctx.client(r);
@@ -397,73 +243,91 @@ export async function push(
         destinations: j.targets.map(formatReference),
       })),
     );
-    const stats: UploadStats = { uploaded: 0, existing: 0, mounted: 0, bytes: 0 };
+    const stats = emptyStats();
     const images: PushedImage[] = [];
     for (const { img, index, targets } of jobs) {
       const what = `${source.description} @${index}`;
-      let plan = await planFrom(source, img.descriptor.digest, opts, what);
+      let planned = await planFrom(source, img, opts, what);
       const synthesized =
         source.format === 'docker-archive' &&
-        !isIndexMediaType(plan.root.descriptor.mediaType) &&
+        !isIndexMediaType(planned.plan.root.descriptor.mediaType) &&
         source.synthesizedManifests;
-      if (!opts.dryRun)
-        plan = await restoreImage(ctx, { source, img, plan, targets, synthesized }, opts, stats);
+      if (!opts.dryRun) planned = await restoreImage(ctx, { planned, img, targets }, opts, stats);
       images.push({
         source: imageLabel(what, img),
         destinations: targets.map(formatReference),
-        digest: plan.root.descriptor.digest,
-        mediaType: plan.root.descriptor.mediaType,
+        digest: planned.plan.root.descriptor.digest,
+        mediaType: planned.plan.root.descriptor.mediaType,
         newDigest: synthesized,
       });
     }
     return { images, stats, ...(opts.dryRun ? { dryRun: true } : {}) };
   } finally {
-    await source.close();
+    await opened.close();
+  }
+}
+
+/** Targets grouped by repository: each repository is one destination, with its tags. */
+function byRepository(targets: ImageReference[]): ImageReference[][] {
+  const groups = new Map<string, ImageReference[]>();
+  for (const t of targets) {
+    const key = `${t.domain}/${t.path}`;
+    groups.set(key, [...(groups.get(key) ?? []), t]);
+  }
+  return [...groups.values()];
+}
+
+/** Writes one planned image into each repository its targets name; the blobs' counts go into `stats`. */
+async function uploadTo(
+  ctx: Context,
+  planned: PlannedImage,
+  targets: ImageReference[],
+  opts: PushOptions & { verifyExisting?: boolean | undefined },
+  stats: UploadStats,
+): Promise<PlannedImage> {
+  const settings = { concurrency: opts.concurrency ?? 4, signal: opts.signal, onProgress: opts.onProgress };
+  // A docker-archive's plain layers are gzipped once here, for every repository.
+  const prepared = await prepareCopy(
+    [planned],
+    { compressedLayers: true, singlePlatform: false, maxImages: 1 },
+    settings,
+  );
+  try {
+    for (const refs of byRepository(targets)) {
+      const destination = await openRegistryDestination(ctx, refs[0]!, {
+        tags: refs.map((r) => r.tag!).filter(Boolean),
+        verifyExisting: opts.verifyExisting,
+        stats,
+        chunkSize: opts.chunkSize,
+      });
+      await writeTo(destination, prepared, settings);
+    }
+    return prepared.images[0]!;
+  } finally {
+    await prepared.cleanup();
   }
 }
 
 /**
- * Uploads one image of an archive to its targets; returns the plan that went up (a docker-archive's
- * made-up manifest, with its layers gzipped, when `synthesized`).
+ * Uploads one image of an archive to its targets; returns what went up (a docker-archive's made-up
+ * manifest, with its layers gzipped, when the archive holds plain layers).
  */
 async function restoreImage(
   ctx: Context,
-  image: {
-    source: ArchiveSource;
-    img: ListedImage;
-    plan: ImagePlan;
-    targets: ImageReference[];
-    synthesized: boolean;
-  },
+  image: { planned: PlannedImage; img: ListedImage; targets: ImageReference[] },
   opts: PushOptions,
   stats: UploadStats,
-): Promise<ImagePlan> {
-  const { source, img, targets } = image;
-  let { plan } = image;
-  let open: BlobOpener = (d, s) => source.getBlob(d, s);
-  let cleanup = async () => {};
-  if (image.synthesized)
-    ({ plan, open, cleanup } = await recompress(plan, source, opts.concurrency ?? 4, opts.signal));
+): Promise<PlannedImage> {
+  const { img, targets } = image;
   // Restoring into the registry the image came from (under another name): its recorded repository
   // there is the natural place to mount blobs from.
   const origin = recordedNames(img).full.find((n) => targets.some((t) => t.domain === n.domain));
-  try {
-    await uploadImage(
-      ctx,
-      {
-        plan,
-        open,
-        targets,
-        mountFrom: origin ? { host: ctx.endpoint(origin).host, repo: ctx.endpoint(origin).path } : undefined,
-      },
-      // A damaged or incomplete archive fails even where the registry already has its blobs.
-      { ...opts, verifyExisting: true },
-      stats,
-    );
-  } finally {
-    await cleanup();
-  }
-  return plan;
+  const planned: PlannedImage = {
+    ...image.planned,
+    origin: origin ? { host: ctx.endpoint(origin).host, repository: ctx.endpoint(origin).path } : undefined,
+  };
+  // A damaged or incomplete archive fails even where the registry already has its blobs.
+  return uploadTo(ctx, planned, targets, { ...opts, verifyExisting: true }, stats);
 }
 
 /**
@@ -478,60 +342,52 @@ export async function copyToRegistry(
   dst: string,
   opts: PushOptions = {},
 ): Promise<PushResult> {
-  const s = parseTransportReference(src);
-  if (s.transport === 'archive') return push(dstCtx, s.path, dst, opts);
-  if (s.transport !== 'docker') {
-    return push(dstCtx, src, dst, opts);
-  }
-  const d = parseTransportReference(dst);
-  if (d.transport !== 'docker')
+  if (isArchiveReference(src)) return push(dstCtx, src, dst, opts);
+  const d = parseDestinationSpec(dst);
+  if (d.kind !== 'registry')
     throw new StowageError('INTERNAL', 'copyToRegistry needs a registry destination');
   const destination = parseDestination(formatReference(d.ref), 1);
-  const parsed = withDefaultTag(s.ref);
-  return srcCtx.withCandidates(parsed, (ref) =>
-    srcCtx.pullFrom(ref, async (client, endpoint) => {
-      const source = new RegistrySource(client, endpoint.path);
-      const tag = destination.ref.tag ?? ref.tag;
-      if (!tag) {
-        throw new StowageError(
-          'INVALID_ARGUMENT',
-          `${src} names no tag, so ${dst} needs one (${formatReference({ ...destination.ref, tag: 'TAG' })})`,
-        );
-      }
-      const target = { ...destination.ref, tag };
-      await dstCtx.client(target);
-      opts.onTargets?.([{ source: formatReference(ref), destinations: [formatReference(target)] }]);
-      const plan = await planImage(source, ref.digest ?? ref.tag!, {
-        all: opts.all ?? false,
-        platform: opts.platform ?? hostPlatform(),
-        signal: opts.signal,
-      });
-      const stats: UploadStats = { uploaded: 0, existing: 0, mounted: 0, bytes: 0 };
-      if (!opts.dryRun)
-        await uploadImage(
-          dstCtx,
-          {
-            plan,
-            open: (desc, sig) => source.getBlob(desc, sig),
-            targets: [target],
-            mountFrom: { host: endpoint.host, repo: endpoint.path },
-          },
-          opts,
-          stats,
-        );
-      return {
-        images: [
-          {
-            source: formatReference(ref),
-            destinations: [formatReference(target)],
-            digest: plan.root.descriptor.digest,
-            mediaType: plan.root.descriptor.mediaType,
-            newDigest: false,
-          },
-        ],
-        stats,
-        ...(opts.dryRun ? { dryRun: true } : {}),
-      };
-    }),
-  );
+  const opened = await openSource(srcCtx, src, { signal: opts.signal });
+  try {
+    const image = opened.images[0]!;
+    const ref = image.ref!;
+    const tag = destination.ref.tag ?? ref.tag;
+    if (!tag) {
+      throw new StowageError(
+        'INVALID_ARGUMENT',
+        `${src} names no tag, so ${dst} needs one (${formatReference({ ...destination.ref, tag: 'TAG' })})`,
+      );
+    }
+    const target = { ...destination.ref, tag };
+    await dstCtx.client(target);
+    opts.onTargets?.([{ source: image.asked, destinations: [formatReference(target)] }]);
+    const planned = await planOne(
+      {
+        source: opened.source,
+        reference: image.reference,
+        names: { repoTags: [], annotations: {} },
+        label: image.asked,
+        origin: image.origin,
+      },
+      { all: opts.all ?? false, platforms: [opts.platform ?? hostPlatform()] },
+      opts.signal,
+    );
+    const stats = emptyStats();
+    if (!opts.dryRun) await uploadTo(dstCtx, planned, [target], opts, stats);
+    return {
+      images: [
+        {
+          source: image.asked,
+          destinations: [formatReference(target)],
+          digest: planned.plan.root.descriptor.digest,
+          mediaType: planned.plan.root.descriptor.mediaType,
+          newDigest: false,
+        },
+      ],
+      stats,
+      ...(opts.dryRun ? { dryRun: true } : {}),
+    };
+  } finally {
+    await opened.close();
+  }
 }

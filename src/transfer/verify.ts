@@ -10,6 +10,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Compression, decompressed } from '../archive/decompress.js';
 import { ArchiveHasher } from '../archive/hasher.js';
+import { Limiter } from '../core/limiter.js';
 import { deadLeftovers, partialPid, tmpPid } from '../core/partials.js';
 import { StowageError, toStowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
@@ -21,8 +22,7 @@ import {
   imageIndexSchema,
   imageManifestSchema,
 } from '../image/schemas.js';
-import { type ArchiveFormat, ArchiveSource, documentMediaType } from './archive-source.js';
-import { Limiter } from './limiter.js';
+import { type ArchiveFormat, ArchiveSource, documentMediaType } from '../transports/archive/source.js';
 
 /** What a problem says about the archive; each has its own exit code. */
 export type ProblemKind = 'blob' | 'consistency' | 'checksum';

@@ -179,6 +179,13 @@ export async function planImage(
   };
 }
 
+/** A config (or another small blob) of a source in memory, digest-checked. */
+export function readConfig(source: ImageSource, d: Descriptor, signal?: AbortSignal): Promise<Buffer> {
+  return source.readSmallBlob
+    ? source.readSmallBlob(d, signal)
+    : readSmallBlob((desc, s) => source.getBlob(desc, s), d, signal ?? new AbortController().signal);
+}
+
 /** The platform an image's config names (undefined for an artifact, whose config is not an image's). */
 async function configPlatform(
   source: ImageSource,
@@ -187,9 +194,7 @@ async function configPlatform(
 ): Promise<string | undefined> {
   const d = manifest.config;
   if (d.mediaType !== MediaType.OciConfig && d.mediaType !== MediaType.DockerConfig) return undefined;
-  const bytes = source.readSmallBlob
-    ? await source.readSmallBlob(d, signal)
-    : await readSmallBlob((desc, s) => source.getBlob(desc, s), d, signal ?? new AbortController().signal);
+  const bytes = await readConfig(source, d, signal);
   const config = parseConfig(bytes, `config ${d.digest} of ${source.description}`);
   if (!config.os || !config.architecture) return undefined;
   return formatPlatform({

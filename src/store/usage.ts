@@ -1,65 +1,9 @@
-/**
- * Archives as views of the store: a version is exported as the same reproducible archive `stowage pull`
- * writes for that image (it is read from the store, which is an OCI layout), and its oci-archive
- * sha256 is recorded once computed. `df` compares what all archives would take with what the store
- * holds on disk.
- */
+/** `df`: what all archives would take, compared with what the store holds on disk. */
 
 import type { StowageConfig } from '../config/stowage.js';
-import type { ProgressListener } from '../core/progress.js';
-import { isIndexMediaType } from '../image/mediatypes.js';
-import type { PlatformSpec } from '../image/platform.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
-import type { ArchiveFormat } from '../transfer/archive-source.js';
-import type { Context } from '../transfer/context.js';
-import { type PullResult, pull } from '../transfer/pull.js';
 import { retentionVictims } from './retention.js';
 import type { ArchiveStore, StoredVersion } from './store.js';
-
-export interface ExportOptions {
-  output: string;
-  format?: ArchiveFormat | undefined;
-  all?: boolean | undefined;
-  platforms?: PlatformSpec[] | undefined;
-  concurrency?: number | undefined;
-  signal?: AbortSignal | undefined;
-  onProgress?: ProgressListener | undefined;
-}
-
-export async function exportVersion(
-  ctx: Context,
-  store: ArchiveStore,
-  idOrName: string,
-  opts: ExportOptions,
-): Promise<PullResult & { version: StoredVersion }> {
-  const version = await store.find(idOrName);
-  const result = await pull(ctx, [`oci:${store.path}:${version.descriptor.digest}`], {
-    output: opts.output,
-    format: opts.format,
-    all: opts.all,
-    platforms: opts.platforms,
-    concurrency: opts.concurrency,
-    signal: opts.signal,
-    onProgress: opts.onProgress,
-    name: `${version.repository}:${version.tag}`,
-  });
-  // The whole version as an oci-archive: reproducible, so its checksum is recorded for good.
-  const whole = !isIndexMediaType(version.descriptor.mediaType) || opts.all;
-  if ((opts.format ?? 'oci-archive') === 'oci-archive' && whole && result.sha256 && !version.archive) {
-    await store.recordArchive(version.id, { sha256: result.sha256, size: result.size ?? 0 });
-  }
-  const name = `${version.repository}:${version.tag}`;
-  return {
-    ...result,
-    reference: name,
-    images: result.images.map((i) => ({
-      ...i,
-      reference: name,
-      source: `${store.path} (version ${version.id})`,
-    })),
-    version,
-  };
-}
 
 export interface RepositoryUsage {
   repository: string;

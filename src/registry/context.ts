@@ -10,11 +10,11 @@ import {
 } from '../config/resolve.js';
 import { StowageError } from '../errors.js';
 import { formatReference, type ImageReference } from '../reference/reference.js';
-import { DEFAULT_RETRY, RegistryClient, type RetryOptions, type StallRule } from '../registry/client.js';
-import { BlobLocations } from './upload.js';
+import { DEFAULT_RETRY, RegistryClient, type RetryOptions, type StallRule } from './client.js';
+import { BlobLocations } from './locations.js';
 
-/** Failures of one short-name candidate that make podman go on to the next one. */
-const CANDIDATE_FAILURES = new Set<string>([
+/** Failures of one short-name candidate (or one mirror) that make podman go on to the next one. */
+export const CANDIDATE_FAILURES = new Set<string>([
   'NOT_FOUND',
   'NETWORK',
   'TLS',
@@ -163,13 +163,13 @@ export class Context {
    */
   async pullFrom<T>(
     ref: ImageReference,
-    fn: (client: RegistryClient, endpoint: PullEndpoint) => Promise<T>,
+    fn: (client: RegistryClient, endpoint: PullEndpoint, later: PullEndpoint[]) => Promise<T>,
   ): Promise<T> {
     const endpoints = pullEndpoints(this.conf, ref, this.opts.tlsVerify === false);
     const failed: string[] = [];
     for (const [i, endpoint] of endpoints.entries()) {
       try {
-        return await fn(await this.clientFor(endpoint), endpoint);
+        return await fn(await this.clientFor(endpoint), endpoint, endpoints.slice(i + 1));
       } catch (e) {
         const err = e instanceof StowageError ? e : undefined;
         if (!err || err.code === 'ABORTED' || i === endpoints.length - 1) {

@@ -6,20 +6,20 @@
  */
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
-import { DirAccess, type FileAccess, TarAccess } from '../archive/access.js';
-import { sniffCompression } from '../archive/decompress.js';
-import { CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
-import { StowageError } from '../errors.js';
-import { DigestVerifier, digestAlgorithm, digestHex, sha256Digest } from '../image/digest.js';
-import { MAX_MANIFEST_BYTES, MediaType } from '../image/mediatypes.js';
-import { formatPlatform } from '../image/platform.js';
-import { type Descriptor, imageConfigSchema, imageIndexSchema } from '../image/schemas.js';
-import { isDigest } from '../reference/reference.js';
-import type { ManifestResponse } from '../registry/client.js';
-import type { ArchiveFormat } from './formats.js';
-import type { ImageSource } from './source.js';
+import { DirAccess, type FileAccess, TarAccess } from '../../archive/access.js';
+import { sniffCompression } from '../../archive/decompress.js';
+import type { ArchiveFormat } from '../../archive/formats.js';
+import { CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION } from '../../archive/oci-archive.js';
+import type { ImageSource } from '../../copy/source.js';
+import { StowageError } from '../../errors.js';
+import { DigestVerifier, digestAlgorithm, digestHex, sha256Digest } from '../../image/digest.js';
+import { MAX_MANIFEST_BYTES, MediaType } from '../../image/mediatypes.js';
+import { formatPlatform } from '../../image/platform.js';
+import { type Descriptor, imageConfigSchema, imageIndexSchema } from '../../image/schemas.js';
+import { isDigest } from '../../reference/reference.js';
+import type { ManifestResponse } from '../../registry/client.js';
 
-export { ARCHIVE_FORMATS, type ArchiveFormat } from './formats.js';
+export { ARCHIVE_FORMATS, type ArchiveFormat } from '../../archive/formats.js';
 
 /** One image (or index) an archive holds, with the names it records for it. */
 export interface ListedImage {

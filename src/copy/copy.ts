@@ -1,0 +1,278 @@
+/**
+ * The copy engine: images from sources into one destination. It knows no transport: a registry, an
+ * archive, a layout or the store are all an `ImageSource` or an `ImageDestination` to it.
+ *
+ *   plan       each image resolved on its source: the platforms chosen, an index kept whole or rebuilt
+ *   adapt      converted to what the destination holds (plain layers gzipped for a registry), or refused
+ *   merge      documents and blobs of every image, each once
+ *   provide    each blob from the cheapest place: a converted file, the store or a cache, its source
+ *   write      the destination writes the set (its blob loop, blobs.ts, or a format writer), then commits;
+ *              on any failure it aborts, and nothing is left under the destination's names
+ */
+import { StowageError } from '../errors.js';
+import { isIndexMediaType } from '../image/mediatypes.js';
+import type { PlatformSpec } from '../image/platform.js';
+import type { Descriptor } from '../image/schemas.js';
+import type {
+  BlobProvider,
+  DestinationNeeds,
+  ImageDestination,
+  ImageNames,
+  ImageSet,
+  WriteSettings,
+} from './destination.js';
+import { type ImagePlan, planImage, planPlatforms, readConfig } from './plan.js';
+import { recompressPlainLayers } from './recompress.js';
+import type { ImageSource } from './source.js';
+
+/** Which platforms of an index are copied. */
+export interface Selection {
+  /** Keep an index whole, its digest intact. */
+  all?: boolean | undefined;
+  /** One platform (its manifest alone), or several (a new index naming just those). */
+  platforms: PlatformSpec[];
+}
+
+/** One image to copy, as its caller names it. */
+export interface CopyImage {
+  source: ImageSource;
+  /** A tag or digest on the source. */
+  reference: string;
+  names: ImageNames;
+  /** What results and messages call it. */
+  label: string;
+  /** A registry repository known to hold its blobs (a destination in the same registry mounts from it). */
+  origin?: { host: string; repository: string } | undefined;
+}
+
+/** An image resolved on its source, ready to be written. */
+export interface PlannedImage extends CopyImage {
+  plan: ImagePlan;
+  /** The root is an index made by choosing platforms: its digest is not the source's. */
+  newIndex: boolean;
+  /** The root manifest was rewritten for the destination (layers recompressed): a new digest. */
+  converted: boolean;
+}
+
+/** Looks a blob up somewhere cheaper than its source (the store, a cache); undefined if not there. */
+export type BlobLookup = (
+  d: Descriptor,
+  signal: AbortSignal,
+) => Promise<AsyncIterable<Uint8Array> | undefined>;
+
+export interface CopyOptions extends WriteSettings {
+  /** Places asked for a blob, in order, before its source. */
+  lookups?: BlobLookup[] | undefined;
+  /** Plan and adapt only: nothing is read beyond the documents, nothing written. */
+  dryRun?: boolean | undefined;
+}
+
+export interface CopyResult<Committed> {
+  images: PlannedImage[];
+  set: ImageSet;
+  /** What the destination's commit returned (absent for a dry run). */
+  committed?: Committed | undefined;
+}
+
+/** Resolves each image on its source under `selection`. */
+export async function planImages(
+  images: CopyImage[],
+  selection: Selection,
+  signal?: AbortSignal,
+): Promise<PlannedImage[]> {
+  const out: PlannedImage[] = [];
+  for (const image of images) out.push(await planOne(image, selection, signal));
+  return out;
+}
+
+export async function planOne(
+  image: CopyImage,
+  selection: Selection,
+  signal?: AbortSignal,
+): Promise<PlannedImage> {
+  const { source, reference } = image;
+  const [first] = selection.platforms;
+  if (!first) throw new StowageError('INTERNAL', 'a selection names at least one platform');
+  if (selection.all) {
+    const plan = await planImage(source, reference, { all: true, platform: first, signal });
+    return { ...image, plan, newIndex: false, converted: false };
+  }
+  if (selection.platforms.length > 1) {
+    const { plan, newIndex } = await planPlatforms(source, reference, selection.platforms, signal);
+    return { ...image, plan, newIndex, converted: false };
+  }
+  const plan = await planImage(source, reference, { platform: first, signal });
+  return { ...image, plan, newIndex: false, converted: false };
+}
+
+/** A copy made ready for a destination: the set to write, the blob provider, and what to remove after. */
+export interface PreparedCopy {
+  images: PlannedImage[];
+  set: ImageSet;
+  provider: BlobProvider;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * Adapts planned images to what a destination needs, merges them, and builds their blob provider.
+ * With `dryRun`, nothing is converted (a conversion reads every layer): the plan is reported as it is.
+ */
+export async function prepareCopy(
+  planned: PlannedImage[],
+  needs: DestinationNeeds,
+  opts: {
+    concurrency: number;
+    signal?: AbortSignal | undefined;
+    lookups?: BlobLookup[] | undefined;
+    dryRun?: boolean | undefined;
+  },
+): Promise<PreparedCopy> {
+  checkFits(planned, needs);
+  const converted = new Map<string, (s: AbortSignal) => Promise<AsyncIterable<Uint8Array>>>();
+  const cleanups: (() => Promise<void>)[] = [];
+  const cleanup = async () => {
+    for (const c of cleanups.splice(0)) await c();
+  };
+  const images: PlannedImage[] = [];
+  try {
+    for (const p of planned) {
+      if (!needs.compressedLayers || opts.dryRun) {
+        images.push(p);
+        continue;
+      }
+      const r = await recompressPlainLayers(p.plan, p.source, {
+        concurrency: opts.concurrency,
+        signal: opts.signal,
+      });
+      if (!r) {
+        images.push(p);
+        continue;
+      }
+      cleanups.push(r.cleanup);
+      for (const [digest, open] of r.files) converted.set(digest, open);
+      images.push({ ...p, plan: r.plan, converted: true });
+    }
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+  const set = mergeImages(images);
+  const from = new Map<string, ImageSource>();
+  for (const p of images) for (const b of p.plan.blobs) if (!from.has(b.digest)) from.set(b.digest, p.source);
+  const sourceOf = (d: Descriptor) => {
+    const s = from.get(d.digest);
+    if (!s) throw new StowageError('INTERNAL', `blob ${d.digest} is not part of this copy`);
+    return s;
+  };
+  const provider: BlobProvider = {
+    async open(d, signal) {
+      const file = converted.get(d.digest);
+      if (file) return file(signal);
+      for (const lookup of opts.lookups ?? []) {
+        const body = await lookup(d, signal);
+        if (body) return body;
+      }
+      return sourceOf(d).getBlob(d, signal);
+    },
+    async tail(d, length, signal) {
+      if (converted.has(d.digest)) return undefined;
+      return sourceOf(d).getBlobTail?.(d, length, signal);
+    },
+    readSmall: (d, signal) => readConfig(sourceOf(d), d, signal),
+  };
+  return { images, set, provider, cleanup };
+}
+
+/** Refuses, before anything is read, what the destination cannot hold. */
+function checkFits(planned: PlannedImage[], needs: DestinationNeeds): void {
+  if (planned.length > needs.maxImages) {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      `the destination holds ${needs.maxImages === 1 ? 'one image' : `${needs.maxImages} images`}; ${planned.length} were given`,
+    );
+  }
+  if (!needs.singlePlatform) return;
+  const index = planned.find((p) => isIndexMediaType(p.plan.root.descriptor.mediaType));
+  if (index) {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      `${index.label} is an index of ${index.plan.platforms.length} platforms, and the destination holds one platform per image; choose one with --platform`,
+    );
+  }
+}
+
+/** The images' documents and blobs, each once; blobs in digest order. */
+export function mergeImages(images: PlannedImage[]): ImageSet {
+  const documents = new Map<string, Buffer>();
+  const blobs = new Map<string, Descriptor>();
+  for (const p of images) {
+    for (const d of p.plan.documents) documents.set(d.descriptor.digest, d.bytes);
+    for (const b of p.plan.blobs) if (!blobs.has(b.digest)) blobs.set(b.digest, b);
+  }
+  return {
+    images: images.map((p) => ({
+      root: p.plan.root,
+      documents: p.plan.documents,
+      blobs: p.plan.blobs,
+      platforms: p.plan.platforms,
+      names: p.names,
+      origin: p.origin,
+    })),
+    documents,
+    blobs: [...blobs.values()]
+      .filter((b) => !documents.has(b.digest))
+      .sort((a, b) => compare(a.digest, b.digest)),
+  };
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Writes a prepared copy into a destination and commits it; aborts the destination on any failure. */
+export async function writeTo<C>(
+  destination: ImageDestination<C>,
+  prepared: PreparedCopy,
+  settings: WriteSettings,
+): Promise<C> {
+  await destination.prepare?.(prepared.set);
+  try {
+    await destination.write(prepared.set, prepared.provider, settings);
+    return await destination.commit();
+  } catch (e) {
+    await destination.abort();
+    if (settings.signal?.aborted && !(e instanceof StowageError && e.code === 'ABORTED')) {
+      throw new StowageError('ABORTED', `writing ${destination.description} was aborted`, { cause: e });
+    }
+    throw e;
+  }
+}
+
+/** Plans, adapts and writes images into one destination: every copy of stowage in one call. */
+export async function copy<C>(
+  images: CopyImage[],
+  destination: ImageDestination<C>,
+  selection: Selection,
+  opts: CopyOptions,
+): Promise<CopyResult<C>> {
+  return copyPlanned(await planImages(images, selection, opts.signal), destination, opts);
+}
+
+/** As copy(), for images planned already (a caller that reports the plan before writing). */
+export async function copyPlanned<C>(
+  planned: PlannedImage[],
+  destination: ImageDestination<C>,
+  opts: CopyOptions,
+): Promise<CopyResult<C>> {
+  const prepared = await prepareCopy(planned, destination.needs, opts);
+  try {
+    if (opts.dryRun) {
+      await destination.prepare?.(prepared.set);
+      return { images: prepared.images, set: prepared.set };
+    }
+    const committed = await writeTo(destination, prepared, opts);
+    return { images: prepared.images, set: prepared.set, committed };
+  } finally {
+    await prepared.cleanup();
+  }
+}

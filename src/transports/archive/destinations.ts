@@ -1,0 +1,171 @@
+/**
+ * The archive formats as destinations: oci-archive and docker-archive files (each written by its format
+ * writer, which lays the tarball out and fills it from the blob provider), and the OCI and dir: layouts
+ * (filled by the engine's blob loop, a blob a file).
+ */
+import { type DockerArchiveImage, writeDockerArchive } from '../../archive/docker-archive.js';
+import type { ArchiveFormat } from '../../archive/formats.js';
+import { LayoutWriter } from '../../archive/layout-writer.js';
+import { type PreparedArchive, type WriteOptions, writeOciArchive } from '../../archive/oci-archive.js';
+import { copyBlobs } from '../../copy/blobs.js';
+import type {
+  BlobOutcome,
+  BlobProvider,
+  BlobSink,
+  DestinationNeeds,
+  ImageDestination,
+  ImageSet,
+  WriteSettings,
+} from '../../copy/destination.js';
+import { parseConfig, parseManifest } from '../../copy/plan.js';
+import { StowageError } from '../../errors.js';
+import type { Descriptor } from '../../image/schemas.js';
+
+/** What writing an archive or layout gave: the file's checksum and size (absent for directories). */
+export interface WrittenOutput {
+  path: string;
+  sha256?: string | undefined;
+  size?: number | undefined;
+}
+
+const MANY = Number.POSITIVE_INFINITY;
+
+function writerOptions(provider: BlobProvider, settings: WriteSettings): WriteOptions {
+  return {
+    fetch: (d, s) => provider.open(d, s),
+    tail: (d, n, s) => provider.tail(d, n, s),
+    concurrency: settings.concurrency,
+    signal: settings.signal,
+    onProgress: settings.onProgress,
+    defer: true,
+  };
+}
+
+/** A tarball written by a format writer, left aside until commit. */
+abstract class ArchiveFileDestination implements ImageDestination<WrittenOutput> {
+  abstract readonly needs: DestinationNeeds;
+  private prepared: PreparedArchive | undefined;
+  constructor(readonly path: string) {}
+
+  get description(): string {
+    return this.path;
+  }
+
+  protected abstract writeFile(
+    set: ImageSet,
+    provider: BlobProvider,
+    opts: WriteOptions,
+  ): Promise<PreparedArchive>;
+
+  async write(set: ImageSet, provider: BlobProvider, settings: WriteSettings): Promise<void> {
+    this.prepared = await this.writeFile(set, provider, writerOptions(provider, settings));
+  }
+
+  async commit(): Promise<WrittenOutput> {
+    const p = this.prepared;
+    if (!p) throw new StowageError('INTERNAL', `nothing was written to ${this.path}`);
+    await p.commit();
+    return { path: p.path, sha256: p.sha256, size: p.size };
+  }
+
+  async abort(): Promise<void> {
+    await this.prepared?.abort();
+  }
+}
+
+export class OciArchiveDestination extends ArchiveFileDestination {
+  readonly needs: DestinationNeeds = { compressedLayers: false, singlePlatform: false, maxImages: MANY };
+
+  protected writeFile(set: ImageSet, _provider: BlobProvider, opts: WriteOptions): Promise<PreparedArchive> {
+    const images = set.images.map((i) => ({
+      descriptor: i.root.descriptor,
+      annotations: i.names.annotations,
+    }));
+    return writeOciArchive(this.path, { images, documents: set.documents, blobs: set.blobs }, opts);
+  }
+}
+
+export class DockerArchiveDestination extends ArchiveFileDestination {
+  readonly needs: DestinationNeeds = { compressedLayers: false, singlePlatform: true, maxImages: MANY };
+
+  protected async writeFile(
+    set: ImageSet,
+    provider: BlobProvider,
+    opts: WriteOptions,
+  ): Promise<PreparedArchive> {
+    const signal = opts.signal ?? new AbortController().signal;
+    const images: DockerArchiveImage[] = [];
+    for (const image of set.images) {
+      const what = `manifest ${image.root.descriptor.digest}`;
+      const manifest = parseManifest(image.root.bytes, what);
+      const bytes = await provider.readSmall(manifest.config, signal);
+      const parsed = parseConfig(bytes, `config ${manifest.config.digest}`);
+      images.push({
+        manifest,
+        config: { descriptor: manifest.config, bytes, parsed },
+        repoTags: image.names.repoTags,
+      });
+    }
+    return writeDockerArchive(this.path, images, opts);
+  }
+}
+
+/** An OCI layout (`oci:`) or skopeo's dir: layout, filled a blob at a time. */
+export class LayoutDestination implements ImageDestination<WrittenOutput> {
+  readonly needs: DestinationNeeds;
+  private writer: LayoutWriter | undefined;
+  private set: ImageSet | undefined;
+
+  constructor(
+    readonly path: string,
+    readonly kind: 'oci' | 'dir',
+  ) {
+    this.needs = { compressedLayers: false, singlePlatform: false, maxImages: kind === 'dir' ? 1 : MANY };
+  }
+
+  get description(): string {
+    return this.path;
+  }
+
+  async write(set: ImageSet, provider: BlobProvider, settings: WriteSettings): Promise<void> {
+    this.set = set;
+    const writer = await LayoutWriter.begin(this.path, this.kind);
+    this.writer = writer;
+    const sink: BlobSink = {
+      description: this.path,
+      put: async (d: Descriptor, open): Promise<BlobOutcome> => {
+        if (await writer.has(d)) return 'existing';
+        await writer.putBlob(d, await open());
+        return 'written';
+      },
+    };
+    await copyBlobs(sink, set.blobs, provider, { ...settings, retries: 0 });
+  }
+
+  async commit(): Promise<WrittenOutput> {
+    if (!this.writer || !this.set) throw new StowageError('INTERNAL', `nothing was written to ${this.path}`);
+    const images = this.set.images.map((i) => ({
+      descriptor: i.root.descriptor,
+      annotations: i.names.annotations,
+    }));
+    await this.writer.commit(images, this.set.documents);
+    return { path: this.path };
+  }
+
+  async abort(): Promise<void> {
+    await this.writer?.abort();
+  }
+}
+
+/** The destination for an archive format at a path. */
+export function archiveDestination(format: ArchiveFormat, path: string): ImageDestination<WrittenOutput> {
+  switch (format) {
+    case 'oci-archive':
+      return new OciArchiveDestination(path);
+    case 'docker-archive':
+      return new DockerArchiveDestination(path);
+    case 'oci':
+    case 'dir':
+      return new LayoutDestination(path, format);
+  }
+}

@@ -1,0 +1,206 @@
+/**
+ * The one place a reference becomes a reader or a writer: docker://, oci-archive:, docker-archive:,
+ * oci:, dir:, bare paths and bare image names, for sources and destinations, for the CLI and the API.
+ * Nothing outside transports/ looks at a transport's spelling.
+ */
+import type { ArchiveFormat } from '../archive/formats.js';
+import type { BlobStats } from '../copy/blobs.js';
+import type { ImageDestination } from '../copy/destination.js';
+import type { ImageSource } from '../copy/source.js';
+import { StowageError } from '../errors.js';
+import { formatReference, type ImageReference } from '../reference/reference.js';
+import {
+  type ArchiveReference,
+  archiveFormat,
+  looksLikePath,
+  parseDestinationReference,
+  parseTransportReference,
+  type TransportReference,
+} from '../reference/transport.js';
+import type { Context } from '../registry/context.js';
+import { archiveDestination, type WrittenOutput } from './archive/destinations.js';
+import { ArchiveSource, type ListedImage } from './archive/source.js';
+import { RegistryDestination } from './registry/destination.js';
+import { resolveRegistrySource } from './registry/source.js';
+import { RegistrySink } from './registry/upload.js';
+
+/** One image a source offers. */
+export interface SourceImage {
+  /** The tag or digest to read it by on the source. */
+  reference: string;
+  /** What results call what was asked for: the registry reference fully qualified, or the input. */
+  asked: string;
+  /** Where it was read: registry/repository (after registries.conf) or the archive. */
+  served: string;
+  /** Names it carries: the registry's name:tag, or the names an archive records. */
+  names: string[];
+  /** A registry image: the reference that served it. */
+  ref?: ImageReference | undefined;
+  /** An archive's image: its entry. */
+  listed?: ListedImage | undefined;
+  /** A registry repository holding its blobs (a destination in the same registry mounts from it). */
+  origin?: { host: string; repository: string } | undefined;
+}
+
+export interface OpenedSource {
+  source: ImageSource;
+  images: SourceImage[];
+  /** The archive, when the source is one (push reads its format and recorded names). */
+  archive?: ArchiveSource | undefined;
+  close(): Promise<void>;
+}
+
+export interface OpenSourceOptions {
+  /** An archive's image to take (a name, "@N" or a digest), overriding the reference's own NAME. */
+  image?: string | undefined;
+  /** Every image of an archive when none is named (push); else the one image it must hold (pull). */
+  everyImage?: boolean | undefined;
+  /** Only archives: a bare argument is a path whatever it looks like (push takes nothing else). */
+  archivesOnly?: boolean | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+/** Opens any source reference. */
+export async function openSource(
+  ctx: Context,
+  input: string,
+  opts: OpenSourceOptions = {},
+): Promise<OpenedSource> {
+  const t = parseSource(input, opts);
+  if (t.transport === 'docker') {
+    const { source, ref, endpoint } = await resolveRegistrySource(ctx, t.ref, opts.signal);
+    const full = formatReference({ ...ref, digest: undefined });
+    return {
+      source,
+      images: [
+        {
+          reference: ref.digest ?? ref.tag!,
+          asked: formatReference(ref),
+          served: `${endpoint.host}/${endpoint.path}`,
+          names: ref.tag ? [full] : [],
+          ref,
+          origin: { host: endpoint.host, repository: endpoint.path },
+        },
+      ],
+      close: () => source.close(),
+    };
+  }
+  return openArchiveSource(t, input, opts);
+}
+
+function parseSource(input: string, opts: OpenSourceOptions): TransportReference {
+  if (opts.archivesOnly && !/^(oci-archive|docker-archive|oci|dir):/.test(input))
+    return { transport: 'archive', path: input };
+  const t = parseTransportReference(input);
+  if (opts.archivesOnly && t.transport === 'docker')
+    throw new StowageError('INVALID_ARGUMENT', `${input} is not an archive`);
+  return t;
+}
+
+async function openArchiveSource(
+  t: ArchiveReference,
+  input: string,
+  opts: OpenSourceOptions,
+): Promise<OpenedSource> {
+  const archive = await ArchiveSource.open(t.path, archiveFormat(t));
+  try {
+    const name = opts.image ?? ('name' in t ? t.name : undefined);
+    const chosen = name || !opts.everyImage ? [archive.select(name)] : archive.images;
+    return {
+      source: archive,
+      archive,
+      images: chosen.map((listed) => ({
+        reference: listed.descriptor.digest,
+        asked: input,
+        served: archive.description,
+        names: listed.names,
+        listed,
+      })),
+      close: () => archive.close(),
+    };
+  } catch (e) {
+    await archive.close();
+    throw e;
+  }
+}
+
+/** Opens an archive or layout by reference (TRANSPORT:PATH or a bare path) for reading it as such. */
+export async function openArchive(input: string, format?: ArchiveFormat): Promise<ArchiveSource> {
+  const t = /^(oci-archive|docker-archive|oci|dir):/.test(input)
+    ? (parseTransportReference(input) as ArchiveReference)
+    : ({ transport: 'archive', path: input } as const);
+  return ArchiveSource.open(t.path, format ?? archiveFormat(t));
+}
+
+/** A destination reference: a registry (its reference) or an archive format and path. */
+export type DestinationSpec =
+  | { kind: 'registry'; ref: ImageReference }
+  | { kind: 'archive'; format: ArchiveFormat; path: string; name?: string | undefined };
+
+/** Reads a destination reference; a bare path is refused (it cannot say which format to write). */
+export function parseDestination(input: string): DestinationSpec {
+  const t = parseDestinationReference(input);
+  if (t.transport === 'docker') return { kind: 'registry', ref: t.ref };
+  return { kind: 'archive', format: t.transport, path: t.path, name: 'name' in t ? t.name : undefined };
+}
+
+/** The destination writing an archive format at a path. */
+export function openArchiveDestination(format: ArchiveFormat, path: string): ImageDestination<WrittenOutput> {
+  return archiveDestination(format, path);
+}
+
+/** Whether a source reference names an archive or layout (anything but a registry image). */
+export function isArchiveReference(input: string): boolean {
+  return parseTransportReference(input).transport !== 'docker';
+}
+
+export interface RegistryDestinationSettings {
+  /** Tags the image goes under (none: by digest alone). */
+  tags: string[];
+  /** Check every blob against the source even where the registry has it (restoring an archive). */
+  verifyExisting?: boolean | undefined;
+  /** Counts to add to (a push's destinations share one). */
+  stats?: BlobStats | undefined;
+  /** Bytes per PATCH for large blobs (default: one PUT up to 1 GiB). */
+  chunkSize?: number | undefined;
+  /** A sink to reuse (a sync job's tags share one: a blob sent for one tag is not asked about again). */
+  sink?: RegistrySink | undefined;
+}
+
+/** The repository `target` names, as a destination (BLOCKED when registries.conf blocks it). */
+export async function openRegistryDestination(
+  ctx: Context,
+  target: ImageReference,
+  settings: RegistryDestinationSettings,
+): Promise<RegistryDestination> {
+  let sink = settings.sink;
+  if (!sink) {
+    const { client, endpoint } = await ctx.client(target);
+    sink = new RegistrySink(
+      { client, host: endpoint.host, repo: endpoint.path },
+      { locations: ctx.blobLocations, chunkSize: settings.chunkSize },
+    );
+  }
+  return new RegistryDestination(sink, {
+    tags: settings.tags,
+    retries: ctx.retries,
+    verifyExisting: settings.verifyExisting,
+    stats: settings.stats,
+  });
+}
+
+/** Whether an inspect/verify argument names a local archive rather than a registry image. */
+export async function isLocalArchiveArgument(input: string): Promise<boolean> {
+  return /^(oci-archive|docker-archive|oci|dir):/.test(input) || looksLikePath(input);
+}
+
+/** Path, expected format and image name of a local archive argument (PATH or TRANSPORT:PATH[:NAME]). */
+export function parseArchiveArgument(input: string): {
+  path: string;
+  format?: ArchiveFormat | undefined;
+  name?: string | undefined;
+} {
+  if (!/^(oci-archive|docker-archive|oci|dir):/.test(input)) return { path: input };
+  const t = parseTransportReference(input) as ArchiveReference;
+  return { path: t.path, format: archiveFormat(t), name: 'name' in t ? t.name : undefined };
+}
