@@ -1,0 +1,445 @@
+/**
+ * The copy engine in process: a fake source and fake destinations (and the real file-system store),
+ * no registry or other process started.
+ */
+import { createHash } from 'node:crypto';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { ProgressEvent } from '../core/progress.js';
+import { StowageError } from '../errors.js';
+import { MediaType } from '../image/mediatypes.js';
+import type { Descriptor } from '../image/schemas.js';
+import type { ManifestResponse } from '../registry/client.js';
+import { Store } from '../store/store.js';
+import { StoreDestination } from '../transports/store/destination.js';
+import { StoreSource } from '../transports/store/source.js';
+import { copyBlobs } from './blobs.js';
+import { type CopyImage, copy } from './copy.js';
+import type {
+  BlobOutcome,
+  BlobProvider,
+  BlobSink,
+  DestinationNeeds,
+  ImageDestination,
+  ImageSet,
+  WriteSettings,
+} from './destination.js';
+import type { ImageSource } from './source.js';
+
+const AMD64 = { os: 'linux', architecture: 'amd64' };
+
+function digestOf(bytes: Buffer): string {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+}
+
+/** An in-memory repository: documents and blobs by digest, tags, and a count of every blob read. */
+class FakeSource implements ImageSource {
+  readonly description = 'fake';
+  readonly docs = new Map<string, { bytes: Buffer; mediaType: string }>();
+  readonly blobs = new Map<string, Buffer>();
+  readonly tags = new Map<string, string>();
+  readonly reads: string[] = [];
+  /** Digests whose bytes come back damaged (the last byte flipped). */
+  readonly damaged = new Set<string>();
+  /** Digests whose read waits for this promise (to abort in the middle). */
+  hold: Promise<void> | undefined;
+
+  blob(content: string | Buffer, mediaType: string = MediaType.OciLayerGzip): Descriptor {
+    const bytes = Buffer.isBuffer(content) ? content : Buffer.from(content);
+    const digest = digestOf(bytes);
+    this.blobs.set(digest, bytes);
+    return { mediaType, digest, size: bytes.length };
+  }
+
+  /** An image: a config naming its platform, and these layers. */
+  image(tag: string, layers: Descriptor[], platform = AMD64, layerType?: string): Descriptor {
+    const config = this.blob(
+      JSON.stringify({ ...platform, rootfs: { type: 'layers', diff_ids: [] } }),
+      MediaType.OciConfig,
+    );
+    const manifest = {
+      schemaVersion: 2,
+      mediaType: MediaType.OciManifest,
+      config,
+      layers: layerType ? layers.map((l) => ({ ...l, mediaType: layerType })) : layers,
+    };
+    return this.document(tag, manifest, MediaType.OciManifest);
+  }
+
+  index(tag: string, children: { d: Descriptor; platform: typeof AMD64 }[]): Descriptor {
+    const index = {
+      schemaVersion: 2,
+      mediaType: MediaType.OciIndex,
+      manifests: children.map((c) => ({ ...c.d, platform: c.platform })),
+    };
+    return this.document(tag, index, MediaType.OciIndex);
+  }
+
+  private document(tag: string, doc: unknown, mediaType: string): Descriptor {
+    const bytes = Buffer.from(JSON.stringify(doc));
+    const digest = digestOf(bytes);
+    this.docs.set(digest, { bytes, mediaType });
+    this.tags.set(tag, digest);
+    return { mediaType, digest, size: bytes.length };
+  }
+
+  async getManifest(reference: string): Promise<ManifestResponse> {
+    const digest = this.tags.get(reference) ?? reference;
+    const d = this.docs.get(digest);
+    if (!d) throw new StowageError('NOT_FOUND', `no manifest ${reference}`);
+    return { bytes: d.bytes, digest, mediaType: d.mediaType };
+  }
+
+  async getBlob(d: Descriptor): Promise<AsyncIterable<Uint8Array>> {
+    const bytes = this.blobs.get(d.digest);
+    if (!bytes) throw new StowageError('NOT_FOUND', `no blob ${d.digest}`);
+    this.reads.push(d.digest);
+    const out = Buffer.from(bytes);
+    if (this.damaged.has(d.digest)) out[out.length - 1]! ^= 1;
+    const hold = this.hold;
+    return (async function* () {
+      yield out.subarray(0, 1);
+      await hold;
+      yield out.subarray(1);
+    })();
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** A destination that takes blobs one at a time into memory, like a registry or a layout would. */
+class MemoryDestination implements ImageDestination<ImageSet> {
+  readonly description = 'memory';
+  readonly stored = new Map<string, Buffer>();
+  readonly events: string[] = [];
+  /** Blobs it has already (answers 'existing'), or can link from a sibling ('mounted'). */
+  readonly present = new Set<string>();
+  readonly mountable = new Set<string>();
+  /** Fail a blob's first put with a retryable error. */
+  readonly flaky = new Set<string>();
+  set: ImageSet | undefined;
+  readonly sink: BlobSink;
+
+  constructor(
+    readonly needs: DestinationNeeds = { compressedLayers: false, singlePlatform: false, maxImages: 9 },
+    readonly outcomes: BlobOutcome[] = [],
+  ) {
+    this.sink = {
+      description: 'memory',
+      put: async (d, open) => {
+        if (this.present.has(d.digest)) return 'existing';
+        if (this.mountable.has(d.digest)) return 'mounted';
+        if (this.flaky.delete(d.digest))
+          throw new StowageError('UNAVAILABLE', 'try again', { retryable: true });
+        const parts: Buffer[] = [];
+        for await (const c of await open()) parts.push(Buffer.from(c));
+        this.stored.set(d.digest, Buffer.concat(parts));
+        return 'written';
+      },
+    };
+  }
+
+  async write(set: ImageSet, provider: BlobProvider, settings: WriteSettings): Promise<void> {
+    this.events.push('write');
+    await copyBlobs(this.sink, set.blobs, provider, {
+      ...settings,
+      retries: 2,
+      onBlob: (_d, o) => this.outcomes.push(o),
+    });
+    this.set = set;
+  }
+
+  async commit(): Promise<ImageSet> {
+    this.events.push('commit');
+    return this.set!;
+  }
+
+  async abort(): Promise<void> {
+    this.events.push('abort');
+  }
+}
+
+function image(source: FakeSource, reference: string): CopyImage {
+  return { source, reference, names: { repoTags: [], annotations: {} }, label: reference };
+}
+
+const settings = { concurrency: 3 };
+
+describe('copy()', () => {
+  it('writes each blob of several images once, reads each once, and commits after writing', async () => {
+    const src = new FakeSource();
+    const base = src.blob('base layer');
+    const a = src.blob('layer a');
+    const b = src.blob('layer b');
+    src.image('a', [base, a]);
+    src.image('b', [base, b]);
+    const dest = new MemoryDestination();
+    const r = await copy([image(src, 'a'), image(src, 'b')], dest, { platforms: [AMD64] }, settings);
+    // Both images have the same config (same platform): it and three layers, each once.
+    expect(r.set.blobs.length).toBe(4);
+    expect(new Set(r.set.blobs.map((x) => x.digest)).size).toBe(4);
+    // Planning reads the config of each image for its platform; each layer is read once.
+    const layerReads = src.reads.filter((d) => [base, a, b].some((l) => l.digest === d));
+    expect(layerReads.sort()).toEqual([base, a, b].map((l) => l.digest).sort());
+    expect(dest.stored.get(base.digest)?.toString()).toBe('base layer');
+    expect(dest.events).toEqual(['write', 'commit']);
+    expect(r.images.map((i) => i.plan.root.descriptor.digest)).toEqual([
+      src.tags.get('a'),
+      src.tags.get('b'),
+    ]);
+  });
+
+  it('reads nothing for blobs the destination has or can mount, and counts how each arrived', async () => {
+    const src = new FakeSource();
+    const kept = src.blob('kept');
+    const linked = src.blob('linked');
+    const sent = src.blob('sent');
+    src.image('x', [kept, linked, sent]);
+    const dest = new MemoryDestination();
+    dest.present.add(kept.digest);
+    dest.mountable.add(linked.digest);
+    await copy([image(src, 'x')], dest, { platforms: [AMD64] }, settings);
+    expect(src.reads).not.toContain(kept.digest);
+    expect(src.reads).not.toContain(linked.digest);
+    expect(src.reads).toContain(sent.digest);
+    expect(dest.outcomes.sort()).toEqual(['existing', 'mounted', 'written', 'written']);
+  });
+
+  it('takes a blob from a cheaper place (the store, a cache) before its source', async () => {
+    const src = new FakeSource();
+    const layer = src.blob('cached layer');
+    src.image('x', [layer]);
+    const dest = new MemoryDestination();
+    const looked: string[] = [];
+    await copy(
+      [image(src, 'x')],
+      dest,
+      { platforms: [AMD64] },
+      {
+        ...settings,
+        lookups: [
+          async (d) => {
+            looked.push(d.digest);
+            if (d.digest !== layer.digest) return undefined;
+            const bytes = src.blobs.get(d.digest)!;
+            return (async function* () {
+              yield bytes;
+            })();
+          },
+        ],
+      },
+    );
+    expect(looked).toContain(layer.digest);
+    expect(src.reads).not.toContain(layer.digest);
+    expect(dest.stored.get(layer.digest)?.toString()).toBe('cached layer');
+  });
+
+  it('fails on a damaged blob, naming it, stops, and aborts the destination without committing', async () => {
+    const src = new FakeSource();
+    const bad = src.blob('damaged layer');
+    src.image('x', [bad, src.blob('fine')]);
+    src.damaged.add(bad.digest);
+    const dest = new MemoryDestination();
+    const err = await copy([image(src, 'x')], dest, { platforms: [AMD64] }, settings).catch((e) => e);
+    expect(err).toBeInstanceOf(StowageError);
+    expect(err.code).toBe('DIGEST_MISMATCH');
+    expect(err.message).toContain(bad.digest);
+    expect(dest.events).toEqual(['write', 'abort']);
+    expect(dest.stored.has(bad.digest)).toBe(false);
+  });
+
+  it('retries a blob after a transient failure', async () => {
+    const src = new FakeSource();
+    const layer = src.blob('flaky');
+    src.image('x', [layer]);
+    const dest = new MemoryDestination();
+    dest.flaky.add(layer.digest);
+    await copy([image(src, 'x')], dest, { platforms: [AMD64] }, settings);
+    expect(dest.stored.get(layer.digest)?.toString()).toBe('flaky');
+    expect(dest.flaky.size).toBe(0);
+  });
+
+  it('stops when aborted mid-blob: ABORTED, the destination aborted, nothing committed', async () => {
+    const src = new FakeSource();
+    src.image('x', [src.blob('slow layer')]);
+    let release!: () => void;
+    src.hold = new Promise((r) => {
+      release = r;
+    });
+    const dest = new MemoryDestination();
+    const controller = new AbortController();
+    const p = copy(
+      [image(src, 'x')],
+      dest,
+      { platforms: [AMD64] },
+      { ...settings, signal: controller.signal },
+    );
+    while (src.reads.length === 0) await new Promise((r) => setTimeout(r, 1));
+    controller.abort();
+    release();
+    const err = await p.catch((e) => e);
+    expect(err.code).toBe('ABORTED');
+    expect(dest.events).toEqual(['write', 'abort']);
+  });
+
+  it('reports progress: the plan, then each blob started and done', async () => {
+    const src = new FakeSource();
+    src.image('x', [src.blob('one'), src.blob('two')]);
+    const events: ProgressEvent[] = [];
+    const r = await copy(
+      [image(src, 'x')],
+      new MemoryDestination(),
+      { platforms: [AMD64] },
+      {
+        ...settings,
+        onProgress: (e) => events.push(e),
+      },
+    );
+    const plan = events.find((e) => e.type === 'plan');
+    expect(plan).toEqual({ type: 'plan', blobs: 3, totalBytes: r.set.blobs.reduce((n, b) => n + b.size, 0) });
+    for (const b of r.set.blobs) {
+      expect(events).toContainEqual({ type: 'blob-start', digest: b.digest, size: b.size });
+      expect(events).toContainEqual({ type: 'blob-done', digest: b.digest, size: b.size });
+    }
+  });
+
+  it('keeps an index whole, or chooses a platform, or refuses an index where one platform fits', async () => {
+    const src = new FakeSource();
+    const amd = src.image('amd', [src.blob('amd layer')]);
+    const arm64 = { os: 'linux', architecture: 'arm64' };
+    const arm = src.image('arm', [src.blob('arm layer')], arm64);
+    const idx = src.index('multi', [
+      { d: amd, platform: AMD64 },
+      { d: arm, platform: arm64 },
+    ]);
+    const whole = await copy(
+      [image(src, 'multi')],
+      new MemoryDestination(),
+      { all: true, platforms: [AMD64] },
+      settings,
+    );
+    expect(whole.images[0]!.plan.root.descriptor.digest).toBe(idx.digest);
+    expect(whole.set.documents.size).toBe(3);
+    const one = await copy([image(src, 'multi')], new MemoryDestination(), { platforms: [arm64] }, settings);
+    expect(one.images[0]!.plan.root.descriptor.digest).toBe(arm.digest);
+    const single = new MemoryDestination({ compressedLayers: false, singlePlatform: true, maxImages: 9 });
+    const err = await copy([image(src, 'multi')], single, { all: true, platforms: [AMD64] }, settings).catch(
+      (e) => e,
+    );
+    expect(err.code).toBe('INVALID_ARGUMENT');
+    expect(err.message).toContain('one platform per image');
+    expect(single.events).toEqual([]);
+  });
+
+  it('gzips plain layers for a destination that holds compressed ones, and removes its scratch files', async () => {
+    const src = new FakeSource();
+    const plain = src.blob(Buffer.alloc(4096, 7), MediaType.OciLayerTar);
+    src.image('plain', [plain], AMD64, MediaType.OciLayerTar);
+    const scratchBefore = (await readdir(tmpdir())).filter((n) => n.startsWith('stowage-push-'));
+    const dest = new MemoryDestination({ compressedLayers: true, singlePlatform: false, maxImages: 1 });
+    const r = await copy([image(src, 'plain')], dest, { platforms: [AMD64] }, settings);
+    const converted = r.images[0]!;
+    expect(converted.converted).toBe(true);
+    expect(converted.plan.root.descriptor.digest).not.toBe(src.tags.get('plain'));
+    const manifest = JSON.parse(converted.plan.root.bytes.toString());
+    expect(manifest.layers[0].mediaType).toBe(MediaType.OciLayerGzip);
+    const gz = dest.stored.get(manifest.layers[0].digest)!;
+    expect(digestOf(gz)).toBe(manifest.layers[0].digest);
+    expect(gunzipSync(gz)).toEqual(Buffer.alloc(4096, 7));
+    // The same layer always gives the same bytes.
+    const again = await copy(
+      [image(src, 'plain')],
+      new MemoryDestination(dest.needs),
+      { platforms: [AMD64] },
+      settings,
+    );
+    expect(again.images[0]!.plan.root.descriptor.digest).toBe(converted.plan.root.descriptor.digest);
+    const scratchAfter = (await readdir(tmpdir())).filter((n) => n.startsWith('stowage-push-'));
+    expect(scratchAfter.sort()).toEqual(scratchBefore.sort());
+  });
+
+  it('plans without reading a layer on a dry run', async () => {
+    const src = new FakeSource();
+    const layer = src.blob('never read');
+    src.image('x', [layer]);
+    const dest = new MemoryDestination();
+    const r = await copy([image(src, 'x')], dest, { platforms: [AMD64] }, { ...settings, dryRun: true });
+    expect(r.committed).toBeUndefined();
+    expect(src.reads).not.toContain(layer.digest);
+    expect(dest.events).toEqual([]);
+  });
+});
+
+describe('the store as destination and source', () => {
+  const dirs: string[] = [];
+  afterEach(async () => {
+    await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  it('records a version at commit, and gives the same image back, digests intact', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stowage-copy-'));
+    dirs.push(dir);
+    const store = await Store.open(join(dir, 'store'));
+    const src = new FakeSource();
+    const shared = src.blob('shared');
+    src.image('1.0', [shared, src.blob('one')]);
+    src.image('1.1', [shared, src.blob('two')]);
+    const labels = ['1.0', '1.1'].map((tag) => ({
+      repository: 'reg.test/app',
+      tag,
+      source: `reg.test/app:${tag}`,
+    }));
+    const r = await copy(
+      [image(src, '1.0'), image(src, '1.1')],
+      new StoreDestination(store, { labels }),
+      { platforms: [AMD64] },
+      settings,
+    );
+    expect(r.committed!.map((v) => [v.tag, v.descriptor.digest])).toEqual([
+      ['1.0', src.tags.get('1.0')],
+      ['1.1', src.tags.get('1.1')],
+    ]);
+    expect((await store.versions()).map((v) => v.tag)).toEqual(['1.0', '1.1']);
+    // Back out of the store: the same manifest, every blob's bytes.
+    const back = new MemoryDestination();
+    const version = (await store.versions())[1]!;
+    const out = await copy(
+      [
+        {
+          source: new StoreSource(store),
+          reference: version.descriptor.digest,
+          names: { repoTags: [], annotations: {} },
+          label: 'v',
+        },
+      ],
+      back,
+      { platforms: [AMD64] },
+      settings,
+    );
+    expect(out.images[0]!.plan.root.descriptor.digest).toBe(src.tags.get('1.1'));
+    for (const b of out.set.blobs) expect(back.stored.get(b.digest)).toEqual(src.blobs.get(b.digest));
+  });
+
+  it('records nothing when a blob fails, and a damaged blob never lands in the store', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stowage-copy-'));
+    dirs.push(dir);
+    const store = await Store.open(join(dir, 'store'));
+    const src = new FakeSource();
+    const bad = src.blob('bad');
+    src.image('x', [bad]);
+    src.damaged.add(bad.digest);
+    const labels = [{ repository: 'reg.test/app', tag: 'x', source: 'reg.test/app:x' }];
+    const err = await copy(
+      [image(src, 'x')],
+      new StoreDestination(store, { labels }),
+      { platforms: [AMD64] },
+      settings,
+    ).catch((e) => e);
+    expect(err.code).toBe('DIGEST_MISMATCH');
+    expect(await store.versions()).toEqual([]);
+    expect(await store.hasBlob(bad.digest)).toBe(false);
+  });
+});
