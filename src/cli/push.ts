@@ -211,11 +211,7 @@ export function copyCommand(program: Command): void {
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON')
     .action(async (src: string, dst: string, opts: CopyCliOptions) => {
-      const [{ pull }, { copyToRegistry }, { parseDestinationReference }] = await Promise.all([
-        import('../transfer/pull.js'),
-        import('../transfer/push.js'),
-        import('../reference/transport.js'),
-      ]);
+      const { copyImage } = await import('../transfer/copy.js');
       const common = {
         registriesConf: opts.registriesConf,
         authFile: opts.authfile,
@@ -236,40 +232,21 @@ export function copyCommand(program: Command): void {
       const progress = opts.quiet || opts.json ? undefined : await progressRenderer(process.stderr);
       const started = performance.now();
       try {
-        const d = parseDestinationReference(dst);
-        if (d.transport === 'docker') {
-          const result = await withSignal((signal) =>
-            copyToRegistry(srcCtx, dstCtx, src, dst, {
-              all: opts.all,
-              platform,
-              concurrency: opts.jobs,
-              chunkSize: opts.chunkSize,
-              signal,
-              onProgress: progress?.listener,
-              dryRun: opts.dryRun,
-              onTargets: opts.dryRun ? undefined : announceTargets(opts),
-            }),
-          );
-          progress?.stop();
-          printPush(result, performance.now() - started, opts);
-        } else {
-          const result = await withSignal((signal) =>
-            pull(srcCtx, [src], {
-              output: d.path,
-              format: d.transport,
-              name: 'name' in d ? d.name : undefined,
-              nameAsGiven: true,
-              all: opts.all,
-              platforms: platform ? [platform] : undefined,
-              concurrency: opts.jobs,
-              signal,
-              onProgress: progress?.listener,
-              dryRun: opts.dryRun,
-            }),
-          );
-          progress?.stop();
-          printResult(result, performance.now() - started, opts);
-        }
+        const outcome = await withSignal((signal) =>
+          copyImage(srcCtx, dstCtx, src, dst, {
+            all: opts.all,
+            platform,
+            concurrency: opts.jobs,
+            chunkSize: opts.chunkSize,
+            signal,
+            onProgress: progress?.listener,
+            dryRun: opts.dryRun,
+            onTargets: opts.dryRun ? undefined : announceTargets(opts),
+          }),
+        );
+        progress?.stop();
+        if (outcome.kind === 'registry') printPush(outcome.result, performance.now() - started, opts);
+        else printResult(outcome.result, performance.now() - started, opts);
       } finally {
         progress?.stop();
         await srcCtx.close();

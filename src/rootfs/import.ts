@@ -24,11 +24,10 @@ import { MediaType } from '../image/mediatypes.js';
 import { formatPlatform, hostPlatform, type PlatformSpec } from '../image/platform.js';
 import type { ImageConfig } from '../image/schemas.js';
 import { formatReference, parseReference, withDefaultTag } from '../reference/reference.js';
-import { parseDestinationReference } from '../reference/transport.js';
 import type { Context } from '../registry/context.js';
-import { checkOutput, pull } from '../transfer/pull.js';
-import { push } from '../transfer/push.js';
-import type { ArchiveFormat } from '../transports/archive/source.js';
+import { copyImage } from '../transfer/copy.js';
+import { checkOutput } from '../transfer/pull.js';
+import { parseDestination } from '../transports/open.js';
 import { type ContainerConfig, parseChanges } from './changes.js';
 import { coalesce, LayerReader, type RootfsStats, resolveImage, rootfsTar } from './export.js';
 import { fsEntryHeader, padding, readTar } from './tar.js';
@@ -215,8 +214,8 @@ async function buildLayout(
  * would silently mean Docker Hub) and be allowed by registries.conf.
  */
 async function checkDestination(ctx: Context, dest: string, how: string): Promise<void> {
-  const t = parseDestinationReference(dest);
-  if (t.transport !== 'docker') return;
+  const t = parseDestination(dest);
+  if (t.kind !== 'registry') return;
   if (t.ref.shortName) {
     throw new StowageError('INVALID_REFERENCE', `"${dest}" names no registry; ${how}`);
   }
@@ -225,9 +224,9 @@ async function checkDestination(ctx: Context, dest: string, how: string): Promis
 
 /** A work directory beside the destination (so large layers stay on its disk), or in tmp for registries. */
 async function workDirFor(dest: string): Promise<string> {
-  const t = parseDestinationReference(dest);
-  if (t.transport === 'docker') return scratchDir(tmpdir(), '.stowage-image-');
-  await checkOutput(t.path, t.transport === 'oci-archive' || t.transport === 'docker-archive');
+  const t = parseDestination(dest);
+  if (t.kind === 'registry') return scratchDir(tmpdir(), '.stowage-image-');
+  await checkOutput(t.path, t.format === 'oci-archive' || t.format === 'docker-archive');
   return scratchDir(dirname(resolve(t.path)), '.stowage-image-');
 }
 
@@ -246,23 +245,22 @@ async function deliver(
   opts: { signal?: AbortSignal | undefined; onProgress?: ProgressListener | undefined },
 ): Promise<ImportResult> {
   opts.signal?.throwIfAborted();
-  const t = parseDestinationReference(dest);
-  const src = `oci:${layoutDir}:image`;
+  // The built layout is copied like any source: to a registry as a push, to an archive as a pull.
+  const outcome = await copyImage(ctx, ctx, `oci:${layoutDir}:image`, dest, {
+    defaultName: name,
+    nameAsGiven: false,
+    signal: opts.signal,
+    onProgress: opts.onProgress,
+  });
   let destination: string;
   let sha256: string | undefined;
-  if (t.transport === 'docker') {
-    const r = await push(ctx, src, dest, { signal: opts.signal, onProgress: opts.onProgress });
-    destination = r.images[0]!.destinations.join(', ');
+  if (outcome.kind === 'registry') {
+    destination = outcome.result.images[0]!.destinations.join(', ');
   } else {
-    const recorded = ('name' in t ? t.name : undefined) ?? (t.transport === 'dir' ? undefined : name);
-    const r = await pull(ctx, [src], {
-      output: t.path,
-      format: t.transport as ArchiveFormat,
-      name: recorded,
-      signal: opts.signal,
-      onProgress: opts.onProgress,
-    });
-    destination = `${t.transport}:${t.path}${recorded ? ` (${recorded})` : ''}`;
+    const r = outcome.result;
+    const d = parseDestination(dest);
+    const recorded = (d.kind === 'archive' ? d.name : undefined) ?? (r.format === 'dir' ? undefined : name);
+    destination = `${r.format}:${r.path}${recorded ? ` (${recorded})` : ''}`;
     sha256 = r.sha256;
   }
   return {

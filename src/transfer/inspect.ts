@@ -6,12 +6,13 @@ import { hostPlatform, type PlatformSpec, selectPlatform } from '../image/platfo
 import {
   formatReference,
   type ImageReference,
+  parseReference,
   parseRepository,
   repositoryName,
   withDefaultTag,
 } from '../reference/reference.js';
-import { parseTransportReference } from '../reference/transport.js';
 import type { Context } from '../registry/context.js';
+import { isArchiveReference } from '../transports/open.js';
 
 export interface InspectOptions {
   raw?: boolean;
@@ -94,9 +95,8 @@ export async function listTags(
 
 /** An image in a registry, spelled bare or as docker://; archives are inspected elsewhere. */
 function registryReference(input: string): ImageReference {
-  const t = parseTransportReference(input);
-  if (t.transport !== 'docker') {
+  if (isArchiveReference(input)) {
     throw new StowageError('INVALID_ARGUMENT', `${input} is an archive, not an image in a registry`);
   }
-  return t.ref;
+  return parseReference(input.startsWith('docker://') ? input.slice(9) : input);
 }
