@@ -9,11 +9,16 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { tempDirs } from '../../test/harness/temp-dirs.js';
 import { parseStowageConfig } from '../config/stowage.js';
+import { copy } from '../copy/copy.js';
+import type { ImageSource } from '../copy/source.js';
+import { sha256Digest } from '../image/digest.js';
+import { MediaType } from '../image/mediatypes.js';
 import { Context } from '../registry/context.js';
 import { JobManager } from '../service/jobs.js';
 import { createMetrics } from '../service/metrics.js';
 import { type Engine, pathRedactor } from '../service/operations.js';
 import { Store } from '../store/store.js';
+import { StoreDestination } from '../transports/store/destination.js';
 import { createApp } from './app.js';
 import { tokenHash } from './auth.js';
 
@@ -63,7 +68,40 @@ async function app(opts: { ready?: boolean } = {}) {
     maxUpload: 1024 * 1024,
     redact,
   });
-  return { a, dir };
+  return { a, dir, store };
+}
+
+/** One small image put into the store by the engine, from a source in memory. */
+async function storeImage(store: Store): Promise<string> {
+  const blobs = new Map<string, Buffer>();
+  const put = (bytes: Buffer, mediaType: string) => {
+    const digest = sha256Digest(bytes);
+    blobs.set(digest, bytes);
+    return { mediaType, digest, size: bytes.length };
+  };
+  const config = put(Buffer.from('{"os":"linux","architecture":"amd64"}'), MediaType.OciConfig);
+  const layer = put(Buffer.alloc(3000, 1), MediaType.OciLayerGzip);
+  const manifest = Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers: [layer] }),
+  );
+  const source: ImageSource = {
+    description: 'memory',
+    getManifest: async () => ({
+      bytes: manifest,
+      digest: sha256Digest(manifest),
+      mediaType: MediaType.OciManifest,
+    }),
+    getBlob: async (d) => [blobs.get(d.digest)!] as unknown as AsyncIterable<Uint8Array>,
+    close: async () => {},
+  };
+  const labels = [{ repository: '127.0.0.1:5000/team/app', tag: '1.0', source: 'memory' }];
+  const r = await copy(
+    [{ source, reference: 'latest', names: { repoTags: [], annotations: {} }, label: 'app' }],
+    new StoreDestination(store, { labels }),
+    { platforms: [{ os: 'linux', architecture: 'amd64' }] },
+    { concurrency: 2 },
+  );
+  return r.committed![0]!.id;
 }
 
 const as = (role: keyof typeof TOKENS, init: RequestInit = {}): RequestInit => ({
@@ -143,5 +181,52 @@ describe('the API in process', () => {
     const none = await a.request('/v1/nothing-here', as('reader'));
     expect(none.status).toBe(404);
     expect(((await none.json()) as { error: { message: string } }).error.message).toContain('/openapi.json');
+  });
+
+  it('tells a token that is not valid from none, and documents every resource in one OpenAPI document', async () => {
+    const { a } = await app();
+    const bad = await a.request('/v1/jobs', { headers: { authorization: 'Bearer stw_not-a-token-at-all' } });
+    expect(bad.status).toBe(401);
+    expect(((await bad.json()) as { error: { message: string } }).error.message).toBe(
+      'the API token is not valid',
+    );
+    expect((await a.request('/openapi.json')).status).toBe(401);
+    const doc = (await (await a.request('/openapi.json', as('reader'))).json()) as {
+      paths: Record<string, unknown>;
+    };
+    for (const path of [
+      '/healthz',
+      '/v1/pulls',
+      '/v1/jobs/{id}/events',
+      '/v1/archives/{id}/content',
+      '/v1/tags',
+    ])
+      expect(Object.keys(doc.paths)).toContain(path);
+  });
+
+  it('downloads a stored version whole, by range, and conditionally (ETag, If-Range, 304, 416)', async () => {
+    const { a, store } = await app();
+    const id = await storeImage(store);
+    const url = `/v1/archives/${id}/content`;
+    const whole = await a.request(url, as('reader'));
+    expect(whole.status).toBe(200);
+    const bytes = Buffer.from(await whole.arrayBuffer());
+    const etag = whole.headers.get('etag')!;
+    expect(etag).toBe(`"sha256:${sha256Digest(bytes).slice(7)}"`);
+    expect(Number(whole.headers.get('content-length'))).toBe(bytes.length);
+    const part = await a.request(url, as('reader', { headers: { range: 'bytes=512-1535' } }));
+    expect(part.status).toBe(206);
+    expect(part.headers.get('content-range')).toBe(`bytes 512-1535/${bytes.length}`);
+    expect(Buffer.from(await part.arrayBuffer())).toEqual(bytes.subarray(512, 1536));
+    const stale = await a.request(
+      url,
+      as('reader', { headers: { range: 'bytes=0-9', 'if-range': '"sha256:old"' } }),
+    );
+    expect(stale.status).toBe(200);
+    expect((await stale.arrayBuffer()).byteLength).toBe(bytes.length);
+    expect((await a.request(url, as('reader', { headers: { 'if-none-match': etag } }))).status).toBe(304);
+    const past = await a.request(url, as('reader', { headers: { range: `bytes=${bytes.length}-` } }));
+    expect(past.status).toBe(416);
+    expect(past.headers.get('content-range')).toBe(`bytes */${bytes.length}`);
   });
 });

@@ -1,18 +1,16 @@
 /**
  * The archive store: versions listed, uploaded, deleted, and downloaded whole or by range.
  */
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import { createRoute, z } from '@hono/zod-openapi';
 import { StowageError } from '../errors.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
 import { deleteVersion, dockerArchiveFile, ensureChecksum, importUpload } from '../service/operations.js';
 import type { StoredVersion } from '../store/store.js';
 import { type ArchiveView, ociArchiveView } from '../store/view.js';
-import { parseRange } from './range.js';
+import { fileView, sendView } from './download.js';
+import { need, newApi } from './middleware.js';
 import { ArchiveSchema, ErrorSchema, IdParam } from './schemas.js';
-
-import { type ApiApp, type AppDeps, errorBody, errorResponses, type Need, security } from './shared.js';
+import { type ApiApp, type AppDeps, errorResponses, security } from './shared.js';
 
 function archiveView(v: StoredVersion, latest: boolean): z.infer<typeof ArchiveSchema> {
   return {
@@ -36,263 +34,191 @@ function withLatest(all: StoredVersion[]): { v: StoredVersion; latest: boolean }
   return all.map((v) => ({ v, latest: newest.get(`${v.repository}:${v.tag}`) === v.id }));
 }
 
-/**
- * Bytes [start, end] of a view as a web stream: chunks go straight from the view (1 MiB file reads) to
- * the socket, a few ahead at most; a client that goes away stops the reads.
- */
-function streamOf(view: ArchiveView, start: number, end: number): ReadableStream<Uint8Array> {
-  const abort = new AbortController();
-  const chunks = view.read(start, end, abort.signal);
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        const next = await chunks.next();
-        if (next.done) controller.close();
-        else controller.enqueue(next.value);
-      },
-      async cancel() {
-        abort.abort();
-        await chunks.return(undefined).catch(() => {});
-      },
+const listArchivesRoute = createRoute({
+  method: 'get',
+  path: '/v1/archives',
+  summary: 'Stored versions (archives), oldest first',
+  security,
+  middleware: [need('read')] as const,
+  request: {
+    query: z.object({
+      repository: z.string().optional(),
+      tag: z.string().optional(),
+      latest: z.enum(['true', 'false']).optional(),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'archives',
+      content: { 'application/json': { schema: z.object({ archives: z.array(ArchiveSchema) }) } },
     },
-    { highWaterMark: 4 },
-  );
-}
+    ...errorResponses,
+  },
+});
 
-/** A file as an ArchiveView (the docker-archive downloads). */
-function fileView(path: string, size: number): ArchiveView {
-  return {
-    size,
-    async *read(start, end, signal) {
-      const s = await stat(path);
-      if (s.size !== size) throw new StowageError('IO', `${path} changed size`);
-      for await (const c of createReadStream(path, { start, end, highWaterMark: 1 << 20, signal }))
-        yield c as Buffer;
+const uploadArchiveRoute = createRoute({
+  method: 'post',
+  path: '/v1/archives',
+  summary: 'Upload an archive into the store',
+  description:
+    'The body is an archive in any format stowage reads (oci-archive, docker-archive from docker, podman or skopeo, gzipped or not), streamed to disk within server.max-upload, every blob digest-checked into the store. Each image becomes a version named as the archive names it, or by ?name= for a one-image archive.',
+  security,
+  middleware: [need('push')] as const,
+  request: {
+    query: z.object({ name: z.string().max(512).optional() }),
+    body: {
+      required: true,
+      content: { 'application/x-tar': { schema: z.string().openapi({ format: 'binary' }) } },
     },
-  };
-}
+  },
+  responses: {
+    201: {
+      description: 'stored',
+      content: { 'application/json': { schema: z.object({ archives: z.array(ArchiveSchema) }) } },
+    },
+    ...errorResponses,
+    413: {
+      description: 'over server.max-upload',
+      content: { 'application/json': { schema: ErrorSchema } },
+    },
+  },
+});
 
-export function archiveRoutes(app: ApiApp, deps: AppDeps, need: Need): void {
+const getArchiveRoute = createRoute({
+  method: 'get',
+  path: '/v1/archives/{id}',
+  summary: 'One stored version',
+  security,
+  middleware: [need('read')] as const,
+  request: { params: IdParam },
+  responses: {
+    200: { description: 'the archive', content: { 'application/json': { schema: ArchiveSchema } } },
+    ...errorResponses,
+  },
+});
+
+const deleteArchiveRoute = createRoute({
+  method: 'delete',
+  path: '/v1/archives/{id}',
+  summary: 'Delete a stored version (and blobs no other version uses)',
+  security,
+  middleware: [need('admin')] as const,
+  request: { params: IdParam },
+  responses: {
+    200: { description: 'deleted', content: { 'application/json': { schema: ArchiveSchema } } },
+    ...errorResponses,
+  },
+});
+
+const archiveContentRoute = createRoute({
+  method: 'get',
+  path: '/v1/archives/{id}/content',
+  summary: "Download a version's reproducible archive",
+  description:
+    "oci-archive (default): the whole version, streamed from the store, byte-identical to `stowage archives export`; Content-Length, ETag (its sha256) and single byte ranges are answered without building it. docker-archive: one platform (?platform=, default the host's), made once and kept.",
+  security,
+  middleware: [need('read')] as const,
+  request: {
+    params: IdParam,
+    query: z.object({
+      format: z.enum(['oci-archive', 'docker-archive']).optional(),
+      platform: z.string().max(64).optional(),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'the archive',
+      content: { 'application/x-tar': { schema: z.string().openapi({ format: 'binary' }) } },
+    },
+    206: {
+      description: 'a byte range of it',
+      content: { 'application/x-tar': { schema: z.string().openapi({ format: 'binary' }) } },
+    },
+    304: { description: 'not modified (If-None-Match)' },
+    416: {
+      description: 'range not satisfiable',
+      content: { 'application/json': { schema: ErrorSchema } },
+    },
+    ...errorResponses,
+  },
+});
+
+export function archivesApi(deps: AppDeps): ApiApp {
   const { engine } = deps;
-  app.openapi(
-    createRoute({
-      method: 'get',
-      path: '/v1/archives',
-      summary: 'Stored versions (archives), oldest first',
-      security,
-      middleware: [need('read')] as const,
-      request: {
-        query: z.object({
-          repository: z.string().optional(),
-          tag: z.string().optional(),
-          latest: z.enum(['true', 'false']).optional(),
-        }),
-      },
-      responses: {
-        200: {
-          description: 'archives',
-          content: { 'application/json': { schema: z.object({ archives: z.array(ArchiveSchema) }) } },
-        },
-        ...errorResponses,
-      },
-    }),
-    async (c) => {
-      const q = c.req.valid('query');
-      let repository = q.repository;
-      if (repository) {
-        try {
-          repository = repositoryName(parseRepository(repository));
-        } catch {
-          // Not a repository name: matches nothing.
-        }
+  const api = newApi();
+  api.openapi(listArchivesRoute, async (c) => {
+    const q = c.req.valid('query');
+    let repository = q.repository;
+    if (repository) {
+      try {
+        repository = repositoryName(parseRepository(repository));
+      } catch {
+        // Not a repository name: matches nothing.
       }
-      const list = withLatest(await engine.store.versions()).filter(
-        ({ v, latest }) =>
-          (!repository || v.repository === repository) &&
-          (!q.tag || v.tag === q.tag) &&
-          (q.latest === undefined || latest === (q.latest === 'true')),
+    }
+    const list = withLatest(await engine.store.versions()).filter(
+      ({ v, latest }) =>
+        (!repository || v.repository === repository) &&
+        (!q.tag || v.tag === q.tag) &&
+        (q.latest === undefined || latest === (q.latest === 'true')),
+    );
+    return c.json({ archives: list.map(({ v, latest }) => archiveView(v, latest)) }, 200);
+  });
+
+  api.openapi(uploadArchiveRoute, async (c) => {
+    const length = Number(c.req.header('content-length') ?? Number.NaN);
+    if (length > deps.maxUpload) {
+      throw new StowageError(
+        'TOO_LARGE',
+        `the archive (${length} bytes) is over the upload limit of ${deps.maxUpload} bytes (server.max-upload)`,
       );
-      return c.json({ archives: list.map(({ v, latest }) => archiveView(v, latest)) }, 200);
-    },
-  );
+    }
+    const body = c.req.raw.body;
+    if (!body)
+      throw new StowageError(
+        'INVALID_ARCHIVE',
+        'the request body is empty; send the archive file as the body',
+      );
+    const added = await importUpload(engine, body as unknown as AsyncIterable<Uint8Array>, {
+      limit: deps.maxUpload,
+      name: c.req.valid('query').name,
+      source: `upload by ${c.get('token').name}`,
+      signal: c.req.raw.signal,
+    });
+    return c.json({ archives: added.map((v) => archiveView(v, true)) }, 201);
+  });
 
-  app.openapi(
-    createRoute({
-      method: 'post',
-      path: '/v1/archives',
-      summary: 'Upload an archive into the store',
-      description:
-        'The body is an archive in any format stowage reads (oci-archive, docker-archive from docker, podman or skopeo, gzipped or not), streamed to disk within server.max-upload, every blob digest-checked into the store. Each image becomes a version named as the archive names it, or by ?name= for a one-image archive.',
-      security,
-      middleware: [need('push')] as const,
-      request: {
-        query: z.object({ name: z.string().max(512).optional() }),
-        body: {
-          required: true,
-          content: { 'application/x-tar': { schema: z.string().openapi({ format: 'binary' }) } },
-        },
-      },
-      responses: {
-        201: {
-          description: 'stored',
-          content: { 'application/json': { schema: z.object({ archives: z.array(ArchiveSchema) }) } },
-        },
-        ...errorResponses,
-        413: {
-          description: 'over server.max-upload',
-          content: { 'application/json': { schema: ErrorSchema } },
-        },
-      },
-    }),
-    async (c) => {
-      const length = Number(c.req.header('content-length') ?? Number.NaN);
-      if (length > deps.maxUpload) {
-        throw new StowageError(
-          'TOO_LARGE',
-          `the archive (${length} bytes) is over the upload limit of ${deps.maxUpload} bytes (server.max-upload)`,
-        );
-      }
-      const body = c.req.raw.body;
-      if (!body)
-        throw new StowageError(
-          'INVALID_ARCHIVE',
-          'the request body is empty; send the archive file as the body',
-        );
-      const added = await importUpload(engine, body as unknown as AsyncIterable<Uint8Array>, {
-        limit: deps.maxUpload,
-        name: c.req.valid('query').name,
-        source: `upload by ${c.get('token').name}`,
-        signal: c.req.raw.signal,
-      });
-      return c.json({ archives: added.map((v) => archiveView(v, true)) }, 201);
-    },
-  );
+  api.openapi(getArchiveRoute, async (c) => {
+    const id = c.req.valid('param').id;
+    const all = withLatest(await engine.store.versions());
+    const found = all.find(({ v }) => v.id === id);
+    if (!found) throw new StowageError('NOT_FOUND', `no archive ${id}; list them with GET /v1/archives`);
+    return c.json(archiveView(found.v, found.latest), 200);
+  });
 
-  app.openapi(
-    createRoute({
-      method: 'get',
-      path: '/v1/archives/{id}',
-      summary: 'One stored version',
-      security,
-      middleware: [need('read')] as const,
-      request: { params: IdParam },
-      responses: {
-        200: { description: 'the archive', content: { 'application/json': { schema: ArchiveSchema } } },
-        ...errorResponses,
-      },
-    }),
-    async (c) => {
-      const id = c.req.valid('param').id;
-      const all = withLatest(await engine.store.versions());
-      const found = all.find(({ v }) => v.id === id);
-      if (!found) throw new StowageError('NOT_FOUND', `no archive ${id}; list them with GET /v1/archives`);
-      return c.json(archiveView(found.v, found.latest), 200);
-    },
-  );
+  api.openapi(deleteArchiveRoute, async (c) => {
+    const v = await deleteVersion(engine, c.req.valid('param').id);
+    return c.json(archiveView(v, false), 200);
+  });
 
-  app.openapi(
-    createRoute({
-      method: 'delete',
-      path: '/v1/archives/{id}',
-      summary: 'Delete a stored version (and blobs no other version uses)',
-      security,
-      middleware: [need('admin')] as const,
-      request: { params: IdParam },
-      responses: {
-        200: { description: 'deleted', content: { 'application/json': { schema: ArchiveSchema } } },
-        ...errorResponses,
-      },
-    }),
-    async (c) => {
-      const v = await deleteVersion(engine, c.req.valid('param').id);
-      return c.json(archiveView(v, false), 200);
-    },
-  );
-
-  app.openapi(
-    createRoute({
-      method: 'get',
-      path: '/v1/archives/{id}/content',
-      summary: "Download a version's reproducible archive",
-      description:
-        "oci-archive (default): the whole version, streamed from the store, byte-identical to `stowage archives export`; Content-Length, ETag (its sha256) and single byte ranges are answered without building it. docker-archive: one platform (?platform=, default the host's), made once and kept.",
-      security,
-      middleware: [need('read')] as const,
-      request: {
-        params: IdParam,
-        query: z.object({
-          format: z.enum(['oci-archive', 'docker-archive']).optional(),
-          platform: z.string().max(64).optional(),
-        }),
-      },
-      responses: {
-        200: {
-          description: 'the archive',
-          content: { 'application/x-tar': { schema: z.string().openapi({ format: 'binary' }) } },
-        },
-        206: {
-          description: 'a byte range of it',
-          content: { 'application/x-tar': { schema: z.string().openapi({ format: 'binary' }) } },
-        },
-        304: { description: 'not modified (If-None-Match)' },
-        416: {
-          description: 'range not satisfiable',
-          content: { 'application/json': { schema: ErrorSchema } },
-        },
-        ...errorResponses,
-      },
-    }),
-    async (c) => {
-      const id = c.req.valid('param').id;
-      const q = c.req.valid('query');
-      const version = (await engine.store.versions()).find((v) => v.id === id);
-      if (!version) throw new StowageError('NOT_FOUND', `no archive ${id}; list them with GET /v1/archives`);
-      const format = q.format ?? 'oci-archive';
-      let view: ArchiveView;
-      let sha256: string;
-      if (format === 'oci-archive') {
-        view = await ociArchiveView(engine.store, version);
-        ({ sha256 } = await ensureChecksum(engine.store, version, c.req.raw.signal));
-      } else {
-        const file = await dockerArchiveFile(engine, version, q.platform, c.req.raw.signal);
-        view = fileView(file.path, file.size);
-        sha256 = file.sha256;
-      }
-      const etag = `"sha256:${sha256}"`;
-      const name = `${version.repository.replace(/[^A-Za-z0-9._-]+/g, '_')}_${version.tag}${format === 'docker-archive' ? '.docker' : ''}.tar`;
-      const headers: Record<string, string> = {
-        'content-type': 'application/x-tar',
-        'accept-ranges': 'bytes',
-        etag,
-        'content-disposition': `attachment; filename="${name}"`,
-        'x-content-sha256': sha256,
-      };
-      const inm = c.req.header('if-none-match');
-      if (inm?.split(',').some((t) => t.trim() === etag || t.trim() === '*')) {
-        return c.body(null, 304, headers);
-      }
-      const ifRange = c.req.header('if-range');
-      const rangeHeader = !ifRange || ifRange === etag ? c.req.header('range') : undefined;
-      const range = rangeHeader ? parseRange(rangeHeader, view.size) : undefined;
-      if (range === 'unsatisfiable') {
-        return c.json(
-          errorBody(
-            'RANGE_NOT_SATISFIABLE',
-            `the archive has ${view.size} bytes; ask for a range within them`,
-            c.get('requestId'),
-          ),
-          416,
-          {
-            'content-range': `bytes */${view.size}`,
-          },
-        );
-      }
-      const [start, end] = range ?? [0, view.size - 1];
-      headers['content-length'] = String(end - start + 1);
-      if (range) headers['content-range'] = `bytes ${start}-${end}/${view.size}`;
-      if (c.req.method === 'HEAD') return c.body(null, range ? 206 : 200, headers);
-      const status = range ? 206 : 200;
-      return c.body(streamOf(view, start, end), status, headers);
-    },
-  );
+  api.openapi(archiveContentRoute, async (c) => {
+    const id = c.req.valid('param').id;
+    const q = c.req.valid('query');
+    const version = (await engine.store.versions()).find((v) => v.id === id);
+    if (!version) throw new StowageError('NOT_FOUND', `no archive ${id}; list them with GET /v1/archives`);
+    const format = q.format ?? 'oci-archive';
+    let view: ArchiveView;
+    let sha256: string;
+    if (format === 'oci-archive') {
+      view = await ociArchiveView(engine.store, version);
+      ({ sha256 } = await ensureChecksum(engine.store, version, c.req.raw.signal));
+    } else {
+      const file = await dockerArchiveFile(engine, version, q.platform, c.req.raw.signal);
+      view = fileView(file.path, file.size);
+      sha256 = file.sha256;
+    }
+    const name = `${version.repository.replace(/[^A-Za-z0-9._-]+/g, '_')}_${version.tag}${format === 'docker-archive' ? '.docker' : ''}.tar`;
+    return sendView(c, view, { sha256, filename: name });
+  });
+  return api;
 }

@@ -6,9 +6,10 @@ import type { Context as HonoContext } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { StowageError } from '../errors.js';
 import { formatReference } from '../reference/reference.js';
-import type { Job } from '../service/jobs.js';
+import type { Job, JobManager } from '../service/jobs.js';
 import { destinationFor, parsePlatforms, parsePullReference } from '../service/operations.js';
 import { allows } from './auth.js';
+import { need, newApi } from './middleware.js';
 import {
   ErrorSchema,
   IdParam,
@@ -18,8 +19,7 @@ import {
   PushRequestSchema,
   SyncRequestSchema,
 } from './schemas.js';
-
-import { type ApiApp, type AppDeps, type Env, errorResponses, type Need, security } from './shared.js';
+import { type ApiApp, type AppDeps, type Env, errorResponses, security } from './shared.js';
 
 const SSE_KEEPALIVE_MS = 15_000;
 
@@ -34,255 +34,245 @@ function jobView(job: Job): z.infer<typeof JobSchema> {
   return { ...job, links };
 }
 
-export function jobRoutes(app: ApiApp, deps: AppDeps, need: Need): void {
+const startPullRoute = createRoute({
+  method: 'post',
+  path: '/v1/pulls',
+  summary: 'Pull images into the archive store',
+  description:
+    'Each tag goes into the store as a version (HEAD first: a version the store has is not fetched again; blobs the store holds are never fetched). An identical request while one is queued or running shares its job.',
+  security,
+  middleware: [need('pull')] as const,
+  request: { body: { required: true, content: { 'application/json': { schema: PullRequestSchema } } } },
+  responses: {
+    202: {
+      description: 'accepted: a job',
+      content: { 'application/json': { schema: JobAcceptedSchema } },
+    },
+    ...errorResponses,
+    429: {
+      description: 'the job queue is full',
+      content: { 'application/json': { schema: ErrorSchema } },
+    },
+  },
+});
+
+const startPushRoute = createRoute({
+  method: 'post',
+  path: '/v1/pushes',
+  summary: 'Push a stored version to a registry, digests intact',
+  security,
+  middleware: [need('push')] as const,
+  request: { body: { required: true, content: { 'application/json': { schema: PushRequestSchema } } } },
+  responses: {
+    202: {
+      description: 'accepted: a job',
+      content: { 'application/json': { schema: JobAcceptedSchema } },
+    },
+    ...errorResponses,
+  },
+});
+
+const startSyncRoute = createRoute({
+  method: 'post',
+  path: '/v1/syncs',
+  summary: 'Run sync jobs of stowage.toml',
+  security,
+  middleware: [need('sync')] as const,
+  request: { body: { required: false, content: { 'application/json': { schema: SyncRequestSchema } } } },
+  responses: {
+    202: {
+      description: 'accepted: a job',
+      content: { 'application/json': { schema: JobAcceptedSchema } },
+    },
+    ...errorResponses,
+  },
+});
+
+const listJobsRoute = createRoute({
+  method: 'get',
+  path: '/v1/jobs',
+  summary: 'Jobs, newest first',
+  security,
+  middleware: [need('read')] as const,
+  request: {
+    query: z.object({
+      kind: z.enum(['pull', 'push', 'sync']).optional(),
+      state: z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled']).optional(),
+      limit: z.coerce.number().int().min(1).max(1000).optional(),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'jobs',
+      content: { 'application/json': { schema: z.object({ jobs: z.array(JobSchema) }) } },
+    },
+    ...errorResponses,
+  },
+});
+
+const getJobRoute = createRoute({
+  method: 'get',
+  path: '/v1/jobs/{id}',
+  summary: 'One job',
+  security,
+  middleware: [need('read')] as const,
+  request: { params: IdParam },
+  responses: {
+    200: { description: 'the job', content: { 'application/json': { schema: JobSchema } } },
+    ...errorResponses,
+  },
+});
+
+const cancelJobRoute = createRoute({
+  method: 'delete',
+  path: '/v1/jobs/{id}',
+  summary: 'Cancel a job',
+  description:
+    'A queued job is dropped; a running one is aborted and cleans up (no partial archive, no tag on an incomplete image). Answers the job as it is; it reaches "canceled" when the work has stopped.',
+  security,
+  middleware: [need('read')] as const,
+  request: { params: IdParam },
+  responses: {
+    202: {
+      description: 'cancellation under way or done',
+      content: { 'application/json': { schema: JobSchema } },
+    },
+    ...errorResponses,
+  },
+});
+
+const jobEventsRoute = createRoute({
+  method: 'get',
+  path: '/v1/jobs/{id}/events',
+  summary: "A job's progress as Server-Sent Events",
+  description:
+    'Every event since the job was queued (state, progress, tag, ...), then live ones, ending with "end" (the outcome). Last-Event-ID resumes after that event.',
+  security,
+  middleware: [need('read')] as const,
+  request: { params: IdParam },
+  responses: {
+    200: { description: 'text/event-stream', content: { 'text/event-stream': { schema: z.string() } } },
+    ...errorResponses,
+  },
+});
+
+export function jobsApi(deps: AppDeps): ApiApp {
   const { engine, jobs } = deps;
   const accepted = (c: HonoContext<Env>, r: { job: Job; shared: boolean }) => {
     c.header('Location', `/v1/jobs/${r.job.id}`);
     return c.json({ ...jobView(r.job), shared: r.shared }, 202);
   };
 
-  app.openapi(
-    createRoute({
-      method: 'post',
-      path: '/v1/pulls',
-      summary: 'Pull images into the archive store',
-      description:
-        'Each tag goes into the store as a version (HEAD first: a version the store has is not fetched again; blobs the store holds are never fetched). An identical request while one is queued or running shares its job.',
-      security,
-      middleware: [need('pull')] as const,
-      request: { body: { required: true, content: { 'application/json': { schema: PullRequestSchema } } } },
-      responses: {
-        202: {
-          description: 'accepted: a job',
-          content: { 'application/json': { schema: JobAcceptedSchema } },
-        },
-        ...errorResponses,
-        429: {
-          description: 'the job queue is full',
-          content: { 'application/json': { schema: ErrorSchema } },
-        },
-      },
-    }),
-    (c) => {
-      const body = c.req.valid('json');
-      const refs = [...(body.refs ?? []), ...(body.ref ? [body.ref] : [])];
-      if (refs.length === 0)
-        throw new StowageError('INVALID_ARGUMENT', 'give "ref" or "refs": the images to pull');
-      const platforms = parsePlatforms(body.platforms);
-      // Checked now, so a bad or forbidden reference is a 4xx, not a failed job.
-      const normalized = refs.map((r) => formatReference(parsePullReference(engine, r)));
-      const request = { refs, platforms: platforms ?? 'all', format: body.format ?? 'oci-archive' };
-      const key = `pull:${JSON.stringify([[...new Set(normalized)].sort(), platforms ?? 'all'])}`;
-      return accepted(c, jobs.submit('pull', request, c.get('token').name, key));
-    },
-  );
+  const api = newApi();
+  api.openapi(startPullRoute, (c) => {
+    const body = c.req.valid('json');
+    const refs = [...(body.refs ?? []), ...(body.ref ? [body.ref] : [])];
+    if (refs.length === 0)
+      throw new StowageError('INVALID_ARGUMENT', 'give "ref" or "refs": the images to pull');
+    const platforms = parsePlatforms(body.platforms);
+    // Checked now, so a bad or forbidden reference is a 4xx, not a failed job.
+    const normalized = refs.map((r) => formatReference(parsePullReference(engine, r)));
+    const request = { refs, platforms: platforms ?? 'all', format: body.format ?? 'oci-archive' };
+    const key = `pull:${JSON.stringify([[...new Set(normalized)].sort(), platforms ?? 'all'])}`;
+    return accepted(c, jobs.submit('pull', request, c.get('token').name, key));
+  });
 
-  app.openapi(
-    createRoute({
-      method: 'post',
-      path: '/v1/pushes',
-      summary: 'Push a stored version to a registry, digests intact',
-      security,
-      middleware: [need('push')] as const,
-      request: { body: { required: true, content: { 'application/json': { schema: PushRequestSchema } } } },
-      responses: {
-        202: {
-          description: 'accepted: a job',
-          content: { 'application/json': { schema: JobAcceptedSchema } },
-        },
-        ...errorResponses,
-      },
-    }),
-    async (c) => {
-      const body = c.req.valid('json');
-      const version = await engine.store.find(body.archive);
-      const destination = destinationFor(engine, body.destination, version);
-      const request = { archive: version.id, destination };
-      return accepted(
-        c,
-        jobs.submit('push', request, c.get('token').name, `push:${version.id}>${destination}`),
+  api.openapi(startPushRoute, async (c) => {
+    const body = c.req.valid('json');
+    const version = await engine.store.find(body.archive);
+    const destination = destinationFor(engine, body.destination, version);
+    const request = { archive: version.id, destination };
+    return accepted(
+      c,
+      jobs.submit('push', request, c.get('token').name, `push:${version.id}>${destination}`),
+    );
+  });
+
+  api.openapi(startSyncRoute, (c) => {
+    const body = c.req.valid('json');
+    const names = body.jobs?.length ? [...new Set(body.jobs)].sort() : undefined;
+    const configured = engine.config.jobs.map((j) => j.name);
+    const unknown = (names ?? []).filter((n) => !configured.includes(n));
+    if (unknown.length) {
+      throw new StowageError(
+        'NOT_FOUND',
+        `no sync job named ${unknown.join(', ')}; configured: ${configured.join(', ') || 'none'}`,
       );
-    },
-  );
+    }
+    if (configured.length === 0) throw new StowageError('INVALID_ARGUMENT', 'stowage.toml has no sync jobs');
+    return accepted(
+      c,
+      jobs.submit(
+        'sync',
+        { jobs: names ?? configured },
+        c.get('token').name,
+        `sync:${JSON.stringify(names ?? null)}`,
+      ),
+    );
+  });
 
-  app.openapi(
-    createRoute({
-      method: 'post',
-      path: '/v1/syncs',
-      summary: 'Run sync jobs of stowage.toml',
-      security,
-      middleware: [need('sync')] as const,
-      request: { body: { required: false, content: { 'application/json': { schema: SyncRequestSchema } } } },
-      responses: {
-        202: {
-          description: 'accepted: a job',
-          content: { 'application/json': { schema: JobAcceptedSchema } },
-        },
-        ...errorResponses,
-      },
-    }),
-    (c) => {
-      const body = c.req.valid('json');
-      const names = body.jobs?.length ? [...new Set(body.jobs)].sort() : undefined;
-      const configured = engine.config.jobs.map((j) => j.name);
-      const unknown = (names ?? []).filter((n) => !configured.includes(n));
-      if (unknown.length) {
-        throw new StowageError(
-          'NOT_FOUND',
-          `no sync job named ${unknown.join(', ')}; configured: ${configured.join(', ') || 'none'}`,
-        );
-      }
-      if (configured.length === 0)
-        throw new StowageError('INVALID_ARGUMENT', 'stowage.toml has no sync jobs');
-      return accepted(
-        c,
-        jobs.submit(
-          'sync',
-          { jobs: names ?? configured },
-          c.get('token').name,
-          `sync:${JSON.stringify(names ?? null)}`,
-        ),
+  api.openapi(listJobsRoute, (c) => {
+    const q = c.req.valid('query');
+    const list = jobs.list(q).slice(0, q.limit ?? 100);
+    return c.json({ jobs: list.map(jobView) }, 200);
+  });
+
+  api.openapi(getJobRoute, (c) => {
+    const job = jobs.get(c.req.valid('param').id);
+    if (!job) throw new StowageError('NOT_FOUND', `no job ${c.req.valid('param').id}`);
+    return c.json(jobView(job), 200);
+  });
+
+  api.openapi(cancelJobRoute, (c) => {
+    const id = c.req.valid('param').id;
+    const job = jobs.get(id);
+    if (!job) throw new StowageError('NOT_FOUND', `no job ${id}`);
+    if (!allows(c.get('token'), job.kind)) {
+      throw new StowageError(
+        'DENIED',
+        `token "${c.get('token').name}" lacks the "${job.kind}" scope to cancel this job`,
       );
-    },
-  );
+    }
+    return c.json(jobView(jobs.cancel(id)), 202);
+  });
 
-  app.openapi(
-    createRoute({
-      method: 'get',
-      path: '/v1/jobs',
-      summary: 'Jobs, newest first',
-      security,
-      middleware: [need('read')] as const,
-      request: {
-        query: z.object({
-          kind: z.enum(['pull', 'push', 'sync']).optional(),
-          state: z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled']).optional(),
-          limit: z.coerce.number().int().min(1).max(1000).optional(),
-        }),
-      },
-      responses: {
-        200: {
-          description: 'jobs',
-          content: { 'application/json': { schema: z.object({ jobs: z.array(JobSchema) }) } },
-        },
-        ...errorResponses,
-      },
-    }),
-    (c) => {
-      const q = c.req.valid('query');
-      const list = jobs.list(q).slice(0, q.limit ?? 100);
-      return c.json({ jobs: list.map(jobView) }, 200);
-    },
-  );
+  api.openapi(jobEventsRoute, (c) => {
+    const id = c.req.valid('param').id;
+    if (!jobs.get(id)) throw new StowageError('NOT_FOUND', `no job ${id}`);
+    const from = Number(c.req.header('last-event-id') ?? 0) || 0;
+    return streamEvents(c, jobs, id, from);
+  });
+  return api;
+}
 
-  app.openapi(
-    createRoute({
-      method: 'get',
-      path: '/v1/jobs/{id}',
-      summary: 'One job',
-      security,
-      middleware: [need('read')] as const,
-      request: { params: IdParam },
-      responses: {
-        200: { description: 'the job', content: { 'application/json': { schema: JobSchema } } },
-        ...errorResponses,
+/** A job's events as Server-Sent Events: those after `from`, then live ones, kept alive, until "end". */
+function streamEvents(c: HonoContext<Env>, jobs: JobManager, id: string, from: number): Response {
+  return streamSSE(c, async (stream) => {
+    let done!: () => void;
+    const ended = new Promise<void>((r) => {
+      done = r;
+    });
+    // Writes go one after another: events in order, keep-alives between them.
+    let writing = Promise.resolve();
+    const send = (write: () => Promise<unknown>) => {
+      writing = writing.then(() => write().then(() => undefined)).catch(() => {});
+    };
+    const unsubscribe = jobs.subscribe(
+      id,
+      from,
+      (e) => send(() => stream.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(e.data) })),
+      () => {
+        void writing.then(done);
       },
-    }),
-    (c) => {
-      const job = jobs.get(c.req.valid('param').id);
-      if (!job) throw new StowageError('NOT_FOUND', `no job ${c.req.valid('param').id}`);
-      return c.json(jobView(job), 200);
-    },
-  );
-
-  app.openapi(
-    createRoute({
-      method: 'delete',
-      path: '/v1/jobs/{id}',
-      summary: 'Cancel a job',
-      description:
-        'A queued job is dropped; a running one is aborted and cleans up (no partial archive, no tag on an incomplete image). Answers the job as it is; it reaches "canceled" when the work has stopped.',
-      security,
-      middleware: [need('read')] as const,
-      request: { params: IdParam },
-      responses: {
-        202: {
-          description: 'cancellation under way or done',
-          content: { 'application/json': { schema: JobSchema } },
-        },
-        ...errorResponses,
-      },
-    }),
-    (c) => {
-      const id = c.req.valid('param').id;
-      const job = jobs.get(id);
-      if (!job) throw new StowageError('NOT_FOUND', `no job ${id}`);
-      if (!allows(c.get('token'), job.kind)) {
-        throw new StowageError(
-          'DENIED',
-          `token "${c.get('token').name}" lacks the "${job.kind}" scope to cancel this job`,
-        );
-      }
-      return c.json(jobView(jobs.cancel(id)), 202);
-    },
-  );
-
-  app.openapi(
-    createRoute({
-      method: 'get',
-      path: '/v1/jobs/{id}/events',
-      summary: "A job's progress as Server-Sent Events",
-      description:
-        'Every event since the job was queued (state, progress, tag, ...), then live ones, ending with "end" (the outcome). Last-Event-ID resumes after that event.',
-      security,
-      middleware: [need('read')] as const,
-      request: { params: IdParam },
-      responses: {
-        200: { description: 'text/event-stream', content: { 'text/event-stream': { schema: z.string() } } },
-        ...errorResponses,
-      },
-    }),
-    (c) => {
-      const id = c.req.valid('param').id;
-      if (!jobs.get(id)) throw new StowageError('NOT_FOUND', `no job ${id}`);
-      const from = Number(c.req.header('last-event-id') ?? 0) || 0;
-      return streamSSE(c, async (stream) => {
-        let done!: () => void;
-        const ended = new Promise<void>((r) => {
-          done = r;
-        });
-        let writing = Promise.resolve();
-        const unsubscribe = jobs.subscribe(
-          id,
-          from,
-          (e) => {
-            writing = writing.then(() =>
-              stream
-                .writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(e.data) })
-                .catch(() => {}),
-            );
-          },
-          () => {
-            void writing.then(done);
-          },
-        );
-        const keepalive = setInterval(() => {
-          writing = writing.then(() =>
-            stream
-              .write(': keep-alive\n\n')
-              .then(() => undefined)
-              .catch(() => {}),
-          );
-        }, SSE_KEEPALIVE_MS);
-        stream.onAbort(() => done());
-        try {
-          await ended;
-          await writing;
-        } finally {
-          clearInterval(keepalive);
-          unsubscribe();
-        }
-      });
-    },
-  );
+    );
+    const keepalive = setInterval(() => send(() => stream.write(': keep-alive\n\n')), SSE_KEEPALIVE_MS);
+    stream.onAbort(() => done());
+    try {
+      await ended;
+      await writing;
+    } finally {
+      clearInterval(keepalive);
+      unsubscribe();
+    }
+  });
 }

@@ -6,101 +6,100 @@ import { parsePlatform } from '../image/platform.js';
 import { parseReference, parseRepository, withDefaultTag } from '../reference/reference.js';
 import { checkReachable } from '../service/operations.js';
 import { inspect, listTags } from '../transfer/inspect.js';
+import { need, newApi } from './middleware.js';
 import { TagsSchema } from './schemas.js';
+import { type ApiApp, type AppDeps, errorResponses, security } from './shared.js';
 
-import { type ApiApp, type AppDeps, errorResponses, type Need, security } from './shared.js';
+const registriesRoute = createRoute({
+  method: 'get',
+  path: '/v1/registries',
+  summary: 'The effective registries.conf (no credentials) and the allow-list',
+  security,
+  middleware: [need('read')] as const,
+  responses: {
+    200: {
+      description: 'configuration',
+      content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } },
+    },
+    ...errorResponses,
+  },
+});
 
-export function registryRoutes(app: ApiApp, deps: AppDeps, need: Need): void {
+const tagsRoute = createRoute({
+  method: 'get',
+  path: '/v1/tags',
+  summary: "A repository's tags",
+  security,
+  middleware: [need('read')] as const,
+  request: { query: z.object({ repository: z.string().min(1).max(512) }) },
+  responses: {
+    200: { description: 'tags', content: { 'application/json': { schema: TagsSchema } } },
+    ...errorResponses,
+  },
+});
+
+const inspectRoute = createRoute({
+  method: 'get',
+  path: '/v1/inspect',
+  summary: 'Inspect an image in a registry (as skopeo inspect)',
+  security,
+  middleware: [need('read')] as const,
+  request: {
+    query: z.object({
+      ref: z.string().min(1).max(512),
+      raw: z.enum(['true', 'false']).optional(),
+      platform: z.string().max(64).optional(),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'the image',
+      content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } },
+    },
+    ...errorResponses,
+  },
+});
+
+export function registriesApi(deps: AppDeps): ApiApp {
   const { engine } = deps;
-  app.openapi(
-    createRoute({
-      method: 'get',
-      path: '/v1/registries',
-      summary: 'The effective registries.conf (no credentials) and the allow-list',
-      security,
-      middleware: [need('read')] as const,
-      responses: {
-        200: {
-          description: 'configuration',
-          content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } },
-        },
-        ...errorResponses,
+  const api = newApi();
+  api.openapi(registriesRoute, (c) => {
+    const conf = engine.ctx.conf;
+    return c.json(
+      {
+        files: conf.sources,
+        unqualifiedSearchRegistries: conf.unqualifiedSearchRegistries,
+        shortNameMode: conf.shortNameMode,
+        registries: conf.registries,
+        aliases: conf.aliases,
+        allowRegistries: engine.config.server['allow-registries'] ?? null,
       },
-    }),
-    (c) => {
-      const conf = engine.ctx.conf;
-      return c.json(
-        {
-          files: conf.sources,
-          unqualifiedSearchRegistries: conf.unqualifiedSearchRegistries,
-          shortNameMode: conf.shortNameMode,
-          registries: conf.registries,
-          aliases: conf.aliases,
-          allowRegistries: engine.config.server['allow-registries'] ?? null,
-        },
-        200,
-      );
-    },
-  );
+      200,
+    );
+  });
 
-  app.openapi(
-    createRoute({
-      method: 'get',
-      path: '/v1/tags',
-      summary: "A repository's tags",
-      security,
-      middleware: [need('read')] as const,
-      request: { query: z.object({ repository: z.string().min(1).max(512) }) },
-      responses: {
-        200: { description: 'tags', content: { 'application/json': { schema: TagsSchema } } },
-        ...errorResponses,
-      },
-    }),
-    async (c) => {
-      const input = c.req.valid('query').repository;
-      checkReachable(engine, withDefaultTag(parseRepository(input)));
-      const r = await listTags(engine.ctx, input, c.req.raw.signal);
-      return c.json({ repository: r.Repository, tags: r.Tags }, 200);
-    },
-  );
+  api.openapi(tagsRoute, async (c) => {
+    const input = c.req.valid('query').repository;
+    checkReachable(engine, withDefaultTag(parseRepository(input)));
+    const r = await listTags(engine.ctx, input, c.req.raw.signal);
+    return c.json({ repository: r.Repository, tags: r.Tags }, 200);
+  });
 
-  app.openapi(
-    createRoute({
-      method: 'get',
-      path: '/v1/inspect',
-      summary: 'Inspect an image in a registry (as skopeo inspect)',
-      security,
-      middleware: [need('read')] as const,
-      request: {
-        query: z.object({
-          ref: z.string().min(1).max(512),
-          raw: z.enum(['true', 'false']).optional(),
-          platform: z.string().max(64).optional(),
-        }),
-      },
-      responses: {
-        200: {
-          description: 'the image',
-          content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } },
-        },
-        ...errorResponses,
-      },
-    }),
-    async (c) => {
-      const q = c.req.valid('query');
-      checkReachable(engine, withDefaultTag(parseReference(q.ref)));
-      const r = await inspect(engine.ctx, q.ref, {
-        raw: q.raw === 'true',
-        platform: q.platform ? parsePlatform(q.platform) : undefined,
-        tags: false,
-        signal: c.req.raw.signal,
+  api.openapi(inspectRoute, async (c) => {
+    const q = c.req.valid('query');
+    checkReachable(engine, withDefaultTag(parseReference(q.ref)));
+    const r = await inspect(engine.ctx, q.ref, {
+      raw: q.raw === 'true',
+      platform: q.platform ? parsePlatform(q.platform) : undefined,
+      tags: false,
+      signal: c.req.raw.signal,
+    });
+    if (r.kind === 'raw')
+      return c.json(JSON.parse(r.bytes.toString('utf8')) as Record<string, unknown>, 200, {
+        'docker-content-digest': r.digest,
       });
-      if (r.kind === 'raw')
-        return c.json(JSON.parse(r.bytes.toString('utf8')) as Record<string, unknown>, 200, {
-          'docker-content-digest': r.digest,
-        });
-      if (r.kind === 'summary') return c.json(r.summary, 200);
-      return c.json(JSON.parse(r.bytes.toString('utf8')) as Record<string, unknown>, 200);
-    },
-  );
+    if (r.kind === 'summary') return c.json(r.summary, 200);
+    return c.json(JSON.parse(r.bytes.toString('utf8')) as Record<string, unknown>, 200);
+  });
+  return api;
 }

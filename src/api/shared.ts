@@ -3,9 +3,7 @@
  * the error body every refusal uses, the scope check's type and the OpenAPI security requirement.
  */
 import type { OpenAPIHono } from '@hono/zod-openapi';
-import type { MiddlewareHandler } from 'hono';
 import type { Logger } from 'pino';
-import type { ApiScope } from '../config/stowage.js';
 import type { JobManager } from '../service/jobs.js';
 import type { Metrics } from '../service/metrics.js';
 import type { Engine } from '../service/operations.js';
@@ -26,13 +24,18 @@ export interface AppDeps {
   redact?: ((text: string) => string) | undefined;
 }
 
-export type Env = { Variables: { token: ApiToken; requestId: string } };
+export type Env = {
+  Variables: {
+    /** The valid API token the request presented (absent: none, or not a valid one). */
+    token: ApiToken;
+    /** The request presented a bearer token (valid or not): a 401 then says it is not valid. */
+    presented: boolean;
+    requestId: string;
+  };
+};
 
 /** The Hono app every route module adds to (one app: validation, errors and middleware are its own). */
 export type ApiApp = OpenAPIHono<Env>;
-
-/** The middleware that lets a request in only with a token holding `scope`. */
-export type Need = (scope: ApiScope) => MiddlewareHandler<Env>;
 
 export const security = [{ Bearer: [] }];
 
