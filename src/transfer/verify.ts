@@ -92,20 +92,6 @@ export async function verifyArchive(path: string, opts: VerifyOptions = {}): Pro
   }
   const source = await ArchiveSource.open(path, opts.format);
   const st = await stat(path);
-  const report: VerifyReport = {
-    path,
-    format: source.format,
-    ok: false,
-    images: source.images.length,
-    manifests: 0,
-    blobs: 0,
-    bytes: 0,
-    checksum: { status: 'not-applicable' },
-    problems: [],
-    warnings: [],
-  };
-  const problem = (kind: ProblemKind, message: string) => report.problems.push({ kind, message });
-
   // The whole file is hashed on a worker while the blobs are checked here.
   let hasher: ArchiveHasher | undefined;
   if (st.isFile()) {
@@ -113,249 +99,15 @@ export async function verifyArchive(path: string, opts: VerifyOptions = {}): Pro
     hasher.written(0, st.size);
   }
   try {
-    const limiter = new Limiter(Math.max(1, opts.concurrency ?? 4));
-    const documents = new Map<string, Promise<void>>();
-    const blobs = new Map<string, Promise<string | undefined>>();
-    const signal = opts.signal;
-
-    /** Reads a blob through, checking digest and size; returns the digest of its decompressed bytes. */
-    const checkBlob = (d: Descriptor, what: string, decompress: boolean): Promise<string | undefined> => {
-      const key = `${d.digest} ${decompress}`;
-      let p = blobs.get(key);
-      if (!p) {
-        p = limiter.run(async () => {
-          signal?.throwIfAborted();
-          // Every blob counts in the summary, the missing and damaged ones too.
-          report.blobs++;
-          if (!(await source.has(d.digest))) {
-            problem('blob', `${what} ${d.digest} is missing from the archive`);
-            return undefined;
-          }
-          const v = new DigestVerifier(d.digest, d.size, `${what} ${d.digest}`, DAMAGED);
-          const plain = createHash('sha256');
-          let compression: Compression = 'none';
-          const counted = (async function* () {
-            for await (const c of await source.getBlob(d, signal)) {
-              v.update(c);
-              yield c;
-            }
-          })();
-          try {
-            if (decompress) {
-              for await (const c of decompressed(counted, (c) => {
-                compression = c;
-              }))
-                plain.update(c);
-            } else {
-              for await (const _ of counted);
-            }
-          } catch (e) {
-            const err = toStowageError(e);
-            if (err.code === 'DIGEST_MISMATCH' || err.code === 'INVALID_ARCHIVE') {
-              problem('blob', err.message);
-              return undefined;
-            }
-            if (err.code === 'ABORTED' || err.code === 'IO') throw err;
-            // The bytes do not decompress. If they match their digest, the producer stored a broken
-            // layer; otherwise they were damaged since. A second, digest-only read tells which.
-            const again = new DigestVerifier(d.digest, d.size, `${what} ${d.digest}`, DAMAGED);
-            try {
-              for await (const c of await source.getBlob(d, signal)) again.update(c);
-              again.finish();
-            } catch (e2) {
-              problem('blob', toStowageError(e2).message);
-              return undefined;
-            }
-            problem(
-              'consistency',
-              `${what} ${d.digest} does not decompress as ${compression}: ${err.message}`,
-            );
-            return undefined;
-          }
-          try {
-            v.finish();
-          } catch (e) {
-            problem('blob', toStowageError(e).message);
-            return undefined;
-          }
-          report.bytes += v.bytes;
-          return decompress ? `sha256:${plain.digest('hex')}` : undefined;
-        });
-        blobs.set(key, p);
-      }
-      return p;
-    };
-
-    const checkImage = async (manifest: Buffer, digest: string) => {
-      const parsed = imageManifestSchema.safeParse(jsonOrUndefined(manifest));
-      if (!parsed.success) {
-        problem('consistency', `manifest ${digest} is not a valid image manifest`);
-        return;
-      }
-      const m = parsed.data;
-      const configDesc = m.config;
-      if (configDesc.size > MAX_MANIFEST_BYTES) {
-        problem(
-          'consistency',
-          `config ${configDesc.digest} is ${configDesc.size} bytes, over the 4 MiB limit`,
-        );
-        return;
-      }
-      if (!IMAGE_CONFIG_TYPES.has(configDesc.mediaType)) {
-        // An artifact (signature, attestation, chart): its blobs have no diff_ids to compare.
-        await Promise.all([
-          checkBlob(configDesc, 'config', false),
-          ...m.layers.map((l) => checkBlob(l, 'blob', false)),
-        ]);
-        return;
-      }
-      // Counted once, whether it proves intact or not.
-      const configKey = `${configDesc.digest} false`;
-      const firstSight = !blobs.has(configKey);
-      if (firstSight) {
-        blobs.set(configKey, Promise.resolve(undefined));
-        report.blobs++;
-      }
-      let configBytes: Buffer;
-      try {
-        if (!(await source.has(configDesc.digest))) {
-          problem('blob', `config ${configDesc.digest} of manifest ${digest} is missing from the archive`);
-          return;
-        }
-        const parts: Buffer[] = [];
-        const v = new DigestVerifier(
-          configDesc.digest,
-          configDesc.size,
-          `config ${configDesc.digest}`,
-          DAMAGED,
-        );
-        for await (const c of await source.getBlob(configDesc, signal)) {
-          v.update(c);
-          parts.push(Buffer.from(c));
-        }
-        v.finish();
-        configBytes = Buffer.concat(parts);
-      } catch (e) {
-        const err = toStowageError(e);
-        if (err.code !== 'DIGEST_MISMATCH') throw err;
-        problem('blob', err.message);
-        return;
-      }
-      if (firstSight) report.bytes += configBytes.length;
-      const config = imageConfigSchema.safeParse(jsonOrUndefined(configBytes));
-      if (!config.success) {
-        problem(
-          'consistency',
-          `config ${configDesc.digest} of manifest ${digest} is not a valid image config`,
-        );
-        return;
-      }
-      const diffIds = config.data.rootfs?.diff_ids ?? [];
-      if (diffIds.length !== m.layers.length) {
-        problem(
-          'consistency',
-          `manifest ${digest} has ${m.layers.length} layers but its config ${configDesc.digest} lists ${diffIds.length} diff_ids`,
-        );
-      }
-      await Promise.all(
-        m.layers.map(async (l, i) => {
-          const diffId = diffIds[i];
-          // An uncompressed layer is its own diff_id: the digest check covers it.
-          const plain = await checkBlob(l, 'layer', diffId !== undefined && diffId !== l.digest);
-          if (plain !== undefined && diffId !== undefined && plain !== diffId) {
-            problem(
-              'consistency',
-              `layer ${i} (${l.digest}) of manifest ${digest} decompresses to ${plain}, but the config's diff_id is ${diffId}`,
-            );
-          }
-        }),
-      );
-    };
-
-    const checkDocument = (d: Descriptor, parent: string | undefined): Promise<void> => {
-      let p = documents.get(d.digest);
-      if (!p) {
-        p = (async () => {
-          if (!(await source.has(d.digest, 'manifest'))) {
-            if (parent) {
-              const platform = d.platform ? ` (${formatPlatform(d.platform)})` : '';
-              report.warnings.push(
-                `index ${parent} names manifest ${d.digest}${platform}, which the archive does not hold; only the platforms present can be restored`,
-              );
-            } else {
-              problem('blob', `manifest ${d.digest} is missing from the archive`);
-            }
-            return;
-          }
-          let bytes: Buffer;
-          try {
-            bytes = (await source.getManifest(d.digest)).bytes;
-          } catch (e) {
-            const err = toStowageError(e);
-            if (err.code === 'DIGEST_MISMATCH') problem('blob', err.message);
-            else if (err.code === 'TOO_LARGE' || err.code === 'INVALID_ARCHIVE')
-              problem('consistency', err.message);
-            else throw err;
-            return;
-          }
-          report.manifests++;
-          report.bytes += bytes.length;
-          if (bytes.length !== d.size) {
-            problem(
-              'consistency',
-              `manifest ${d.digest} is ${bytes.length} bytes, its descriptor says ${d.size}`,
-            );
-          }
-          let mediaType: string;
-          try {
-            mediaType = documentMediaType(bytes, `manifest ${d.digest}`);
-          } catch (e) {
-            problem('consistency', toStowageError(e).message);
-            return;
-          }
-          if (isIndexMediaType(mediaType)) {
-            const index = imageIndexSchema.safeParse(jsonOrUndefined(bytes));
-            if (!index.success) {
-              problem('consistency', `index ${d.digest} is not a valid image index`);
-              return;
-            }
-            await Promise.all(index.data.manifests.map((child) => checkDocument(child, d.digest)));
-          } else if (isManifestMediaType(mediaType)) {
-            await checkImage(bytes, d.digest);
-          } else {
-            problem('consistency', `manifest ${d.digest} has an unknown media type "${mediaType}"`);
-          }
-        })();
-        documents.set(d.digest, p);
-      }
-      return p;
-    };
-
-    await Promise.all(source.images.map((img) => checkDocument(img.descriptor, undefined)));
-
+    const check = new ArchiveCheck(path, source, opts);
+    await Promise.all(source.images.map((img) => check.document(img.descriptor, undefined)));
+    const report = check.report;
     if (hasher) {
       const { archive } = await hasher.finish();
       hasher = undefined;
-      report.checksum.sha256 = archive;
-      const expected = opts.sha256?.toLowerCase() ?? (await readChecksumFile(`${path}.sha256`));
-      report.checksum.source = opts.sha256 ? '--sha256' : `${path}.sha256`;
-      if (expected === undefined) {
-        report.checksum.status = 'absent';
-        report.checksum.source = undefined;
-        if (opts.requireChecksum)
-          problem('checksum', `there is no ${path}.sha256 to check the archive against (give --sha256)`);
-      } else {
-        report.checksum.expected = expected;
-        report.checksum.status = expected === archive ? 'ok' : 'mismatch';
-        if (expected !== archive) {
-          problem(
-            'checksum',
-            `the archive's sha256 is ${archive}, but ${report.checksum.source} says ${expected}: the file changed after it was written`,
-          );
-        }
-      }
+      await compareChecksum(report, archive, opts);
     } else if (opts.requireChecksum || opts.sha256) {
-      problem('checksum', `${path} is a directory; only archive files have a sha256`);
+      check.problem('checksum', `${path} is a directory; only archive files have a sha256`);
     }
     if (st.isDirectory()) report.warnings.push(...(await leftoverNotes(path)));
     report.ok = report.problems.length === 0;
@@ -363,6 +115,305 @@ export async function verifyArchive(path: string, opts: VerifyOptions = {}): Pro
   } finally {
     hasher?.abort();
     await source.close();
+  }
+}
+
+/** Compares the archive's sha256 with --sha256 or PATH.sha256, noting a mismatch or a missing one. */
+async function compareChecksum(report: VerifyReport, archive: string, opts: VerifyOptions): Promise<void> {
+  const path = report.path;
+  report.checksum.sha256 = archive;
+  const expected = opts.sha256?.toLowerCase() ?? (await readChecksumFile(`${path}.sha256`));
+  report.checksum.source = opts.sha256 ? '--sha256' : `${path}.sha256`;
+  if (expected === undefined) {
+    report.checksum.status = 'absent';
+    report.checksum.source = undefined;
+    if (opts.requireChecksum)
+      report.problems.push({
+        kind: 'checksum',
+        message: `there is no ${path}.sha256 to check the archive against (give --sha256)`,
+      });
+    return;
+  }
+  report.checksum.expected = expected;
+  report.checksum.status = expected === archive ? 'ok' : 'mismatch';
+  if (expected !== archive) {
+    report.problems.push({
+      kind: 'checksum',
+      message: `the archive's sha256 is ${archive}, but ${report.checksum.source} says ${expected}: the file changed after it was written`,
+    });
+  }
+}
+
+/**
+ * One verification: every document and blob the archive's images name, each read once (a few at a
+ * time), each problem noted rather than thrown, so the report lists them all.
+ */
+class ArchiveCheck {
+  readonly report: VerifyReport;
+  private readonly limiter: Limiter;
+  private readonly documents = new Map<string, Promise<void>>();
+  private readonly blobs = new Map<string, Promise<string | undefined>>();
+  private readonly signal: AbortSignal | undefined;
+
+  constructor(
+    path: string,
+    private readonly source: ArchiveSource,
+    opts: VerifyOptions,
+  ) {
+    this.limiter = new Limiter(Math.max(1, opts.concurrency ?? 4));
+    this.signal = opts.signal;
+    this.report = {
+      path,
+      format: source.format,
+      ok: false,
+      images: source.images.length,
+      manifests: 0,
+      blobs: 0,
+      bytes: 0,
+      checksum: { status: 'not-applicable' },
+      problems: [],
+      warnings: [],
+    };
+  }
+
+  problem(kind: ProblemKind, message: string): void {
+    this.report.problems.push({ kind, message });
+  }
+
+  /** Reads a blob through, checking digest and size; returns the digest of its decompressed bytes. */
+  blob(d: Descriptor, what: string, decompress: boolean): Promise<string | undefined> {
+    const key = `${d.digest} ${decompress}`;
+    let p = this.blobs.get(key);
+    if (!p) {
+      p = this.limiter.run(() => this.readBlob(d, what, decompress));
+      this.blobs.set(key, p);
+    }
+    return p;
+  }
+
+  private async readBlob(d: Descriptor, what: string, decompress: boolean): Promise<string | undefined> {
+    this.signal?.throwIfAborted();
+    // Every blob counts in the summary, the missing and damaged ones too.
+    this.report.blobs++;
+    if (!(await this.source.has(d.digest))) {
+      this.problem('blob', `${what} ${d.digest} is missing from the archive`);
+      return undefined;
+    }
+    const v = new DigestVerifier(d.digest, d.size, `${what} ${d.digest}`, DAMAGED);
+    const plain = createHash('sha256');
+    let compression: Compression = 'none';
+    const signal = this.signal;
+    const source = this.source;
+    const counted = (async function* () {
+      for await (const c of await source.getBlob(d, signal)) {
+        v.update(c);
+        yield c;
+      }
+    })();
+    try {
+      if (decompress) {
+        for await (const c of decompressed(counted, (c) => {
+          compression = c;
+        }))
+          plain.update(c);
+      } else {
+        for await (const _ of counted);
+      }
+      v.finish();
+    } catch (e) {
+      const err = toStowageError(e);
+      if (err.code === 'DIGEST_MISMATCH' || err.code === 'INVALID_ARCHIVE') {
+        this.problem('blob', err.message);
+        return undefined;
+      }
+      if (err.code === 'ABORTED' || err.code === 'IO') throw err;
+      await this.undecompressable(d, what, compression, err.message);
+      return undefined;
+    }
+    this.report.bytes += v.bytes;
+    return decompress ? `sha256:${plain.digest('hex')}` : undefined;
+  }
+
+  /**
+   * A blob that does not decompress. If its bytes match their digest, the producer stored a broken
+   * layer; otherwise they were damaged since. A second, digest-only read tells which.
+   */
+  private async undecompressable(
+    d: Descriptor,
+    what: string,
+    compression: Compression,
+    why: string,
+  ): Promise<void> {
+    const again = new DigestVerifier(d.digest, d.size, `${what} ${d.digest}`, DAMAGED);
+    try {
+      for await (const c of await this.source.getBlob(d, this.signal)) again.update(c);
+      again.finish();
+    } catch (e2) {
+      this.problem('blob', toStowageError(e2).message);
+      return;
+    }
+    this.problem('consistency', `${what} ${d.digest} does not decompress as ${compression}: ${why}`);
+  }
+
+  /** An image manifest: its config read and parsed, each layer checked against the config's diff_id. */
+  private async image(manifest: Buffer, digest: string): Promise<void> {
+    const parsed = imageManifestSchema.safeParse(jsonOrUndefined(manifest));
+    if (!parsed.success) {
+      this.problem('consistency', `manifest ${digest} is not a valid image manifest`);
+      return;
+    }
+    const m = parsed.data;
+    if (m.config.size > MAX_MANIFEST_BYTES) {
+      this.problem(
+        'consistency',
+        `config ${m.config.digest} is ${m.config.size} bytes, over the 4 MiB limit`,
+      );
+      return;
+    }
+    if (!IMAGE_CONFIG_TYPES.has(m.config.mediaType)) {
+      // An artifact (signature, attestation, chart): its blobs have no diff_ids to compare.
+      await Promise.all([
+        this.blob(m.config, 'config', false),
+        ...m.layers.map((l) => this.blob(l, 'blob', false)),
+      ]);
+      return;
+    }
+    const diffIds = await this.diffIds(m.config, digest);
+    if (!diffIds) return;
+    if (diffIds.length !== m.layers.length) {
+      this.problem(
+        'consistency',
+        `manifest ${digest} has ${m.layers.length} layers but its config ${m.config.digest} lists ${diffIds.length} diff_ids`,
+      );
+    }
+    await Promise.all(
+      m.layers.map(async (l, i) => {
+        const diffId = diffIds[i];
+        // An uncompressed layer is its own diff_id: the digest check covers it.
+        const plain = await this.blob(l, 'layer', diffId !== undefined && diffId !== l.digest);
+        if (plain !== undefined && diffId !== undefined && plain !== diffId) {
+          this.problem(
+            'consistency',
+            `layer ${i} (${l.digest}) of manifest ${digest} decompresses to ${plain}, but the config's diff_id is ${diffId}`,
+          );
+        }
+      }),
+    );
+  }
+
+  /** An image config's diff_ids (undefined, with the problem noted, when it is missing or invalid). */
+  private async diffIds(configDesc: Descriptor, manifest: string): Promise<string[] | undefined> {
+    // Counted once, whether it proves intact or not.
+    const configKey = `${configDesc.digest} false`;
+    const firstSight = !this.blobs.has(configKey);
+    if (firstSight) {
+      this.blobs.set(configKey, Promise.resolve(undefined));
+      this.report.blobs++;
+    }
+    if (!(await this.source.has(configDesc.digest))) {
+      this.problem('blob', `config ${configDesc.digest} of manifest ${manifest} is missing from the archive`);
+      return undefined;
+    }
+    let configBytes: Buffer;
+    try {
+      const parts: Buffer[] = [];
+      const v = new DigestVerifier(
+        configDesc.digest,
+        configDesc.size,
+        `config ${configDesc.digest}`,
+        DAMAGED,
+      );
+      for await (const c of await this.source.getBlob(configDesc, this.signal)) {
+        v.update(c);
+        parts.push(Buffer.from(c));
+      }
+      v.finish();
+      configBytes = Buffer.concat(parts);
+    } catch (e) {
+      const err = toStowageError(e);
+      if (err.code !== 'DIGEST_MISMATCH') throw err;
+      this.problem('blob', err.message);
+      return undefined;
+    }
+    if (firstSight) this.report.bytes += configBytes.length;
+    const config = imageConfigSchema.safeParse(jsonOrUndefined(configBytes));
+    if (!config.success) {
+      this.problem(
+        'consistency',
+        `config ${configDesc.digest} of manifest ${manifest} is not a valid image config`,
+      );
+      return undefined;
+    }
+    return config.data.rootfs?.diff_ids ?? [];
+  }
+
+  /** A manifest or index (once, however many indexes name it), and everything under it. */
+  document(d: Descriptor, parent: string | undefined): Promise<void> {
+    let p = this.documents.get(d.digest);
+    if (!p) {
+      p = this.readDocument(d, parent);
+      this.documents.set(d.digest, p);
+    }
+    return p;
+  }
+
+  private async readDocument(d: Descriptor, parent: string | undefined): Promise<void> {
+    if (!(await this.source.has(d.digest, 'manifest'))) {
+      if (parent) {
+        const platform = d.platform ? ` (${formatPlatform(d.platform)})` : '';
+        this.report.warnings.push(
+          `index ${parent} names manifest ${d.digest}${platform}, which the archive does not hold; only the platforms present can be restored`,
+        );
+      } else {
+        this.problem('blob', `manifest ${d.digest} is missing from the archive`);
+      }
+      return;
+    }
+    const bytes = await this.manifestBytes(d);
+    if (!bytes) return;
+    let mediaType: string;
+    try {
+      mediaType = documentMediaType(bytes, `manifest ${d.digest}`);
+    } catch (e) {
+      this.problem('consistency', toStowageError(e).message);
+      return;
+    }
+    if (isIndexMediaType(mediaType)) {
+      const index = imageIndexSchema.safeParse(jsonOrUndefined(bytes));
+      if (!index.success) {
+        this.problem('consistency', `index ${d.digest} is not a valid image index`);
+        return;
+      }
+      await Promise.all(index.data.manifests.map((child) => this.document(child, d.digest)));
+    } else if (isManifestMediaType(mediaType)) {
+      await this.image(bytes, d.digest);
+    } else {
+      this.problem('consistency', `manifest ${d.digest} has an unknown media type "${mediaType}"`);
+    }
+  }
+
+  /** A document's bytes, counted; undefined (the problem noted) when they are damaged or too large. */
+  private async manifestBytes(d: Descriptor): Promise<Buffer | undefined> {
+    let bytes: Buffer;
+    try {
+      bytes = (await this.source.getManifest(d.digest)).bytes;
+    } catch (e) {
+      const err = toStowageError(e);
+      if (err.code === 'DIGEST_MISMATCH') this.problem('blob', err.message);
+      else if (err.code === 'TOO_LARGE' || err.code === 'INVALID_ARCHIVE')
+        this.problem('consistency', err.message);
+      else throw err;
+      return undefined;
+    }
+    this.report.manifests++;
+    this.report.bytes += bytes.length;
+    if (bytes.length !== d.size) {
+      this.problem(
+        'consistency',
+        `manifest ${d.digest} is ${bytes.length} bytes, its descriptor says ${d.size}`,
+      );
+    }
+    return bytes;
   }
 }
 
