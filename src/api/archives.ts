@@ -10,7 +10,7 @@ import { type ArchiveView, ociArchiveView } from '../store/view.js';
 import { fileView, sendView } from './download.js';
 import { need, newApi } from './middleware.js';
 import { ArchiveSchema, ErrorSchema, IdParam } from './schemas.js';
-import { type ApiApp, type AppDeps, errorResponses, security } from './shared.js';
+import { type ApiApp, type AppDeps, errorResponses, json, security } from './shared.js';
 
 function archiveView(v: StoredVersion, latest: boolean): z.infer<typeof ArchiveSchema> {
   return {
@@ -48,10 +48,7 @@ const listArchivesRoute = createRoute({
     }),
   },
   responses: {
-    200: {
-      description: 'archives',
-      content: { 'application/json': { schema: z.object({ archives: z.array(ArchiveSchema) }) } },
-    },
+    200: json('archives', z.object({ archives: z.array(ArchiveSchema) })),
     ...errorResponses,
   },
 });
@@ -72,15 +69,9 @@ const uploadArchiveRoute = createRoute({
     },
   },
   responses: {
-    201: {
-      description: 'stored',
-      content: { 'application/json': { schema: z.object({ archives: z.array(ArchiveSchema) }) } },
-    },
+    201: json('stored', z.object({ archives: z.array(ArchiveSchema) })),
     ...errorResponses,
-    413: {
-      description: 'over server.max-upload',
-      content: { 'application/json': { schema: ErrorSchema } },
-    },
+    413: json('over server.max-upload', ErrorSchema),
   },
 });
 
@@ -92,7 +83,7 @@ const getArchiveRoute = createRoute({
   middleware: [need('read')] as const,
   request: { params: IdParam },
   responses: {
-    200: { description: 'the archive', content: { 'application/json': { schema: ArchiveSchema } } },
+    200: json('the archive', ArchiveSchema),
     ...errorResponses,
   },
 });
@@ -105,7 +96,7 @@ const deleteArchiveRoute = createRoute({
   middleware: [need('admin')] as const,
   request: { params: IdParam },
   responses: {
-    200: { description: 'deleted', content: { 'application/json': { schema: ArchiveSchema } } },
+    200: json('deleted', ArchiveSchema),
     ...errorResponses,
   },
 });
@@ -135,10 +126,7 @@ const archiveContentRoute = createRoute({
       content: { 'application/x-tar': { schema: z.string().openapi({ format: 'binary' }) } },
     },
     304: { description: 'not modified (If-None-Match)' },
-    416: {
-      description: 'range not satisfiable',
-      content: { 'application/json': { schema: ErrorSchema } },
-    },
+    416: json('range not satisfiable', ErrorSchema),
     ...errorResponses,
   },
 });

@@ -3,17 +3,14 @@
  */
 import { createRoute, z } from '@hono/zod-openapi';
 import { need, newApi } from './middleware.js';
-import { type ApiApp, type AppDeps, errorResponses, security } from './shared.js';
+import { type ApiApp, type AppDeps, errorResponses, json, security } from './shared.js';
 
 const healthzRoute = createRoute({
   method: 'get',
   path: '/healthz',
   summary: 'Liveness: the process answers',
   responses: {
-    200: {
-      description: 'alive',
-      content: { 'application/json': { schema: z.object({ status: z.string() }) } },
-    },
+    200: json('alive', z.object({ status: z.string() })),
   },
 });
 
@@ -22,14 +19,8 @@ const readyzRoute = createRoute({
   path: '/readyz',
   summary: 'Readiness: the store is open and jobs are accepted',
   responses: {
-    200: {
-      description: 'ready',
-      content: { 'application/json': { schema: z.object({ status: z.string() }) } },
-    },
-    503: {
-      description: 'starting or shutting down',
-      content: { 'application/json': { schema: z.object({ status: z.string() }) } },
-    },
+    200: json('ready', z.object({ status: z.string() })),
+    503: json('starting or shutting down', z.object({ status: z.string() })),
   },
 });
 

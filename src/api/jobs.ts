@@ -19,7 +19,7 @@ import {
   PushRequestSchema,
   SyncRequestSchema,
 } from './schemas.js';
-import { type ApiApp, type AppDeps, type Env, errorResponses, security } from './shared.js';
+import { type ApiApp, type AppDeps, type Env, errorResponses, json, security } from './shared.js';
 
 const SSE_KEEPALIVE_MS = 15_000;
 
@@ -44,15 +44,9 @@ const startPullRoute = createRoute({
   middleware: [need('pull')] as const,
   request: { body: { required: true, content: { 'application/json': { schema: PullRequestSchema } } } },
   responses: {
-    202: {
-      description: 'accepted: a job',
-      content: { 'application/json': { schema: JobAcceptedSchema } },
-    },
+    202: json('accepted: a job', JobAcceptedSchema),
     ...errorResponses,
-    429: {
-      description: 'the job queue is full',
-      content: { 'application/json': { schema: ErrorSchema } },
-    },
+    429: json('the job queue is full', ErrorSchema),
   },
 });
 
@@ -64,10 +58,7 @@ const startPushRoute = createRoute({
   middleware: [need('push')] as const,
   request: { body: { required: true, content: { 'application/json': { schema: PushRequestSchema } } } },
   responses: {
-    202: {
-      description: 'accepted: a job',
-      content: { 'application/json': { schema: JobAcceptedSchema } },
-    },
+    202: json('accepted: a job', JobAcceptedSchema),
     ...errorResponses,
   },
 });
@@ -80,10 +71,7 @@ const startSyncRoute = createRoute({
   middleware: [need('sync')] as const,
   request: { body: { required: false, content: { 'application/json': { schema: SyncRequestSchema } } } },
   responses: {
-    202: {
-      description: 'accepted: a job',
-      content: { 'application/json': { schema: JobAcceptedSchema } },
-    },
+    202: json('accepted: a job', JobAcceptedSchema),
     ...errorResponses,
   },
 });
@@ -102,10 +90,7 @@ const listJobsRoute = createRoute({
     }),
   },
   responses: {
-    200: {
-      description: 'jobs',
-      content: { 'application/json': { schema: z.object({ jobs: z.array(JobSchema) }) } },
-    },
+    200: json('jobs', z.object({ jobs: z.array(JobSchema) })),
     ...errorResponses,
   },
 });
@@ -118,7 +103,7 @@ const getJobRoute = createRoute({
   middleware: [need('read')] as const,
   request: { params: IdParam },
   responses: {
-    200: { description: 'the job', content: { 'application/json': { schema: JobSchema } } },
+    200: json('the job', JobSchema),
     ...errorResponses,
   },
 });
@@ -133,10 +118,7 @@ const cancelJobRoute = createRoute({
   middleware: [need('read')] as const,
   request: { params: IdParam },
   responses: {
-    202: {
-      description: 'cancellation under way or done',
-      content: { 'application/json': { schema: JobSchema } },
-    },
+    202: json('cancellation under way or done', JobSchema),
     ...errorResponses,
   },
 });

@@ -8,7 +8,7 @@ import { checkReachable } from '../service/operations.js';
 import { inspect, listTags } from '../transfer/inspect.js';
 import { need, newApi } from './middleware.js';
 import { TagsSchema } from './schemas.js';
-import { type ApiApp, type AppDeps, errorResponses, security } from './shared.js';
+import { type ApiApp, type AppDeps, errorResponses, json, security } from './shared.js';
 
 const registriesRoute = createRoute({
   method: 'get',
@@ -17,10 +17,7 @@ const registriesRoute = createRoute({
   security,
   middleware: [need('read')] as const,
   responses: {
-    200: {
-      description: 'configuration',
-      content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } },
-    },
+    200: json('configuration', z.record(z.string(), z.unknown())),
     ...errorResponses,
   },
 });
@@ -33,7 +30,7 @@ const tagsRoute = createRoute({
   middleware: [need('read')] as const,
   request: { query: z.object({ repository: z.string().min(1).max(512) }) },
   responses: {
-    200: { description: 'tags', content: { 'application/json': { schema: TagsSchema } } },
+    200: json('tags', TagsSchema),
     ...errorResponses,
   },
 });
@@ -52,10 +49,7 @@ const inspectRoute = createRoute({
     }),
   },
   responses: {
-    200: {
-      description: 'the image',
-      content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } },
-    },
+    200: json('the image', z.record(z.string(), z.unknown())),
     ...errorResponses,
   },
 });

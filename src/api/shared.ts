@@ -43,12 +43,14 @@ export function errorBody(code: string, message: string, requestId?: string) {
   return { error: { code, message }, ...(requestId ? { requestId } : {}) };
 }
 
+/** An OpenAPI response with a JSON body of `schema`. */
+export function json<S>(description: string, schema: S) {
+  return { description, content: { 'application/json': { schema } } } as const;
+}
+
 export const errorResponses = {
-  400: { description: 'Invalid request', content: { 'application/json': { schema: ErrorSchema } } },
-  401: { description: 'No valid API token', content: { 'application/json': { schema: ErrorSchema } } },
-  403: {
-    description: "The token's scopes do not allow this, or the registry is not allowed",
-    content: { 'application/json': { schema: ErrorSchema } },
-  },
-  404: { description: 'Not found', content: { 'application/json': { schema: ErrorSchema } } },
+  400: json('Invalid request', ErrorSchema),
+  401: json('No valid API token', ErrorSchema),
+  403: json("The token's scopes do not allow this, or the registry is not allowed", ErrorSchema),
+  404: json('Not found', ErrorSchema),
 } as const;
