@@ -67,3 +67,10 @@ export const imageConfigSchema = z.looseObject({
   history: z.array(z.looseObject({})).optional(),
 });
 export type ImageConfig = z.infer<typeof imageConfigSchema>;
+
+/** A manifest or index as a source gives it: its exact bytes, media type and digest. */
+export interface ManifestResponse {
+  bytes: Buffer;
+  mediaType: string;
+  digest: string;
+}

@@ -1,0 +1,190 @@
+/**
+ * Writing to a registry: blob presence (HEAD), upload sessions (mount, monolithic PUT, PATCH chunks,
+ * cancel) and manifests with their exact bytes.
+ */
+import type { Dispatcher } from 'undici';
+import { StowageError } from '../errors.js';
+import { digestMismatch, sha256Digest } from '../image/digest.js';
+import type { RegistryTransport } from './transport.js';
+
+/** The scope a push needs on a repository (pull too: HEAD and mounts read). */
+export function pushScope(repo: string): string {
+  return `repository:${repo}:pull,push`;
+}
+
+/** Where an upload goes next, and the smallest chunk the registry accepts (OCI-Chunk-Min-Length). */
+export interface UploadSession {
+  location: URL;
+  minChunk: number | undefined;
+}
+
+/** The writing calls of a registry client. */
+export class Uploads {
+  constructor(private readonly t: RegistryTransport) {}
+
+  /** Whether the repository has a blob (HEAD). */
+  async hasBlob(repo: string, digest: string, signal?: AbortSignal): Promise<boolean> {
+    const what = `blob ${digest} in ${this.t.host}/${repo}`;
+    const res = await this.t.request({
+      method: 'HEAD',
+      path: `/v2/${repo}/blobs/${digest}`,
+      scope: pushScope(repo),
+      signal,
+      what,
+    });
+    await res.body.dump();
+    if (res.statusCode === 200) return true;
+    if (res.statusCode === 404) return false;
+    throw await this.t.failure(res, what);
+  }
+
+  /**
+   * Starts a blob upload. With `mount`, first asks the registry to link the blob from another of its
+   * repositories (one token for pull on that one and push on this one): `mounted` when it did, else
+   * the upload session the registry opened instead.
+   */
+  async startUpload(
+    repo: string,
+    mount: { digest: string; from: string } | undefined,
+    signal?: AbortSignal,
+  ): Promise<{ mounted: true } | ({ mounted: false } & UploadSession)> {
+    const what = `an upload to ${this.t.host}/${repo}`;
+    const query = mount
+      ? `?${new URLSearchParams({ mount: mount.digest, from: mount.from }).toString()}`
+      : '';
+    const res = await this.t.request({
+      method: 'POST',
+      path: `/v2/${repo}/blobs/uploads/${query}`,
+      scope: mount ? `${pushScope(repo)} repository:${mount.from}:pull` : pushScope(repo),
+      headers: { 'content-length': '0' },
+      signal,
+      what,
+    });
+    if (mount && res.statusCode === 201) {
+      await res.body.dump();
+      return { mounted: true };
+    }
+    await this.t.check(res, what, [202], {
+      notFound: (detail) => `${this.t.host} refused ${what} (HTTP 404${detail})`,
+    });
+    await res.body.dump();
+    return { mounted: false, ...(await this.session(res, what)) };
+  }
+
+  private async session(res: Dispatcher.ResponseData, what: string): Promise<UploadSession> {
+    const location = res.headers.location;
+    if (typeof location !== 'string' || !location) {
+      throw new StowageError('REGISTRY', `${this.t.host} answered ${what} without a Location`);
+    }
+    const min = Number(res.headers['oci-chunk-min-length']);
+    return {
+      location: new URL(location, await this.t.ping()),
+      minChunk: Number.isSafeInteger(min) && min > 0 ? min : undefined,
+    };
+  }
+
+  /** Sends `length` bytes of an upload as one chunk (PATCH); returns where the next goes. */
+  async patchUpload(
+    session: UploadSession,
+    repo: string,
+    start: number,
+    length: number,
+    body: AsyncIterable<Uint8Array> | Buffer,
+    signal?: AbortSignal,
+  ): Promise<UploadSession> {
+    const what = `bytes ${start}-${start + length - 1} of an upload to ${this.t.host}/${repo}`;
+    const res = await this.t.request({
+      method: 'PATCH',
+      path: '',
+      url: session.location,
+      scope: pushScope(repo),
+      headers: {
+        'content-type': 'application/octet-stream',
+        'content-length': String(length),
+        'content-range': `${start}-${start + length - 1}`,
+      },
+      body,
+      signal,
+      what,
+    });
+    await this.t.check(res, what, [202]);
+    await res.body.dump();
+    const next = await this.session(res, what);
+    return { location: next.location, minChunk: next.minChunk ?? session.minChunk };
+  }
+
+  /** Completes an upload (PUT with ?digest=), with the final bytes as body (all of them, for a monolithic upload). */
+  async finishUpload(
+    session: UploadSession,
+    repo: string,
+    digest: string,
+    length: number,
+    body: AsyncIterable<Uint8Array> | Buffer | undefined,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const what = `blob ${digest} to ${this.t.host}/${repo}`;
+    const url = new URL(session.location);
+    url.searchParams.set('digest', digest);
+    const res = await this.t.request({
+      method: 'PUT',
+      path: '',
+      url,
+      scope: pushScope(repo),
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(length) },
+      body: body ?? Buffer.alloc(0),
+      signal,
+      what,
+    });
+    await this.t.check(res, what, [201], { refused: [400] });
+    await res.body.dump();
+    const got = res.headers['docker-content-digest'];
+    if (typeof got === 'string' && got && got !== digest) {
+      throw digestMismatch(what, got, digest, 'the registry stored something else');
+    }
+  }
+
+  /** Abandons an upload (best effort: the registry garbage-collects it anyway). */
+  async cancelUpload(session: UploadSession, repo: string): Promise<void> {
+    try {
+      const res = await this.t.request({
+        method: 'DELETE',
+        path: '',
+        url: session.location,
+        scope: pushScope(repo),
+        what: `cancelling an upload to ${this.t.host}/${repo}`,
+        signal: AbortSignal.timeout(10_000),
+      });
+      await res.body.dump();
+    } catch {
+      // Nothing to do: an upload left behind expires on the registry.
+    }
+  }
+
+  /** PUTs a manifest or index with its exact bytes; returns the digest the registry reports. */
+  async putManifest(
+    repo: string,
+    reference: string,
+    bytes: Buffer,
+    mediaType: string,
+    signal?: AbortSignal,
+  ): Promise<string> {
+    const what = `manifest ${this.t.host}/${repo}${reference.includes(':') ? '@' : ':'}${reference}`;
+    const res = await this.t.request({
+      method: 'PUT',
+      path: `/v2/${repo}/manifests/${reference}`,
+      scope: pushScope(repo),
+      headers: { 'content-type': mediaType },
+      body: bytes,
+      signal,
+      what,
+    });
+    await this.t.check(res, what, [200, 201], { refused: [400, 404] });
+    await res.body.dump();
+    const digest = sha256Digest(bytes);
+    const got = res.headers['docker-content-digest'];
+    if (typeof got === 'string' && got && got !== digest) {
+      throw digestMismatch(what, got, digest, 'the registry changed the manifest');
+    }
+    return digest;
+  }
+}
