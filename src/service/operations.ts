@@ -27,7 +27,7 @@ import { ociArchiveView, viewSha256 } from '../store/view.js';
 import { BlobCache } from '../sync/blob-cache.js';
 import { type BlobEvent, type SyncReport, sync } from '../sync/sync.js';
 import { exportVersion } from '../transfer/export.js';
-import { push } from '../transfer/push.js';
+import { pushVersion } from '../transfer/push.js';
 import { openSource } from '../transports/open.js';
 import { StoreDestination, type VersionLabel } from '../transports/store/destination.js';
 import { JobFailure, type JobRun } from './jobs.js';
@@ -256,7 +256,7 @@ export interface PushRequest {
 export async function runPush(engine: Engine, req: PushRequest, run: JobRun): Promise<unknown> {
   const version = await engine.store.find(req.archive);
   const dest = destinationFor(engine, req.destination, version);
-  const result = await push(engine.ctx, `oci:${engine.store.path}:${version.descriptor.digest}`, dest, {
+  const result = await pushVersion(engine.ctx, engine.store, version, dest, {
     signal: run.signal,
     onProgress: (e) => {
       const p = run.job.progress;

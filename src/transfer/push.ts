@@ -21,6 +21,7 @@ import {
   withDefaultTag,
 } from '../reference/reference.js';
 import type { Context } from '../registry/context.js';
+import type { ArchiveStore, StoredVersion } from '../store/store.js';
 import type { ArchiveSource, ListedImage } from '../transports/archive/source.js';
 import {
   isArchiveReference,
@@ -28,6 +29,7 @@ import {
   openSource,
   parseDestination as parseDestinationSpec,
 } from '../transports/open.js';
+import { StoreSource } from '../transports/store/source.js';
 
 /** What a push or copy sent: blobs uploaded, found, mounted, and bytes. */
 export type UploadStats = BlobStats;
@@ -328,6 +330,48 @@ async function restoreImage(
   };
   // A damaged or incomplete archive fails even where the registry already has its blobs.
   return uploadTo(ctx, planned, targets, { ...opts, verifyExisting: true }, stats);
+}
+
+/**
+ * Pushes a stored version to DEST (registry/repository:tag), read from the store by its interface: the
+ * whole version (an index kept whole), digests intact.
+ */
+export async function pushVersion(
+  ctx: Context,
+  store: ArchiveStore,
+  version: StoredVersion,
+  dest: string,
+  opts: Pick<PushOptions, 'concurrency' | 'chunkSize' | 'signal' | 'onProgress'> = {},
+): Promise<PushResult> {
+  const d = parseDestinationSpec(dest);
+  if (d.kind !== 'registry' || !d.ref.tag)
+    throw new StowageError('INVALID_ARGUMENT', `${dest} is not a registry/repository:tag to push to`);
+  const label = `the archive store (version ${version.id})`;
+  const planned = await planOne(
+    {
+      source: new StoreSource(store),
+      reference: version.descriptor.digest,
+      names: { repoTags: [], annotations: {} },
+      label,
+    },
+    { all: true, platforms: [hostPlatform()] },
+    opts.signal,
+  );
+  const stats = emptyStats();
+  // The store checked every blob on its way in: what the registry has already is not read again.
+  await uploadTo(ctx, planned, [d.ref], opts, stats);
+  return {
+    images: [
+      {
+        source: `${label}: ${version.repository}:${version.tag}`,
+        destinations: [formatReference(d.ref)],
+        digest: planned.plan.root.descriptor.digest,
+        mediaType: planned.plan.root.descriptor.mediaType,
+        newDigest: false,
+      },
+    ],
+    stats,
+  };
 }
 
 /**
