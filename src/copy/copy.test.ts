@@ -2,17 +2,15 @@
  * The copy engine in process: a fake source and fake destinations (and the real file-system store),
  * no registry or other process started.
  */
-import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
+import { AMD64, digestOf, FakeSource } from '../../test/harness/fake-source.js';
 import type { ProgressEvent } from '../core/progress.js';
 import { StowageError } from '../errors.js';
 import { MediaType } from '../image/mediatypes.js';
-import type { Descriptor } from '../image/schemas.js';
-import type { ManifestResponse } from '../registry/client.js';
 import { Store } from '../store/store.js';
 import { StoreDestination } from '../transports/store/destination.js';
 import { StoreSource } from '../transports/store/source.js';
@@ -27,88 +25,6 @@ import type {
   ImageSet,
   WriteSettings,
 } from './destination.js';
-import type { ImageSource } from './source.js';
-
-const AMD64 = { os: 'linux', architecture: 'amd64' };
-
-function digestOf(bytes: Buffer): string {
-  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
-}
-
-/** An in-memory repository: documents and blobs by digest, tags, and a count of every blob read. */
-class FakeSource implements ImageSource {
-  readonly description = 'fake';
-  readonly docs = new Map<string, { bytes: Buffer; mediaType: string }>();
-  readonly blobs = new Map<string, Buffer>();
-  readonly tags = new Map<string, string>();
-  readonly reads: string[] = [];
-  /** Digests whose bytes come back damaged (the last byte flipped). */
-  readonly damaged = new Set<string>();
-  /** Digests whose read waits for this promise (to abort in the middle). */
-  hold: Promise<void> | undefined;
-
-  blob(content: string | Buffer, mediaType: string = MediaType.OciLayerGzip): Descriptor {
-    const bytes = Buffer.isBuffer(content) ? content : Buffer.from(content);
-    const digest = digestOf(bytes);
-    this.blobs.set(digest, bytes);
-    return { mediaType, digest, size: bytes.length };
-  }
-
-  /** An image: a config naming its platform, and these layers. */
-  image(tag: string, layers: Descriptor[], platform = AMD64, layerType?: string): Descriptor {
-    const config = this.blob(
-      JSON.stringify({ ...platform, rootfs: { type: 'layers', diff_ids: [] } }),
-      MediaType.OciConfig,
-    );
-    const manifest = {
-      schemaVersion: 2,
-      mediaType: MediaType.OciManifest,
-      config,
-      layers: layerType ? layers.map((l) => ({ ...l, mediaType: layerType })) : layers,
-    };
-    return this.document(tag, manifest, MediaType.OciManifest);
-  }
-
-  index(tag: string, children: { d: Descriptor; platform: typeof AMD64 }[]): Descriptor {
-    const index = {
-      schemaVersion: 2,
-      mediaType: MediaType.OciIndex,
-      manifests: children.map((c) => ({ ...c.d, platform: c.platform })),
-    };
-    return this.document(tag, index, MediaType.OciIndex);
-  }
-
-  private document(tag: string, doc: unknown, mediaType: string): Descriptor {
-    const bytes = Buffer.from(JSON.stringify(doc));
-    const digest = digestOf(bytes);
-    this.docs.set(digest, { bytes, mediaType });
-    this.tags.set(tag, digest);
-    return { mediaType, digest, size: bytes.length };
-  }
-
-  async getManifest(reference: string): Promise<ManifestResponse> {
-    const digest = this.tags.get(reference) ?? reference;
-    const d = this.docs.get(digest);
-    if (!d) throw new StowageError('NOT_FOUND', `no manifest ${reference}`);
-    return { bytes: d.bytes, digest, mediaType: d.mediaType };
-  }
-
-  async getBlob(d: Descriptor): Promise<AsyncIterable<Uint8Array>> {
-    const bytes = this.blobs.get(d.digest);
-    if (!bytes) throw new StowageError('NOT_FOUND', `no blob ${d.digest}`);
-    this.reads.push(d.digest);
-    const out = Buffer.from(bytes);
-    if (this.damaged.has(d.digest)) out[out.length - 1]! ^= 1;
-    const hold = this.hold;
-    return (async function* () {
-      yield out.subarray(0, 1);
-      await hold;
-      yield out.subarray(1);
-    })();
-  }
-
-  async close(): Promise<void> {}
-}
 
 /** A destination that takes blobs one at a time into memory, like a registry or a layout would. */
 class MemoryDestination implements ImageDestination<ImageSet> {
