@@ -217,8 +217,8 @@ describe('the API', () => {
     const job = await waitJob(s, ((await pushed.json()) as { id: string }).id);
     expect(job.state, JSON.stringify(job)).toBe('succeeded');
     const text = JSON.stringify(job) + (await (await api(s, 'reader', '/v1/jobs')).text());
-    // The source is named, as the store, not by its directory.
-    expect(text).toContain('<store>');
+    // The source is named as the store and the version, not by its directory.
+    expect(text).toContain(`the archive store (version ${id})`);
     expect(text).not.toContain(d.store);
     expect(text).not.toContain(d.state);
     expect(text).not.toContain(d.dir);
