@@ -45,6 +45,8 @@ function printPush(result: PushResult, elapsed: number, opts: { json?: boolean; 
   for (const img of result.images) {
     const note = img.newDigest ? ' (a manifest made from a docker-archive: a new digest)' : '';
     process.stdout.write(`${img.source} -> ${img.destinations.join(', ')} ${img.digest}${note}\n`);
+    for (const r of img.referrers ?? [])
+      process.stdout.write(`  with ${r.artifactType} ${r.digest}${r.tag ? ` (${r.tag})` : ''}\n`);
   }
   if (result.dryRun) {
     process.stdout.write('dry run: nothing was sent\n');
@@ -167,6 +169,8 @@ interface CopyCliOptions {
   quiet?: boolean;
   json?: boolean;
   dryRun?: boolean;
+  removeSignatures?: boolean;
+  referrerType?: string;
 }
 
 export function copyCommand(program: Command): void {
@@ -178,7 +182,11 @@ export function copyCommand(program: Command): void {
         '(or a bare reference), oci-archive:PATH[:NAME], docker-archive:PATH[:NAME|:@INDEX], ' +
         'oci:PATH[:NAME], dir:PATH. Registry to registry streams each blob from the source straight ' +
         'to the destination (no local disk) and mounts it instead when both are repositories of one ' +
-        'registry. To an archive, this is `stowage pull` with one image.',
+        'registry. To an archive, this is `stowage pull` with one image.\n' +
+        'Registry to registry, what is attached to the image goes with it, digests intact: OCI 1.1 ' +
+        'referrers (SBOMs, attestations, signatures naming it as their subject, found by the referrers ' +
+        "API or its tag schema) and cosign's sha256-HEX.sig/.att/.sbom tags, and what is attached to " +
+        'those in turn.',
     )
     .argument('<src>', 'source image')
     .argument('<dst>', 'destination')
@@ -208,6 +216,11 @@ export function copyCommand(program: Command): void {
     .option('--cert-dir <dir>', 'directory with CA certificates (*.crt)')
     .option('--retry-times <n>', 'retries after a transient failure (default 5)', parseRetryTimes)
     .option('--dry-run', 'resolve the source and the destination, print what would be written, write nothing')
+    .option('--remove-signatures', 'carry no signatures, attestations or SBOMs with the image (as skopeo)')
+    .option(
+      '--referrer-type <type,...>',
+      'carry only attachments of these artifact types (e.g. application/spdx+json); what is attached to those comes too',
+    )
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON')
     .action(async (src: string, dst: string, opts: CopyCliOptions) => {
@@ -242,6 +255,13 @@ export function copyCommand(program: Command): void {
             onProgress: progress?.listener,
             dryRun: opts.dryRun,
             onTargets: opts.dryRun ? undefined : announceTargets(opts),
+            referrers: {
+              carry: !opts.removeSignatures,
+              artifactTypes: opts.referrerType
+                ?.split(',')
+                .map((t) => t.trim())
+                .filter(Boolean),
+            },
           }),
         );
         progress?.stop();

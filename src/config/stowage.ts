@@ -36,6 +36,10 @@ const jobSchema = z.strictObject({
   platforms: z.union([z.literal('all'), z.array(z.string())]).optional(),
   archive: z.boolean().optional(),
   mirror: z.string().optional(),
+  /** Carry what is attached to each image (signatures, attestations, SBOMs) to the mirror (default true). */
+  referrers: z.boolean().optional(),
+  /** Only attachments of these artifact types (regsync's referrerFilters). */
+  'referrer-types': z.array(z.string().min(1)).optional(),
   retention: retentionSchema.optional(),
   schedule: z.string().optional(),
 });

@@ -40,7 +40,12 @@ class MemoryDestination implements ImageDestination<ImageSet> {
   readonly sink: BlobSink;
 
   constructor(
-    readonly needs: DestinationNeeds = { compressedLayers: false, singlePlatform: false, maxImages: 9 },
+    readonly needs: DestinationNeeds = {
+      compressedLayers: false,
+      singlePlatform: false,
+      maxImages: 9,
+      referrers: false,
+    },
     readonly outcomes: BlobOutcome[] = [],
   ) {
     this.sink = {
@@ -241,7 +246,12 @@ describe('copy()', () => {
     expect(whole.set.documents.size).toBe(3);
     const one = await copy([image(src, 'multi')], new MemoryDestination(), { platforms: [arm64] }, settings);
     expect(one.images[0]!.plan.root.descriptor.digest).toBe(arm.digest);
-    const single = new MemoryDestination({ compressedLayers: false, singlePlatform: true, maxImages: 9 });
+    const single = new MemoryDestination({
+      compressedLayers: false,
+      singlePlatform: true,
+      maxImages: 9,
+      referrers: false,
+    });
     const err = await copy([image(src, 'multi')], single, { all: true, platforms: [AMD64] }, settings).catch(
       (e) => e,
     );
@@ -255,7 +265,12 @@ describe('copy()', () => {
     const plain = src.blob(Buffer.alloc(4096, 7), MediaType.OciLayerTar);
     src.image('plain', [plain], AMD64, MediaType.OciLayerTar);
     const scratchBefore = (await readdir(tmpdir())).filter((n) => n.startsWith('stowage-push-'));
-    const dest = new MemoryDestination({ compressedLayers: true, singlePlatform: false, maxImages: 1 });
+    const dest = new MemoryDestination({
+      compressedLayers: true,
+      singlePlatform: false,
+      maxImages: 1,
+      referrers: false,
+    });
     const r = await copy([image(src, 'plain')], dest, { platforms: [AMD64] }, settings);
     const converted = r.images[0]!;
     expect(converted.converted).toBe(true);

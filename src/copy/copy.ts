@@ -23,6 +23,7 @@ import type {
 } from './destination.js';
 import { type ImagePlan, planImage, planPlatforms, readConfig } from './plan.js';
 import { recompressPlainLayers } from './recompress.js';
+import { type PlannedReferrer, planReferrers, type ReferrerOptions } from './referrers.js';
 import type { ImageSource } from './source.js';
 
 /** Which platforms of an index are copied. */
@@ -52,6 +53,8 @@ export interface PlannedImage extends CopyImage {
   newIndex: boolean;
   /** The root manifest was rewritten for the destination (layers recompressed): a new digest. */
   converted: boolean;
+  /** What is attached to it and goes with it (found when the destination holds attachments). */
+  referrers?: PlannedReferrer[] | undefined;
 }
 
 /** Looks a blob up somewhere cheaper than its source (the store, a cache); undefined if not there. */
@@ -65,6 +68,8 @@ export interface CopyOptions extends WriteSettings {
   lookups?: BlobLookup[] | undefined;
   /** Plan and adapt only: nothing is read beyond the documents, nothing written. */
   dryRun?: boolean | undefined;
+  /** Whether and which attachments go along (default: all, where the destination holds them). */
+  referrers?: ReferrerOptions | undefined;
 }
 
 export interface CopyResult<Committed> {
@@ -125,9 +130,17 @@ export async function prepareCopy(
     signal?: AbortSignal | undefined;
     lookups?: BlobLookup[] | undefined;
     dryRun?: boolean | undefined;
+    referrers?: ReferrerOptions | undefined;
   },
 ): Promise<PreparedCopy> {
   checkFits(planned, needs);
+  if (needs.referrers) {
+    // Attachments of the root and of every manifest under it (a signature is usually on the index).
+    for (const p of planned) {
+      const subjects = p.plan.documents.map((d) => d.descriptor.digest);
+      p.referrers = await planReferrers(p.source, subjects, opts.referrers ?? {}, opts.signal);
+    }
+  }
   const converted = new Map<string, (s: AbortSignal) => Promise<AsyncIterable<Uint8Array>>>();
   const cleanups: (() => Promise<void>)[] = [];
   const cleanup = async () => {
@@ -158,7 +171,10 @@ export async function prepareCopy(
   }
   const set = mergeImages(images);
   const from = new Map<string, ImageSource>();
-  for (const p of images) for (const b of p.plan.blobs) if (!from.has(b.digest)) from.set(b.digest, p.source);
+  for (const p of images) {
+    const blobs = [...p.plan.blobs, ...(p.referrers ?? []).flatMap((r) => r.blobs)];
+    for (const b of blobs) if (!from.has(b.digest)) from.set(b.digest, p.source);
+  }
   const sourceOf = (d: Descriptor) => {
     const s = from.get(d.digest);
     if (!s) throw new StowageError('INTERNAL', `blob ${d.digest} is not part of this copy`);
@@ -208,6 +224,10 @@ export function mergeImages(images: PlannedImage[]): ImageSet {
   for (const p of images) {
     for (const d of p.plan.documents) documents.set(d.descriptor.digest, d.bytes);
     for (const b of p.plan.blobs) if (!blobs.has(b.digest)) blobs.set(b.digest, b);
+    for (const r of p.referrers ?? []) {
+      documents.set(r.document.descriptor.digest, r.document.bytes);
+      for (const b of r.blobs) if (!blobs.has(b.digest)) blobs.set(b.digest, b);
+    }
   }
   return {
     images: images.map((p) => ({
@@ -217,6 +237,7 @@ export function mergeImages(images: PlannedImage[]): ImageSet {
       platforms: p.plan.platforms,
       names: p.names,
       origin: p.origin,
+      referrers: p.referrers ?? [],
     })),
     documents,
     blobs: [...blobs.values()]

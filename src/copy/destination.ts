@@ -6,6 +6,7 @@
 import type { ProgressListener } from '../core/progress.js';
 import type { Descriptor } from '../image/schemas.js';
 import type { PlannedDocument } from './plan.js';
+import type { PlannedReferrer } from './referrers.js';
 
 /** What an image is called where it is written. */
 export interface ImageNames {
@@ -27,6 +28,8 @@ export interface ImageToWrite {
   names: ImageNames;
   /** A repository of a registry known to hold its blobs (where they came from): a registry can mount from it. */
   origin?: { host: string; repository: string } | undefined;
+  /** What is attached to it (signatures, attestations, SBOMs), where the destination holds them. */
+  referrers: PlannedReferrer[];
 }
 
 /** Everything one copy writes: the images, and their documents and blobs merged (each once). */
@@ -59,6 +62,8 @@ export interface DestinationNeeds {
   singlePlatform: boolean;
   /** At most this many images (a dir: layout holds one). */
   maxImages: number;
+  /** It holds what is attached to an image (signatures, attestations, SBOMs): they are looked for and carried. */
+  referrers: boolean;
 }
 
 export interface WriteSettings {

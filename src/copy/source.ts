@@ -1,7 +1,18 @@
-import type { Descriptor } from '../image/schemas.js';
-import type { ManifestResponse } from '../registry/client.js';
+import type { Descriptor, ManifestResponse } from '../image/schemas.js';
 
-/** Where images come from. Registry now; archives and layouts implement the same interface. */
+/**
+ * Something attached to a manifest: an OCI 1.1 referrer (a manifest whose `subject` names it: an SBOM,
+ * an attestation, a signature), or a manifest under one of cosign's tags for it (sha256-HEX.sig, .att,
+ * .sbom).
+ */
+export interface ReferrerEntry {
+  /** The referrer's manifest, with its artifactType where the listing gives it. */
+  descriptor: Descriptor;
+  /** cosign's tag it is found under; absent for an OCI referrer. */
+  tag?: string | undefined;
+}
+
+/** Where images come from: a registry, an archive or layout, the store. */
 export interface ImageSource {
   /** Human-readable name for messages, e.g. 127.0.0.1:5000/library/alpine. */
   readonly description: string;
@@ -16,5 +27,7 @@ export interface ImageSource {
    * from memory, so reading it while planning costs no second request. Where absent, getBlob is used.
    */
   readSmallBlob?(descriptor: Descriptor, signal?: AbortSignal): Promise<Buffer>;
+  /** What is attached to a manifest (see ReferrerEntry); absent where the source cannot hold any. */
+  referrers?(digest: string, signal?: AbortSignal): Promise<ReferrerEntry[]>;
   close(): Promise<void>;
 }

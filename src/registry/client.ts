@@ -5,8 +5,8 @@
  */
 import { StowageError } from '../errors.js';
 import { digestMismatch, sha256Digest } from '../image/digest.js';
-import { isSchema1MediaType, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
-import type { ManifestResponse } from '../image/schemas.js';
+import { isSchema1MediaType, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, MediaType } from '../image/mediatypes.js';
+import { type Descriptor, imageIndexSchema, type ManifestResponse } from '../image/schemas.js';
 import { BlobReader, type BlobResponse } from './blobs.js';
 import { type RegistryClientOptions, RegistryTransport, readLimited } from './transport.js';
 import { type UploadSession, Uploads } from './uploads.js';
@@ -179,6 +179,49 @@ export class RegistryClient {
   }
 
   /**
+   * What refers to a manifest: the OCI 1.1 referrers API (GET /v2/NAME/referrers/DIGEST), and where a
+   * registry has no such route (docker-registry 2.8 answers a plain 404), the referrers tag schema: an
+   * index tagged sha256-HEX. Undefined when neither lists anything.
+   */
+  async referrersIndex(
+    repo: string,
+    digest: string,
+    signal?: AbortSignal,
+  ): Promise<{ manifests: Descriptor[]; via: 'api' | 'tag-schema'; bytes: Buffer } | undefined> {
+    const what = `referrers of ${this.t.host}/${repo}@${digest}`;
+    const res = await this.t.request({
+      method: 'GET',
+      path: `/v2/${repo}/referrers/${digest}`,
+      scope: `repository:${repo}:pull`,
+      headers: { accept: MediaType.OciIndex },
+      signal,
+      what,
+    });
+    const type = String(res.headers['content-type'] ?? '');
+    if (res.statusCode === 200 && type.includes('json')) {
+      const bytes = await readLimited(res.body, MAX_MANIFEST_BYTES, what);
+      const index = parseIndexOrUndefined(bytes);
+      if (!index)
+        throw new StowageError(
+          'REGISTRY',
+          `${this.t.host} answered ${what} with something that is not an index`,
+        );
+      return { manifests: index.manifests, via: 'api', bytes };
+    }
+    await res.body.dump();
+    // No referrers API here (404, 405, or a page that is not JSON): the tag schema, if anyone wrote it.
+    const tag = `${digest.replace(':', '-')}`;
+    const fallback = await this.getManifest(repo, tag, signal).catch((e: unknown) => {
+      if (e instanceof StowageError && e.code === 'NOT_FOUND') return undefined;
+      throw e;
+    });
+    const index = fallback && parseIndexOrUndefined(fallback.bytes);
+    return index && fallback
+      ? { manifests: index.manifests, via: 'tag-schema', bytes: fallback.bytes }
+      : undefined;
+  }
+
+  /**
    * Checks the client's credentials against the registry (GET /v2/ with them, after a token exchange
    * for token auth). Returns false when the registry does not ask for credentials at all.
    */
@@ -271,6 +314,16 @@ export function nextLink(header: string | string[] | undefined): string | undefi
   if (!m) return undefined;
   const url = new URL(m[1]!, 'http://registry.invalid');
   return url.pathname + url.search;
+}
+
+/** An OCI index, or undefined for anything else (not JSON, not an index). */
+function parseIndexOrUndefined(bytes: Buffer): { manifests: Descriptor[] } | undefined {
+  try {
+    const r = imageIndexSchema.safeParse(JSON.parse(bytes.toString('utf8')));
+    return r.success ? r.data : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function sniffMediaType(bytes: Buffer): string {

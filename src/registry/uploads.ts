@@ -160,14 +160,17 @@ export class Uploads {
     }
   }
 
-  /** PUTs a manifest or index with its exact bytes; returns the digest the registry reports. */
+  /**
+   * PUTs a manifest or index with its exact bytes; returns its digest, and whether the registry indexed
+   * its `subject` for the referrers API (it answers OCI-Subject: one without the API does not).
+   */
   async putManifest(
     repo: string,
     reference: string,
     bytes: Buffer,
     mediaType: string,
     signal?: AbortSignal,
-  ): Promise<string> {
+  ): Promise<{ digest: string; subjectIndexed: boolean }> {
     const what = `manifest ${this.t.host}/${repo}${reference.includes(':') ? '@' : ':'}${reference}`;
     const res = await this.t.request({
       method: 'PUT',
@@ -185,6 +188,6 @@ export class Uploads {
     if (typeof got === 'string' && got && got !== digest) {
       throw digestMismatch(what, got, digest, 'the registry changed the manifest');
     }
-    return digest;
+    return { digest, subjectIndexed: res.headers['oci-subject'] !== undefined };
   }
 }

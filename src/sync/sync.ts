@@ -274,6 +274,7 @@ function counting(source: ImageSource, outcome: TagOutcome): ImageSource {
     },
     getBlobTail: source.getBlobTail ? (d, n, s) => source.getBlobTail!(d, n, s) : undefined,
     readSmallBlob: source.readSmallBlob ? (d, s) => source.readSmallBlob!(d, s) : undefined,
+    referrers: source.referrers ? (d, s) => source.referrers!(d, s) : undefined,
     close: () => source.close(),
   };
 }
@@ -400,6 +401,7 @@ async function mirrorTag(
     concurrency: opts.concurrency ?? 4,
     signal: opts.signal,
     lookups: [fromStore, throughCache],
+    referrers: { carry: t.job.referrers !== false, artifactTypes: t.job['referrer-types'] },
   });
 }
 

@@ -11,7 +11,7 @@ import { copyToRegistry, type PushOptions, type PushResult } from './push.js';
 
 export type CopyImageOptions = Pick<
   PushOptions,
-  'all' | 'concurrency' | 'chunkSize' | 'signal' | 'onProgress' | 'dryRun' | 'onTargets'
+  'all' | 'concurrency' | 'chunkSize' | 'signal' | 'onProgress' | 'dryRun' | 'onTargets' | 'referrers'
 > & {
   platform?: PlatformSpec | undefined;
   /** The name an archive records when DEST names none itself (import's --name). */

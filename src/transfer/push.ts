@@ -10,6 +10,7 @@
  */
 import { type BlobStats, emptyStats } from '../copy/blobs.js';
 import { type PlannedImage, planOne, prepareCopy, writeTo } from '../copy/copy.js';
+import type { PlannedReferrer, ReferrerOptions } from '../copy/referrers.js';
 import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
@@ -35,6 +36,8 @@ import { StoreSource } from '../transports/store/source.js';
 export type UploadStats = BlobStats;
 
 export interface PushOptions {
+  /** Which attachments (signatures, attestations, SBOMs) go along from a registry source (default: all). */
+  referrers?: ReferrerOptions | undefined;
   /** Push only this image of the archive: a name, "@N", or a digest. */
   image?: string | undefined;
   /** Every name the archive records for an image becomes a tag (default: the first). */
@@ -67,6 +70,8 @@ export interface PushedImage {
   mediaType: string;
   /** True when the manifest was made by stowage (docker-archive): its digest is new. */
   newDigest: boolean;
+  /** Attachments carried with it (signatures, attestations, SBOMs), digests intact. */
+  referrers?: { digest: string; artifactType: string; tag?: string | undefined }[] | undefined;
 }
 
 /** What an image of an archive is called in results and messages. */
@@ -269,6 +274,19 @@ export async function push(
   }
 }
 
+/** What a result says of an attachment carried. */
+function referrerSummary(r: PlannedReferrer): {
+  digest: string;
+  artifactType: string;
+  tag?: string | undefined;
+} {
+  return {
+    digest: r.document.descriptor.digest,
+    artifactType: r.artifactType,
+    ...(r.tag ? { tag: r.tag } : {}),
+  };
+}
+
 /** Targets grouped by repository: each repository is one destination, with its tags. */
 function byRepository(targets: ImageReference[]): ImageReference[][] {
   const groups = new Map<string, ImageReference[]>();
@@ -291,8 +309,8 @@ async function uploadTo(
   // A docker-archive's plain layers are gzipped once here, for every repository.
   const prepared = await prepareCopy(
     [planned],
-    { compressedLayers: true, singlePlatform: false, maxImages: 1 },
-    settings,
+    { compressedLayers: true, singlePlatform: false, maxImages: 1, referrers: true },
+    { ...settings, referrers: opts.referrers },
   );
   try {
     for (const refs of byRepository(targets)) {
@@ -417,7 +435,7 @@ export async function copyToRegistry(
       opts.signal,
     );
     const stats = emptyStats();
-    if (!opts.dryRun) await uploadTo(dstCtx, planned, [target], opts, stats);
+    const sent = opts.dryRun ? planned : await uploadTo(dstCtx, planned, [target], opts, stats);
     return {
       images: [
         {
@@ -426,6 +444,7 @@ export async function copyToRegistry(
           digest: planned.plan.root.descriptor.digest,
           mediaType: planned.plan.root.descriptor.mediaType,
           newDigest: false,
+          ...(sent.referrers?.length ? { referrers: sent.referrers.map(referrerSummary) } : {}),
         },
       ],
       stats,

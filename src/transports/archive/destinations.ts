@@ -74,7 +74,12 @@ abstract class ArchiveFileDestination implements ImageDestination<WrittenOutput>
 }
 
 export class OciArchiveDestination extends ArchiveFileDestination {
-  readonly needs: DestinationNeeds = { compressedLayers: false, singlePlatform: false, maxImages: MANY };
+  readonly needs: DestinationNeeds = {
+    compressedLayers: false,
+    singlePlatform: false,
+    maxImages: MANY,
+    referrers: false,
+  };
 
   protected writeFile(set: ImageSet, _provider: BlobProvider, opts: WriteOptions): Promise<PreparedArchive> {
     const images = set.images.map((i) => ({
@@ -86,7 +91,12 @@ export class OciArchiveDestination extends ArchiveFileDestination {
 }
 
 export class DockerArchiveDestination extends ArchiveFileDestination {
-  readonly needs: DestinationNeeds = { compressedLayers: false, singlePlatform: true, maxImages: MANY };
+  readonly needs: DestinationNeeds = {
+    compressedLayers: false,
+    singlePlatform: true,
+    maxImages: MANY,
+    referrers: false,
+  };
 
   protected async writeFile(
     set: ImageSet,
@@ -120,7 +130,12 @@ export class LayoutDestination implements ImageDestination<WrittenOutput> {
     readonly path: string,
     readonly kind: 'oci' | 'dir',
   ) {
-    this.needs = { compressedLayers: false, singlePlatform: false, maxImages: kind === 'dir' ? 1 : MANY };
+    this.needs = {
+      compressedLayers: false,
+      singlePlatform: false,
+      maxImages: kind === 'dir' ? 1 : MANY,
+      referrers: false,
+    };
   }
 
   get description(): string {

@@ -10,10 +10,14 @@ import type {
   DestinationNeeds,
   ImageDestination,
   ImageSet,
+  ImageToWrite,
   WriteSettings,
 } from '../../copy/destination.js';
-import type { PlannedDocument } from '../../copy/plan.js';
+import { type PlannedDocument, parseIndex } from '../../copy/plan.js';
+import type { PlannedReferrer } from '../../copy/referrers.js';
 import { StowageError } from '../../errors.js';
+import { sha256Digest } from '../../image/digest.js';
+import { MediaType } from '../../image/mediatypes.js';
 import type { Descriptor } from '../../image/schemas.js';
 import type { RegistrySink } from './upload.js';
 
@@ -30,9 +34,14 @@ export interface RegistryDestinationOptions {
 }
 
 export class RegistryDestination implements ImageDestination<BlobStats> {
-  readonly needs: DestinationNeeds = { compressedLayers: true, singlePlatform: false, maxImages: 1 };
+  readonly needs: DestinationNeeds = {
+    compressedLayers: true,
+    singlePlatform: false,
+    maxImages: 1,
+    referrers: true,
+  };
   readonly stats: BlobStats;
-  private root: PlannedDocument | undefined;
+  private image: ImageToWrite | undefined;
   private signal: AbortSignal | undefined;
 
   constructor(
@@ -68,39 +77,76 @@ export class RegistryDestination implements ImageDestination<BlobStats> {
       if (doc.descriptor.digest !== image.root.descriptor.digest)
         await this.putManifest(doc, doc.descriptor.digest);
     }
-    this.root = image.root;
+    this.image = image;
   }
 
   async commit(): Promise<BlobStats> {
-    const root = this.root;
-    if (!root) throw new StowageError('INTERNAL', `nothing was written to ${this.description}`);
+    const image = this.image;
+    if (!image) throw new StowageError('INTERNAL', `nothing was written to ${this.description}`);
+    const root = image.root;
     if (this.opts.tags.length === 0) await this.putManifest(root, root.descriptor.digest);
     for (const t of this.opts.tags) await this.putManifest(root, t);
+    await this.putReferrers(image.referrers);
     return this.stats;
+  }
+
+  /**
+   * Attachments go after the image they name: cosign's under their tags, OCI referrers by digest. A
+   * registry with the referrers API indexes those itself; for one without (it does not answer
+   * OCI-Subject), each subject's tag-schema index (sha256-HEX) gains them.
+   */
+  private async putReferrers(referrers: PlannedReferrer[]): Promise<void> {
+    const unindexed = new Map<string, Descriptor[]>();
+    for (const r of referrers) {
+      const put = await this.putManifest(r.document, r.tag ?? r.document.descriptor.digest);
+      if (r.tag || put.subjectIndexed) continue;
+      unindexed.set(r.subject, [...(unindexed.get(r.subject) ?? []), r.document.descriptor]);
+    }
+    for (const [subject, descriptors] of unindexed) await this.addToTagSchema(subject, descriptors);
+  }
+
+  /** The subject's referrers tag-schema index, with `descriptors` added (those it lists already kept). */
+  private async addToTagSchema(subject: string, descriptors: Descriptor[]): Promise<void> {
+    const { client, repo } = this.sink.target;
+    const tag = subject.replace(':', '-');
+    const existing = await client.getManifest(repo, tag, this.signal).catch((e: unknown) => {
+      if (e instanceof StowageError && e.code === 'NOT_FOUND') return undefined;
+      throw e;
+    });
+    const what = `referrers index ${tag} of ${this.description}`;
+    const listed = existing ? (parseIndex(existing.bytes, what).manifests as Descriptor[]) : [];
+    const added = descriptors.filter((d) => !listed.some((l) => l.digest === d.digest));
+    if (added.length === 0) return;
+    const bytes = Buffer.from(
+      JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [...listed, ...added] }),
+    );
+    const descriptor = { mediaType: MediaType.OciIndex, digest: sha256Digest(bytes), size: bytes.length };
+    await this.putManifest({ descriptor, bytes }, tag);
   }
 
   /** Nothing to undo: blobs no manifest names are the registry's to collect, and no tag moved. */
   async abort(): Promise<void> {}
 
-  private putManifest(doc: PlannedDocument, reference: string): Promise<void> {
+  private putManifest(doc: PlannedDocument, reference: string): Promise<{ subjectIndexed: boolean }> {
     const { client, repo } = this.sink.target;
     return withRetries(
       { retries: this.opts.retries, signal: this.signal },
       `manifest ${doc.descriptor.digest}`,
       async () => {
-        const digest = await client.putManifest(
+        const put = await client.putManifest(
           repo,
           reference,
           doc.bytes,
           doc.descriptor.mediaType,
           this.signal,
         );
-        if (digest !== doc.descriptor.digest) {
+        if (put.digest !== doc.descriptor.digest) {
           throw new StowageError(
             'INTERNAL',
-            `manifest ${doc.descriptor.digest} hashed to ${digest} on the way out; nothing was tagged`,
+            `manifest ${doc.descriptor.digest} hashed to ${put.digest} on the way out; nothing was tagged`,
           );
         }
+        return put;
       },
     );
   }

@@ -6,13 +6,16 @@
  */
 
 import type { PullEndpoint } from '../../config/resolve.js';
-import type { ImageSource } from '../../copy/source.js';
+import type { ImageSource, ReferrerEntry } from '../../copy/source.js';
 import { StowageError } from '../../errors.js';
 import { verifyBytes } from '../../image/digest.js';
 import type { Descriptor } from '../../image/schemas.js';
 import { type ImageReference, withDefaultTag } from '../../reference/reference.js';
 import type { ManifestResponse, RegistryClient } from '../../registry/client.js';
 import { CANDIDATE_FAILURES, type Context } from '../../registry/context.js';
+
+/** The tags cosign attaches signatures, attestations and SBOMs under: sha256-HEX.sig and so on. */
+const COSIGN_SUFFIXES = ['sig', 'att', 'sbom'] as const;
 
 export class RegistrySource implements ImageSource {
   readonly description: string;
@@ -68,6 +71,35 @@ export class RegistrySource implements ImageSource {
 
   getBlobTail(descriptor: Descriptor, length: number, signal?: AbortSignal): Promise<Buffer | undefined> {
     return this.client.getBlobTail(this.repository, descriptor.digest, descriptor.size, length, signal);
+  }
+
+  /** The repository's tags, listed once (cosign's attachments are found among them). */
+  private tagList: Promise<Set<string>> | undefined;
+
+  /**
+   * What is attached to a manifest: OCI referrers (the referrers API, else the tag schema) and cosign's
+   * tags for it. One listing per manifest, and one tag listing per repository, never a scan of manifests.
+   */
+  async referrers(digest: string, signal?: AbortSignal): Promise<ReferrerEntry[]> {
+    const listed = await this.client.referrersIndex(this.repository, digest, signal);
+    const entries: ReferrerEntry[] = (listed?.manifests ?? []).map((descriptor) => ({ descriptor }));
+    this.tagList ??= this.client.listTags(this.repository, signal).then((t) => new Set(t));
+    this.tagList.catch(() => {
+      this.tagList = undefined;
+    });
+    const tags = await this.tagList;
+    const base = digest.replace(':', '-');
+    for (const suffix of COSIGN_SUFFIXES) {
+      const tag = `${base}.${suffix}`;
+      if (!tags.has(tag)) continue;
+      const head = await this.client.headManifest(this.repository, tag, signal);
+      if (head)
+        entries.push({
+          descriptor: { mediaType: head.mediaType, digest: head.digest, size: head.size },
+          tag,
+        });
+    }
+    return entries;
   }
 
   async close(): Promise<void> {}

@@ -53,6 +53,8 @@ export class StoreDestination implements ImageDestination<StoredVersion[]> {
     compressedLayers: false,
     singlePlatform: false,
     maxImages: Number.POSITIVE_INFINITY,
+    // Not yet: a stored version holds the image alone.
+    referrers: false,
   };
   readonly description = 'the archive store';
   private set: ImageSet | undefined;

@@ -1,0 +1,276 @@
+/**
+ * What is attached to an image travels with it, registry to registry: an SBOM that names the image as
+ * its subject (found through the referrers tag schema, as docker-registry 2.8 has no referrers API, or
+ * through the API served by a small proxy), a cosign-style signature of that SBOM and one of the image
+ * (sha256-HEX.sig tags), every digest intact, checked with skopeo on the destination.
+ */
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { MediaType } from '../src/image/mediatypes.js';
+import { RegistryClient } from '../src/registry/client.js';
+import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { type FaultProxy, startFaultProxy } from './harness/fault-proxy.js';
+import { run } from './harness/processes.js';
+
+const h = harness();
+const plain = h.registries.plain;
+const client = new RegistryClient({ host: plain.host, insecure: true });
+
+const digestOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const tagFor = (digest: string, suffix = '') => `${digest.replace(':', '-')}${suffix}`;
+
+async function putBlob(repo: string, bytes: Buffer, mediaType: string) {
+  const digest = digestOf(bytes);
+  const session = await client.startUpload(repo, undefined);
+  if (session.mounted) throw new Error('unexpected mount');
+  await client.finishUpload(session, repo, digest, bytes.length, bytes);
+  return { mediaType, digest, size: bytes.length };
+}
+
+async function putManifest(repo: string, doc: unknown, reference?: string) {
+  const bytes = Buffer.from(JSON.stringify(doc));
+  const digest = digestOf(bytes);
+  await client.putManifest(repo, reference ?? digest, bytes, MediaType.OciManifest);
+  return { mediaType: MediaType.OciManifest, digest, size: bytes.length, bytes };
+}
+
+/** A cosign-style signature manifest (simple-signing payload, signature annotation) put under `tag`. */
+async function putCosignSignature(repo: string, signed: string, tag: string) {
+  const payload = Buffer.from(
+    JSON.stringify({
+      critical: {
+        identity: { 'docker-reference': repo },
+        image: { 'docker-manifest-digest': signed },
+        type: 'cosign container image signature',
+      },
+      optional: null,
+    }),
+  );
+  const config = await putBlob(
+    repo,
+    Buffer.from('{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]}}'),
+    MediaType.OciConfig,
+  );
+  const layer = await putBlob(repo, payload, 'application/vnd.dev.cosign.simplesigning.v1+json');
+  return putManifest(
+    repo,
+    {
+      schemaVersion: 2,
+      mediaType: MediaType.OciManifest,
+      config,
+      layers: [{ ...layer, annotations: { 'dev.cosignproject.cosign/signature': 'MEUCIQDfakefakefake' } }],
+    },
+    tag,
+  );
+}
+
+interface Signed {
+  repo: string;
+  image: string;
+  sbom: Awaited<ReturnType<typeof putManifest>>;
+  sbomSig: Awaited<ReturnType<typeof putManifest>>;
+  imageSig: Awaited<ReturnType<typeof putManifest>>;
+}
+
+/** The small fixture under a new repository, with an SBOM (subject: the image), its signature and the image's. */
+async function signedImage(name: string, opts: { tagSchema: boolean }): Promise<Signed> {
+  const repo = `referrers-${name}/app`;
+  await run('skopeo', [
+    'copy',
+    '--quiet',
+    '--src-tls-verify=false',
+    '--dest-tls-verify=false',
+    `docker://${plain.host}/fixtures/small:v1`,
+    `docker://${plain.host}/${repo}:1`,
+  ]);
+  const head = (await client.headManifest(repo, '1'))!;
+  const empty = await putBlob(repo, Buffer.from('{}'), 'application/vnd.oci.empty.v1+json');
+  const spdx = await putBlob(
+    repo,
+    Buffer.from('{"spdxVersion":"SPDX-2.3","name":"small"}'),
+    'application/spdx+json',
+  );
+  const sbom = await putManifest(repo, {
+    schemaVersion: 2,
+    mediaType: MediaType.OciManifest,
+    artifactType: 'application/spdx+json',
+    config: empty,
+    layers: [spdx],
+    subject: { mediaType: head.mediaType, digest: head.digest, size: head.size },
+    annotations: { 'org.opencontainers.image.created': '2026-01-01T00:00:00Z' },
+  });
+  if (opts.tagSchema) {
+    const { bytes: _, ...entry } = sbom;
+    await client.putManifest(
+      repo,
+      tagFor(head.digest),
+      Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: MediaType.OciIndex,
+          manifests: [{ ...entry, artifactType: 'application/spdx+json' }],
+        }),
+      ),
+      MediaType.OciIndex,
+    );
+  }
+  const sbomSig = await putCosignSignature(repo, sbom.digest, tagFor(sbom.digest, '.sig'));
+  const imageSig = await putCosignSignature(repo, head.digest, tagFor(head.digest, '.sig'));
+  return { repo, image: head.digest, sbom, sbomSig, imageSig };
+}
+
+async function rawDigest(ref: string): Promise<string | undefined> {
+  const r = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${ref}`]).catch(
+    () => undefined,
+  );
+  return r ? digestOf(Buffer.from(r.stdout)) : undefined;
+}
+
+let env: NodeJS.ProcessEnv;
+beforeAll(async () => {
+  ({ env } = await workdir('referrers', insecureConf(plain.host)));
+});
+
+describe('attachments carried registry to registry', () => {
+  it('carries an SBOM found by the tag schema, its signature and the image’s, digests intact', async () => {
+    const s = await signedImage('tag-schema', { tagSchema: true });
+    const dest = 'referrers-dest-a/app';
+    const r = await stowage(['copy', `${plain.host}/${s.repo}:1`, `${plain.host}/${dest}:1`], { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`application/spdx+json ${s.sbom.digest}`);
+    expect(await rawDigest(`${plain.host}/${dest}:1`)).toBe(s.image);
+    // The SBOM by digest, and listed in the destination's tag schema (docker-registry has no API).
+    expect(await rawDigest(`${plain.host}/${dest}@${s.sbom.digest}`)).toBe(s.sbom.digest);
+    const index = JSON.parse(
+      (
+        await run('skopeo', [
+          'inspect',
+          '--raw',
+          '--tls-verify=false',
+          `docker://${plain.host}/${dest}:${tagFor(s.image)}`,
+        ])
+      ).stdout,
+    );
+    expect(index.manifests.map((m: { digest: string }) => m.digest)).toEqual([s.sbom.digest]);
+    expect(index.manifests[0].artifactType).toBe('application/spdx+json');
+    // cosign's signatures, of the image and (one level down) of the SBOM, under their tags.
+    expect(await rawDigest(`${plain.host}/${dest}:${tagFor(s.image, '.sig')}`)).toBe(s.imageSig.digest);
+    expect(await rawDigest(`${plain.host}/${dest}:${tagFor(s.sbom.digest, '.sig')}`)).toBe(s.sbomSig.digest);
+  });
+
+  it('carries none with --remove-signatures, and only the types asked for with --referrer-type', async () => {
+    const s = await signedImage('filters', { tagSchema: true });
+    const none = 'referrers-dest-none/app';
+    const r1 = await stowage(
+      ['copy', '--remove-signatures', `${plain.host}/${s.repo}:1`, `${plain.host}/${none}:1`],
+      { env },
+    );
+    expect(r1.code, r1.stderr).toBe(0);
+    expect(await rawDigest(`${plain.host}/${none}:1`)).toBe(s.image);
+    expect(await rawDigest(`${plain.host}/${none}@${s.sbom.digest}`)).toBeUndefined();
+    expect(await rawDigest(`${plain.host}/${none}:${tagFor(s.image, '.sig')}`)).toBeUndefined();
+    const some = 'referrers-dest-some/app';
+    const r2 = await stowage(
+      [
+        'copy',
+        '--referrer-type',
+        'application/spdx+json',
+        `${plain.host}/${s.repo}:1`,
+        `${plain.host}/${some}:1`,
+      ],
+      { env },
+    );
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(await rawDigest(`${plain.host}/${some}@${s.sbom.digest}`)).toBe(s.sbom.digest);
+    // What is attached to a carried attachment comes with it; the image's own signature does not.
+    expect(await rawDigest(`${plain.host}/${some}:${tagFor(s.sbom.digest, '.sig')}`)).toBe(s.sbomSig.digest);
+    expect(await rawDigest(`${plain.host}/${some}:${tagFor(s.image, '.sig')}`)).toBeUndefined();
+  });
+
+  it('finds referrers through the referrers API, and leaves the listing to a destination that has one', async () => {
+    const s = await signedImage('api', { tagSchema: false });
+    const listing = (digest: string) =>
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.OciIndex,
+        manifests:
+          digest === s.image
+            ? [
+                {
+                  mediaType: MediaType.OciManifest,
+                  digest: s.sbom.digest,
+                  size: s.sbom.size,
+                  artifactType: 'application/spdx+json',
+                },
+              ]
+            : [],
+      });
+    // The source: the real registry, with the referrers API answered by the proxy.
+    const source: FaultProxy = await startFaultProxy({
+      upstream: plain.url,
+      fault: (req) => {
+        const m = /^\/v2\/.+\/referrers\/(sha256:[0-9a-f]{64})/.exec(req.url ?? '');
+        if (!m) return undefined;
+        return {
+          kind: 'respond',
+          handle: (_req, res) => {
+            res.writeHead(200, { 'content-type': MediaType.OciIndex });
+            res.end(listing(m[1]!));
+          },
+        };
+      },
+    });
+    // A destination that says it indexes subjects (OCI-Subject on manifest PUTs), as a registry with
+    // the referrers API does.
+    const indexing: FaultProxy = await startFaultProxy({
+      upstream: plain.url,
+      fault: (req) =>
+        req.method === 'PUT' && /\/manifests\//.test(req.url ?? '')
+          ? { kind: 'headers', headers: { 'oci-subject': s.image } }
+          : undefined,
+    });
+    try {
+      const { env } = await workdir('referrers-api', insecureConf(plain.host, source.host, indexing.host));
+      const viaApi = 'referrers-dest-api/app';
+      const r = await stowage(['copy', `${source.host}/${s.repo}:1`, `${plain.host}/${viaApi}:1`], { env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(source.seen.some((q) => q.path.includes(`/referrers/${s.image}`))).toBe(true);
+      expect(await rawDigest(`${plain.host}/${viaApi}@${s.sbom.digest}`)).toBe(s.sbom.digest);
+      // docker-registry answers no OCI-Subject: the tag schema lists the SBOM.
+      expect(await rawDigest(`${plain.host}/${viaApi}:${tagFor(s.image)}`)).toBeDefined();
+      const toIndexing = 'referrers-dest-indexing/app';
+      const r2 = await stowage(['copy', `${source.host}/${s.repo}:1`, `${indexing.host}/${toIndexing}:1`], {
+        env,
+      });
+      expect(r2.code, r2.stderr).toBe(0);
+      expect(await rawDigest(`${plain.host}/${toIndexing}@${s.sbom.digest}`)).toBe(s.sbom.digest);
+      expect(await rawDigest(`${plain.host}/${toIndexing}:${tagFor(s.image)}`)).toBeUndefined();
+    } finally {
+      await source.close();
+      await indexing.close();
+    }
+  });
+
+  it('goes to a sync mirror with the image, and stays behind with referrers = false', async () => {
+    const s = await signedImage('sync', { tagSchema: true });
+    const w = await workdir('referrers-sync', insecureConf(plain.host));
+    const config = join(w.dir, 'stowage.toml');
+    const job = (name: string, mirror: string, extra: string) =>
+      `[[job]]\nname = "${name}"\nsource = "${plain.host}/${s.repo}"\ntags = ["1"]\narchive = false\nmirror = "${plain.host}/${mirror}"\n${extra}`;
+    await writeFile(
+      config,
+      `[store]\npath = "${join(w.dir, 'store')}"\n\n${job('with', 'referrers-sync-with/app', '')}\n${job('without', 'referrers-sync-without/app', 'referrers = false\n')}`,
+    );
+    const r = await stowage(['sync', '--json', '--config', config], { env: w.env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(await rawDigest(`${plain.host}/referrers-sync-with/app:1`)).toBe(s.image);
+    expect(await rawDigest(`${plain.host}/referrers-sync-with/app@${s.sbom.digest}`)).toBe(s.sbom.digest);
+    expect(await rawDigest(`${plain.host}/referrers-sync-with/app:${tagFor(s.sbom.digest, '.sig')}`)).toBe(
+      s.sbomSig.digest,
+    );
+    expect(await rawDigest(`${plain.host}/referrers-sync-without/app:1`)).toBe(s.image);
+    expect(await rawDigest(`${plain.host}/referrers-sync-without/app@${s.sbom.digest}`)).toBeUndefined();
+  });
+});
