@@ -10,6 +10,8 @@ export const ERROR_CODES = {
   BLOCKED: { exit: 3, http: 403 },
   UNAUTHORIZED: { exit: 4, http: 401 },
   DENIED: { exit: 4, http: 403 },
+  /** The trust policy (policy.json) refuses the image. */
+  POLICY_REJECTED: { exit: 14, http: 403 },
   NOT_FOUND: { exit: 5, http: 404 },
   PLATFORM_NOT_FOUND: { exit: 5, http: 404 },
   UNSUPPORTED: { exit: 6, http: 415 },

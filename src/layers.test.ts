@@ -17,6 +17,7 @@ const LAYERS: string[][] = [
   ['reference'],
   ['image'],
   ['config'],
+  ['policy'],
   ['auth'],
   ['registry'],
   ['archive'],

@@ -4,67 +4,23 @@
  * through the API served by a small proxy), a cosign-style signature of that SBOM and one of the image
  * (sha256-HEX.sig tags), every digest intact, checked with skopeo on the destination.
  */
-import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { MediaType } from '../src/image/mediatypes.js';
-import { RegistryClient } from '../src/registry/client.js';
+import { ArtifactWriter, digestOf, tagFor } from './harness/artifacts.js';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { type FaultProxy, startFaultProxy } from './harness/fault-proxy.js';
 import { run } from './harness/processes.js';
 
 const h = harness();
 const plain = h.registries.plain;
-const client = new RegistryClient({ host: plain.host, insecure: true });
-
-const digestOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-const tagFor = (digest: string, suffix = '') => `${digest.replace(':', '-')}${suffix}`;
-
-async function putBlob(repo: string, bytes: Buffer, mediaType: string) {
-  const digest = digestOf(bytes);
-  const session = await client.startUpload(repo, undefined);
-  if (session.mounted) throw new Error('unexpected mount');
-  await client.finishUpload(session, repo, digest, bytes.length, bytes);
-  return { mediaType, digest, size: bytes.length };
-}
-
-async function putManifest(repo: string, doc: unknown, reference?: string) {
-  const bytes = Buffer.from(JSON.stringify(doc));
-  const digest = digestOf(bytes);
-  await client.putManifest(repo, reference ?? digest, bytes, MediaType.OciManifest);
-  return { mediaType: MediaType.OciManifest, digest, size: bytes.length, bytes };
-}
-
-/** A cosign-style signature manifest (simple-signing payload, signature annotation) put under `tag`. */
-async function putCosignSignature(repo: string, signed: string, tag: string) {
-  const payload = Buffer.from(
-    JSON.stringify({
-      critical: {
-        identity: { 'docker-reference': repo },
-        image: { 'docker-manifest-digest': signed },
-        type: 'cosign container image signature',
-      },
-      optional: null,
-    }),
-  );
-  const config = await putBlob(
-    repo,
-    Buffer.from('{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]}}'),
-    MediaType.OciConfig,
-  );
-  const layer = await putBlob(repo, payload, 'application/vnd.dev.cosign.simplesigning.v1+json');
-  return putManifest(
-    repo,
-    {
-      schemaVersion: 2,
-      mediaType: MediaType.OciManifest,
-      config,
-      layers: [{ ...layer, annotations: { 'dev.cosignproject.cosign/signature': 'MEUCIQDfakefakefake' } }],
-    },
-    tag,
-  );
-}
+const artifacts = new ArtifactWriter(plain.host);
+const client = artifacts.client;
+const putBlob = artifacts.putBlob.bind(artifacts);
+const putManifest = artifacts.putManifest.bind(artifacts);
+const putCosignSignature = (repo: string, signed: string, tag: string) =>
+  artifacts.putCosignSignature(repo, { signed, identity: repo, tag, signature: 'MEUCIQDfakefakefake' });
 
 interface Signed {
   repo: string;

@@ -11,6 +11,7 @@ export interface RegistryCliOptions {
   retryTimes?: number;
   lowSpeedLimit?: number;
   lowSpeedTime?: number;
+  policy?: string;
 }
 
 /** The options every command that talks to a registry takes, spelled as skopeo spells them. */
@@ -51,6 +52,10 @@ export function addRegistryOptions(cmd: Command): Command {
       '--low-speed-time <seconds>',
       'the window --low-speed-limit is measured over (default 30)',
       parsePositiveSeconds,
+    )
+    .option(
+      '--policy <file>',
+      'trust policy (containers-policy.json) images must pass (default: ~/.config/containers/policy.json, /etc/containers/policy.json)',
     );
 }
 
@@ -98,6 +103,7 @@ export function contextFrom(
     credentials: opts.creds ? parseCredsOption(opts.creds) : undefined,
     tlsVerify: opts.tlsVerify,
     certDir: opts.certDir,
+    policy: opts.policy,
     retry: opts.retryTimes === undefined ? undefined : { maxRetries: opts.retryTimes },
     stall: {
       ...(opts.lowSpeedLimit !== undefined ? { minBytesPerSecond: opts.lowSpeedLimit } : {}),

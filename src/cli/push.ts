@@ -171,6 +171,7 @@ interface CopyCliOptions {
   dryRun?: boolean;
   removeSignatures?: boolean;
   referrerType?: string;
+  policy?: string;
 }
 
 export function copyCommand(program: Command): void {
@@ -218,6 +219,10 @@ export function copyCommand(program: Command): void {
     .option('--dry-run', 'resolve the source and the destination, print what would be written, write nothing')
     .option('--remove-signatures', 'carry no signatures, attestations or SBOMs with the image (as skopeo)')
     .option(
+      '--policy <file>',
+      'trust policy (containers-policy.json) the source image must pass (default: ~/.config/containers/policy.json, /etc/containers/policy.json)',
+    )
+    .option(
       '--referrer-type <type,...>',
       'carry only attachments of these artifact types (e.g. application/spdx+json); what is attached to those comes too',
     )
@@ -235,6 +240,7 @@ export function copyCommand(program: Command): void {
         ...common,
         credentials: opts.srcCreds ? parseCredsOption(opts.srcCreds) : undefined,
         tlsVerify: opts.srcTlsVerify,
+        policy: opts.policy,
       });
       const dstCtx = await Context.create({
         ...common,

@@ -9,6 +9,7 @@ import {
   resolveEndpoint,
 } from '../config/resolve.js';
 import { StowageError } from '../errors.js';
+import { loadPolicy, type Policy } from '../policy/policy.js';
 import { formatReference, type ImageReference } from '../reference/reference.js';
 import { DEFAULT_RETRY, RegistryClient, type RetryOptions, type StallRule } from './client.js';
 import { BlobLocations } from './locations.js';
@@ -56,6 +57,8 @@ export interface ContextOptions {
   stall?: Partial<StallRule> | undefined;
   /** Checks the hosts registries send clients to (the service's allow-lists). */
   guard?: OutboundGuard | undefined;
+  /** containers-policy.json to admit images by (--policy; default: the user's, else the system's). */
+  policy?: string | undefined;
   env?: NodeJS.ProcessEnv | undefined;
 }
 
@@ -215,6 +218,14 @@ export class Context {
         retryable: failures.some((f) => f.error.retryable),
       },
     );
+  }
+
+  private policyLoaded: Promise<Policy | undefined> | undefined;
+
+  /** The trust policy every image read is admitted by (loaded once; undefined: there is none). */
+  policy(): Promise<Policy | undefined> {
+    this.policyLoaded ??= loadPolicy({ path: this.opts.policy, env: this.opts.env });
+    return this.policyLoaded;
   }
 
   async close(): Promise<void> {

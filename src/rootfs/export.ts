@@ -29,7 +29,7 @@ import { hostPlatform, type PlatformSpec } from '../image/platform.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../image/schemas.js';
 import type { Context } from '../registry/context.js';
 import { checkOutput } from '../transfer/pull.js';
-import { openSource } from '../transports/open.js';
+import { admitImage, openSource } from '../transports/open.js';
 import { type FsNode, type Inode, type LayerEntry, nodePath, RootfsMerger } from './merge.js';
 import { type FsEntry, fsEntryHeader, padding, readTar } from './tar.js';
 
@@ -60,6 +60,7 @@ export async function resolveImage(
   const opened = await openSource(ctx, input, { signal });
   try {
     const image = opened.images[0]!;
+    await admitImage(ctx, opened, image, signal);
     const { source } = opened;
     const plan = await planImage(source, image.reference, { platform: platform ?? hostPlatform(), signal });
     const root = plan.root;

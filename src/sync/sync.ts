@@ -22,7 +22,8 @@ import { Limiter } from '../core/limiter.js';
 import { StowageError, toStowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import type { Descriptor } from '../image/schemas.js';
-import { parseRepository, repositoryName } from '../reference/reference.js';
+import { admit } from '../policy/verify.js';
+import { type ImageReference, parseRepository, repositoryName } from '../reference/reference.js';
 import type { RegistryClient } from '../registry/client.js';
 import type { Context } from '../registry/context.js';
 import { retentionVictims } from '../store/retention.js';
@@ -212,7 +213,7 @@ async function runJob(
           tags.map((tag) =>
             tagLimiter.run(async () => {
               const outcome = await syncTag(
-                { ctx, store, storing, source, repository, endpoint, job, archiving, mirror },
+                { ctx, ref, store, storing, source, repository, endpoint, job, archiving, mirror },
                 tag,
                 opts,
               );
@@ -252,6 +253,8 @@ async function runJob(
 /** What every tag of a job shares: where from, where to, and the blobs already on their way. */
 interface TagSyncContext {
   ctx: Context;
+  /** The source repository, as resolved (its tags are admitted by the trust policy under it). */
+  ref: ImageReference;
   store: ArchiveStore;
   /** The store as this job's blob sink (its tags share it). */
   storing: BlobSink;
@@ -318,6 +321,13 @@ async function syncTag(t: TagSyncContext, tag: string, opts: JobOptions): Promis
       outcome.action = 'would-fetch';
       return outcome;
     }
+    // A tag the trust policy refuses is neither stored nor mirrored; the report says why.
+    await admit(await t.ctx.policy(), {
+      transport: 'docker',
+      ref: { ...t.ref, tag, digest: undefined },
+      digest: head.digest,
+      signatures: () => source.signatures(head.digest, opts.signal),
+    });
     const image: CopyImage = {
       source: counting(source, outcome),
       reference: tag,

@@ -15,6 +15,7 @@ import { hostPlatform, type PlatformSpec } from '../image/platform.js';
 import { formatReference, parseReference, withDefaultTag } from '../reference/reference.js';
 import type { Context } from '../registry/context.js';
 import {
+  admitImage,
   type OpenedSource,
   openArchiveDestination,
   openSource,
@@ -153,7 +154,12 @@ export async function pull(ctx: Context, inputs: string[], opts: PullOptions): P
   await checkRequest(inputs, opts.format ?? 'oci-archive', opts);
   const opened: OpenedSource[] = [];
   try {
-    for (const input of inputs) opened.push(await openSource(ctx, input, { signal: opts.signal }));
+    for (const input of inputs) {
+      const o = await openSource(ctx, input, { signal: opts.signal });
+      opened.push(o);
+      // The trust policy first: nothing of an image it refuses is read.
+      await admitImage(ctx, o, o.images[0]!, opts.signal);
+    }
     return await writeArchive(opened, opts);
   } finally {
     for (const o of opened) await o.close();

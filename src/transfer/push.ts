@@ -25,6 +25,7 @@ import type { Context } from '../registry/context.js';
 import type { ArchiveStore, StoredVersion } from '../store/store.js';
 import type { ArchiveSource, ListedImage } from '../transports/archive/source.js';
 import {
+  admitImage,
   isArchiveReference,
   openRegistryDestination,
   openSource,
@@ -235,6 +236,7 @@ export async function push(
   });
   const source = opened.archive!;
   try {
+    for (const image of opened.images) await admitImage(ctx, opened, image, opts.signal);
     const chosen = opened.images.map((i) => i.listed!);
     const destination = parseDestination(dest, chosen.length);
     const jobs = chosen.map((img) => ({
@@ -412,6 +414,7 @@ export async function copyToRegistry(
   const opened = await openSource(srcCtx, src, { signal: opts.signal });
   try {
     const image = opened.images[0]!;
+    await admitImage(srcCtx, opened, image, opts.signal);
     const ref = image.ref!;
     const tag = destination.ref.tag ?? ref.tag;
     if (!tag) {

@@ -3,11 +3,13 @@
  * oci:, dir:, bare paths and bare image names, for sources and destinations, for the CLI and the API.
  * Nothing outside transports/ looks at a transport's spelling.
  */
+import { dirname, resolve as resolvePath } from 'node:path';
 import type { ArchiveFormat } from '../archive/formats.js';
 import type { BlobStats } from '../copy/blobs.js';
 import type { ImageDestination } from '../copy/destination.js';
 import type { ImageSource } from '../copy/source.js';
 import { StowageError } from '../errors.js';
+import { admit } from '../policy/verify.js';
 import { formatReference, type ImageReference } from '../reference/reference.js';
 import {
   type ArchiveReference,
@@ -21,7 +23,7 @@ import type { Context } from '../registry/context.js';
 import { archiveDestination, type WrittenOutput } from './archive/destinations.js';
 import { ArchiveSource, type ListedImage } from './archive/source.js';
 import { RegistryDestination } from './registry/destination.js';
-import { resolveRegistrySource } from './registry/source.js';
+import { RegistrySource, resolveRegistrySource } from './registry/source.js';
 import { RegistrySink } from './registry/upload.js';
 
 /** One image a source offers. */
@@ -36,6 +38,8 @@ export interface SourceImage {
   names: string[];
   /** A registry image: the reference that served it. */
   ref?: ImageReference | undefined;
+  /** A registry image: the digest its reference resolved to. */
+  resolved?: string | undefined;
   /** An archive's image: its entry. */
   listed?: ListedImage | undefined;
   /** A registry repository holding its blobs (a destination in the same registry mounts from it). */
@@ -68,7 +72,7 @@ export async function openSource(
 ): Promise<OpenedSource> {
   const t = parseSource(input, opts);
   if (t.transport === 'docker') {
-    const { source, ref, endpoint } = await resolveRegistrySource(ctx, t.ref, opts.signal);
+    const { source, ref, endpoint, digest } = await resolveRegistrySource(ctx, t.ref, opts.signal);
     const full = formatReference({ ...ref, digest: undefined });
     return {
       source,
@@ -79,6 +83,7 @@ export async function openSource(
           served: `${endpoint.host}/${endpoint.path}`,
           names: ref.tag ? [full] : [],
           ref,
+          resolved: digest,
           origin: { host: endpoint.host, repository: endpoint.path },
         },
       ],
@@ -203,4 +208,39 @@ export function parseArchiveArgument(input: string): {
   if (!/^(oci-archive|docker-archive|oci|dir):/.test(input)) return { path: input };
   const t = parseTransportReference(input) as ArchiveReference;
   return { path: t.path, format: archiveFormat(t), name: 'name' in t ? t.name : undefined };
+}
+
+/**
+ * Admits an image of an opened source by the trust policy (POLICY_REJECTED if refused): a registry
+ * image by its reference and cosign signatures, an archive's by its transport and path.
+ */
+export async function admitImage(
+  ctx: Context,
+  opened: OpenedSource,
+  image: SourceImage,
+  signal?: AbortSignal,
+): Promise<void> {
+  const policy = await ctx.policy();
+  if (!policy) return;
+  const { source, archive } = opened;
+  if (image.ref && image.resolved && source instanceof RegistrySource) {
+    const digest = image.resolved;
+    await admit(policy, {
+      transport: 'docker',
+      ref: image.ref,
+      digest,
+      signatures: () => source.signatures(digest, signal),
+    });
+    return;
+  }
+  const path = resolvePath(archive?.access.path ?? image.served);
+  const scopes = [path];
+  for (let p = dirname(path); p !== dirname(p); p = dirname(p)) scopes.push(p);
+  scopes.push('/');
+  await admit(policy, {
+    transport: archive?.format ?? 'oci',
+    scopes,
+    digest: image.reference,
+    signatures: async () => [],
+  });
 }

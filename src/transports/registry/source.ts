@@ -6,13 +6,19 @@
  */
 
 import type { PullEndpoint } from '../../config/resolve.js';
+import { parseManifest } from '../../copy/plan.js';
 import type { ImageSource, ReferrerEntry } from '../../copy/source.js';
 import { StowageError } from '../../errors.js';
 import { verifyBytes } from '../../image/digest.js';
 import type { Descriptor } from '../../image/schemas.js';
+import type { SigstoreSignature } from '../../policy/verify.js';
 import { type ImageReference, withDefaultTag } from '../../reference/reference.js';
 import type { ManifestResponse, RegistryClient } from '../../registry/client.js';
 import { CANDIDATE_FAILURES, type Context } from '../../registry/context.js';
+
+/** cosign's signature layers: a simple-signing payload, its signature in this annotation. */
+const SIMPLE_SIGNING_TYPE = 'application/vnd.dev.cosign.simplesigning.v1+json';
+const COSIGN_SIGNATURE = 'dev.cosignproject.cosign/signature';
 
 /** The tags cosign attaches signatures, attestations and SBOMs under: sha256-HEX.sig and so on. */
 const COSIGN_SUFFIXES = ['sig', 'att', 'sbom'] as const;
@@ -102,6 +108,27 @@ export class RegistrySource implements ImageSource {
     return entries;
   }
 
+  /**
+   * cosign's signatures of a manifest: the layers of the manifest tagged sha256-HEX.sig, each a
+   * simple-signing payload with its signature in an annotation.
+   */
+  async signatures(digest: string, signal?: AbortSignal): Promise<SigstoreSignature[]> {
+    const tag = `${digest.replace(':', '-')}.sig`;
+    const m = await this.client.getManifest(this.repository, tag, signal).catch((e: unknown) => {
+      if (e instanceof StowageError && e.code === 'NOT_FOUND') return undefined;
+      throw e;
+    });
+    if (!m) return [];
+    const manifest = parseManifest(m.bytes, `signature ${tag} of ${this.description}`);
+    const out: SigstoreSignature[] = [];
+    for (const layer of manifest.layers) {
+      const signature = layer.annotations?.[COSIGN_SIGNATURE];
+      if (layer.mediaType !== SIMPLE_SIGNING_TYPE || !signature) continue;
+      out.push({ payload: await this.readSmallBlob(layer, signal), signature });
+    }
+    return out;
+  }
+
   async close(): Promise<void> {}
 
   /** Runs `mine`; on a failure the next endpoint could fix, asks the fallbacks in order. */
@@ -144,6 +171,8 @@ export interface ResolvedRegistryImage {
   ref: ImageReference;
   /** The endpoint (mirror or primary) that served it. */
   endpoint: PullEndpoint;
+  /** The digest the reference resolved to (an index's, for a multi-arch image): what signatures name. */
+  digest: string;
 }
 
 /**
@@ -158,8 +187,8 @@ export function resolveRegistrySource(
   return ctx.withCandidates(withDefaultTag(ref), (candidate) =>
     ctx.pullFrom(candidate, async (client, endpoint, later) => {
       const source = new RegistrySource(client, endpoint.path, { ctx, endpoints: later });
-      await source.prime(candidate.digest ?? candidate.tag!, signal);
-      return { source, ref: candidate, endpoint };
+      const top = await source.prime(candidate.digest ?? candidate.tag!, signal);
+      return { source, ref: candidate, endpoint, digest: top.digest };
     }),
   );
 }
