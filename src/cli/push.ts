@@ -68,6 +68,14 @@ interface PushCliOptions extends RegistryCliOptions {
   quiet?: boolean;
   json?: boolean;
   dryRun?: boolean;
+  signBySigstorePrivateKey?: string;
+  signPassphraseFile?: string;
+}
+
+function signOption(opts: { signBySigstorePrivateKey?: string; signPassphraseFile?: string }) {
+  return opts.signBySigstorePrivateKey
+    ? { keyPath: opts.signBySigstorePrivateKey, passphraseFile: opts.signPassphraseFile }
+    : undefined;
 }
 
 /**
@@ -116,6 +124,11 @@ export function pushCommand(program: Command): void {
       parseSize,
     )
     .option('--dry-run', 'resolve the images and their destinations, print them, send nothing')
+    .option(
+      '--sign-by-sigstore-private-key <file>',
+      "sign what is pushed with this key (cosign's encrypted format, or a PEM ECDSA key): a cosign-compatible .sig, as skopeo writes",
+    )
+    .option('--sign-passphrase-file <file>', "the key's passphrase: the file's first line")
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
   addRegistryOptions(cmd).action(async (archive: string, dest: string, opts: PushCliOptions) => {
@@ -142,6 +155,7 @@ export function pushCommand(program: Command): void {
           onProgress: progress?.listener,
           dryRun: opts.dryRun,
           onTargets: opts.dryRun ? undefined : announceTargets(opts),
+          sign: signOption(opts),
         }),
       );
       progress?.stop();
@@ -172,6 +186,8 @@ interface CopyCliOptions {
   removeSignatures?: boolean;
   referrerType?: string;
   policy?: string;
+  signBySigstorePrivateKey?: string;
+  signPassphraseFile?: string;
 }
 
 export function copyCommand(program: Command): void {
@@ -219,6 +235,11 @@ export function copyCommand(program: Command): void {
     .option('--dry-run', 'resolve the source and the destination, print what would be written, write nothing')
     .option('--remove-signatures', 'carry no signatures, attestations or SBOMs with the image (as skopeo)')
     .option(
+      '--sign-by-sigstore-private-key <file>',
+      "sign the image at a registry destination with this key (cosign's encrypted format, or a PEM ECDSA key), as skopeo does",
+    )
+    .option('--sign-passphrase-file <file>', "the key's passphrase: the file's first line")
+    .option(
       '--policy <file>',
       'trust policy (containers-policy.json) the source image must pass (default: ~/.config/containers/policy.json, /etc/containers/policy.json)',
     )
@@ -261,6 +282,7 @@ export function copyCommand(program: Command): void {
             onProgress: progress?.listener,
             dryRun: opts.dryRun,
             onTargets: opts.dryRun ? undefined : announceTargets(opts),
+            sign: signOption(opts),
             referrers: {
               carry: !opts.removeSignatures,
               artifactTypes: opts.referrerType

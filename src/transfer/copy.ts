@@ -3,6 +3,7 @@
  * push does (digests intact, mounted within one registry); an archive or layout destination is written
  * as a pull writes it, with DEST's NAME recorded exactly as given.
  */
+import { StowageError } from '../errors.js';
 import type { PlatformSpec } from '../image/platform.js';
 import type { Context } from '../registry/context.js';
 import { parseDestination } from '../transports/open.js';
@@ -11,7 +12,15 @@ import { copyToRegistry, type PushOptions, type PushResult } from './push.js';
 
 export type CopyImageOptions = Pick<
   PushOptions,
-  'all' | 'concurrency' | 'chunkSize' | 'signal' | 'onProgress' | 'dryRun' | 'onTargets' | 'referrers'
+  | 'all'
+  | 'concurrency'
+  | 'chunkSize'
+  | 'signal'
+  | 'onProgress'
+  | 'dryRun'
+  | 'onTargets'
+  | 'referrers'
+  | 'sign'
 > & {
   platform?: PlatformSpec | undefined;
   /** The name an archive records when DEST names none itself (import's --name). */
@@ -37,6 +46,11 @@ export async function copyImage(
   if (d.kind === 'registry') {
     return { kind: 'registry', result: await copyToRegistry(srcCtx, dstCtx, src, dst, opts) };
   }
+  if (opts.sign)
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      `signing applies to a registry destination; ${dst} is an archive`,
+    );
   const recorded = d.name ?? (d.format === 'dir' ? undefined : opts.defaultName);
   const pullOpts: PullOptions = {
     output: d.path,

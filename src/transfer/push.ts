@@ -15,6 +15,7 @@ import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import { hostPlatform, type PlatformSpec } from '../image/platform.js';
+import { loadSigner, type Signer } from '../policy/sign.js';
 import {
   formatReference,
   type ImageReference,
@@ -37,6 +38,8 @@ import { StoreSource } from '../transports/store/source.js';
 export type UploadStats = BlobStats;
 
 export interface PushOptions {
+  /** Sign each image pushed with this key (cosign's format, or PEM) and passphrase file, as skopeo does. */
+  sign?: { keyPath: string; passphraseFile?: string | undefined } | undefined;
   /** Which attachments (signatures, attestations, SBOMs) go along from a registry source (default: all). */
   referrers?: ReferrerOptions | undefined;
   /** Push only this image of the archive: a name, "@N", or a digest. */
@@ -228,6 +231,8 @@ export async function push(
   dest: string,
   opts: PushOptions = {},
 ): Promise<PushResult> {
+  // A wrong key or passphrase fails before anything is read or sent.
+  const signer = opts.sign ? await loadSigner(opts.sign.keyPath, opts.sign.passphraseFile) : undefined;
   const opened = await openSource(ctx, archive, {
     archivesOnly: true,
     everyImage: true,
@@ -261,7 +266,8 @@ export async function push(
         source.format === 'docker-archive' &&
         !isIndexMediaType(planned.plan.root.descriptor.mediaType) &&
         source.synthesizedManifests;
-      if (!opts.dryRun) planned = await restoreImage(ctx, { planned, img, targets }, opts, stats);
+      if (!opts.dryRun)
+        planned = await restoreImage(ctx, { planned, img, targets }, { ...opts, signer }, stats);
       images.push({
         source: imageLabel(what, img),
         destinations: targets.map(formatReference),
@@ -304,7 +310,7 @@ async function uploadTo(
   ctx: Context,
   planned: PlannedImage,
   targets: ImageReference[],
-  opts: PushOptions & { verifyExisting?: boolean | undefined },
+  opts: PushOptions & { verifyExisting?: boolean | undefined; signer?: Signer | undefined },
   stats: UploadStats,
 ): Promise<PlannedImage> {
   const settings = { concurrency: opts.concurrency ?? 4, signal: opts.signal, onProgress: opts.onProgress };
@@ -321,6 +327,8 @@ async function uploadTo(
         verifyExisting: opts.verifyExisting,
         stats,
         chunkSize: opts.chunkSize,
+        // Signed as skopeo signs: the destination reference, with its tag.
+        sign: opts.signer ? { signer: opts.signer, identity: formatReference(refs[0]!) } : undefined,
       });
       await writeTo(destination, prepared, settings);
     }
@@ -337,7 +345,7 @@ async function uploadTo(
 async function restoreImage(
   ctx: Context,
   image: { planned: PlannedImage; img: ListedImage; targets: ImageReference[] },
-  opts: PushOptions,
+  opts: PushOptions & { signer?: Signer | undefined },
   stats: UploadStats,
 ): Promise<PlannedImage> {
   const { img, targets } = image;
@@ -411,6 +419,7 @@ export async function copyToRegistry(
   if (d.kind !== 'registry')
     throw new StowageError('INTERNAL', 'copyToRegistry needs a registry destination');
   const destination = parseDestination(formatReference(d.ref), 1);
+  const signer = opts.sign ? await loadSigner(opts.sign.keyPath, opts.sign.passphraseFile) : undefined;
   const opened = await openSource(srcCtx, src, { signal: opts.signal });
   try {
     const image = opened.images[0]!;
@@ -438,7 +447,9 @@ export async function copyToRegistry(
       opts.signal,
     );
     const stats = emptyStats();
-    const sent = opts.dryRun ? planned : await uploadTo(dstCtx, planned, [target], opts, stats);
+    const sent = opts.dryRun
+      ? planned
+      : await uploadTo(dstCtx, planned, [target], { ...opts, signer }, stats);
     return {
       images: [
         {

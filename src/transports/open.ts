@@ -9,6 +9,7 @@ import type { BlobStats } from '../copy/blobs.js';
 import type { ImageDestination } from '../copy/destination.js';
 import type { ImageSource } from '../copy/source.js';
 import { StowageError } from '../errors.js';
+import type { Signer } from '../policy/sign.js';
 import { admit } from '../policy/verify.js';
 import { formatReference, type ImageReference } from '../reference/reference.js';
 import {
@@ -170,6 +171,8 @@ export interface RegistryDestinationSettings {
   chunkSize?: number | undefined;
   /** A sink to reuse (a sync job's tags share one: a blob sent for one tag is not asked about again). */
   sink?: RegistrySink | undefined;
+  /** Sign what is pushed (cosign's .sig), under this identity. */
+  sign?: { signer: Signer; identity: string } | undefined;
 }
 
 /** The repository `target` names, as a destination (BLOCKED when registries.conf blocks it). */
@@ -191,6 +194,7 @@ export async function openRegistryDestination(
     retries: ctx.retries,
     verifyExisting: settings.verifyExisting,
     stats: settings.stats,
+    sign: settings.sign,
   });
 }
 

@@ -13,13 +13,18 @@ import type {
   ImageToWrite,
   WriteSettings,
 } from '../../copy/destination.js';
-import { type PlannedDocument, parseIndex } from '../../copy/plan.js';
+import { type PlannedDocument, parseIndex, parseManifest } from '../../copy/plan.js';
 import type { PlannedReferrer } from '../../copy/referrers.js';
 import { StowageError } from '../../errors.js';
 import { sha256Digest } from '../../image/digest.js';
 import { MediaType } from '../../image/mediatypes.js';
 import type { Descriptor } from '../../image/schemas.js';
+import { type Signer, simpleSigningPayload } from '../../policy/sign.js';
 import type { RegistrySink } from './upload.js';
+
+/** cosign's signature layers: a simple-signing payload, its signature in this annotation. */
+const SIMPLE_SIGNING_TYPE = 'application/vnd.dev.cosign.simplesigning.v1+json';
+const COSIGN_SIGNATURE = 'dev.cosignproject.cosign/signature';
 
 export interface RegistryDestinationOptions {
   /** Tags the image goes under (none: by digest alone). */
@@ -31,6 +36,8 @@ export interface RegistryDestinationOptions {
   /** Counts added to (several destinations of one push share them). */
   stats?: BlobStats | undefined;
   onBlob?: ((d: Descriptor, outcome: BlobOutcome) => void) | undefined;
+  /** Sign the image as `identity` (cosign's .sig, as skopeo --sign-by-sigstore-private-key writes it). */
+  sign?: { signer: Signer; identity: string } | undefined;
 }
 
 export class RegistryDestination implements ImageDestination<BlobStats> {
@@ -87,7 +94,58 @@ export class RegistryDestination implements ImageDestination<BlobStats> {
     if (this.opts.tags.length === 0) await this.putManifest(root, root.descriptor.digest);
     for (const t of this.opts.tags) await this.putManifest(root, t);
     await this.putReferrers(image.referrers);
+    if (this.opts.sign) await this.addSignature(root.descriptor.digest, this.opts.sign);
     return this.stats;
+  }
+
+  /**
+   * Adds a signature layer to the image's cosign signature manifest (sha256-HEX.sig), keeping the ones
+   * it has: a simple-signing payload naming the digest as `identity`, its signature in the annotation.
+   */
+  private async addSignature(digest: string, how: { signer: Signer; identity: string }): Promise<void> {
+    const { client, repo } = this.sink.target;
+    const tag = `${digest.replace(':', '-')}.sig`;
+    const payload = simpleSigningPayload(how.identity, digest);
+    const layer: Descriptor = {
+      mediaType: SIMPLE_SIGNING_TYPE,
+      digest: sha256Digest(payload),
+      size: payload.length,
+      annotations: { [COSIGN_SIGNATURE]: how.signer.sign(payload) },
+    };
+    const existing = await client.getManifest(repo, tag, this.signal).catch((e: unknown) => {
+      if (e instanceof StowageError && e.code === 'NOT_FOUND') return undefined;
+      throw e;
+    });
+    const layers = existing ? parseManifest(existing.bytes, `signature ${tag}`).layers : [];
+    // ECDSA signatures differ each time: one for this payload is replaced, not added again.
+    const kept = layers.filter((l) => l.digest !== layer.digest);
+    const all = [...kept, layer];
+    const config = Buffer.from(
+      JSON.stringify({
+        architecture: '',
+        created: '0001-01-01T00:00:00Z',
+        history: [{ created: '0001-01-01T00:00:00Z' }],
+        os: '',
+        rootfs: { type: 'layers', diff_ids: all.map((l) => l.digest) },
+        config: {},
+      }),
+    );
+    const configDesc = { mediaType: MediaType.OciConfig, digest: sha256Digest(config), size: config.length };
+    const signal = this.signal ?? new AbortController().signal;
+    for (const [d, bytes] of [
+      [configDesc, config],
+      [layer, payload],
+    ] as const) {
+      const body = async function* () {
+        yield bytes;
+      };
+      await this.sink.put(d, async () => body(), signal);
+    }
+    const bytes = Buffer.from(
+      JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers: all }),
+    );
+    const descriptor = { mediaType: MediaType.OciManifest, digest: sha256Digest(bytes), size: bytes.length };
+    await this.putManifest({ descriptor, bytes }, tag);
   }
 
   /**
