@@ -272,7 +272,8 @@ describe('bad input and registry faults', () => {
     });
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    const manifestGets = proxy.seen.filter((s) => s.method === 'GET' && s.path.includes('/manifests/'));
+    // The image's manifest: asked twice (the 429, then its retry). Looking for attachments asks others.
+    const manifestGets = proxy.seen.filter((s) => s.method === 'GET' && s.path.endsWith('/manifests/v1'));
     expect(manifestGets.length).toBe(2);
     // The retry came no sooner than the 429's Retry-After asked (a lower bound: a slow machine only
     // makes it later; 50 ms off for the two processes' clocks and timer rounding, far from an unpaced retry).

@@ -4,7 +4,7 @@
  * through the API served by a small proxy), a cosign-style signature of that SBOM and one of the image
  * (sha256-HEX.sig tags), every digest intact, checked with skopeo on the destination.
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { MediaType } from '../src/image/mediatypes.js';
@@ -228,5 +228,51 @@ describe('attachments carried registry to registry', () => {
     );
     expect(await rawDigest(`${plain.host}/referrers-sync-without/app:1`)).toBe(s.image);
     expect(await rawDigest(`${plain.host}/referrers-sync-without/app@${s.sbom.digest}`)).toBeUndefined();
+  });
+
+  it('travel into an oci-archive and an OCI layout, reproducibly, verified, and back out to a registry', async () => {
+    const s = await signedImage('archive', { tagSchema: true });
+    const w = await workdir('referrers-archive', insecureConf(plain.host));
+    const tar = join(w.dir, 'signed.tar');
+    const r1 = await stowage(['pull', '-q', `${plain.host}/${s.repo}:1`, '-o', tar], { env: w.env });
+    expect(r1.code, r1.stderr).toBe(0);
+    const sum1 = await readFile(`${tar}.sha256`, 'utf8');
+    expect(
+      (await stowage(['pull', '-q', '-j', '1', `${plain.host}/${s.repo}:1`, '-o', tar], { env: w.env })).code,
+    ).toBe(0);
+    expect(await readFile(`${tar}.sha256`, 'utf8')).toBe(sum1);
+    const listed = JSON.parse((await run('tar', ['-xOf', tar, 'index.json'])).stdout) as {
+      manifests: { digest: string; artifactType?: string; annotations?: Record<string, string> }[];
+    };
+    expect(listed.manifests[0]!.digest).toBe(s.image);
+    const attached = listed.manifests.slice(1);
+    expect(attached.map((m) => m.digest)).toEqual(
+      [s.sbom.digest, s.sbomSig.digest, s.imageSig.digest].sort(),
+    );
+    expect(attached.find((m) => m.digest === s.imageSig.digest)?.annotations).toEqual({
+      'org.opencontainers.image.ref.name': tagFor(s.image, '.sig'),
+    });
+    expect(attached.find((m) => m.digest === s.sbom.digest)?.artifactType).toBe('application/spdx+json');
+    // The archive is one image to those who read it, and its attachments verify.
+    const verified = await stowage(['verify', '--json', tar], { env: w.env });
+    expect(verified.code, verified.stdout).toBe(0);
+    expect(JSON.parse(verified.stdout).manifests).toBe(4);
+    const inspected = JSON.parse((await stowage(['inspect', tar], { env: w.env })).stdout);
+    expect(inspected.images.length).toBe(1);
+    // Back out: the registry gets the image and everything attached, digests intact.
+    const back = 'referrers-from-archive/app';
+    const pushed = await stowage(['push', tar, `${plain.host}/${back}:1`], { env: w.env });
+    expect(pushed.code, pushed.stderr).toBe(0);
+    expect(await rawDigest(`${plain.host}/${back}:1`)).toBe(s.image);
+    expect(await rawDigest(`${plain.host}/${back}@${s.sbom.digest}`)).toBe(s.sbom.digest);
+    expect(await rawDigest(`${plain.host}/${back}:${tagFor(s.image, '.sig')}`)).toBe(s.imageSig.digest);
+    expect(await rawDigest(`${plain.host}/${back}:${tagFor(s.sbom.digest, '.sig')}`)).toBe(s.sbomSig.digest);
+    // An OCI layout holds them the same way.
+    const layout = join(w.dir, 'layout');
+    expect(
+      (await stowage(['copy', `${plain.host}/${s.repo}:1`, `oci:${layout}:1`], { env: w.env })).code,
+    ).toBe(0);
+    const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8'));
+    expect(index.manifests.length).toBe(4);
   });
 });

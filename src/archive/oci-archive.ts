@@ -85,6 +85,8 @@ export async function settleArchive(
 export function buildIndexJson(images: ArchiveImage[]): Buffer {
   const manifests = images.map(({ descriptor: d, annotations }) => {
     const entry: Record<string, unknown> = { mediaType: d.mediaType, digest: d.digest, size: d.size };
+    // Attachments (signatures, SBOMs) say what they are, as the referrers listing does.
+    if (d.artifactType) entry.artifactType = d.artifactType;
     const keys = Object.keys(annotations).sort();
     if (keys.length > 0) entry.annotations = Object.fromEntries(keys.map((k) => [k, annotations[k]]));
     return entry;

@@ -100,7 +100,11 @@ export async function verifyArchive(path: string, opts: VerifyOptions = {}): Pro
   }
   try {
     const check = new ArchiveCheck(path, source, opts);
-    await Promise.all(source.images.map((img) => check.document(img.descriptor, undefined)));
+    await Promise.all([
+      ...source.images.map((img) => check.document(img.descriptor, undefined)),
+      // What is attached to them (signatures, SBOMs) is checked too.
+      ...source.attachments.map((d) => check.document(d, undefined)),
+    ]);
     const report = check.report;
     if (hasher) {
       const { archive } = await hasher.finish();

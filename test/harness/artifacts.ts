@@ -74,12 +74,22 @@ export class ArtifactWriter {
     opts: { signed: string; identity: string; tag: string; signature: string; payload?: Buffer },
   ) {
     const payload = opts.payload ?? simpleSigningPayload(opts.identity, opts.signed);
+    const layer = await this.putBlob(repo, payload, 'application/vnd.dev.cosign.simplesigning.v1+json');
+    // cosign's config: the payload is its one (uncompressed) layer, so its own diff_id.
     const config = await this.putBlob(
       repo,
-      Buffer.from('{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]}}'),
+      Buffer.from(
+        JSON.stringify({
+          architecture: '',
+          created: '0001-01-01T00:00:00Z',
+          history: [{ created: '0001-01-01T00:00:00Z' }],
+          os: '',
+          rootfs: { type: 'layers', diff_ids: [layer.digest] },
+          config: {},
+        }),
+      ),
       MediaType.OciConfig,
     );
-    const layer = await this.putBlob(repo, payload, 'application/vnd.dev.cosign.simplesigning.v1+json');
     return this.putManifest(
       repo,
       {

@@ -6,7 +6,13 @@
 import { type DockerArchiveImage, writeDockerArchive } from '../../archive/docker-archive.js';
 import type { ArchiveFormat } from '../../archive/formats.js';
 import { LayoutWriter } from '../../archive/layout-writer.js';
-import { type PreparedArchive, type WriteOptions, writeOciArchive } from '../../archive/oci-archive.js';
+import {
+  type ArchiveImage,
+  type PreparedArchive,
+  REF_NAME_ANNOTATION,
+  type WriteOptions,
+  writeOciArchive,
+} from '../../archive/oci-archive.js';
 import { copyBlobs } from '../../copy/blobs.js';
 import type {
   BlobOutcome,
@@ -20,6 +26,28 @@ import type {
 import { parseConfig, parseManifest } from '../../copy/plan.js';
 import { StowageError } from '../../errors.js';
 import type { Descriptor } from '../../image/schemas.js';
+
+/**
+ * The index.json entries of a set: its images, then what is attached to them (signatures, SBOMs), in
+ * digest order so the archive stays reproducible. An attachment found under one of cosign's tags keeps
+ * the tag as its ref.name (oras and regclient list referrers in index.json the same way).
+ */
+export function indexEntries(set: ImageSet): ArchiveImage[] {
+  const images = set.images.map((i) => ({ descriptor: i.root.descriptor, annotations: i.names.annotations }));
+  const seen = new Set(images.map((i) => i.descriptor.digest));
+  const attached: ArchiveImage[] = [];
+  for (const r of set.images.flatMap((i) => i.referrers)) {
+    if (seen.has(r.document.descriptor.digest)) continue;
+    seen.add(r.document.descriptor.digest);
+    const { mediaType, digest, size } = r.document.descriptor;
+    attached.push({
+      descriptor: { mediaType, digest, size, artifactType: r.artifactType },
+      annotations: r.tag ? { [REF_NAME_ANNOTATION]: r.tag } : {},
+    });
+  }
+  attached.sort((a, b) => (a.descriptor.digest < b.descriptor.digest ? -1 : 1));
+  return [...images, ...attached];
+}
 
 /** What writing an archive or layout gave: the file's checksum and size (absent for directories). */
 export interface WrittenOutput {
@@ -78,15 +106,12 @@ export class OciArchiveDestination extends ArchiveFileDestination {
     compressedLayers: false,
     singlePlatform: false,
     maxImages: MANY,
-    referrers: false,
+    referrers: true,
   };
 
   protected writeFile(set: ImageSet, _provider: BlobProvider, opts: WriteOptions): Promise<PreparedArchive> {
-    const images = set.images.map((i) => ({
-      descriptor: i.root.descriptor,
-      annotations: i.names.annotations,
-    }));
-    return writeOciArchive(this.path, { images, documents: set.documents, blobs: set.blobs }, opts);
+    const content = { images: indexEntries(set), documents: set.documents, blobs: set.blobs };
+    return writeOciArchive(this.path, content, opts);
   }
 }
 
@@ -134,7 +159,8 @@ export class LayoutDestination implements ImageDestination<WrittenOutput> {
       compressedLayers: false,
       singlePlatform: false,
       maxImages: kind === 'dir' ? 1 : MANY,
-      referrers: false,
+      // An OCI layout lists attachments in index.json; a dir: layout has nowhere to put them.
+      referrers: kind === 'oci',
     };
   }
 
@@ -159,11 +185,7 @@ export class LayoutDestination implements ImageDestination<WrittenOutput> {
 
   async commit(): Promise<WrittenOutput> {
     if (!this.writer || !this.set) throw new StowageError('INTERNAL', `nothing was written to ${this.path}`);
-    const images = this.set.images.map((i) => ({
-      descriptor: i.root.descriptor,
-      annotations: i.names.annotations,
-    }));
-    await this.writer.commit(images, this.set.documents);
+    await this.writer.commit(indexEntries(this.set), this.set.documents);
     return { path: this.path };
   }
 

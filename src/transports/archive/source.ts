@@ -10,7 +10,7 @@ import { DirAccess, type FileAccess, TarAccess } from '../../archive/access.js';
 import { sniffCompression } from '../../archive/decompress.js';
 import type { ArchiveFormat } from '../../archive/formats.js';
 import { CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION } from '../../archive/oci-archive.js';
-import type { ImageSource } from '../../copy/source.js';
+import type { ImageSource, ReferrerEntry } from '../../copy/source.js';
 import { StowageError } from '../../errors.js';
 import { DigestVerifier, digestAlgorithm, digestHex, sha256Digest } from '../../image/digest.js';
 import { MAX_MANIFEST_BYTES, MediaType } from '../../image/mediatypes.js';
@@ -22,6 +22,9 @@ import type { ManifestResponse } from '../../registry/client.js';
 export { ARCHIVE_FORMATS, type ArchiveFormat } from '../../archive/formats.js';
 
 /** One image (or index) an archive holds, with the names it records for it. */
+/** cosign's tags for what is attached to a manifest: sha256-HEX.sig, .att, .sbom. */
+const COSIGN_TAG = /^sha256-[0-9a-f]{64}\.(sig|att|sbom)$/;
+
 export interface ListedImage {
   names: string[];
   descriptor: Descriptor;
@@ -69,6 +72,8 @@ export class ArchiveSource implements ImageSource {
     private readonly locate: (digest: string) => string | undefined,
     /** Extra facts for display: e.g. "docker 25+". */
     readonly variant?: string,
+    /** What index.json lists beside the images: signatures, attestations, SBOMs. */
+    readonly attachments: Descriptor[] = [],
   ) {
     this.description = `${format}:${access.path}`;
   }
@@ -151,13 +156,21 @@ export class ArchiveSource implements ImageSource {
         `${access.path}: index.json lists no image (docker save of an image by its id writes none); read it as docker-archive:${access.path}`,
       );
     }
-    const images: ListedImage[] = parsed.data.manifests.map((d) => {
-      const a = (d.annotations ?? {}) as Record<string, string>;
-      const names = [a[CONTAINERD_NAME_ANNOTATION], a[REF_NAME_ANNOTATION]].filter(
-        (n, i, all): n is string => typeof n === 'string' && n !== '' && all.indexOf(n) === i,
-      );
-      return { names, descriptor: d, platform: d.platform ? formatPlatform(d.platform) : undefined };
-    });
+    // Attachments (signatures, SBOMs) are listed beside the images: they say their artifactType, or
+    // carry one of cosign's tags as their name. They are not images of the archive.
+    const isAttachment = (d: Descriptor) =>
+      d.artifactType !== undefined ||
+      COSIGN_TAG.test((d.annotations as Record<string, string> | undefined)?.[REF_NAME_ANNOTATION] ?? '');
+    const attachments = parsed.data.manifests.filter(isAttachment);
+    const images: ListedImage[] = parsed.data.manifests
+      .filter((d) => !isAttachment(d))
+      .map((d) => {
+        const a = (d.annotations ?? {}) as Record<string, string>;
+        const names = [a[CONTAINERD_NAME_ANNOTATION], a[REF_NAME_ANNOTATION]].filter(
+          (n, i, all): n is string => typeof n === 'string' && n !== '' && all.indexOf(n) === i,
+        );
+        return { names, descriptor: d, platform: d.platform ? formatPlatform(d.platform) : undefined };
+      });
     const variant = format === 'docker-archive' ? 'docker save 25+ (OCI layout inside)' : undefined;
     return new ArchiveSource(
       format,
@@ -166,6 +179,7 @@ export class ArchiveSource implements ImageSource {
       new Map(),
       (digest) => `blobs/${digestAlgorithm(digest)}/${digestHex(digest)}`,
       variant,
+      attachments,
     );
   }
 
@@ -357,6 +371,37 @@ export class ArchiveSource implements ImageSource {
   async getBlobTail(descriptor: Descriptor, length: number): Promise<Buffer | undefined> {
     const path = this.locate(descriptor.digest);
     return path ? this.access.tail(path, length) : undefined;
+  }
+
+  /** The subject of each OCI attachment, read once. */
+  private subjects: Promise<Map<string, string | undefined>> | undefined;
+
+  /** What the archive holds attached to a manifest: OCI referrers by their subject, cosign's by tag. */
+  async referrers(digest: string): Promise<ReferrerEntry[]> {
+    if (this.attachments.length === 0) return [];
+    this.subjects ??= (async () => {
+      const m = new Map<string, string | undefined>();
+      for (const d of this.attachments) {
+        const doc = jsonOf((await this.getManifest(d.digest)).bytes, `attachment ${d.digest}`) as {
+          subject?: { digest?: string };
+        };
+        m.set(d.digest, doc.subject?.digest);
+      }
+      return m;
+    })();
+    const subjects = await this.subjects;
+    const base = digest.replace(':', '-');
+    const out: ReferrerEntry[] = [];
+    for (const d of this.attachments) {
+      const tag = (d.annotations as Record<string, string> | undefined)?.[REF_NAME_ANNOTATION];
+      const { annotations: _, ...descriptor } = d;
+      if (tag && COSIGN_TAG.test(tag)) {
+        if (tag.startsWith(`${base}.`)) out.push({ descriptor, tag });
+      } else if (subjects.get(d.digest) === digest) {
+        out.push({ descriptor });
+      }
+    }
+    return out;
   }
 
   async close(): Promise<void> {}
