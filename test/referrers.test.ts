@@ -275,4 +275,33 @@ describe('attachments carried registry to registry', () => {
     const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8'));
     expect(index.manifests.length).toBe(4);
   });
+
+  it('are kept in the store with the version a sync stores, and exported with it, digests intact', async () => {
+    const s = await signedImage('store', { tagSchema: true });
+    const w = await workdir('referrers-store', insecureConf(plain.host));
+    const config = join(w.dir, 'stowage.toml');
+    await writeFile(
+      config,
+      `[store]\npath = "${join(w.dir, 'store')}"\n\n[[job]]\nname = "app"\nsource = "${plain.host}/${s.repo}"\ntags = ["1"]\n`,
+    );
+    const synced = await stowage(['sync', '-q', '--config', config], { env: w.env });
+    expect(synced.code, synced.stderr).toBe(0);
+    const out = join(w.dir, 'export.tar');
+    const exported = await stowage(
+      ['archives', 'export', '--config', config, `${plain.host}/${s.repo}:1`, '-o', out],
+      {
+        env: w.env,
+      },
+    );
+    expect(exported.code, exported.stderr).toBe(0);
+    const listed = JSON.parse((await run('tar', ['-xOf', out, 'index.json'])).stdout) as {
+      manifests: { digest: string }[];
+    };
+    expect(listed.manifests.map((m) => m.digest)).toEqual([
+      s.image,
+      ...[s.sbom.digest, s.sbomSig.digest, s.imageSig.digest].sort(),
+    ]);
+    const check = await stowage(['verify', out], { env: w.env });
+    expect(check.code, check.stdout).toBe(0);
+  });
 });

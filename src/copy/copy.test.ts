@@ -12,6 +12,9 @@ import type { ProgressEvent } from '../core/progress.js';
 import { StowageError } from '../errors.js';
 import { MediaType } from '../image/mediatypes.js';
 import { Store } from '../store/store.js';
+import { ociArchiveView, viewSha256 } from '../store/view.js';
+import { exportVersion } from '../transfer/export.js';
+import { openArchive } from '../transports/open.js';
 import { StoreDestination } from '../transports/store/destination.js';
 import { StoreSource } from '../transports/store/source.js';
 import { copyBlobs } from './blobs.js';
@@ -81,6 +84,10 @@ class MemoryDestination implements ImageDestination<ImageSet> {
   async abort(): Promise<void> {
     this.events.push('abort');
   }
+}
+
+function image1(source: FakeSource): CopyImage {
+  return image(source, '1.0');
 }
 
 function image(source: FakeSource, reference: string): CopyImage {
@@ -372,5 +379,46 @@ describe('the store as destination and source', () => {
     expect(err.code).toBe('DIGEST_MISMATCH');
     expect(await store.versions()).toEqual([]);
     expect(await store.hasBlob(bad.digest)).toBe(false);
+  });
+
+  it('keeps what is attached to a version, exports it as the download view serves it, and removes it with the version', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stowage-copy-'));
+    dirs.push(dir);
+    const store = await Store.open(join(dir, 'store'));
+    const src = new FakeSource();
+    const image = src.image('1.0', [src.blob('layer')]);
+    const sbom = src.attach(image, 'application/spdx+json', '{"spdxVersion":"SPDX-2.3"}');
+    const sig = src.attach(
+      sbom,
+      'application/vnd.dev.cosign.simplesigning.v1+json',
+      'payload',
+      `${sbom.digest.replace(':', '-')}.sig`,
+    );
+    const labels = [{ repository: 'reg.test/app', tag: '1.0', source: 'reg.test/app:1.0' }];
+    const r = await copy(
+      [image1(src)],
+      new StoreDestination(store, { labels }),
+      { platforms: [AMD64] },
+      settings,
+    );
+    const version = r.committed![0]!;
+    expect(version.referrers?.map((x) => x.descriptor.digest)).toEqual([sbom.digest, sig.digest]);
+    expect((await store.versions())[0]!.referrers?.[1]?.tag).toBe(`${sbom.digest.replace(':', '-')}.sig`);
+    // Exported as an oci-archive, it is byte for byte what the download view serves.
+    const out = join(dir, 'v.tar');
+    const exported = await exportVersion(store, version.id, { output: out });
+    const archive = await openArchive(out);
+    expect(archive.attachments.map((d) => d.digest).sort()).toEqual([sbom.digest, sig.digest].sort());
+    expect(archive.images.length).toBe(1);
+    await archive.close();
+    const stored = (await store.versions())[0]!;
+    expect(await viewSha256(await ociArchiveView(store, stored))).toBe(exported.sha256);
+    // Garbage collection keeps what a version holds, and takes it with the version.
+    await store.collectGarbage();
+    expect(await store.hasBlob(sig.digest)).toBe(true);
+    await store.update(() => []);
+    await store.collectGarbage();
+    expect(await store.hasBlob(sbom.digest)).toBe(false);
+    expect(await store.hasBlob(sig.digest)).toBe(false);
   });
 });

@@ -31,7 +31,17 @@ export const ANNOTATION = {
   platforms: 'io.stowage.platforms',
   archiveSha256: 'io.stowage.archive.sha256',
   archiveSize: 'io.stowage.archive.size',
+  /** What is attached to the version (signatures, SBOMs): a JSON list of StoredAttachment. */
+  referrers: 'io.stowage.referrers',
 } as const;
+
+/** Something kept attached to a stored version: a signature, an attestation, an SBOM. */
+export interface StoredAttachment {
+  /** Its manifest, with its artifactType. */
+  descriptor: Descriptor;
+  /** cosign's tag it was found under; absent for an OCI referrer (its manifest names its subject). */
+  tag?: string | undefined;
+}
 
 /** One stored version of a tag. */
 export interface StoredVersion {
@@ -48,6 +58,8 @@ export interface StoredVersion {
   platforms: string[];
   /** sha256 and size of the version's oci-archive, once computed. */
   archive?: { sha256: string; size: number } | undefined;
+  /** What is kept attached to it, in the order found. */
+  referrers?: StoredAttachment[] | undefined;
 }
 
 export function versionId(repository: string, tag: string, digest: string): string {
@@ -266,6 +278,7 @@ export class Store implements ArchiveStore {
         archive: a[ANNOTATION.archiveSha256]
           ? { sha256: a[ANNOTATION.archiveSha256]!, size: Number(a[ANNOTATION.archiveSize] ?? 0) }
           : undefined,
+        referrers: attachmentsOf(a[ANNOTATION.referrers]),
       });
     }
     return out;
@@ -352,7 +365,11 @@ export class Store implements ArchiveStore {
         for (const l of doc.layers ?? []) seen.add(l.digest);
       }
     };
-    for (const v of versions) await walk(v.descriptor);
+    for (const v of versions) {
+      await walk(v.descriptor);
+      // What is attached to it lives and dies with it.
+      for (const r of v.referrers ?? []) await walk(r.descriptor);
+    }
     return seen;
   }
 
@@ -465,6 +482,17 @@ export class Store implements ArchiveStore {
  * index.json for the versions: the newest version of each tag is named REPOSITORY:TAG (so
  * `oci:STORE:REPOSITORY:TAG` finds it), older ones REPOSITORY:TAG@TAKEN.
  */
+/** A version's attachments from its annotation (none where it has none, or it does not parse). */
+function attachmentsOf(text: string | undefined): StoredAttachment[] | undefined {
+  if (!text) return undefined;
+  try {
+    const list = JSON.parse(text) as StoredAttachment[];
+    return Array.isArray(list) ? list.filter((r) => typeof r?.descriptor?.digest === 'string') : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function indexJson(versions: StoredVersion[]): string {
   const newest = new Map<string, string>();
   for (const v of versions) newest.set(`${v.repository}:${v.tag}`, v.id);
@@ -481,6 +509,7 @@ function indexJson(versions: StoredVersion[]): string {
     if (v.platforms.length) annotations[ANNOTATION.platforms] = v.platforms.join(',');
     if (v.sourceDigest && v.sourceDigest !== v.descriptor.digest)
       annotations[ANNOTATION.sourceDigest] = v.sourceDigest;
+    if (v.referrers?.length) annotations[ANNOTATION.referrers] = JSON.stringify(v.referrers);
     if (v.archive) {
       annotations[ANNOTATION.archiveSha256] = v.archive.sha256;
       annotations[ANNOTATION.archiveSize] = String(v.archive.size);

@@ -5,7 +5,7 @@
  * without building the archive. This is what the service's download answers Range requests from.
  */
 import { createHash } from 'node:crypto';
-import { layoutOciArchive } from '../archive/oci-archive.js';
+import { type ArchiveImage, layoutOciArchive, REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
 import { archiveMtime, END_OF_ARCHIVE, paddedSize } from '../archive/tar.js';
 import { archiveAnnotations } from '../copy/names.js';
 import { parseIndex, parseManifest } from '../copy/plan.js';
@@ -49,6 +49,21 @@ export async function ociArchiveView(
   } else {
     manifests.push(rootBytes);
   }
+  // What is attached to the version goes in as `archives export` writes it: its manifests listed after
+  // the image, in digest order, cosign's under their tags.
+  const attached: ArchiveImage[] = [];
+  for (const r of version.referrers ?? []) {
+    if (documents.has(r.descriptor.digest)) continue;
+    const bytes = await store.readBlob(r.descriptor.digest);
+    documents.set(r.descriptor.digest, bytes);
+    manifests.push(bytes);
+    const { mediaType, digest, size, artifactType } = r.descriptor;
+    attached.push({
+      descriptor: { mediaType, digest, size, ...(artifactType ? { artifactType } : {}) },
+      annotations: r.tag ? { [REF_NAME_ANNOTATION]: r.tag } : {},
+    });
+  }
+  attached.sort((a, b) => (a.descriptor.digest < b.descriptor.digest ? -1 : 1));
   for (const bytes of manifests) {
     const m = parseManifest(bytes, `a manifest of version ${version.id}`);
     for (const b of [m.config, ...m.layers])
@@ -70,6 +85,7 @@ export async function ociArchiveView(
           descriptor: { mediaType: root.mediaType, digest: root.digest, size: root.size },
           annotations: archiveAnnotations(name),
         },
+        ...attached,
       ],
       documents,
       blobs: [...blobs.values()].sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0)),

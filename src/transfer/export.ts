@@ -38,7 +38,7 @@ export async function exportVersion(
     name,
   };
   await checkRequest([name], opts.format ?? 'oci-archive', pullOpts);
-  const source = new StoreSource(store);
+  const source = new StoreSource(store, version);
   const served = `the archive store (version ${version.id})`;
   const result = await writeArchive(
     [

@@ -377,7 +377,7 @@ export async function pushVersion(
   const label = `the archive store (version ${version.id})`;
   const planned = await planOne(
     {
-      source: new StoreSource(store),
+      source: new StoreSource(store, version),
       reference: version.descriptor.digest,
       names: { repoTags: [], annotations: {} },
       label,

@@ -4,7 +4,7 @@
  * held until released).
  */
 import { createHash } from 'node:crypto';
-import type { ImageSource } from '../../src/copy/source.js';
+import type { ImageSource, ReferrerEntry } from '../../src/copy/source.js';
 import { StowageError } from '../../src/errors.js';
 import { MediaType } from '../../src/image/mediatypes.js';
 import type { Descriptor, ManifestResponse } from '../../src/image/schemas.js';
@@ -85,6 +85,42 @@ export class FakeSource implements ImageSource {
       await hold;
       yield out.subarray(1);
     })();
+  }
+
+  /** What is attached to each manifest (filled by attach()). */
+  readonly attached = new Map<string, ReferrerEntry[]>();
+
+  /**
+   * An artifact attached to `subject`: an OCI referrer naming it (tag undefined), or a manifest under
+   * one of cosign's tags for it (tag given, no subject field).
+   */
+  attach(subject: Descriptor, artifactType: string, content: string, tag?: string): Descriptor {
+    const config = this.blob('{}', 'application/vnd.oci.empty.v1+json');
+    const layer = this.blob(content, artifactType);
+    const doc = {
+      schemaVersion: 2,
+      mediaType: MediaType.OciManifest,
+      ...(tag
+        ? {}
+        : {
+            artifactType,
+            subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.size },
+          }),
+      config,
+      layers: [layer],
+    };
+    const bytes = Buffer.from(JSON.stringify(doc));
+    const digest = digestOf(bytes);
+    this.docs.set(digest, { bytes, mediaType: MediaType.OciManifest });
+    const d = { mediaType: MediaType.OciManifest, digest, size: bytes.length };
+    const list = this.attached.get(subject.digest) ?? [];
+    list.push(tag ? { descriptor: d, tag } : { descriptor: { ...d, artifactType } });
+    this.attached.set(subject.digest, list);
+    return d;
+  }
+
+  async referrers(digest: string): Promise<ReferrerEntry[]> {
+    return this.attached.get(digest) ?? [];
   }
 
   async close(): Promise<void> {}

@@ -53,8 +53,8 @@ export class StoreDestination implements ImageDestination<StoredVersion[]> {
     compressedLayers: false,
     singlePlatform: false,
     maxImages: Number.POSITIVE_INFINITY,
-    // Not yet: a stored version holds the image alone.
-    referrers: false,
+    // A version keeps what is attached to its image (signatures, SBOMs), exported and removed with it.
+    referrers: true,
   };
   readonly description = 'the archive store';
   private set: ImageSet | undefined;
@@ -80,8 +80,10 @@ export class StoreDestination implements ImageDestination<StoredVersion[]> {
       onBlob: this.opts.onBlob,
       verifyExisting: this.opts.verifyExisting,
     });
-    for (const image of set.images)
+    for (const image of set.images) {
       for (const d of image.documents) await this.store.putDocument(d.descriptor, d.bytes);
+      for (const r of image.referrers) await this.store.putDocument(r.document.descriptor, r.document.bytes);
+    }
     this.set = set;
   }
 
@@ -98,6 +100,14 @@ export class StoreDestination implements ImageDestination<StoredVersion[]> {
           descriptor: image.root.descriptor,
           taken: new Date().toISOString(),
           platforms: image.platforms,
+          ...(image.referrers.length
+            ? {
+                referrers: image.referrers.map((r) => ({
+                  descriptor: r.document.descriptor,
+                  ...(r.tag ? { tag: r.tag } : {}),
+                })),
+              }
+            : {}),
         }),
       );
     }

@@ -2,21 +2,42 @@
  * The archive store as an image source: a stored version's documents and blobs, read through the
  * ArchiveStore interface (not as an OCI layout path), so an export works the same on any store backend.
  */
-import type { ImageSource } from '../../copy/source.js';
+import type { ImageSource, ReferrerEntry } from '../../copy/source.js';
 import { StowageError } from '../../errors.js';
 import { verifyBytes } from '../../image/digest.js';
 import { MAX_MANIFEST_BYTES } from '../../image/mediatypes.js';
 import type { Descriptor } from '../../image/schemas.js';
 import { isDigest } from '../../reference/reference.js';
 import type { ManifestResponse } from '../../registry/client.js';
-import type { ArchiveStore } from '../../store/store.js';
+import type { ArchiveStore, StoredVersion } from '../../store/store.js';
 import { documentMediaType } from '../archive/source.js';
 
 export class StoreSource implements ImageSource {
   /** Never the store's path: results and messages may reach API clients. */
   readonly description = 'the archive store';
 
-  constructor(readonly store: ArchiveStore) {}
+  constructor(
+    readonly store: ArchiveStore,
+    /** The version read: what is attached to it is found among its attachments. */
+    readonly version?: StoredVersion | undefined,
+  ) {}
+
+  /** What the version keeps attached to a manifest: cosign's by tag, OCI referrers by their subject. */
+  async referrers(digest: string): Promise<ReferrerEntry[]> {
+    const base = digest.replace(':', '-');
+    const out: ReferrerEntry[] = [];
+    for (const r of this.version?.referrers ?? []) {
+      if (r.tag) {
+        if (r.tag.startsWith(`${base}.`)) out.push({ descriptor: r.descriptor, tag: r.tag });
+        continue;
+      }
+      const doc = JSON.parse((await this.store.readBlob(r.descriptor.digest)).toString('utf8')) as {
+        subject?: { digest?: string };
+      };
+      if (doc.subject?.digest === digest) out.push({ descriptor: r.descriptor });
+    }
+    return out;
+  }
 
   async getManifest(reference: string): Promise<ManifestResponse> {
     if (!isDigest(reference)) {
