@@ -304,4 +304,55 @@ describe('attachments carried registry to registry', () => {
     const check = await stowage(['verify', out], { env: w.env });
     expect(check.code, check.stdout).toBe(0);
   });
+
+  it('says once what a docker-archive cannot hold, and leaves attachments out with --remove-signatures', async () => {
+    const s = await signedImage('formats', { tagSchema: true });
+    const w = await workdir('referrers-formats', insecureConf(plain.host));
+    const docker = await stowage(
+      ['pull', '-f', 'docker-archive', `${plain.host}/${s.repo}:1`, '-o', join(w.dir, 'd.tar')],
+      {
+        env: w.env,
+      },
+    );
+    expect(docker.code, docker.stderr).toBe(0);
+    expect(docker.stderr.match(/^note: /gm)).toHaveLength(1);
+    expect(docker.stderr).toContain(
+      '2 attachments (signatures, attestations, SBOMs) this format cannot hold',
+    );
+    const bare = join(w.dir, 'bare.tar');
+    const r = await stowage(['pull', '-q', '--remove-signatures', `${plain.host}/${s.repo}:1`, '-o', bare], {
+      env: w.env,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toBe('');
+    const listed = JSON.parse((await run('tar', ['-xOf', bare, 'index.json'])).stdout) as {
+      manifests: unknown[];
+    };
+    expect(listed.manifests).toHaveLength(1);
+  });
+
+  it('are listed by inspect --referrers, from the registry and from an archive alike', async () => {
+    const s = await signedImage('inspect', { tagSchema: true });
+    const w = await workdir('referrers-inspect', insecureConf(plain.host));
+    const expected = [
+      { digest: s.sbom.digest, artifactType: 'application/spdx+json', subject: s.image },
+      { digest: s.imageSig.digest, tag: tagFor(s.image, '.sig'), subject: s.image },
+      { digest: s.sbomSig.digest, tag: tagFor(s.sbom.digest, '.sig'), subject: s.sbom.digest },
+    ];
+    const fromRegistry = await stowage(['inspect', '--referrers', `${plain.host}/${s.repo}:1`], {
+      env: w.env,
+    });
+    expect(fromRegistry.code, fromRegistry.stderr).toBe(0);
+    const listed = JSON.parse(fromRegistry.stdout);
+    expect(listed.Digest).toBe(s.image);
+    expect(listed.Referrers).toEqual(expected.map((e) => expect.objectContaining(e)));
+    const tar = join(w.dir, 'x.tar');
+    expect((await stowage(['pull', '-q', `${plain.host}/${s.repo}:1`, '-o', tar], { env: w.env })).code).toBe(
+      0,
+    );
+    const fromArchive = JSON.parse((await stowage(['inspect', '--referrers', tar], { env: w.env })).stdout);
+    expect(fromArchive.Referrers.map((r: { digest: string }) => r.digest).sort()).toEqual(
+      expected.map((e) => e.digest).sort(),
+    );
+  });
 });

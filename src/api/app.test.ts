@@ -7,6 +7,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
+import { AMD64, FakeSource } from '../../test/harness/fake-source.js';
 import { tempDirs } from '../../test/harness/temp-dirs.js';
 import { parseStowageConfig } from '../config/stowage.js';
 import { copy } from '../copy/copy.js';
@@ -228,5 +229,24 @@ describe('the API in process', () => {
     const past = await a.request(url, as('reader', { headers: { range: `bytes=${bytes.length}-` } }));
     expect(past.status).toBe(416);
     expect(past.headers.get('content-range')).toBe(`bytes */${bytes.length}`);
+  });
+
+  it('lists what a stored version keeps attached to it', async () => {
+    const { a, store } = await app();
+    const src = new FakeSource();
+    const image = src.image('1.0', [src.blob('layer')]);
+    const sbom = src.attach(image, 'application/spdx+json', '{}');
+    const labels = [{ repository: '127.0.0.1:5000/team/app', tag: '1.0', source: 'memory' }];
+    const r = await copy(
+      [{ source: src, reference: '1.0', names: { repoTags: [], annotations: {} }, label: 'app' }],
+      new StoreDestination(store, { labels }),
+      { platforms: [AMD64] },
+      { concurrency: 2 },
+    );
+    const res = await a.request(`/v1/archives/${r.committed![0]!.id}`, as('reader'));
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { referrers: unknown }).referrers).toEqual([
+      { digest: sbom.digest, artifactType: 'application/spdx+json', size: sbom.size },
+    ]);
   });
 });

@@ -24,6 +24,16 @@ function archiveView(v: StoredVersion, latest: boolean): z.infer<typeof ArchiveS
     taken: v.taken,
     latest,
     ...(v.archive ? { sha256: v.archive.sha256, size: v.archive.size } : {}),
+    ...(v.referrers?.length
+      ? {
+          referrers: v.referrers.map((r) => ({
+            digest: r.descriptor.digest,
+            ...(r.descriptor.artifactType ? { artifactType: r.descriptor.artifactType } : {}),
+            size: r.descriptor.size,
+            ...(r.tag ? { tag: r.tag } : {}),
+          })),
+        }
+      : {}),
     links: { self: `/v1/archives/${v.id}`, content: `/v1/archives/${v.id}/content` },
   };
 }

@@ -92,6 +92,17 @@ export const ArchiveSchema = z
     latest: z.boolean().openapi({ description: 'the newest version of its tag' }),
     sha256: z.string().optional().openapi({ description: "the oci-archive's sha256, once computed" }),
     size: z.number().optional(),
+    referrers: z
+      .array(
+        z.object({
+          digest: z.string(),
+          artifactType: z.string().optional(),
+          size: z.number(),
+          tag: z.string().optional(),
+        }),
+      )
+      .optional()
+      .openapi({ description: 'what is kept attached to the version: signatures, attestations, SBOMs' }),
     links: z.record(z.string(), z.string()),
   })
   .openapi('Archive');

@@ -12,6 +12,7 @@ interface InspectCliOptions extends RegistryCliOptions {
   tags: boolean;
   json?: boolean;
   text?: boolean;
+  referrers?: boolean;
 }
 
 export function inspectCommand(program: Command): void {
@@ -34,11 +35,26 @@ export function inspectCommand(program: Command): void {
     )
     .option('--no-tags', 'do not list the repository tags')
     .option('--json', 'print JSON (the default for images and archives alike)')
-    .option('--text', 'archives: print a listing for people instead of JSON');
+    .option('--text', 'archives: print a listing for people instead of JSON')
+    .option(
+      '--referrers',
+      'list what is attached to the image (signatures, attestations, SBOMs, and what is attached to those), from a registry or an archive',
+    );
   addRegistryOptions(cmd).action(async (ref: string, opts: InspectCliOptions) => {
     const [{ archiveDocument, inspectArchive, isLocalArchiveArgument, parseArchiveArgument }, { inspect }] =
       await Promise.all([import('../transfer/archive-inspect.js'), import('../transfer/inspect.js')]);
     const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
+    if (opts.referrers) {
+      const { listReferrers } = await import('../transfer/inspect.js');
+      const ctx = await contextFrom(opts);
+      try {
+        const r = await withSignal((signal) => listReferrers(ctx, ref, { platform, signal }));
+        process.stdout.write(`${JSON.stringify(r, null, 4)}\n`);
+      } finally {
+        await ctx.close();
+      }
+      return;
+    }
     if (await isLocalArchiveArgument(ref)) {
       const { path, format, name } = parseArchiveArgument(ref);
       if (opts.raw || opts.config) {

@@ -16,6 +16,19 @@ interface PullCliOptions extends RegistryCliOptions {
   jobs: number;
   quiet?: boolean;
   json?: boolean;
+  removeSignatures?: boolean;
+  referrerType?: string;
+}
+
+/** --remove-signatures and --referrer-type, as pull, push and copy read them. */
+export function referrerOption(opts: { removeSignatures?: boolean; referrerType?: string }) {
+  return {
+    carry: !opts.removeSignatures,
+    artifactTypes: opts.referrerType
+      ?.split(',')
+      .map((t) => t.trim())
+      .filter(Boolean),
+  };
 }
 
 export function parseFormat(v: string): ArchiveFormat {
@@ -35,6 +48,8 @@ export function printResult(
     process.stdout.write(`${JSON.stringify({ ...result, seconds: elapsed / 1000 }, null, 2)}\n`);
     return;
   }
+  // Said once, even with -q: what could not go into this format.
+  for (const n of result.notes ?? []) process.stderr.write(`note: ${n}\n`);
   if (opts.quiet) return;
   for (const img of result.images) {
     const platforms = img.platforms.length > 0 ? ` [${img.platforms.join(', ')}]` : '';
@@ -84,6 +99,14 @@ export function pullCommand(program: Command): void {
     )
     .option('--all', 'keep the whole multi-arch index, every platform, digest intact')
     .option('-j, --jobs <n>', 'blobs downloaded in parallel', parsePositiveInt, 4)
+    .option(
+      '--remove-signatures',
+      'leave out what is attached to the images (signatures, attestations, SBOMs)',
+    )
+    .option(
+      '--referrer-type <type,...>',
+      'keep only attachments of these artifact types (and what is attached to those)',
+    )
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
   addRegistryOptions(cmd).action(async (refs: string[], opts: PullCliOptions) => {
@@ -103,6 +126,7 @@ export function pullCommand(program: Command): void {
           concurrency: opts.jobs,
           signal,
           onProgress: progress?.listener,
+          referrers: referrerOption(opts),
         }),
       );
       progress?.stop();

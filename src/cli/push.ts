@@ -14,7 +14,7 @@ import {
   type RegistryCliOptions,
 } from './options.js';
 import { progressRenderer } from './progress.js';
-import { printResult } from './pull.js';
+import { printResult, referrerOption } from './pull.js';
 import { withSignal } from './run.js';
 
 /** Sizes such as 64MiB, 1GiB, 5000000. */
@@ -70,6 +70,8 @@ interface PushCliOptions extends RegistryCliOptions {
   dryRun?: boolean;
   signBySigstorePrivateKey?: string;
   signPassphraseFile?: string;
+  removeSignatures?: boolean;
+  referrerType?: string;
 }
 
 function signOption(opts: { signBySigstorePrivateKey?: string; signPassphraseFile?: string }) {
@@ -124,6 +126,11 @@ export function pushCommand(program: Command): void {
       parseSize,
     )
     .option('--dry-run', 'resolve the images and their destinations, print them, send nothing')
+    .option('--remove-signatures', "leave the archive's attachments (signatures, attestations, SBOMs) behind")
+    .option(
+      '--referrer-type <type,...>',
+      'push only attachments of these artifact types (and what is attached to those)',
+    )
     .option(
       '--sign-by-sigstore-private-key <file>',
       "sign what is pushed with this key (cosign's encrypted format, or a PEM ECDSA key): a cosign-compatible .sig, as skopeo writes",
@@ -156,6 +163,7 @@ export function pushCommand(program: Command): void {
           dryRun: opts.dryRun,
           onTargets: opts.dryRun ? undefined : announceTargets(opts),
           sign: signOption(opts),
+          referrers: referrerOption(opts),
         }),
       );
       progress?.stop();
@@ -283,13 +291,7 @@ export function copyCommand(program: Command): void {
             dryRun: opts.dryRun,
             onTargets: opts.dryRun ? undefined : announceTargets(opts),
             sign: signOption(opts),
-            referrers: {
-              carry: !opts.removeSignatures,
-              artifactTypes: opts.referrerType
-                ?.split(',')
-                .map((t) => t.trim())
-                .filter(Boolean),
-            },
+            referrers: referrerOption(opts),
           }),
         );
         progress?.stop();

@@ -75,6 +75,8 @@ export interface CopyOptions extends WriteSettings {
 export interface CopyResult<Committed> {
   images: PlannedImage[];
   set: ImageSet;
+  /** What the caller should be told once (attachments the destination cannot hold). */
+  notes: string[];
   /** What the destination's commit returned (absent for a dry run). */
   committed?: Committed | undefined;
 }
@@ -114,6 +116,7 @@ export async function planOne(
 export interface PreparedCopy {
   images: PlannedImage[];
   set: ImageSet;
+  notes: string[];
   provider: BlobProvider;
   cleanup(): Promise<void>;
 }
@@ -134,6 +137,7 @@ export async function prepareCopy(
   },
 ): Promise<PreparedCopy> {
   checkFits(planned, needs);
+  const notes = needs.referrers ? [] : await leftBehind(planned, opts.referrers, opts.signal);
   if (needs.referrers) {
     // Attachments of the root and of every manifest under it (a signature is usually on the index).
     for (const p of planned) {
@@ -196,7 +200,29 @@ export async function prepareCopy(
     },
     readSmall: (d, signal) => readConfig(sourceOf(d), d, signal),
   };
-  return { images, set, provider, cleanup };
+  return { images, set, provider, cleanup, notes };
+}
+
+/**
+ * For a destination that cannot hold attachments (docker-archive, dir:): what the images have attached
+ * that stays behind, said once rather than dropped silently. One listing per image, nothing more read.
+ */
+async function leftBehind(
+  planned: PlannedImage[],
+  referrers: ReferrerOptions | undefined,
+  signal: AbortSignal | undefined,
+): Promise<string[]> {
+  if (referrers?.carry === false) return [];
+  const notes: string[] = [];
+  for (const p of planned) {
+    const list = (await p.source.referrers?.(p.plan.root.descriptor.digest, signal)) ?? [];
+    if (list.length > 0) {
+      notes.push(
+        `${p.label} has ${list.length} attachment${list.length === 1 ? '' : 's'} (signatures, attestations, SBOMs) this format cannot hold; they were left out (oci-archive and oci: keep them)`,
+      );
+    }
+  }
+  return notes;
 }
 
 /** Refuses, before anything is read, what the destination cannot hold. */
@@ -289,10 +315,10 @@ export async function copyPlanned<C>(
   try {
     if (opts.dryRun) {
       await destination.prepare?.(prepared.set);
-      return { images: prepared.images, set: prepared.set };
+      return { images: prepared.images, set: prepared.set, notes: prepared.notes };
     }
     const committed = await writeTo(destination, prepared, opts);
-    return { images: prepared.images, set: prepared.set, committed };
+    return { images: prepared.images, set: prepared.set, committed, notes: prepared.notes };
   } finally {
     await prepared.cleanup();
   }

@@ -63,6 +63,7 @@ export async function copyImage(
     signal: opts.signal,
     onProgress: opts.onProgress,
     dryRun: opts.dryRun,
+    referrers: opts.referrers,
   };
   return { kind: 'archive', result: await pull(srcCtx, [src], pullOpts) };
 }

@@ -1,4 +1,6 @@
+import { planOne } from '../copy/copy.js';
 import { parseConfig, parseIndex, parseManifest } from '../copy/plan.js';
+import { planReferrers } from '../copy/referrers.js';
 import { StowageError } from '../errors.js';
 import { verifyBytes } from '../image/digest.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
@@ -12,7 +14,7 @@ import {
   withDefaultTag,
 } from '../reference/reference.js';
 import type { Context } from '../registry/context.js';
-import { isArchiveReference } from '../transports/open.js';
+import { isArchiveReference, openSource } from '../transports/open.js';
 
 export interface InspectOptions {
   raw?: boolean;
@@ -99,4 +101,56 @@ function registryReference(input: string): ImageReference {
     throw new StowageError('INVALID_ARGUMENT', `${input} is an archive, not an image in a registry`);
   }
   return parseReference(input.startsWith('docker://') ? input.slice(9) : input);
+}
+
+export interface ReferrerSummary {
+  digest: string;
+  artifactType: string;
+  mediaType: string;
+  size: number;
+  /** The manifest it is attached to. */
+  subject: string;
+  /** cosign's tag it is found under. */
+  tag?: string | undefined;
+}
+
+/**
+ * What is attached to an image (a registry reference or an archive): every signature, attestation and
+ * SBOM, and what is attached to those, as copy and pull would carry them. Only manifests are read.
+ */
+export async function listReferrers(
+  ctx: Context,
+  input: string,
+  opts: { platform?: PlatformSpec | undefined; signal?: AbortSignal | undefined } = {},
+): Promise<{ Name: string; Digest: string; Referrers: ReferrerSummary[] }> {
+  const opened = await openSource(ctx, input, { signal: opts.signal });
+  try {
+    const image = opened.images[0]!;
+    const planned = await planOne(
+      {
+        source: opened.source,
+        reference: image.reference,
+        names: { repoTags: [], annotations: {} },
+        label: image.asked,
+      },
+      { all: true, platforms: [opts.platform ?? hostPlatform()] },
+      opts.signal,
+    );
+    const subjects = planned.plan.documents.map((d) => d.descriptor.digest);
+    const found = await planReferrers(opened.source, subjects, {}, opts.signal);
+    return {
+      Name: image.asked,
+      Digest: planned.plan.root.descriptor.digest,
+      Referrers: found.map((r) => ({
+        digest: r.document.descriptor.digest,
+        artifactType: r.artifactType,
+        mediaType: r.document.descriptor.mediaType,
+        size: r.document.descriptor.size,
+        subject: r.subject,
+        ...(r.tag ? { tag: r.tag } : {}),
+      })),
+    };
+  } finally {
+    await opened.close();
+  }
 }

@@ -9,6 +9,7 @@ import { REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
 import { copyPlanned, type PlannedImage, planOne } from '../copy/copy.js';
 import type { ImageNames } from '../copy/destination.js';
 import { archiveAnnotations } from '../copy/names.js';
+import type { ReferrerOptions } from '../copy/referrers.js';
 import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
 import { hostPlatform, type PlatformSpec } from '../image/platform.js';
@@ -43,6 +44,8 @@ export interface PullOptions {
   nameAsGiven?: boolean | undefined;
   /** Plan only: resolve every image and say what would be written, write nothing. */
   dryRun?: boolean | undefined;
+  /** Which attachments (signatures, attestations, SBOMs) go into the archive (default: all it can hold). */
+  referrers?: ReferrerOptions | undefined;
 }
 
 export interface PulledImage {
@@ -77,6 +80,10 @@ export interface PullResult {
   contentBytes: number;
   /** A plan only (--dry-run): nothing was written. */
   dryRun?: boolean | undefined;
+  /** Said once: attachments the format could not hold. */
+  notes?: string[] | undefined;
+  /** Attachments written with the images (signatures, attestations, SBOMs). */
+  referrers?: number | undefined;
 }
 
 /**
@@ -197,6 +204,7 @@ export async function writeArchive(opened: OpenedSource[], opts: PullOptions): P
     signal: opts.signal,
     onProgress: opts.onProgress,
     dryRun: opts.dryRun,
+    referrers: opts.referrers,
   });
   const images = r.images.map((p, i) => ({
     reference: p.label,
@@ -209,6 +217,7 @@ export async function writeArchive(opened: OpenedSource[], opts: PullOptions): P
   }));
   const { reference, source, digest, mediaType, platforms } = images[0]!;
   const documents = [...r.set.documents.values()];
+  const attached = r.set.images.reduce((n, i) => n + i.referrers.length, 0);
   return {
     reference,
     source,
@@ -223,5 +232,7 @@ export async function writeArchive(opened: OpenedSource[], opts: PullOptions): P
     blobs: r.set.blobs.length + documents.length,
     contentBytes: r.set.blobs.reduce((n, b) => n + b.size, 0) + documents.reduce((n, d) => n + d.length, 0),
     ...(opts.dryRun ? { dryRun: true } : {}),
+    ...(r.notes.length ? { notes: r.notes } : {}),
+    ...(attached ? { referrers: attached } : {}),
   };
 }
