@@ -210,4 +210,32 @@ describe('--sign-by-sigstore-private-key', () => {
       `${plain.host}/signing-push/app:1`,
     );
   });
+
+  it('signs what a sync job sends to its mirror', async () => {
+    const w = await workdir('signing-sync', insecureConf(plain.host));
+    const config = join(w.dir, 'stowage.toml');
+    await writeFile(
+      config,
+      `[store]\npath = "${join(w.dir, 'store')}"\n\n[[job]]\nname = "app"\nsource = "${plain.host}/fixtures/small"\ntags = ["v1"]\narchive = false\nmirror = "${plain.host}/signing-mirror/app"\nsign-by-sigstore-private-key = "${cosignKey}"\nsign-passphrase-file = "${passFile}"\n`,
+    );
+    const r = await stowage(['sync', '-q', '--config', config], { env: w.env });
+    expect(r.code, r.stderr).toBe(0);
+    const digest = (await artifacts.client.headManifest('signing-mirror/app', 'v1'))!.digest;
+    const [sig] = await signaturesOf('signing-mirror/app', digest);
+    expect(JSON.parse(sig!.payload.toString()).critical.identity['docker-reference']).toBe(
+      `${plain.host}/signing-mirror/app:v1`,
+    );
+    await writeFile(join(dir, 'sync-payload'), sig!.payload);
+    await writeFile(join(dir, 'sync-sig.der'), Buffer.from(sig!.signature, 'base64'));
+    const verified = await run('openssl', [
+      'dgst',
+      '-sha256',
+      '-verify',
+      pub,
+      '-signature',
+      join(dir, 'sync-sig.der'),
+      join(dir, 'sync-payload'),
+    ]);
+    expect(verified.stdout).toContain('Verified OK');
+  });
 });

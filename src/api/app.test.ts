@@ -24,9 +24,13 @@ import { createApp } from './app.js';
 import { tokenHash } from './auth.js';
 
 const temp = tempDirs();
-const TOKENS = { reader: 'stw_reader-in-process-0123456789', pusher: 'stw_pusher-in-process-0123456789' };
+const TOKENS = {
+  reader: 'stw_reader-in-process-0123456789',
+  pusher: 'stw_pusher-in-process-0123456789',
+  puller: 'stw_puller-in-process-0123456789',
+};
 
-async function app(opts: { ready?: boolean } = {}) {
+async function app(opts: { ready?: boolean; policy?: string } = {}) {
   const dir = await temp('stowage-app-');
   const conf = join(dir, 'registries.conf');
   await writeFile(conf, '');
@@ -36,7 +40,7 @@ async function app(opts: { ready?: boolean } = {}) {
     join(dir, 'stowage.toml'),
     {},
   );
-  const ctx = await Context.create({ registriesConf: conf, env: {} });
+  const ctx = await Context.create({ registriesConf: conf, env: {}, policy: opts.policy });
   const engine: Engine = {
     ctx,
     store,
@@ -62,6 +66,7 @@ async function app(opts: { ready?: boolean } = {}) {
     tokens: [
       { name: 'reader', sha256: tokenHash(TOKENS.reader), scopes: ['read'] },
       { name: 'pusher', sha256: tokenHash(TOKENS.pusher), scopes: ['read', 'push'] },
+      { name: 'puller', sha256: tokenHash(TOKENS.puller), scopes: ['read', 'pull'] },
     ],
     logger: pino({ level: 'silent' }),
     version: 'test',
@@ -248,5 +253,33 @@ describe('the API in process', () => {
     expect(((await res.json()) as { referrers: unknown }).referrers).toEqual([
       { digest: sbom.digest, artifactType: 'application/spdx+json', size: sbom.size },
     ]);
+  });
+
+  it('answers 403 to a pull the trust policy rejects outright, before any job', async () => {
+    const dir = await temp('stowage-policy-');
+    const policy = join(dir, 'policy.json');
+    await writeFile(
+      policy,
+      JSON.stringify({
+        default: [{ type: 'insecureAcceptAnything' }],
+        transports: { docker: { '127.0.0.1:5000/untrusted': [{ type: 'reject' }] } },
+      }),
+    );
+    const { a } = await app({ policy });
+    const pull = (ref: string) =>
+      a.request(
+        '/v1/pulls',
+        as('puller', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ ref }),
+        }),
+      );
+    const refused = await pull('127.0.0.1:5000/untrusted/app:1');
+    expect(refused.status).toBe(403);
+    const body = (await refused.json()) as { error: { code: string; message: string } };
+    expect(body.error.code, body.error.message).toBe('POLICY_REJECTED');
+    expect(body.error.message).toContain('127.0.0.1:5000/untrusted/app:1');
+    expect(body.error.message).not.toContain(dir);
   });
 });

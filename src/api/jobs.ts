@@ -5,6 +5,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { Context as HonoContext } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { StowageError } from '../errors.js';
+import { refuseOutright } from '../policy/verify.js';
 import { formatReference } from '../reference/reference.js';
 import type { Job, JobManager } from '../service/jobs.js';
 import { destinationFor, parsePlatforms, parsePullReference } from '../service/operations.js';
@@ -146,14 +147,18 @@ export function jobsApi(deps: AppDeps): ApiApp {
   };
 
   const api = newApi();
-  api.openapi(startPullRoute, (c) => {
+  api.openapi(startPullRoute, async (c) => {
     const body = c.req.valid('json');
     const refs = [...(body.refs ?? []), ...(body.ref ? [body.ref] : [])];
     if (refs.length === 0)
       throw new StowageError('INVALID_ARGUMENT', 'give "ref" or "refs": the images to pull');
     const platforms = parsePlatforms(body.platforms);
-    // Checked now, so a bad or forbidden reference is a 4xx, not a failed job.
-    const normalized = refs.map((r) => formatReference(parsePullReference(engine, r)));
+    // Checked now, so a bad or forbidden reference is a 4xx, not a failed job: the trust policy too,
+    // where it refuses without looking (reject); signatures are checked by the job.
+    const parsed = refs.map((r) => parsePullReference(engine, r));
+    const policy = await engine.ctx.policy();
+    for (const ref of parsed) refuseOutright(policy, ref);
+    const normalized = parsed.map((r) => formatReference(r));
     const request = { refs, platforms: platforms ?? 'all', format: body.format ?? 'oci-archive' };
     const key = `pull:${JSON.stringify([[...new Set(normalized)].sort(), platforms ?? 'all'])}`;
     return accepted(c, jobs.submit('pull', request, c.get('token').name, key));

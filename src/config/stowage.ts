@@ -40,6 +40,10 @@ const jobSchema = z.strictObject({
   referrers: z.boolean().optional(),
   /** Only attachments of these artifact types (regsync's referrerFilters). */
   'referrer-types': z.array(z.string().min(1)).optional(),
+  /** Sign what goes to the mirror (cosign's key, or a PEM ECDSA key), as skopeo sync --sign-by-sigstore-private-key. */
+  'sign-by-sigstore-private-key': z.string().min(1).optional(),
+  /** The key's passphrase: the file's first line. */
+  'sign-passphrase-file': z.string().min(1).optional(),
   retention: retentionSchema.optional(),
   schedule: z.string().optional(),
 });

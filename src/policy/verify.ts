@@ -61,6 +61,21 @@ export async function admit(policy: Policy | undefined, c: Candidate): Promise<v
   }
 }
 
+/**
+ * Refuses at once, without asking any registry, an image the policy can only refuse (a `reject` for its
+ * scope): the service answers 403 to such a request rather than start a job that must fail.
+ */
+export function refuseOutright(policy: Policy | undefined, ref: ImageReference): void {
+  if (!policy) return;
+  const { requirements, scope } = requirementsFor(policy, 'docker', dockerScopes(ref));
+  if (requirements.some((r) => r.type === 'reject')) {
+    throw new StowageError(
+      'POLICY_REJECTED',
+      `${formatReference(ref)} is refused by the trust policy (${scope}): the policy rejects every image here`,
+    );
+  }
+}
+
 /** Undefined if the requirement accepts the image, else why not. */
 async function check(r: Requirement, c: Candidate): Promise<string | undefined> {
   switch (r.type) {

@@ -22,8 +22,14 @@ import { Limiter } from '../core/limiter.js';
 import { StowageError, toStowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import type { Descriptor } from '../image/schemas.js';
+import { loadSigner, type Signer } from '../policy/sign.js';
 import { admit } from '../policy/verify.js';
-import { type ImageReference, parseRepository, repositoryName } from '../reference/reference.js';
+import {
+  formatReference,
+  type ImageReference,
+  parseRepository,
+  repositoryName,
+} from '../reference/reference.js';
 import type { RegistryClient } from '../registry/client.js';
 import type { Context } from '../registry/context.js';
 import { retentionVictims } from '../store/retention.js';
@@ -98,6 +104,8 @@ export interface SyncOptions {
 
 /** A job's mirror: its registry's first answer (shared by the tags), client, repository, and the sink its tags share. */
 interface Mirror {
+  /** What signs the images sent there (the job's key), if anything. */
+  signer?: Signer | undefined;
   ready: Promise<unknown>;
   client: RegistryClient;
   repo: string;
@@ -111,6 +119,12 @@ type JobOptions = SyncOptions & { cache?: (() => Promise<BlobCache | undefined>)
 function platformsOf(job: JobConfig): 'all' | ReturnType<typeof parsePlatform>[] {
   if (job.platforms === undefined || job.platforms === 'all') return 'all';
   return job.platforms.map(parsePlatform);
+}
+
+/** The job's signing key, opened once for all its tags (a wrong passphrase fails the job before any tag). */
+async function mirrorSigner(job: JobConfig): Promise<Signer | undefined> {
+  const key = job['sign-by-sigstore-private-key'];
+  return key ? loadSigner(key, job['sign-passphrase-file']) : undefined;
 }
 
 function selectionOf(job: JobConfig): Selection {
@@ -195,6 +209,7 @@ async function runJob(
         if (mirrorClient) {
           const { client: mc, endpoint: me } = await mirrorClient;
           mirror = {
+            signer: await mirrorSigner(job),
             ready: mirrorReady!,
             client: mc,
             repo: me.path,
@@ -406,7 +421,14 @@ async function mirrorTag(
     if (hit) opts.onBlob?.({ type: 'cached', digest: d.digest, size: d.size });
     return body;
   };
-  const destination = await openRegistryDestination(t.ctx, mirror.ref, { tags: [tag], sink: mirror.sink });
+  const destination = await openRegistryDestination(t.ctx, mirror.ref, {
+    tags: [tag],
+    sink: mirror.sink,
+    // Signed as the mirror's reference with its tag, as skopeo sync signs.
+    sign: mirror.signer
+      ? { signer: mirror.signer, identity: formatReference({ ...mirror.ref, tag, digest: undefined }) }
+      : undefined,
+  });
   await copyPlanned([planned], destination, {
     concurrency: opts.concurrency ?? 4,
     signal: opts.signal,
