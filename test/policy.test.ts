@@ -257,4 +257,32 @@ describe('the policy everywhere', () => {
     expect(copied.code).toBe(14);
     expect(await artifacts.client.headManifest('policy-copy/app', '2')).toBeUndefined();
   });
+
+  it('names the trusted key that verifies a signature in inspect --referrers', async () => {
+    const img = await image('inspect');
+    await sign(img.repo, { digest: img.digest, identity: img.ref, key: trusted.key });
+    const scope = `${plain.host}/policy-inspect`;
+    const listing = async (pub: string) => {
+      const r = await stowage(
+        [
+          'inspect',
+          '--referrers',
+          '--policy',
+          await policy(`inspect-${pub.length}`, scope, sigstore(pub)),
+          img.ref,
+        ],
+        {
+          env,
+        },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout).Referrers as { tag?: string; signer?: string }[];
+    };
+    const withTrusted = await listing(trusted.pub);
+    expect(withTrusted).toEqual([
+      expect.objectContaining({ tag: tagFor(img.digest, '.sig'), signer: trusted.pub }),
+    ]);
+    const withOther = await listing(other.pub);
+    expect(withOther[0]!.signer).toBeUndefined();
+  });
 });

@@ -194,6 +194,46 @@ export function identityMatches(rule: SignedIdentity, ref: ImageReference, signe
   }
 }
 
+/**
+ * The keys the policy trusts for a registry image (its scope's sigstoreSigned requirements), each with
+ * a label for listings: the key file's path, or "keyData N".
+ */
+export async function trustedKeysFor(
+  policy: Policy | undefined,
+  ref: ImageReference,
+): Promise<{ label: string; key: KeyObject }[]> {
+  if (!policy) return [];
+  const out: { label: string; key: KeyObject }[] = [];
+  for (const r of requirementsFor(policy, 'docker', dockerScopes(ref)).requirements) {
+    if (r.type !== 'sigstoreSigned' || r.fulcio) continue;
+    const labels = [
+      ...(r.keyData ? ['keyData 1'] : []),
+      ...(r.keyDatas ?? []).map((_, i) => `keyDatas ${i + 1}`),
+      ...(r.keyPath ? [r.keyPath] : []),
+      ...(r.keyPaths ?? []),
+    ];
+    const keys = await trustedKeys(r);
+    keys.forEach((key, i) => out.push({ label: labels[i] ?? `key ${i + 1}`, key }));
+  }
+  return out;
+}
+
+/** The label of the first key `signature` verifies `payload` with, if any. */
+export function signerOf(
+  keys: { label: string; key: KeyObject }[],
+  payload: Buffer,
+  signature: string,
+): string | undefined {
+  const raw = Buffer.from(signature, 'base64');
+  return keys.find(({ key }) => {
+    try {
+      return verify('sha256', payload, key, raw);
+    } catch {
+      return false;
+    }
+  })?.label;
+}
+
 /** The public keys a sigstoreSigned requirement trusts. */
 async function trustedKeys(r: Extract<Requirement, { type: 'sigstoreSigned' }>): Promise<KeyObject[]> {
   const pems: string[] = [...(r.keyData ? [r.keyData] : []), ...(r.keyDatas ?? [])].map((d) =>

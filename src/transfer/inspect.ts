@@ -1,10 +1,13 @@
+import type { KeyObject } from 'node:crypto';
 import { planOne } from '../copy/copy.js';
-import { parseConfig, parseIndex, parseManifest } from '../copy/plan.js';
-import { planReferrers } from '../copy/referrers.js';
+import { parseConfig, parseIndex, parseManifest, readConfig } from '../copy/plan.js';
+import { type PlannedReferrer, planReferrers } from '../copy/referrers.js';
+import type { ImageSource } from '../copy/source.js';
 import { StowageError } from '../errors.js';
 import { verifyBytes } from '../image/digest.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import { hostPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
+import { signerOf, trustedKeysFor } from '../policy/verify.js';
 import {
   formatReference,
   type ImageReference,
@@ -112,6 +115,8 @@ export interface ReferrerSummary {
   subject: string;
   /** cosign's tag it is found under. */
   tag?: string | undefined;
+  /** For a signature: the trusted key (policy.json) that verifies it, where one does. */
+  signer?: string | undefined;
 }
 
 /**
@@ -138,19 +143,40 @@ export async function listReferrers(
     );
     const subjects = planned.plan.documents.map((d) => d.descriptor.digest);
     const found = await planReferrers(opened.source, subjects, {}, opts.signal);
-    return {
-      Name: image.asked,
-      Digest: planned.plan.root.descriptor.digest,
-      Referrers: found.map((r) => ({
+    const keys = image.ref ? await trustedKeysFor(await ctx.policy(), image.ref) : [];
+    const out: ReferrerSummary[] = [];
+    for (const r of found) {
+      const signer = keys.length ? await signatureSigner(opened.source, r, keys, opts.signal) : undefined;
+      out.push({
         digest: r.document.descriptor.digest,
         artifactType: r.artifactType,
         mediaType: r.document.descriptor.mediaType,
         size: r.document.descriptor.size,
         subject: r.subject,
         ...(r.tag ? { tag: r.tag } : {}),
-      })),
-    };
+        ...(signer ? { signer } : {}),
+      });
+    }
+    return { Name: image.asked, Digest: planned.plan.root.descriptor.digest, Referrers: out };
   } finally {
     await opened.close();
   }
+}
+
+/** For a cosign signature manifest: the trusted key one of its signatures verifies with. */
+async function signatureSigner(
+  source: ImageSource,
+  r: PlannedReferrer,
+  keys: { label: string; key: KeyObject }[],
+  signal: AbortSignal | undefined,
+): Promise<string | undefined> {
+  const m = parseManifest(r.document.bytes, `attachment ${r.document.descriptor.digest}`);
+  for (const layer of m.layers) {
+    const signature = layer.annotations?.['dev.cosignproject.cosign/signature'];
+    if (!signature) continue;
+    const payload = await readConfig(source, layer, signal);
+    const signer = signerOf(keys, payload, signature);
+    if (signer) return signer;
+  }
+  return undefined;
 }
