@@ -3,6 +3,7 @@
  * manager whose runners are fakes, no socket and no registry. Seconds, not minutes, to check a change
  * to the API's rules (tokens and scopes, health, the error shapes, what a response may show).
  */
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -281,5 +282,63 @@ describe('the API in process', () => {
     expect(body.error.code, body.error.message).toBe('POLICY_REJECTED');
     expect(body.error.message).toContain('127.0.0.1:5000/untrusted/app:1');
     expect(body.error.message).not.toContain(dir);
+  });
+
+  it('names the trusted key that verifies a signature a version keeps', async () => {
+    const dir = await temp('stowage-signer-');
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const policy = join(dir, 'policy.json');
+    const keyData = Buffer.from(publicKey.export({ type: 'spki', format: 'pem' }).toString()).toString(
+      'base64',
+    );
+    await writeFile(
+      policy,
+      JSON.stringify({
+        default: [{ type: 'sigstoreSigned', keyData, signedIdentity: { type: 'matchRepository' } }],
+      }),
+    );
+    const { a, store } = await app({ policy });
+    const src = new FakeSource();
+    const image = src.image('1.0', [src.blob('layer')]);
+    // A cosign signature of the image: its payload signed with the key, under sha256-HEX.sig.
+    const payload = Buffer.from(
+      JSON.stringify({
+        critical: {
+          identity: { 'docker-reference': '127.0.0.1:5000/team/app' },
+          image: { 'docker-manifest-digest': image.digest },
+          type: 'cosign container image signature',
+        },
+        optional: null,
+      }),
+    );
+    const layer = src.blob(payload, 'application/vnd.dev.cosign.simplesigning.v1+json');
+    const config = src.blob('{}', 'application/vnd.oci.empty.v1+json');
+    const signature = sign('sha256', payload, privateKey).toString('base64');
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.OciManifest,
+        config,
+        layers: [{ ...layer, annotations: { 'dev.cosignproject.cosign/signature': signature } }],
+      }),
+    );
+    const sigDigest = sha256Digest(manifest);
+    src.docs.set(sigDigest, { bytes: manifest, mediaType: MediaType.OciManifest });
+    src.attached.set(image.digest, [
+      {
+        descriptor: { mediaType: MediaType.OciManifest, digest: sigDigest, size: manifest.length },
+        tag: `${image.digest.replace(':', '-')}.sig`,
+      },
+    ]);
+    const labels = [{ repository: '127.0.0.1:5000/team/app', tag: '1.0', source: 'memory' }];
+    const r = await copy(
+      [{ source: src, reference: '1.0', names: { repoTags: [], annotations: {} }, label: 'app' }],
+      new StoreDestination(store, { labels }),
+      { platforms: [AMD64] },
+      { concurrency: 2 },
+    );
+    const res = await a.request(`/v1/archives/${r.committed![0]!.id}`, as('reader'));
+    const body = (await res.json()) as { referrers: { digest: string; signer?: string }[] };
+    expect(body.referrers).toEqual([expect.objectContaining({ digest: sigDigest, signer: 'keyData 1' })]);
   });
 });

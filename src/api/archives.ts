@@ -4,7 +4,13 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { StowageError } from '../errors.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
-import { deleteVersion, dockerArchiveFile, ensureChecksum, importUpload } from '../service/operations.js';
+import {
+  deleteVersion,
+  dockerArchiveFile,
+  ensureChecksum,
+  importUpload,
+  versionSigners,
+} from '../service/operations.js';
 import type { StoredVersion } from '../store/store.js';
 import { type ArchiveView, ociArchiveView } from '../store/view.js';
 import { fileView, sendView } from './download.js';
@@ -12,7 +18,11 @@ import { need, newApi } from './middleware.js';
 import { ArchiveSchema, ErrorSchema, IdParam } from './schemas.js';
 import { type ApiApp, type AppDeps, errorResponses, json, security } from './shared.js';
 
-function archiveView(v: StoredVersion, latest: boolean): z.infer<typeof ArchiveSchema> {
+function archiveView(
+  v: StoredVersion,
+  latest: boolean,
+  signers?: Map<string, string>,
+): z.infer<typeof ArchiveSchema> {
   return {
     id: v.id,
     repository: v.repository,
@@ -31,6 +41,7 @@ function archiveView(v: StoredVersion, latest: boolean): z.infer<typeof ArchiveS
             ...(r.descriptor.artifactType ? { artifactType: r.descriptor.artifactType } : {}),
             size: r.descriptor.size,
             ...(r.tag ? { tag: r.tag } : {}),
+            ...(signers?.get(r.descriptor.digest) ? { signer: signers.get(r.descriptor.digest) } : {}),
           })),
         }
       : {}),
@@ -191,7 +202,7 @@ export function archivesApi(deps: AppDeps): ApiApp {
     const all = withLatest(await engine.store.versions());
     const found = all.find(({ v }) => v.id === id);
     if (!found) throw new StowageError('NOT_FOUND', `no archive ${id}; list them with GET /v1/archives`);
-    return c.json(archiveView(found.v, found.latest), 200);
+    return c.json(archiveView(found.v, found.latest, await versionSigners(engine, found.v)), 200);
   });
 
   api.openapi(deleteArchiveRoute, async (c) => {

@@ -99,6 +99,10 @@ export const ArchiveSchema = z
           artifactType: z.string().optional(),
           size: z.number(),
           tag: z.string().optional(),
+          signer: z
+            .string()
+            .optional()
+            .openapi({ description: "the policy's trusted key that verifies this signature" }),
         }),
       )
       .optional()

@@ -213,7 +213,7 @@ export async function trustedKeysFor(
       ...(r.keyPaths ?? []),
     ];
     const keys = await trustedKeys(r);
-    keys.forEach((key, i) => out.push({ label: labels[i] ?? `key ${i + 1}`, key }));
+    for (const [i, key] of keys.entries()) out.push({ label: labels[i] ?? `key ${i + 1}`, key });
   }
   return out;
 }

@@ -12,8 +12,10 @@ import { pipeline } from 'node:stream/promises';
 import type { OutboundGuard } from '../auth/authenticator.js';
 import type { JobConfig, ServerConfig, StowageConfig } from '../config/stowage.js';
 import { type CopyImage, copy } from '../copy/copy.js';
+import { parseManifest } from '../copy/plan.js';
 import { StowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
+import { signerOf, trustedKeysFor } from '../policy/verify.js';
 import {
   formatReference,
   type ImageReference,
@@ -473,4 +475,34 @@ export function dockerArchiveFile(
     void job.finally(() => building.delete(path)).catch(() => {});
   }
   return job;
+}
+
+/**
+ * For each cosign signature a version keeps: the trusted key (the service's policy.json) that verifies
+ * it, where one does. Read from the store, nothing fetched.
+ */
+export async function versionSigners(engine: Engine, version: StoredVersion): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const sigs = (version.referrers ?? []).filter((r) => r.tag?.endsWith('.sig'));
+  if (sigs.length === 0) return out;
+  const keys = await trustedKeysFor(
+    await engine.ctx.policy(),
+    parseReference(`${version.repository}:${version.tag}`),
+  );
+  if (keys.length === 0) return out;
+  for (const r of sigs) {
+    const m = parseManifest(
+      await engine.store.readBlob(r.descriptor.digest),
+      `signature ${r.descriptor.digest}`,
+    );
+    for (const layer of m.layers) {
+      const signature = layer.annotations?.['dev.cosignproject.cosign/signature'];
+      const signer = signature && signerOf(keys, await engine.store.readBlob(layer.digest), signature);
+      if (signer) {
+        out.set(r.descriptor.digest, signer);
+        break;
+      }
+    }
+  }
+  return out;
 }

@@ -17,6 +17,7 @@ import {
   type Selection,
 } from '../copy/copy.js';
 import type { BlobOutcome, BlobSink } from '../copy/destination.js';
+import type { ReferrerOptions } from '../copy/referrers.js';
 import type { ImageSource } from '../copy/source.js';
 import { Limiter } from '../core/limiter.js';
 import { StowageError, toStowageError } from '../errors.js';
@@ -125,6 +126,11 @@ function platformsOf(job: JobConfig): 'all' | ReturnType<typeof parsePlatform>[]
 async function mirrorSigner(job: JobConfig): Promise<Signer | undefined> {
   const key = job['sign-by-sigstore-private-key'];
   return key ? loadSigner(key, job['sign-passphrase-file']) : undefined;
+}
+
+/** Which attachments a job carries, to the store and to its mirror alike. */
+function referrersOf(job: JobConfig): ReferrerOptions {
+  return { carry: job.referrers !== false, artifactTypes: job['referrer-types'] };
 }
 
 function selectionOf(job: JobConfig): Selection {
@@ -394,6 +400,7 @@ async function storeTag(
     concurrency: opts.concurrency ?? 4,
     signal: opts.signal,
     lookups: [fromCache],
+    referrers: referrersOf(t.job),
   });
 }
 
@@ -433,7 +440,7 @@ async function mirrorTag(
     concurrency: opts.concurrency ?? 4,
     signal: opts.signal,
     lookups: [fromStore, throughCache],
-    referrers: { carry: t.job.referrers !== false, artifactTypes: t.job['referrer-types'] },
+    referrers: referrersOf(t.job),
   });
 }
 
