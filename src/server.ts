@@ -125,7 +125,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     cacheDir: join(state, 'cache'),
     counters: { bytesPulled: 0, bytesPushed: 0, blobCacheHits: 0, blobCacheMisses: 0 },
   };
-  const redact = pathRedactor({ store: config.storePath, state });
+  // A policy.json that does not parse stops the start, naming the file, rather than every pull.
+  const policy = await ctx.policy();
+  const redact = pathRedactor({ store: config.storePath, state, policy: policy?.path });
   const jobs = new JobManager({
     redact,
     stateFile: join(state, 'jobs.json'),

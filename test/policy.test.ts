@@ -3,7 +3,7 @@
  * openssl makes the keys and signs the payloads, stored as cosign stores them (a sha256-HEX.sig manifest
  * in the real registry). Debian's skopeo has sigstore switched off, so it is no verifier here.
  */
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -15,6 +15,7 @@ import {
 } from './harness/artifacts.js';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { run } from './harness/processes.js';
+import { api, serviceDir, startService } from './harness/service.js';
 
 const h = harness();
 const plain = h.registries.plain;
@@ -284,5 +285,39 @@ describe('the policy everywhere', () => {
     ]);
     const withOther = await listing(other.pub);
     expect(withOther[0]!.signer).toBeUndefined();
+  });
+
+  it('the service answers 403 to a pull whose signature the policy refuses, 202 to a signed one', async () => {
+    const signedImg = await image('service-signed');
+    await sign(signedImg.repo, { digest: signedImg.digest, identity: signedImg.ref, key: trusted.key });
+    const unsigned = await image('service-unsigned');
+    const d = await serviceDir('policy-service', insecureConf(plain.host));
+    // The service reads the policy from its usual place: the user's.
+    await mkdir(join(d.env.HOME!, '.config/containers'), { recursive: true });
+    await writeFile(
+      join(d.env.HOME!, '.config/containers/policy.json'),
+      JSON.stringify({
+        default: [{ type: 'insecureAcceptAnything' }],
+        transports: {
+          docker: {
+            [`${plain.host}/policy-service-signed`]: [sigstore(trusted.pub)],
+            [`${plain.host}/policy-service-unsigned`]: [sigstore(trusted.pub)],
+          },
+        },
+      }),
+    );
+    const s = await startService(d);
+    try {
+      const refused = await api(s, 'puller', '/v1/pulls', { method: 'POST', json: { ref: unsigned.ref } });
+      expect(refused.status).toBe(403);
+      const body = (await refused.json()) as { error: { code: string; message: string } };
+      expect(body.error.code).toBe('POLICY_REJECTED');
+      expect(body.error.message).toContain('has no signature');
+      expect(body.error.message).not.toContain(d.env.HOME!);
+      const accepted = await api(s, 'puller', '/v1/pulls', { method: 'POST', json: { ref: signedImg.ref } });
+      expect(accepted.status).toBe(202);
+    } finally {
+      await s.stop();
+    }
   });
 });

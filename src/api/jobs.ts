@@ -5,10 +5,9 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { Context as HonoContext } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { StowageError } from '../errors.js';
-import { refuseOutright } from '../policy/verify.js';
 import { formatReference } from '../reference/reference.js';
 import type { Job, JobManager } from '../service/jobs.js';
-import { destinationFor, parsePlatforms, parsePullReference } from '../service/operations.js';
+import { admitPull, destinationFor, parsePlatforms, parsePullReference } from '../service/operations.js';
 import { allows } from './auth.js';
 import { need, newApi } from './middleware.js';
 import {
@@ -153,11 +152,10 @@ export function jobsApi(deps: AppDeps): ApiApp {
     if (refs.length === 0)
       throw new StowageError('INVALID_ARGUMENT', 'give "ref" or "refs": the images to pull');
     const platforms = parsePlatforms(body.platforms);
-    // Checked now, so a bad or forbidden reference is a 4xx, not a failed job: the trust policy too,
-    // where it refuses without looking (reject); signatures are checked by the job.
+    // Checked now, so a bad or forbidden reference is a 4xx, not a failed job: the trust policy too
+    // (signatures read, no layer); the job checks again what it stores.
     const parsed = refs.map((r) => parsePullReference(engine, r));
-    const policy = await engine.ctx.policy();
-    for (const ref of parsed) refuseOutright(policy, ref);
+    for (const ref of parsed) await admitPull(engine, ref, c.req.raw.signal);
     const normalized = parsed.map((r) => formatReference(r));
     const request = { refs, platforms: platforms ?? 'all', format: body.format ?? 'oci-archive' };
     const key = `pull:${JSON.stringify([[...new Set(normalized)].sort(), platforms ?? 'all'])}`;

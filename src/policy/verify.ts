@@ -76,6 +76,14 @@ export function refuseOutright(policy: Policy | undefined, ref: ImageReference):
   }
 }
 
+/** Whether admitting a registry image under the policy takes its signatures. */
+export function needsSignatures(policy: Policy | undefined, ref: ImageReference): boolean {
+  if (!policy) return false;
+  return requirementsFor(policy, 'docker', dockerScopes(ref)).requirements.some(
+    (r) => r.type === 'sigstoreSigned',
+  );
+}
+
 /** Undefined if the requirement accepts the image, else why not. */
 async function check(r: Requirement, c: Candidate): Promise<string | undefined> {
   switch (r.type) {

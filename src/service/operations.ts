@@ -15,7 +15,7 @@ import { type CopyImage, copy } from '../copy/copy.js';
 import { parseManifest } from '../copy/plan.js';
 import { StowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
-import { signerOf, trustedKeysFor } from '../policy/verify.js';
+import { needsSignatures, refuseOutright, signerOf, trustedKeysFor } from '../policy/verify.js';
 import {
   formatReference,
   type ImageReference,
@@ -30,7 +30,7 @@ import { BlobCache } from '../sync/blob-cache.js';
 import { type BlobEvent, type SyncReport, sync } from '../sync/sync.js';
 import { exportVersion } from '../transfer/export.js';
 import { pushVersion } from '../transfer/push.js';
-import { openSource } from '../transports/open.js';
+import { admitImage, openSource } from '../transports/open.js';
 import { StoreDestination, type VersionLabel } from '../transports/store/destination.js';
 import { JobFailure, type JobRun } from './jobs.js';
 
@@ -52,11 +52,17 @@ export interface Engine {
  * Replaces the service's own directories in text meant for clients (error messages, job results) with
  * names that say what they are: no filesystem path of the server reaches an API response.
  */
-export function pathRedactor(paths: { store: string; state: string }): (text: string) => string {
+export function pathRedactor(paths: {
+  store: string;
+  state: string;
+  /** The trust policy's file (its refusals name it). */
+  policy?: string | undefined;
+}): (text: string) => string {
   // Longest first, so a state directory inside the store's (or the other way) is named for itself.
   const named = [
     [paths.store, '<store>'],
     [paths.state, '<state>'],
+    [paths.policy ?? '', 'the trust policy'],
   ].sort((a, b) => b[0]!.length - a[0]!.length) as [string, string][];
   return (text) => {
     let out = text;
@@ -505,4 +511,20 @@ export async function versionSigners(engine: Engine, version: StoredVersion): Pr
     }
   }
   return out;
+}
+
+/**
+ * Admits a pull request's image by the trust policy before a job is made, so that a refusal is the
+ * request's 403: a `reject` at once, signatures by resolving the tag and reading them (no layer).
+ */
+export async function admitPull(engine: Engine, ref: ImageReference, signal?: AbortSignal): Promise<void> {
+  const policy = await engine.ctx.policy();
+  refuseOutright(policy, ref);
+  if (!needsSignatures(policy, ref)) return;
+  const opened = await openSource(engine.ctx, formatReference(ref), { signal });
+  try {
+    await admitImage(engine.ctx, opened, opened.images[0]!, signal);
+  } finally {
+    await opened.close();
+  }
 }
