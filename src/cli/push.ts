@@ -208,10 +208,10 @@ export function copyCommand(program: Command): void {
         'oci:PATH[:NAME], dir:PATH. Registry to registry streams each blob from the source straight ' +
         'to the destination (no local disk) and mounts it instead when both are repositories of one ' +
         'registry. To an archive, this is `stowage pull` with one image.\n' +
-        'Registry to registry, what is attached to the image goes with it, digests intact: OCI 1.1 ' +
-        'referrers (SBOMs, attestations, signatures naming it as their subject, found by the referrers ' +
-        "API or its tag schema) and cosign's sha256-HEX.sig/.att/.sbom tags, and what is attached to " +
-        'those in turn.',
+        'What is attached to the image goes with it to a registry, an oci-archive or an OCI layout, ' +
+        'digests intact: OCI 1.1 referrers (SBOMs, attestations, signatures naming it as their subject, ' +
+        "found by the referrers API or its tag schema) and cosign's sha256-HEX.sig/.att/.sbom tags, and " +
+        'what is attached to those in turn. The source image must pass the trust policy (policy.json).',
     )
     .argument('<src>', 'source image')
     .argument('<dst>', 'destination')
