@@ -5,6 +5,7 @@
  * keeps failing) end with a clear error and no tag on an incomplete image.
  */
 import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
@@ -176,6 +177,10 @@ describe('push and copy', () => {
       digests.push(img.digest);
     }
     expect(new Set(digests).size).toBe(1);
+    // The first push remembered what it compressed; the later ones compressed while uploading, from
+    // that memory, and came to the same bytes (a different byte would have failed the upload).
+    const cache = JSON.parse(await readFile(join(w.env.HOME!, '.cache/stowage/digests.json'), 'utf8'));
+    expect(Object.keys(cache)).toHaveLength(3);
     // skopeo reads it cleanly; the copy it makes verifies (every layer decompresses to its diff_id).
     const inspected = JSON.parse(
       (await run('skopeo', ['inspect', '--tls-verify=false', `docker://${plain.host}/podman/multi:v1`]))

@@ -126,7 +126,9 @@ async function copyBlob(
     sink.put(d, open, signal),
   );
   if (outcome !== 'written' && outcome !== 'shared' && opts.verifyExisting) {
-    for await (const _ of verified(await provider.open(d, signal), d, undefined));
+    if (!(await provider.check?.(d, signal))) {
+      for await (const _ of verified(await provider.open(d, signal), d, undefined));
+    }
   }
   opts.onProgress?.({ type: 'blob-done', digest: d.digest, size: d.size });
   return outcome;

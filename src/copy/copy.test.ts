@@ -18,7 +18,7 @@ import { openArchive } from '../transports/open.js';
 import { StoreDestination } from '../transports/store/destination.js';
 import { StoreSource } from '../transports/store/source.js';
 import { copyBlobs } from './blobs.js';
-import { type CopyImage, copy } from './copy.js';
+import { type CopyImage, copy, planImages, prepareCopy, writeTo } from './copy.js';
 import type {
   BlobOutcome,
   BlobProvider,
@@ -28,6 +28,7 @@ import type {
   ImageSet,
   WriteSettings,
 } from './destination.js';
+import { DigestCache } from './digest-cache.js';
 
 /** A destination that takes blobs one at a time into memory, like a registry or a layout would. */
 class MemoryDestination implements ImageDestination<ImageSet> {
@@ -297,6 +298,56 @@ describe('copy()', () => {
     expect(again.images[0]!.plan.root.descriptor.digest).toBe(converted.plan.root.descriptor.digest);
     const scratchAfter = (await readdir(tmpdir())).filter((n) => n.startsWith('stowage-push-'));
     expect(scratchAfter.sort()).toEqual(scratchBefore.sort());
+  });
+
+  it('remembers what it compressed: a second conversion reads no layer, and the bytes come out the same', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stowage-digests-'));
+    try {
+      const cachePath = join(dir, 'digests.json');
+      const src = new FakeSource();
+      const plain = src.blob(Buffer.alloc(8192, 3), MediaType.OciLayerTar);
+      src.image('plain', [plain], AMD64, MediaType.OciLayerTar);
+      const needs = { compressedLayers: true, singlePlatform: false, maxImages: 1, referrers: false };
+      const first = new MemoryDestination(needs);
+      const cache1 = await DigestCache.open(cachePath);
+      const planned = await planImages([image(src, 'plain')], { platforms: [AMD64] });
+      const p1 = await prepareCopy(planned, needs, { ...settings, digestCache: cache1 });
+      await writeTo(first, p1, settings);
+      await p1.cleanup();
+      expect(src.reads.filter((d) => d === plain.digest)).toHaveLength(1);
+      // Another run: the cache on disk gives the digest; nothing is read to plan.
+      const before = src.reads.length;
+      const p2 = await prepareCopy(await planImages([image(src, 'plain')], { platforms: [AMD64] }), needs, {
+        ...settings,
+        digestCache: await DigestCache.open(cachePath),
+      });
+      expect(p2.images[0]!.plan.root.descriptor.digest).toBe(p1.images[0]!.plan.root.descriptor.digest);
+      expect(src.reads.slice(before).filter((d) => d === plain.digest)).toEqual([]);
+      // A destination without the blob gets it compressed on the way, the same bytes.
+      const second = new MemoryDestination(needs);
+      await writeTo(second, p2, settings);
+      const gz = p2.set.blobs.find((b) => b.mediaType === MediaType.OciLayerGzip)!;
+      expect(second.stored.get(gz.digest)).toEqual(first.stored.get(gz.digest));
+      // One that has it is checked against the plain layer (read once), not compressed again.
+      const having = new MemoryDestination(needs);
+      having.present.add(gz.digest);
+      const reads = src.reads.length;
+      await copyBlobs(having.sink, [gz], p2.provider, { ...settings, retries: 0, verifyExisting: true });
+      expect(src.reads.slice(reads)).toEqual([plain.digest]);
+      src.damaged.add(plain.digest);
+      // (A new destination: the first one remembers it has the blob.)
+      const again = new MemoryDestination(needs);
+      again.present.add(gz.digest);
+      const err = await copyBlobs(again.sink, [gz], p2.provider, {
+        ...settings,
+        retries: 0,
+        verifyExisting: true,
+      }).catch((e) => e);
+      expect(err.code).toBe('DIGEST_MISMATCH');
+      await p2.cleanup();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('plans without reading a layer on a dry run', async () => {

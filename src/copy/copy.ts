@@ -21,8 +21,9 @@ import type {
   ImageSet,
   WriteSettings,
 } from './destination.js';
+import type { DigestCache } from './digest-cache.js';
 import { type ImagePlan, planImage, planPlatforms, readConfig } from './plan.js';
-import { recompressPlainLayers } from './recompress.js';
+import { type ConvertedLayer, recompressPlainLayers } from './recompress.js';
 import { type PlannedReferrer, planReferrers, type ReferrerOptions } from './referrers.js';
 import type { ImageSource } from './source.js';
 
@@ -134,6 +135,8 @@ export async function prepareCopy(
     lookups?: BlobLookup[] | undefined;
     dryRun?: boolean | undefined;
     referrers?: ReferrerOptions | undefined;
+    /** Where earlier compressions of plain layers are remembered (see digest-cache.ts). */
+    digestCache?: DigestCache | undefined;
   },
 ): Promise<PreparedCopy> {
   checkFits(planned, needs);
@@ -145,7 +148,7 @@ export async function prepareCopy(
       p.referrers = await planReferrers(p.source, subjects, opts.referrers ?? {}, opts.signal);
     }
   }
-  const converted = new Map<string, (s: AbortSignal) => Promise<AsyncIterable<Uint8Array>>>();
+  const converted = new Map<string, ConvertedLayer>();
   const cleanups: (() => Promise<void>)[] = [];
   const cleanup = async () => {
     for (const c of cleanups.splice(0)) await c();
@@ -160,13 +163,14 @@ export async function prepareCopy(
       const r = await recompressPlainLayers(p.plan, p.source, {
         concurrency: opts.concurrency,
         signal: opts.signal,
+        cache: opts.digestCache,
       });
       if (!r) {
         images.push(p);
         continue;
       }
       cleanups.push(r.cleanup);
-      for (const [digest, open] of r.files) converted.set(digest, open);
+      for (const [digest, layer] of r.files) converted.set(digest, layer);
       images.push({ ...p, plan: r.plan, converted: true });
     }
   } catch (e) {
@@ -187,7 +191,7 @@ export async function prepareCopy(
   const provider: BlobProvider = {
     async open(d, signal) {
       const file = converted.get(d.digest);
-      if (file) return file(signal);
+      if (file) return file.open(signal);
       for (const lookup of opts.lookups ?? []) {
         const body = await lookup(d, signal);
         if (body) return body;
@@ -199,6 +203,12 @@ export async function prepareCopy(
       return sourceOf(d).getBlobTail?.(d, length, signal);
     },
     readSmall: (d, signal) => readConfig(sourceOf(d), d, signal),
+    async check(d, signal) {
+      const file = converted.get(d.digest);
+      if (!file) return false;
+      await file.check(signal);
+      return true;
+    },
   };
   return { images, set, provider, cleanup, notes };
 }

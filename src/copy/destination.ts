@@ -52,6 +52,11 @@ export interface BlobProvider {
   tail(d: Descriptor, length: number, signal: AbortSignal): Promise<Buffer | undefined>;
   /** A small blob (a config) read into memory, digest-checked. */
   readSmall(d: Descriptor, signal: AbortSignal): Promise<Buffer>;
+  /**
+   * Checks the source holds the blob intact where that is cheaper than reading the blob itself (a
+   * converted layer: its plain source is hashed, not compressed again); false where it is not.
+   */
+  check?(d: Descriptor, signal: AbortSignal): Promise<boolean>;
 }
 
 /** What a destination can hold: the engine adapts the images to it, or says why it cannot. */

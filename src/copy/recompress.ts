@@ -16,15 +16,23 @@ import { sha256Digest } from '../image/digest.js';
 import { isIndexMediaType, MediaType } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import { verified } from './blobs.js';
+import { type DigestCache, deterministicGzip } from './digest-cache.js';
 import { type ImagePlan, type PlannedDocument, parseManifest } from './plan.js';
 import type { ImageSource } from './source.js';
 
 const PLAIN_LAYER = new Set<string>(['application/vnd.docker.image.rootfs.diff.tar', MediaType.OciLayerTar]);
 
+/** A converted layer: its compressed bytes, and a cheaper check of its source than compressing again. */
+export interface ConvertedLayer {
+  open(signal: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
+  /** Reads the plain layer through, digest-checked (a damaged archive fails without compressing). */
+  check(signal: AbortSignal): Promise<void>;
+}
+
 export interface Recompressed {
   plan: ImagePlan;
   /** The gzipped layers, by their new digest. */
-  files: Map<string, (signal: AbortSignal) => Promise<AsyncIterable<Uint8Array>>>;
+  files: Map<string, ConvertedLayer>;
   /** Removes the scratch directory. */
   cleanup(): Promise<void>;
 }
@@ -33,7 +41,7 @@ export interface Recompressed {
 export async function recompressPlainLayers(
   plan: ImagePlan,
   source: ImageSource,
-  opts: { concurrency: number; signal?: AbortSignal | undefined },
+  opts: { concurrency: number; signal?: AbortSignal | undefined; cache?: DigestCache | undefined },
 ): Promise<Recompressed | undefined> {
   const root = plan.root;
   if (isIndexMediaType(root.descriptor.mediaType)) return undefined;
@@ -47,19 +55,27 @@ export async function recompressPlainLayers(
   try {
     const gzipType =
       manifest.mediaType === MediaType.OciManifest ? MediaType.OciLayerGzip : MediaType.DockerLayerGzip;
-    const compressed = new Map<string, { path: string; descriptor: Descriptor }>();
+    const compressed = new Map<string, { path?: string; plain: Descriptor; descriptor: Descriptor }>();
+    const how = deterministicGzip();
     const limiter = new Limiter(Math.max(1, Math.min(opts.concurrency, todo.length)));
     await Promise.all(
       todo.map((l, i) =>
         limiter.run(async () => {
+          // Compressed before: its digest is known, and the bytes are made again only if the
+          // destination lacks the blob (streamed, checked against that digest as they go).
+          const known = opts.cache?.get(l.digest, how);
+          if (known) {
+            compressed.set(l.digest, { plain: l, descriptor: { mediaType: gzipType, ...known } });
+            return;
+          }
           const path = join(dir, `${i}-${l.digest.slice(7, 19)}.gz`);
-          compressed.set(l.digest, {
-            path,
-            descriptor: await gzipInto(path, l, source, gzipType, opts.signal),
-          });
+          const descriptor = await gzipInto(path, l, source, gzipType, opts.signal);
+          opts.cache?.set(l.digest, how, { digest: descriptor.digest, size: descriptor.size });
+          compressed.set(l.digest, { path, plain: l, descriptor });
         }),
       ),
     );
+    await opts.cache?.save();
     const layers = manifest.layers.map(
       (l) =>
         compressed.get(l.digest)?.descriptor ?? { mediaType: l.mediaType, digest: l.digest, size: l.size },
@@ -85,10 +101,18 @@ export async function recompressPlainLayers(
       digest: d.digest,
       size: d.size,
     }));
-    const files = new Map(
+    const files = new Map<string, ConvertedLayer>(
       [...compressed.values()].map((c) => [
         c.descriptor.digest,
-        async (signal: AbortSignal) => createReadStream(c.path, { highWaterMark: 1 << 20, signal }),
+        {
+          open: async (signal: AbortSignal) =>
+            c.path
+              ? createReadStream(c.path, { highWaterMark: 1 << 20, signal })
+              : gzipDeterministic(verified(await source.getBlob(c.plain, signal), c.plain)),
+          check: async (signal: AbortSignal) => {
+            for await (const _ of verified(await source.getBlob(c.plain, signal), c.plain));
+          },
+        },
       ]),
     );
     return {

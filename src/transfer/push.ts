@@ -8,8 +8,12 @@
  * into temporary files, and a Docker schema 2 manifest is built for them; its digest is new and
  * reported as such.
  */
+
+import { dirname } from 'node:path';
+import { defaultCachePath } from '../config/stowage.js';
 import { type BlobStats, emptyStats } from '../copy/blobs.js';
 import { type PlannedImage, planOne, prepareCopy, writeTo } from '../copy/copy.js';
+import { DigestCache } from '../copy/digest-cache.js';
 import type { PlannedReferrer, ReferrerOptions } from '../copy/referrers.js';
 import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
@@ -240,6 +244,11 @@ export async function push(
     signal: opts.signal,
   });
   const source = opened.archive!;
+  // A docker-archive's plain layers are compressed for the registry: what earlier pushes made of them
+  // is remembered, so pushing the same archive again compresses nothing the registry has.
+  const digestCache = source.synthesizedManifests
+    ? await DigestCache.open(DigestCache.defaultPath(dirname(defaultCachePath())))
+    : undefined;
   try {
     for (const image of opened.images) await admitImage(ctx, opened, image, opts.signal);
     const chosen = opened.images.map((i) => i.listed!);
@@ -267,7 +276,7 @@ export async function push(
         !isIndexMediaType(planned.plan.root.descriptor.mediaType) &&
         source.synthesizedManifests;
       if (!opts.dryRun)
-        planned = await restoreImage(ctx, { planned, img, targets }, { ...opts, signer }, stats);
+        planned = await restoreImage(ctx, { planned, img, targets }, { ...opts, signer, digestCache }, stats);
       images.push({
         source: imageLabel(what, img),
         destinations: targets.map(formatReference),
@@ -310,7 +319,11 @@ async function uploadTo(
   ctx: Context,
   planned: PlannedImage,
   targets: ImageReference[],
-  opts: PushOptions & { verifyExisting?: boolean | undefined; signer?: Signer | undefined },
+  opts: PushOptions & {
+    verifyExisting?: boolean | undefined;
+    signer?: Signer | undefined;
+    digestCache?: DigestCache | undefined;
+  },
   stats: UploadStats,
 ): Promise<PlannedImage> {
   const settings = { concurrency: opts.concurrency ?? 4, signal: opts.signal, onProgress: opts.onProgress };
@@ -318,7 +331,7 @@ async function uploadTo(
   const prepared = await prepareCopy(
     [planned],
     { compressedLayers: true, singlePlatform: false, maxImages: 1, referrers: true },
-    { ...settings, referrers: opts.referrers },
+    { ...settings, referrers: opts.referrers, digestCache: opts.digestCache },
   );
   try {
     for (const refs of byRepository(targets)) {
@@ -345,7 +358,7 @@ async function uploadTo(
 async function restoreImage(
   ctx: Context,
   image: { planned: PlannedImage; img: ListedImage; targets: ImageReference[] },
-  opts: PushOptions & { signer?: Signer | undefined },
+  opts: PushOptions & { signer?: Signer | undefined; digestCache?: DigestCache | undefined },
   stats: UploadStats,
 ): Promise<PlannedImage> {
   const { img, targets } = image;
