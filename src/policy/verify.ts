@@ -8,6 +8,8 @@
 import { createPublicKey, type KeyObject, verify } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { StowageError } from '../errors.js';
+import { cosignSignatureLayers, cosignTag } from '../image/cosign.js';
+import type { Descriptor, ImageManifest } from '../image/schemas.js';
 import {
   formatReference,
   type ImageReference,
@@ -106,7 +108,7 @@ async function checkSigstore(
   const keys = await trustedKeys(r);
   if (!c.ref) return `signatures of ${c.transport} images cannot be checked yet`;
   const sigs = await c.signatures();
-  if (sigs.length === 0) return `it has no signature (no ${c.digest.replace(':', '-')}.sig)`;
+  if (sigs.length === 0) return `it has no signature (no ${cosignTag(c.digest)})`;
   const reasons: string[] = [];
   for (const s of sigs) {
     const why = judge(s, keys, c.ref, c.digest, r.signedIdentity ?? { type: 'matchRepoDigestOrExact' });
@@ -240,6 +242,22 @@ export function signerOf(
       return false;
     }
   })?.label;
+}
+
+/**
+ * The label of the trusted key one of a cosign signature manifest's signatures verifies with, if any;
+ * `payload` reads a signature layer's payload.
+ */
+export async function manifestSigner(
+  keys: { label: string; key: KeyObject }[],
+  manifest: ImageManifest,
+  payload: (layer: Descriptor) => Promise<Buffer>,
+): Promise<string | undefined> {
+  for (const { layer, signature } of cosignSignatureLayers(manifest)) {
+    const signer = signerOf(keys, await payload(layer), signature);
+    if (signer) return signer;
+  }
+  return undefined;
 }
 
 /** The public keys a sigstoreSigned requirement trusts. */

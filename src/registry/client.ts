@@ -4,6 +4,7 @@
  * the one status-to-error mapping).
  */
 import { StowageError } from '../errors.js';
+import { digestTag } from '../image/cosign.js';
 import { digestMismatch, sha256Digest } from '../image/digest.js';
 import { isSchema1MediaType, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, MediaType } from '../image/mediatypes.js';
 import { type Descriptor, imageIndexSchema, type ManifestResponse } from '../image/schemas.js';
@@ -91,6 +92,18 @@ export class RegistryClient {
       throw digestMismatch(what, digest, expected, 'the registry or a proxy served corrupted data');
     }
     return { bytes, mediaType: mt, digest };
+  }
+
+  /** As getManifest, but undefined where the registry has no such tag or digest (404). */
+  async findManifest(
+    repo: string,
+    reference: string,
+    signal?: AbortSignal,
+  ): Promise<ManifestResponse | undefined> {
+    return this.getManifest(repo, reference, signal).catch((e: unknown) => {
+      if (e instanceof StowageError && e.code === 'NOT_FOUND') return undefined;
+      throw e;
+    });
   }
 
   /**
@@ -210,11 +223,7 @@ export class RegistryClient {
     }
     await res.body.dump();
     // No referrers API here (404, 405, or a page that is not JSON): the tag schema, if anyone wrote it.
-    const tag = `${digest.replace(':', '-')}`;
-    const fallback = await this.getManifest(repo, tag, signal).catch((e: unknown) => {
-      if (e instanceof StowageError && e.code === 'NOT_FOUND') return undefined;
-      throw e;
-    });
+    const fallback = await this.findManifest(repo, digestTag(digest), signal);
     const index = fallback && parseIndexOrUndefined(fallback.bytes);
     return index && fallback
       ? { manifests: index.manifests, via: 'tag-schema', bytes: fallback.bytes }

@@ -15,7 +15,7 @@ import { type CopyImage, copy } from '../copy/copy.js';
 import { parseManifest } from '../copy/plan.js';
 import { StowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
-import { needsSignatures, refuseOutright, signerOf, trustedKeysFor } from '../policy/verify.js';
+import { manifestSigner, needsSignatures, refuseOutright, trustedKeysFor } from '../policy/verify.js';
 import {
   formatReference,
   type ImageReference,
@@ -501,14 +501,8 @@ export async function versionSigners(engine: Engine, version: StoredVersion): Pr
       await engine.store.readBlob(r.descriptor.digest),
       `signature ${r.descriptor.digest}`,
     );
-    for (const layer of m.layers) {
-      const signature = layer.annotations?.['dev.cosignproject.cosign/signature'];
-      const signer = signature && signerOf(keys, await engine.store.readBlob(layer.digest), signature);
-      if (signer) {
-        out.set(r.descriptor.digest, signer);
-        break;
-      }
-    }
+    const signer = await manifestSigner(keys, m, (layer) => engine.store.readBlob(layer.digest));
+    if (signer) out.set(r.descriptor.digest, signer);
   }
   return out;
 }

@@ -1,13 +1,11 @@
-import type { KeyObject } from 'node:crypto';
 import { planOne } from '../copy/copy.js';
 import { parseConfig, parseIndex, parseManifest, readConfig } from '../copy/plan.js';
-import { type PlannedReferrer, planReferrers } from '../copy/referrers.js';
-import type { ImageSource } from '../copy/source.js';
+import { planReferrers } from '../copy/referrers.js';
 import { StowageError } from '../errors.js';
 import { verifyBytes } from '../image/digest.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import { hostPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
-import { signerOf, trustedKeysFor } from '../policy/verify.js';
+import { manifestSigner, trustedKeysFor } from '../policy/verify.js';
 import {
   formatReference,
   type ImageReference,
@@ -146,7 +144,13 @@ export async function listReferrers(
     const keys = image.ref ? await trustedKeysFor(await ctx.policy(), image.ref) : [];
     const out: ReferrerSummary[] = [];
     for (const r of found) {
-      const signer = keys.length ? await signatureSigner(opened.source, r, keys, opts.signal) : undefined;
+      const signer = keys.length
+        ? await manifestSigner(
+            keys,
+            parseManifest(r.document.bytes, `attachment ${r.document.descriptor.digest}`),
+            (layer) => readConfig(opened.source, layer, opts.signal),
+          )
+        : undefined;
       out.push({
         digest: r.document.descriptor.digest,
         artifactType: r.artifactType,
@@ -161,22 +165,4 @@ export async function listReferrers(
   } finally {
     await opened.close();
   }
-}
-
-/** For a cosign signature manifest: the trusted key one of its signatures verifies with. */
-async function signatureSigner(
-  source: ImageSource,
-  r: PlannedReferrer,
-  keys: { label: string; key: KeyObject }[],
-  signal: AbortSignal | undefined,
-): Promise<string | undefined> {
-  const m = parseManifest(r.document.bytes, `attachment ${r.document.descriptor.digest}`);
-  for (const layer of m.layers) {
-    const signature = layer.annotations?.['dev.cosignproject.cosign/signature'];
-    if (!signature) continue;
-    const payload = await readConfig(source, layer, signal);
-    const signer = signerOf(keys, payload, signature);
-    if (signer) return signer;
-  }
-  return undefined;
 }

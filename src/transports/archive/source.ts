@@ -12,6 +12,7 @@ import type { ArchiveFormat } from '../../archive/formats.js';
 import { CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION } from '../../archive/oci-archive.js';
 import type { ImageSource, ReferrerEntry } from '../../copy/source.js';
 import { StowageError } from '../../errors.js';
+import { isCosignTag, isCosignTagOf } from '../../image/cosign.js';
 import { DigestVerifier, digestAlgorithm, digestHex, sha256Digest } from '../../image/digest.js';
 import { MAX_MANIFEST_BYTES, MediaType } from '../../image/mediatypes.js';
 import { formatPlatform } from '../../image/platform.js';
@@ -22,9 +23,6 @@ import type { ManifestResponse } from '../../registry/client.js';
 export { ARCHIVE_FORMATS, type ArchiveFormat } from '../../archive/formats.js';
 
 /** One image (or index) an archive holds, with the names it records for it. */
-/** cosign's tags for what is attached to a manifest: sha256-HEX.sig, .att, .sbom. */
-const COSIGN_TAG = /^sha256-[0-9a-f]{64}\.(sig|att|sbom)$/;
-
 export interface ListedImage {
   names: string[];
   descriptor: Descriptor;
@@ -160,7 +158,7 @@ export class ArchiveSource implements ImageSource {
     // carry one of cosign's tags as their name. They are not images of the archive.
     const isAttachment = (d: Descriptor) =>
       d.artifactType !== undefined ||
-      COSIGN_TAG.test((d.annotations as Record<string, string> | undefined)?.[REF_NAME_ANNOTATION] ?? '');
+      isCosignTag((d.annotations as Record<string, string> | undefined)?.[REF_NAME_ANNOTATION] ?? '');
     const attachments = parsed.data.manifests.filter(isAttachment);
     const images: ListedImage[] = parsed.data.manifests
       .filter((d) => !isAttachment(d))
@@ -390,13 +388,12 @@ export class ArchiveSource implements ImageSource {
       return m;
     })();
     const subjects = await this.subjects;
-    const base = digest.replace(':', '-');
     const out: ReferrerEntry[] = [];
     for (const d of this.attachments) {
       const tag = (d.annotations as Record<string, string> | undefined)?.[REF_NAME_ANNOTATION];
       const { annotations: _, ...descriptor } = d;
-      if (tag && COSIGN_TAG.test(tag)) {
-        if (tag.startsWith(`${base}.`)) out.push({ descriptor, tag });
+      if (tag && isCosignTag(tag)) {
+        if (isCosignTagOf(tag, digest)) out.push({ descriptor, tag });
       } else if (subjects.get(d.digest) === digest) {
         out.push({ descriptor });
       }

@@ -16,15 +16,17 @@ import type {
 import { type PlannedDocument, parseIndex, parseManifest } from '../../copy/plan.js';
 import type { PlannedReferrer } from '../../copy/referrers.js';
 import { StowageError } from '../../errors.js';
+import {
+  COSIGN_SIGNATURE_ANNOTATION,
+  COSIGN_SIMPLE_SIGNING,
+  cosignTag,
+  digestTag,
+} from '../../image/cosign.js';
 import { sha256Digest } from '../../image/digest.js';
 import { MediaType } from '../../image/mediatypes.js';
 import type { Descriptor } from '../../image/schemas.js';
 import { type Signer, simpleSigningPayload } from '../../policy/sign.js';
 import type { RegistrySink } from './upload.js';
-
-/** cosign's signature layers: a simple-signing payload, its signature in this annotation. */
-const SIMPLE_SIGNING_TYPE = 'application/vnd.dev.cosign.simplesigning.v1+json';
-const COSIGN_SIGNATURE = 'dev.cosignproject.cosign/signature';
 
 export interface RegistryDestinationOptions {
   /** Tags the image goes under (none: by digest alone). */
@@ -104,18 +106,15 @@ export class RegistryDestination implements ImageDestination<BlobStats> {
    */
   private async addSignature(digest: string, how: { signer: Signer; identity: string }): Promise<void> {
     const { client, repo } = this.sink.target;
-    const tag = `${digest.replace(':', '-')}.sig`;
+    const tag = cosignTag(digest);
     const payload = simpleSigningPayload(how.identity, digest);
     const layer: Descriptor = {
-      mediaType: SIMPLE_SIGNING_TYPE,
+      mediaType: COSIGN_SIMPLE_SIGNING,
       digest: sha256Digest(payload),
       size: payload.length,
-      annotations: { [COSIGN_SIGNATURE]: how.signer.sign(payload) },
+      annotations: { [COSIGN_SIGNATURE_ANNOTATION]: how.signer.sign(payload) },
     };
-    const existing = await client.getManifest(repo, tag, this.signal).catch((e: unknown) => {
-      if (e instanceof StowageError && e.code === 'NOT_FOUND') return undefined;
-      throw e;
-    });
+    const existing = await client.findManifest(repo, tag, this.signal);
     const layers = existing ? parseManifest(existing.bytes, `signature ${tag}`).layers : [];
     // ECDSA signatures differ each time: one for this payload is replaced, not added again.
     const kept = layers.filter((l) => l.digest !== layer.digest);
@@ -166,11 +165,8 @@ export class RegistryDestination implements ImageDestination<BlobStats> {
   /** The subject's referrers tag-schema index, with `descriptors` added (those it lists already kept). */
   private async addToTagSchema(subject: string, descriptors: Descriptor[]): Promise<void> {
     const { client, repo } = this.sink.target;
-    const tag = subject.replace(':', '-');
-    const existing = await client.getManifest(repo, tag, this.signal).catch((e: unknown) => {
-      if (e instanceof StowageError && e.code === 'NOT_FOUND') return undefined;
-      throw e;
-    });
+    const tag = digestTag(subject);
+    const existing = await client.findManifest(repo, tag, this.signal);
     const what = `referrers index ${tag} of ${this.description}`;
     const listed = existing ? (parseIndex(existing.bytes, what).manifests as Descriptor[]) : [];
     const added = descriptors.filter((d) => !listed.some((l) => l.digest === d.digest));

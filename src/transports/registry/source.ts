@@ -9,19 +9,13 @@ import type { PullEndpoint } from '../../config/resolve.js';
 import { parseManifest } from '../../copy/plan.js';
 import type { ImageSource, ReferrerEntry } from '../../copy/source.js';
 import { StowageError } from '../../errors.js';
+import { COSIGN_KINDS, COSIGN_SIMPLE_SIGNING, cosignSignatureLayers, cosignTag } from '../../image/cosign.js';
 import { verifyBytes } from '../../image/digest.js';
 import type { Descriptor } from '../../image/schemas.js';
 import type { SigstoreSignature } from '../../policy/verify.js';
 import { type ImageReference, withDefaultTag } from '../../reference/reference.js';
 import type { ManifestResponse, RegistryClient } from '../../registry/client.js';
 import { CANDIDATE_FAILURES, type Context } from '../../registry/context.js';
-
-/** cosign's signature layers: a simple-signing payload, its signature in this annotation. */
-const SIMPLE_SIGNING_TYPE = 'application/vnd.dev.cosign.simplesigning.v1+json';
-const COSIGN_SIGNATURE = 'dev.cosignproject.cosign/signature';
-
-/** The tags cosign attaches signatures, attestations and SBOMs under: sha256-HEX.sig and so on. */
-const COSIGN_SUFFIXES = ['sig', 'att', 'sbom'] as const;
 
 export class RegistrySource implements ImageSource {
   readonly description: string;
@@ -94,9 +88,8 @@ export class RegistrySource implements ImageSource {
       this.tagList = undefined;
     });
     const tags = await this.tagList;
-    const base = digest.replace(':', '-');
-    for (const suffix of COSIGN_SUFFIXES) {
-      const tag = `${base}.${suffix}`;
+    for (const kind of COSIGN_KINDS) {
+      const tag = cosignTag(digest, kind);
       if (!tags.has(tag)) continue;
       const head = await this.client.headManifest(this.repository, tag, signal);
       if (head)
@@ -113,17 +106,13 @@ export class RegistrySource implements ImageSource {
    * simple-signing payload with its signature in an annotation.
    */
   async signatures(digest: string, signal?: AbortSignal): Promise<SigstoreSignature[]> {
-    const tag = `${digest.replace(':', '-')}.sig`;
-    const m = await this.client.getManifest(this.repository, tag, signal).catch((e: unknown) => {
-      if (e instanceof StowageError && e.code === 'NOT_FOUND') return undefined;
-      throw e;
-    });
+    const tag = cosignTag(digest);
+    const m = await this.client.findManifest(this.repository, tag, signal);
     if (!m) return [];
     const manifest = parseManifest(m.bytes, `signature ${tag} of ${this.description}`);
     const out: SigstoreSignature[] = [];
-    for (const layer of manifest.layers) {
-      const signature = layer.annotations?.[COSIGN_SIGNATURE];
-      if (layer.mediaType !== SIMPLE_SIGNING_TYPE || !signature) continue;
+    for (const { layer, signature } of cosignSignatureLayers(manifest)) {
+      if (layer.mediaType !== COSIGN_SIMPLE_SIGNING) continue;
       out.push({ payload: await this.readSmallBlob(layer, signal), signature });
     }
     return out;

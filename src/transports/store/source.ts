@@ -4,6 +4,7 @@
  */
 import type { ImageSource, ReferrerEntry } from '../../copy/source.js';
 import { StowageError } from '../../errors.js';
+import { isCosignTagOf } from '../../image/cosign.js';
 import { verifyBytes } from '../../image/digest.js';
 import { MAX_MANIFEST_BYTES } from '../../image/mediatypes.js';
 import type { Descriptor } from '../../image/schemas.js';
@@ -24,11 +25,10 @@ export class StoreSource implements ImageSource {
 
   /** What the version keeps attached to a manifest: cosign's by tag, OCI referrers by their subject. */
   async referrers(digest: string): Promise<ReferrerEntry[]> {
-    const base = digest.replace(':', '-');
     const out: ReferrerEntry[] = [];
     for (const r of this.version?.referrers ?? []) {
       if (r.tag) {
-        if (r.tag.startsWith(`${base}.`)) out.push({ descriptor: r.descriptor, tag: r.tag });
+        if (isCosignTagOf(r.tag, digest)) out.push({ descriptor: r.descriptor, tag: r.tag });
         continue;
       }
       const doc = JSON.parse((await this.store.readBlob(r.descriptor.digest)).toString('utf8')) as {
