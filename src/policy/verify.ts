@@ -46,6 +46,8 @@ export interface Candidate {
 
 export const SIMPLE_SIGNING = 'cosign container image signature';
 
+type SigstoreRequirement = Extract<Requirement, { type: 'sigstoreSigned' }>;
+
 /** Admits `c` under `policy`, or throws POLICY_REJECTED saying which rule refused it and why. */
 export async function admit(policy: Policy | undefined, c: Candidate): Promise<void> {
   if (!policy) return;
@@ -100,10 +102,7 @@ async function check(r: Requirement, c: Candidate): Promise<string | undefined> 
   }
 }
 
-async function checkSigstore(
-  r: Extract<Requirement, { type: 'sigstoreSigned' }>,
-  c: Candidate,
-): Promise<string | undefined> {
+async function checkSigstore(r: SigstoreRequirement, c: Candidate): Promise<string | undefined> {
   if (r.fulcio) return 'keyless sigstoreSigned (fulcio) is not supported yet; give keyPath or keyData';
   const keys = await trustedKeys(r);
   if (!c.ref) return `signatures of ${c.transport} images cannot be checked yet`;
@@ -260,8 +259,21 @@ export async function manifestSigner(
   return undefined;
 }
 
+/** Keys read once per requirement (a policy is loaded once per run): a sync's tags share them. */
+const keysRead = new WeakMap<SigstoreRequirement, Promise<KeyObject[]>>();
+
 /** The public keys a sigstoreSigned requirement trusts. */
-async function trustedKeys(r: Extract<Requirement, { type: 'sigstoreSigned' }>): Promise<KeyObject[]> {
+function trustedKeys(r: SigstoreRequirement): Promise<KeyObject[]> {
+  let keys = keysRead.get(r);
+  if (!keys) {
+    keys = readKeys(r);
+    keysRead.set(r, keys);
+    keys.catch(() => keysRead.delete(r));
+  }
+  return keys;
+}
+
+async function readKeys(r: SigstoreRequirement): Promise<KeyObject[]> {
   const pems: string[] = [...(r.keyData ? [r.keyData] : []), ...(r.keyDatas ?? [])].map((d) =>
     Buffer.from(d, 'base64').toString('utf8'),
   );
