@@ -101,11 +101,16 @@ async function storeImage(store: Store): Promise<string> {
     getBlob: async (d) => [blobs.get(d.digest)!] as unknown as AsyncIterable<Uint8Array>,
     close: async () => {},
   };
+  return storeVersion(store, source, 'latest');
+}
+
+/** The image `reference` of `source` stored by the engine as 127.0.0.1:5000/team/app:1.0; its version id. */
+async function storeVersion(store: Store, source: ImageSource, reference: string): Promise<string> {
   const labels = [{ repository: '127.0.0.1:5000/team/app', tag: '1.0', source: 'memory' }];
   const r = await copy(
-    [{ source, reference: 'latest', names: { repoTags: [], annotations: {} }, label: 'app' }],
+    [{ source, reference, names: { repoTags: [], annotations: {} }, label: 'app' }],
     new StoreDestination(store, { labels }),
-    { platforms: [{ os: 'linux', architecture: 'amd64' }] },
+    { platforms: [AMD64] },
     { concurrency: 2 },
   );
   return r.committed![0]!.id;
@@ -242,14 +247,7 @@ describe('the API in process', () => {
     const src = new FakeSource();
     const image = src.image('1.0', [src.blob('layer')]);
     const sbom = src.attach(image, 'application/spdx+json', '{}');
-    const labels = [{ repository: '127.0.0.1:5000/team/app', tag: '1.0', source: 'memory' }];
-    const r = await copy(
-      [{ source: src, reference: '1.0', names: { repoTags: [], annotations: {} }, label: 'app' }],
-      new StoreDestination(store, { labels }),
-      { platforms: [AMD64] },
-      { concurrency: 2 },
-    );
-    const res = await a.request(`/v1/archives/${r.committed![0]!.id}`, as('reader'));
+    const res = await a.request(`/v1/archives/${await storeVersion(store, src, '1.0')}`, as('reader'));
     expect(res.status).toBe(200);
     expect(((await res.json()) as { referrers: unknown }).referrers).toEqual([
       { digest: sbom.digest, artifactType: 'application/spdx+json', size: sbom.size },
@@ -330,14 +328,7 @@ describe('the API in process', () => {
         tag: `${image.digest.replace(':', '-')}.sig`,
       },
     ]);
-    const labels = [{ repository: '127.0.0.1:5000/team/app', tag: '1.0', source: 'memory' }];
-    const r = await copy(
-      [{ source: src, reference: '1.0', names: { repoTags: [], annotations: {} }, label: 'app' }],
-      new StoreDestination(store, { labels }),
-      { platforms: [AMD64] },
-      { concurrency: 2 },
-    );
-    const res = await a.request(`/v1/archives/${r.committed![0]!.id}`, as('reader'));
+    const res = await a.request(`/v1/archives/${await storeVersion(store, src, '1.0')}`, as('reader'));
     const body = (await res.json()) as { referrers: { digest: string; signer?: string }[] };
     expect(body.referrers).toEqual([expect.objectContaining({ digest: sigDigest, signer: 'keyData 1' })]);
   });
