@@ -48,6 +48,24 @@ describe('stowage pull (plain registry)', () => {
     ]);
   });
 
+  it('writes no .sha256 with --no-checksum, and removes a stale one left at the path', async () => {
+    const w = await workdir('no-checksum', insecureConf(reg.host));
+    const small = `${reg.host}/fixtures/small:v1`;
+    for (const format of ['oci-archive', 'docker-archive']) {
+      const out = join(w.dir, `${format}.tar`);
+      expect((await stowage(['pull', '-q', '-f', format, small, '-o', out], { env: w.env })).code).toBe(0);
+      const sum = (await readFile(`${out}.sha256`, 'utf8')).split(' ')[0];
+      const r = await stowage(['pull', '--json', '--no-checksum', '-f', format, small, '-o', out], {
+        env: w.env,
+      });
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout).sha256).toBe('');
+      // The same bytes as with the checksum; only the file beside them is gone.
+      expect(sha256(await readFile(out))).toBe(sum);
+      await expect(readFile(`${out}.sha256`)).rejects.toThrow(/ENOENT/);
+    }
+  });
+
   it('gives byte-identical archives for different concurrency and runs', async () => {
     const w = await workdir('repro', insecureConf(reg.host));
     const a = join(w.dir, 'a.tar');

@@ -204,6 +204,116 @@ describe('push and copy', () => {
     expect(config.rootfs.diff_ids).toEqual(original.rootfs.diff_ids);
   });
 
+  it('compresses a docker-archive as asked: gzip levels, zstd where Node has it, or none; refuses what cannot apply', async () => {
+    const w = await workdir('compress-choices', insecureConf(plain.host));
+    const saved = join(w.dir, 'saved.tar');
+    expect(
+      (await stowage(['pull', '-q', '-f', 'docker-archive', multi, '-o', saved], { env: w.env })).code,
+    ).toBe(0);
+    const pushed = async (repo: string, flags: string[]) => {
+      const r = await stowage(['push', '--json', ...flags, saved, `${plain.host}/${repo}/multi:v1`], {
+        env: w.env,
+      });
+      expect(r.code, r.stderr).toBe(0);
+      const raw = JSON.parse(
+        (
+          await run('skopeo', [
+            'inspect',
+            '--raw',
+            '--tls-verify=false',
+            `docker://${plain.host}/${repo}/multi:v1`,
+          ])
+        ).stdout,
+      );
+      return { digest: JSON.parse(r.stdout).images[0].digest as string, raw };
+    };
+    const standard = await pushed('gz6', []);
+    const fast = await pushed('gz1', ['--compress-level', '1']);
+    const plainLayers = await pushed('none', ['--compress', 'none']);
+    expect(standard.raw.layers.map((l: { mediaType: string }) => l.mediaType)).toEqual(
+      Array(3).fill('application/vnd.docker.image.rootfs.diff.tar.gzip'),
+    );
+    // Another level is other bytes, so another digest; the same level again is the same digest.
+    expect(fast.digest).not.toBe(standard.digest);
+    expect((await pushed('gz6-again', ['--compress', 'gzip'])).digest).toBe(standard.digest);
+    // none: the layers go up as they are, their digests the config's diff_ids.
+    const config = JSON.parse(
+      (
+        await run('skopeo', [
+          'inspect',
+          '--config',
+          '--tls-verify=false',
+          `docker://${plain.host}/none/multi:v1`,
+        ])
+      ).stdout,
+    );
+    expect(plainLayers.raw.layers.map((l: { digest: string }) => l.digest)).toEqual(config.rootfs.diff_ids);
+    // Every variant reads back as the same image: skopeo copies each into a layout that verifies.
+    for (const repo of ['gz1', 'none']) {
+      const layout = join(w.dir, `back-${repo}`);
+      await run('skopeo', [
+        'copy',
+        '-q',
+        '--src-tls-verify=false',
+        `docker://${plain.host}/${repo}/multi:v1`,
+        `oci:${layout}`,
+      ]);
+      const v = await stowage(['verify', `oci:${layout}`], { env: w.env });
+      expect(v.code, v.stdout).toBe(0);
+    }
+    const zstd = await stowage(['push', '-q', '--compress', 'zstd', saved, `${plain.host}/zstd/multi:v1`], {
+      env: w.env,
+    });
+    if ('createZstdCompress' in (await import('node:zlib'))) {
+      expect(zstd.code, zstd.stderr).toBe(0);
+      const raw = JSON.parse(
+        (
+          await run('skopeo', [
+            'inspect',
+            '--raw',
+            '--tls-verify=false',
+            `docker://${plain.host}/zstd/multi:v1`,
+          ])
+        ).stdout,
+      );
+      // docker's schema 2 has no zstd layers: the image is an OCI one, as podman makes it.
+      expect(raw.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
+      expect(raw.layers[0].mediaType).toBe('application/vnd.oci.image.layer.v1.tar+zstd');
+    } else {
+      expect(zstd.code).toBe(2);
+      expect(zstd.stderr).toMatch(/zstd compression needs Node.js 22.15 or later/);
+    }
+    const badLevel = await stowage(['push', '--compress-level', '0', saved, `${plain.host}/bad/multi:v1`], {
+      env: w.env,
+    });
+    expect(badLevel.code).toBe(2);
+    expect(badLevel.stderr).toMatch(/compression level 0 is out of range for gzip: use 1-9/);
+    // A docker-archive holds plain layers: compressing for it is refused before anything is written.
+    const out = join(w.dir, 'again.tar');
+    const refused = await stowage(
+      ['copy', '--compress', 'gzip', `docker-archive:${saved}`, `docker-archive:${out}`],
+      {
+        env: w.env,
+      },
+    );
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/docker-archive holds its layers uncompressed/);
+    // An oci-archive takes them compressed when asked (and plain, as they are, when not).
+    const oci = join(w.dir, 'gz.tar');
+    const made = await stowage(
+      ['copy', '-q', '--compress', 'gzip', `docker-archive:${saved}`, `oci-archive:${oci}`],
+      {
+        env: w.env,
+      },
+    );
+    expect(made.code, made.stderr).toBe(0);
+    const inOci = JSON.parse((await run('skopeo', ['inspect', '--raw', `oci-archive:${oci}`])).stdout);
+    // The manifest stays Docker schema 2 (a docker-archive's), its layers now gzipped.
+    expect(inOci.layers.map((l: { mediaType: string }) => l.mediaType)).toEqual(
+      Array(3).fill('application/vnd.docker.image.rootfs.diff.tar.gzip'),
+    );
+  });
+
   it('sends nothing the second time, and mounts blobs from another repository (token auth)', async () => {
     const token = h.registries.token;
     const proxy = await startFaultProxy({ upstream: token.url });

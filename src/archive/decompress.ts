@@ -128,7 +128,7 @@ export async function* decompressed(
  * trip to the thread pool, and with network-sized chunks (64 KiB) the round trips, not the work, would
  * set the pace.
  */
-async function* throughTransform(
+export async function* throughTransform(
   prefix: Uint8Array[],
   it: AsyncIterator<Uint8Array> | undefined,
   dec: Transform,
@@ -177,29 +177,6 @@ async function* throughTransform(
     dec.destroy();
     await pump;
     await it?.return?.();
-  }
-}
-
-/** gzip level used for layers stowage compresses (docker-archive layers going to a registry). */
-export const GZIP_LEVEL = 6;
-
-/**
- * gzips a stream the same way every time: zlib level 6, no name, mtime 0, and the header's OS byte set
- * to 255 ("unknown", as Go writes it) so the bytes do not depend on the system Node was built for.
- */
-export async function* gzipDeterministic(body: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-  const gz = zlib.createGzip({ level: GZIP_LEVEL, chunkSize: OUT_CHUNK });
-  let at = 0;
-  for await (const c of throughTransform([], body[Symbol.asyncIterator](), gz)) {
-    if (at <= 9 && at + c.byteLength > 9) {
-      const out = Buffer.from(c);
-      out[9 - at] = 0xff;
-      at += c.byteLength;
-      yield out;
-      continue;
-    }
-    at += c.byteLength;
-    yield c;
   }
 }
 

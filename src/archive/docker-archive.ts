@@ -335,7 +335,10 @@ async function writeLaidOut(
     await fh.write(meta, 0, meta.length, 0);
     for (const p of placed) await fh.write(p.header, 0, BLOCK, p.at);
     await fh.write(END_OF_ARCHIVE, 0, END_OF_ARCHIVE.length, end);
-    hasher = new ArchiveHasher(file.tmpPath, segments);
+    hasher = new ArchiveHasher(file.tmpPath, segments, {
+      archive: opts.checksum !== false,
+      separateParts: true,
+    });
     const data = new Set(placed.map((p) => p.segment));
     for (const [i, seg] of segments.entries()) if (!data.has(i)) hasher.written(i, seg.length);
     const archiveHasher = hasher;
@@ -390,7 +393,10 @@ async function writeInOrder(
   const fh = file.handle;
   const controller = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, controller.signal]) : controller.signal;
-  const hasher = new ArchiveHasher(file.tmpPath, [{ start: 0, length: -1 }]);
+  const hasher = new ArchiveHasher(file.tmpPath, [{ start: 0, length: -1 }], {
+    archive: opts.checksum !== false,
+    separateParts: true,
+  });
   const spools = new Map<number, Spool>();
   const writeback = new SyncAhead(fh);
   try {

@@ -1,4 +1,5 @@
-// Computes the sha256 of an archive while it is being written, off the main thread. The writer
+// Computes the sha256 of an archive while it is being written, off the main thread. Two of these run
+// per archive: one hashes the archive (job.archive), the other the taps and "own" segments. The writer
 // publishes in shared memory how many bytes of each segment are final; this worker follows in file
 // order, reading back from the page cache. A segment's length may be open (-1) until the writer
 // closes it, for writers that learn sizes as they go.
@@ -15,7 +16,7 @@ import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_thread
 
 /**
  * @typedef {{ start: number, own?: boolean }} HashSegment
- * @typedef {{ path: string, segments: HashSegment[], progress: BigInt64Array, lengths: BigInt64Array, signal: Int32Array, taps: import('node:worker_threads').MessagePort }} HashJob
+ * @typedef {{ path: string, segments: HashSegment[], progress: BigInt64Array, lengths: BigInt64Array, signal: Int32Array, taps?: import('node:worker_threads').MessagePort, archive: boolean }} HashJob
  * @typedef {{ start: number, written: number, end: number | undefined, hashed: number, hash: import('node:crypto').Hash }} Tap
  * @typedef {{ type: 'open', at: number } | { type: 'written', at: number } | { type: 'close', at: number }} TapMessage
  */
@@ -32,6 +33,7 @@ const taps = [];
 let nextTap = 0;
 
 function receiveTaps() {
+  if (!job.taps) return;
   for (let m = receiveMessageOnPort(job.taps); m; m = receiveMessageOnPort(job.taps)) {
     const msg = /** @type {TapMessage} */ (m.message);
     if (msg.type === 'open') {
@@ -116,11 +118,14 @@ try {
       const length = Number(Atomics.load(job.lengths, i));
       if (length >= 0 && hashed >= length) break;
       const written = Number(Atomics.load(job.progress, i));
-      if (hashed < written) {
+      if (hashed < written && !job.archive && !o) {
+        // The archive's hash is the other worker's: this one only waits for the segment to end.
+        hashed = written;
+      } else if (hashed < written) {
         const n = readSync(fd, buf, 0, Math.min(buf.length, written - hashed), seg.start + hashed);
         if (n === 0) throw new Error(`short read from ${job.path}`);
         const bytes = buf.subarray(0, n);
-        archive.update(bytes);
+        if (job.archive) archive.update(bytes);
         // Bytes hashed ahead are not hashed again for the segment's own digest.
         if (o && o.hashed < hashed + n) {
           o.hash.update(bytes.subarray(Math.max(0, o.hashed - hashed)));
@@ -143,5 +148,5 @@ try {
   parentPort?.postMessage({ error: e instanceof Error ? e.message : String(e) });
 } finally {
   closeSync(fd);
-  job.taps.close();
+  job.taps?.close();
 }

@@ -25,53 +25,85 @@ export interface HashResult {
   own: string[];
 }
 
+/** What an ArchiveHasher computes, and on how many workers. */
+export interface HashRoles {
+  /** The archive's own sha256 (false: --no-checksum; HashResult.archive is then ''). */
+  archive: boolean;
+  /**
+   * Segments' and taps' digests come on a worker of their own (docker-archive's diff_ids): the same
+   * bytes hashed twice would otherwise be one core's work, and sha256 is slow on CPUs without SHA
+   * extensions. Without it, one worker does all.
+   */
+  separateParts?: boolean | undefined;
+}
+
 /**
- * Computes an archive's sha256 while it is written, on a worker thread that follows the writes in file
- * order and reads them back from the page cache, so the main thread is left with the network and the
+ * Computes an archive's sha256 while it is written, on worker threads that follow the writes in file
+ * order and read them back from the page cache, so the main thread is left with the network and the
  * writes. Blob digests are checked by the writers on the bytes as they arrive. A writer may also "tap" a
  * range of the file, to get its sha256 as it is written (docker-archive's uncompressed layers, whose
- * diff_ids are checked this way).
+ * diff_ids are checked this way), on a second worker if asked (HashRoles).
  */
 export class ArchiveHasher {
   private readonly progress: BigInt64Array;
   private readonly lengths: BigInt64Array;
-  private readonly signal: Int32Array;
-  private readonly worker: Worker;
-  private readonly result: Promise<WorkerResult>;
+  private readonly signals: Int32Array[] = [];
+  private readonly workers: Worker[] = [];
+  private readonly results: Promise<WorkerResult>[] = [];
   private readonly taps: MessagePort;
   private tapCount = 0;
+  private readonly archiveWorker: number | undefined;
 
-  constructor(path: string, segments: HashSegment[]) {
+  constructor(path: string, segments: HashSegment[], roles: HashRoles = { archive: true }) {
     this.progress = new BigInt64Array(new SharedArrayBuffer(8 * (segments.length + 1)));
     this.lengths = new BigInt64Array(new SharedArrayBuffer(8 * segments.length));
     for (const [i, s] of segments.entries()) this.lengths[i] = BigInt(s.length);
-    this.signal = new Int32Array(new SharedArrayBuffer(8));
     const { port1, port2 } = new MessageChannel();
     this.taps = port1;
-    this.worker = new Worker(new URL('./hash-worker.js', import.meta.url), {
+    if (roles.archive && roles.separateParts) {
+      this.start(path, segments, { archive: true, parts: false });
+      this.start(path, segments, { archive: false, parts: true }, port2);
+    } else {
+      this.start(path, segments, { archive: roles.archive, parts: true }, port2);
+    }
+    this.archiveWorker = roles.archive ? 0 : undefined;
+  }
+
+  private start(
+    path: string,
+    segments: HashSegment[],
+    roles: { archive: boolean; parts: boolean },
+    taps?: MessagePort,
+  ): void {
+    const signal = new Int32Array(new SharedArrayBuffer(8));
+    const worker = new Worker(new URL('./hash-worker.js', import.meta.url), {
       workerData: {
         path,
-        segments: segments.map((s) => ({ start: s.start, own: s.own === true })),
+        segments: segments.map((s) => ({ start: s.start, own: roles.parts && s.own === true })),
         progress: this.progress,
         lengths: this.lengths,
-        signal: this.signal,
-        taps: port2,
+        signal,
+        taps,
+        archive: roles.archive,
       },
-      transferList: [port2],
+      transferList: taps ? [taps] : [],
     });
-    this.result = new Promise((resolve, reject) => {
-      this.worker.once('message', resolve);
-      this.worker.once('error', reject);
-      this.worker.once('exit', (code) =>
-        reject(new StowageError('INTERNAL', `archive hasher exited (${code})`)),
-      );
+    const result = new Promise<WorkerResult>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+      worker.once('exit', (code) => reject(new StowageError('INTERNAL', `archive hasher exited (${code})`)));
     });
-    this.result.catch(() => {});
+    result.catch(() => {});
+    this.signals.push(signal);
+    this.workers.push(worker);
+    this.results.push(result);
   }
 
   private wake(): void {
-    Atomics.add(this.signal, 0, 1);
-    if (Atomics.load(this.signal, 1) === 1) Atomics.notify(this.signal, 0);
+    for (const signal of this.signals) {
+      Atomics.add(signal, 0, 1);
+      if (Atomics.load(signal, 1) === 1) Atomics.notify(signal, 0);
+    }
   }
 
   /** Starts a tapped range at file offset `start`; one tap is open at a time. */
@@ -109,16 +141,19 @@ export class ArchiveHasher {
     Atomics.store(this.progress, this.lengths.length, 1n);
     this.wake();
     this.taps.close();
-    void this.worker.terminate();
+    for (const w of this.workers) void w.terminate();
   }
 
-  /** Waits for the worker; returns the archive's sha256 and the tapped ranges' (hex). */
+  /** Waits for the workers; returns the archive's sha256 ('' if not asked for) and the tapped ranges' (hex). */
   async finish(): Promise<HashResult> {
-    const r = await this.result;
+    const results = await Promise.all(this.results);
     this.taps.close();
-    void this.worker.terminate();
-    if (r.error || !r.archive) throw new StowageError('IO', `hashing the archive failed: ${r.error}`);
-    if (r.taps?.length !== this.tapCount) throw new StowageError('INTERNAL', 'archive hasher lost a tap');
-    return { archive: r.archive, taps: r.taps, own: r.own ?? [] };
+    for (const w of this.workers) void w.terminate();
+    const failed = results.find((r) => r.error);
+    if (failed) throw new StowageError('IO', `hashing the archive failed: ${failed.error}`);
+    const parts = results[results.length - 1] as WorkerResult;
+    const archive = this.archiveWorker === undefined ? '' : (results[this.archiveWorker]?.archive ?? '');
+    if (parts.taps?.length !== this.tapCount) throw new StowageError('INTERNAL', 'archive hasher lost a tap');
+    return { archive, taps: parts.taps, own: parts.own ?? [] };
   }
 }

@@ -49,11 +49,13 @@ export interface WriteOptions {
    * removes it with abort()). Without it the archive is moved into place before the writer returns.
    */
   defer?: boolean | undefined;
+  /** Hash the whole archive and write PATH.sha256 (default); false saves that pass (--no-checksum). */
+  checksum?: boolean | undefined;
 }
 
 export interface WrittenArchive {
   path: string;
-  /** sha256 (hex) of the whole archive file, also written to PATH.sha256. */
+  /** sha256 (hex) of the whole archive file, also written to PATH.sha256; '' when not asked for. */
   sha256: string;
   size: number;
 }
@@ -74,7 +76,7 @@ export async function settleArchive(
 ): Promise<PreparedArchive> {
   const prepared = {
     ...written,
-    commit: () => file.commitWithChecksum(written.sha256),
+    commit: () => (written.sha256 ? file.commitWithChecksum(written.sha256) : file.commitWithoutChecksum()),
     abort: () => file.abort(),
   };
   if (!defer) await prepared.commit();
@@ -186,7 +188,7 @@ export async function writeOciArchive(
     const endOffset = size - END_OF_ARCHIVE.length;
     await fh.write(END_OF_ARCHIVE, 0, END_OF_ARCHIVE.length, endOffset);
     segments.push({ start: endOffset, length: END_OF_ARCHIVE.length });
-    hasher = new ArchiveHasher(file.tmpPath, segments);
+    hasher = new ArchiveHasher(file.tmpPath, segments, { archive: opts.checksum !== false });
     // Everything but the blobs is on disk; the padding after each blob is zero already (truncate).
     const blobSegments = new Set(pending.map((p) => p.segment));
     for (const [i, seg] of segments.entries()) if (!blobSegments.has(i)) hasher.written(i, seg.length);

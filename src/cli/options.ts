@@ -1,4 +1,5 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { type LayerCompression, parseCompression } from '../archive/compress.js';
 import { parseCredsOption } from '../auth/authfile.js';
 import { Context, type RegistryLimits } from '../registry/context.js';
 
@@ -110,4 +111,28 @@ export function contextFrom(
       ...(opts.lowSpeedTime !== undefined ? { windowMs: opts.lowSpeedTime * 1000 } : {}),
     },
   });
+}
+
+/** --compress and --compress-level, as push, copy and pull read them. */
+export interface CompressCliOptions {
+  compress?: string;
+  compressLevel?: string;
+}
+
+export function addCompressOptions(cmd: Command, what: string): Command {
+  return cmd
+    .option(
+      '--compress <format>',
+      `how ${what}: gzip (parallel and deterministic), zstd (Node.js 22.15+), or none`,
+    )
+    .option('--compress-level <n>', 'gzip 1-9 (default 6), zstd 1-19 (default 3)');
+}
+
+/** The compression asked for, checked (undefined: the destination's default). */
+export function compressFrom(opts: CompressCliOptions): LayerCompression | undefined {
+  if (opts.compress === undefined) {
+    if (opts.compressLevel !== undefined) return parseCompression('gzip', opts.compressLevel);
+    return undefined;
+  }
+  return parseCompression(opts.compress, opts.compressLevel);
 }

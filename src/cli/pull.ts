@@ -4,11 +4,20 @@ import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import type { PullResult } from '../transfer/pull.js';
 import { formatBytes, formatDuration } from './format.js';
-import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOptions } from './options.js';
+import {
+  addCompressOptions,
+  addRegistryOptions,
+  type CompressCliOptions,
+  compressFrom,
+  contextFrom,
+  parsePositiveInt,
+  type RegistryCliOptions,
+} from './options.js';
 import { progressRenderer } from './progress.js';
 import { withSignal } from './run.js';
 
-interface PullCliOptions extends RegistryCliOptions {
+interface PullCliOptions extends RegistryCliOptions, CompressCliOptions {
+  checksum: boolean;
   output: string;
   format: ArchiveFormat;
   platform?: string;
@@ -107,8 +116,10 @@ export function pullCommand(program: Command): void {
       '--referrer-type <type,...>',
       'keep only attachments of these artifact types (and what is attached to those)',
     )
+    .option('--no-checksum', 'write no FILE.sha256 beside an archive file: saves one pass over its bytes')
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
+  addCompressOptions(cmd, "plain layers (a docker-archive source's) are compressed in oci-archive and oci");
   addRegistryOptions(cmd).action(async (refs: string[], opts: PullCliOptions) => {
     // Engines load when their command runs: a start of the CLI initializes only what it uses.
     const { pull } = await import('../transfer/pull.js');
@@ -127,6 +138,8 @@ export function pullCommand(program: Command): void {
           signal,
           onProgress: progress?.listener,
           referrers: referrerOption(opts),
+          checksum: opts.checksum,
+          compress: compressFrom(opts),
         }),
       );
       progress?.stop();

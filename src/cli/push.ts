@@ -6,7 +6,10 @@ import { Context } from '../registry/context.js';
 import type { PushResult } from '../transfer/push.js';
 import { formatBytes, formatDuration } from './format.js';
 import {
+  addCompressOptions,
   addRegistryOptions,
+  type CompressCliOptions,
+  compressFrom,
   contextFrom,
   parseBool,
   parsePositiveInt,
@@ -58,7 +61,7 @@ function printPush(result: PushResult, elapsed: number, opts: { json?: boolean; 
   );
 }
 
-interface PushCliOptions extends RegistryCliOptions {
+interface PushCliOptions extends RegistryCliOptions, CompressCliOptions {
   image?: string;
   allTags?: boolean;
   prefix?: string;
@@ -138,6 +141,7 @@ export function pushCommand(program: Command): void {
     .option('--sign-passphrase-file <file>', "the key's passphrase: the file's first line")
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
+  addCompressOptions(cmd, "a docker-archive's plain layers are compressed (default gzip)");
   addRegistryOptions(cmd).action(async (archive: string, dest: string, opts: PushCliOptions) => {
     const { push } = await import('../transfer/push.js');
     if (opts.prefix !== undefined && !/^([a-z0-9]+([._-][a-z0-9]+)*\/)*$/.test(opts.prefix)) {
@@ -164,6 +168,7 @@ export function pushCommand(program: Command): void {
           onTargets: opts.dryRun ? undefined : announceTargets(opts),
           sign: signOption(opts),
           referrers: referrerOption(opts),
+          compress: compressFrom(opts),
         }),
       );
       progress?.stop();
@@ -175,7 +180,8 @@ export function pushCommand(program: Command): void {
   });
 }
 
-interface CopyCliOptions {
+interface CopyCliOptions extends CompressCliOptions {
+  checksum: boolean;
   registriesConf?: string;
   authfile?: string;
   srcCreds?: string;
@@ -255,6 +261,12 @@ export function copyCommand(program: Command): void {
       '--referrer-type <type,...>',
       'carry only attachments of these artifact types (e.g. application/spdx+json); what is attached to those comes too',
     )
+    .option('--no-checksum', 'write no DST.sha256 beside an archive file: saves one pass over its bytes')
+    .option(
+      '--compress <format>',
+      "how plain layers (a docker-archive source's) are compressed: gzip (parallel, deterministic; the default for a registry), zstd (Node.js 22.15+), none",
+    )
+    .option('--compress-level <n>', 'gzip 1-9 (default 6), zstd 1-19 (default 3)')
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON')
     .action(async (src: string, dst: string, opts: CopyCliOptions) => {
@@ -292,6 +304,8 @@ export function copyCommand(program: Command): void {
             onTargets: opts.dryRun ? undefined : announceTargets(opts),
             sign: signOption(opts),
             referrers: referrerOption(opts),
+            compress: compressFrom(opts),
+            checksum: opts.checksum,
           }),
         );
         progress?.stop();

@@ -9,6 +9,7 @@
  *   write      the destination writes the set (its blob loop, blobs.ts, or a format writer), then commits;
  *              on any failure it aborts, and nothing is left under the destination's names
  */
+import { DEFAULT_COMPRESSION, type LayerCompression } from '../archive/compress.js';
 import { StowageError } from '../errors.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import type { PlatformSpec } from '../image/platform.js';
@@ -71,6 +72,10 @@ export interface CopyOptions extends WriteSettings {
   dryRun?: boolean | undefined;
   /** Whether and which attachments go along (default: all, where the destination holds them). */
   referrers?: ReferrerOptions | undefined;
+  /** How plain layers are compressed (see prepareCopy). */
+  compress?: LayerCompression | undefined;
+  /** Where earlier compressions of plain layers are remembered. */
+  digestCache?: DigestCache | undefined;
 }
 
 export interface CopyResult<Committed> {
@@ -137,9 +142,22 @@ export async function prepareCopy(
     referrers?: ReferrerOptions | undefined;
     /** Where earlier compressions of plain layers are remembered (see digest-cache.ts). */
     digestCache?: DigestCache | undefined;
+    /**
+     * How plain layers are compressed: for a destination that needs compressed layers, gzip unless
+     * told otherwise (none keeps them plain); for others, only when given.
+     */
+    compress?: LayerCompression | undefined;
+    /** The destination's streamBlob: converted layers go to it as they are made (see recompress.ts). */
+    stream?: ImageDestination['streamBlob'] | undefined;
   },
 ): Promise<PreparedCopy> {
   checkFits(planned, needs);
+  if (needs.plainLayers && opts.compress && opts.compress.format !== 'none') {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      `a docker-archive holds its layers uncompressed (as docker load reads them), so --compress ${opts.compress.format} cannot apply; leave it out, or write an oci-archive`,
+    );
+  }
   const notes = needs.referrers ? [] : await leftBehind(planned, opts.referrers, opts.signal);
   if (needs.referrers) {
     // Attachments of the root and of every manifest under it (a signature is usually on the index).
@@ -155,8 +173,9 @@ export async function prepareCopy(
   };
   const images: PlannedImage[] = [];
   try {
+    const compression = opts.compress ?? (needs.compressedLayers ? DEFAULT_COMPRESSION : undefined);
     for (const p of planned) {
-      if (!needs.compressedLayers || opts.dryRun) {
+      if (!compression || opts.dryRun) {
         images.push(p);
         continue;
       }
@@ -164,6 +183,8 @@ export async function prepareCopy(
         concurrency: opts.concurrency,
         signal: opts.signal,
         cache: opts.digestCache,
+        compression,
+        stream: opts.stream,
       });
       if (!r) {
         images.push(p);
@@ -321,7 +342,10 @@ export async function copyPlanned<C>(
   destination: ImageDestination<C>,
   opts: CopyOptions,
 ): Promise<CopyResult<C>> {
-  const prepared = await prepareCopy(planned, destination.needs, opts);
+  const prepared = await prepareCopy(planned, destination.needs, {
+    ...opts,
+    stream: destination.streamBlob?.bind(destination),
+  });
   try {
     if (opts.dryRun) {
       await destination.prepare?.(prepared.set);

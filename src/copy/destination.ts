@@ -63,6 +63,8 @@ export interface BlobProvider {
 export interface DestinationNeeds {
   /** Layers must be compressed (a registry): a docker-archive's plain tar layers are gzipped, giving a new manifest. */
   compressedLayers: boolean;
+  /** Layers are written uncompressed whatever they were (docker-archive): a compression asked for cannot apply. */
+  plainLayers?: boolean | undefined;
   /** One platform per image, no index (docker-archive). */
   singlePlatform: boolean;
   /** At most this many images (a dir: layout holds one). */
@@ -86,6 +88,15 @@ export interface ImageDestination<Committed = unknown> {
   prepare?(set: ImageSet): Promise<void>;
   /** Writes the blobs and documents. Nothing is visible under the set's names until commit. */
   write(set: ImageSet, blobs: BlobProvider, settings: WriteSettings): Promise<void>;
+  /**
+   * Takes a blob whose digest is learned only at its end (a layer compressed while it is sent, instead
+   * of into a scratch file first), where the destination can: a registry takes it as one streamed
+   * upload. `open` gives the bytes, again on each attempt. Absent where a destination cannot.
+   */
+  streamBlob?(
+    open: () => Promise<AsyncIterable<Uint8Array>>,
+    signal: AbortSignal,
+  ): Promise<{ digest: string; size: number }>;
   /** Makes the set visible: moves the archive into place, puts the tags, records the version. */
   commit(): Promise<Committed>;
   /** Removes what write left behind; never throws. */

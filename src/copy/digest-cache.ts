@@ -1,6 +1,6 @@
 /**
  * What stowage's own compression made of a layer, kept between runs: the plain layer's digest and the
- * compression (its name and zlib's version, since the bytes depend on both) give the compressed
+ * compression (its settings and the library's version, since the bytes depend on both: compressionKey) give the compressed
  * layer's digest and size. The compression is deterministic, so an entry never goes stale; a second
  * restore of the same docker-archive learns its digests here and compresses nothing the registry has.
  */
@@ -15,11 +15,6 @@ export interface CompressedAs {
 
 /** Entries kept (the newest); each is about 200 bytes. */
 const MAX_ENTRIES = 50_000;
-
-/** The key of stowage's deterministic gzip: its bytes change with zlib's version. */
-export function deterministicGzip(): string {
-  return `gzip-deterministic-1 zlib-${process.versions.zlib}`;
-}
 
 export class DigestCache {
   private dirty = false;

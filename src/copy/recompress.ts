@@ -9,17 +9,25 @@ import { createReadStream } from 'node:fs';
 import { open as openFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gzipDeterministic } from '../archive/decompress.js';
+import {
+  type CompressOptions,
+  compressionKey,
+  compressLayer,
+  DEFAULT_COMPRESSION,
+  type LayerCompression,
+} from '../archive/compress.js';
 import { Limiter } from '../core/limiter.js';
-import { scratchDir } from '../core/partials.js';
+import { scratchDir, sweepScratch } from '../core/partials.js';
 import { sha256Digest } from '../image/digest.js';
 import { isIndexMediaType, MediaType } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import { verified } from './blobs.js';
-import { type DigestCache, deterministicGzip } from './digest-cache.js';
+import type { ImageDestination } from './destination.js';
+import type { DigestCache } from './digest-cache.js';
 import { type ImagePlan, type PlannedDocument, parseManifest } from './plan.js';
 import type { ImageSource } from './source.js';
 
+const SCRATCH_PREFIX = 'stowage-push-';
 const PLAIN_LAYER = new Set<string>(['application/vnd.docker.image.rootfs.diff.tar', MediaType.OciLayerTar]);
 
 /** A converted layer: its compressed bytes, and a cheaper check of its source than compressing again. */
@@ -41,22 +49,45 @@ export interface Recompressed {
 export async function recompressPlainLayers(
   plan: ImagePlan,
   source: ImageSource,
-  opts: { concurrency: number; signal?: AbortSignal | undefined; cache?: DigestCache | undefined },
+  opts: {
+    concurrency: number;
+    signal?: AbortSignal | undefined;
+    cache?: DigestCache | undefined;
+    /** How (default gzip level 6); none leaves the layers plain. */
+    compression?: LayerCompression | undefined;
+    workers?: CompressOptions['workers'];
+    /**
+     * Sends a layer to the destination while it is compressed, its digest learned at the end (see
+     * ImageDestination.streamBlob); without it, layers are compressed into a scratch directory first.
+     */
+    stream?: ImageDestination['streamBlob'] | undefined;
+  },
 ): Promise<Recompressed | undefined> {
   const root = plan.root;
-  if (isIndexMediaType(root.descriptor.mediaType)) return undefined;
+  const compression = opts.compression ?? DEFAULT_COMPRESSION;
+  if (compression.format === 'none' || isIndexMediaType(root.descriptor.mediaType)) return undefined;
   const manifest = parseManifest(root.bytes, `manifest ${root.descriptor.digest}`);
   const todo = manifest.layers.filter(
     (l, i, all) => PLAIN_LAYER.has(l.mediaType) && all.findIndex((x) => x.digest === l.digest) === i,
   );
   if (todo.length === 0) return undefined;
-  const dir = await scratchDir(tmpdir(), 'stowage-push-');
-  const cleanup = () => rm(dir, { recursive: true, force: true });
+  // Streamed layers need no scratch directory; those of killed runs are swept all the same.
+  if (opts.stream) await sweepScratch(tmpdir(), SCRATCH_PREFIX);
+  const dir = opts.stream ? undefined : await scratchDir(tmpdir(), SCRATCH_PREFIX);
+  const cleanup = () => (dir ? rm(dir, { recursive: true, force: true }) : Promise.resolve());
   try {
-    const gzipType =
-      manifest.mediaType === MediaType.OciManifest ? MediaType.OciLayerGzip : MediaType.DockerLayerGzip;
+    // docker's schema 2 has no zstd layer type: a zstd image is an OCI one (as podman and skopeo make it).
+    const oci = root.descriptor.mediaType === MediaType.OciManifest || compression.format === 'zstd';
+    const layerType =
+      compression.format === 'zstd'
+        ? MediaType.OciLayerZstd
+        : oci
+          ? MediaType.OciLayerGzip
+          : MediaType.DockerLayerGzip;
+    const compress = (body: AsyncIterable<Uint8Array>) =>
+      compressLayer(body, compression, { workers: opts.workers });
     const compressed = new Map<string, { path?: string; plain: Descriptor; descriptor: Descriptor }>();
-    const how = deterministicGzip();
+    const how = compressionKey(compression);
     const limiter = new Limiter(Math.max(1, Math.min(opts.concurrency, todo.length)));
     await Promise.all(
       todo.map((l, i) =>
@@ -65,13 +96,15 @@ export async function recompressPlainLayers(
           // destination lacks the blob (streamed, checked against that digest as they go).
           const known = opts.cache?.get(l.digest, how);
           if (known) {
-            compressed.set(l.digest, { plain: l, descriptor: { mediaType: gzipType, ...known } });
+            compressed.set(l.digest, { plain: l, descriptor: { mediaType: layerType, ...known } });
             return;
           }
-          const path = join(dir, `${i}-${l.digest.slice(7, 19)}.gz`);
-          const descriptor = await gzipInto(path, l, source, gzipType, opts.signal);
-          opts.cache?.set(l.digest, how, { digest: descriptor.digest, size: descriptor.size });
-          compressed.set(l.digest, { path, plain: l, descriptor });
+          const signal = opts.signal ?? new AbortController().signal;
+          const make = async () => compress(verified(await source.getBlob(l, signal), l));
+          const path = dir ? join(dir, `${i}-${l.digest.slice(7, 19)}.gz`) : undefined;
+          const made = path ? await writeHashed(path, await make()) : await opts.stream!(make, signal);
+          opts.cache?.set(l.digest, how, made);
+          compressed.set(l.digest, { path, plain: l, descriptor: { mediaType: layerType, ...made } });
         }),
       ),
     );
@@ -80,23 +113,24 @@ export async function recompressPlainLayers(
       (l) =>
         compressed.get(l.digest)?.descriptor ?? { mediaType: l.mediaType, digest: l.digest, size: l.size },
     );
+    const mediaType = oci ? MediaType.OciManifest : root.descriptor.mediaType;
+    const configType =
+      oci && manifest.config.mediaType === MediaType.DockerConfig
+        ? MediaType.OciConfig
+        : manifest.config.mediaType;
     const bytes = Buffer.from(
       JSON.stringify({
         schemaVersion: 2,
-        mediaType: manifest.mediaType,
-        config: {
-          mediaType: manifest.config.mediaType,
-          digest: manifest.config.digest,
-          size: manifest.config.size,
-        },
+        mediaType,
+        config: { mediaType: configType, digest: manifest.config.digest, size: manifest.config.size },
         layers,
       }),
     );
     const newRoot: PlannedDocument = {
-      descriptor: { mediaType: root.descriptor.mediaType, digest: sha256Digest(bytes), size: bytes.length },
+      descriptor: { mediaType, digest: sha256Digest(bytes), size: bytes.length },
       bytes,
     };
-    const blobs = [manifest.config, ...layers].map((d) => ({
+    const blobs = [{ ...manifest.config, mediaType: configType }, ...layers].map((d) => ({
       mediaType: d.mediaType,
       digest: d.digest,
       size: d.size,
@@ -108,7 +142,7 @@ export async function recompressPlainLayers(
           open: async (signal: AbortSignal) =>
             c.path
               ? createReadStream(c.path, { highWaterMark: 1 << 20, signal })
-              : gzipDeterministic(verified(await source.getBlob(c.plain, signal), c.plain)),
+              : compress(verified(await source.getBlob(c.plain, signal), c.plain)),
           check: async (signal: AbortSignal) => {
             for await (const _ of verified(await source.getBlob(c.plain, signal), c.plain));
           },
@@ -131,20 +165,16 @@ export async function recompressPlainLayers(
   }
 }
 
-/** One plain layer, checked against its digest as it is read, gzipped into `path`. */
-async function gzipInto(
+/** Writes a stream into a new file at `path`, hashing it as it goes: its digest and size. */
+async function writeHashed(
   path: string,
-  layer: Descriptor,
-  source: ImageSource,
-  mediaType: string,
-  signal: AbortSignal | undefined,
-): Promise<Descriptor> {
-  const plain = verified(await source.getBlob(layer, signal), layer);
+  body: AsyncIterable<Uint8Array>,
+): Promise<{ digest: string; size: number }> {
   const fh = await openFile(path, 'wx', 0o600);
   const hash = createHash('sha256');
   let size = 0;
   try {
-    for await (const c of gzipDeterministic(plain)) {
+    for await (const c of body) {
       hash.update(c);
       await fh.write(c);
       size += c.byteLength;
@@ -152,5 +182,5 @@ async function gzipInto(
   } finally {
     await fh.close();
   }
-  return { mediaType, digest: `sha256:${hash.digest('hex')}`, size };
+  return { digest: `sha256:${hash.digest('hex')}`, size };
 }

@@ -57,6 +57,17 @@ export class AtomicFile {
     }
   }
 
+  /**
+   * Moves the file into place with no checksum beside it: a PATH.sha256 left by an earlier archive at
+   * the same path would no longer match, so it goes first.
+   */
+  async commitWithoutChecksum(): Promise<void> {
+    await unlink(`${this.path}.sha256`).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+    await this.commit({ synced: true });
+  }
+
   /** Removes the partial file; never throws. */
   async abort(): Promise<void> {
     await this.handle.close().catch(() => {});

@@ -100,16 +100,23 @@ export async function preparePartial(target: string): Promise<string> {
  * those of `prefix` whose process is gone: what a killed run left there goes at the next one's start.
  */
 export async function scratchDir(parent: string, prefix: string): Promise<string> {
-  const key = `${parent}\0${prefix}`;
-  if (!sweptScratch.has(key)) {
-    sweptScratch.add(key);
-    await sweepLeftovers(parent, (name) => {
-      if (!name.startsWith(prefix)) return undefined;
-      const m = /^(\d+)-/.exec(name.slice(prefix.length));
-      return m ? Number(m[1]) : undefined;
-    });
-  }
+  await sweepScratch(parent, prefix);
   return mkdtemp(join(parent, `${prefix}${process.pid}-`));
+}
+
+/**
+ * Removes, once per process, the scratch directories `prefix` + PID that dead processes left in
+ * `parent`; for a run that makes none itself this time, but must not let a crash's pile grow.
+ */
+export async function sweepScratch(parent: string, prefix: string): Promise<void> {
+  const key = `${parent}\0${prefix}`;
+  if (sweptScratch.has(key)) return;
+  sweptScratch.add(key);
+  await sweepLeftovers(parent, (name) => {
+    if (!name.startsWith(prefix)) return undefined;
+    const m = /^(\d+)-/.exec(name.slice(prefix.length));
+    return m ? Number(m[1]) : undefined;
+  });
 }
 
 const sweptScratch = new Set<string>();

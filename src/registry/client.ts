@@ -174,6 +174,14 @@ export class RegistryClient {
   ): Promise<UploadSession> {
     return this.uploads.patchUpload(session, repo, start, length, body, signal);
   }
+  streamUpload(
+    session: UploadSession,
+    repo: string,
+    body: AsyncIterable<Uint8Array>,
+    signal?: AbortSignal,
+  ): Promise<UploadSession> {
+    return this.uploads.streamUpload(session, repo, body, signal);
+  }
   finishUpload(
     session: UploadSession,
     repo: string,

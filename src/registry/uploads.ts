@@ -113,6 +113,34 @@ export class Uploads {
     return { location: next.location, minChunk: next.minChunk ?? session.minChunk };
   }
 
+  /**
+   * Sends a whole upload as one streamed PATCH (no length, chunked transfer encoding), for bytes whose
+   * size and digest are known only at their end (a layer compressed as it is sent, as skopeo does):
+   * finishUpload then names the digest. Returns where the upload goes next.
+   */
+  async streamUpload(
+    session: UploadSession,
+    repo: string,
+    body: AsyncIterable<Uint8Array>,
+    signal?: AbortSignal,
+  ): Promise<UploadSession> {
+    const what = `a streamed upload to ${this.t.host}/${repo}`;
+    const res = await this.t.request({
+      method: 'PATCH',
+      path: '',
+      url: session.location,
+      scope: pushScope(repo),
+      headers: { 'content-type': 'application/octet-stream' },
+      body,
+      signal,
+      what,
+    });
+    await this.t.check(res, what, [202]);
+    await res.body.dump();
+    const next = await this.session(res, what);
+    return { location: next.location, minChunk: next.minChunk ?? session.minChunk };
+  }
+
   /** Completes an upload (PUT with ?digest=), with the final bytes as body (all of them, for a monolithic upload). */
   async finishUpload(
     session: UploadSession,

@@ -13,7 +13,8 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { decompressed, gzipDeterministic } from '../archive/decompress.js';
+import { compressLayer, DEFAULT_COMPRESSION } from '../archive/compress.js';
+import { decompressed } from '../archive/decompress.js';
 import { OCI_LAYOUT_FILE, REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
 import { END_OF_ARCHIVE } from '../archive/tar.js';
 import { preparePartial, scratchDir } from '../core/partials.js';
@@ -117,7 +118,7 @@ async function writeLayer(tarStream: AsyncIterable<Buffer>, layoutDir: string): 
   const partial = await preparePartial(join(layoutDir, 'blobs', 'sha256', 'layer'));
   const fh = await open(partial, 'wx');
   try {
-    for await (const c of gzipDeterministic(counted())) {
+    for await (const c of compressLayer(counted(), DEFAULT_COMPRESSION)) {
       blob.update(c);
       size += c.byteLength;
       await fh.write(c);

@@ -21,7 +21,10 @@ export type CopyImageOptions = Pick<
   | 'onTargets'
   | 'referrers'
   | 'sign'
+  | 'compress'
 > & {
+  /** Write DEST.sha256 beside an archive file (default true; --no-checksum). */
+  checksum?: boolean | undefined;
   platform?: PlatformSpec | undefined;
   /** The name an archive records when DEST names none itself (import's --name). */
   defaultName?: string | undefined;
@@ -64,6 +67,8 @@ export async function copyImage(
     onProgress: opts.onProgress,
     dryRun: opts.dryRun,
     referrers: opts.referrers,
+    checksum: opts.checksum,
+    compress: opts.compress,
   };
   return { kind: 'archive', result: await pull(srcCtx, [src], pullOpts) };
 }

@@ -2,8 +2,10 @@
  * The copy engine's archive side: one or more images, from registries or from archives, into one
  * archive or layout in any format. `stowage pull` and `stowage copy` are thin wrappers around it.
  */
+
 import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
+import type { LayerCompression } from '../archive/compress.js';
 import type { ArchiveFormat } from '../archive/formats.js';
 import { REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
 import { copyPlanned, type PlannedImage, planOne } from '../copy/copy.js';
@@ -46,6 +48,10 @@ export interface PullOptions {
   dryRun?: boolean | undefined;
   /** Which attachments (signatures, attestations, SBOMs) go into the archive (default: all it can hold). */
   referrers?: ReferrerOptions | undefined;
+  /** Write OUTPUT.sha256 beside an archive file (default); false saves a pass over it (--no-checksum). */
+  checksum?: boolean | undefined;
+  /** Compress plain layers (a docker-archive source's) for formats that hold compressed ones (--compress). */
+  compress?: LayerCompression | undefined;
 }
 
 export interface PulledImage {
@@ -199,7 +205,9 @@ export async function writeArchive(opened: OpenedSource[], opts: PullOptions): P
       throw new StowageError('INVALID_ARGUMENT', 'a destination name applies to one image only');
     planned[0]!.names = namesFromOption(opts.name, opts.nameAsGiven);
   }
-  const r = await copyPlanned(planned, openArchiveDestination(format, opts.output), {
+  const destination = openArchiveDestination(format, opts.output, { checksum: opts.checksum });
+  const r = await copyPlanned(planned, destination, {
+    compress: opts.compress,
     concurrency: opts.concurrency ?? 4,
     signal: opts.signal,
     onProgress: opts.onProgress,

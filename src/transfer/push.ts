@@ -10,6 +10,7 @@
  */
 
 import { dirname } from 'node:path';
+import type { LayerCompression } from '../archive/compress.js';
 import { defaultCachePath } from '../config/stowage.js';
 import { type BlobStats, emptyStats } from '../copy/blobs.js';
 import { type PlannedImage, planOne, prepareCopy, writeTo } from '../copy/copy.js';
@@ -58,6 +59,8 @@ export interface PushOptions {
   all?: boolean | undefined;
   concurrency?: number | undefined;
   chunkSize?: number | undefined;
+  /** How a docker-archive's plain layers are compressed (--compress; default gzip level 6). */
+  compress?: LayerCompression | undefined;
   signal?: AbortSignal | undefined;
   onProgress?: ProgressListener | undefined;
   /** Resolve the images and their targets, send nothing (--dry-run). */
@@ -327,24 +330,35 @@ async function uploadTo(
   stats: UploadStats,
 ): Promise<PlannedImage> {
   const settings = { concurrency: opts.concurrency ?? 4, signal: opts.signal, onProgress: opts.onProgress };
-  // A docker-archive's plain layers are gzipped once here, for every repository.
-  const prepared = await prepareCopy(
-    [planned],
-    { compressedLayers: true, singlePlatform: false, maxImages: 1, referrers: true },
-    { ...settings, referrers: opts.referrers, digestCache: opts.digestCache },
-  );
-  try {
-    for (const refs of byRepository(targets)) {
-      const destination = await openRegistryDestination(ctx, refs[0]!, {
+  const destinations = [];
+  for (const refs of byRepository(targets)) {
+    destinations.push(
+      await openRegistryDestination(ctx, refs[0]!, {
         tags: refs.map((r) => r.tag!).filter(Boolean),
         verifyExisting: opts.verifyExisting,
         stats,
         chunkSize: opts.chunkSize,
         // Signed as skopeo signs: the destination reference, with its tag.
         sign: opts.signer ? { signer: opts.signer, identity: formatReference(refs[0]!) } : undefined,
-      });
-      await writeTo(destination, prepared, settings);
-    }
+      }),
+    );
+  }
+  // A docker-archive's plain layers are compressed once here, for every repository: sent while they
+  // are compressed where there is one repository, through a scratch directory where there are more.
+  const [only] = destinations;
+  const prepared = await prepareCopy(
+    [planned],
+    { compressedLayers: true, singlePlatform: false, maxImages: 1, referrers: true },
+    {
+      ...settings,
+      referrers: opts.referrers,
+      digestCache: opts.digestCache,
+      compress: opts.compress,
+      stream: destinations.length === 1 && only ? only.streamBlob.bind(only) : undefined,
+    },
+  );
+  try {
+    for (const destination of destinations) await writeTo(destination, prepared, settings);
     return prepared.images[0]!;
   } finally {
     await prepared.cleanup();

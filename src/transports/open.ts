@@ -21,7 +21,7 @@ import {
   type TransportReference,
 } from '../reference/transport.js';
 import type { Context } from '../registry/context.js';
-import { archiveDestination, type WrittenOutput } from './archive/destinations.js';
+import { type ArchiveFileOptions, archiveDestination, type WrittenOutput } from './archive/destinations.js';
 import { ArchiveSource, type ListedImage } from './archive/source.js';
 import { RegistryDestination } from './registry/destination.js';
 import { RegistrySource, resolveRegistrySource } from './registry/source.js';
@@ -151,8 +151,12 @@ export function parseDestination(input: string): DestinationSpec {
 }
 
 /** The destination writing an archive format at a path. */
-export function openArchiveDestination(format: ArchiveFormat, path: string): ImageDestination<WrittenOutput> {
-  return archiveDestination(format, path);
+export function openArchiveDestination(
+  format: ArchiveFormat,
+  path: string,
+  opts: ArchiveFileOptions = {},
+): ImageDestination<WrittenOutput> {
+  return archiveDestination(format, path, opts);
 }
 
 /** Whether a source reference names an archive or layout (anything but a registry image). */

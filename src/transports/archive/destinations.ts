@@ -58,8 +58,19 @@ export interface WrittenOutput {
 
 const MANY = Number.POSITIVE_INFINITY;
 
-function writerOptions(provider: BlobProvider, settings: WriteSettings): WriteOptions {
+/** How an archive file is written. */
+export interface ArchiveFileOptions {
+  /** Write PATH.sha256 beside it (default); false skips a full pass over the archive (--no-checksum). */
+  checksum?: boolean | undefined;
+}
+
+function writerOptions(
+  provider: BlobProvider,
+  settings: WriteSettings,
+  file: ArchiveFileOptions,
+): WriteOptions {
   return {
+    checksum: file.checksum,
     fetch: (d, s) => provider.open(d, s),
     tail: (d, n, s) => provider.tail(d, n, s),
     concurrency: settings.concurrency,
@@ -73,7 +84,10 @@ function writerOptions(provider: BlobProvider, settings: WriteSettings): WriteOp
 abstract class ArchiveFileDestination implements ImageDestination<WrittenOutput> {
   abstract readonly needs: DestinationNeeds;
   private prepared: PreparedArchive | undefined;
-  constructor(readonly path: string) {}
+  constructor(
+    readonly path: string,
+    private readonly options: ArchiveFileOptions = {},
+  ) {}
 
   get description(): string {
     return this.path;
@@ -86,7 +100,7 @@ abstract class ArchiveFileDestination implements ImageDestination<WrittenOutput>
   ): Promise<PreparedArchive>;
 
   async write(set: ImageSet, provider: BlobProvider, settings: WriteSettings): Promise<void> {
-    this.prepared = await this.writeFile(set, provider, writerOptions(provider, settings));
+    this.prepared = await this.writeFile(set, provider, writerOptions(provider, settings, this.options));
   }
 
   async commit(): Promise<WrittenOutput> {
@@ -118,6 +132,7 @@ export class OciArchiveDestination extends ArchiveFileDestination {
 export class DockerArchiveDestination extends ArchiveFileDestination {
   readonly needs: DestinationNeeds = {
     compressedLayers: false,
+    plainLayers: true,
     singlePlatform: true,
     maxImages: MANY,
     referrers: false,
@@ -195,12 +210,16 @@ export class LayoutDestination implements ImageDestination<WrittenOutput> {
 }
 
 /** The destination for an archive format at a path. */
-export function archiveDestination(format: ArchiveFormat, path: string): ImageDestination<WrittenOutput> {
+export function archiveDestination(
+  format: ArchiveFormat,
+  path: string,
+  opts: ArchiveFileOptions = {},
+): ImageDestination<WrittenOutput> {
   switch (format) {
     case 'oci-archive':
-      return new OciArchiveDestination(path);
+      return new OciArchiveDestination(path, opts);
     case 'docker-archive':
-      return new DockerArchiveDestination(path);
+      return new DockerArchiveDestination(path, opts);
     case 'oci':
     case 'dir':
       return new LayoutDestination(path, format);

@@ -64,6 +64,15 @@ export class RegistryDestination implements ImageDestination<BlobStats> {
     return this.sink.description;
   }
 
+  streamBlob(
+    open: () => Promise<AsyncIterable<Uint8Array>>,
+    signal: AbortSignal,
+  ): Promise<{ digest: string; size: number }> {
+    return withRetries({ retries: this.opts.retries, signal }, `a layer to ${this.description}`, async () =>
+      this.sink.putStream(await open(), signal),
+    );
+  }
+
   async write(set: ImageSet, provider: BlobProvider, settings: WriteSettings): Promise<void> {
     const image = set.images[0];
     if (!image) throw new StowageError('INTERNAL', 'no image to write');

@@ -3,6 +3,8 @@
  * HEAD first, mounted from another repository of the same registry when one is known to have it, and
  * otherwise sent in one PUT, or in PATCH chunks when it is large or the registry asks for it.
  */
+
+import { createHash } from 'node:crypto';
 import type { BlobOutcome, BlobSink } from '../../copy/destination.js';
 import { StowageError } from '../../errors.js';
 import type { Descriptor } from '../../image/schemas.js';
@@ -62,12 +64,46 @@ export class RegistrySink implements BlobSink {
   readonly description: string;
   /** Repositories of this registry to try mounting from (the images' origins). */
   readonly mountFrom = new Set<string>();
+  /** Blobs this run sent with putStream. */
+  private readonly streamed = new Set<string>();
 
   constructor(
     readonly target: UploadTarget,
     private readonly opts: { locations: BlobLocations; chunkSize?: number | undefined },
   ) {
     this.description = `${target.host}/${target.repo}`;
+  }
+
+  /**
+   * Sends bytes whose digest is learned as they pass: one streamed PATCH, then the digest. The blob
+   * loop later finds it written by this run, without asking the registry again.
+   */
+  async putStream(
+    body: AsyncIterable<Uint8Array>,
+    signal: AbortSignal,
+  ): Promise<{ digest: string; size: number }> {
+    const { client, host, repo } = this.target;
+    const session = (await client.startUpload(repo, undefined, signal)) as UploadSession;
+    const hash = createHash('sha256');
+    let size = 0;
+    async function* hashed(): AsyncGenerator<Uint8Array> {
+      for await (const c of body) {
+        hash.update(c);
+        size += c.byteLength;
+        yield c;
+      }
+    }
+    try {
+      const next = await client.streamUpload(session, repo, hashed(), signal);
+      const digest = `sha256:${hash.digest('hex')}`;
+      await client.finishUpload(next, repo, digest, 0, undefined, signal);
+      this.streamed.add(digest);
+      this.opts.locations.add(host, repo, digest);
+      return { digest, size };
+    } catch (e) {
+      await client.cancelUpload(session, repo);
+      throw e;
+    }
   }
 
   async put(
@@ -87,6 +123,7 @@ export class RegistrySink implements BlobSink {
     signal: AbortSignal,
   ): Promise<BlobOutcome> {
     const { client, host, repo } = this.target;
+    if (this.streamed.has(d.digest)) return 'written';
     if (await client.hasBlob(repo, d.digest, signal)) return 'existing';
     let session: UploadSession | undefined;
     const froms = new Set([...this.mountFrom, ...this.opts.locations.candidates(host, d.digest, repo)]);

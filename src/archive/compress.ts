@@ -1,0 +1,270 @@
+/**
+ * Compression of the layers stowage makes itself (a docker-archive's plain layers going to a registry,
+ * a rootfs import). The bytes must be the same on every machine and at every core count, because they
+ * become digests that a second restore, another replica or a signature depends on.
+ *
+ * gzip is made the way pigz makes it: the layer is cut into fixed 1 MiB chunks, each chunk is deflated
+ * on its own thread (libuv's pool, where Node's zlib runs) with the 32 KiB before it as dictionary, and
+ * the pieces are joined into one gzip member; the CRC-32 runs over the plain bytes in order on the main
+ * thread (zlib's crc32 is several GB/s). A chunk whose sample does not compress is written as stored
+ * blocks instead: zlib's match search crawls over incompressible data (65 MB/s a core here, whatever
+ * the level), and layers are mostly compressed files. Every choice depends on the chunk's bytes only, so
+ * the output never depends on how many threads ran.
+ */
+import { availableParallelism } from 'node:os';
+import type { Transform } from 'node:stream';
+import { promisify } from 'node:util';
+import * as zlib from 'node:zlib';
+import { StowageError } from '../errors.js';
+import { throughTransform } from './decompress.js';
+
+export type LayerCompressionFormat = 'gzip' | 'zstd' | 'none';
+
+/** How stowage compresses a layer it makes (`--compress`, `--compress-level`). */
+export interface LayerCompression {
+  format: LayerCompressionFormat;
+  /** gzip 1-9 (default 6), zstd 1-19 (default 3); none has no level. */
+  level?: number | undefined;
+}
+
+export const DEFAULT_COMPRESSION: LayerCompression = { format: 'gzip', level: 6 };
+
+const LEVELS: Record<LayerCompressionFormat, { min: number; max: number; default: number } | undefined> = {
+  gzip: { min: 1, max: 9, default: 6 },
+  zstd: { min: 1, max: 19, default: 3 },
+  none: undefined,
+};
+
+type ZstdEncoder = (o: object) => Transform;
+
+/** Node's own zstd encoder (Node 22.15 and later); undefined on older Node. */
+function zstdEncoder(): ZstdEncoder | undefined {
+  return (zlib as unknown as { createZstdCompress?: ZstdEncoder }).createZstdCompress;
+}
+
+function requireZstd(): ZstdEncoder {
+  const create = zstdEncoder();
+  if (!create) {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      `zstd compression needs Node.js 22.15 or later (this is ${process.version}); use gzip, or run stowage on Node.js 24`,
+    );
+  }
+  return create;
+}
+
+/**
+ * Checks a compression a user asked for (a flag, an API field) and fills in its level. Errors name the
+ * choice and what to use instead.
+ */
+export function parseCompression(format: string, level?: number | string | undefined): LayerCompression {
+  if (format !== 'gzip' && format !== 'zstd' && format !== 'none') {
+    throw new StowageError('INVALID_ARGUMENT', `unknown compression "${format}": use gzip, zstd or none`);
+  }
+  if (format === 'zstd') requireZstd();
+  const range = LEVELS[format];
+  if (level === undefined || level === '') return { format, level: range?.default };
+  const n = Number(level);
+  if (!range) throw new StowageError('INVALID_ARGUMENT', 'a compression level needs gzip or zstd, not none');
+  if (!Number.isInteger(n) || n < range.min || n > range.max) {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      `compression level ${level} is out of range for ${format}: use ${range.min}-${range.max}`,
+    );
+  }
+  return { format, level: n };
+}
+
+/**
+ * What a compression's output depends on, as the digest cache keys it: the same key always gives the
+ * same bytes. The chunked gzip's bytes depend on zlib's version; zstd's on libzstd's.
+ */
+export function compressionKey(c: LayerCompression): string {
+  if (c.format === 'gzip') return `gzip-chunked-1 level-${c.level ?? 6} zlib-${process.versions.zlib}`;
+  if (c.format === 'zstd') {
+    const version = (process.versions as Record<string, string | undefined>).zstd ?? 'unknown';
+    return `zstd-1 level-${c.level ?? 3} zstd-${version}`;
+  }
+  return 'none';
+}
+
+export interface CompressOptions {
+  /** Chunks deflated at once (default: the cores, at most 8). The bytes are the same for any value. */
+  workers?: number | undefined;
+}
+
+/** The layer's bytes compressed as `c` says (none: as they are). */
+export function compressLayer(
+  body: AsyncIterable<Uint8Array>,
+  c: LayerCompression,
+  opts: CompressOptions = {},
+): AsyncIterable<Uint8Array> {
+  if (c.format === 'gzip') return gzipChunked(body, { level: c.level ?? 6, workers: opts.workers });
+  if (c.format === 'zstd') return zstdStream(body, c.level ?? 3);
+  return body;
+}
+
+function zstdStream(body: AsyncIterable<Uint8Array>, level: number): AsyncIterable<Uint8Array> {
+  const create = requireZstd();
+  const params = { [(zlib.constants as Record<string, number>).ZSTD_c_compressionLevel ?? 100]: level };
+  return throughTransform([], body[Symbol.asyncIterator](), create({ params, chunkSize: 1 << 20 }));
+}
+
+/** Plain bytes per chunk. Fixed: it shapes the output, so changing it changes every digest. */
+export const GZIP_CHUNK = 1 << 20;
+/** deflate's window: each chunk gets this much of the one before as dictionary. */
+const WINDOW = 32 * 1024;
+/**
+ * A chunk is judged by four slices of this size spread over it: by their bytes' entropy first (a
+ * histogram, microseconds), and only where that is in between by deflating them at level 1.
+ */
+const SAMPLE_SLICE = 16 * 1024;
+const SAMPLE_SLICES = 4;
+/** Bits per byte above which the sample is taken for random (compressed data, 64 KiB of it: ~7.997). */
+const RANDOM_ENTROPY = 7.98;
+/** Bits per byte below which deflate is sure to pay (text, binaries, tar headers). */
+const REDUNDANT_ENTROPY = 7.2;
+/** In between, the chunk is stored when level 1 does not shrink the sample below this fraction. */
+const STORED_ABOVE = 0.95;
+/** The largest stored block deflate allows. */
+const STORED_MAX = 65535;
+
+const deflateRaw = promisify(zlib.deflateRaw) as (b: Buffer, o: zlib.ZlibOptions) => Promise<Buffer>;
+
+/** Default number of chunks in flight: the cores (Node's thread pool runs four unless told otherwise). */
+export function defaultWorkers(): number {
+  return Math.max(1, Math.min(8, availableParallelism()));
+}
+
+/**
+ * One gzip member of `body`, deflated a chunk per thread, `workers` chunks at a time: the header
+ * (no name, mtime 0, OS 255 "unknown", as Go writes it), the chunks in order, the CRC-32 and length.
+ */
+export async function* gzipChunked(
+  body: AsyncIterable<Uint8Array>,
+  opts: { level: number; workers?: number | undefined },
+): AsyncGenerator<Uint8Array> {
+  const workers = Math.max(1, opts.workers ?? defaultWorkers());
+  const header = Buffer.from([
+    0x1f,
+    0x8b,
+    8,
+    0,
+    0,
+    0,
+    0,
+    0,
+    opts.level === 9 ? 2 : opts.level === 1 ? 4 : 0,
+    0xff,
+  ]);
+  yield header;
+  const queue: Promise<Buffer>[] = [];
+  let crc = 0;
+  let length = 0;
+  let dictionary: Buffer | undefined;
+  let chunk = Buffer.allocUnsafe(GZIP_CHUNK);
+  let filled = 0;
+  const dispatch = (final: boolean) => {
+    const plain = chunk.subarray(0, filled);
+    crc = zlib.crc32(plain, crc);
+    length += filled;
+    const job = deflateChunk(plain, dictionary, opts.level, final);
+    // Handled now, awaited in order later: a chunk failing while an earlier one is awaited is no
+    // unhandled rejection.
+    job.catch(() => {});
+    queue.push(job);
+    // Not a copy: a chunk's buffer is never written again once dispatched.
+    dictionary = plain.subarray(Math.max(0, filled - WINDOW));
+    chunk = Buffer.allocUnsafe(GZIP_CHUNK);
+    filled = 0;
+  };
+  for await (const c of body) {
+    for (let at = 0; at < c.byteLength; ) {
+      // A full chunk is sent only once more bytes follow: the last chunk is deflated differently.
+      if (filled === GZIP_CHUNK) {
+        dispatch(false);
+        while (queue.length > workers) yield await (queue.shift() as Promise<Buffer>);
+      }
+      const n = Math.min(c.byteLength - at, GZIP_CHUNK - filled);
+      chunk.set(c.subarray(at, at + n), filled);
+      filled += n;
+      at += n;
+    }
+  }
+  dispatch(true);
+  while (queue.length > 0) yield await (queue.shift() as Promise<Buffer>);
+  const trailer = Buffer.allocUnsafe(8);
+  trailer.writeUInt32LE(crc >>> 0, 0);
+  trailer.writeUInt32LE(length % 2 ** 32, 4);
+  yield trailer;
+}
+
+/**
+ * One chunk as deflate blocks that a decoder reads straight on from the chunk before: ended by an empty
+ * stored block (a sync flush, byte-aligned) unless it is the last, which carries the final-block bit.
+ */
+async function deflateChunk(
+  plain: Buffer,
+  dictionary: Buffer | undefined,
+  level: number,
+  final: boolean,
+): Promise<Buffer> {
+  if (await incompressible(plain)) return storedBlocks(plain, final);
+  return deflateRaw(plain, {
+    level,
+    memLevel: 8,
+    strategy: zlib.constants.Z_DEFAULT_STRATEGY,
+    ...(dictionary ? { dictionary } : {}),
+    finishFlush: final ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH,
+  });
+}
+
+/** Whether slices spread over the chunk look incompressible (chunks under 64 KiB: never). */
+async function incompressible(plain: Buffer): Promise<boolean> {
+  const sampled = SAMPLE_SLICE * SAMPLE_SLICES;
+  if (plain.byteLength < sampled) return false;
+  const step = Math.floor((plain.byteLength - SAMPLE_SLICE) / (SAMPLE_SLICES - 1));
+  const sample = Buffer.allocUnsafe(sampled);
+  for (let i = 0; i < SAMPLE_SLICES; i++) {
+    plain.copy(sample, i * SAMPLE_SLICE, i * step, i * step + SAMPLE_SLICE);
+  }
+  const bits = entropy(sample);
+  if (bits >= RANDOM_ENTROPY) return true;
+  if (bits < REDUNDANT_ENTROPY) return false;
+  const out = await deflateRaw(sample, { level: 1 });
+  return out.byteLength > sampled * STORED_ABOVE;
+}
+
+const counts = new Uint32Array(256);
+
+/** Order-0 entropy of `bytes`, in bits per byte. */
+export function entropy(bytes: Uint8Array): number {
+  counts.fill(0);
+  for (let i = 0; i < bytes.length; i++)
+    counts[bytes[i] as number] = (counts[bytes[i] as number] as number) + 1;
+  let bits = 0;
+  for (let b = 0; b < 256; b++) {
+    const n = counts[b] as number;
+    if (n > 0) {
+      const p = n / bytes.length;
+      bits -= p * Math.log2(p);
+    }
+  }
+  return bits;
+}
+
+/** `plain` as stored deflate blocks of at most 65535 bytes, each a 5-byte header and the bytes. */
+function storedBlocks(plain: Buffer, final: boolean): Buffer {
+  const blocks = Math.max(1, Math.ceil(plain.byteLength / STORED_MAX));
+  const out = Buffer.allocUnsafe(plain.byteLength + 5 * blocks);
+  let o = 0;
+  for (let i = 0; i < blocks; i++) {
+    const part = plain.subarray(i * STORED_MAX, (i + 1) * STORED_MAX);
+    out[o] = final && i === blocks - 1 ? 1 : 0;
+    out.writeUInt16LE(part.byteLength, o + 1);
+    out.writeUInt16LE(~part.byteLength & 0xffff, o + 3);
+    part.copy(out, o + 5);
+    o += 5 + part.byteLength;
+  }
+  return out;
+}
