@@ -15,6 +15,7 @@ import { availableParallelism } from 'node:os';
 import type { Transform } from 'node:stream';
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
+import { Limiter } from '../core/limiter.js';
 import { StowageError } from '../errors.js';
 import { throughTransform } from './decompress.js';
 
@@ -145,20 +146,14 @@ export async function* gzipChunked(
   opts: { level: number; workers?: number | undefined },
 ): AsyncGenerator<Uint8Array> {
   const workers = Math.max(1, opts.workers ?? defaultWorkers());
-  const header = Buffer.from([
-    0x1f,
-    0x8b,
-    8,
-    0,
-    0,
-    0,
-    0,
-    0,
-    opts.level === 9 ? 2 : opts.level === 1 ? 4 : 0,
-    0xff,
-  ]);
-  yield header;
-  const queue: Promise<Buffer>[] = [];
+  const xfl = opts.level === 9 ? 2 : opts.level === 1 ? 4 : 0;
+  yield Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 0xff]);
+  // Chunks deflating or waiting to be yielded, in order, with the buffer each was cut into.
+  const queue: { job: Promise<Buffer>; buffer: Buffer<ArrayBuffer> }[] = [];
+  // A chunk's buffer is free once its job and the next one (which took its end as dictionary) are
+  // done: reused, instead of a new megabyte of garbage per chunk.
+  const free: Buffer<ArrayBuffer>[] = [];
+  let retired: Buffer<ArrayBuffer> | undefined;
   let crc = 0;
   let length = 0;
   let dictionary: Buffer | undefined;
@@ -168,22 +163,30 @@ export async function* gzipChunked(
     const plain = chunk.subarray(0, filled);
     crc = zlib.crc32(plain, crc);
     length += filled;
-    const job = deflateChunk(plain, dictionary, opts.level, final);
+    // Taken now: the job may start later, when `dictionary` is already the next chunk's.
+    const before = dictionary;
+    const job = deflateSlots().run(() => deflateChunk(plain, before, opts.level, final));
     // Handled now, awaited in order later: a chunk failing while an earlier one is awaited is no
     // unhandled rejection.
     job.catch(() => {});
-    queue.push(job);
-    // Not a copy: a chunk's buffer is never written again once dispatched.
+    queue.push({ job, buffer: chunk });
     dictionary = plain.subarray(Math.max(0, filled - WINDOW));
-    chunk = Buffer.allocUnsafe(GZIP_CHUNK);
+    chunk = free.pop() ?? Buffer.allocUnsafe(GZIP_CHUNK);
     filled = 0;
+  };
+  const next = async (): Promise<Buffer> => {
+    const head = queue.shift() as (typeof queue)[number];
+    const out = await head.job;
+    if (retired) free.push(retired);
+    retired = head.buffer;
+    return out;
   };
   for await (const c of body) {
     for (let at = 0; at < c.byteLength; ) {
       // A full chunk is sent only once more bytes follow: the last chunk is deflated differently.
       if (filled === GZIP_CHUNK) {
         dispatch(false);
-        while (queue.length > workers) yield await (queue.shift() as Promise<Buffer>);
+        while (queue.length > workers) yield await next();
       }
       const n = Math.min(c.byteLength - at, GZIP_CHUNK - filled);
       chunk.set(c.subarray(at, at + n), filled);
@@ -192,11 +195,22 @@ export async function* gzipChunked(
     }
   }
   dispatch(true);
-  while (queue.length > 0) yield await (queue.shift() as Promise<Buffer>);
+  while (queue.length > 0) yield await next();
   const trailer = Buffer.allocUnsafe(8);
   trailer.writeUInt32LE(crc >>> 0, 0);
   trailer.writeUInt32LE(length % 2 ** 32, 4);
   yield trailer;
+}
+
+let slots: Limiter | undefined;
+
+/**
+ * Chunks deflating at once in the whole process: a restore compresses several layers together, and
+ * more jobs than cores only cost memory.
+ */
+function deflateSlots(): Limiter {
+  slots ??= new Limiter(defaultWorkers());
+  return slots;
 }
 
 /**
