@@ -314,6 +314,49 @@ describe('push and copy', () => {
     );
   });
 
+  it('puts a docker-archive back as it was pulled, digest intact, where the registry has its layers', async () => {
+    const w = await workdir('restore-original', insecureConf(plain.host));
+    // A repository of its own: the fixtures are shared by every test.
+    const src = `${plain.host}/restore-src/multi`;
+    await run('skopeo', [
+      'copy',
+      '-q',
+      '--all',
+      '--src-tls-verify=false',
+      '--dest-tls-verify=false',
+      `docker://${multi}`,
+      `docker://${src}:v1`,
+    ]);
+    const saved = join(w.dir, 'saved.tar');
+    // The pull remembers the manifest each config came with (the archive itself cannot keep it).
+    expect(
+      (await stowage(['pull', '-q', '-f', 'docker-archive', `${src}:v1`, '-o', saved], { env: w.env })).code,
+    ).toBe(0);
+    const original = await rawDigest(`${src}:v1`, ['--tls-verify=false']);
+    const back = await stowage(['push', '--json', saved, `${src}:restored`], {
+      env: w.env,
+    });
+    expect(back.code, back.stderr).toBe(0);
+    const img = JSON.parse(back.stdout).images[0];
+    expect(img.digest).toBe(original);
+    expect(img.newDigest).toBe(false);
+    expect(JSON.parse(back.stdout).stats.uploaded).toBe(0);
+    expect(await rawDigest(`${src}:restored`, ['--tls-verify=false'])).toBe(original);
+    // Where the layers are not, the archive's own layers are compressed and sent: a new digest.
+    const elsewhere = await stowage(['push', '--json', saved, `${plain.host}/elsewhere/multi:v1`], {
+      env: w.env,
+    });
+    expect(elsewhere.code, elsewhere.stderr).toBe(0);
+    expect(JSON.parse(elsewhere.stdout).images[0].newDigest).toBe(true);
+    // The archive is still read and checked: a damaged layer fails even where the registry has it.
+    const manifest = JSON.parse((await run('tar', ['-xOf', saved, 'manifest.json'])).stdout)[0];
+    await damageEntry(saved, manifest.Layers[1]);
+    const bad = await stowage(['push', '-q', saved, `${src}:damaged`], { env: w.env });
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/sha256|digest/i);
+    expect(await tagsOf(src, ['--tls-verify=false'])).not.toContain('damaged');
+  });
+
   it('sends nothing the second time, and mounts blobs from another repository (token auth)', async () => {
     const token = h.registries.token;
     const proxy = await startFaultProxy({ upstream: token.url });

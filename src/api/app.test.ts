@@ -254,6 +254,30 @@ describe('the API in process', () => {
     ]);
   });
 
+  it('checks the compression a push asks for before making a job: 400 naming the range or the choices', async () => {
+    const { a, store } = await app();
+    const src = new FakeSource();
+    src.image('1.0', [src.blob('layer')]);
+    const archive = await storeVersion(store, src, '1.0');
+    const push = (body: object) =>
+      a.request(
+        '/v1/pushes',
+        as('pusher', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ archive, destination: '127.0.0.1:5000/team/app:1.0', ...body }),
+        }),
+      );
+    const level = await push({ compress: 'gzip', compressLevel: 12 });
+    expect(level.status).toBe(400);
+    expect(((await level.json()) as { error: { message: string } }).error.message).toContain('use 1-9');
+    const format = await push({ compress: 'brotli' });
+    expect(format.status).toBe(400);
+    expect(((await format.json()) as { error: { message: string } }).error.message).toContain('compress');
+    const none = await push({ compress: 'none', compressLevel: 3 });
+    expect(none.status).toBe(400);
+  });
+
   it('answers 403 to a pull the trust policy rejects outright, before any job', async () => {
     const dir = await temp('stowage-policy-');
     const policy = join(dir, 'policy.json');

@@ -4,6 +4,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context as HonoContext } from 'hono';
 import { streamSSE } from 'hono/streaming';
+import { type LayerCompression, parseCompression } from '../archive/compress.js';
 import { StowageError } from '../errors.js';
 import { formatReference } from '../reference/reference.js';
 import type { Job, JobManager } from '../service/jobs.js';
@@ -162,14 +163,27 @@ export function jobsApi(deps: AppDeps): ApiApp {
     return accepted(c, jobs.submit('pull', request, c.get('token').name, key));
   });
 
+  // Pushes that differ only in compression are different jobs.
+  const compressionKey = (c: LayerCompression | undefined) => (c ? ` ${c.format}-${c.level ?? ''}` : '');
+
   api.openapi(startPushRoute, async (c) => {
     const body = c.req.valid('json');
     const version = await engine.store.find(body.archive);
     const destination = destinationFor(engine, body.destination, version);
-    const request = { archive: version.id, destination };
+    // Checked now, so a bad choice is a 400 and not a failed job.
+    const compression =
+      body.compress || body.compressLevel
+        ? parseCompression(body.compress ?? 'gzip', body.compressLevel)
+        : undefined;
+    const request = { archive: version.id, destination, ...(compression ? { compression } : {}) };
     return accepted(
       c,
-      jobs.submit('push', request, c.get('token').name, `push:${version.id}>${destination}`),
+      jobs.submit(
+        'push',
+        request,
+        c.get('token').name,
+        `push:${version.id}>${destination}${compressionKey(compression)}`,
+      ),
     );
   });
 

@@ -38,6 +38,17 @@ export const PushRequestSchema = z
       .max(128)
       .openapi({ description: 'an archive id (or REPOSITORY:TAG for its newest)' }),
     destination: refSchema.openapi({ example: '127.0.0.1:5000/restored/app:1.4' }),
+    compress: z.enum(['gzip', 'zstd', 'none']).optional().openapi({
+      description:
+        "how a version's plain layers (an uploaded docker-archive's) are compressed: gzip (default; parallel, deterministic), zstd (Node.js 22.15+), none",
+    }),
+    compressLevel: z
+      .number()
+      .int()
+      .min(1)
+      .max(19)
+      .optional()
+      .openapi({ description: 'gzip 1-9 (default 6), zstd 1-19 (default 3)' }),
   })
   .openapi('PushRequest');
 

@@ -11,7 +11,7 @@
  */
 import { DEFAULT_COMPRESSION, type LayerCompression } from '../archive/compress.js';
 import { StowageError } from '../errors.js';
-import { isIndexMediaType } from '../image/mediatypes.js';
+import { isIndexMediaType, isManifestMediaType, MediaType } from '../image/mediatypes.js';
 import type { PlatformSpec } from '../image/platform.js';
 import type { Descriptor } from '../image/schemas.js';
 import type {
@@ -23,7 +23,7 @@ import type {
   WriteSettings,
 } from './destination.js';
 import type { DigestCache } from './digest-cache.js';
-import { type ImagePlan, planImage, planPlatforms, readConfig } from './plan.js';
+import { type ImagePlan, parseManifest, planImage, planPlatforms, readConfig } from './plan.js';
 import { type ConvertedLayer, recompressPlainLayers } from './recompress.js';
 import { type PlannedReferrer, planReferrers, type ReferrerOptions } from './referrers.js';
 import type { ImageSource } from './source.js';
@@ -149,6 +149,8 @@ export async function prepareCopy(
     compress?: LayerCompression | undefined;
     /** The destination's streamBlob: converted layers go to it as they are made (see recompress.ts). */
     stream?: ImageDestination['streamBlob'] | undefined;
+    /** The destination's hasBlob: an image pulled before may go back as it was (see recompress.ts). */
+    has?: ImageDestination['hasBlob'] | undefined;
   },
 ): Promise<PreparedCopy> {
   checkFits(planned, needs);
@@ -183,8 +185,9 @@ export async function prepareCopy(
         concurrency: opts.concurrency,
         signal: opts.signal,
         cache: opts.digestCache,
-        compression,
+        compression: opts.compress,
         stream: opts.stream,
+        has: opts.has,
       });
       if (!r) {
         images.push(p);
@@ -192,7 +195,7 @@ export async function prepareCopy(
       }
       cleanups.push(r.cleanup);
       for (const [digest, layer] of r.files) converted.set(digest, layer);
-      images.push({ ...p, plan: r.plan, converted: true });
+      images.push({ ...p, plan: r.plan, converted: !r.original });
     }
   } catch (e) {
     await cleanup();
@@ -307,6 +310,33 @@ function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/**
+ * Records, for each image config, the manifest it came with (see digest-cache.ts): a docker-archive
+ * made of the image later can go back as it was. Converted images (new manifests) are not recorded.
+ * The caller saves the cache (a sync once at its end, not once per tag).
+ */
+export async function rememberManifests(
+  images: PlannedImage[],
+  cache: DigestCache | undefined,
+): Promise<void> {
+  if (!cache) return;
+  for (const p of images) {
+    if (p.converted) continue;
+    for (const doc of p.plan.documents) {
+      if (!isManifestMediaType(doc.descriptor.mediaType)) continue;
+      try {
+        const m = parseManifest(doc.bytes, `manifest ${doc.descriptor.digest}`);
+        // Images only: a signature's or an SBOM's manifest has a config of its own kind.
+        if (m.config.mediaType !== MediaType.OciConfig && m.config.mediaType !== MediaType.DockerConfig)
+          continue;
+        cache.rememberManifest(m.config.digest, { mediaType: doc.descriptor.mediaType, bytes: doc.bytes });
+      } catch {
+        // Not a manifest this cache can use: nothing to remember.
+      }
+    }
+  }
+}
+
 /** Writes a prepared copy into a destination and commits it; aborts the destination on any failure. */
 export async function writeTo<C>(
   destination: ImageDestination<C>,
@@ -345,6 +375,7 @@ export async function copyPlanned<C>(
   const prepared = await prepareCopy(planned, destination.needs, {
     ...opts,
     stream: destination.streamBlob?.bind(destination),
+    has: destination.hasBlob?.bind(destination),
   });
   try {
     if (opts.dryRun) {
@@ -352,6 +383,7 @@ export async function copyPlanned<C>(
       return { images: prepared.images, set: prepared.set, notes: prepared.notes };
     }
     const committed = await writeTo(destination, prepared, opts);
+    rememberManifests(prepared.images, opts.digestCache);
     return { images: prepared.images, set: prepared.set, committed, notes: prepared.notes };
   } finally {
     await prepared.cleanup();

@@ -97,6 +97,8 @@ export interface ImageDestination<Committed = unknown> {
     open: () => Promise<AsyncIterable<Uint8Array>>,
     signal: AbortSignal,
   ): Promise<{ digest: string; size: number }>;
+  /** Whether the destination has a blob already, where it can say cheaply (a registry: HEAD). */
+  hasBlob?(d: Descriptor, signal: AbortSignal): Promise<boolean>;
   /** Makes the set visible: moves the archive into place, puts the tags, records the version. */
   commit(): Promise<Committed>;
   /** Removes what write left behind; never throws. */

@@ -1,11 +1,19 @@
 /**
- * What stowage's own compression made of a layer, kept between runs: the plain layer's digest and the
- * compression (its settings and the library's version, since the bytes depend on both: compressionKey) give the compressed
- * layer's digest and size. The compression is deterministic, so an entry never goes stale; a second
- * restore of the same docker-archive learns its digests here and compresses nothing the registry has.
+ * What stowage has learned about layers, kept between runs ($XDG_CACHE_HOME/stowage/digests.json), so
+ * a restore of a docker-archive (plain layers, no manifest) compresses as little as it can:
+ *
+ *   made       what stowage's own compression made of a plain layer: its digest and the compression's
+ *              key (settings and library version: compressionKey) give the compressed digest and size.
+ *              The compression is deterministic, so an entry never goes stale; a second restore of the
+ *              same archive learns its digests here and compresses nothing the registry has.
+ *   manifests  the manifest each image config was pulled with (every pull, push and copy that moves a
+ *              manifest records it). A docker-archive keeps the config but not the manifest: restoring it
+ *              where that manifest's layers are already (the registry it came from, a mirror of it)
+ *              puts back the original image, its digest intact, with nothing compressed or sent.
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { defaultCachePath } from '../config/stowage.js';
 import { writeFileAtomic } from '../core/atomic.js';
 
 export interface CompressedAs {
@@ -13,56 +21,100 @@ export interface CompressedAs {
   size: number;
 }
 
-/** Entries kept (the newest); each is about 200 bytes. */
-const MAX_ENTRIES = 50_000;
+/** A manifest as a registry served it: its media type and exact bytes. */
+export interface RecordedManifest {
+  mediaType: string;
+  bytes: Buffer;
+}
+
+/** Entries kept of each kind (the newest); a made entry is about 200 bytes, a manifest one or two KB. */
+const MAX_MADE = 50_000;
+const MAX_MANIFESTS = 5_000;
+const FORMAT = 2;
+
+interface CacheFile {
+  version: number;
+  made: Record<string, CompressedAs>;
+  manifests: Record<string, { mediaType: string; base64: string }>;
+}
 
 export class DigestCache {
   private dirty = false;
 
   private constructor(
     readonly path: string,
-    private readonly entries: Map<string, CompressedAs>,
+    private readonly made: Map<string, CompressedAs>,
+    private readonly manifests: Map<string, { mediaType: string; base64: string }>,
   ) {}
 
-  /** The cache beside the blob cache ($XDG_CACHE_HOME/stowage/digests.json); a broken file is started afresh. */
+  /** The cache at `path`; a broken file, or one of another format, is started afresh. */
   static async open(path: string): Promise<DigestCache> {
-    const entries = new Map<string, CompressedAs>();
+    const made = new Map<string, CompressedAs>();
+    const manifests = new Map<string, { mediaType: string; base64: string }>();
     const text = await readFile(path, 'utf8').catch(() => undefined);
-    if (text) {
-      try {
-        for (const [k, v] of Object.entries(JSON.parse(text) as Record<string, CompressedAs>)) {
-          if (typeof v?.digest === 'string' && Number.isSafeInteger(v.size)) entries.set(k, v);
+    try {
+      const file = text ? (JSON.parse(text) as Partial<CacheFile>) : undefined;
+      if (file?.version === FORMAT) {
+        for (const [k, v] of Object.entries(file.made ?? {})) {
+          if (typeof v?.digest === 'string' && Number.isSafeInteger(v.size)) made.set(k, v);
         }
-      } catch {
-        // Not JSON (a crash before atomic writes, a hand edit): it only costs a compression.
+        for (const [k, v] of Object.entries(file.manifests ?? {})) {
+          if (typeof v?.mediaType === 'string' && typeof v.base64 === 'string') manifests.set(k, v);
+        }
       }
+    } catch {
+      // Not JSON (a crash before atomic writes, a hand edit): it only costs a compression.
     }
-    return new DigestCache(path, entries);
+    return new DigestCache(path, made, manifests);
   }
 
   static defaultPath(cacheDir: string): string {
     return join(cacheDir, 'digests.json');
   }
 
+  /** The cache beside the blob cache: $XDG_CACHE_HOME/stowage/digests.json. */
+  static openDefault(): Promise<DigestCache> {
+    return DigestCache.open(DigestCache.defaultPath(dirname(defaultCachePath())));
+  }
+
   get(plain: string, how: string): CompressedAs | undefined {
-    return this.entries.get(`${how} ${plain}`);
+    return this.made.get(`${how} ${plain}`);
   }
 
   set(plain: string, how: string, value: CompressedAs): void {
     const key = `${how} ${plain}`;
-    this.entries.delete(key);
-    this.entries.set(key, value);
+    this.made.delete(key);
+    this.made.set(key, value);
     this.dirty = true;
   }
 
-  /** Writes the entries (the newest MAX_ENTRIES) atomically; a failure loses nothing but speed. */
+  /** The manifest `config` was last seen with, if any. */
+  manifestFor(config: string): RecordedManifest | undefined {
+    const m = this.manifests.get(config);
+    return m ? { mediaType: m.mediaType, bytes: Buffer.from(m.base64, 'base64') } : undefined;
+  }
+
+  rememberManifest(config: string, manifest: RecordedManifest): void {
+    const base64 = manifest.bytes.toString('base64');
+    if (this.manifests.get(config)?.base64 === base64) return;
+    this.manifests.delete(config);
+    this.manifests.set(config, { mediaType: manifest.mediaType, base64 });
+    this.dirty = true;
+  }
+
+  /** Writes the entries (the newest of each kind) atomically; a failure loses nothing but speed. */
   async save(): Promise<void> {
     if (!this.dirty) return;
-    const all = [...this.entries];
-    const kept = all.slice(Math.max(0, all.length - MAX_ENTRIES));
+    const newest = <T>(m: Map<string, T>, n: number) =>
+      Object.fromEntries([...m].slice(Math.max(0, m.size - n)));
+    const file: CacheFile = {
+      version: FORMAT,
+      made: newest(this.made, MAX_MADE),
+      manifests: newest(this.manifests, MAX_MANIFESTS),
+    };
     try {
       await mkdir(dirname(this.path), { recursive: true });
-      await writeFileAtomic(this.path, JSON.stringify(Object.fromEntries(kept)));
+      await writeFileAtomic(this.path, JSON.stringify(file));
       this.dirty = false;
     } catch {
       // A cache that cannot be written is no cache: the next run compresses again.

@@ -18,8 +18,9 @@ import {
 } from '../archive/compress.js';
 import { Limiter } from '../core/limiter.js';
 import { scratchDir, sweepScratch } from '../core/partials.js';
+import { StowageError } from '../errors.js';
 import { sha256Digest } from '../image/digest.js';
-import { isIndexMediaType, MediaType } from '../image/mediatypes.js';
+import { isIndexMediaType, isManifestMediaType, MediaType } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import { verified } from './blobs.js';
 import type { ImageDestination } from './destination.js';
@@ -39,6 +40,8 @@ export interface ConvertedLayer {
 
 export interface Recompressed {
   plan: ImagePlan;
+  /** The plan is the image as it was pulled (its recorded manifest), digest intact: nothing converted. */
+  original: boolean;
   /** The gzipped layers, by their new digest. */
   files: Map<string, ConvertedLayer>;
   /** Removes the scratch directory. */
@@ -61,16 +64,26 @@ export async function recompressPlainLayers(
      * ImageDestination.streamBlob); without it, layers are compressed into a scratch directory first.
      */
     stream?: ImageDestination['streamBlob'] | undefined;
+    /**
+     * Asks the destination whether it has a blob: with it, and no compression asked for, an image whose
+     * manifest the cache recorded comes back as it was where all its layers are (see originalImage).
+     */
+    has?: ImageDestination['hasBlob'] | undefined;
   },
 ): Promise<Recompressed | undefined> {
   const root = plan.root;
   const compression = opts.compression ?? DEFAULT_COMPRESSION;
+  // An image with plain layers only: nothing to do for an index, nor when asked to keep them plain.
   if (compression.format === 'none' || isIndexMediaType(root.descriptor.mediaType)) return undefined;
   const manifest = parseManifest(root.bytes, `manifest ${root.descriptor.digest}`);
   const todo = manifest.layers.filter(
     (l, i, all) => PLAIN_LAYER.has(l.mediaType) && all.findIndex((x) => x.digest === l.digest) === i,
   );
   if (todo.length === 0) return undefined;
+  if (!opts.compression) {
+    const original = await originalImage(plan, manifest, source, opts);
+    if (original) return original;
+  }
   // Streamed layers need no scratch directory; those of killed runs are swept all the same.
   if (opts.stream) await sweepScratch(tmpdir(), SCRATCH_PREFIX);
   const dir = opts.stream ? undefined : await scratchDir(tmpdir(), SCRATCH_PREFIX);
@@ -158,11 +171,89 @@ export async function recompressPlainLayers(
       },
       files,
       cleanup,
+      original: false,
     };
   } catch (e) {
     await cleanup();
     throw e;
   }
+}
+
+/**
+ * The image as it was pulled: a docker-archive keeps the config but not the manifest, and the cache
+ * recorded the manifest that config came with. Where the destination has every layer that manifest
+ * names (the registry the image came from, a mirror of it), that manifest goes back, digest intact, and
+ * nothing is compressed or sent; the archive's layers are still read and checked (verifyExisting).
+ * undefined where there is no record, it does not fit, or a layer is missing.
+ */
+async function originalImage(
+  plan: ImagePlan,
+  synthesized: ReturnType<typeof parseManifest>,
+  source: ImageSource,
+  opts: {
+    signal?: AbortSignal | undefined;
+    cache?: DigestCache | undefined;
+    has?: ImageDestination['hasBlob'];
+  },
+): Promise<Recompressed | undefined> {
+  const recorded = opts.cache?.manifestFor(synthesized.config.digest);
+  if (!recorded || !opts.has || !isManifestMediaType(recorded.mediaType)) return undefined;
+  let original: ReturnType<typeof parseManifest>;
+  try {
+    original = parseManifest(recorded.bytes, 'a recorded manifest');
+  } catch {
+    return undefined;
+  }
+  // The config fixes the layers (its diff_ids), so a manifest naming it names them in this order.
+  if (
+    original.config.digest !== synthesized.config.digest ||
+    original.layers.length !== synthesized.layers.length
+  ) {
+    return undefined;
+  }
+  const signal = opts.signal ?? new AbortController().signal;
+  const has = opts.has;
+  const present = await Promise.all(original.layers.map((l) => has(l, signal)));
+  if (!present.every(Boolean)) return undefined;
+  const root: PlannedDocument = {
+    descriptor: {
+      mediaType: recorded.mediaType,
+      digest: sha256Digest(recorded.bytes),
+      size: recorded.bytes.length,
+    },
+    bytes: recorded.bytes,
+  };
+  const files = new Map<string, ConvertedLayer>();
+  for (const [i, l] of original.layers.entries()) {
+    const plain = synthesized.layers[i] as Descriptor;
+    files.set(l.digest, {
+      open: async () => {
+        throw new StowageError(
+          'REGISTRY',
+          `layer ${l.digest} was at the destination a moment ago and is gone; push again (it will be compressed)`,
+        );
+      },
+      check: async (s: AbortSignal) => {
+        for await (const _ of verified(await source.getBlob(plain, s), plain));
+      },
+    });
+  }
+  const blobs = [original.config, ...original.layers].map((d) => ({
+    mediaType: d.mediaType,
+    digest: d.digest,
+    size: d.size,
+  }));
+  return {
+    plan: {
+      root,
+      documents: [root],
+      blobs: blobs.filter((b, i) => blobs.findIndex((x) => x.digest === b.digest) === i),
+      platforms: plan.platforms,
+    },
+    files,
+    cleanup: async () => {},
+    original: true,
+  };
 }
 
 /** Writes a stream into a new file at `path`, hashing it as it goes: its digest and size. */

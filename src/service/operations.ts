@@ -9,6 +9,7 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import type { LayerCompression } from '../archive/compress.js';
 import type { OutboundGuard } from '../auth/authenticator.js';
 import type { JobConfig, ServerConfig, StowageConfig } from '../config/stowage.js';
 import { type CopyImage, copy } from '../copy/copy.js';
@@ -258,6 +259,8 @@ export async function runPull(
 export interface PushRequest {
   archive: string;
   destination: string;
+  /** How plain layers are compressed (checked when the request came in); default gzip. */
+  compression?: LayerCompression | undefined;
 }
 
 /** A push job: a stored version to a registry, digests intact. */
@@ -265,6 +268,7 @@ export async function runPush(engine: Engine, req: PushRequest, run: JobRun): Pr
   const version = await engine.store.find(req.archive);
   const dest = destinationFor(engine, req.destination, version);
   const result = await pushVersion(engine.ctx, engine.store, version, dest, {
+    compress: req.compression,
     signal: run.signal,
     onProgress: (e) => {
       const p = run.job.progress;

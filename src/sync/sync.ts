@@ -17,6 +17,7 @@ import {
   type Selection,
 } from '../copy/copy.js';
 import type { BlobOutcome, BlobSink } from '../copy/destination.js';
+import { DigestCache } from '../copy/digest-cache.js';
 import type { ReferrerOptions } from '../copy/referrers.js';
 import type { ImageSource } from '../copy/source.js';
 import { Limiter } from '../core/limiter.js';
@@ -115,7 +116,11 @@ interface Mirror {
 }
 
 /** What a job's tags are run with: the options, and the mirror blob cache, opened on first use. */
-type JobOptions = SyncOptions & { cache?: (() => Promise<BlobCache | undefined>) | undefined };
+type JobOptions = SyncOptions & {
+  cache?: (() => Promise<BlobCache | undefined>) | undefined;
+  /** Where each image's manifest is remembered (see copy/digest-cache.ts); saved once, at the end. */
+  digestCache?: DigestCache | undefined;
+};
 
 function platformsOf(job: JobConfig): 'all' | ReturnType<typeof parsePlatform>[] {
   if (job.platforms === undefined || job.platforms === 'all') return 'all';
@@ -160,7 +165,8 @@ export async function sync(ctx: Context, config: StowageConfig, opts: SyncOption
         : Promise.resolve(undefined);
     return opened;
   };
-  const jobOpts: JobOptions = { ...opts, cache: blobCache };
+  const digestCache = opts.dryRun ? undefined : await DigestCache.openDefault();
+  const jobOpts: JobOptions = { ...opts, cache: blobCache, digestCache };
   const report: SyncReport = {
     dryRun: !!opts.dryRun,
     store: config.storePath,
@@ -175,6 +181,7 @@ export async function sync(ctx: Context, config: StowageConfig, opts: SyncOption
       report.jobs.push(r);
     }),
   );
+  await digestCache?.save();
   report.jobs.sort(
     (a, b) => jobs.findIndex((j) => j.name === a.name) - jobs.findIndex((j) => j.name === b.name),
   );
@@ -401,6 +408,7 @@ async function storeTag(
     signal: opts.signal,
     lookups: [fromCache],
     referrers: referrersOf(t.job),
+    digestCache: opts.digestCache,
   });
 }
 
@@ -441,6 +449,7 @@ async function mirrorTag(
     signal: opts.signal,
     lookups: [fromStore, throughCache],
     referrers: referrersOf(t.job),
+    digestCache: opts.digestCache,
   });
 }
 

@@ -10,6 +10,7 @@ import type { ArchiveFormat } from '../archive/formats.js';
 import { REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
 import { copyPlanned, type PlannedImage, planOne } from '../copy/copy.js';
 import type { ImageNames } from '../copy/destination.js';
+import { DigestCache } from '../copy/digest-cache.js';
 import { archiveAnnotations } from '../copy/names.js';
 import type { ReferrerOptions } from '../copy/referrers.js';
 import type { ProgressListener } from '../core/progress.js';
@@ -206,7 +207,10 @@ export async function writeArchive(opened: OpenedSource[], opts: PullOptions): P
     planned[0]!.names = namesFromOption(opts.name, opts.nameAsGiven);
   }
   const destination = openArchiveDestination(format, opts.output, { checksum: opts.checksum });
+  // Each image's manifest is remembered: a docker-archive of it can go back digest intact.
+  const digestCache = opts.dryRun ? undefined : await DigestCache.openDefault();
   const r = await copyPlanned(planned, destination, {
+    digestCache,
     compress: opts.compress,
     concurrency: opts.concurrency ?? 4,
     signal: opts.signal,
@@ -214,6 +218,7 @@ export async function writeArchive(opened: OpenedSource[], opts: PullOptions): P
     dryRun: opts.dryRun,
     referrers: opts.referrers,
   });
+  await digestCache?.save();
   const images = r.images.map((p, i) => ({
     reference: p.label,
     source: opened[i]!.images[0]!.served,

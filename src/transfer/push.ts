@@ -5,15 +5,14 @@
  *
  * docker-archive (before docker 25) holds no manifest, only configs and uncompressed layers: the layers
  * are gzipped deterministically (the same layer always gives the same bytes, hence the same digest)
- * into temporary files, and a Docker schema 2 manifest is built for them; its digest is new and
- * reported as such.
+ * while they are sent, and a Docker schema 2 manifest is built for them; its digest is new and reported
+ * as such. Unless the manifest the image was pulled with is remembered and the registry has its
+ * layers: then that image goes back as it was, digest intact (see copy/digest-cache.ts).
  */
 
-import { dirname } from 'node:path';
 import type { LayerCompression } from '../archive/compress.js';
-import { defaultCachePath } from '../config/stowage.js';
 import { type BlobStats, emptyStats } from '../copy/blobs.js';
-import { type PlannedImage, planOne, prepareCopy, writeTo } from '../copy/copy.js';
+import { type PlannedImage, planOne, prepareCopy, rememberManifests, writeTo } from '../copy/copy.js';
 import { DigestCache } from '../copy/digest-cache.js';
 import type { PlannedReferrer, ReferrerOptions } from '../copy/referrers.js';
 import type { ProgressListener } from '../core/progress.js';
@@ -79,7 +78,10 @@ export interface PushedImage {
   destinations: string[];
   digest: string;
   mediaType: string;
-  /** True when the manifest was made by stowage (docker-archive): its digest is new. */
+  /**
+   * True when the manifest was made by stowage (a docker-archive's, unless the one it was pulled with
+   * came back): its digest is new.
+   */
   newDigest: boolean;
   /** Attachments carried with it (signatures, attestations, SBOMs), digests intact. */
   referrers?: { digest: string; artifactType: string; tag?: string | undefined }[] | undefined;
@@ -248,10 +250,9 @@ export async function push(
   });
   const source = opened.archive!;
   // A docker-archive's plain layers are compressed for the registry: what earlier pushes made of them
-  // is remembered, so pushing the same archive again compresses nothing the registry has.
-  const digestCache = source.synthesizedManifests
-    ? await DigestCache.open(DigestCache.defaultPath(dirname(defaultCachePath())))
-    : undefined;
+  // is remembered, so pushing the same archive again compresses nothing the registry has; and the
+  // manifests pushed are remembered for a docker-archive made of them later.
+  const digestCache = opts.dryRun ? undefined : await DigestCache.openDefault();
   try {
     for (const image of opened.images) await admitImage(ctx, opened, image, opts.signal);
     const chosen = opened.images.map((i) => i.listed!);
@@ -285,7 +286,8 @@ export async function push(
         destinations: targets.map(formatReference),
         digest: planned.plan.root.descriptor.digest,
         mediaType: planned.plan.root.descriptor.mediaType,
-        newDigest: synthesized,
+        // A dry run converts nothing; a restore made a manifest unless the original came back.
+        newDigest: opts.dryRun ? synthesized : planned.converted,
       });
     }
     return { images, stats, ...(opts.dryRun ? { dryRun: true } : {}) };
@@ -355,10 +357,13 @@ async function uploadTo(
       digestCache: opts.digestCache,
       compress: opts.compress,
       stream: destinations.length === 1 && only ? only.streamBlob.bind(only) : undefined,
+      has: destinations.length === 1 && only ? only.hasBlob.bind(only) : undefined,
     },
   );
   try {
     for (const destination of destinations) await writeTo(destination, prepared, settings);
+    rememberManifests(prepared.images, opts.digestCache);
+    await opts.digestCache?.save();
     return prepared.images[0]!;
   } finally {
     await prepared.cleanup();
@@ -396,7 +401,7 @@ export async function pushVersion(
   store: ArchiveStore,
   version: StoredVersion,
   dest: string,
-  opts: Pick<PushOptions, 'concurrency' | 'chunkSize' | 'signal' | 'onProgress'> = {},
+  opts: Pick<PushOptions, 'concurrency' | 'chunkSize' | 'signal' | 'onProgress' | 'compress'> = {},
 ): Promise<PushResult> {
   const d = parseDestinationSpec(dest);
   if (d.kind !== 'registry' || !d.ref.tag)

@@ -64,6 +64,10 @@ export class RegistryDestination implements ImageDestination<BlobStats> {
     return this.sink.description;
   }
 
+  hasBlob(d: Descriptor, signal: AbortSignal): Promise<boolean> {
+    return this.sink.target.client.hasBlob(this.sink.target.repo, d.digest, signal);
+  }
+
   streamBlob(
     open: () => Promise<AsyncIterable<Uint8Array>>,
     signal: AbortSignal,
