@@ -21,6 +21,17 @@ export interface FileAccess {
   tail(name: string, length: number): Promise<Buffer | undefined>;
   /** Every regular file name (for format detection and listings). */
   names(): Promise<string[]>;
+  /**
+   * Where a regular file's bytes lie on disk: a file and a byte range of it (for a worker thread to hash
+   * them in place); undefined where they are not stored as they are (a compressed tar) or not there.
+   */
+  extent(name: string): Promise<FileExtent | undefined>;
+}
+
+export interface FileExtent {
+  file: string;
+  start: number;
+  length: number;
 }
 
 function tooLarge(path: string, what: string, size: number, limit: number): StowageError {
@@ -70,6 +81,12 @@ export class TarAccess implements FileAccess {
   async names(): Promise<string[]> {
     return [...this.index.entries.keys()];
   }
+
+  async extent(name: string): Promise<FileExtent | undefined> {
+    const e = this.index.resolve(safeEntryName(name, this.path));
+    if (!e || this.index.gzipped) return undefined;
+    return { file: this.index.path, start: e.offset, length: e.size };
+  }
 }
 
 export class DirAccess implements FileAccess {
@@ -116,6 +133,11 @@ export class DirAccess implements FileAccess {
     if (!p) return undefined;
     const { size } = await stat(p);
     return size < length ? undefined : readAt(p, size - length, length);
+  }
+
+  async extent(name: string): Promise<FileExtent | undefined> {
+    const p = await this.locate(name);
+    return p ? { file: p, start: 0, length: (await stat(p)).size } : undefined;
   }
 
   async names(): Promise<string[]> {

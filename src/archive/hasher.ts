@@ -157,3 +157,27 @@ export class ArchiveHasher {
     return { archive, taps: parts.taps, own: parts.own ?? [] };
   }
 }
+
+/**
+ * The sha256 (hex) of `length` bytes of a file from `start`, computed by a worker thread reading them
+ * in place: checking a large blob of an archive costs the main thread nothing, and several such checks
+ * run on several cores.
+ */
+export async function hashFileRange(
+  path: string,
+  start: number,
+  length: number,
+  signal?: AbortSignal,
+): Promise<string> {
+  const hasher = new ArchiveHasher(path, [{ start, length, own: true }], { archive: false });
+  const stop = () => hasher.abort();
+  signal?.addEventListener('abort', stop, { once: true });
+  try {
+    hasher.written(0, length);
+    const { own } = await hasher.finish();
+    if (signal?.aborted) throw new StowageError('ABORTED', `hashing ${path} was aborted`);
+    return own[0] as string;
+  } finally {
+    signal?.removeEventListener('abort', stop);
+  }
+}

@@ -229,7 +229,7 @@ export async function prepareCopy(
     readSmall: (d, signal) => readConfig(sourceOf(d), d, signal),
     async check(d, signal) {
       const file = converted.get(d.digest);
-      if (!file) return false;
+      if (!file) return (await sourceOf(d).checkBlob?.(d, signal)) ?? false;
       await file.check(signal);
       return true;
     },

@@ -53,8 +53,9 @@ export interface BlobProvider {
   /** A small blob (a config) read into memory, digest-checked. */
   readSmall(d: Descriptor, signal: AbortSignal): Promise<Buffer>;
   /**
-   * Checks the source holds the blob intact where that is cheaper than reading the blob itself (a
-   * converted layer: its plain source is hashed, not compressed again); false where it is not.
+   * Checks the source holds the blob intact where that is cheaper than reading the blob through (a
+   * converted layer: its plain source is hashed, not compressed again; a large blob of an archive file:
+   * hashed in place by a worker thread); false where it is not.
    */
   check?(d: Descriptor, signal: AbortSignal): Promise<boolean>;
 }

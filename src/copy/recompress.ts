@@ -156,9 +156,7 @@ export async function recompressPlainLayers(
             c.path
               ? createReadStream(c.path, { highWaterMark: 1 << 20, signal })
               : compress(verified(await source.getBlob(c.plain, signal), c.plain)),
-          check: async (signal: AbortSignal) => {
-            for await (const _ of verified(await source.getBlob(c.plain, signal), c.plain));
-          },
+          check: (signal: AbortSignal) => checkPlain(source, c.plain, signal),
         },
       ]),
     );
@@ -233,9 +231,7 @@ async function originalImage(
           `layer ${l.digest} was at the destination a moment ago and is gone; push again (it will be compressed)`,
         );
       },
-      check: async (s: AbortSignal) => {
-        for await (const _ of verified(await source.getBlob(plain, s), plain));
-      },
+      check: (s: AbortSignal) => checkPlain(source, plain, s),
     });
   }
   const blobs = [original.config, ...original.layers].map((d) => ({
@@ -254,6 +250,12 @@ async function originalImage(
     cleanup: async () => {},
     original: true,
   };
+}
+
+/** Checks a plain layer of the source against its digest: in place where the source can, else read through. */
+async function checkPlain(source: ImageSource, plain: Descriptor, signal: AbortSignal): Promise<void> {
+  if (await source.checkBlob?.(plain, signal)) return;
+  for await (const _ of verified(await source.getBlob(plain, signal), plain));
 }
 
 /** Writes a stream into a new file at `path`, hashing it as it goes: its digest and size. */

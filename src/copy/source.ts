@@ -27,6 +27,12 @@ export interface ImageSource {
    * from memory, so reading it while planning costs no second request. Where absent, getBlob is used.
    */
   readSmallBlob?(descriptor: Descriptor, signal?: AbortSignal): Promise<Buffer>;
+  /**
+   * Checks a blob against its digest without streaming it through this thread, where the source can (a
+   * large blob of an archive file: a worker thread hashes it in place). True when checked; false when
+   * the caller must read it itself; DIGEST_MISMATCH when it is damaged.
+   */
+  checkBlob?(descriptor: Descriptor, signal?: AbortSignal): Promise<boolean>;
   /** What is attached to a manifest (see ReferrerEntry); absent where the source cannot hold any. */
   referrers?(digest: string, signal?: AbortSignal): Promise<ReferrerEntry[]>;
   close(): Promise<void>;

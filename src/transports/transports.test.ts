@@ -125,6 +125,45 @@ describe('archive destinations', () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
+  it('checks a large blob of an archive in place, on a worker thread, and names the damage', async () => {
+    const dir = await temp('stowage-transports-');
+    const src = new FakeSource();
+    const big = src.blob(Buffer.alloc(6 << 20, 'layer bytes '));
+    const small = src.blob('a small layer');
+    src.image('1.0', [big, small]);
+    const ctx = await context(dir);
+    for (const format of ['oci-archive', 'oci'] as const) {
+      const out = join(dir, format === 'oci' ? 'layout' : 'out.tar');
+      await copy(
+        [{ source: src, reference: '1.0', names, label: 'app' }],
+        archiveDestination(format, out),
+        { platforms: [AMD64] },
+        { concurrency: 2 },
+      );
+      const opened = await openSource(ctx, `${format}:${out}`);
+      try {
+        expect(await opened.source.checkBlob?.(big)).toBe(true);
+        // A small one is cheaper to read through: the caller does.
+        expect(await opened.source.checkBlob?.(small)).toBe(false);
+      } finally {
+        await opened.close();
+      }
+      // One byte changed in the middle of the big blob: the in-place check finds it.
+      const file = format === 'oci' ? join(out, 'blobs/sha256', big.digest.slice(7)) : out;
+      const bytes = await readFile(file);
+      const at = bytes.indexOf(Buffer.alloc(64, 'layer bytes ')) + (3 << 20);
+      bytes[at] = (bytes[at] as number) ^ 0xff;
+      await writeFile(file, bytes);
+      const damaged = await openSource(ctx, `${format}:${out}`);
+      try {
+        await expect(damaged.source.checkBlob?.(big)).rejects.toThrow(/the archive is damaged/);
+      } finally {
+        await damaged.close();
+      }
+    }
+    await ctx.close();
+  });
+
   it('adds to an existing OCI layout: blobs it holds are not read again, other names kept', async () => {
     const dir = await temp('stowage-transports-');
     const src = twoPlatforms();

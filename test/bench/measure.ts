@@ -35,3 +35,75 @@ export function median(xs: number[]): number {
   const mid = Math.floor(s.length / 2);
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
+
+/** Times, peak RSS and core-seconds of one command over the rounds. */
+export interface Samples {
+  t: number[];
+  rss: number[];
+  cpu: number[];
+}
+
+export function samples(): Samples {
+  return { t: [], rss: [], cpu: [] };
+}
+
+export function record(into: Samples, r: Measured): void {
+  into.t.push(r.seconds);
+  into.rss.push(r.maxRssBytes);
+  into.cpu.push(r.coreSeconds);
+}
+
+const fmtMiB = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
+
+/** One line of a benchmark's table: best and median time, peak RSS, core-seconds, and per GB moved. */
+export function sampleLine(name: string, r: Samples, width: number, bytes: number): string {
+  const cpu = median(r.cpu);
+  const perGB = bytes > 0 ? `  ${(cpu / (bytes / 1e9)).toFixed(2)} core-s/GB` : '';
+  return `  ${name.padEnd(width)} best ${Math.min(...r.t).toFixed(2)} s  median ${median(r.t).toFixed(2)} s  peak RSS ${fmtMiB(Math.max(...r.rss))}  core-s ${cpu.toFixed(2)}${perGB}`;
+}
+
+/**
+ * The CPU this run measures on, as each tool sees it. BENCH_NO_SHA=stowage masks SHA extensions for
+ * Node's OpenSSL (OPENSSL_ia32cap=:~0x20000000), as issue 21 asks; BENCH_NO_SHA=both also runs skopeo
+ * with GODEBUG=cpu.avx2=off, the only switch that takes them from Go 1.19's sha256 (its SHA path needs
+ * AVX2 too, so that costs skopeo AVX2 as well). Node's sha256 speed under the setting is printed, so a
+ * mask that did not take shows.
+ */
+export interface CpuSetting {
+  label: string;
+  stowageEnv: Record<string, string>;
+  skopeoEnv: Record<string, string>;
+}
+
+export async function cpuSetting(): Promise<CpuSetting> {
+  const { readFile } = await import('node:fs/promises');
+  const { cpus } = await import('node:os');
+  const { execFileSync } = await import('node:child_process');
+  const info = await readFile('/proc/cpuinfo', 'utf8');
+  const mode = process.env.BENCH_NO_SHA ?? '';
+  const stowageEnv: Record<string, string> = mode ? { OPENSSL_ia32cap: ':~0x20000000' } : {};
+  const skopeoEnv: Record<string, string> = mode === 'both' ? { GODEBUG: 'cpu.avx2=off' } : {};
+  const speed = execFileSync(
+    process.execPath,
+    [
+      '-e',
+      "const c=require('crypto');const b=Buffer.alloc(256<<20);const t=process.hrtime.bigint();c.createHash('sha256').update(b).digest();console.log(Math.round(b.length/(Number(process.hrtime.bigint()-t)/1e9)/1e6))",
+    ],
+    { env: { ...process.env, ...stowageEnv } },
+  )
+    .toString()
+    .trim();
+  const model = /model name\s*:\s*(.*)/.exec(info)?.[1] ?? 'unknown CPU';
+  const sha = info.includes('sha_ni') ? 'with SHA extensions' : 'without SHA extensions';
+  const masked =
+    mode === 'both'
+      ? '; SHA masked for stowage (OPENSSL_ia32cap) and skopeo (GODEBUG=cpu.avx2=off)'
+      : mode
+        ? '; SHA masked for stowage only (OPENSSL_ia32cap; skopeo keeps them)'
+        : '';
+  return {
+    label: `${cpus().length} cores, ${model}, ${sha}${masked}; Node sha256 ${speed} MB/s`,
+    stowageEnv,
+    skopeoEnv,
+  };
+}

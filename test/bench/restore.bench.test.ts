@@ -3,24 +3,27 @@
  * pushed into a registry, against `skopeo copy docker-archive: docker://` in the same run, alternating.
  * The first restore of each round goes to a new repository of a fresh registry state (every layer is
  * compressed and sent); the second pushes the same archive to the same repository again (every blob is
- * there: stowage's digest cache should let it compress nothing). Prints times, core-seconds and peak
- * RSS, and the CPU; asserts only that both tools' restores agree on the layers.
+ * there: stowage's digest cache should let it compress nothing). Prints times, core-seconds (and per
+ * GB of archive) and peak RSS, and the CPU; asserts only that both tools' restores agree on the layers.
  *
  *   npm run bench    (BENCH_ROUNDS, BENCH_MIB as for the other benchmarks)
+ *   BENCH_NO_SHA=stowage|both npm run bench    (SHA extensions masked: see measure.ts)
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { buildBenchLayout } from './fixture.js';
-import { measure, median } from './measure.js';
+import { cpuSetting, measure, median, record, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const LAYERS_MIB = (process.env.BENCH_MIB ?? '300,100,50').split(',').map(Number);
+/** A layer of text besides the random ones: compression has work to do (BENCH_TEXT_MIB=0: none). */
+const TEXT_MIB = Number(process.env.BENCH_TEXT_MIB ?? 64);
 const SKOPEO_CACHE = '/var/lib/containers/cache/blob-info-cache-v1.boltdb';
 
 let dir: string;
@@ -34,7 +37,7 @@ beforeAll(async () => {
   children.push(started.child);
   host = started.registry.host;
   const layout = join(dir, 'layout');
-  await buildBenchLayout(layout, LAYERS_MIB);
+  await buildBenchLayout(layout, LAYERS_MIB, { textMiB: TEXT_MIB });
   // What docker save writes: plain layers, manifest.json, no manifest of the registry's.
   archive = join(dir, 'saved.tar');
   await run('skopeo', ['copy', '--quiet', `oci:${layout}:bench`, `docker-archive:${archive}:bench/big:v1`]);
@@ -46,25 +49,20 @@ afterAll(async () => {
   await rm(SKOPEO_CACHE, { force: true });
 });
 
-const fmtMB = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
-
 describe('restore benchmark', () => {
   it('stowage push vs skopeo copy of a docker-archive, first and second time', async () => {
     const home = join(dir, 'home');
     await mkdir(home, { recursive: true });
     const conf = join(dir, 'registries.conf');
     await writeFile(conf, `[[registry]]\nlocation = "${host}"\ninsecure = true\n`);
+    const cpu = await cpuSetting();
     const env = { ...process.env, HOME: home, CONTAINERS_REGISTRIES_CONF: conf };
     const names = ['skopeo first', 'stowage first', 'skopeo again', 'stowage again'] as const;
-    const results = Object.fromEntries(
-      names.map((n) => [n, { t: [] as number[], rss: [] as number[], cpu: [] as number[] }]),
-    );
-    const record = async (name: (typeof names)[number], cmd: string, args: string[]) => {
+    const results = Object.fromEntries(names.map((n) => [n, samples()]));
+    const measured = async (name: (typeof names)[number], cmd: string, args: string[]) => {
       await run('sync', []);
-      const r = await measure(cmd, args, env);
-      results[name]!.t.push(r.seconds);
-      results[name]!.rss.push(r.maxRssBytes);
-      results[name]!.cpu.push(r.coreSeconds);
+      const own = cmd === 'skopeo' ? cpu.skopeoEnv : cpu.stowageEnv;
+      record(results[name]!, await measure(cmd, args, { ...env, ...own }));
     };
     const skopeo = (to: string) => [
       'copy',
@@ -79,18 +77,18 @@ describe('restore benchmark', () => {
       await rm(join(home, '.cache', 'stowage'), { recursive: true, force: true });
       const pair = [
         async () => {
-          await record('skopeo first', 'skopeo', skopeo(`r${i}-skopeo/big:v1`));
-          await record('skopeo again', 'skopeo', skopeo(`r${i}-skopeo/big:v1`));
+          await measured('skopeo first', 'skopeo', skopeo(`r${i}-skopeo/big:v1`));
+          await measured('skopeo again', 'skopeo', skopeo(`r${i}-skopeo/big:v1`));
         },
         async () => {
-          await record('stowage first', process.execPath, [
+          await measured('stowage first', process.execPath, [
             BIN,
             'push',
             '-q',
             archive,
             `${host}/r${i}-stowage/big:v1`,
           ]);
-          await record('stowage again', process.execPath, [
+          await measured('stowage again', process.execPath, [
             BIN,
             'push',
             '-q',
@@ -107,16 +105,11 @@ describe('restore benchmark', () => {
         (await run('skopeo', ['inspect', '--config', '--tls-verify=false', `docker://${ref}`])).stdout,
       ).rootfs.diff_ids;
     expect(await layers(`${host}/r0-stowage/big:v1`)).toEqual(await layers(`${host}/r0-skopeo/big:v1`));
-    const sha = (await readFile('/proc/cpuinfo', 'utf8')).includes('sha_ni') ? 'with' : 'without';
+    const bytes = (await stat(archive)).size;
     const lines = [
-      `restore benchmark: docker-archive of ${LAYERS_MIB.join('+')} MiB, ${ROUNDS} rounds; ${cpus().length} cores, CPU ${sha} SHA extensions`,
+      `restore benchmark: docker-archive of ${LAYERS_MIB.join('+')} MiB random + ${TEXT_MIB} MiB text, ${ROUNDS} rounds; ${cpu.label}`,
     ];
-    for (const n of names) {
-      const r = results[n]!;
-      lines.push(
-        `  ${n.padEnd(16)} best ${Math.min(...r.t).toFixed(2)} s  median ${median(r.t).toFixed(2)} s  peak RSS ${fmtMB(Math.max(...r.rss))}  core-s ${median(r.cpu).toFixed(2)}`,
-      );
-    }
+    for (const n of names) lines.push(sampleLine(n, results[n]!, 16, bytes));
     const ratio = (a: string, b: string) => (median(results[a]!.t) / median(results[b]!.t)).toFixed(2);
     lines.push(`  first restore speed-up over skopeo: ${ratio('skopeo first', 'stowage first')}x median`);
     lines.push(`  second restore speed-up over skopeo: ${ratio('skopeo again', 'stowage again')}x median`);
