@@ -14,6 +14,7 @@ import {
   compressionKey,
   compressLayer,
   DEFAULT_COMPRESSION,
+  defaultWorkers,
   type LayerCompression,
 } from '../archive/compress.js';
 import { Limiter } from '../core/limiter.js';
@@ -101,7 +102,10 @@ export async function recompressPlainLayers(
       compressLayer(body, compression, { workers: opts.workers });
     const compressed = new Map<string, { path?: string; plain: Descriptor; descriptor: Descriptor }>();
     const how = compressionKey(compression);
-    const limiter = new Limiter(Math.max(1, Math.min(opts.concurrency, todo.length)));
+    // As many layers at once as there are cores: more only hold buffers while they wait for a thread.
+    const limiter = new Limiter(
+      Math.max(1, Math.min(opts.concurrency, todo.length, Math.max(2, defaultWorkers()))),
+    );
     await Promise.all(
       todo.map((l, i) =>
         limiter.run(async () => {
