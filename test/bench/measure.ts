@@ -47,7 +47,7 @@ export function samples(): Samples {
   return { t: [], rss: [], cpu: [] };
 }
 
-export function record(into: Samples, r: Measured): void {
+export function addSample(into: Samples, r: Measured): void {
   into.t.push(r.seconds);
   into.rss.push(r.maxRssBytes);
   into.cpu.push(r.coreSeconds);

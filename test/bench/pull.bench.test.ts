@@ -1,9 +1,12 @@
 /**
  * Pull benchmark: stowage against skopeo 1.9 on the same fixture, the same loopback registry, in the
- * same run, alternating; oci-archive and docker-archive (layers decompressed and diff_ids checked). Prints time ratios and peak RSS; asserts only that both archives are correct.
+ * same run, alternating; oci-archive and docker-archive (layers decompressed and diff_ids checked), each
+ * also with --no-checksum (no FILE.sha256: one pass less). Prints time ratios, core-seconds (and per GB)
+ * and peak RSS, and the CPU; asserts only that both archives are correct.
  *
  *   npm run bench                   # 3 layers, about 450 MB, 5 rounds
  *   BENCH_ROUNDS=9 BENCH_MIB=300,100,50 npm run bench
+ *   BENCH_NO_SHA=stowage|both npm run bench    (SHA extensions masked: see measure.ts)
  */
 import type { ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -13,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { buildBenchLayout } from './fixture.js';
-import { measure, median } from './measure.js';
+import { addSample, cpuSetting, measure, median, type Samples, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -53,9 +56,11 @@ afterAll(async () => {
 type Name =
   | 'skopeo'
   | 'stowage'
+  | 'stowage --no-checksum'
   | 'stowage (smaller image)'
   | 'skopeo docker-archive'
-  | 'stowage docker-archive';
+  | 'stowage docker-archive'
+  | 'stowage docker-archive --no-checksum';
 
 const fmtMB = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
 
@@ -65,15 +70,18 @@ describe('pull benchmark', () => {
     await mkdir(home, { recursive: true });
     const conf = join(dir, 'registries.conf');
     await writeFile(conf, `[[registry]]\nlocation = "${host}"\ninsecure = true\n`);
+    const cpu = await cpuSetting();
     const env = { ...process.env, HOME: home, CONTAINERS_REGISTRIES_CONF: conf };
     const out = join(dir, 'out');
     await mkdir(out, { recursive: true });
-    const results: Record<Name, { t: number[]; rss: number[]; cpu: number[] }> = {
-      skopeo: { t: [], rss: [], cpu: [] },
-      stowage: { t: [], rss: [], cpu: [] },
-      'stowage (smaller image)': { t: [], rss: [], cpu: [] },
-      'skopeo docker-archive': { t: [], rss: [], cpu: [] },
-      'stowage docker-archive': { t: [], rss: [], cpu: [] },
+    const results: Record<Name, Samples> = {
+      skopeo: samples(),
+      stowage: samples(),
+      'stowage --no-checksum': samples(),
+      'stowage (smaller image)': samples(),
+      'skopeo docker-archive': samples(),
+      'stowage docker-archive': samples(),
+      'stowage docker-archive --no-checksum': samples(),
     };
     const ref = `${host}/bench/big:v1`;
     // Each measurement starts with no dirty pages left by the previous one (skopeo does not fsync its
@@ -97,6 +105,10 @@ describe('pull benchmark', () => {
         ],
       ],
       stowage: [process.execPath, [BIN, 'pull', '-q', ref, '-o', join(out, 'stowage.tar')]],
+      'stowage --no-checksum': [
+        process.execPath,
+        [BIN, 'pull', '-q', '--no-checksum', ref, '-o', join(out, 'stowage-n.tar')],
+      ],
       'stowage (smaller image)': [
         process.execPath,
         [BIN, 'pull', '-q', `${host}/bench/smaller:v1`, '-o', join(out, 'smaller.tar')],
@@ -115,14 +127,16 @@ describe('pull benchmark', () => {
         process.execPath,
         [BIN, 'pull', '-q', '-f', 'docker-archive', ref, '-o', join(out, 'stowage-d.tar')],
       ],
+      'stowage docker-archive --no-checksum': [
+        process.execPath,
+        [BIN, 'pull', '-q', '--no-checksum', '-f', 'docker-archive', ref, '-o', join(out, 'stowage-dn.tar')],
+      ],
     } satisfies Record<Name, [string, string[]]>;
     const record = async (name: Name) => {
       await settle();
       const [cmd, args] = commands[name];
-      const r = await measure(cmd, args, env);
-      results[name]!.t.push(r.seconds);
-      results[name]!.rss.push(r.maxRssBytes);
-      results[name]!.cpu.push(r.coreSeconds);
+      const own = cmd === 'skopeo' ? cpu.skopeoEnv : cpu.stowageEnv;
+      addSample(results[name]!, await measure(cmd, args, { ...env, ...own }));
     };
     /** Runs a command again, unmeasured, for its output. */
     const again = async (name: Name) => {
@@ -140,6 +154,8 @@ describe('pull benchmark', () => {
       for (const [theirs, ours] of pairs) {
         for (const name of i % 2 === 0 ? [theirs, ours] : [ours, theirs]) await record(name);
       }
+      await record('stowage --no-checksum');
+      await record('stowage docker-archive --no-checksum');
       await record('stowage (smaller image)');
     }
     // The last outputs of each kind are checked: the same image, and ours verifies.
@@ -168,12 +184,10 @@ describe('pull benchmark', () => {
     await run('sha256sum', ['-c', 'stowage-d.tar.sha256'], { cwd: out });
 
     const lines = [
-      `pull benchmark: ${fmtMB(size)} archive (layers ${LAYERS_MIB.join('+')} MiB), ${ROUNDS} rounds`,
+      `pull benchmark: ${fmtMB(size)} archive (layers ${LAYERS_MIB.join('+')} MiB), ${ROUNDS} rounds; ${cpu.label}`,
     ];
     for (const [name, r] of Object.entries(results)) {
-      lines.push(
-        `  ${name.padEnd(24)} best ${Math.min(...r.t).toFixed(2)} s  median ${median(r.t).toFixed(2)} s  peak RSS ${fmtMB(Math.max(...r.rss))}  core-s ${median(r.cpu).toFixed(2)}`,
-      );
+      lines.push(sampleLine(name, r, 36, name.includes('smaller') ? 0 : size));
     }
     const ratioBest = Math.min(...results.skopeo!.t) / Math.min(...results.stowage!.t);
     const ratioMedian = median(results.skopeo!.t) / median(results.stowage!.t);
@@ -182,6 +196,10 @@ describe('pull benchmark', () => {
       f(results['skopeo docker-archive']!.t) / f(results['stowage docker-archive']!.t);
     lines.push(
       `  docker-archive speed-up over skopeo: best ${ratioD((x) => Math.min(...x)).toFixed(2)}x, median ${ratioD(median).toFixed(2)}x`,
+    );
+    const vs = (theirs: Name, ours: Name) => (median(results[theirs].t) / median(results[ours].t)).toFixed(2);
+    lines.push(
+      `  with --no-checksum, median speed-up: oci-archive ${vs('skopeo', 'stowage --no-checksum')}x, docker-archive ${vs('skopeo docker-archive', 'stowage docker-archive --no-checksum')}x`,
     );
     lines.push(
       `  throughput (stowage, median): ${(size / 1024 / 1024 / median(results.stowage!.t)).toFixed(0)} MiB/s`,

@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { buildBenchLayout } from './fixture.js';
-import { measure, median } from './measure.js';
+import { addSample, cpuSetting, measure, median, type Samples, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -73,20 +73,19 @@ describe('push benchmark', () => {
       .update((await run('skopeo', ['inspect', '--raw', `oci-archive:${archive}`])).stdout)
       .digest('hex')}`;
 
-    const results: Record<string, { t: number[]; rss: number[]; cpu: number[] }> = {
-      'skopeo restore': { t: [], rss: [], cpu: [] },
-      'stowage push': { t: [], rss: [], cpu: [] },
-      'skopeo registry copy': { t: [], rss: [], cpu: [] },
-      'stowage copy': { t: [], rss: [], cpu: [] },
+    const cpu = await cpuSetting();
+    const results: Record<string, Samples> = {
+      'skopeo restore': samples(),
+      'stowage push': samples(),
+      'skopeo registry copy': samples(),
+      'stowage copy': samples(),
     };
     const written: string[] = [];
     const record = async (name: keyof typeof results, target: string, cmd: string, args: string[]) => {
       await rm(SKOPEO_CACHE, { force: true });
       await run('sync', []);
-      const r = await measure(cmd, args, env);
-      results[name]!.t.push(r.seconds);
-      results[name]!.rss.push(r.maxRssBytes);
-      results[name]!.cpu.push(r.coreSeconds);
+      const own = cmd === 'skopeo' ? cpu.skopeoEnv : cpu.stowageEnv;
+      addSample(results[name]!, await measure(cmd, args, { ...env, ...own }));
       written.push(target);
     };
     for (let i = 0; i < ROUNDS; i++) {
@@ -133,13 +132,9 @@ describe('push benchmark', () => {
 
     const size = (await stat(archive)).size;
     const lines = [
-      `push benchmark: ${fmtMB(size)} image (layers ${LAYERS_MIB.join('+')} MiB), ${ROUNDS} rounds`,
+      `push benchmark: ${fmtMB(size)} image (layers ${LAYERS_MIB.join('+')} MiB), ${ROUNDS} rounds; ${cpu.label}`,
     ];
-    for (const [name, r] of Object.entries(results)) {
-      lines.push(
-        `  ${name.padEnd(22)} best ${Math.min(...r.t).toFixed(2)} s  median ${median(r.t).toFixed(2)} s  peak RSS ${fmtMB(Math.max(...r.rss))}  core-s ${median(r.cpu).toFixed(2)}`,
-      );
-    }
+    for (const [name, r] of Object.entries(results)) lines.push(sampleLine(name, r, 22, size));
     const ratio = (a: string, b: string, f: (x: number[]) => number) =>
       (f(results[a]!.t) / f(results[b]!.t)).toFixed(2);
     const best = (x: number[]) => Math.min(...x);

@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { buildBenchLayout } from './fixture.js';
-import { cpuSetting, measure, median, record, sampleLine, samples } from './measure.js';
+import { addSample, cpuSetting, measure, median, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -62,7 +62,7 @@ describe('restore benchmark', () => {
     const measured = async (name: (typeof names)[number], cmd: string, args: string[]) => {
       await run('sync', []);
       const own = cmd === 'skopeo' ? cpu.skopeoEnv : cpu.stowageEnv;
-      record(results[name]!, await measure(cmd, args, { ...env, ...own }));
+      addSample(results[name]!, await measure(cmd, args, { ...env, ...own }));
     };
     const skopeo = (to: string) => [
       'copy',
