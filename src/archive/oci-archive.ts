@@ -1,7 +1,7 @@
 import { AtomicFile, SyncAhead } from '../core/atomic.js';
 import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
-import { DigestVerifier, digestAlgorithm, digestHex } from '../image/digest.js';
+import { DigestVerifier, digestAlgorithm, digestHex, digestMismatch } from '../image/digest.js';
 import { MediaType } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import { ArchiveHasher, type HashSegment } from './hasher.js';
@@ -83,6 +83,40 @@ export async function settleArchive(
   return prepared;
 }
 
+/** Counts a blob's bytes as they arrive, against its declared size (its digest is checked elsewhere). */
+class SizeCheck {
+  bytes = 0;
+  constructor(
+    private readonly size: number,
+    private readonly what: string,
+  ) {}
+  update(chunk: Uint8Array): void {
+    this.bytes += chunk.byteLength;
+    if (this.bytes > this.size) {
+      throw new StowageError(
+        'DIGEST_MISMATCH',
+        `${this.what}: received more than the ${this.size} bytes its descriptor declares`,
+      );
+    }
+  }
+  finish(): void {
+    if (this.bytes !== this.size) {
+      throw new StowageError(
+        'DIGEST_MISMATCH',
+        `${this.what}: received ${this.bytes} bytes, the descriptor declares ${this.size}`,
+      );
+    }
+  }
+}
+
+/** The blobs' digests, as the hasher computed them from the file, against their descriptors. */
+function checkInPlace(blobs: Descriptor[], hex: string[]): void {
+  for (const [i, blob] of blobs.entries()) {
+    const actual = `sha256:${hex[i]}`;
+    if (actual !== blob.digest) throw digestMismatch(`blob ${blob.digest}`, actual, blob.digest);
+  }
+}
+
 /** The OCI image layout's index.json for these images, with a fixed key order. */
 export function buildIndexJson(images: ArchiveImage[]): Buffer {
   const manifests = images.map(({ descriptor: d, annotations }) => {
@@ -149,8 +183,10 @@ export function layoutOciArchive(
 
 /**
  * Writes an oci-archive: the layout is computed first, then blobs are downloaded in parallel and each
- * is written straight to its final offset. A worker thread follows the writes in file order, computing
- * the archive's sha256 and every blob's digest from one read-back; sizes are checked as bytes stream in.
+ * is written straight to its final offset. Two worker threads follow the writes in file order, reading
+ * them back from the page cache: one computes the archive's sha256, the other every blob's digest
+ * (checked before the archive is moved into place), so the main thread only moves bytes; sizes are
+ * checked as bytes stream in.
  * The file appears at `path` only when complete and verified, with `path.sha256` beside it; on failure
  * nothing is left behind.
  */
@@ -168,15 +204,19 @@ export async function writeOciArchive(
   try {
     await fh.truncate(size);
     const segments: HashSegment[] = [];
-    const pending: { blob: Descriptor; offset: number; segment: number }[] = [];
+    const pending: { blob: Descriptor; offset: number; segment: number; inPlace: boolean }[] = [];
     // Headers and in-memory documents first: one buffer per entry.
     for (const { header: h, offset, data, blob } of entries) {
       const headerStart = offset - h.length;
       if (blob) {
         await fh.write(h, 0, h.length, headerStart);
         segments.push({ start: headerStart, length: h.length });
-        pending.push({ blob, offset, segment: segments.length });
-        segments.push({ start: offset, length: paddedSize(blob.size) });
+        // A sha256 blob's digest is computed by a worker from the file (see the top); others here.
+        const inPlace = digestAlgorithm(blob.digest) === 'sha256';
+        pending.push({ blob, offset, segment: segments.length, inPlace });
+        segments.push({ start: offset, length: blob.size, own: inPlace });
+        const pad = paddedSize(blob.size) - blob.size;
+        if (pad) segments.push({ start: offset + blob.size, length: pad });
       } else {
         const body = Buffer.alloc(h.length + paddedSize(data?.length ?? 0));
         h.copy(body);
@@ -188,7 +228,10 @@ export async function writeOciArchive(
     const endOffset = size - END_OF_ARCHIVE.length;
     await fh.write(END_OF_ARCHIVE, 0, END_OF_ARCHIVE.length, endOffset);
     segments.push({ start: endOffset, length: END_OF_ARCHIVE.length });
-    hasher = new ArchiveHasher(file.tmpPath, segments, { archive: opts.checksum !== false });
+    hasher = new ArchiveHasher(file.tmpPath, segments, {
+      archive: opts.checksum !== false,
+      separateParts: true,
+    });
     // Everything but the blobs is on disk; the padding after each blob is zero already (truncate).
     const blobSegments = new Set(pending.map((p) => p.segment));
     for (const [i, seg] of segments.entries()) if (!blobSegments.has(i)) hasher.written(i, seg.length);
@@ -202,10 +245,12 @@ export async function writeOciArchive(
     const downloadOne = async (p: (typeof pending)[number]) => {
       const { blob } = p;
       opts.onProgress?.({ type: 'blob-start', digest: blob.digest, size: blob.size });
-      const verifier = new DigestVerifier(blob.digest, blob.size, `blob ${blob.digest}`);
+      const verifier = p.inPlace
+        ? new SizeCheck(blob.size, `blob ${blob.digest}`)
+        : new DigestVerifier(blob.digest, blob.size, `blob ${blob.digest}`);
       const body = await opts.fetch(blob, signal);
       const out = new PositionedWriter(fh, p.offset, writeback, (done) =>
-        archiveHasher.written(p.segment, done === blob.size ? paddedSize(blob.size) : done),
+        archiveHasher.written(p.segment, done),
       );
       for await (const chunk of body) {
         verifier.update(chunk);
@@ -225,7 +270,11 @@ export async function writeOciArchive(
     await runQueue(pending, opts.concurrency, controller, downloadOne);
     // Flush to disk while the hasher finishes its tail.
     await writeback.settle();
-    const [{ archive: sha256 }] = await Promise.all([archiveHasher.finish(), fh.datasync()]);
+    const [{ archive: sha256, own }] = await Promise.all([archiveHasher.finish(), fh.datasync()]);
+    checkInPlace(
+      pending.filter((p) => p.inPlace).map((p) => p.blob),
+      own,
+    );
     opts.onProgress?.({ type: 'finalizing', path });
     return await settleArchive(file, { path, sha256, size }, opts.defer);
   } catch (e) {

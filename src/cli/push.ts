@@ -103,9 +103,11 @@ export function pushCommand(program: Command): void {
         'registry. DEST is a repository[:tag] for one image (the tag defaults to the one the archive ' +
         'records), or a registry[/namespace] under which every image keeps its own repository path ' +
         '(--prefix inserts a path before it). Manifests keep their digests; a docker-archive, which ' +
-        'holds no manifest, gets its layers gzipped deterministically and a new Docker schema 2 ' +
-        'manifest (the same archive always gives the same digest). Blobs the registry has are skipped, ' +
-        'blobs in another repository of it are mounted, tags are set last.',
+        'holds no manifest, gets its layers compressed deterministically (parallel gzip, or --compress) ' +
+        'as they are uploaded, and a new manifest (the same archive always gives the same digest), ' +
+        'unless stowage pulled the image before and the registry has its layers: then the original ' +
+        'manifest goes back, digest intact. Blobs the registry has are skipped, blobs in another ' +
+        'repository of it are mounted, tags are set last.',
     )
     .argument(
       '<archive>',
