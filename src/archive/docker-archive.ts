@@ -259,8 +259,17 @@ async function* verified(body: AsyncIterable<Uint8Array>, check: DigestVerifier)
   }
 }
 
-/** Every layer's decompressed digest, as hashed while written, against the config's diff_ids. */
-function checkDiffIds(layers: LayerJob[], hex: string[]): void {
+/**
+ * Whether a layer's decompressed bytes are hashed against its diff_id: not when this compressed layer
+ * was checked to decompress to it before (its digest, checked as it is read, and gzip's CRC-32 vouch
+ * for the same bytes).
+ */
+function needsDiffIdCheck(layer: LayerJob, opts: WriteOptions): boolean {
+  return opts.diffIds?.get(layer.source.digest) !== layer.diffId;
+}
+
+/** Every checked layer's decompressed digest, as hashed while written, against the config's diff_ids. */
+function checkDiffIds(layers: LayerJob[], hex: string[], opts: WriteOptions): void {
   for (const [i, layer] of layers.entries()) {
     const actual = `sha256:${hex[i]}`;
     if (actual !== layer.diffId) {
@@ -271,6 +280,7 @@ function checkDiffIds(layers: LayerJob[], hex: string[]): void {
         "the image config's diff_id does not describe this layer",
       );
     }
+    opts.diffIds?.checked(layer.source.digest, layer.diffId);
   }
 }
 
@@ -317,7 +327,7 @@ async function writeLaidOut(
     const at = end;
     segments.push({ start: at, length: BLOCK });
     const segment = segments.length;
-    segments.push({ start: at + BLOCK, length: size, own: true });
+    segments.push({ start: at + BLOCK, length: size, own: needsDiffIdCheck(layer, opts) });
     const pad = paddedSize(size) - size;
     if (pad) segments.push({ start: at + BLOCK + size, length: pad });
     end = at + BLOCK + paddedSize(size);
@@ -369,7 +379,11 @@ async function writeLaidOut(
     });
     await writeback.settle();
     const [{ archive: sha256, own }] = await Promise.all([archiveHasher.finish(), fh.datasync()]);
-    checkDiffIds(layers, own);
+    checkDiffIds(
+      layers.filter((l) => needsDiffIdCheck(l, opts)),
+      own,
+      opts,
+    );
     opts.onProgress?.({ type: 'finalizing', path });
     return await settleArchive(file, { path, sha256, size: end + END_OF_ARCHIVE.length }, opts.defer);
   } catch (e) {
@@ -467,8 +481,11 @@ async function writeInOrder(
         const headerPos = pos;
         const dataStart = pos + BLOCK;
         // The uncompressed bytes are checked against the diff_id by the hasher as they are written.
-        hasher.openTap(dataStart);
-        const out = new PositionedWriter(fh, dataStart, writeback, (n) => hasher.tapWritten(dataStart + n));
+        const tapped = needsDiffIdCheck(layer, opts);
+        if (tapped) hasher.openTap(dataStart);
+        const out = new PositionedWriter(fh, dataStart, writeback, (n) => {
+          if (tapped) hasher.tapWritten(dataStart + n);
+        });
         for await (const c of decompressed(verified(body, compressed))) {
           if (await out.push(c)) {
             opts.onProgress?.({
@@ -487,7 +504,7 @@ async function writeInOrder(
         if (pad) await fh.write(Buffer.alloc(pad), 0, pad, at);
         await fh.write(layerHeader(layer, size, mtime), 0, BLOCK, headerPos);
         pos = dataStart + paddedSize(size);
-        hasher.closeTap(at);
+        if (tapped) hasher.closeTap(at);
         hasher.written(0, pos);
         await spools.get(head)?.dispose();
         spools.delete(head);
@@ -507,7 +524,11 @@ async function writeInOrder(
     await writeback.settle();
     hasher.close(0, pos);
     const [{ archive: sha256, taps }] = await Promise.all([hasher.finish(), fh.datasync()]);
-    checkDiffIds(layers, taps);
+    checkDiffIds(
+      layers.filter((l) => needsDiffIdCheck(l, opts)),
+      taps,
+      opts,
+    );
     opts.onProgress?.({ type: 'finalizing', path });
     return await settleArchive(file, { path, sha256, size: pos }, opts.defer);
   } catch (e) {

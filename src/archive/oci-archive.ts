@@ -51,6 +51,14 @@ export interface WriteOptions {
   defer?: boolean | undefined;
   /** Hash the whole archive and write PATH.sha256 (default); false saves that pass (--no-checksum). */
   checksum?: boolean | undefined;
+  /** docker-archive: layers checked against their diff_id before (see copy/digest-cache.ts). */
+  diffIds?: KnownDiffIds | undefined;
+}
+
+/** Which diff_id a compressed layer was checked to decompress to; told of each one checked now. */
+export interface KnownDiffIds {
+  get(compressed: string): string | undefined;
+  checked(compressed: string, diffId: string): void;
 }
 
 export interface WrittenArchive {

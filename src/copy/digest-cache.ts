@@ -6,6 +6,10 @@
  *              key (settings and library version: compressionKey) give the compressed digest and size.
  *              The compression is deterministic, so an entry never goes stale; a second restore of the
  *              same archive learns its digests here and compresses nothing the registry has.
+ *   diff_ids   which diff_id each compressed layer was found to decompress to, when stowage wrote it
+ *              into a docker-archive and checked it. Its compressed digest (checked on every read) and
+ *              the gzip CRC-32 then vouch for the same plain bytes, so the next docker-archive with that
+ *              layer skips the diff_id pass (a third sha256 pass, the costliest where sha256 is slow).
  *   manifests  the manifest each image config was pulled with (every pull, push and copy that moves a
  *              manifest records it). A docker-archive keeps the config but not the manifest: restoring it
  *              where that manifest's layers are already (the registry it came from, a mirror of it)
@@ -29,12 +33,14 @@ export interface RecordedManifest {
 
 /** Entries kept of each kind (the newest); a made entry is about 200 bytes, a manifest one or two KB. */
 const MAX_MADE = 50_000;
+const MAX_DIFF_IDS = 50_000;
 const MAX_MANIFESTS = 5_000;
 const FORMAT = 2;
 
 interface CacheFile {
   version: number;
   made: Record<string, CompressedAs>;
+  diffIds: Record<string, string>;
   manifests: Record<string, { mediaType: string; base64: string }>;
 }
 
@@ -44,12 +50,14 @@ export class DigestCache {
   private constructor(
     readonly path: string,
     private readonly made: Map<string, CompressedAs>,
+    private readonly diffIds: Map<string, string>,
     private readonly manifests: Map<string, { mediaType: string; base64: string }>,
   ) {}
 
   /** The cache at `path`; a broken file, or one of another format, is started afresh. */
   static async open(path: string): Promise<DigestCache> {
     const made = new Map<string, CompressedAs>();
+    const diffIds = new Map<string, string>();
     const manifests = new Map<string, { mediaType: string; base64: string }>();
     const text = await readFile(path, 'utf8').catch(() => undefined);
     try {
@@ -58,6 +66,7 @@ export class DigestCache {
         for (const [k, v] of Object.entries(file.made ?? {})) {
           if (typeof v?.digest === 'string' && Number.isSafeInteger(v.size)) made.set(k, v);
         }
+        for (const [k, v] of Object.entries(file.diffIds ?? {})) if (typeof v === 'string') diffIds.set(k, v);
         for (const [k, v] of Object.entries(file.manifests ?? {})) {
           if (typeof v?.mediaType === 'string' && typeof v.base64 === 'string') manifests.set(k, v);
         }
@@ -65,7 +74,7 @@ export class DigestCache {
     } catch {
       // Not JSON (a crash before atomic writes, a hand edit): it only costs a compression.
     }
-    return new DigestCache(path, made, manifests);
+    return new DigestCache(path, made, diffIds, manifests);
   }
 
   static defaultPath(cacheDir: string): string {
@@ -85,6 +94,18 @@ export class DigestCache {
     const key = `${how} ${plain}`;
     this.made.delete(key);
     this.made.set(key, value);
+    this.dirty = true;
+  }
+
+  /** The diff_id a compressed layer was checked to decompress to, if it was. */
+  diffIdOf(compressed: string): string | undefined {
+    return this.diffIds.get(compressed);
+  }
+
+  rememberDiffId(compressed: string, diffId: string): void {
+    if (this.diffIds.get(compressed) === diffId) return;
+    this.diffIds.delete(compressed);
+    this.diffIds.set(compressed, diffId);
     this.dirty = true;
   }
 
@@ -110,6 +131,7 @@ export class DigestCache {
     const file: CacheFile = {
       version: FORMAT,
       made: newest(this.made, MAX_MADE),
+      diffIds: newest(this.diffIds, MAX_DIFF_IDS),
       manifests: newest(this.manifests, MAX_MANIFESTS),
     };
     try {

@@ -206,9 +206,10 @@ export async function writeArchive(opened: OpenedSource[], opts: PullOptions): P
       throw new StowageError('INVALID_ARGUMENT', 'a destination name applies to one image only');
     planned[0]!.names = namesFromOption(opts.name, opts.nameAsGiven);
   }
-  const destination = openArchiveDestination(format, opts.output, { checksum: opts.checksum });
-  // Each image's manifest is remembered: a docker-archive of it can go back digest intact.
+  // Each image's manifest is remembered (a docker-archive of it can go back digest intact), and which
+  // diff_id each layer decompressed to (the next docker-archive with it skips that pass).
   const digestCache = opts.dryRun ? undefined : await DigestCache.openDefault();
+  const destination = openArchiveDestination(format, opts.output, { checksum: opts.checksum, digestCache });
   const r = await copyPlanned(planned, destination, {
     digestCache,
     compress: opts.compress,

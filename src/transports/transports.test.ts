@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { AMD64, FakeSource } from '../../test/harness/fake-source.js';
 import { tempDirs } from '../../test/harness/temp-dirs.js';
 import { copy } from '../copy/copy.js';
+import { DigestCache } from '../copy/digest-cache.js';
 import { sha256Digest } from '../image/digest.js';
 import { Context } from '../registry/context.js';
 import { archiveDestination } from './archive/destinations.js';
@@ -162,6 +163,41 @@ describe('archive destinations', () => {
       }
     }
     await ctx.close();
+  });
+
+  it('docker-archive: a layer checked against its diff_id before is not hashed again; one never checked is', async () => {
+    const dir = await temp('stowage-transports-');
+    const { gzipSync } = await import('node:zlib');
+    const plain = Buffer.alloc(200_000, 'tar bytes ');
+    const src = new FakeSource();
+    const layer = src.blob(gzipSync(plain));
+    // A config that does not describe its layer: the diff_id check is what catches it.
+    const wrong = `sha256:${'0'.repeat(64)}`;
+    src.image('bad', [layer], AMD64, undefined, [wrong]);
+    const good = sha256Digest(plain);
+    src.image('good', [layer], AMD64, undefined, [good]);
+    const cache = await DigestCache.open(join(dir, 'digests.json'));
+    const write = (tag: string, out: string) =>
+      copy(
+        [{ source: src, reference: tag, names, label: tag }],
+        archiveDestination('docker-archive', join(dir, out), { digestCache: cache }),
+        { platforms: [AMD64] },
+        { concurrency: 2 },
+      );
+    await expect(write('bad', 'bad.tar')).rejects.toThrow(/diff_id does not describe this layer/);
+    expect(cache.diffIdOf(layer.digest)).toBeUndefined();
+    // Checked once, remembered: the compressed digest (checked on every read) now vouches for it.
+    await write('good', 'good.tar');
+    expect(cache.diffIdOf(layer.digest)).toBe(good);
+    // What was remembered is what is skipped, and only that: the bad config still fails.
+    await expect(write('bad', 'bad-again.tar')).rejects.toThrow(/diff_id does not describe this layer/);
+    const again = await write('good', 'good-again.tar');
+    expect(again.committed?.sha256).toBe((await write('good', 'good-3.tar')).committed?.sha256);
+    expect(await readFile(join(dir, 'good-again.tar'))).toEqual(await readFile(join(dir, 'good.tar')));
+    // The skip itself: with an entry for this very pair the hash is not run, so not even this
+    // config's lie is seen. Entries come from the user's own cache directory, written by stowage.
+    cache.rememberDiffId(layer.digest, wrong);
+    await expect(write('bad', 'trusted.tar')).resolves.toBeDefined();
   });
 
   it('adds to an existing OCI layout: blobs it holds are not read again, other names kept', async () => {

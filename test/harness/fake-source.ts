@@ -34,10 +34,16 @@ export class FakeSource implements ImageSource {
     return { mediaType, digest, size: bytes.length };
   }
 
-  /** An image: a config naming its platform, and these layers. */
-  image(tag: string, layers: Descriptor[], platform = AMD64, layerType?: string): Descriptor {
+  /** An image: a config naming its platform (and the layers' diff_ids, if given), and these layers. */
+  image(
+    tag: string,
+    layers: Descriptor[],
+    platform = AMD64,
+    layerType?: string,
+    diffIds: string[] = [],
+  ): Descriptor {
     const config = this.blob(
-      JSON.stringify({ ...platform, rootfs: { type: 'layers', diff_ids: [] } }),
+      JSON.stringify({ ...platform, rootfs: { type: 'layers', diff_ids: diffIds } }),
       MediaType.OciConfig,
     );
     const manifest = {

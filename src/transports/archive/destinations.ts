@@ -23,6 +23,7 @@ import type {
   ImageSet,
   WriteSettings,
 } from '../../copy/destination.js';
+import type { DigestCache } from '../../copy/digest-cache.js';
 import { parseConfig, parseManifest } from '../../copy/plan.js';
 import { StowageError } from '../../errors.js';
 import type { Descriptor } from '../../image/schemas.js';
@@ -62,6 +63,8 @@ const MANY = Number.POSITIVE_INFINITY;
 export interface ArchiveFileOptions {
   /** Write PATH.sha256 beside it (default); false skips a full pass over the archive (--no-checksum). */
   checksum?: boolean | undefined;
+  /** Remembers which diff_id each compressed layer was checked to decompress to (docker-archive). */
+  digestCache?: DigestCache | undefined;
 }
 
 function writerOptions(
@@ -69,8 +72,12 @@ function writerOptions(
   settings: WriteSettings,
   file: ArchiveFileOptions,
 ): WriteOptions {
+  const cache = file.digestCache;
   return {
     checksum: file.checksum,
+    diffIds: cache
+      ? { get: (c) => cache.diffIdOf(c), checked: (c, d) => cache.rememberDiffId(c, d) }
+      : undefined,
     fetch: (d, s) => provider.open(d, s),
     tail: (d, n, s) => provider.tail(d, n, s),
     concurrency: settings.concurrency,
