@@ -84,7 +84,7 @@ export class Uploads {
   }
 
   /** Sends `length` bytes of an upload as one chunk (PATCH); returns where the next goes. */
-  async patchUpload(
+  patchUpload(
     session: UploadSession,
     repo: string,
     start: number,
@@ -92,25 +92,7 @@ export class Uploads {
     body: AsyncIterable<Uint8Array> | Buffer,
     signal?: AbortSignal,
   ): Promise<UploadSession> {
-    const what = `bytes ${start}-${start + length - 1} of an upload to ${this.t.host}/${repo}`;
-    const res = await this.t.request({
-      method: 'PATCH',
-      path: '',
-      url: session.location,
-      scope: pushScope(repo),
-      headers: {
-        'content-type': 'application/octet-stream',
-        'content-length': String(length),
-        'content-range': `${start}-${start + length - 1}`,
-      },
-      body,
-      signal,
-      what,
-    });
-    await this.t.check(res, what, [202]);
-    await res.body.dump();
-    const next = await this.session(res, what);
-    return { location: next.location, minChunk: next.minChunk ?? session.minChunk };
+    return this.patch(session, repo, body, signal, { start, length });
   }
 
   /**
@@ -118,19 +100,38 @@ export class Uploads {
    * size and digest are known only at their end (a layer compressed as it is sent, as skopeo does):
    * finishUpload then names the digest. Returns where the upload goes next.
    */
-  async streamUpload(
+  streamUpload(
     session: UploadSession,
     repo: string,
     body: AsyncIterable<Uint8Array>,
     signal?: AbortSignal,
   ): Promise<UploadSession> {
-    const what = `a streamed upload to ${this.t.host}/${repo}`;
+    return this.patch(session, repo, body, signal, undefined);
+  }
+
+  /** One PATCH of an upload: a range of known length, or (range undefined) a stream to its end. */
+  private async patch(
+    session: UploadSession,
+    repo: string,
+    body: AsyncIterable<Uint8Array> | Buffer,
+    signal: AbortSignal | undefined,
+    range: { start: number; length: number } | undefined,
+  ): Promise<UploadSession> {
+    const last = range ? range.start + range.length - 1 : 0;
+    const what = range
+      ? `bytes ${range.start}-${last} of an upload to ${this.t.host}/${repo}`
+      : `a streamed upload to ${this.t.host}/${repo}`;
+    const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
+    if (range) {
+      headers['content-length'] = String(range.length);
+      headers['content-range'] = `${range.start}-${last}`;
+    }
     const res = await this.t.request({
       method: 'PATCH',
       path: '',
       url: session.location,
       scope: pushScope(repo),
-      headers: { 'content-type': 'application/octet-stream' },
+      headers,
       body,
       signal,
       what,
