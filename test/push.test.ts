@@ -478,6 +478,57 @@ describe('push and copy', () => {
     expect((await stowage(['verify', back], { env: w.env })).code).toBe(0);
   });
 
+  it('compresses a docker-archive layer again when its streamed upload is cut short, and lands the same digest', async () => {
+    // The first streamed PATCH (no Content-Range: a layer compressed as it is sent) is cut mid-way.
+    let dropped = 0;
+    const proxy = await startFaultProxy({
+      upstream: plain.url,
+      fault: (req) => {
+        if (req.method !== 'PATCH' || !isBlobUpload(req) || req.headers['content-range'] || dropped > 0)
+          return undefined;
+        dropped++;
+        // After its first bytes: every layer's gzip is longer than that.
+        return { kind: 'drop-request', afterBytes: 20 };
+      },
+    });
+    proxies.push(proxy);
+    const w = await workdir('stream-cut', insecureConf(plain.host, proxy.host));
+    const saved = join(w.dir, 'saved.tar');
+    expect(
+      (await stowage(['pull', '-q', '-f', 'docker-archive', multi, '-o', saved], { env: w.env })).code,
+    ).toBe(0);
+    const cut = await stowage(['push', '--json', saved, `${proxy.host}/stream-cut/multi:v1`], { env: w.env });
+    expect(cut.code, cut.stderr).toBe(0);
+    expect(dropped).toBe(1);
+    // The cut session was cancelled; the same layer was made again and sent whole.
+    expect(proxy.seen.some((s) => s.method === 'DELETE' && s.path.includes('/blobs/uploads/'))).toBe(true);
+    const streamed = proxy.seen.filter((s) => s.method === 'PATCH' && !s.headers['content-range']);
+    // One streamed PATCH per layer, and one more for the layer sent again.
+    const { layers } = await skopeoJson(
+      'inspect',
+      '--raw',
+      '--tls-verify=false',
+      `docker://${plain.host}/stream-cut/multi:v1`,
+    );
+    expect(streamed.length).toBe(layers.length + 1);
+    // The same digest as a push that nothing interrupted (another HOME: no digest cache to lean on).
+    const other = await workdir('stream-clean', insecureConf(plain.host));
+    const clean = await stowage(['push', '--json', saved, `${plain.host}/stream-clean/multi:v1`], {
+      env: other.env,
+    });
+    expect(clean.code, clean.stderr).toBe(0);
+    expect(JSON.parse(cut.stdout).images[0].digest).toBe(JSON.parse(clean.stdout).images[0].digest);
+    const layout = join(w.dir, 'back');
+    await run('skopeo', [
+      'copy',
+      '-q',
+      '--src-tls-verify=false',
+      `docker://${plain.host}/stream-cut/multi:v1`,
+      `oci:${layout}`,
+    ]);
+    expect((await stowage(['verify', `oci:${layout}`], { env: w.env })).code).toBe(0);
+  });
+
   it('fails cleanly: a damaged archive, a wrong password, a registry that keeps failing, a blocked registry', async () => {
     const basic = h.registries.basic;
     const w = await workdir('push-bad', insecureConf(plain.host, basic.host));
