@@ -31,10 +31,13 @@ export interface RecordedManifest {
   bytes: Buffer;
 }
 
-/** Entries kept of each kind (the newest); a made entry is about 200 bytes, a manifest one or two KB. */
-const MAX_MADE = 50_000;
-const MAX_DIFF_IDS = 50_000;
-const MAX_MANIFESTS = 5_000;
+/**
+ * Entries kept of each kind (the newest). Every pull and push reads the whole file, so it stays small:
+ * at most about 2 MB of made entries (200 bytes each), 1.5 MB of diff_ids and 2 MB of manifests.
+ */
+const MAX_MADE = 10_000;
+const MAX_DIFF_IDS = 10_000;
+const MAX_MANIFESTS = 1_000;
 const FORMAT = 2;
 
 interface CacheFile {
