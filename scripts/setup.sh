@@ -5,9 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in docker-registry skopeo umoci podman htpasswd openssl curl python3 keyctl dbus-run-session gnome-keyring-daemon ss; do
+for cmd in docker-registry skopeo umoci podman htpasswd openssl curl python3 keyctl dbus-run-session gnome-keyring-daemon ss \
+  radosgw ceph-mon ceph-osd monmaptool; do
   command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
 done
+# PostgreSQL's programs are not on PATH in Debian.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages (missing: ${need[*]})"
   sudo=""
@@ -15,7 +18,8 @@ if [ "${#need[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     docker-registry skopeo umoci podman apache2-utils openssl ca-certificates curl python3 \
-    keyutils dbus-daemon gnome-keyring iproute2 >/dev/null
+    keyutils dbus-daemon gnome-keyring iproute2 \
+    ceph-mon ceph-osd radosgw ceph-common postgresql >/dev/null
 fi
 
 echo "setup: npm ci"
