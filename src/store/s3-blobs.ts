@@ -1,0 +1,258 @@
+/**
+ * The store's blobs in an S3-compatible bucket (issue 22): content-addressed keys PREFIX/blobs/sha256/HEX,
+ * as in an OCI layout, so a bucket reads like one.
+ *
+ * A blob goes up in one PUT that is verified by the server and created once: its sha256 is the
+ * request's signed payload hash (x-amz-content-sha256), so S3 refuses a body that does not hash to it
+ * and creates nothing (radosgw answers XAmzContentSHA256Mismatch), and If-None-Match: * refuses to
+ * replace a key another writer created first. No temporary key, no copy, and no hash on this side:
+ * the digest check costs the client nothing. Blobs over the 5 GiB a single PUT takes go up in parts.
+ */
+import { Readable } from 'node:stream';
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { StowageError } from '../errors.js';
+import { DigestVerifier, digestAlgorithm, digestHex } from '../image/digest.js';
+import type { Descriptor } from '../image/schemas.js';
+
+export interface S3Location {
+  /** http(s)://host:port of the S3 endpoint. */
+  endpoint: string;
+  bucket: string;
+  /** Key prefix ("" or ending in "/"): several stores can share a bucket. */
+  prefix: string;
+  region: string;
+  /** Path-style requests (bucket in the path): radosgw, MinIO; AWS takes either. */
+  pathStyle: boolean;
+  credentials: { accessKeyId: string; secretAccessKey: string };
+}
+
+/** A stored blob, as listed (for garbage collection: its age gives the grace period). */
+export interface ListedBlob {
+  digest: string;
+  size: number;
+  modified: Date;
+}
+
+/** The largest blob sent in one PUT (S3's limit); larger ones go up in parts. */
+const SINGLE_PUT_MAX = 5 * 1024 ** 3;
+
+type S3Error = Error & { name: string; $metadata?: { httpStatusCode?: number } };
+
+function status(e: unknown): number | undefined {
+  return (e as S3Error).$metadata?.httpStatusCode;
+}
+
+export class S3Blobs {
+  private readonly client: S3Client;
+
+  private readonly singlePutMax: number;
+  private readonly partSize: number;
+
+  constructor(
+    readonly location: S3Location,
+    opts: {
+      client?: S3Client | undefined;
+      /** Blobs larger go up in parts (default 5 GiB, S3's limit for one PUT). */
+      singlePutMax?: number | undefined;
+      /** Part size for those (default 64 MiB; S3's minimum is 5 MiB). */
+      partSize?: number | undefined;
+    } = {},
+  ) {
+    this.singlePutMax = opts.singlePutMax ?? SINGLE_PUT_MAX;
+    this.partSize = opts.partSize ?? 64 * 1024 * 1024;
+    const config: S3ClientConfig = {
+      endpoint: location.endpoint,
+      region: location.region,
+      forcePathStyle: location.pathStyle,
+      credentials: location.credentials,
+      // The SDK's default streamed checksums are refused by radosgw (411) and would hash every byte
+      // a second time; the signed payload hash already covers the body.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+    };
+    this.client = opts.client ?? new S3Client(config);
+  }
+
+  /** Where the store is, for messages: the bucket and prefix, never the credentials. */
+  get description(): string {
+    return `s3://${this.location.bucket}/${this.location.prefix}`;
+  }
+
+  key(digest: string): string {
+    return `${this.location.prefix}blobs/sha256/${digestHex(digest)}`;
+  }
+
+  async size(digest: string): Promise<number | undefined> {
+    try {
+      const r = await this.client.send(
+        new HeadObjectCommand({ Bucket: this.location.bucket, Key: this.key(digest) }),
+      );
+      return r.ContentLength;
+    } catch (e) {
+      if (status(e) === 404) return undefined;
+      throw this.failure(e, `blob ${digest}`);
+    }
+  }
+
+  async has(digest: string): Promise<boolean> {
+    return (await this.size(digest)) !== undefined;
+  }
+
+  /** A blob's bytes (the whole blob, or `start`..`end` inclusive), streamed. */
+  async open(
+    digest: string,
+    range?: { start: number; end: number },
+    signal?: AbortSignal,
+  ): Promise<AsyncIterable<Uint8Array>> {
+    try {
+      const r = await this.client.send(
+        new GetObjectCommand({
+          Bucket: this.location.bucket,
+          Key: this.key(digest),
+          ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
+        }),
+        signal ? { abortSignal: signal } : {},
+      );
+      return r.Body as Readable;
+    } catch (e) {
+      if (status(e) === 404) throw new StowageError('NOT_FOUND', `${this.description} has no blob ${digest}`);
+      throw this.failure(e, `blob ${digest}`);
+    }
+  }
+
+  /**
+   * Stores a blob, verified by the server as it arrives (see the top). One already there is not sent
+   * again, but the bytes offered are still checked here: a damaged upload is an error whatever the
+   * store holds. Returns whether it was written.
+   */
+  async put(d: Descriptor, body: AsyncIterable<Uint8Array>): Promise<'written' | 'present'> {
+    if (digestAlgorithm(d.digest) !== 'sha256') {
+      throw new StowageError('UNSUPPORTED', `blob ${d.digest}: the S3 store keeps sha256 blobs only`);
+    }
+    if (await this.has(d.digest)) {
+      await drainVerified(body, d);
+      return 'present';
+    }
+    if (d.size > this.singlePutMax) return this.putInParts(d, body);
+    const cmd = new PutObjectCommand({
+      Bucket: this.location.bucket,
+      Key: this.key(d.digest),
+      Body: Readable.from(body),
+      ContentLength: d.size,
+      IfNoneMatch: '*',
+    });
+    const payloadHash = digestHex(d.digest);
+    // The signer takes a payload hash already in the headers as it is: the blob's digest, checked by S3.
+    cmd.middlewareStack.add(
+      (next) => async (args) => {
+        (args.request as { headers: Record<string, string> }).headers['x-amz-content-sha256'] = payloadHash;
+        return next(args);
+      },
+      { step: 'build', name: 'stowageBlobDigestAsPayloadHash' },
+    );
+    try {
+      await this.client.send(cmd);
+      return 'written';
+    } catch (e) {
+      // Another writer created it first: the same bytes, by its key.
+      if (status(e) === 412) return 'present';
+      if ((e as S3Error).name === 'XAmzContentSHA256Mismatch') {
+        throw new StowageError('DIGEST_MISMATCH', `blob ${d.digest}: its bytes do not hash to its digest`);
+      }
+      throw this.failure(e, `blob ${d.digest}`);
+    }
+  }
+
+  /**
+   * A blob over 5 GiB: in parts (lib-storage), hashed here as it goes (parts are not signed with the
+   * blob's digest), and the upload completed only when the whole matches; aborted otherwise.
+   */
+  private async putInParts(d: Descriptor, body: AsyncIterable<Uint8Array>): Promise<'written'> {
+    const verifier = new DigestVerifier(d.digest, d.size, `blob ${d.digest}`);
+    async function* checked(): AsyncGenerator<Uint8Array> {
+      for await (const c of body) {
+        verifier.update(c);
+        yield c;
+      }
+      // Thrown before the last part is handed over: the upload is aborted, nothing is created.
+      verifier.finish();
+    }
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.location.bucket, Key: this.key(d.digest), Body: Readable.from(checked()) },
+      partSize: this.partSize,
+      queueSize: 2,
+      leavePartsOnError: false,
+    });
+    try {
+      await upload.done();
+      return 'written';
+    } catch (e) {
+      if (e instanceof StowageError) throw e;
+      throw this.failure(e, `blob ${d.digest}`);
+    }
+  }
+
+  /** Every blob, with its size and when it was written. */
+  async *list(): AsyncGenerator<ListedBlob> {
+    const prefix = `${this.location.prefix}blobs/sha256/`;
+    let token: string | undefined;
+    do {
+      const page = await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.location.bucket, Prefix: prefix, ContinuationToken: token }),
+      );
+      for (const o of page.Contents ?? []) {
+        const hex = o.Key?.slice(prefix.length) ?? '';
+        if (!/^[0-9a-f]{64}$/.test(hex)) continue;
+        yield { digest: `sha256:${hex}`, size: o.Size ?? 0, modified: o.LastModified ?? new Date(0) };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  /** Deletes blobs, 1000 to a request (S3's limit). */
+  async delete(digests: string[]): Promise<void> {
+    for (let i = 0; i < digests.length; i += 1000) {
+      const Objects = digests.slice(i, i + 1000).map((d) => ({ Key: this.key(d) }));
+      const r = await this.client.send(
+        new DeleteObjectsCommand({ Bucket: this.location.bucket, Delete: { Objects, Quiet: true } }),
+      );
+      const failed = r.Errors?.[0];
+      if (failed) {
+        throw new StowageError('IO', `${this.description}: deleting ${failed.Key} failed: ${failed.Code}`);
+      }
+    }
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+
+  /** An S3 failure as a StowageError naming the bucket and what was asked, never the credentials. */
+  private failure(e: unknown, what: string): StowageError {
+    const err = e as S3Error;
+    const code = status(e);
+    const retryable = code === undefined || code >= 500 || code === 429;
+    return new StowageError(
+      code === 403 ? 'UNAUTHORIZED' : 'IO',
+      `${this.description}: ${what}: ${err.name}${code ? ` (HTTP ${code})` : ''}`,
+      { cause: e, retryable },
+    );
+  }
+}
+
+/** Reads a body through, checking it is the blob; DIGEST_MISMATCH otherwise. */
+async function drainVerified(body: AsyncIterable<Uint8Array>, d: Descriptor): Promise<void> {
+  const v = new DigestVerifier(d.digest, d.size, `blob ${d.digest}`);
+  for await (const c of body) v.update(c);
+  v.finish();
+}
