@@ -12,6 +12,7 @@ import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { parseRepository } from '../reference/reference.js';
 import { parseTomlFile } from './registries.js';
+import { databaseSchema, type S3Settings, s3Schema } from './replicas.js';
 
 /** The mirror blob cache's default bound: enough for the base layers many images share, small next to any store. */
 export const DEFAULT_BLOB_CACHE_BYTES = 2 * 1024 ** 3;
@@ -93,6 +94,10 @@ const serverSchema = z.strictObject({
   'shutdown-grace': duration.optional(),
   /** Jobs kept in the history (default 1000). */
   'keep-jobs': z.number().int().positive().optional(),
+  /** PostgreSQL for the version index, jobs and schedules shared by replicas (postgres://USER@HOST:PORT/DB). */
+  database: databaseSchema,
+  /** A file holding the database password (else PGPASSWORD, else none). */
+  'database-password-file': z.string().min(1).optional(),
   token: z.array(tokenSchema).optional(),
 });
 
@@ -115,6 +120,8 @@ export const stowageConfigSchema = z.strictObject({
       /** Also write each new version as a tarball file (with .sha256) under this directory. */
       materialize: z.string().min(1).optional(),
       'materialize-format': z.enum(['oci-archive', 'docker-archive']).optional(),
+      /** Blobs in an S3-compatible bucket instead of under path (replicas; needs [server] database). */
+      s3: s3Schema.optional(),
     })
     .optional(),
   /** The mirror blob cache (blobs on their way to mirrors, kept for other jobs and runs). */
@@ -144,6 +151,8 @@ export interface StowageConfig {
   limits: Record<string, z.infer<typeof limitSchema>>;
   jobs: JobConfig[];
   server: ServerConfig;
+  /** The store's blobs on S3 (replicated mode); undefined: the local store at storePath. */
+  s3?: S3Settings | undefined;
 }
 
 /** Where the mirror blob cache lives without configuration: $XDG_CACHE_HOME/stowage/blobs. */
@@ -269,7 +278,23 @@ export function parseStowageConfig(
     limits: c.registries ?? {},
     jobs: c.job ?? [],
     server: c.server ?? {},
+    s3: replicated(c, path),
   };
+}
+
+/** [store.s3] with [server] database, or neither: blobs on S3 without a shared index would be lost to other replicas. */
+function replicated(c: z.infer<typeof stowageConfigSchema>, path: string): S3Settings | undefined {
+  const s3 = c.store?.s3;
+  if (s3 && !c.server?.database) {
+    throw new StowageError(
+      'INVALID_CONFIG',
+      `${path}: [store.s3] needs [server] database (postgres://USER@HOST:PORT/DB): the version index and jobs live there`,
+    );
+  }
+  if (s3 && c.store?.path) {
+    throw new StowageError('INVALID_CONFIG', `${path}: [store] has both path and s3: choose one`);
+  }
+  return s3;
 }
 
 /** The line a key path starts at, found by scanning the TOML text (good enough for messages). */
