@@ -1,0 +1,195 @@
+/**
+ * The store's version index in PostgreSQL (issue 22), shared by every replica: the same methods as the
+ * local store's index.json, with the same meaning. A version is a row (its StoredVersion as jsonb) in
+ * the order versions were added; read-modify-write (retention, pruning) runs in one transaction under
+ * a transaction-scoped advisory lock, so two replicas never lose each other's changes. The schema is
+ * created, and later migrated, on open under a session advisory lock: replicas starting together wait
+ * for the first.
+ */
+import pg from 'pg';
+import { StowageError } from '../errors.js';
+import { type StoredVersion, versionId } from './store.js';
+
+/** Advisory lock keys (one 64-bit space per database): "stowage" in ASCII, then a purpose. */
+const MIGRATION_LOCK = 0x73746f77_61676501n;
+const INDEX_LOCK = 0x73746f77_61676502n;
+
+/** Each step brings the schema from its index to the next version; never edit one that shipped. */
+const MIGRATIONS = [
+  `create table stowage_versions (
+     seq bigserial primary key,
+     id text not null unique,
+     repository text not null,
+     tag text not null,
+     version jsonb not null
+   );
+   create index stowage_versions_by_tag on stowage_versions (repository, tag, seq);`,
+];
+
+export class PgVersionIndex {
+  private constructor(
+    private readonly pool: pg.Pool,
+    readonly description: string,
+  ) {}
+
+  /**
+   * Connects and brings the schema up to date. `description` names the store in messages (the
+   * database's host and name, never its password).
+   */
+  static async open(
+    connectionString: string,
+    opts: { password?: string | undefined } = {},
+  ): Promise<PgVersionIndex> {
+    const url = new URL(connectionString);
+    const description = `postgres://${url.host}${url.pathname}`;
+    const pool = new pg.Pool({ connectionString, password: opts.password, max: 4 });
+    // A connection the server ends (a restart, an admin) must not end the process with it.
+    pool.on('error', () => {});
+    const index = new PgVersionIndex(pool, description);
+    try {
+      await index.migrate();
+    } catch (e) {
+      await pool.end();
+      throw index.failure(e, 'preparing its tables');
+    }
+    return index;
+  }
+
+  private async migrate(): Promise<void> {
+    const c = await this.pool.connect();
+    try {
+      await c.query('select pg_advisory_lock($1)', [MIGRATION_LOCK.toString()]);
+      await c.query('create table if not exists stowage_schema (version integer not null)');
+      const row = (await c.query<{ version: number }>('select version from stowage_schema')).rows[0];
+      let version = row?.version ?? 0;
+      if (!row) await c.query('insert into stowage_schema (version) values (0)');
+      for (; version < MIGRATIONS.length; version++) {
+        await c.query('begin');
+        await c.query(MIGRATIONS[version] as string);
+        await c.query('update stowage_schema set version = $1', [version + 1]);
+        await c.query('commit');
+      }
+    } catch (e) {
+      await c.query('rollback').catch(() => {});
+      throw e;
+    } finally {
+      await c.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK.toString()]).catch(() => {});
+      c.release();
+    }
+  }
+
+  /** Every stored version, oldest first. */
+  async versions(): Promise<StoredVersion[]> {
+    const r = await this.query<{ version: StoredVersion }>(
+      'select version from stowage_versions order by seq',
+    );
+    return r.rows.map((x) => x.version);
+  }
+
+  async latest(repository: string, tag: string): Promise<StoredVersion | undefined> {
+    const r = await this.query<{ version: StoredVersion }>(
+      'select version from stowage_versions where repository = $1 and tag = $2 order by seq desc limit 1',
+      [repository, tag],
+    );
+    return r.rows[0]?.version;
+  }
+
+  /** A version by id (or a unique id prefix), or by repository:tag for its newest. */
+  async find(idOrName: string): Promise<StoredVersion> {
+    const byId = await this.query<{ version: StoredVersion }>(
+      "select version from stowage_versions where id like $1 || '%' order by seq limit 2",
+      [idOrName.replace(/[%_\\]/g, '')],
+    );
+    if (byId.rows.length === 1) return byId.rows[0]!.version;
+    const i = idOrName.lastIndexOf(':');
+    if (i > 0) {
+      const named = await this.latest(idOrName.slice(0, i), idOrName.slice(i + 1));
+      if (named) return named;
+    }
+    throw new StowageError(
+      'NOT_FOUND',
+      byId.rows.length > 1
+        ? `"${idOrName}" matches several versions; give more of the id`
+        : `the store has no version "${idOrName}"; list them with stowage archives`,
+    );
+  }
+
+  /** Adds a version; one already there (same repository, tag and digest) is left as it is. */
+  async addVersion(v: Omit<StoredVersion, 'id'>): Promise<StoredVersion> {
+    const version = { ...v, id: versionId(v.repository, v.tag, v.descriptor.digest) } as StoredVersion;
+    await this.query(
+      'insert into stowage_versions (id, repository, tag, version) values ($1, $2, $3, $4) on conflict (id) do nothing',
+      [version.id, version.repository, version.tag, JSON.stringify(version)],
+    );
+    return version;
+  }
+
+  /** Records a version's archive checksum (computed once; the archive is reproducible). */
+  async recordArchive(id: string, archive: { sha256: string; size: number }): Promise<void> {
+    await this.query(
+      `update stowage_versions set version = jsonb_set(version, '{archive}', $2::jsonb) where id = $1`,
+      [id, JSON.stringify(archive)],
+    );
+  }
+
+  /**
+   * Runs `fn` on the version list and writes what it returns, in one transaction under the index's
+   * lock: every replica's update sees the one before it. Versions it drops are deleted, new ones
+   * added after the others, changed ones updated in place.
+   */
+  async update(
+    fn: (versions: StoredVersion[]) => StoredVersion[] | Promise<StoredVersion[]>,
+  ): Promise<StoredVersion[]> {
+    const c = await this.pool.connect();
+    try {
+      await c.query('begin');
+      await c.query('select pg_advisory_xact_lock($1)', [INDEX_LOCK.toString()]);
+      const before = (
+        await c.query<{ version: StoredVersion }>('select version from stowage_versions order by seq')
+      ).rows.map((x) => x.version);
+      const after = await fn(before);
+      const kept = new Set(after.map((v) => v.id));
+      const gone = before.filter((v) => !kept.has(v.id)).map((v) => v.id);
+      if (gone.length) await c.query('delete from stowage_versions where id = any($1)', [gone]);
+      for (const v of after) {
+        await c.query(
+          `insert into stowage_versions (id, repository, tag, version) values ($1, $2, $3, $4)
+           on conflict (id) do update set version = excluded.version`,
+          [v.id, v.repository, v.tag, JSON.stringify(v)],
+        );
+      }
+      await c.query('commit');
+      return after;
+    } catch (e) {
+      await c.query('rollback').catch(() => {});
+      throw e instanceof StowageError ? e : this.failure(e, 'updating its versions');
+    } finally {
+      c.release();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  private async query<R extends pg.QueryResultRow>(
+    text: string,
+    values?: unknown[],
+  ): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.pool.query<R>(text, values);
+    } catch (e) {
+      throw this.failure(e, 'reading or writing its versions');
+    }
+  }
+
+  /** A database failure naming the database (host and name) and what was being done, never a password. */
+  private failure(e: unknown, doing: string): StowageError {
+    const err = e as Error & { code?: string };
+    const reason = err.code ? `${err.code} ${err.message}` : err.message;
+    return new StowageError('IO', `the version index at ${this.description}: ${doing}: ${reason}`, {
+      cause: e,
+      retryable: true,
+    });
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * The version index in PostgreSQL (src/store/pg-index.ts) against a real server: replicas opening it
+ * together migrate it once; versions added and updated from several replicas at once are all kept, in
+ * order; lookups and errors as the local store's.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { StowageError } from '../src/errors.js';
+import { PgVersionIndex } from '../src/store/pg-index.js';
+import type { StoredVersion } from '../src/store/store.js';
+import { type RunningPostgres, startPostgres } from './harness/postgres.js';
+
+let server: RunningPostgres;
+
+beforeAll(async () => {
+  server = await startPostgres();
+}, 60_000);
+
+afterAll(async () => {
+  await server?.stop();
+});
+
+function version(repository: string, tag: string, n: number): Omit<StoredVersion, 'id'> {
+  const hex = n.toString(16).padStart(64, '0');
+  return {
+    repository,
+    tag,
+    descriptor: {
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      digest: `sha256:${hex}`,
+      size: 100 + n,
+    },
+    source: `127.0.0.1:5000/${repository}:${tag}`,
+    taken: new Date(Date.UTC(2026, 10, 1, 0, 0, n)).toISOString(),
+    platforms: ['linux/amd64'],
+  };
+}
+
+describe('the version index in PostgreSQL', () => {
+  it('is migrated once when replicas open it together, and keeps what each adds, in order', async () => {
+    const replicas = await Promise.all([1, 2, 3].map(() => PgVersionIndex.open(server.url)));
+    try {
+      await Promise.all(
+        replicas.map((r, i) =>
+          (async () => {
+            for (let n = 0; n < 10; n++) await r.addVersion(version(`team/app${i}`, 'v1', i * 100 + n));
+          })(),
+        ),
+      );
+      const all = await replicas[0]!.versions();
+      expect(all).toHaveLength(30);
+      // Each replica's versions in the order it added them.
+      for (let i = 0; i < 3; i++) {
+        const mine = all.filter((v) => v.repository === `team/app${i}`).map((v) => v.descriptor.size);
+        expect(mine).toEqual(Array.from({ length: 10 }, (_, n) => 100 + i * 100 + n));
+      }
+      // The same version again is not a second one.
+      await replicas[1]!.addVersion(version('team/app0', 'v1', 0));
+      expect(await replicas[2]!.versions()).toHaveLength(30);
+    } finally {
+      for (const r of replicas) await r.close();
+    }
+  });
+
+  it('serializes read-modify-write across replicas: no update is lost', async () => {
+    const a = await PgVersionIndex.open(server.url);
+    const b = await PgVersionIndex.open(server.url);
+    try {
+      const before = (await a.versions()).length;
+      // Each update reads the list and appends a version numbered after what it saw: two replicas
+      // doing so at once would collide on a number unless each sees the other's write.
+      const append = (idx: PgVersionIndex) =>
+        idx.update((list) => {
+          const n = list.filter((v) => v.repository === 'team/counter').length;
+          return [...list, { ...version('team/counter', `n${n}`, 1000 + n), id: `counter-${n}` }];
+        });
+      await Promise.all(Array.from({ length: 10 }, (_, i) => append(i % 2 ? a : b)));
+      const after = await b.versions();
+      expect(after).toHaveLength(before + 10);
+      expect(after.filter((v) => v.repository === 'team/counter').map((v) => v.tag)).toEqual(
+        Array.from({ length: 10 }, (_, n) => `n${n}`),
+      );
+      // Dropping versions in an update deletes them for every replica.
+      await a.update((list) => list.filter((v) => v.repository !== 'team/counter'));
+      expect((await b.versions()).some((v) => v.repository === 'team/counter')).toBe(false);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('finds by id, id prefix and repository:tag, records archives, and names what is missing', async () => {
+    const idx = await PgVersionIndex.open(server.url);
+    try {
+      const v = await idx.addVersion(version('team/find', '2.0', 4242));
+      expect((await idx.find(v.id)).id).toBe(v.id);
+      expect((await idx.find(v.id.slice(0, 8))).id).toBe(v.id);
+      expect((await idx.find('team/find:2.0')).id).toBe(v.id);
+      await idx.recordArchive(v.id, { sha256: 'ab'.repeat(32), size: 12345 });
+      expect((await idx.latest('team/find', '2.0'))?.archive).toEqual({
+        sha256: 'ab'.repeat(32),
+        size: 12345,
+      });
+      const missing = await idx.find('team/none:1').catch((e) => e);
+      expect(missing).toBeInstanceOf(StowageError);
+      expect((missing as StowageError).code).toBe('NOT_FOUND');
+    } finally {
+      await idx.close();
+    }
+  });
+
+  it('names the database, never the password, when it cannot be reached', async () => {
+    const secret = 'hunter2-not-a-real-password';
+    const url = `postgres://stowage:${secret}@127.0.0.1:1/stowage`;
+    const err = await PgVersionIndex.open(url).catch((e) => e);
+    expect(err).toBeInstanceOf(StowageError);
+    expect((err as StowageError).message).toContain('postgres://127.0.0.1:1/stowage');
+    expect((err as StowageError).message).not.toContain(secret);
+  });
+});
