@@ -17,8 +17,9 @@ import { syncDir, writeFileAtomic } from '../core/atomic.js';
 import { partialPath, processAlive, sweepLeftovers, tmpPid, treeBytes } from '../core/partials.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier, digestHex } from '../image/digest.js';
-import { isIndexMediaType, MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
+import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import { type Descriptor, imageIndexSchema } from '../image/schemas.js';
+import { BlobFetches, referencedBlobs } from './shared.js';
 
 export const ANNOTATION = {
   refName: 'org.opencontainers.image.ref.name',
@@ -205,45 +206,18 @@ export class Store implements ArchiveStore {
     }
   }
 
-  /** Blobs being fetched into the store now, by digest: every job of the process waits on the one fetch. */
-  private readonly fetching = new Map<string, Promise<void>>();
+  /** One fetch per blob in the process (see shared.ts). */
+  private readonly fetches = new BlobFetches();
 
-  /**
-   * Makes sure the store holds a blob, fetching it with `open` only if no one else is: present already,
-   * shared (another job of this process, a sync's or the service's, was fetching it and it arrived), or
-   * fetched here. If the other fetch fails, this one tries itself rather than inherit the failure.
-   */
-  async fetchBlob(
+  fetchBlob(
     d: Descriptor,
     open: () => Promise<AsyncIterable<Uint8Array>>,
   ): Promise<'present' | 'shared' | 'fetched'> {
-    // Looked up without an await when none is under way, so that this one is claimed (below) before
-    // any other caller can look.
-    if (this.fetching.has(d.digest) && (await this.fetched(d.digest))) return 'shared';
-    const mine = (async () => {
-      if (await this.hasBlob(d.digest)) return 'present' as const;
-      await this.putBlob(d, await open());
-      return 'fetched' as const;
-    })();
-    const settled = mine.then(() => {});
-    // Waiters look at it with their own handlers; with none, its failure is this caller's to report.
-    settled.catch(() => {});
-    this.fetching.set(d.digest, settled);
-    try {
-      return await mine;
-    } finally {
-      if (this.fetching.get(d.digest) === settled) this.fetching.delete(d.digest);
-    }
+    return this.fetches.fetch(d, this, open);
   }
 
-  async fetched(digest: string): Promise<boolean> {
-    const other = this.fetching.get(digest);
-    return other
-      ? other.then(
-          () => true,
-          () => false,
-        )
-      : false;
+  fetched(digest: string): Promise<boolean> {
+    return this.fetches.fetched(digest);
   }
 
   async putDocument(d: Descriptor, bytes: Buffer): Promise<void> {
@@ -346,31 +320,8 @@ export class Store implements ArchiveStore {
   }
 
   /** Digests of every blob the versions reference (documents included). */
-  async referenced(versions: StoredVersion[]): Promise<Set<string>> {
-    const seen = new Set<string>();
-    const walk = async (d: Descriptor) => {
-      if (seen.has(d.digest)) return;
-      seen.add(d.digest);
-      if (!(await this.hasBlob(d.digest))) return;
-      const doc = JSON.parse((await this.readBlob(d.digest)).toString('utf8')) as {
-        mediaType?: string;
-        manifests?: Descriptor[];
-        config?: Descriptor;
-        layers?: Descriptor[];
-      };
-      if (isIndexMediaType(d.mediaType) || Array.isArray(doc.manifests)) {
-        for (const c of doc.manifests ?? []) await walk(c);
-      } else {
-        if (doc.config) seen.add(doc.config.digest);
-        for (const l of doc.layers ?? []) seen.add(l.digest);
-      }
-    };
-    for (const v of versions) {
-      await walk(v.descriptor);
-      // What is attached to it lives and dies with it.
-      for (const r of v.referrers ?? []) await walk(r.descriptor);
-    }
-    return seen;
+  referenced(versions: StoredVersion[]): Promise<Set<string>> {
+    return referencedBlobs(this, versions);
   }
 
   /** Deletes blobs no version references, and leftovers of interrupted writes. Returns bytes freed. */

@@ -1,0 +1,149 @@
+/**
+ * The archive store shared by replicas (issue 22): blobs in an S3 bucket (S3Blobs), the version index
+ * in PostgreSQL (PgVersionIndex). The same ArchiveStore as the local one, so sync, the service, exports
+ * and downloads work on it unchanged. A version is added only after its blobs are in the bucket (the
+ * store destination writes blobs, then the version), so no replica ever lists a version it cannot serve.
+ *
+ * Garbage collection is mark and sweep with a grace period: every blob a version references is kept,
+ * and so is every blob younger than the grace, since another replica may have just written it for a
+ * version it has not added yet.
+ */
+import { StowageError } from '../errors.js';
+import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
+import type { Descriptor } from '../image/schemas.js';
+import type { PgVersionIndex } from './pg-index.js';
+import type { S3Blobs } from './s3-blobs.js';
+import { BlobFetches, referencedBlobs } from './shared.js';
+import type { ArchiveStore, StoredVersion } from './store.js';
+
+/** Blobs younger than this are never collected (default): longer than any one version's writes. */
+export const DEFAULT_GC_GRACE_MS = 6 * 3600_000;
+
+export class ReplicatedStore implements ArchiveStore {
+  private readonly fetches = new BlobFetches();
+
+  constructor(
+    private readonly blobs: S3Blobs,
+    private readonly index: PgVersionIndex,
+    private readonly opts: { gcGraceMs?: number | undefined } = {},
+  ) {}
+
+  /** For messages: the bucket and prefix (never credentials). */
+  get path(): string {
+    return this.blobs.description;
+  }
+
+  hasBlob(digest: string): Promise<boolean> {
+    return this.blobs.has(digest);
+  }
+
+  blobSize(digest: string): Promise<number | undefined> {
+    return this.blobs.size(digest);
+  }
+
+  async readBlob(digest: string, limit = MAX_MANIFEST_BYTES): Promise<Buffer> {
+    const size = await this.blobs.size(digest);
+    if (size === undefined)
+      throw new StowageError('NOT_FOUND', `the store ${this.path} has no blob ${digest}`);
+    if (size > limit) throw new StowageError('TOO_LARGE', `blob ${digest} is over ${limit} bytes`);
+    const parts: Uint8Array[] = [];
+    for await (const c of await this.blobs.open(digest)) parts.push(c);
+    return Buffer.concat(parts);
+  }
+
+  openBlob(
+    digest: string,
+    range?: { start: number; end: number },
+    signal?: AbortSignal,
+  ): AsyncIterable<Uint8Array> {
+    const blobs = this.blobs;
+    return (async function* () {
+      yield* await blobs.open(digest, range, signal);
+    })();
+  }
+
+  async putBlob(d: Descriptor, body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
+    const stream =
+      Symbol.asyncIterator in body
+        ? body
+        : (async function* () {
+            yield* body;
+          })();
+    await this.blobs.put(d, stream);
+  }
+
+  fetchBlob(
+    d: Descriptor,
+    open: () => Promise<AsyncIterable<Uint8Array>>,
+  ): Promise<'present' | 'shared' | 'fetched'> {
+    return this.fetches.fetch(d, this, open);
+  }
+
+  fetched(digest: string): Promise<boolean> {
+    return this.fetches.fetched(digest);
+  }
+
+  async putDocument(d: Descriptor, bytes: Buffer): Promise<void> {
+    await this.blobs.put(
+      d,
+      (async function* () {
+        yield bytes;
+      })(),
+    );
+  }
+
+  versions(): Promise<StoredVersion[]> {
+    return this.index.versions();
+  }
+
+  latest(repository: string, tag: string): Promise<StoredVersion | undefined> {
+    return this.index.latest(repository, tag);
+  }
+
+  find(idOrName: string): Promise<StoredVersion> {
+    return this.index.find(idOrName);
+  }
+
+  update(
+    fn: (versions: StoredVersion[]) => StoredVersion[] | Promise<StoredVersion[]>,
+  ): Promise<StoredVersion[]> {
+    return this.index.update(fn);
+  }
+
+  addVersion(v: Omit<StoredVersion, 'id'>): Promise<StoredVersion> {
+    return this.index.addVersion(v);
+  }
+
+  recordArchive(id: string, archive: { sha256: string; size: number }): Promise<void> {
+    return this.index.recordArchive(id, archive);
+  }
+
+  referenced(versions: StoredVersion[]): Promise<Set<string>> {
+    return referencedBlobs(this, versions);
+  }
+
+  /** Mark (what versions reference) and sweep (what is not, and older than the grace period). */
+  async collectGarbage(): Promise<{ blobs: number; bytes: number }> {
+    const grace = this.opts.gcGraceMs ?? DEFAULT_GC_GRACE_MS;
+    // Listed before the mark: a blob written after the listing is not swept whatever the mark says.
+    const listed = [];
+    for await (const b of this.blobs.list()) listed.push(b);
+    const keep = await this.referenced(await this.versions());
+    const now = Date.now();
+    const doomed = listed.filter((b) => !keep.has(b.digest) && now - b.modified.getTime() > grace);
+    await this.blobs.delete(doomed.map((b) => b.digest));
+    return { blobs: doomed.length, bytes: doomed.reduce((n, b) => n + b.size, 0) };
+  }
+
+  /** Bytes the store's blobs take in the bucket. */
+  async diskBytes(): Promise<number> {
+    let n = 0;
+    for await (const b of this.blobs.list()) n += b.size;
+    return n;
+  }
+
+  async close(): Promise<void> {
+    this.blobs.close();
+    await this.index.close();
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * The replicated store (src/store/replicated.ts) with every engine really started: docker-registry as
+ * the source, radosgw for the blobs, PostgreSQL for the index. A sync through one replica is listed by
+ * another, whose export is byte for byte what `stowage pull` writes, and a sync through the other finds
+ * nothing to fetch; GC keeps what versions reference and what is younger than its grace.
+ */
+import { createHash } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseStowageConfig } from '../src/config/stowage.js';
+import { Context } from '../src/registry/context.js';
+import { PgVersionIndex } from '../src/store/pg-index.js';
+import { ReplicatedStore } from '../src/store/replicated.js';
+import { S3Blobs, type S3Location } from '../src/store/s3-blobs.js';
+import { sync } from '../src/sync/sync.js';
+import { exportVersion } from '../src/transfer/export.js';
+import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { type RunningPostgres, startPostgres } from './harness/postgres.js';
+import { type RunningS3, startRadosgw } from './harness/radosgw.js';
+
+const h = harness();
+const plain = h.registries.plain;
+let s3: RunningS3;
+let db: RunningPostgres;
+let location: S3Location;
+
+beforeAll(async () => {
+  [s3, db] = await Promise.all([startRadosgw(), startPostgres()]);
+  location = {
+    endpoint: s3.endpoint,
+    bucket: 'stowage-replicas',
+    prefix: '',
+    region: s3.region,
+    pathStyle: true,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+  };
+  const admin = new S3Client({
+    endpoint: s3.endpoint,
+    region: s3.region,
+    forcePathStyle: true,
+    credentials: location.credentials,
+  });
+  await admin.send(new CreateBucketCommand({ Bucket: location.bucket }));
+  admin.destroy();
+}, 60_000);
+
+afterAll(async () => {
+  await Promise.all([s3?.stop(), db?.stop()]);
+});
+
+async function replica(gcGraceMs?: number): Promise<ReplicatedStore> {
+  return new ReplicatedStore(new S3Blobs(location), await PgVersionIndex.open(db.url), { gcGraceMs });
+}
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('the replicated store', () => {
+  it('lists on one replica what another synced, and exports it byte for byte as stowage pull writes it', async () => {
+    const w = await workdir('replicated-sync', insecureConf(plain.host));
+    const ctx = await Context.create({ registriesConf: w.conf, env: w.env });
+    const config = parseStowageConfig(
+      `[[job]]\nname = "multi"\nsource = "${plain.host}/fixtures/multi"\ntags = ["v1"]\n`,
+      'stowage.toml',
+      w.env,
+    );
+    const a = await replica();
+    const b = await replica();
+    try {
+      const report = await sync(ctx, config, { store: a });
+      expect(report.failed).toBe(0);
+      const listed = await b.versions();
+      expect(listed.map((v) => `${v.repository}:${v.tag}`)).toEqual([`${plain.host}/fixtures/multi:v1`]);
+      const out = join(w.dir, 'from-b.tar');
+      await exportVersion(b, listed[0]!.id, { output: out });
+      const pulled = join(w.dir, 'pulled.tar');
+      const r = await stowage(['pull', '-q', `${plain.host}/fixtures/multi:v1`, '-o', pulled], {
+        env: w.env,
+      });
+      expect(r.code, r.stderr).toBe(0);
+      expect(await readFile(out)).toEqual(await readFile(pulled));
+      const v = await stowage(['verify', out], { env: w.env });
+      expect(v.code, v.stdout).toBe(0);
+      expect(
+        JSON.parse((await stowage(['inspect', '--json', out], { env: w.env })).stdout).images[0].digest,
+      ).toBe(h.fixtures.images.multi!.digest);
+      // A second sync through the other replica finds everything there: nothing fetched.
+      const again = await sync(ctx, config, { store: b });
+      expect(again.fetchedBytes).toBe(0);
+    } finally {
+      await a.close();
+      await b.close();
+      await ctx.close();
+    }
+  });
+
+  it('collects only what no version references and is older than its grace', async () => {
+    const store = await replica(60_000);
+    try {
+      const orphan = Buffer.from('a blob no version names');
+      const d = {
+        mediaType: 'application/octet-stream',
+        digest: `sha256:${sha256(orphan)}`,
+        size: orphan.length,
+      };
+      await store.putBlob(d, [orphan]);
+      const kept = await store.referenced(await store.versions());
+      expect(kept.size).toBeGreaterThan(0);
+      // Young: kept, another replica may be about to name it.
+      expect((await store.collectGarbage()).blobs).toBe(0);
+      expect(await store.hasBlob(d.digest)).toBe(true);
+      const eager = await replica(0);
+      try {
+        const freed = await eager.collectGarbage();
+        expect(freed.blobs).toBe(1);
+        expect(await eager.hasBlob(d.digest)).toBe(false);
+        // Everything a version names is still there.
+        for (const digest of kept) expect(await eager.hasBlob(digest)).toBe(true);
+      } finally {
+        await eager.close();
+      }
+    } finally {
+      await store.close();
+    }
+  });
+});
