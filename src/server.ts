@@ -27,7 +27,7 @@ import { Context } from './registry/context.js';
 import { JobManager } from './service/jobs.js';
 import { createMetrics } from './service/metrics.js';
 import { type Engine, outboundGuard, pathRedactor, runPull, runPush, runSync } from './service/operations.js';
-import { Store } from './store/store.js';
+import { openStore } from './store/open.js';
 
 export interface ServeOptions {
   config?: string | undefined;
@@ -115,7 +115,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     guard: outboundGuard(config.server),
     env,
   });
-  const store = await Store.open(config.storePath, { sweep: true });
+  const store = await openStore(config, { sweep: true, env });
   await sweepServiceLeftovers(join(state, 'tmp'), join(state, 'cache'));
   const engine: Engine = {
     ctx,
@@ -224,6 +224,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       await closed;
       metrics.close();
       await ctx.close();
+      await store.close?.();
       logger.info('stopped');
       logger.flush?.();
     })();

@@ -5,7 +5,7 @@
  * nothing to fetch; GC keeps what versions reference and what is younger than its grace.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -123,5 +123,52 @@ describe('the replicated store', () => {
     } finally {
       await store.close();
     }
+  });
+
+  it('is what stowage.toml names: sync, archives and export through [store.s3] and [server] database', async () => {
+    const w = await workdir('replicated-cli', insecureConf(plain.host));
+    const config = join(w.dir, 'stowage.toml');
+    await writeFile(
+      config,
+      [
+        '[store.s3]',
+        `endpoint = "${s3.endpoint}"`,
+        `bucket = "${location.bucket}"`,
+        'prefix = "cli/"',
+        '',
+        '[server]',
+        `database = "${db.url}"`,
+        '',
+        '[[job]]',
+        'name = "small"',
+        `source = "${plain.host}/fixtures/small"`,
+        'tags = ["v1"]',
+        '',
+      ].join('\n'),
+    );
+    const env = { ...w.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey };
+    const synced = await stowage(['sync', '-q', '--config', config], { env });
+    expect(synced.code, synced.stderr).toBe(0);
+    const listed = JSON.parse((await stowage(['archives', '--json', '--config', config], { env })).stdout);
+    const mine = listed.filter(
+      (v: { repository: string }) => v.repository === `${plain.host}/fixtures/small`,
+    );
+    expect(mine).toHaveLength(1);
+    const out = join(w.dir, 'exported.tar');
+    const exported = await stowage(['archives', 'export', '-q', '--config', config, mine[0].id, '-o', out], {
+      env,
+    });
+    expect(exported.code, exported.stderr).toBe(0);
+    const pulled = join(w.dir, 'pulled.tar');
+    expect(
+      (await stowage(['pull', '-q', `${plain.host}/fixtures/small:v1`, '-o', pulled], { env })).code,
+    ).toBe(0);
+    expect(await readFile(out)).toEqual(await readFile(pulled));
+    // Without the keys: a clear error naming where they come from, and no secret in it.
+    const { AWS_SECRET_ACCESS_KEY: _, ...keyless } = env;
+    const refused = await stowage(['archives', '--config', config], { env: keyless });
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/AWS_SECRET_ACCESS_KEY/);
+    expect(refused.stderr).not.toContain(s3.secretAccessKey);
   });
 });

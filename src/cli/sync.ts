@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { ArchiveFormat } from '../archive/formats.js';
 import { loadStowageConfig, type StowageConfig } from '../config/stowage.js';
 import { parsePlatform } from '../image/platform.js';
-import { Store } from '../store/store.js';
+import { openStore } from '../store/open.js';
 import type { SyncReport } from '../sync/sync.js';
 import { formatBytes, formatDuration } from './format.js';
 import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOptions } from './options.js';
@@ -120,10 +120,13 @@ export function archivesCommand(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (repo: string | undefined, opts: StoreCliOptions) => {
       const config = await configFrom(opts);
-      const store = await Store.open(config.storePath);
-      const versions = (await store.versions()).filter(
-        (v) => !repo || v.repository === repo || v.repository.endsWith(`/${repo}`),
-      );
+      const store = await openStore(config);
+      const versions = await store
+        .versions()
+        .finally(() => store.close?.())
+        .then((all) =>
+          all.filter((v) => !repo || v.repository === repo || v.repository.endsWith(`/${repo}`)),
+        );
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(versions, null, 2)}\n`);
         return;
@@ -167,7 +170,7 @@ export function archivesCommand(program: Command): void {
   addRegistryOptions(exp).action(async (id: string, opts: ExportCliOptions) => {
     const { exportVersion } = await import('../transfer/export.js');
     const config = await configFrom(opts);
-    const store = await Store.open(config.storePath);
+    const store = await openStore(config);
     const started = performance.now();
     // Read from the store alone: no registry is asked.
     const result = await withSignal((signal) =>
@@ -178,7 +181,7 @@ export function archivesCommand(program: Command): void {
         platforms: opts.platform ? opts.platform.split(',').map(parsePlatform) : undefined,
         signal,
       }),
-    );
+    ).finally(() => store.close?.());
     printResult(result, performance.now() - started, opts);
   });
 }
@@ -198,7 +201,8 @@ export function dfCommand(program: Command): void {
     .action(async (opts: StoreCliOptions) => {
       const { diskUsage } = await import('../store/usage.js');
       const config = await configFrom(opts);
-      const usage = await diskUsage(await Store.open(config.storePath), config);
+      const store = await openStore(config);
+      const usage = await diskUsage(store, config).finally(() => store.close?.());
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(usage, null, 2)}\n`);
         return;

@@ -113,6 +113,8 @@ export interface ArchiveStore {
   referenced(versions: StoredVersion[]): Promise<Set<string>>;
   collectGarbage(): Promise<{ blobs: number; bytes: number }>;
   diskBytes(): Promise<number>;
+  /** Releases what the store holds open (the replicated store's connections); the local one has none. */
+  close?(): Promise<void>;
 }
 
 export class Store implements ArchiveStore {

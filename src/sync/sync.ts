@@ -34,8 +34,9 @@ import {
 } from '../reference/reference.js';
 import type { RegistryClient } from '../registry/client.js';
 import type { Context } from '../registry/context.js';
+import { openStore } from '../store/open.js';
 import { retentionVictims } from '../store/retention.js';
-import { type ArchiveStore, Store, type StoredVersion } from '../store/store.js';
+import type { ArchiveStore, StoredVersion } from '../store/store.js';
 import { openRegistryDestination } from '../transports/open.js';
 import { RegistrySource } from '../transports/registry/source.js';
 import { RegistrySink } from '../transports/registry/upload.js';
@@ -152,8 +153,22 @@ export async function sync(ctx: Context, config: StowageConfig, opts: SyncOption
     );
   }
   const jobs = opts.jobs?.length ? config.jobs.filter((j) => opts.jobs!.includes(j.name)) : config.jobs;
-  const store =
-    opts.store ?? (await Store.open(config.storePath, { sweep: !opts.dryRun, create: !opts.dryRun }));
+  const store = opts.store ?? (await openStore(config, { sweep: !opts.dryRun, create: !opts.dryRun }));
+  try {
+    return await runSync(ctx, config, opts, store, jobs);
+  } finally {
+    // A store this run opened is this run's to close (the replicated one holds connections).
+    if (!opts.store) await store.close?.();
+  }
+}
+
+async function runSync(
+  ctx: Context,
+  config: StowageConfig,
+  opts: SyncOptions,
+  store: ArchiveStore,
+  jobs: JobConfig[],
+): Promise<SyncReport> {
   // Jobs that only mirror share one blob cache, so a blob two of them send is fetched once. It is opened
   // (its directory read) when the first blob has to be sent: a run with nothing to send never reads it.
   let opened: Promise<BlobCache | undefined> | undefined;

@@ -1,0 +1,49 @@
+/**
+ * Opens the archive store the configuration names: the local OCI layout at its path (the default), or
+ * with [store.s3] and [server] database the replicated store, blobs in the bucket and the version index
+ * in PostgreSQL. Callers close what they open (the replicated store holds database connections).
+ */
+import { readFile } from 'node:fs/promises';
+import { s3Credentials } from '../config/replicas.js';
+import type { StowageConfig } from '../config/stowage.js';
+import { StowageError } from '../errors.js';
+import { PgVersionIndex } from './pg-index.js';
+import { ReplicatedStore } from './replicated.js';
+import { S3Blobs } from './s3-blobs.js';
+import { type ArchiveStore, Store } from './store.js';
+
+export async function openStore(
+  config: StowageConfig,
+  opts: { sweep?: boolean; create?: boolean; env?: NodeJS.ProcessEnv } = {},
+): Promise<ArchiveStore> {
+  const s3 = config.s3;
+  if (!s3) return Store.open(config.storePath, opts);
+  const env = opts.env ?? process.env;
+  const database = config.server.database;
+  if (!database) throw new StowageError('INVALID_CONFIG', '[store.s3] needs [server] database');
+  const passwordFile = config.server['database-password-file'];
+  const password = passwordFile
+    ? (
+        await readFile(passwordFile, 'utf8').catch((e: NodeJS.ErrnoException) => {
+          throw new StowageError(
+            'INVALID_CONFIG',
+            `[server] database-password-file ${passwordFile}: cannot read it (${e.code})`,
+          );
+        })
+      ).split('\n')[0]
+    : env.PGPASSWORD;
+  const blobs = new S3Blobs({
+    endpoint: s3.endpoint,
+    bucket: s3.bucket,
+    prefix: s3.prefix ?? '',
+    region: s3.region ?? 'us-east-1',
+    pathStyle: s3['path-style'] ?? true,
+    credentials: await s3Credentials(s3, env),
+  });
+  try {
+    return new ReplicatedStore(blobs, await PgVersionIndex.open(database, { password }));
+  } catch (e) {
+    blobs.close();
+    throw e;
+  }
+}
