@@ -2,14 +2,12 @@
  * Opens the archive store the configuration names: the local OCI layout at its path (the default), or
  * with [store.s3] and [server] database the replicated store, blobs in the bucket and the version index
  * in PostgreSQL. Callers close what they open (the replicated store holds database connections).
+ * The replicated store's modules load only when it is asked for.
  */
 import { readFile } from 'node:fs/promises';
 import { s3Credentials } from '../config/replicas.js';
 import type { StowageConfig } from '../config/stowage.js';
 import { StowageError } from '../errors.js';
-import { PgVersionIndex } from './pg-index.js';
-import { ReplicatedStore } from './replicated.js';
-import { S3Blobs } from './s3-blobs.js';
 import { type ArchiveStore, Store } from './store.js';
 
 export async function openStore(
@@ -32,6 +30,13 @@ export async function openStore(
         })
       ).split('\n')[0]
     : env.PGPASSWORD;
+  // Loaded only here: the S3 and PostgreSQL clients (and node:http2 with them) cost every other
+  // command its start-up time.
+  const [{ S3Blobs }, { PgVersionIndex }, { ReplicatedStore }] = await Promise.all([
+    import('./s3-blobs.js'),
+    import('./pg-index.js'),
+    import('./replicated.js'),
+  ]);
   const blobs = new S3Blobs({
     endpoint: s3.endpoint,
     bucket: s3.bucket,
