@@ -195,7 +195,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   logger.info(
     {
       url,
-      store: config.storePath,
+      store: config.s3 ? store.path : config.storePath,
+      mode: { store: config.s3 ? 's3' : 'local', jobs: 'in-process' },
       state,
       config: config.path ?? null,
       jobs: config.jobs.length,

@@ -10,6 +10,7 @@ import type { StoredVersion } from '../src/store/store.js';
 import { type RunningPostgres, startPostgres } from './harness/postgres.js';
 
 let server: RunningPostgres;
+const STORE = 's3://stowage-test/';
 
 beforeAll(async () => {
   server = await startPostgres();
@@ -37,7 +38,9 @@ function version(repository: string, tag: string, n: number): Omit<StoredVersion
 
 describe('the version index in PostgreSQL', () => {
   it('is migrated once when replicas open it together, and keeps what each adds, in order', async () => {
-    const replicas = await Promise.all([1, 2, 3].map(() => PgVersionIndex.open(server.url)));
+    const replicas = await Promise.all(
+      [1, 2, 3].map(() => PgVersionIndex.open(server.url, { store: STORE })),
+    );
     try {
       await Promise.all(
         replicas.map((r, i) =>
@@ -62,8 +65,8 @@ describe('the version index in PostgreSQL', () => {
   });
 
   it('serializes read-modify-write across replicas: no update is lost', async () => {
-    const a = await PgVersionIndex.open(server.url);
-    const b = await PgVersionIndex.open(server.url);
+    const a = await PgVersionIndex.open(server.url, { store: STORE });
+    const b = await PgVersionIndex.open(server.url, { store: STORE });
     try {
       const before = (await a.versions()).length;
       // Each update reads the list and appends a version numbered after what it saw: two replicas
@@ -89,7 +92,7 @@ describe('the version index in PostgreSQL', () => {
   });
 
   it('finds by id, id prefix and repository:tag, records archives, and names what is missing', async () => {
-    const idx = await PgVersionIndex.open(server.url);
+    const idx = await PgVersionIndex.open(server.url, { store: STORE });
     try {
       const v = await idx.addVersion(version('team/find', '2.0', 4242));
       expect((await idx.find(v.id)).id).toBe(v.id);
@@ -108,10 +111,27 @@ describe('the version index in PostgreSQL', () => {
     }
   });
 
+  it('keeps the stores one database holds apart', async () => {
+    const a = await PgVersionIndex.open(server.url, { store: 's3://bucket/team-a/' });
+    const b = await PgVersionIndex.open(server.url, { store: 's3://bucket/team-b/' });
+    try {
+      const v = await a.addVersion(version('team/apart', '1', 7777));
+      expect((await a.find(v.id)).id).toBe(v.id);
+      expect(await b.versions()).toEqual([]);
+      await expect(b.find(v.id)).rejects.toThrow(/no version/);
+      // An update of one store leaves the other's rows alone.
+      await b.update(() => []);
+      expect((await a.versions()).map((x) => x.id)).toEqual([v.id]);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   it('names the database, never the password, when it cannot be reached', async () => {
     const secret = 'hunter2-not-a-real-password';
     const url = `postgres://stowage:${secret}@127.0.0.1:1/stowage`;
-    const err = await PgVersionIndex.open(url).catch((e) => e);
+    const err = await PgVersionIndex.open(url, { store: STORE }).catch((e) => e);
     expect(err).toBeInstanceOf(StowageError);
     expect((err as StowageError).message).toContain('postgres://127.0.0.1:1/stowage');
     expect((err as StowageError).message).not.toContain(secret);

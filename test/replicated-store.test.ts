@@ -19,6 +19,7 @@ import { exportVersion } from '../src/transfer/export.js';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { type RunningPostgres, startPostgres } from './harness/postgres.js';
 import { type RunningS3, startRadosgw } from './harness/radosgw.js';
+import { startService, TOKENS } from './harness/service.js';
 
 const h = harness();
 const plain = h.registries.plain;
@@ -51,7 +52,10 @@ afterAll(async () => {
 });
 
 async function replica(gcGraceMs?: number): Promise<ReplicatedStore> {
-  return new ReplicatedStore(new S3Blobs(location), await PgVersionIndex.open(db.url), { gcGraceMs });
+  const blobs = new S3Blobs(location);
+  return new ReplicatedStore(blobs, await PgVersionIndex.open(db.url, { store: blobs.description }), {
+    gcGraceMs,
+  });
 }
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -170,5 +174,46 @@ describe('the replicated store', () => {
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toMatch(/AWS_SECRET_ACCESS_KEY/);
     expect(refused.stderr).not.toContain(s3.secretAccessKey);
+  });
+
+  it('stowage serve opens the shared store, says so in /readyz, and lists its versions', async () => {
+    const w = await workdir('replicated-serve', insecureConf(plain.host));
+    const config = join(w.dir, 'stowage.toml');
+    const state = join(w.dir, 'state');
+    await writeFile(
+      config,
+      [
+        '[store.s3]',
+        `endpoint = "${s3.endpoint}"`,
+        `bucket = "${location.bucket}"`,
+        '',
+        '[server]',
+        `state = "${state}"`,
+        `database = "${db.url}"`,
+        '',
+        '[[server.token]]',
+        'name = "reader"',
+        `sha256 = "${createHash('sha256').update(TOKENS.reader).digest('hex')}"`,
+        'scopes = ["read"]',
+        '',
+      ].join('\n'),
+    );
+    const env = { ...w.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey };
+    const service = await startService({ dir: w.dir, env, config, store: '', state });
+    try {
+      expect(await (await fetch(`${service.url}/readyz`)).json()).toEqual({
+        status: 'ready',
+        mode: { store: 's3', jobs: 'in-process' },
+      });
+      // What the first test synced through another replica, into the same bucket and prefix.
+      const res = await fetch(`${service.url}/v1/archives`, {
+        headers: { authorization: `Bearer ${TOKENS.reader}` },
+      });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { archives: { repository: string }[] };
+      expect(body.archives.map((a) => a.repository)).toContain(`${plain.host}/fixtures/multi`);
+    } finally {
+      expect(await service.stop()).toBe(0);
+    }
   });
 });

@@ -110,7 +110,10 @@ describe('stowage serve', () => {
   it('answers health checks anonymously and everything else only with a token of the right scope', async () => {
     const { s } = await start('svc-auth', insecureConf(plain.host));
     expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
-    expect(await (await fetch(`${s.url}/readyz`)).json()).toEqual({ status: 'ready' });
+    expect(await (await fetch(`${s.url}/readyz`)).json()).toEqual({
+      status: 'ready',
+      mode: { store: 'local', jobs: 'in-process' },
+    });
     for (const path of ['/v1/jobs', '/v1/archives', '/metrics', '/openapi.json', '/v1/registries']) {
       const res = await api(s, undefined, path);
       expect(res.status, path).toBe(401);

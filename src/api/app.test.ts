@@ -125,7 +125,13 @@ describe('the API in process', () => {
   it('answers health anonymously, readiness as the server says, and nothing else without a token', async () => {
     const { a } = await app({ ready: false });
     expect((await a.request('/healthz')).status).toBe(200);
-    expect((await a.request('/readyz')).status).toBe(503);
+    const notReady = await a.request('/readyz');
+    expect(notReady.status).toBe(503);
+    // The mode is said either way: a local store and jobs in this process, without [store.s3].
+    expect(await notReady.json()).toEqual({
+      status: 'not ready',
+      mode: { store: 'local', jobs: 'in-process' },
+    });
     const res = await a.request('/v1/jobs');
     expect(res.status).toBe(401);
     expect(res.headers.get('www-authenticate')).toContain('Bearer');

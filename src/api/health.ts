@@ -14,13 +14,20 @@ const healthzRoute = createRoute({
   },
 });
 
+/** Where this replica keeps what it shares: the store (a local directory, or S3 and PostgreSQL) and its jobs. */
+const modeSchema = z.object({
+  store: z.enum(['local', 's3']),
+  jobs: z.enum(['in-process']),
+});
+const readySchema = z.object({ status: z.string(), mode: modeSchema });
+
 const readyzRoute = createRoute({
   method: 'get',
   path: '/readyz',
   summary: 'Readiness: the store is open and jobs are accepted',
   responses: {
-    200: json('ready', z.object({ status: z.string() })),
-    503: json('starting or shutting down', z.object({ status: z.string() })),
+    200: json('ready', readySchema),
+    503: json('starting or shutting down', readySchema),
   },
 });
 
@@ -40,8 +47,12 @@ export function healthApi(deps: AppDeps): ApiApp {
   const api = newApi();
   api.openapi(healthzRoute, (c) => c.json({ status: 'ok' }, 200));
 
+  const mode = {
+    store: deps.engine.config.s3 ? ('s3' as const) : ('local' as const),
+    jobs: 'in-process' as const,
+  };
   api.openapi(readyzRoute, (c) =>
-    deps.ready() ? c.json({ status: 'ready' }, 200) : c.json({ status: 'not ready' }, 503),
+    deps.ready() ? c.json({ status: 'ready', mode }, 200) : c.json({ status: 'not ready', mode }, 503),
   );
 
   api.openapi(metricsRoute, async (c) => {

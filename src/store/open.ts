@@ -46,7 +46,9 @@ export async function openStore(
     credentials: await s3Credentials(s3, env),
   });
   try {
-    return new ReplicatedStore(blobs, await PgVersionIndex.open(database, { password }));
+    // The index of this bucket and prefix: one database can serve several stores.
+    const index = await PgVersionIndex.open(database, { password, store: blobs.description });
+    return new ReplicatedStore(blobs, index);
   } catch (e) {
     blobs.close();
     throw e;

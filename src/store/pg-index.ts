@@ -12,24 +12,30 @@ import { type StoredVersion, versionId } from './store.js';
 
 /** Advisory lock keys (one 64-bit space per database): "stowage" in ASCII, then a purpose. */
 const MIGRATION_LOCK = 0x73746f77_61676501n;
-const INDEX_LOCK = 0x73746f77_61676502n;
+/** The two-key advisory lock space of the index's per-store locks (the second key: the store). */
+const INDEX_LOCK_SPACE = 0x73746f77;
 
 /** Each step brings the schema from its index to the next version; never edit one that shipped. */
 const MIGRATIONS = [
+  // One database can hold several stores (a bucket and prefix each): every row names its store.
   `create table stowage_versions (
      seq bigserial primary key,
-     id text not null unique,
+     store text not null,
+     id text not null,
      repository text not null,
      tag text not null,
-     version jsonb not null
+     version jsonb not null,
+     unique (store, id)
    );
-   create index stowage_versions_by_tag on stowage_versions (repository, tag, seq);`,
+   create index stowage_versions_by_tag on stowage_versions (store, repository, tag, seq);`,
 ];
 
 export class PgVersionIndex {
   private constructor(
     private readonly pool: pg.Pool,
     readonly description: string,
+    /** The store this index is of (its bucket and prefix): rows of other stores are never seen. */
+    private readonly store: string,
   ) {}
 
   /**
@@ -38,14 +44,14 @@ export class PgVersionIndex {
    */
   static async open(
     connectionString: string,
-    opts: { password?: string | undefined } = {},
+    opts: { store: string; password?: string | undefined },
   ): Promise<PgVersionIndex> {
     const url = new URL(connectionString);
     const description = `postgres://${url.host}${url.pathname}`;
     const pool = new pg.Pool({ connectionString, password: opts.password, max: 4 });
     // A connection the server ends (a restart, an admin) must not end the process with it.
     pool.on('error', () => {});
-    const index = new PgVersionIndex(pool, description);
+    const index = new PgVersionIndex(pool, description, opts.store);
     try {
       await index.migrate();
     } catch (e) {
@@ -81,15 +87,16 @@ export class PgVersionIndex {
   /** Every stored version, oldest first. */
   async versions(): Promise<StoredVersion[]> {
     const r = await this.query<{ version: StoredVersion }>(
-      'select version from stowage_versions order by seq',
+      'select version from stowage_versions where store = $1 order by seq',
+      [this.store],
     );
     return r.rows.map((x) => x.version);
   }
 
   async latest(repository: string, tag: string): Promise<StoredVersion | undefined> {
     const r = await this.query<{ version: StoredVersion }>(
-      'select version from stowage_versions where repository = $1 and tag = $2 order by seq desc limit 1',
-      [repository, tag],
+      'select version from stowage_versions where store = $1 and repository = $2 and tag = $3 order by seq desc limit 1',
+      [this.store, repository, tag],
     );
     return r.rows[0]?.version;
   }
@@ -97,8 +104,8 @@ export class PgVersionIndex {
   /** A version by id (or a unique id prefix), or by repository:tag for its newest. */
   async find(idOrName: string): Promise<StoredVersion> {
     const byId = await this.query<{ version: StoredVersion }>(
-      "select version from stowage_versions where id like $1 || '%' order by seq limit 2",
-      [idOrName.replace(/[%_\\]/g, '')],
+      "select version from stowage_versions where store = $1 and id like $2 || '%' order by seq limit 2",
+      [this.store, idOrName.replace(/[%_\\]/g, '')],
     );
     if (byId.rows.length === 1) return byId.rows[0]!.version;
     const i = idOrName.lastIndexOf(':');
@@ -118,8 +125,8 @@ export class PgVersionIndex {
   async addVersion(v: Omit<StoredVersion, 'id'>): Promise<StoredVersion> {
     const version = { ...v, id: versionId(v.repository, v.tag, v.descriptor.digest) } as StoredVersion;
     await this.query(
-      'insert into stowage_versions (id, repository, tag, version) values ($1, $2, $3, $4) on conflict (id) do nothing',
-      [version.id, version.repository, version.tag, JSON.stringify(version)],
+      'insert into stowage_versions (store, id, repository, tag, version) values ($1, $2, $3, $4, $5) on conflict (store, id) do nothing',
+      [this.store, version.id, version.repository, version.tag, JSON.stringify(version)],
     );
     return version;
   }
@@ -127,8 +134,8 @@ export class PgVersionIndex {
   /** Records a version's archive checksum (computed once; the archive is reproducible). */
   async recordArchive(id: string, archive: { sha256: string; size: number }): Promise<void> {
     await this.query(
-      `update stowage_versions set version = jsonb_set(version, '{archive}', $2::jsonb) where id = $1`,
-      [id, JSON.stringify(archive)],
+      `update stowage_versions set version = jsonb_set(version, '{archive}', $3::jsonb) where store = $1 and id = $2`,
+      [this.store, id, JSON.stringify(archive)],
     );
   }
 
@@ -143,19 +150,25 @@ export class PgVersionIndex {
     const c = await this.pool.connect();
     try {
       await c.query('begin');
-      await c.query('select pg_advisory_xact_lock($1)', [INDEX_LOCK.toString()]);
+      // One lock per store: hashtext folds its name into the lock's second key.
+      await c.query('select pg_advisory_xact_lock($1, hashtext($2))', [INDEX_LOCK_SPACE, this.store]);
       const before = (
-        await c.query<{ version: StoredVersion }>('select version from stowage_versions order by seq')
+        await c.query<{ version: StoredVersion }>(
+          'select version from stowage_versions where store = $1 order by seq',
+          [this.store],
+        )
       ).rows.map((x) => x.version);
       const after = await fn(before);
       const kept = new Set(after.map((v) => v.id));
       const gone = before.filter((v) => !kept.has(v.id)).map((v) => v.id);
-      if (gone.length) await c.query('delete from stowage_versions where id = any($1)', [gone]);
+      if (gone.length) {
+        await c.query('delete from stowage_versions where store = $1 and id = any($2)', [this.store, gone]);
+      }
       for (const v of after) {
         await c.query(
-          `insert into stowage_versions (id, repository, tag, version) values ($1, $2, $3, $4)
-           on conflict (id) do update set version = excluded.version`,
-          [v.id, v.repository, v.tag, JSON.stringify(v)],
+          `insert into stowage_versions (store, id, repository, tag, version) values ($1, $2, $3, $4, $5)
+           on conflict (store, id) do update set version = excluded.version`,
+          [this.store, v.id, v.repository, v.tag, JSON.stringify(v)],
         );
       }
       await c.query('commit');
