@@ -7,7 +7,6 @@
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseStowageConfig } from '../src/config/stowage.js';
 import { Context } from '../src/registry/context.js';
@@ -18,7 +17,7 @@ import { sync } from '../src/sync/sync.js';
 import { exportVersion } from '../src/transfer/export.js';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { type RunningPostgres, startPostgres } from './harness/postgres.js';
-import { type RunningS3, startRadosgw } from './harness/radosgw.js';
+import { type RunningS3, s3Bucket, startRadosgw } from './harness/radosgw.js';
 import { startService, TOKENS } from './harness/service.js';
 
 const h = harness();
@@ -29,22 +28,7 @@ let location: S3Location;
 
 beforeAll(async () => {
   [s3, db] = await Promise.all([startRadosgw(), startPostgres()]);
-  location = {
-    endpoint: s3.endpoint,
-    bucket: 'stowage-replicas',
-    prefix: '',
-    region: s3.region,
-    pathStyle: true,
-    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-  };
-  const admin = new S3Client({
-    endpoint: s3.endpoint,
-    region: s3.region,
-    forcePathStyle: true,
-    credentials: location.credentials,
-  });
-  await admin.send(new CreateBucketCommand({ Bucket: location.bucket }));
-  admin.destroy();
+  location = await s3Bucket(s3, 'stowage-replicas');
 }, 60_000);
 
 afterAll(async () => {

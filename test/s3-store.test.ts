@@ -4,34 +4,18 @@
  * deleted; large blobs in parts, aborted when they do not hash to their digest.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StowageError } from '../src/errors.js';
 import type { Descriptor } from '../src/image/schemas.js';
 import { S3Blobs, type S3Location } from '../src/store/s3-blobs.js';
-import { type RunningS3, startRadosgw } from './harness/radosgw.js';
+import { type RunningS3, s3Bucket, startRadosgw } from './harness/radosgw.js';
 
 let s3: RunningS3;
 let location: S3Location;
 
 beforeAll(async () => {
   s3 = await startRadosgw();
-  location = {
-    endpoint: s3.endpoint,
-    bucket: 'stowage-store',
-    prefix: 'team-a/',
-    region: s3.region,
-    pathStyle: true,
-    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-  };
-  const admin = new S3Client({
-    endpoint: s3.endpoint,
-    region: s3.region,
-    forcePathStyle: true,
-    credentials: location.credentials,
-  });
-  await admin.send(new CreateBucketCommand({ Bucket: location.bucket }));
-  admin.destroy();
+  location = await s3Bucket(s3, 'stowage-store', 'team-a/');
 }, 60_000);
 
 afterAll(async () => {

@@ -130,28 +130,7 @@ export async function recompressPlainLayers(
       (l) =>
         compressed.get(l.digest)?.descriptor ?? { mediaType: l.mediaType, digest: l.digest, size: l.size },
     );
-    const mediaType = oci ? MediaType.OciManifest : root.descriptor.mediaType;
-    const configType =
-      oci && manifest.config.mediaType === MediaType.DockerConfig
-        ? MediaType.OciConfig
-        : manifest.config.mediaType;
-    const bytes = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType,
-        config: { mediaType: configType, digest: manifest.config.digest, size: manifest.config.size },
-        layers,
-      }),
-    );
-    const newRoot: PlannedDocument = {
-      descriptor: { mediaType, digest: sha256Digest(bytes), size: bytes.length },
-      bytes,
-    };
-    const blobs = [{ ...manifest.config, mediaType: configType }, ...layers].map((d) => ({
-      mediaType: d.mediaType,
-      digest: d.digest,
-      size: d.size,
-    }));
+    const rewritten = rewrittenManifest(root.descriptor.mediaType, manifest.config, layers, oci);
     const files = new Map<string, ConvertedLayer>(
       [...compressed.values()].map((c) => [
         c.descriptor.digest,
@@ -165,12 +144,7 @@ export async function recompressPlainLayers(
       ]),
     );
     return {
-      plan: {
-        root: newRoot,
-        documents: [newRoot],
-        blobs: blobs.filter((b, i) => blobs.findIndex((x) => x.digest === b.digest) === i),
-        platforms: plan.platforms,
-      },
+      plan: singleManifestPlan(rewritten.root, rewritten.config, layers, plan.platforms),
       files,
       cleanup,
       original: false,
@@ -179,6 +153,40 @@ export async function recompressPlainLayers(
     await cleanup();
     throw e;
   }
+}
+
+/** The plan of a single-manifest image: its manifest, and its config and layers once each. */
+function singleManifestPlan(
+  root: PlannedDocument,
+  config: Descriptor,
+  layers: Descriptor[],
+  platforms: string[],
+): ImagePlan {
+  const blobs: Descriptor[] = [];
+  for (const d of [config, ...layers]) {
+    if (!blobs.some((b) => b.digest === d.digest)) {
+      blobs.push({ mediaType: d.mediaType, digest: d.digest, size: d.size });
+    }
+  }
+  return { root, documents: [root], blobs, platforms };
+}
+
+/** A manifest for `layers` with the image's config (its media type made OCI's for an OCI manifest). */
+function rewrittenManifest(
+  rootType: string,
+  config: Descriptor,
+  layers: Descriptor[],
+  oci: boolean,
+): { root: PlannedDocument; config: Descriptor } {
+  const mediaType = oci ? MediaType.OciManifest : rootType;
+  const configType =
+    oci && config.mediaType === MediaType.DockerConfig ? MediaType.OciConfig : config.mediaType;
+  const newConfig = { mediaType: configType, digest: config.digest, size: config.size };
+  const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType, config: newConfig, layers }));
+  return {
+    root: { descriptor: { mediaType, digest: sha256Digest(bytes), size: bytes.length }, bytes },
+    config: newConfig,
+  };
 }
 
 /**
@@ -238,18 +246,8 @@ async function originalImage(
       check: (s: AbortSignal) => checkPlain(source, plain, s),
     });
   }
-  const blobs = [original.config, ...original.layers].map((d) => ({
-    mediaType: d.mediaType,
-    digest: d.digest,
-    size: d.size,
-  }));
   return {
-    plan: {
-      root,
-      documents: [root],
-      blobs: blobs.filter((b, i) => blobs.findIndex((x) => x.digest === b.digest) === i),
-      platforms: plan.platforms,
-    },
+    plan: singleManifestPlan(root, original.config, original.layers, plan.platforms),
     files,
     cleanup: async () => {},
     original: true,

@@ -63,13 +63,7 @@ export class ReplicatedStore implements ArchiveStore {
   }
 
   async putBlob(d: Descriptor, body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
-    const stream =
-      Symbol.asyncIterator in body
-        ? body
-        : (async function* () {
-            yield* body;
-          })();
-    await this.blobs.put(d, stream);
+    await this.blobs.put(d, body);
   }
 
   fetchBlob(
@@ -83,13 +77,8 @@ export class ReplicatedStore implements ArchiveStore {
     return this.fetches.fetched(digest);
   }
 
-  async putDocument(d: Descriptor, bytes: Buffer): Promise<void> {
-    await this.blobs.put(
-      d,
-      (async function* () {
-        yield bytes;
-      })(),
-    );
+  putDocument(d: Descriptor, bytes: Buffer): Promise<void> {
+    return this.putBlob(d, [bytes]);
   }
 
   versions(): Promise<StoredVersion[]> {

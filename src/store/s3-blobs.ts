@@ -134,7 +134,10 @@ export class S3Blobs {
    * again, but the bytes offered are still checked here: a damaged upload is an error whatever the
    * store holds. Returns whether it was written.
    */
-  async put(d: Descriptor, body: AsyncIterable<Uint8Array>): Promise<'written' | 'present'> {
+  async put(
+    d: Descriptor,
+    body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  ): Promise<'written' | 'present'> {
     if (digestAlgorithm(d.digest) !== 'sha256') {
       throw new StowageError('UNSUPPORTED', `blob ${d.digest}: the S3 store keeps sha256 blobs only`);
     }
@@ -176,7 +179,10 @@ export class S3Blobs {
    * A blob over 5 GiB: in parts (lib-storage), hashed here as it goes (parts are not signed with the
    * blob's digest), and the upload completed only when the whole matches; aborted otherwise.
    */
-  private async putInParts(d: Descriptor, body: AsyncIterable<Uint8Array>): Promise<'written'> {
+  private async putInParts(
+    d: Descriptor,
+    body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  ): Promise<'written'> {
     const verifier = new DigestVerifier(d.digest, d.size, `blob ${d.digest}`);
     async function* checked(): AsyncGenerator<Uint8Array> {
       for await (const c of body) {
@@ -251,7 +257,10 @@ export class S3Blobs {
 }
 
 /** Reads a body through, checking it is the blob; DIGEST_MISMATCH otherwise. */
-async function drainVerified(body: AsyncIterable<Uint8Array>, d: Descriptor): Promise<void> {
+async function drainVerified(
+  body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  d: Descriptor,
+): Promise<void> {
   const v = new DigestVerifier(d.digest, d.size, `blob ${d.digest}`);
   for await (const c of body) v.update(c);
   v.finish();

@@ -107,3 +107,13 @@ export async function cpuSetting(): Promise<CpuSetting> {
     skopeoEnv,
   };
 }
+
+/** measure() with the tool's side of the CPU setting (skopeo's or stowage's mask) added to `env`. */
+export function measureOn(
+  cpu: CpuSetting,
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<Measured> {
+  return measure(cmd, args, { ...env, ...(cmd === 'skopeo' ? cpu.skopeoEnv : cpu.stowageEnv) });
+}

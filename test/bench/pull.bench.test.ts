@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { buildBenchLayout } from './fixture.js';
-import { addSample, cpuSetting, measure, median, type Samples, sampleLine, samples } from './measure.js';
+import { addSample, cpuSetting, measureOn, median, type Samples, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -145,8 +145,7 @@ describe('pull benchmark', () => {
       if (!name.includes('seen before'))
         await rm(join(home, '.cache', 'stowage'), { recursive: true, force: true });
       const [cmd, args] = commands[name];
-      const own = cmd === 'skopeo' ? cpu.skopeoEnv : cpu.stowageEnv;
-      addSample(results[name]!, await measure(cmd, args, { ...env, ...own }));
+      addSample(results[name]!, await measureOn(cpu, cmd, args, env));
     };
     /** Runs a command again, unmeasured, for its output. */
     const again = async (name: Name) => {

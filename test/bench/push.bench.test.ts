@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { buildBenchLayout } from './fixture.js';
-import { addSample, cpuSetting, measure, median, type Samples, sampleLine, samples } from './measure.js';
+import { addSample, cpuSetting, measureOn, median, type Samples, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -84,8 +84,7 @@ describe('push benchmark', () => {
     const record = async (name: keyof typeof results, target: string, cmd: string, args: string[]) => {
       await rm(SKOPEO_CACHE, { force: true });
       await run('sync', []);
-      const own = cmd === 'skopeo' ? cpu.skopeoEnv : cpu.stowageEnv;
-      addSample(results[name]!, await measure(cmd, args, { ...env, ...own }));
+      addSample(results[name]!, await measureOn(cpu, cmd, args, env));
       written.push(target);
     };
     for (let i = 0; i < ROUNDS; i++) {

@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { buildBenchLayout } from './fixture.js';
-import { addSample, cpuSetting, measure, median, sampleLine, samples } from './measure.js';
+import { addSample, cpuSetting, measureOn, median, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -61,9 +61,9 @@ describe('restore benchmark', () => {
     const results = Object.fromEntries(names.map((n) => [n, samples()]));
     const measured = async (name: (typeof names)[number], cmd: string, args: string[]) => {
       await run('sync', []);
-      const own = cmd === 'skopeo' ? cpu.skopeoEnv : cpu.stowageEnv;
-      addSample(results[name]!, await measure(cmd, args, { ...env, ...own }));
+      addSample(results[name]!, await measureOn(cpu, cmd, args, env));
     };
+    const stowage = (to: string) => [BIN, 'push', '-q', archive, `${host}/${to}`];
     const skopeo = (to: string) => [
       'copy',
       '--quiet',
@@ -81,20 +81,8 @@ describe('restore benchmark', () => {
           await measured('skopeo again', 'skopeo', skopeo(`r${i}-skopeo/big:v1`));
         },
         async () => {
-          await measured('stowage first', process.execPath, [
-            BIN,
-            'push',
-            '-q',
-            archive,
-            `${host}/r${i}-stowage/big:v1`,
-          ]);
-          await measured('stowage again', process.execPath, [
-            BIN,
-            'push',
-            '-q',
-            archive,
-            `${host}/r${i}-stowage/big:v1`,
-          ]);
+          await measured('stowage first', process.execPath, stowage(`r${i}-stowage/big:v1`));
+          await measured('stowage again', process.execPath, stowage(`r${i}-stowage/big:v1`));
         },
       ];
       for (const go of i % 2 === 0 ? pair : [...pair].reverse()) await go();

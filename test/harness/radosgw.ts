@@ -10,6 +10,8 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import type { S3Location } from '../../src/store/s3-blobs.js';
 import { freePort, run } from './processes.js';
 
 export interface RunningS3 {
@@ -193,4 +195,16 @@ export async function startRadosgw(opts: { memBytes?: number } = {}): Promise<Ru
     await stopCluster(dir);
     throw e;
   }
+}
+
+/** Makes `bucket` on the endpoint and returns where a store under `prefix` of it is (S3Blobs' location). */
+export async function s3Bucket(s3: RunningS3, bucket: string, prefix = ''): Promise<S3Location> {
+  const credentials = { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey };
+  const admin = new S3Client({ endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, credentials });
+  try {
+    await admin.send(new CreateBucketCommand({ Bucket: bucket }));
+  } finally {
+    admin.destroy();
+  }
+  return { endpoint: s3.endpoint, bucket, prefix, region: s3.region, pathStyle: true, credentials };
 }
