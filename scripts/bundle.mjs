@@ -47,7 +47,7 @@ await build({
   format: 'cjs',
   // The keyring is a native addon, found at run time; it stays outside. So do the S3 and PostgreSQL
   // clients (only the replicated store loads them): in the bundle they would be read at every start.
-  external: ['@napi-rs/keyring', '@aws-sdk/*', 'pg'],
+  external: ['@napi-rs/keyring', '@aws-sdk/*', 'pg', 'pg-boss'],
   // CommonJS has no import.meta: the bundle's own URL stands in (the hash worker is found beside it).
   define: { 'import.meta.url': '__stowage_bundle_url' },
   banner: { js: "var __stowage_bundle_url = require('node:url').pathToFileURL(__filename).href;" },

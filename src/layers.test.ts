@@ -17,6 +17,7 @@ const LAYERS: string[][] = [
   ['reference'],
   ['image'],
   ['config'],
+  ['db'],
   ['policy'],
   ['auth'],
   ['registry'],

@@ -6,13 +6,13 @@
 
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import { homedir } from 'node:os';
+import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { type ServerType, serve as serveHttp } from '@hono/node-server';
-import { Cron } from 'croner';
 import pino, { type Logger } from 'pino';
 import { createApp } from './api/app.js';
 import { type ApiToken, newToken, tokenHash } from './api/auth.js';
+import { databasePassword, replicaName } from './config/replicas.js';
 import {
   DEFAULT_LISTEN,
   durationMs,
@@ -24,7 +24,7 @@ import { writeFileAtomic } from './core/atomic.js';
 import { sweepLeftovers, tmpPid } from './core/partials.js';
 import { StowageError } from './errors.js';
 import { Context } from './registry/context.js';
-import { JobManager } from './service/jobs.js';
+import { type Job, JobManager, type JobSystem, type Runner } from './service/jobs.js';
 import { createMetrics } from './service/metrics.js';
 import { type Engine, outboundGuard, pathRedactor, runPull, runPush, runSync } from './service/operations.js';
 import { openStore } from './store/open.js';
@@ -128,41 +128,43 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   // A policy.json that does not parse stops the start, naming the file, rather than every pull.
   const policy = await ctx.policy();
   const redact = pathRedactor({ store: config.storePath, state, policy: policy?.path });
-  const jobs = new JobManager({
-    redact,
-    stateFile: join(state, 'jobs.json'),
-    concurrency: config.server['concurrent-jobs'] ?? 2,
-    maxQueued: config.server['max-queued'] ?? 100,
-    keep: config.server['keep-jobs'] ?? 1000,
-    runners: {
-      pull: (run) =>
-        runPull(engine, run.job.request as { refs: string[]; platforms?: 'all' | string[] }, run),
-      push: (run) => runPush(engine, run.job.request as { archive: string; destination: string }, run),
-      // A sync with failed tags fails the job and keeps its report as the result.
-      sync: (run) => runSync(engine, (run.job.request as { jobs?: string[] }).jobs, run),
-    },
-    onChange: (job) => {
-      if (job.state === 'failed')
-        logger.warn({ job: job.id, kind: job.kind, error: job.error }, 'job failed');
-      else logger.info({ job: job.id, kind: job.kind, state: job.state }, 'job');
-    },
-  });
-  await jobs.load();
-  const metrics = createMetrics(engine, jobs);
+  const runners: Record<'pull' | 'push' | 'sync', Runner> = {
+    pull: (run) => runPull(engine, run.job.request as { refs: string[]; platforms?: 'all' | string[] }, run),
+    push: (run) => runPush(engine, run.job.request as { archive: string; destination: string }, run),
+    // A sync with failed tags fails the job and keeps its report as the result.
+    sync: (run) => runSync(engine, (run.job.request as { jobs?: string[] }).jobs, run),
+  };
+  const onChange = (job: Job) => {
+    if (job.state === 'failed') logger.warn({ job: job.id, kind: job.kind, error: job.error }, 'job failed');
+    else logger.info({ job: job.id, kind: job.kind, state: job.state }, 'job');
+  };
+  const replica = config.s3 ? replicaName(env, hostname(), process.pid) : undefined;
+  let jobs: JobSystem;
+  try {
+    jobs = await openJobs({
+      config,
+      state,
+      env,
+      store: store.path,
+      replica,
+      runners,
+      onChange,
+      redact,
+      logger,
+    });
+  } catch (e) {
+    await store.close?.();
+    await ctx.close();
+    throw e;
+  }
+  const metrics = createMetrics(engine, jobs, { replica });
 
-  // Schedules: each job with `schedule` queues a sync of itself (a run still going is shared).
-  const crons = config.jobs
-    .filter((j) => j.schedule)
-    .map(
-      (j) =>
-        new Cron(j.schedule!, { protect: true }, () => {
-          try {
-            jobs.submit('sync', { jobs: [j.name] }, 'schedule', `sync:${JSON.stringify([j.name])}`);
-          } catch (e) {
-            logger.warn({ job: j.name, err: (e as Error).message }, 'scheduled sync not queued');
-          }
-        }),
-    );
+  // Schedules: each job with `schedule` queues a sync of itself (a run still going is shared); with
+  // replicas sharing PostgreSQL, once per slot across them all.
+  const schedules = config.jobs.filter((j) => j.schedule).map((j) => ({ job: j.name, cron: j.schedule! }));
+  await jobs.schedule(schedules, (job, e) =>
+    logger.warn({ job, err: e.message }, 'scheduled sync not queued'),
+  );
 
   let ready = false;
   const app = createApp({
@@ -172,6 +174,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     tokens,
     logger,
     version: opts.version,
+    replica,
     ready: () => ready,
     maxUpload,
     redact,
@@ -196,11 +199,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     {
       url,
       store: config.s3 ? store.path : config.storePath,
-      mode: { store: config.s3 ? 's3' : 'local', jobs: 'in-process' },
+      mode: { store: config.s3 ? 's3' : 'local', jobs: jobs.mode, ...(replica ? { replica } : {}) },
       state,
       config: config.path ?? null,
       jobs: config.jobs.length,
-      schedules: crons.length,
+      schedules: schedules.length,
       ...(tokenFile ? { tokenFile } : { tokens: tokens.length }),
     },
     'listening',
@@ -217,7 +220,6 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         await new Promise((r) => setTimeout(r, grace));
       }
       logger.info('shutting down: no new requests; running jobs are aborted and cleaned up');
-      for (const c of crons) c.stop();
       const closed = new Promise<void>((r) => server.close(() => r()));
       await jobs.shutdown();
       // Open event streams and downloads are cut after the jobs have ended.
@@ -232,6 +234,47 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     return closing;
   };
   return { url, tokenFile, logger, close };
+}
+
+/**
+ * The job system: in this process with its history in STATE/jobs.json, or, for replicas sharing the
+ * store on S3, in PostgreSQL (pg-boss, which needs Node 22.12+; loaded only then).
+ */
+async function openJobs(o: {
+  config: StowageConfig;
+  state: string;
+  env: NodeJS.ProcessEnv;
+  store: string;
+  replica: string | undefined;
+  runners: Record<'pull' | 'push' | 'sync', Runner>;
+  onChange: (job: Job) => void;
+  redact: (text: string) => string;
+  logger: Logger;
+}): Promise<JobSystem> {
+  const server = o.config.server;
+  const common = {
+    concurrency: server['concurrent-jobs'] ?? 2,
+    maxQueued: server['max-queued'] ?? 100,
+    keep: server['keep-jobs'] ?? 1000,
+    runners: o.runners,
+    onChange: o.onChange,
+    redact: o.redact,
+  };
+  if (o.config.s3 && server.database) {
+    const { PgJobs } = await import('./service/pg-jobs.js');
+    return PgJobs.open({
+      ...common,
+      url: server.database,
+      password: await databasePassword(server, o.env),
+      store: o.store,
+      replica: o.replica!,
+      heartbeatSeconds: server['job-heartbeat'] ? durationMs(server['job-heartbeat']) / 1000 : undefined,
+      onWarning: (message) => o.logger.warn({ err: o.redact(message) }, 'job system'),
+    });
+  }
+  const jobs = new JobManager({ ...common, stateFile: join(o.state, 'jobs.json') });
+  await jobs.load();
+  return jobs;
 }
 
 /**

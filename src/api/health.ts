@@ -17,7 +17,9 @@ const healthzRoute = createRoute({
 /** Where this replica keeps what it shares: the store (a local directory, or S3 and PostgreSQL) and its jobs. */
 const modeSchema = z.object({
   store: z.enum(['local', 's3']),
-  jobs: z.enum(['in-process']),
+  jobs: z.enum(['in-process', 'postgres']),
+  /** This replica's name, when replicas share PostgreSQL. */
+  replica: z.string().optional(),
 });
 const readySchema = z.object({ status: z.string(), mode: modeSchema });
 
@@ -49,7 +51,8 @@ export function healthApi(deps: AppDeps): ApiApp {
 
   const mode = {
     store: deps.engine.config.s3 ? ('s3' as const) : ('local' as const),
-    jobs: 'in-process' as const,
+    jobs: deps.jobs.mode,
+    ...(deps.replica ? { replica: deps.replica } : {}),
   };
   api.openapi(readyzRoute, (c) =>
     deps.ready() ? c.json({ status: 'ready', mode }, 200) : c.json({ status: 'not ready', mode }, 503),

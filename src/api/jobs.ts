@@ -7,7 +7,7 @@ import { streamSSE } from 'hono/streaming';
 import { type LayerCompression, parseCompression } from '../archive/compress.js';
 import { StowageError } from '../errors.js';
 import { formatReference } from '../reference/reference.js';
-import type { Job, JobManager } from '../service/jobs.js';
+import { type Job, type JobSystem, syncKey } from '../service/jobs.js';
 import { admitPull, destinationFor, parsePlatforms, parsePullReference } from '../service/operations.js';
 import { allows } from './auth.js';
 import { need, newApi } from './middleware.js';
@@ -160,7 +160,7 @@ export function jobsApi(deps: AppDeps): ApiApp {
     const normalized = parsed.map((r) => formatReference(r));
     const request = { refs, platforms: platforms ?? 'all', format: body.format ?? 'oci-archive' };
     const key = `pull:${JSON.stringify([[...new Set(normalized)].sort(), platforms ?? 'all'])}`;
-    return accepted(c, jobs.submit('pull', request, c.get('token').name, key));
+    return accepted(c, await jobs.submit('pull', request, c.get('token').name, key));
   });
 
   // Pushes that differ only in compression are different jobs.
@@ -178,7 +178,7 @@ export function jobsApi(deps: AppDeps): ApiApp {
     const request = { archive: version.id, destination, ...(compression ? { compression } : {}) };
     return accepted(
       c,
-      jobs.submit(
+      await jobs.submit(
         'push',
         request,
         c.get('token').name,
@@ -187,7 +187,7 @@ export function jobsApi(deps: AppDeps): ApiApp {
     );
   });
 
-  api.openapi(startSyncRoute, (c) => {
+  api.openapi(startSyncRoute, async (c) => {
     const body = c.req.valid('json');
     const names = body.jobs?.length ? [...new Set(body.jobs)].sort() : undefined;
     const configured = engine.config.jobs.map((j) => j.name);
@@ -201,30 +201,25 @@ export function jobsApi(deps: AppDeps): ApiApp {
     if (configured.length === 0) throw new StowageError('INVALID_ARGUMENT', 'stowage.toml has no sync jobs');
     return accepted(
       c,
-      jobs.submit(
-        'sync',
-        { jobs: names ?? configured },
-        c.get('token').name,
-        `sync:${JSON.stringify(names ?? null)}`,
-      ),
+      await jobs.submit('sync', { jobs: names ?? configured }, c.get('token').name, syncKey(names)),
     );
   });
 
-  api.openapi(listJobsRoute, (c) => {
+  api.openapi(listJobsRoute, async (c) => {
     const q = c.req.valid('query');
-    const list = jobs.list(q).slice(0, q.limit ?? 100);
+    const list = await jobs.list({ ...q, limit: q.limit ?? 100 });
     return c.json({ jobs: list.map(jobView) }, 200);
   });
 
-  api.openapi(getJobRoute, (c) => {
-    const job = jobs.get(c.req.valid('param').id);
+  api.openapi(getJobRoute, async (c) => {
+    const job = await jobs.get(c.req.valid('param').id);
     if (!job) throw new StowageError('NOT_FOUND', `no job ${c.req.valid('param').id}`);
     return c.json(jobView(job), 200);
   });
 
-  api.openapi(cancelJobRoute, (c) => {
+  api.openapi(cancelJobRoute, async (c) => {
     const id = c.req.valid('param').id;
-    const job = jobs.get(id);
+    const job = await jobs.get(id);
     if (!job) throw new StowageError('NOT_FOUND', `no job ${id}`);
     if (!allows(c.get('token'), job.kind)) {
       throw new StowageError(
@@ -232,12 +227,12 @@ export function jobsApi(deps: AppDeps): ApiApp {
         `token "${c.get('token').name}" lacks the "${job.kind}" scope to cancel this job`,
       );
     }
-    return c.json(jobView(jobs.cancel(id)), 202);
+    return c.json(jobView(await jobs.cancel(id)), 202);
   });
 
-  api.openapi(jobEventsRoute, (c) => {
+  api.openapi(jobEventsRoute, async (c) => {
     const id = c.req.valid('param').id;
-    if (!jobs.get(id)) throw new StowageError('NOT_FOUND', `no job ${id}`);
+    if (!(await jobs.get(id))) throw new StowageError('NOT_FOUND', `no job ${id}`);
     const from = Number(c.req.header('last-event-id') ?? 0) || 0;
     return streamEvents(c, jobs, id, from);
   });
@@ -245,7 +240,7 @@ export function jobsApi(deps: AppDeps): ApiApp {
 }
 
 /** A job's events as Server-Sent Events: those after `from`, then live ones, kept alive, until "end". */
-function streamEvents(c: HonoContext<Env>, jobs: JobManager, id: string, from: number): Response {
+function streamEvents(c: HonoContext<Env>, jobs: JobSystem, id: string, from: number): Response {
   return streamSSE(c, async (stream) => {
     let done!: () => void;
     const ended = new Promise<void>((r) => {
@@ -256,7 +251,7 @@ function streamEvents(c: HonoContext<Env>, jobs: JobManager, id: string, from: n
     const send = (write: () => Promise<unknown>) => {
       writing = writing.then(() => write().then(() => undefined)).catch(() => {});
     };
-    const unsubscribe = jobs.subscribe(
+    const unsubscribe = await jobs.subscribe(
       id,
       from,
       (e) => send(() => stream.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(e.data) })),

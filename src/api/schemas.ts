@@ -82,6 +82,8 @@ export const JobSchema = z
     progress: progressSchema,
     result: z.unknown().optional(),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
+    /** The replica running it or that ran it last (replicas sharing PostgreSQL). */
+    replica: z.string().optional(),
     links: z.record(z.string(), z.string()),
   })
   .openapi('Job');

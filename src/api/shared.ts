@@ -4,7 +4,7 @@
  */
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { Logger } from 'pino';
-import type { JobManager } from '../service/jobs.js';
+import type { JobSystem } from '../service/jobs.js';
 import type { Metrics } from '../service/metrics.js';
 import type { Engine } from '../service/operations.js';
 import type { ApiToken } from './auth.js';
@@ -12,7 +12,9 @@ import { ErrorSchema } from './schemas.js';
 
 export interface AppDeps {
   engine: Engine;
-  jobs: JobManager;
+  jobs: JobSystem;
+  /** This replica's name (replicas sharing PostgreSQL), for /readyz. */
+  replica?: string | undefined;
   metrics: Metrics;
   tokens: ApiToken[];
   logger: Logger;

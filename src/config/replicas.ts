@@ -90,3 +90,24 @@ export async function s3Credentials(
   }
   return { accessKeyId, secretAccessKey };
 }
+
+/** The database password: the first line of database-password-file, else PGPASSWORD, else none. */
+export async function databasePassword(
+  server: { 'database-password-file'?: string | undefined },
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<string | undefined> {
+  const file = server['database-password-file'];
+  if (!file) return env.PGPASSWORD;
+  const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
+    throw new StowageError(
+      'INVALID_CONFIG',
+      `[server] database-password-file ${file}: cannot read it (${e.code})`,
+    );
+  });
+  return text.split('\n')[0];
+}
+
+/** This replica's name in jobs, logs and metrics: $STOWAGE_REPLICA, else the host name (a pod's name). */
+export function replicaName(env: NodeJS.ProcessEnv, hostname: string, pid: number): string {
+  return env.STOWAGE_REPLICA || `${hostname}-${pid}`;
+}

@@ -98,6 +98,11 @@ const serverSchema = z.strictObject({
   database: databaseSchema,
   /** A file holding the database password (else PGPASSWORD, else none). */
   'database-password-file': z.string().min(1).optional(),
+  /**
+   * Replicas sharing PostgreSQL: how long a running job may go without its replica's heartbeat before
+   * another replica takes it over (default 30s, at least 10s).
+   */
+  'job-heartbeat': duration.optional(),
   token: z.array(tokenSchema).optional(),
 });
 

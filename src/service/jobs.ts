@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { Cron } from 'croner';
 import { writeFileAtomic } from '../core/atomic.js';
 import { StowageError, toStowageError } from '../errors.js';
 
@@ -47,6 +48,8 @@ export interface Job {
   progress: JobProgress;
   result?: unknown;
   error?: { code: string; message: string } | undefined;
+  /** The replica running it, or that last ran it (replicas sharing PostgreSQL only). */
+  replica?: string | undefined;
 }
 
 export interface JobEvent {
@@ -65,6 +68,64 @@ export interface JobRun {
 }
 
 export type Runner = (run: JobRun) => Promise<unknown>;
+
+type Awaitable<T> = T | Promise<T>;
+
+export interface JobFilter {
+  kind?: JobKind | undefined;
+  state?: JobState | undefined;
+  /** At most this many (the newest). */
+  limit?: number | undefined;
+}
+
+/** A sync job of stowage.toml that runs on a cron schedule. */
+export interface Schedule {
+  job: string;
+  cron: string;
+}
+
+/**
+ * What the API and the server ask of jobs, whichever system keeps them: the in-process JobManager
+ * (one service, history in a file) or PgJobs (replicas sharing PostgreSQL).
+ */
+export interface JobSystem {
+  /** For /readyz and the logs. */
+  readonly mode: 'in-process' | 'postgres';
+  submit(
+    kind: JobKind,
+    request: unknown,
+    requestedBy: string,
+    key?: string,
+  ): Awaitable<{ job: Job; shared: boolean }>;
+  get(id: string): Awaitable<Job | undefined>;
+  /** Newest first. */
+  list(filter?: JobFilter): Awaitable<Job[]>;
+  counts(): Awaitable<Record<JobKind, Record<JobState, number>>>;
+  cancel(id: string): Awaitable<Job>;
+  subscribe(
+    id: string,
+    from: number,
+    listener: (e: JobEvent) => void,
+    onEnd: () => void,
+  ): Awaitable<() => void>;
+  /** Queues a sync of each scheduled job when its cron expression fires (once, across replicas). */
+  schedule(schedules: Schedule[], onError: (job: string, e: Error) => void): Awaitable<void>;
+  shutdown(): Promise<void>;
+}
+
+/** The key that makes identical sync requests share one job. */
+export function syncKey(names: string[] | undefined): string {
+  return `sync:${JSON.stringify(names ?? null)}`;
+}
+
+/** Zero counts for every kind and state. */
+export function emptyCounts(): Record<JobKind, Record<JobState, number>> {
+  const out = {} as Record<JobKind, Record<JobState, number>>;
+  for (const k of ['pull', 'push', 'sync'] as const) {
+    out[k] = { queued: 0, running: 0, succeeded: 0, failed: 0, canceled: 0 };
+  }
+  return out;
+}
 
 export interface JobManagerOptions {
   /** The history file (JSON); none: history in memory only. */
@@ -90,7 +151,9 @@ interface Live {
 /** Events kept per job for replay; progress events past this are coalesced. */
 const MAX_EVENTS = 2000;
 
-export class JobManager {
+export class JobManager implements JobSystem {
+  readonly mode = 'in-process' as const;
+  private crons: Cron[] = [];
   private readonly jobs = new Map<string, Job>();
   private readonly live = new Map<string, Live>();
   private readonly byKey = new Map<string, string>();
@@ -185,17 +248,15 @@ export class JobManager {
   }
 
   /** Newest first. */
-  list(filter: { kind?: JobKind | undefined; state?: JobState | undefined } = {}): Job[] {
+  list(filter: JobFilter = {}): Job[] {
     return [...this.jobs.values()]
       .filter((j) => (!filter.kind || j.kind === filter.kind) && (!filter.state || j.state === filter.state))
-      .reverse();
+      .reverse()
+      .slice(0, filter.limit ?? Number.POSITIVE_INFINITY);
   }
 
   counts(): Record<JobKind, Record<JobState, number>> {
-    const out = {} as Record<JobKind, Record<JobState, number>>;
-    for (const k of ['pull', 'push', 'sync'] as const) {
-      out[k] = { queued: 0, running: 0, succeeded: 0, failed: 0, canceled: 0 };
-    }
+    const out = emptyCounts();
     for (const j of this.jobs.values()) out[j.kind][j.state]++;
     return out;
   }
@@ -242,9 +303,25 @@ export class JobManager {
     return () => live.listeners.delete(l);
   }
 
+  /** Cron schedules in this process (`protect`: a run still going when the next fires is shared). */
+  schedule(schedules: Schedule[], onError: (job: string, e: Error) => void): void {
+    for (const c of this.crons) c.stop();
+    this.crons = schedules.map(
+      (s) =>
+        new Cron(s.cron, { protect: true }, () => {
+          try {
+            this.submit('sync', { jobs: [s.job] }, 'schedule', syncKey([s.job]));
+          } catch (e) {
+            onError(s.job, e as Error);
+          }
+        }),
+    );
+  }
+
   /** Stops taking jobs, cancels the queued ones and aborts the running ones; resolves when all ended. */
   async shutdown(): Promise<void> {
     this.accepting = false;
+    for (const c of this.crons) c.stop();
     for (const id of this.queue.splice(0)) {
       const job = this.jobs.get(id)!;
       this.finish(job, 'canceled', undefined, { code: 'ABORTED', message: 'the service shut down' });

@@ -5,7 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { type RegistryRequestRecord, registryRequestObservers } from '../registry/client.js';
-import type { JobManager } from './jobs.js';
+import type { JobSystem } from './jobs.js';
 import type { Engine } from './operations.js';
 
 export interface Metrics {
@@ -14,8 +14,14 @@ export interface Metrics {
   close(): void;
 }
 
-export function createMetrics(engine: Engine, jobs: JobManager): Metrics {
+export function createMetrics(
+  engine: Engine,
+  jobs: JobSystem,
+  opts: { replica?: string | undefined } = {},
+): Metrics {
   const registry = new Registry();
+  // Replicas sharing a store are told apart by this label on every series.
+  if (opts.replica) registry.setDefaultLabels({ replica: opts.replica });
   const counter = (name: string, help: string, read: () => number) =>
     new Counter({
       name,
@@ -52,9 +58,10 @@ export function createMetrics(engine: Engine, jobs: JobManager): Metrics {
     help: 'Jobs by kind and state (the history kept)',
     labelNames: ['kind', 'state'],
     registers: [registry],
-    collect() {
+    async collect() {
       this.reset();
-      for (const [kind, states] of Object.entries(jobs.counts())) {
+      // Replicas sharing PostgreSQL count the shared history: the same numbers on every replica.
+      for (const [kind, states] of Object.entries(await jobs.counts())) {
         for (const [state, n] of Object.entries(states)) this.set({ kind, state }, n);
       }
     },

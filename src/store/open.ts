@@ -4,8 +4,7 @@
  * in PostgreSQL. Callers close what they open (the replicated store holds database connections).
  * The replicated store's modules load only when it is asked for.
  */
-import { readFile } from 'node:fs/promises';
-import { s3Credentials } from '../config/replicas.js';
+import { databasePassword, s3Credentials } from '../config/replicas.js';
 import type { StowageConfig } from '../config/stowage.js';
 import { StowageError } from '../errors.js';
 import { type ArchiveStore, Store } from './store.js';
@@ -19,17 +18,7 @@ export async function openStore(
   const env = opts.env ?? process.env;
   const database = config.server.database;
   if (!database) throw new StowageError('INVALID_CONFIG', '[store.s3] needs [server] database');
-  const passwordFile = config.server['database-password-file'];
-  const password = passwordFile
-    ? (
-        await readFile(passwordFile, 'utf8').catch((e: NodeJS.ErrnoException) => {
-          throw new StowageError(
-            'INVALID_CONFIG',
-            `[server] database-password-file ${passwordFile}: cannot read it (${e.code})`,
-          );
-        })
-      ).split('\n')[0]
-    : env.PGPASSWORD;
+  const password = await databasePassword(config.server, env);
   // Loaded only here: the S3 and PostgreSQL clients (and node:http2 with them) cost every other
   // command its start-up time.
   const [{ S3Blobs }, { PgVersionIndex }, { ReplicatedStore }] = await Promise.all([

@@ -6,29 +6,13 @@
  * created, and later migrated, on open under a session advisory lock: replicas starting together wait
  * for the first.
  */
-import pg from 'pg';
+import type pg from 'pg';
+import { dbFailure, migrate, openPool } from '../db/postgres.js';
 import { StowageError } from '../errors.js';
 import { type StoredVersion, versionId } from './store.js';
 
-/** Advisory lock keys (one 64-bit space per database): "stowage" in ASCII, then a purpose. */
-const MIGRATION_LOCK = 0x73746f77_61676501n;
 /** The two-key advisory lock space of the index's per-store locks (the second key: the store). */
 const INDEX_LOCK_SPACE = 0x73746f77;
-
-/** Each step brings the schema from its index to the next version; never edit one that shipped. */
-const MIGRATIONS = [
-  // One database can hold several stores (a bucket and prefix each): every row names its store.
-  `create table stowage_versions (
-     seq bigserial primary key,
-     store text not null,
-     id text not null,
-     repository text not null,
-     tag text not null,
-     version jsonb not null,
-     unique (store, id)
-   );
-   create index stowage_versions_by_tag on stowage_versions (store, repository, tag, seq);`,
-];
 
 export class PgVersionIndex {
   private constructor(
@@ -46,42 +30,15 @@ export class PgVersionIndex {
     connectionString: string,
     opts: { store: string; password?: string | undefined },
   ): Promise<PgVersionIndex> {
-    const url = new URL(connectionString);
-    const description = `postgres://${url.host}${url.pathname}`;
-    const pool = new pg.Pool({ connectionString, password: opts.password, max: 4 });
-    // A connection the server ends (a restart, an admin) must not end the process with it.
-    pool.on('error', () => {});
+    const { pool, description } = openPool(connectionString, { password: opts.password });
     const index = new PgVersionIndex(pool, description, opts.store);
     try {
-      await index.migrate();
+      await migrate({ pool, description });
     } catch (e) {
       await pool.end();
       throw index.failure(e, 'preparing its tables');
     }
     return index;
-  }
-
-  private async migrate(): Promise<void> {
-    const c = await this.pool.connect();
-    try {
-      await c.query('select pg_advisory_lock($1)', [MIGRATION_LOCK.toString()]);
-      await c.query('create table if not exists stowage_schema (version integer not null)');
-      const row = (await c.query<{ version: number }>('select version from stowage_schema')).rows[0];
-      let version = row?.version ?? 0;
-      if (!row) await c.query('insert into stowage_schema (version) values (0)');
-      for (; version < MIGRATIONS.length; version++) {
-        await c.query('begin');
-        await c.query(MIGRATIONS[version] as string);
-        await c.query('update stowage_schema set version = $1', [version + 1]);
-        await c.query('commit');
-      }
-    } catch (e) {
-      await c.query('rollback').catch(() => {});
-      throw e;
-    } finally {
-      await c.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK.toString()]).catch(() => {});
-      c.release();
-    }
   }
 
   /** Every stored version, oldest first. */
@@ -198,11 +155,6 @@ export class PgVersionIndex {
 
   /** A database failure naming the database (host and name) and what was being done, never a password. */
   private failure(e: unknown, doing: string): StowageError {
-    const err = e as Error & { code?: string };
-    const reason = err.code ? `${err.code} ${err.message}` : err.message;
-    return new StowageError('IO', `the version index at ${this.description}: ${doing}: ${reason}`, {
-      cause: e,
-      retryable: true,
-    });
+    return dbFailure(`the version index at ${this.description}`, e, doing);
   }
 }
