@@ -115,7 +115,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     guard: outboundGuard(config.server),
     env,
   });
-  const store = await openStore(config, { sweep: true, env });
+  const replica = config.s3 ? replicaName(env, hostname(), process.pid) : undefined;
+  const store = await openStore(config, { sweep: true, env, replica });
   await sweepServiceLeftovers(join(state, 'tmp'), join(state, 'cache'));
   const engine: Engine = {
     ctx,
@@ -138,7 +139,6 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (job.state === 'failed') logger.warn({ job: job.id, kind: job.kind, error: job.error }, 'job failed');
     else logger.info({ job: job.id, kind: job.kind, state: job.state }, 'job');
   };
-  const replica = config.s3 ? replicaName(env, hostname(), process.pid) : undefined;
   let jobs: JobSystem;
   try {
     jobs = await openJobs({
@@ -181,6 +181,12 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   });
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serveHttp({ fetch: app.fetch, hostname: host, port }, () => resolve(s));
+    // Idle keep-alive connections outlive the proxies' and clients' own (load balancers keep theirs
+    // 60 s): with Node's 5 s default, the server may close a connection just as a client reuses it,
+    // and that request fails ("other side closed"), as the replica tests saw after a 5 s pause.
+    const http = s as unknown as { keepAliveTimeout: number; headersTimeout: number };
+    http.keepAliveTimeout = 65_000;
+    http.headersTimeout = 66_000;
     s.once('error', (e: NodeJS.ErrnoException) =>
       reject(
         new StowageError(

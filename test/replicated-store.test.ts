@@ -7,9 +7,12 @@
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseStowageConfig } from '../src/config/stowage.js';
 import { Context } from '../src/registry/context.js';
+import { nodeRunsPgBoss, PG_BOSS_NODE } from '../src/service/pg-jobs.js';
+import { BlobLeases } from '../src/store/blob-leases.js';
 import { PgVersionIndex } from '../src/store/pg-index.js';
 import { ReplicatedStore } from '../src/store/replicated.js';
 import { S3Blobs, type S3Location } from '../src/store/s3-blobs.js';
@@ -35,11 +38,11 @@ afterAll(async () => {
   await Promise.all([s3?.stop(), db?.stop()]);
 });
 
-async function replica(gcGraceMs?: number): Promise<ReplicatedStore> {
+async function replica(gcGraceMs?: number, name?: string): Promise<ReplicatedStore> {
   const blobs = new S3Blobs(location);
-  return new ReplicatedStore(blobs, await PgVersionIndex.open(db.url, { store: blobs.description }), {
-    gcGraceMs,
-  });
+  const index = await PgVersionIndex.open(db.url, { store: blobs.description });
+  const leases = name ? new BlobLeases(index.connections, blobs.description, name, 'leases') : undefined;
+  return new ReplicatedStore(blobs, index, { gcGraceMs, leases });
 }
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -113,6 +116,70 @@ describe('the replicated store', () => {
     }
   });
 
+  it('writes a blob two replicas fetch at once a single time, and GC spares a blob under a lease', async () => {
+    const body = Buffer.from('a layer two replicas want at the same moment');
+    const d = { mediaType: 'application/octet-stream', digest: `sha256:${sha256(body)}`, size: body.length };
+    const a = await replica(0, 'lease-a');
+    const b = await replica(0, 'lease-b');
+    try {
+      let opened = 0;
+      const open = async () => {
+        opened++;
+        await new Promise((r) => setTimeout(r, 400));
+        return (async function* () {
+          yield body;
+        })();
+      };
+      const outcomes = await Promise.all([a.fetchBlob(d, open), b.fetchBlob(d, open)]);
+      expect(outcomes.sort()).toEqual(['fetched', 'shared']);
+      expect(opened).toBe(1);
+      // Unreferenced and without grace, but leased by a replica still writing it: kept.
+      const orphan = Buffer.from('written, its version not added yet');
+      const od = {
+        mediaType: 'application/octet-stream',
+        digest: `sha256:${sha256(orphan)}`,
+        size: orphan.length,
+      };
+      const idx = await PgVersionIndex.open(db.url, { store: new S3Blobs(location).description });
+      const writer = new BlobLeases(idx.connections, new S3Blobs(location).description, 'writer', 'leases');
+      const lease = await writer.claim(od.digest, async () => false);
+      await a.putBlob(od, [orphan]);
+      await b.collectGarbage();
+      expect(await b.hasBlob(od.digest)).toBe(true);
+      await lease.release();
+      await b.collectGarbage();
+      expect(await b.hasBlob(od.digest)).toBe(false);
+      expect(await b.hasBlob(d.digest)).toBe(false);
+      await idx.close();
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('aborts in GC the multipart uploads a dead replica left', async () => {
+    const admin = new S3Client({
+      endpoint: location.endpoint,
+      region: location.region,
+      forcePathStyle: true,
+      credentials: location.credentials,
+    });
+    const store = await replica(0);
+    try {
+      const Key = `${location.prefix}blobs/sha256/${'ab'.repeat(32)}`;
+      await admin.send(new CreateMultipartUploadCommand({ Bucket: location.bucket, Key }));
+      const listed = async () =>
+        (await admin.send(new ListMultipartUploadsCommand({ Bucket: location.bucket }))).Uploads ?? [];
+      expect((await listed()).map((u) => u.Key)).toContain(Key);
+      await new Promise((r) => setTimeout(r, 1100));
+      await store.collectGarbage();
+      expect((await listed()).map((u) => u.Key)).not.toContain(Key);
+    } finally {
+      admin.destroy();
+      await store.close();
+    }
+  });
+
   it('is what stowage.toml names: sync, archives and export through [store.s3] and [server] database', async () => {
     const w = await workdir('replicated-cli', insecureConf(plain.host));
     const config = join(w.dir, 'stowage.toml');
@@ -160,7 +227,7 @@ describe('the replicated store', () => {
     expect(refused.stderr).not.toContain(s3.secretAccessKey);
   });
 
-  it('stowage serve opens the shared store, says so in /readyz, and lists its versions', async () => {
+  it('stowage serve opens the shared store, says so in /readyz, and lists its versions (Node 22.12+; on Node 20 it says it needs a newer one)', async () => {
     const w = await workdir('replicated-serve', insecureConf(plain.host));
     const config = join(w.dir, 'stowage.toml');
     const state = join(w.dir, 'state');
@@ -183,11 +250,25 @@ describe('the replicated store', () => {
       ].join('\n'),
     );
     const env = { ...w.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey };
-    const service = await startService({ dir: w.dir, env, config, store: '', state });
+    if (!nodeRunsPgBoss()) {
+      // Jobs shared through PostgreSQL need pg-boss, and so Node 22.12+: serve says so and stops.
+      const refused = await stowage(['serve', '--config', config, '--listen', '127.0.0.1:0'], { env });
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toContain(`needs Node ${PG_BOSS_NODE} or newer`);
+      expect(refused.stderr).not.toContain(s3.secretAccessKey);
+      return;
+    }
+    const service = await startService({
+      dir: w.dir,
+      env: { ...env, STOWAGE_REPLICA: 'solo' },
+      config,
+      store: '',
+      state,
+    });
     try {
       expect(await (await fetch(`${service.url}/readyz`)).json()).toEqual({
         status: 'ready',
-        mode: { store: 's3', jobs: 'in-process' },
+        mode: { store: 's3', jobs: 'postgres', replica: 'solo' },
       });
       // What the first test synced through another replica, into the same bucket and prefix.
       const res = await fetch(`${service.url}/v1/archives`, {

@@ -453,6 +453,7 @@ export class PgJobs implements JobSystem {
     const row = claimed.rows[0];
     if (!row) return; // Canceled while queued, or already ended.
     const job = toJob(row);
+    if (row.attempts > 1) await this.releaseLeasesOf(row, id);
     const seq = await this.query<{ n: number | null }>(
       'select max(seq) as n from stowage_job_events where job_id = $1',
       [id],
@@ -487,6 +488,23 @@ export class PgJobs implements JobSystem {
     } finally {
       lost.removeEventListener('abort', onLost);
       this.running.delete(id);
+    }
+  }
+
+  /**
+   * A job taken over from a replica that stopped beating: that replica is gone, so the blob leases it
+   * held (src/store/blob-leases.ts) are dropped now rather than left to expire, and this replica can
+   * write those blobs at once. The previous holder is read from the events (the claim overwrote it).
+   */
+  private async releaseLeasesOf(row: JobRow, id: string): Promise<void> {
+    const prev = await this.query<{ replica: string | null }>(
+      `select data->>'replica' as replica from stowage_job_events
+       where job_id = $1 and type = 'state' and data->>'state' = 'running' order by seq desc limit 1`,
+      [id],
+    );
+    const gone = prev.rows[0]?.replica;
+    if (gone && gone !== row.replica) {
+      await this.query('delete from stowage_blob_leases where replica = $1', [gone]).catch(() => {});
     }
   }
 

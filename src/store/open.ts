@@ -4,14 +4,21 @@
  * in PostgreSQL. Callers close what they open (the replicated store holds database connections).
  * The replicated store's modules load only when it is asked for.
  */
-import { databasePassword, s3Credentials } from '../config/replicas.js';
+import { hostname } from 'node:os';
+import { databasePassword, replicaName, s3Credentials } from '../config/replicas.js';
 import type { StowageConfig } from '../config/stowage.js';
 import { StowageError } from '../errors.js';
 import { type ArchiveStore, Store } from './store.js';
 
 export async function openStore(
   config: StowageConfig,
-  opts: { sweep?: boolean; create?: boolean; env?: NodeJS.ProcessEnv } = {},
+  opts: {
+    sweep?: boolean;
+    create?: boolean;
+    env?: NodeJS.ProcessEnv;
+    /** This replica's name on the blob leases it takes (default: host name and pid). */
+    replica?: string | undefined;
+  } = {},
 ): Promise<ArchiveStore> {
   const s3 = config.s3;
   if (!s3) return Store.open(config.storePath, opts);
@@ -21,10 +28,11 @@ export async function openStore(
   const password = await databasePassword(config.server, env);
   // Loaded only here: the S3 and PostgreSQL clients (and node:http2 with them) cost every other
   // command its start-up time.
-  const [{ S3Blobs }, { PgVersionIndex }, { ReplicatedStore }] = await Promise.all([
+  const [{ S3Blobs }, { PgVersionIndex }, { ReplicatedStore }, { BlobLeases }] = await Promise.all([
     import('./s3-blobs.js'),
     import('./pg-index.js'),
     import('./replicated.js'),
+    import('./blob-leases.js'),
   ]);
   const blobs = new S3Blobs({
     endpoint: s3.endpoint,
@@ -37,7 +45,14 @@ export async function openStore(
   try {
     // The index of this bucket and prefix: one database can serve several stores.
     const index = await PgVersionIndex.open(database, { password, store: blobs.description });
-    return new ReplicatedStore(blobs, index);
+    const replica = opts.replica ?? replicaName(env, hostname(), process.pid);
+    const leases = new BlobLeases(
+      index.connections,
+      blobs.description,
+      replica,
+      `blob leases at ${index.description}`,
+    );
+    return new ReplicatedStore(blobs, index, { leases });
   } catch (e) {
     blobs.close();
     throw e;

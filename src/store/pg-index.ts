@@ -138,6 +138,11 @@ export class PgVersionIndex {
     }
   }
 
+  /** The index's connections, which blob leases share. */
+  get connections(): pg.Pool {
+    return this.pool;
+  }
+
   async close(): Promise<void> {
     await this.pool.end();
   }

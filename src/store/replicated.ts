@@ -11,6 +11,7 @@
 import { StowageError } from '../errors.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
+import type { BlobLeases } from './blob-leases.js';
 import type { PgVersionIndex } from './pg-index.js';
 import type { S3Blobs } from './s3-blobs.js';
 import { BlobFetches, referencedBlobs } from './shared.js';
@@ -25,7 +26,11 @@ export class ReplicatedStore implements ArchiveStore {
   constructor(
     private readonly blobs: S3Blobs,
     private readonly index: PgVersionIndex,
-    private readonly opts: { gcGraceMs?: number | undefined } = {},
+    private readonly opts: {
+      gcGraceMs?: number | undefined;
+      /** Leases that make replicas write a shared blob once (none: each replica writes what it lacks). */
+      leases?: BlobLeases | undefined;
+    } = {},
   ) {}
 
   /** For messages: the bucket and prefix (never credentials). */
@@ -70,7 +75,9 @@ export class ReplicatedStore implements ArchiveStore {
     d: Descriptor,
     open: () => Promise<AsyncIterable<Uint8Array>>,
   ): Promise<'present' | 'shared' | 'fetched'> {
-    return this.fetches.fetch(d, this, open);
+    const leases = this.opts.leases;
+    const claim = leases && ((digest: string) => leases.claim(digest, () => this.blobs.has(digest)));
+    return this.fetches.fetch(d, this, open, claim);
   }
 
   fetched(digest: string): Promise<boolean> {
@@ -118,9 +125,14 @@ export class ReplicatedStore implements ArchiveStore {
     const listed = [];
     for await (const b of this.blobs.list()) listed.push(b);
     const keep = await this.referenced(await this.versions());
+    // Blobs another replica is writing now are kept whatever their age (a long upload's key is dated
+    // from its start on some S3s).
+    for (const d of (await this.opts.leases?.active()) ?? []) keep.add(d);
     const now = Date.now();
     const doomed = listed.filter((b) => !keep.has(b.digest) && now - b.modified.getTime() > grace);
     await this.blobs.delete(doomed.map((b) => b.digest));
+    // Parts of uploads a dead replica began: invisible, but stored.
+    await this.blobs.abortStaleUploads(grace);
     return { blobs: doomed.length, bytes: doomed.reduce((n, b) => n + b.size, 0) };
   }
 

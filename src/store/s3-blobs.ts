@@ -10,9 +10,11 @@
  */
 import { Readable } from 'node:stream';
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -237,6 +239,37 @@ export class S3Blobs {
         throw new StowageError('IO', `${this.description}: deleting ${failed.Key} failed: ${failed.Code}`);
       }
     }
+  }
+
+  /**
+   * Aborts multipart uploads of blobs begun longer ago than `olderThanMs`: left by a replica that died
+   * mid-upload, their parts are invisible but stored (and billed). Returns how many were aborted.
+   */
+  async abortStaleUploads(olderThanMs: number): Promise<number> {
+    const prefix = `${this.location.prefix}blobs/sha256/`;
+    let n = 0;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      const page = await this.client.send(
+        new ListMultipartUploadsCommand({
+          Bucket: this.location.bucket,
+          Prefix: prefix,
+          KeyMarker: keyMarker,
+          UploadIdMarker: uploadIdMarker,
+        }),
+      );
+      for (const u of page.Uploads ?? []) {
+        if (!u.Key || !u.UploadId || Date.now() - (u.Initiated?.getTime() ?? 0) <= olderThanMs) continue;
+        await this.client.send(
+          new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: u.Key, UploadId: u.UploadId }),
+        );
+        n++;
+      }
+      keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+      uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
+    } while (keyMarker);
+    return n;
   }
 
   close(): void {

@@ -21,13 +21,24 @@ export class BlobFetches {
       putBlob(d: Descriptor, body: AsyncIterable<Uint8Array>): Promise<unknown>;
     },
     open: () => Promise<AsyncIterable<Uint8Array>>,
+    /**
+     * Replicas sharing a store: waits for the blob's lease (another replica may be writing it) before
+     * anything is fetched; `already` when the blob arrived meanwhile.
+     */
+    claim?: (digest: string) => Promise<{ already: boolean; release(): Promise<void> }>,
   ): Promise<'present' | 'shared' | 'fetched'> {
     // Looked up without an await when none is under way, so that this one is claimed (below) before
     // any other caller can look.
     if (this.fetching.has(d.digest) && (await this.fetched(d.digest))) return 'shared';
     const mine = (async () => {
       if (await store.hasBlob(d.digest)) return 'present' as const;
-      await store.putBlob(d, await open());
+      const lease = await claim?.(d.digest);
+      if (lease?.already) return 'shared' as const;
+      try {
+        await store.putBlob(d, await open());
+      } finally {
+        await lease?.release();
+      }
       return 'fetched' as const;
     })();
     const settled = mine.then(() => {});

@@ -1,0 +1,269 @@
+/**
+ * Three `stowage serve` replicas on one PostgreSQL and one radosgw bucket, every engine really started
+ * (issue 22): a pull started on one is listed, streamed and downloaded from the others, byte for byte
+ * what `stowage pull` writes; identical pulls on two replicas share one job; a schedule fires once a
+ * minute across the three; a replica killed with SIGKILL mid-pull has its job finished by another,
+ * the store verifying and no orphan left after GC; two replicas pulling images that share a base layer
+ * fetch and upload it once. pg-boss needs Node 22.12+ (CI runs this on Node 24); on Node 20,
+ * replicated-store.test.ts checks that serve says so.
+ */
+import { createHash } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nodeRunsPgBoss } from '../src/service/pg-jobs.js';
+import { PgVersionIndex } from '../src/store/pg-index.js';
+import { ReplicatedStore } from '../src/store/replicated.js';
+import { S3Blobs, type S3Location } from '../src/store/s3-blobs.js';
+import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { type FaultProxy, startFaultProxy } from './harness/fault-proxy.js';
+import { type RunningPostgres, startPostgres } from './harness/postgres.js';
+import { type RunningS3, s3Bucket, startRadosgw } from './harness/radosgw.js';
+import { api, followEvents, type RunningService, startService, TOKENS, waitJob } from './harness/service.js';
+import { buildTaggedRepo, pushTags } from './harness/tagged-repo.js';
+
+const h = harness();
+const plain = h.registries.plain;
+let s3: RunningS3;
+let db: RunningPostgres;
+let location: S3Location;
+/** Slows the large fixture's blobs (so a replica can be killed mid-pull) and counts every request. */
+let proxy: FaultProxy;
+let dir: string;
+let env: NodeJS.ProcessEnv;
+let replicas: RunningService[] = [];
+
+const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** One stowage.toml for every replica (only the state directory differs), as a deployment has it. */
+async function replicaConfig(name: string): Promise<string> {
+  const config = join(dir, `${name}.toml`);
+  const tokens = (['admin', 'reader', 'puller'] as const).map(
+    (n) =>
+      `[[server.token]]\nname = "${n}"\nsha256 = "${sha256Hex(TOKENS[n])}"\nscopes = ["${n === 'admin' ? 'admin' : n === 'reader' ? 'read' : 'pull'}"${n === 'puller' ? ', "read"' : ''}]\n`,
+  );
+  await writeFile(
+    config,
+    [
+      '[store.s3]',
+      `endpoint = "${s3.endpoint}"`,
+      `bucket = "${location.bucket}"`,
+      `prefix = "${location.prefix}"`,
+      '',
+      '[server]',
+      `state = "${join(dir, `state-${name}`)}"`,
+      `database = "${db.url}"`,
+      'job-heartbeat = "10s"',
+      'concurrent-jobs = 1',
+      '',
+      ...tokens,
+      '[[job]]',
+      'name = "every-minute"',
+      `source = "${plain.host}/fixtures/small"`,
+      'tags = ["v1"]',
+      'schedule = "* * * * *"',
+      '',
+    ].join('\n'),
+  );
+  return config;
+}
+
+async function startReplica(name: string): Promise<RunningService> {
+  const config = await replicaConfig(name);
+  const s = await startService({
+    dir,
+    env: { ...env, STOWAGE_REPLICA: name },
+    config,
+    store: '',
+    state: join(dir, `state-${name}`),
+  });
+  return s;
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 90_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function job(s: RunningService, id: string): Promise<Record<string, unknown>> {
+  return (await (await api(s, 'reader', `/v1/jobs/${id}`)).json()) as Record<string, unknown>;
+}
+
+async function pull(s: RunningService, ref: string): Promise<{ id: string; shared: boolean }> {
+  const res = await api(s, 'puller', '/v1/pulls', { method: 'POST', json: { ref } });
+  expect(res.status, await res.clone().text()).toBe(202);
+  return (await res.json()) as { id: string; shared: boolean };
+}
+
+/** A store on the same bucket and database, opened in the test to look at what the replicas wrote. */
+async function inspector(gcGraceMs?: number): Promise<ReplicatedStore> {
+  const blobs = new S3Blobs(location);
+  return new ReplicatedStore(blobs, await PgVersionIndex.open(db.url, { store: blobs.description }), {
+    gcGraceMs,
+  });
+}
+
+describe.runIf(nodeRunsPgBoss())('three stowage serve replicas on PostgreSQL and S3', () => {
+  beforeAll(async () => {
+    [s3, db] = await Promise.all([startRadosgw(), startPostgres()]);
+    location = await s3Bucket(s3, 'stowage-three', 'deploy/');
+    const w = await workdir('replicas', '');
+    dir = w.dir;
+    proxy = await startFaultProxy({
+      upstream: `http://${plain.host}`,
+      // Blobs trickle (about 16 MiB/s): a pull of the large fixture lasts long enough to kill its
+      // replica, and a second replica asks for a shared layer while the first still fetches it.
+      fault: (req) =>
+        req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '')
+          ? { kind: 'trickle', bytes: 256 * 1024, everyMs: 16 }
+          : undefined,
+    });
+    await writeFile(w.conf, insecureConf(plain.host, proxy.host));
+    env = { ...w.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey };
+    replicas = await Promise.all(['r0', 'r1', 'r2'].map(startReplica));
+  }, 120_000);
+
+  afterAll(async () => {
+    await Promise.all(replicas.map((r) => r.stop()));
+    await Promise.all([s3?.stop(), db?.stop(), proxy?.close()]);
+  });
+
+  it('says each replica is one of several on PostgreSQL in /readyz', async () => {
+    for (const [i, r] of replicas.entries()) {
+      expect(await (await fetch(`${r.url}/readyz`)).json()).toEqual({
+        status: 'ready',
+        mode: { store: 's3', jobs: 'postgres', replica: `r${i}` },
+      });
+    }
+  });
+
+  it('lists, streams and serves from every replica a pull started on one; identical pulls share it', async () => {
+    const [r0, r1, r2] = replicas as [RunningService, RunningService, RunningService];
+    const ref = `${plain.host}/fixtures/multi:v1`;
+    const [first, second] = await Promise.all([pull(r0, ref), pull(r1, ref)]);
+    expect(second.id).toBe(first.id);
+    expect([first.shared, second.shared].sort()).toEqual([false, true]);
+    const events = await followEvents(r2, first.id);
+    expect(events.at(-1)).toMatchObject({ event: 'end', data: { id: first.id, state: 'succeeded' } });
+    expect(events.map((e) => Number(e.id))).toEqual(events.map((e) => Number(e.id)).sort((a, b) => a - b));
+    const done = await job(r1, first.id);
+    expect(['r0', 'r1', 'r2']).toContain(done.replica);
+    const archive = (done.result as { archives: { id: string; sha256: string }[] }).archives[0]!;
+    const listed = (await (await api(r2, 'reader', '/v1/archives')).json()) as { archives: { id: string }[] };
+    expect(listed.archives.map((a) => a.id)).toContain(archive.id);
+
+    const pulled = join(dir, 'multi.tar');
+    const r = await stowage(['pull', '-q', ref, '-o', pulled], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const want = await readFile(pulled);
+    for (const s of replicas) {
+      const res = await api(s, 'reader', `/v1/archives/${archive.id}/content`);
+      expect(res.status).toBe(200);
+      // Compared by digest: a deep equality of megabytes costs vitest seconds.
+      expect(sha256(Buffer.from(await res.arrayBuffer()))).toBe(sha256(want));
+    }
+    expect(archive.sha256).toBe(sha256(want));
+  }, 120_000);
+
+  it('fetches a base layer two replicas need at once a single time', async () => {
+    const repo = await buildTaggedRepo(join(dir, 'shared-base'), {
+      count: 2,
+      baseKiB: 24 * 1024,
+      ownKiB: 64,
+      seed: 'replicas-shared',
+    });
+    await pushTags(repo.layout, repo.tags, `${plain.host}/replicas/shared`);
+    const [a, b] = await Promise.all([
+      pull(replicas[0]!, `${proxy.host}/replicas/shared:${repo.tags[0]}`),
+      pull(replicas[1]!, `${proxy.host}/replicas/shared:${repo.tags[1]}`),
+    ]);
+    const [ja, jb] = await Promise.all([waitJob(replicas[2]!, a.id), waitJob(replicas[2]!, b.id)]);
+    expect([ja.state, jb.state]).toEqual(['succeeded', 'succeeded']);
+    expect(ja.replica).not.toBe(jb.replica);
+    // The base is the one blob bigger than 1 MiB: fetched once in all, by whichever replica came first.
+    const base = [...repo.blobs].find(([, size]) => size > 1024 * 1024)![0];
+    const gets = proxy.seen.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${base}`));
+    expect(gets).toHaveLength(1);
+    const store = await inspector();
+    try {
+      expect(await store.hasBlob(base)).toBe(true);
+    } finally {
+      await store.close();
+    }
+  }, 120_000);
+
+  it('finishes on another replica a pull whose replica was killed, and leaves no orphan after GC', async () => {
+    const ref = `${proxy.host}/fixtures/large:v1`;
+    const { id } = await pull(replicas[0]!, ref);
+    // The replica running it, once some of the large layer has arrived.
+    const running = await until('the pull to be under way', async () => {
+      const j = await job(replicas[0]!, id);
+      const p = j.progress as { bytesDone: number };
+      return j.state === 'running' && p.bytesDone > 0 ? j : undefined;
+    });
+    const victim = replicas.findIndex((_, i) => `r${i}` === running.replica);
+    expect(victim).toBeGreaterThanOrEqual(0);
+    await replicas[victim]!.stop('SIGKILL');
+    const survivor = replicas.find((_, i) => i !== victim)!;
+
+    const done = await until('another replica to finish it', async () => {
+      const j = await job(survivor, id);
+      return ['succeeded', 'failed', 'canceled'].includes(j.state as string) ? j : undefined;
+    });
+    expect(done.state, JSON.stringify(done.error)).toBe('succeeded');
+    expect(done.replica).not.toBe(running.replica);
+    const events = await followEvents(survivor, id);
+    const resumed = events.find((e) => e.event === 'state' && (e.data as { resumed?: boolean }).resumed);
+    expect(resumed?.data).toMatchObject({ state: 'running', replica: done.replica });
+
+    // What the store holds is the image, whole: exported from the store, it verifies and is what
+    // stowage pull writes.
+    const archive = (done.result as { archives: { id: string }[] }).archives[0]!;
+    const res = await api(survivor, 'reader', `/v1/archives/${archive.id}/content`);
+    const served = join(dir, 'large-served.tar');
+    await writeFile(served, Buffer.from(await res.arrayBuffer()));
+    const verified = await stowage(['verify', served], { env });
+    expect(verified.code, verified.stdout + verified.stderr).toBe(0);
+    const inspected = JSON.parse((await stowage(['inspect', '--json', served], { env })).stdout);
+    expect(inspected.images[0].digest).toBe(h.fixtures.images.large!.digest);
+
+    // No orphan: after a GC without grace (nothing else writes now), every blob in the bucket is one
+    // a version references, and no upload is left half done.
+    const store = await inspector(0);
+    try {
+      await store.collectGarbage();
+      const keep = await store.referenced(await store.versions());
+      const left = [];
+      for await (const b of new S3Blobs(location).list()) left.push(b.digest);
+      expect(left.filter((d) => !keep.has(d))).toEqual([]);
+    } finally {
+      await store.close();
+    }
+    // Back to three, for the tests after.
+    replicas[victim] = await startReplica(`r${victim}`);
+  }, 180_000);
+
+  it('fires a schedule once a minute across the three replicas', async () => {
+    const scheduled = async () => {
+      const res = await api(replicas[0]!, 'reader', '/v1/jobs?kind=sync&limit=1000');
+      const body = (await res.json()) as {
+        jobs: { requestedBy: string; createdAt: string; state: string }[];
+      };
+      return body.jobs.filter((j) => j.requestedBy === 'schedule');
+    };
+    const first = await until('the schedule to fire', async () => (await scheduled())[0], 100_000);
+    const minute = first.createdAt.slice(0, 16);
+    // Long enough for every replica's cron pass in that minute to have run.
+    await new Promise((r) => setTimeout(r, 25_000));
+    const inMinute = (await scheduled()).filter((j) => j.createdAt.slice(0, 16) === minute);
+    expect(inMinute).toHaveLength(1);
+    const ran = await waitJob(replicas[1]!, (inMinute[0] as unknown as { id: string }).id);
+    expect(ran.state).toBe('succeeded');
+  }, 180_000);
+});
