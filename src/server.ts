@@ -28,6 +28,7 @@ import { type Job, JobManager, type JobSystem, type Runner } from './service/job
 import { createMetrics } from './service/metrics.js';
 import { type Engine, outboundGuard, pathRedactor, runPull, runPush, runSync } from './service/operations.js';
 import { openStore } from './store/open.js';
+import { LocalRenditions } from './store/renditions.js';
 
 export interface ServeOptions {
   config?: string | undefined;
@@ -124,6 +125,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     config,
     tmpDir: join(state, 'tmp'),
     cacheDir: join(state, 'cache'),
+    renditions: store.renditions?.(join(state, 'tmp')) ?? new LocalRenditions(join(state, 'cache')),
     counters: { bytesPulled: 0, bytesPushed: 0, blobCacheHits: 0, blobCacheMisses: 0 },
   };
   // A policy.json that does not parse stops the start, naming the file, rather than every pull.

@@ -169,6 +169,29 @@ describe.runIf(nodeRunsPgBoss())('three stowage serve replicas on PostgreSQL and
       expect(sha256(Buffer.from(await res.arrayBuffer()))).toBe(sha256(want));
     }
     expect(archive.sha256).toBe(sha256(want));
+
+    // A docker-archive made by one replica is kept in the bucket and served by the others as it is.
+    const made = await api(r0, 'reader', `/v1/archives/${archive.id}/content?format=docker-archive`);
+    expect(made.status).toBe(200);
+    const docker = Buffer.from(await made.arrayBuffer());
+    const etag = made.headers.get('etag');
+    const kept = await new S3Blobs(location).headFile(
+      `renditions/${archive.id}/docker-archive-linux-amd64.tar`,
+    );
+    expect(kept).toEqual({ size: docker.length, sha256: sha256(docker) });
+    const ranged = await api(r2, 'reader', `/v1/archives/${archive.id}/content?format=docker-archive`, {
+      headers: { range: 'bytes=512-1023' },
+    });
+    expect(ranged.status).toBe(206);
+    expect(ranged.headers.get('etag')).toBe(etag);
+    expect(Buffer.from(await ranged.arrayBuffer())).toEqual(docker.subarray(512, 1024));
+    const dockerFile = join(dir, 'multi.docker.tar');
+    await writeFile(dockerFile, docker);
+    expect((await stowage(['verify', dockerFile, '--sha256', sha256(docker)], { env })).code).toBe(0);
+
+    // Every series of a replica's metrics names the replica.
+    const metrics = await (await api(r1, 'admin', '/metrics')).text();
+    expect(metrics).toMatch(/^stowage_jobs\{[^}]*replica="r1"[^}]*\} \d+/m);
   }, 120_000);
 
   it('fetches a base layer two replicas need at once a single time', async () => {

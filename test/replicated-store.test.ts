@@ -5,7 +5,7 @@
  * nothing to fetch; GC keeps what versions reference and what is younger than its grace.
  */
 import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -103,11 +103,26 @@ describe('the replicated store', () => {
       expect(await store.hasBlob(d.digest)).toBe(true);
       const eager = await replica(0);
       try {
+        // Renditions go with their versions: one of a version the index no longer has is collected.
+        const tar = join(await mkdtemp(join(h.dir, 'rendition-')), 'r.tar');
+        await writeFile(tar, 'made');
+        const made = { size: 4, sha256: sha256(Buffer.from('made')) };
+        const blobs = new S3Blobs(location);
+        const live = (await eager.versions())[0]!.id;
+        await blobs.putFile(`renditions/${live}/docker-archive-linux-amd64.tar`, tar, made.size, made.sha256);
+        await blobs.putFile(
+          'renditions/0123456789ab/docker-archive-linux-amd64.tar',
+          tar,
+          made.size,
+          made.sha256,
+        );
         const freed = await eager.collectGarbage();
         expect(freed.blobs).toBe(1);
         expect(await eager.hasBlob(d.digest)).toBe(false);
         // Everything a version names is still there.
         for (const digest of kept) expect(await eager.hasBlob(digest)).toBe(true);
+        expect(await blobs.listFolders('renditions/')).toEqual([live]);
+        blobs.close();
       } finally {
         await eager.close();
       }

@@ -19,6 +19,7 @@ import { Context } from '../registry/context.js';
 import { JobManager } from '../service/jobs.js';
 import { createMetrics } from '../service/metrics.js';
 import { type Engine, pathRedactor } from '../service/operations.js';
+import { LocalRenditions } from '../store/renditions.js';
 import { Store } from '../store/store.js';
 import { StoreDestination } from '../transports/store/destination.js';
 import { createApp } from './app.js';
@@ -48,6 +49,7 @@ async function app(opts: { ready?: boolean; policy?: string } = {}) {
     config,
     tmpDir: join(dir, 'state', 'tmp'),
     cacheDir: join(dir, 'state', 'cache'),
+    renditions: new LocalRenditions(join(dir, 'state', 'cache')),
     counters: { bytesPulled: 0, bytesPushed: 0, blobCacheHits: 0, blobCacheMisses: 0 },
   };
   const never = async () => {

@@ -6,14 +6,14 @@ import { StowageError } from '../errors.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
 import {
   deleteVersion,
-  dockerArchiveFile,
+  dockerArchive,
   ensureChecksum,
   importUpload,
   versionSigners,
 } from '../service/operations.js';
 import type { StoredVersion } from '../store/store.js';
 import { type ArchiveView, ociArchiveView } from '../store/view.js';
-import { fileView, sendView } from './download.js';
+import { sendView } from './download.js';
 import { need, newApi } from './middleware.js';
 import { ArchiveSchema, ErrorSchema, IdParam } from './schemas.js';
 import { type ApiApp, type AppDeps, errorResponses, json, security } from './shared.js';
@@ -222,9 +222,9 @@ export function archivesApi(deps: AppDeps): ApiApp {
       view = await ociArchiveView(engine.store, version);
       ({ sha256 } = await ensureChecksum(engine.store, version, c.req.raw.signal));
     } else {
-      const file = await dockerArchiveFile(engine, version, q.platform, c.req.raw.signal);
-      view = fileView(file.path, file.size);
-      sha256 = file.sha256;
+      const made = await dockerArchive(engine, version, q.platform, c.req.raw.signal);
+      view = made.view;
+      sha256 = made.sha256;
     }
     const name = `${version.repository.replace(/[^A-Za-z0-9._-]+/g, '_')}_${version.tag}${format === 'docker-archive' ? '.docker' : ''}.tar`;
     return sendView(c, view, { sha256, filename: name });

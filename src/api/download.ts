@@ -3,10 +3,7 @@
  * If-Range) and one byte range (Range, 206, 416), answered from an ArchiveView without building the
  * archive, streamed a few chunks ahead of the socket.
  */
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
 import type { Context as HonoContext } from 'hono';
-import { StowageError } from '../errors.js';
 import type { ArchiveView } from '../store/view.js';
 import { parseRange } from './range.js';
 import { type Env, errorBody } from './shared.js';
@@ -32,19 +29,6 @@ export function streamOf(view: ArchiveView, start: number, end: number): Readabl
     },
     { highWaterMark: 4 },
   );
-}
-
-/** A file as an ArchiveView (the docker-archive downloads). */
-export function fileView(path: string, size: number): ArchiveView {
-  return {
-    size,
-    async *read(start, end, signal) {
-      const s = await stat(path);
-      if (s.size !== size) throw new StowageError('IO', `${path} changed size`);
-      for await (const c of createReadStream(path, { start, end, highWaterMark: 1 << 20, signal }))
-        yield c as Buffer;
-    },
-  };
 }
 
 /** What the response says: the range to send (or none: all of it), or that it cannot be sent. */

@@ -6,7 +6,7 @@
  * service's allow-list permit.
  */
 import { createWriteStream } from 'node:fs';
-import { mkdir, readFile, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { LayerCompression } from '../archive/compress.js';
@@ -25,6 +25,7 @@ import {
   withDefaultTag,
 } from '../reference/reference.js';
 import type { Context } from '../registry/context.js';
+import type { Rendition, Renditions } from '../store/renditions.js';
 import type { ArchiveStore, StoredVersion } from '../store/store.js';
 import { ociArchiveView, viewSha256 } from '../store/view.js';
 import { BlobCache } from '../sync/blob-cache.js';
@@ -41,8 +42,10 @@ export interface Engine {
   config: StowageConfig;
   /** Where uploads are spooled. */
   tmpDir: string;
-  /** Where made docker-archives are kept, by version id. */
+  /** Where made docker-archives are kept, by version id (a local store's). */
   cacheDir: string;
+  /** Made docker-archives, kept: in cacheDir, or in the bucket of a shared store. */
+  renditions: Renditions;
   /** The mirror blob cache all sync jobs share (opened on first use). */
   blobCache?: Promise<BlobCache | undefined> | undefined;
   /** Counters the metrics read. */
@@ -446,43 +449,41 @@ export async function deleteVersion(engine: Engine, id: string): Promise<StoredV
   if (v.id !== id) throw new StowageError('NOT_FOUND', `no archive ${id}; give its whole id`);
   await engine.store.update((all) => all.filter((x) => x.id !== v.id));
   await engine.store.collectGarbage();
-  await rm(join(engine.cacheDir, v.id), { recursive: true, force: true });
+  await engine.renditions.drop(v.id);
   return v;
 }
 
-const building = new Map<string, Promise<{ path: string; size: number; sha256: string }>>();
+const building = new Map<string, Promise<Rendition>>();
 
 /**
- * A version's docker-archive (one platform): made once with the export path and kept under the cache
- * directory (it is reproducible, so the file never goes stale). Concurrent requests share the build.
+ * A version's docker-archive (one platform): made once with the export path and kept with the
+ * renditions (it is reproducible, so it never goes stale). Concurrent requests share the build.
  */
-export function dockerArchiveFile(
+export function dockerArchive(
   engine: Engine,
   version: StoredVersion,
   platform: string | undefined,
   signal?: AbortSignal,
-): Promise<{ path: string; size: number; sha256: string }> {
+): Promise<Rendition> {
   const p = platform ? parsePlatform(platform) : hostPlatform();
-  const label = [p.os, p.architecture, p.variant].filter(Boolean).join('-');
-  const dir = join(engine.cacheDir, version.id);
-  const path = join(dir, `docker-archive-${label}.tar`);
-  let job = building.get(path);
+  const name = `docker-archive-${[p.os, p.architecture, p.variant].filter(Boolean).join('-')}`;
+  const key = `${version.id}/${name}`;
+  let job = building.get(key);
   if (!job) {
     job = (async () => {
-      const have = await stat(path).catch(() => undefined);
-      const sum = await readFile(`${path}.sha256`, 'utf8').catch(() => undefined);
-      if (have && sum) return { path, size: have.size, sha256: sum.slice(0, 64) };
-      await mkdir(dir, { recursive: true });
+      const kept = await engine.renditions.get(version.id, name);
+      if (kept) return kept;
+      const path = await engine.renditions.workPath(version.id, name);
       const r = await exportVersion(engine.store, version.id, {
         output: path,
         format: 'docker-archive',
         platforms: [p],
         signal,
       });
-      return { path, size: r.size ?? 0, sha256: r.sha256 ?? '' };
+      return engine.renditions.keep(version.id, name, { path, size: r.size ?? 0, sha256: r.sha256 ?? '' });
     })();
-    building.set(path, job);
-    void job.finally(() => building.delete(path)).catch(() => {});
+    building.set(key, job);
+    void job.finally(() => building.delete(key)).catch(() => {});
   }
   return job;
 }

@@ -13,6 +13,7 @@ import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import type { BlobLeases } from './blob-leases.js';
 import type { PgVersionIndex } from './pg-index.js';
+import { type Renditions, S3Renditions } from './renditions.js';
 import type { S3Blobs } from './s3-blobs.js';
 import { BlobFetches, referencedBlobs } from './shared.js';
 import type { ArchiveStore, StoredVersion } from './store.js';
@@ -124,7 +125,8 @@ export class ReplicatedStore implements ArchiveStore {
     // Listed before the mark: a blob written after the listing is not swept whatever the mark says.
     const listed = [];
     for await (const b of this.blobs.list()) listed.push(b);
-    const keep = await this.referenced(await this.versions());
+    const versions = await this.versions();
+    const keep = await this.referenced(versions);
     // Blobs another replica is writing now are kept whatever their age (a long upload's key is dated
     // from its start on some S3s).
     for (const d of (await this.opts.leases?.active()) ?? []) keep.add(d);
@@ -133,6 +135,11 @@ export class ReplicatedStore implements ArchiveStore {
     await this.blobs.delete(doomed.map((b) => b.digest));
     // Parts of uploads a dead replica began: invisible, but stored.
     await this.blobs.abortStaleUploads(grace);
+    // Renditions of versions that are gone (retention pruned them, or another replica deleted them).
+    const ids = new Set(versions.map((v) => v.id));
+    for (const id of await this.blobs.listFolders('renditions/')) {
+      if (!ids.has(id)) await this.blobs.deleteFiles(`renditions/${id}/`);
+    }
     return { blobs: doomed.length, bytes: doomed.reduce((n, b) => n + b.size, 0) };
   }
 
@@ -141,6 +148,11 @@ export class ReplicatedStore implements ArchiveStore {
     let n = 0;
     for await (const b of this.blobs.list()) n += b.size;
     return n;
+  }
+
+  /** Renditions in the bucket beside the blobs: every replica serves what any one made. */
+  renditions(workDir: string): Renditions {
+    return new S3Renditions(this.blobs, workDir);
   }
 
   async close(): Promise<void> {

@@ -8,6 +8,7 @@
  * replace a key another writer created first. No temporary key, no copy, and no hash on this side:
  * the digest check costs the client nothing. Blobs over the 5 GiB a single PUT takes go up in parts.
  */
+import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -155,15 +156,7 @@ export class S3Blobs {
       ContentLength: d.size,
       IfNoneMatch: '*',
     });
-    const payloadHash = digestHex(d.digest);
-    // The signer takes a payload hash already in the headers as it is: the blob's digest, checked by S3.
-    cmd.middlewareStack.add(
-      (next) => async (args) => {
-        (args.request as { headers: Record<string, string> }).headers['x-amz-content-sha256'] = payloadHash;
-        return next(args);
-      },
-      { step: 'build', name: 'stowageBlobDigestAsPayloadHash' },
-    );
+    withPayloadHash(cmd, digestHex(d.digest));
     try {
       await this.client.send(cmd);
       return 'written';
@@ -242,6 +235,94 @@ export class S3Blobs {
   }
 
   /**
+   * Stores a file under PREFIX/NAME (a rendition, not a blob), its sha256 checked by S3 as it arrives
+   * and kept in the object's metadata.
+   */
+  async putFile(name: string, path: string, size: number, sha256: string): Promise<void> {
+    const cmd = new PutObjectCommand({
+      Bucket: this.location.bucket,
+      Key: `${this.location.prefix}${name}`,
+      Body: createReadStream(path, { highWaterMark: 1 << 20 }),
+      ContentLength: size,
+      Metadata: { sha256 },
+    });
+    withPayloadHash(cmd, sha256);
+    try {
+      await this.client.send(cmd);
+    } catch (e) {
+      throw this.failure(e, name);
+    }
+  }
+
+  /** Size and recorded sha256 of PREFIX/NAME, if it exists. */
+  async headFile(name: string): Promise<{ size: number; sha256: string } | undefined> {
+    try {
+      const r = await this.client.send(
+        new HeadObjectCommand({ Bucket: this.location.bucket, Key: `${this.location.prefix}${name}` }),
+      );
+      const sha256 = r.Metadata?.sha256;
+      return sha256 && r.ContentLength !== undefined ? { size: r.ContentLength, sha256 } : undefined;
+    } catch (e) {
+      if (status(e) === 404) return undefined;
+      throw this.failure(e, name);
+    }
+  }
+
+  /** Bytes start..end (inclusive) of PREFIX/NAME, streamed. */
+  async openFile(
+    name: string,
+    range: { start: number; end: number },
+    signal?: AbortSignal,
+  ): Promise<AsyncIterable<Uint8Array>> {
+    try {
+      const r = await this.client.send(
+        new GetObjectCommand({
+          Bucket: this.location.bucket,
+          Key: `${this.location.prefix}${name}`,
+          Range: `bytes=${range.start}-${range.end}`,
+        }),
+        signal ? { abortSignal: signal } : {},
+      );
+      return r.Body as Readable;
+    } catch (e) {
+      throw this.failure(e, name);
+    }
+  }
+
+  /** The names of the "folders" right under PREFIX/NAMEPREFIX (the versions that have renditions). */
+  async listFolders(namePrefix: string): Promise<string[]> {
+    const prefix = `${this.location.prefix}${namePrefix}`;
+    const out: string[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.client.send(
+        new ListObjectsV2Command({
+          Bucket: this.location.bucket,
+          Prefix: prefix,
+          Delimiter: '/',
+          ContinuationToken: token,
+        }),
+      );
+      for (const p of page.CommonPrefixes ?? []) if (p.Prefix) out.push(p.Prefix.slice(prefix.length, -1));
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
+  /** Deletes every object under PREFIX/NAMEPREFIX (a version's renditions). */
+  async deleteFiles(namePrefix: string): Promise<void> {
+    const prefix = `${this.location.prefix}${namePrefix}`;
+    const page = await this.client.send(
+      new ListObjectsV2Command({ Bucket: this.location.bucket, Prefix: prefix }),
+    );
+    const Objects = (page.Contents ?? []).flatMap((o) => (o.Key ? [{ Key: o.Key }] : []));
+    if (Objects.length === 0) return;
+    await this.client.send(
+      new DeleteObjectsCommand({ Bucket: this.location.bucket, Delete: { Objects, Quiet: true } }),
+    );
+  }
+
+  /**
    * Aborts multipart uploads of blobs begun longer ago than `olderThanMs`: left by a replica that died
    * mid-upload, their parts are invisible but stored (and billed). Returns how many were aborted.
    */
@@ -287,6 +368,20 @@ export class S3Blobs {
       { cause: e, retryable },
     );
   }
+}
+
+/**
+ * Sends `hex` (the body's sha256) as the request's signed payload hash: the signer takes one already in
+ * the headers as it is, and S3 refuses a body that does not hash to it.
+ */
+function withPayloadHash(cmd: PutObjectCommand, hex: string): void {
+  cmd.middlewareStack.add(
+    (next) => async (args) => {
+      (args.request as { headers: Record<string, string> }).headers['x-amz-content-sha256'] = hex;
+      return next(args);
+    },
+    { step: 'build', name: 'stowageSha256AsPayloadHash' },
+  );
 }
 
 /** Reads a body through, checking it is the blob; DIGEST_MISMATCH otherwise. */

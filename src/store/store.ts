@@ -9,6 +9,7 @@
  * a store. An interrupted sync leaves blobs no entry names; the next sync reuses them, prune removes
  * them.
  */
+
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
@@ -19,6 +20,7 @@ import { StowageError } from '../errors.js';
 import { DigestVerifier, digestHex } from '../image/digest.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import { type Descriptor, imageIndexSchema } from '../image/schemas.js';
+import type { Renditions } from './renditions.js';
 import { BlobFetches, referencedBlobs } from './shared.js';
 
 export const ANNOTATION = {
@@ -115,6 +117,11 @@ export interface ArchiveStore {
   diskBytes(): Promise<number>;
   /** Releases what the store holds open (the replicated store's connections); the local one has none. */
   close?(): Promise<void>;
+  /**
+   * Where a store shared by replicas keeps renditions (made docker-archives), made in `workDir`; a
+   * store without it leaves them to the service's cache directory.
+   */
+  renditions?(workDir: string): Renditions;
 }
 
 export class Store implements ArchiveStore {
