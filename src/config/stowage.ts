@@ -127,6 +127,11 @@ export const stowageConfigSchema = z.strictObject({
       'materialize-format': z.enum(['oci-archive', 'docker-archive']).optional(),
       /** Blobs in an S3-compatible bucket instead of under path (replicas; needs [server] database). */
       s3: s3Schema.optional(),
+      /**
+       * A path on NFS, SMB, CephFS and the like is refused (the local lock cannot keep hosts apart);
+       * "one-host" says only this host ever writes it.
+       */
+      'network-filesystem': z.enum(['refuse', 'one-host']).optional(),
     })
     .optional(),
   /** The mirror blob cache (blobs on their way to mirrors, kept for other jobs and runs). */
@@ -158,6 +163,8 @@ export interface StowageConfig {
   server: ServerConfig;
   /** The store's blobs on S3 (replicated mode); undefined: the local store at storePath. */
   s3?: S3Settings | undefined;
+  /** The local store may be on a network filesystem this host alone writes. */
+  networkFilesystemOneHost?: boolean | undefined;
 }
 
 /** Where the mirror blob cache lives without configuration: $XDG_CACHE_HOME/stowage/blobs. */
@@ -284,6 +291,7 @@ export function parseStowageConfig(
     jobs: c.job ?? [],
     server: c.server ?? {},
     s3: replicated(c, path),
+    networkFilesystemOneHost: c.store?.['network-filesystem'] === 'one-host',
   };
 }
 

@@ -21,7 +21,11 @@ export async function openStore(
   } = {},
 ): Promise<ArchiveStore> {
   const s3 = config.s3;
-  if (!s3) return Store.open(config.storePath, opts);
+  if (!s3)
+    return Store.open(config.storePath, {
+      ...opts,
+      networkFilesystemOneHost: config.networkFilesystemOneHost,
+    });
   const env = opts.env ?? process.env;
   const database = config.server.database;
   if (!database) throw new StowageError('INVALID_CONFIG', '[store.s3] needs [server] database');

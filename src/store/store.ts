@@ -20,6 +20,7 @@ import { StowageError } from '../errors.js';
 import { DigestVerifier, digestHex } from '../image/digest.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import { type Descriptor, imageIndexSchema } from '../image/schemas.js';
+import { refuseNetworkFilesystem } from './filesystem.js';
 import type { Renditions } from './renditions.js';
 import { BlobFetches, referencedBlobs } from './shared.js';
 
@@ -132,10 +133,19 @@ export class Store implements ArchiveStore {
    * writers killed mid-blob left in .tmp goes, theirs alone, never a live one's. Readers (df, archives
    * export) leave it, so that df shows it.
    */
-  static async open(path: string, opts: { sweep?: boolean; create?: boolean } = {}): Promise<Store> {
+  static async open(
+    path: string,
+    opts: {
+      sweep?: boolean;
+      create?: boolean;
+      /** Allow a network filesystem this host alone writes (see filesystem.ts). */
+      networkFilesystemOneHost?: boolean | undefined;
+    } = {},
+  ): Promise<Store> {
     // A dry run looks at a store without making one: a store that does not exist holds nothing.
     if (opts.create === false && !(await stat(path).catch(() => undefined))) return new Store(path);
     await mkdir(join(path, 'blobs', 'sha256'), { recursive: true });
+    await refuseNetworkFilesystem(path, { allow: opts.networkFilesystemOneHost });
     await mkdir(join(path, '.tmp'), { recursive: true });
     if (opts.sweep) await sweepLeftovers(join(path, '.tmp'), tmpPid);
     const layout = join(path, 'oci-layout');
