@@ -242,6 +242,68 @@ describe('the replicated store', () => {
     expect(refused.stderr).not.toContain(s3.secretAccessKey);
   });
 
+  it('stowage store migrate copies a local store into S3, digests, times and checksums intact, once', async () => {
+    const w = await workdir('replicated-migrate', insecureConf(plain.host));
+    const local = join(w.dir, 'local-store');
+    const localConfig = join(w.dir, 'local.toml');
+    await writeFile(
+      localConfig,
+      `[store]\npath = "${local}"\n\n[[job]]\nname = "small"\nsource = "${plain.host}/fixtures/small"\ntags = ["v1"]\n`,
+    );
+    expect((await stowage(['sync', '-q', '--config', localConfig], { env: w.env })).code).toBe(0);
+    const localOut = join(w.dir, 'local.tar');
+    const before = JSON.parse(
+      (await stowage(['archives', '--json', '--config', localConfig], { env: w.env })).stdout,
+    );
+    expect(
+      (
+        await stowage(['archives', 'export', '-q', '--config', localConfig, before[0].id, '-o', localOut], {
+          env: w.env,
+        })
+      ).code,
+    ).toBe(0);
+    const s3Config = join(w.dir, 's3.toml');
+    await writeFile(
+      s3Config,
+      `[store.s3]\nendpoint = "${s3.endpoint}"\nbucket = "${location.bucket}"\nprefix = "migrated/"\n\n[server]\ndatabase = "${db.url}"\n`,
+    );
+    const env = { ...w.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey };
+    const first = await stowage(['store', 'migrate', '--from', local, '--config', s3Config, '--json'], {
+      env,
+    });
+    expect(first.code, first.stderr).toBe(0);
+    const report = JSON.parse(first.stdout);
+    expect(report).toMatchObject({ versions: 1, added: 1 });
+    expect(report.copied).toBe(report.blobs);
+    const after = JSON.parse((await stowage(['archives', '--json', '--config', s3Config], { env })).stdout);
+    // The same versions, the checksum the local export recorded included.
+    const local2 = JSON.parse(
+      (await stowage(['archives', '--json', '--config', localConfig], { env: w.env })).stdout,
+    );
+    expect(local2[0].archive.sha256).toBe(sha256(await readFile(localOut)));
+    expect(after).toEqual(local2);
+    const s3Out = join(w.dir, 's3.tar');
+    const exported = await stowage(
+      ['archives', 'export', '-q', '--config', s3Config, after[0].id, '-o', s3Out],
+      { env },
+    );
+    expect(exported.code, exported.stderr).toBe(0);
+    expect(sha256(await readFile(s3Out))).toBe(sha256(await readFile(localOut)));
+    // Again: nothing to copy, nothing to add.
+    const again = JSON.parse(
+      (await stowage(['store', 'migrate', '--from', local, '--config', s3Config, '--json'], { env })).stdout,
+    );
+    expect(again).toMatchObject({ versions: 1, added: 0, copied: 0 });
+    // Not a store: said so, nothing done.
+    const wrong = await stowage(['store', 'migrate', '--from', w.dir, '--config', s3Config], { env });
+    expect(wrong.code).not.toBe(0);
+    expect(wrong.stderr).toContain('is not a stowage store');
+    // A configuration without S3: said so.
+    const noS3 = await stowage(['store', 'migrate', '--from', local, '--config', localConfig], { env });
+    expect(noS3.code).not.toBe(0);
+    expect(noS3.stderr).toContain('[store.s3]');
+  });
+
   it('stowage serve opens the shared store, says so in /readyz, and lists its versions (Node 22.12+; on Node 20 it says it needs a newer one)', async () => {
     const w = await workdir('replicated-serve', insecureConf(plain.host));
     const config = join(w.dir, 'stowage.toml');

@@ -7,7 +7,7 @@ import { copyCommand, pushCommand } from './push.js';
 import { registriesCommand } from './registries.js';
 import { exportCommand, flattenCommand, importCommand } from './rootfs.js';
 import { serveCommand, tokenCommand } from './serve.js';
-import { archivesCommand, dfCommand, syncCommand } from './sync.js';
+import { archivesCommand, dfCommand, storeCommand, syncCommand } from './sync.js';
 import { tagsCommand } from './tags.js';
 import { verifyCommand } from './verify.js';
 
@@ -40,6 +40,7 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
   syncCommand(program, setExitCode);
   archivesCommand(program);
   dfCommand(program);
+  storeCommand(program);
   registriesCommand(program);
   loginCommand(program);
   logoutCommand(program);

@@ -1,6 +1,9 @@
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { ArchiveFormat } from '../archive/formats.js';
 import { loadStowageConfig, type StowageConfig } from '../config/stowage.js';
+import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { openStore } from '../store/open.js';
 import type { SyncReport } from '../sync/sync.js';
@@ -184,6 +187,58 @@ export function archivesCommand(program: Command): void {
     ).finally(() => store.close?.());
     printResult(result, performance.now() - started, opts);
   });
+}
+
+export function storeCommand(program: Command): void {
+  const store = program.command('store').summary('manage the archive store: move a local store into S3');
+  store
+    .command('migrate')
+    .summary('copy a local store into the store stowage.toml configures (S3), digests intact')
+    .description(
+      'Copies every version of the local store at --from into the store the configuration names (for ' +
+        'replicas: [store.s3] and [server] database): blobs the destination lacks (S3 checks each ' +
+        'against its digest), then the versions with their original times and checksums, all at once. ' +
+        'Stop whatever writes the local store first. Running it again copies only what is new.',
+    )
+    .requiredOption('--from <dir>', 'the local store to copy')
+    .option('--config <file>', 'stowage.toml naming the destination')
+    .option('-j, --jobs <n>', 'blobs copied in parallel', parsePositiveInt, 4)
+    .option('-q, --quiet', 'print nothing')
+    .option('--json', 'print the report as JSON')
+    .action(
+      async (opts: { from: string; config?: string; jobs: number; quiet?: boolean; json?: boolean }) => {
+        const [{ migrateStore }, { Store }] = await Promise.all([
+          import('../store/migrate.js'),
+          import('../store/store.js'),
+        ]);
+        const config = await loadStowageConfig(opts.config);
+        if (!config.s3) {
+          throw new StowageError(
+            'INVALID_ARGUMENT',
+            'the configuration names no [store.s3]: migrate copies a local store into the S3 store; add [store.s3] and [server] database to stowage.toml (see docs/REPLICAS.md)',
+          );
+        }
+        if (!(await stat(join(opts.from, 'index.json')).catch(() => undefined))) {
+          throw new StowageError(
+            'NOT_FOUND',
+            `${opts.from} is not a stowage store (it has no index.json); give the store's directory with --from`,
+          );
+        }
+        // Only read: a store on a network filesystem (the usual one to outgrow) is fine here.
+        const from = await Store.open(opts.from, { create: false, networkFilesystemOneHost: true });
+        const to = await openStore(config);
+        const started = performance.now();
+        const report = await withSignal((signal) =>
+          migrateStore(from, to, { concurrency: opts.jobs, signal }),
+        ).finally(() => to.close?.());
+        if (opts.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        else if (!opts.quiet) {
+          process.stdout.write(
+            `${report.versions} versions (${report.added} new) and ${report.blobs} blobs (${report.copied} copied, ${formatBytes(report.copiedBytes)}) into ${to.path} in ${formatDuration(performance.now() - started)}\n`,
+          );
+        }
+      },
+    );
 }
 
 export function dfCommand(program: Command): void {
