@@ -19,9 +19,12 @@ import { S3Blobs, type S3Location } from '../src/store/s3-blobs.js';
 import { sync } from '../src/sync/sync.js';
 import { exportVersion } from '../src/transfer/export.js';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { startFaultProxy } from './harness/fault-proxy.js';
 import { type RunningPostgres, startPostgres } from './harness/postgres.js';
+import { run } from './harness/processes.js';
 import { type RunningS3, s3Bucket, startRadosgw } from './harness/radosgw.js';
 import { startService, TOKENS } from './harness/service.js';
+import { buildTaggedRepo, pushTags } from './harness/tagged-repo.js';
 
 const h = harness();
 const plain = h.registries.plain;
@@ -194,6 +197,110 @@ describe('the replicated store', () => {
       await store.close();
     }
   });
+
+  it('loses nothing when one replica prunes and collects while another syncs the same layers', async () => {
+    // Layers trickle through a proxy, so a version's first blobs wait seconds in the bucket, named by
+    // no version yet, while the other replica collects garbage again and again: only the grace period
+    // (and the leases, for blobs still being written) keep them.
+    const proxy = await startFaultProxy({
+      upstream: `http://${plain.host}`,
+      fault: (req) =>
+        req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '')
+          ? { kind: 'trickle', bytes: 64 * 1024, everyMs: 20 }
+          : undefined,
+    });
+    const w = await workdir('replicated-retention', insecureConf(plain.host, proxy.host));
+    const repo = await buildTaggedRepo(join(w.dir, 'layout'), {
+      count: 4,
+      baseKiB: 512,
+      ownKiB: 1024,
+      seed: 'retention',
+    });
+    await pushTags(repo.layout, repo.tags, `${plain.host}/replicas/other`);
+    // A's images: the same base layer, layers and configs of their own.
+    const mine = await buildTaggedRepo(join(w.dir, 'layout-a'), {
+      count: 4,
+      baseKiB: 512,
+      ownKiB: 1024,
+      seed: 'retention',
+      tagPrefix: '2.',
+    });
+    const ctx = await Context.create({ registriesConf: w.conf, env: w.env });
+    const at = (prefix: string) => ({ ...location, prefix });
+    const open = async (name: string, gcGraceMs: number) => {
+      const blobs = new S3Blobs(at('retention/'));
+      const index = await PgVersionIndex.open(db.url, { store: blobs.description });
+      const leases = new BlobLeases(index.connections, blobs.description, name, 'leases');
+      return new ReplicatedStore(blobs, index, { gcGraceMs, leases });
+    };
+    // The grace: longer than any one version's writes here.
+    const a = await open('prune-a', 60_000);
+    const b = await open('sync-b', 60_000);
+    try {
+      const configA = parseStowageConfig(
+        `[retention]\nkeep-versions = 2\n\n[[job]]\nname = "moving"\nsource = "${proxy.host}/replicas/moving"\ntags = ["live"]\n`,
+        'a.toml',
+        w.env,
+      );
+      const configB = parseStowageConfig(
+        `[[job]]\nname = "other"\nsource = "${plain.host}/replicas/other"\ntags = ${JSON.stringify(repo.tags)}\n`,
+        'b.toml',
+        w.env,
+      );
+      // A: the tag "live" moves four times, a sync each (retention keeps 2, then GC). B: syncs four
+      // tags sharing their base layer with A's, then collects garbage until A is done.
+      let aDone = false;
+      const runA = (async () => {
+        for (const tag of mine.tags) {
+          await run('skopeo', [
+            'copy',
+            '--quiet',
+            '--dest-tls-verify=false',
+            `oci:${mine.layout}:${tag}`,
+            `docker://${plain.host}/replicas/moving:live`,
+          ]);
+          expect((await sync(ctx, configA, { store: a })).failed).toBe(0);
+        }
+      })().finally(() => {
+        aDone = true;
+      });
+      const runB = (async () => {
+        expect((await sync(ctx, configB, { store: b })).failed).toBe(0);
+        while (!aDone) {
+          await b.collectGarbage();
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })();
+      await Promise.all([runA, runB]);
+      const versions = await b.versions();
+      expect(versions.filter((v) => v.repository.endsWith('/moving'))).toHaveLength(2);
+      expect(versions.filter((v) => v.repository.endsWith('/other'))).toHaveLength(repo.tags.length);
+      // Every blob of every version is there, and each version exports whole.
+      for (const d of await b.referenced(versions)) expect(await b.hasBlob(d)).toBe(true);
+      for (const v of versions) {
+        const out = join(w.dir, `${v.id}.tar`);
+        await exportVersion(a, v.id, { output: out });
+        expect((await stowage(['verify', '-q', out], { env: w.env })).code).toBe(0);
+      }
+      // Once the writes are over, a collection without grace leaves nothing unreferenced.
+      const sweeper = await open('sweeper', 0);
+      try {
+        await sweeper.collectGarbage();
+        const keep = await sweeper.referenced(await sweeper.versions());
+        const left: string[] = [];
+        for await (const x of new S3Blobs(at('retention/')).list()) left.push(x.digest);
+        expect(left.filter((d) => !keep.has(d))).toEqual([]);
+        expect(left.length).toBe(keep.size);
+      } finally {
+        await sweeper.close();
+      }
+    } finally {
+      await a.close();
+      await b.close();
+      await ctx.close();
+      await proxy.close();
+    }
+  }, 180_000);
 
   it('is what stowage.toml names: sync, archives and export through [store.s3] and [server] database', async () => {
     const w = await workdir('replicated-cli', insecureConf(plain.host));
