@@ -117,19 +117,28 @@ export class S3Blobs {
     signal?: AbortSignal,
   ): Promise<AsyncIterable<Uint8Array>> {
     try {
-      const r = await this.client.send(
-        new GetObjectCommand({
-          Bucket: this.location.bucket,
-          Key: this.key(digest),
-          ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
-        }),
-        signal ? { abortSignal: signal } : {},
-      );
-      return r.Body as Readable;
+      return await this.get(this.key(digest), range, signal);
     } catch (e) {
       if (status(e) === 404) throw new StowageError('NOT_FOUND', `${this.description} has no blob ${digest}`);
       throw this.failure(e, `blob ${digest}`);
     }
+  }
+
+  /** An object's bytes (all, or `start`..`end` inclusive), streamed; errors as the SDK throws them. */
+  private async get(
+    key: string,
+    range: { start: number; end: number } | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<AsyncIterable<Uint8Array>> {
+    const r = await this.client.send(
+      new GetObjectCommand({
+        Bucket: this.location.bucket,
+        Key: key,
+        ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
+      }),
+      signal ? { abortSignal: signal } : {},
+    );
+    return r.Body as Readable;
   }
 
   /**
@@ -275,15 +284,7 @@ export class S3Blobs {
     signal?: AbortSignal,
   ): Promise<AsyncIterable<Uint8Array>> {
     try {
-      const r = await this.client.send(
-        new GetObjectCommand({
-          Bucket: this.location.bucket,
-          Key: `${this.location.prefix}${name}`,
-          Range: `bytes=${range.start}-${range.end}`,
-        }),
-        signal ? { abortSignal: signal } : {},
-      );
-      return r.Body as Readable;
+      return await this.get(`${this.location.prefix}${name}`, range, signal);
     } catch (e) {
       throw this.failure(e, name);
     }

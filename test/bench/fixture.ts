@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buildImage, Layout } from '../harness/fixtures.js';
+import { run } from '../harness/processes.js';
 
 /**
  * Text-like bytes (words of a small vocabulary, pseudo-random order) that deflate shrinks about
@@ -78,4 +79,16 @@ export async function buildBenchLayout(
       ],
     }),
   );
+}
+
+/** Builds the bench image (buildBenchLayout) at `layout` and pushes it with skopeo to `ref` (HOST/REPO:TAG). */
+export async function pushBenchImage(layout: string, layersMiB: number[], ref: string): Promise<void> {
+  await buildBenchLayout(layout, layersMiB);
+  await run('skopeo', [
+    'copy',
+    '--quiet',
+    '--dest-tls-verify=false',
+    `oci:${layout}:bench`,
+    `docker://${ref}`,
+  ]);
 }

@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
-import { buildBenchLayout } from './fixture.js';
+import { pushBenchImage } from './fixture.js';
 import { addSample, cpuSetting, measureOn, median, type Samples, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
@@ -36,15 +36,7 @@ beforeAll(async () => {
     ['big', LAYERS_MIB],
     ['smaller', SMALL_LAYERS_MIB],
   ] as const) {
-    const layout = join(dir, `layout-${name}`);
-    await buildBenchLayout(layout, layers);
-    await run('skopeo', [
-      'copy',
-      '--quiet',
-      '--dest-tls-verify=false',
-      `oci:${layout}:bench`,
-      `docker://${host}/bench/${name}:v1`,
-    ]);
+    await pushBenchImage(join(dir, `layout-${name}`), [...layers], `${host}/bench/${name}:v1`);
   }
 });
 

@@ -17,7 +17,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
-import { buildBenchLayout } from './fixture.js';
+import { pushBenchImage } from './fixture.js';
 import { addSample, cpuSetting, measureOn, median, type Samples, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
@@ -38,15 +38,7 @@ beforeAll(async () => {
     if (name === 'src') src = started.registry.host;
     else dst = started.registry.host;
   }
-  const layout = join(dir, 'layout');
-  await buildBenchLayout(layout, LAYERS_MIB);
-  await run('skopeo', [
-    'copy',
-    '--quiet',
-    '--dest-tls-verify=false',
-    `oci:${layout}:bench`,
-    `docker://${src}/bench/big:v1`,
-  ]);
+  await pushBenchImage(join(dir, 'layout'), LAYERS_MIB, `${src}/bench/big:v1`);
 });
 
 afterAll(async () => {

@@ -17,10 +17,10 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningPostgres, startPostgres } from '../harness/postgres.js';
-import { run, stopProcess } from '../harness/processes.js';
+import { stopProcess } from '../harness/processes.js';
 import { type RunningS3, s3Bucket, startRadosgw } from '../harness/radosgw.js';
 import { startRegistry } from '../harness/registry.js';
-import { buildBenchLayout } from './fixture.js';
+import { pushBenchImage } from './fixture.js';
 import { addSample, cpuSetting, measureOn, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
@@ -40,15 +40,7 @@ beforeAll(async () => {
   registry = started.registry.host;
   [s3, db] = await Promise.all([startRadosgw(), startPostgres()]);
   await s3Bucket(s3, 'bench');
-  const layout = join(dir, 'layout');
-  await buildBenchLayout(layout, LAYERS_MIB);
-  await run('skopeo', [
-    'copy',
-    '--quiet',
-    '--dest-tls-verify=false',
-    `oci:${layout}:bench`,
-    `docker://${registry}/bench/big:v1`,
-  ]);
+  await pushBenchImage(join(dir, 'layout'), LAYERS_MIB, `${registry}/bench/big:v1`);
 }, 600_000);
 
 afterAll(async () => {

@@ -19,7 +19,7 @@ import { tokenHash } from '../../src/api/auth.js';
 import { freePort, run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { buildTaggedRepo, pushTags } from '../harness/tagged-repo.js';
-import { buildBenchLayout } from './fixture.js';
+import { pushBenchImage } from './fixture.js';
 import { median } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
@@ -74,15 +74,7 @@ beforeAll(async () => {
   const started = await startRegistry({ mode: 'plain', dir: join(dir, 'reg') });
   children.push(started.child);
   registry = started.registry.host;
-  const layout = join(dir, 'layout');
-  await buildBenchLayout(layout, LAYERS_MIB);
-  await run('skopeo', [
-    'copy',
-    '--quiet',
-    '--dest-tls-verify=false',
-    `oci:${layout}:bench`,
-    `docker://${registry}/bench/big:v1`,
-  ]);
+  await pushBenchImage(join(dir, 'layout'), LAYERS_MIB, `${registry}/bench/big:v1`);
   const repo = await buildTaggedRepo(join(dir, 'tagged'), {
     count: 20,
     baseKiB: 512,
