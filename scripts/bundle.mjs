@@ -3,7 +3,7 @@
 // hundred modules resolved and read one by one, and V8 can cache its compiled code whole (bin/stowage.js):
 // start-up falls from about 0.30 s to 0.15 s on Node 20, which a warm sync, mostly start-up, feels.
 // Run by `npm run build` after tsc.
-import { copyFile, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile } from 'node:fs/promises';
 import http2 from 'node:http2';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,3 +66,8 @@ if (wide >= 0)
   throw new Error(`dist/stowage.cjs is not ASCII (byte ${wide}); bin/stowage.js reads it as latin1`);
 // The hash worker runs as its own module, resolved from the bundle's URL.
 await copyFile(join(dist, 'archive', 'hash-worker.js'), join(dist, 'hash-worker.js'));
+// The web console's stylesheet and scripts, served from beside the bundle.
+await mkdir(join(dist, 'console-assets'), { recursive: true });
+for (const name of ['console.css', 'console.js', 'api.js']) {
+  await copyFile(join(root, 'src', 'console', 'assets', name), join(dist, 'console-assets', name));
+}

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine for stowage: the peers the tests and the demo start (from Debian's
-# packages), the npm dependencies, and the build. Safe to run again.
+# packages, Chromium for the web console's browser tests among them), the npm dependencies, and the build. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 for cmd in docker-registry skopeo umoci podman htpasswd openssl curl python3 keyctl dbus-run-session gnome-keyring-daemon ss \
-  radosgw ceph-mon ceph-osd monmaptool; do
+  radosgw ceph-mon ceph-osd monmaptool chromium; do
   command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
 done
 # PostgreSQL's programs are not on PATH in Debian.
@@ -19,7 +19,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     docker-registry skopeo umoci podman apache2-utils openssl ca-certificates curl python3 \
     keyutils dbus-daemon gnome-keyring iproute2 \
-    ceph-mon ceph-osd radosgw ceph-common postgresql >/dev/null
+    ceph-mon ceph-osd radosgw ceph-common postgresql chromium fonts-dejavu-core >/dev/null
 fi
 
 echo "setup: npm ci"

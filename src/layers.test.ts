@@ -30,6 +30,7 @@ const LAYERS: string[][] = [
   ['sync'],
   ['service'],
   ['api'],
+  ['console'],
   ['server.ts'],
   ['cli'],
 ];

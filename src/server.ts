@@ -4,6 +4,7 @@
  * new requests or jobs, running jobs aborted and cleaned up, the history written).
  */
 
+import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { homedir, hostname } from 'node:os';
@@ -12,6 +13,7 @@ import { type ServerType, serve as serveHttp } from '@hono/node-server';
 import pino, { type Logger } from 'pino';
 import { createApp } from './api/app.js';
 import { type ApiToken, newToken, tokenHash } from './api/auth.js';
+import { Sessions } from './api/session.js';
 import { databasePassword, replicaName } from './config/replicas.js';
 import {
   DEFAULT_LISTEN,
@@ -20,6 +22,7 @@ import {
   parseSize,
   type StowageConfig,
 } from './config/stowage.js';
+import { mountConsole } from './console/app.js';
 import { writeFileAtomic } from './core/atomic.js';
 import { sweepLeftovers, tmpPid } from './core/partials.js';
 import { StowageError } from './errors.js';
@@ -169,6 +172,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   );
 
   let ready = false;
+  const sessions = new Sessions(await sessionKey(config, state));
   const app = createApp({
     engine,
     jobs,
@@ -180,6 +184,20 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     ready: () => ready,
     maxUpload,
     redact,
+    sessions,
+  });
+  mountConsole(app, {
+    engine,
+    jobs,
+    metrics,
+    tokens,
+    logger,
+    version: opts.version,
+    replica,
+    ready: () => ready,
+    maxUpload,
+    redact,
+    sessions,
   });
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serveHttp({ fetch: app.fetch, hostname: host, port }, () => resolve(s));
@@ -242,6 +260,35 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     return closing;
   };
   return { url, tokenFile, logger, close };
+}
+
+/**
+ * The key console sessions are signed with: [server] session-key-file (replicas share one, from a
+ * secret, so a session made by one is good on all), else STATE/session-key, made on first start.
+ */
+async function sessionKey(config: StowageConfig, state: string): Promise<Buffer> {
+  const file = config.server['session-key-file'];
+  if (file) {
+    const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      throw new StowageError(
+        'INVALID_CONFIG',
+        `[server] session-key-file ${file}: cannot read it (${e.code})`,
+      );
+    });
+    if (text.trim().length < 32) {
+      throw new StowageError(
+        'INVALID_CONFIG',
+        `[server] session-key-file ${file}: needs at least 32 characters of random text (openssl rand -hex 32 makes one)`,
+      );
+    }
+    return Buffer.from(text.trim());
+  }
+  const path = join(state, 'session-key');
+  const have = (await readFile(path, 'utf8').catch(() => '')).trim();
+  if (have.length >= 64) return Buffer.from(have);
+  const made = randomBytes(32).toString('hex');
+  await writeFileAtomic(path, `${made}\n`, 0o600);
+  return Buffer.from(made);
 }
 
 /**

@@ -16,7 +16,7 @@ export type { AppDeps } from './shared.js';
 export function createApp(deps: AppDeps): ApiApp {
   const app = newApi();
   app.use('*', requestLog(deps));
-  app.use('*', authenticate(deps.tokens));
+  app.use('*', authenticate(deps.tokens, deps.sessions));
   app.onError(errorHandler(deps));
   app.notFound(notFound);
   app.openAPIRegistry.registerComponent('securitySchemes', 'Bearer', {

@@ -9,7 +9,7 @@ import { StowageError } from '../errors.js';
 import { formatReference } from '../reference/reference.js';
 import { type Job, type JobSystem, syncKey } from '../service/jobs.js';
 import { admitPull, destinationFor, parsePlatforms, parsePullReference } from '../service/operations.js';
-import { allows } from './auth.js';
+import { type ApiToken, allows } from './auth.js';
 import { need, newApi } from './middleware.js';
 import {
   ErrorSchema,
@@ -139,71 +139,113 @@ const jobEventsRoute = createRoute({
   },
 });
 
-export function jobsApi(deps: AppDeps): ApiApp {
+/** What a pull request names (the API's body, the console's form). */
+export interface PullBody {
+  ref?: string | undefined;
+  refs?: string[] | undefined;
+  platforms?: 'all' | string[] | undefined;
+  format?: 'oci-archive' | 'docker-archive' | undefined;
+}
+
+/**
+ * Checks a pull and queues it (or joins the identical one queued or running): a bad or forbidden
+ * reference is the request's 4xx, not a failed job, the trust policy included (signatures read, no
+ * layer); the job checks again what it stores.
+ */
+export async function startPull(
+  deps: Pick<AppDeps, 'engine' | 'jobs'>,
+  body: PullBody,
+  requestedBy: string,
+  signal?: AbortSignal,
+): Promise<{ job: Job; shared: boolean }> {
   const { engine, jobs } = deps;
+  const refs = [...(body.refs ?? []), ...(body.ref ? [body.ref] : [])];
+  if (refs.length === 0)
+    throw new StowageError('INVALID_ARGUMENT', 'give "ref" or "refs": the images to pull');
+  const platforms = parsePlatforms(body.platforms);
+  const parsed = refs.map((r) => parsePullReference(engine, r));
+  for (const ref of parsed) await admitPull(engine, ref, signal);
+  const normalized = parsed.map((r) => formatReference(r));
+  const request = { refs, platforms: platforms ?? 'all', format: body.format ?? 'oci-archive' };
+  const key = `pull:${JSON.stringify([[...new Set(normalized)].sort(), platforms ?? 'all'])}`;
+  return jobs.submit('pull', request, requestedBy, key);
+}
+
+// Pushes that differ only in compression are different jobs.
+const compressionKey = (c: LayerCompression | undefined) => (c ? ` ${c.format}-${c.level ?? ''}` : '');
+
+/** Checks a push of a stored version and queues it (or joins the identical one). */
+export async function startPush(
+  deps: Pick<AppDeps, 'engine' | 'jobs'>,
+  body: {
+    archive: string;
+    destination: string;
+    compress?: string | undefined;
+    compressLevel?: number | undefined;
+  },
+  requestedBy: string,
+): Promise<{ job: Job; shared: boolean }> {
+  const version = await deps.engine.store.find(body.archive);
+  const destination = destinationFor(deps.engine, body.destination, version);
+  // Checked now, so a bad choice is a 400 and not a failed job.
+  const compression =
+    body.compress || body.compressLevel
+      ? parseCompression(body.compress ?? 'gzip', body.compressLevel)
+      : undefined;
+  const request = { archive: version.id, destination, ...(compression ? { compression } : {}) };
+  const key = `push:${version.id}>${destination}${compressionKey(compression)}`;
+  return deps.jobs.submit('push', request, requestedBy, key);
+}
+
+/** Queues a sync of stowage.toml's jobs (all, or those named), or joins the identical one. */
+export async function startSync(
+  deps: Pick<AppDeps, 'engine' | 'jobs'>,
+  requested: string[] | undefined,
+  requestedBy: string,
+): Promise<{ job: Job; shared: boolean }> {
+  const names = requested?.length ? [...new Set(requested)].sort() : undefined;
+  const configured = deps.engine.config.jobs.map((j) => j.name);
+  const unknown = (names ?? []).filter((n) => !configured.includes(n));
+  if (unknown.length) {
+    throw new StowageError(
+      'NOT_FOUND',
+      `no sync job named ${unknown.join(', ')}; configured: ${configured.join(', ') || 'none'}`,
+    );
+  }
+  if (configured.length === 0) throw new StowageError('INVALID_ARGUMENT', 'stowage.toml has no sync jobs');
+  return deps.jobs.submit('sync', { jobs: names ?? configured }, requestedBy, syncKey(names));
+}
+
+/** Cancels a job the token may cancel (it needs the job's own scope). */
+export async function cancelJob(deps: Pick<AppDeps, 'jobs'>, id: string, token: ApiToken): Promise<Job> {
+  const job = await deps.jobs.get(id);
+  if (!job) throw new StowageError('NOT_FOUND', `no job ${id}`);
+  if (!allows(token, job.kind)) {
+    throw new StowageError(
+      'DENIED',
+      `token "${token.name}" lacks the "${job.kind}" scope to cancel this job`,
+    );
+  }
+  return deps.jobs.cancel(id);
+}
+
+export function jobsApi(deps: AppDeps): ApiApp {
+  const { jobs } = deps;
   const accepted = (c: HonoContext<Env>, r: { job: Job; shared: boolean }) => {
     c.header('Location', `/v1/jobs/${r.job.id}`);
     return c.json({ ...jobView(r.job), shared: r.shared }, 202);
   };
 
   const api = newApi();
-  api.openapi(startPullRoute, async (c) => {
-    const body = c.req.valid('json');
-    const refs = [...(body.refs ?? []), ...(body.ref ? [body.ref] : [])];
-    if (refs.length === 0)
-      throw new StowageError('INVALID_ARGUMENT', 'give "ref" or "refs": the images to pull');
-    const platforms = parsePlatforms(body.platforms);
-    // Checked now, so a bad or forbidden reference is a 4xx, not a failed job: the trust policy too
-    // (signatures read, no layer); the job checks again what it stores.
-    const parsed = refs.map((r) => parsePullReference(engine, r));
-    for (const ref of parsed) await admitPull(engine, ref, c.req.raw.signal);
-    const normalized = parsed.map((r) => formatReference(r));
-    const request = { refs, platforms: platforms ?? 'all', format: body.format ?? 'oci-archive' };
-    const key = `pull:${JSON.stringify([[...new Set(normalized)].sort(), platforms ?? 'all'])}`;
-    return accepted(c, await jobs.submit('pull', request, c.get('token').name, key));
-  });
-
-  // Pushes that differ only in compression are different jobs.
-  const compressionKey = (c: LayerCompression | undefined) => (c ? ` ${c.format}-${c.level ?? ''}` : '');
-
-  api.openapi(startPushRoute, async (c) => {
-    const body = c.req.valid('json');
-    const version = await engine.store.find(body.archive);
-    const destination = destinationFor(engine, body.destination, version);
-    // Checked now, so a bad choice is a 400 and not a failed job.
-    const compression =
-      body.compress || body.compressLevel
-        ? parseCompression(body.compress ?? 'gzip', body.compressLevel)
-        : undefined;
-    const request = { archive: version.id, destination, ...(compression ? { compression } : {}) };
-    return accepted(
-      c,
-      await jobs.submit(
-        'push',
-        request,
-        c.get('token').name,
-        `push:${version.id}>${destination}${compressionKey(compression)}`,
-      ),
-    );
-  });
-
-  api.openapi(startSyncRoute, async (c) => {
-    const body = c.req.valid('json');
-    const names = body.jobs?.length ? [...new Set(body.jobs)].sort() : undefined;
-    const configured = engine.config.jobs.map((j) => j.name);
-    const unknown = (names ?? []).filter((n) => !configured.includes(n));
-    if (unknown.length) {
-      throw new StowageError(
-        'NOT_FOUND',
-        `no sync job named ${unknown.join(', ')}; configured: ${configured.join(', ') || 'none'}`,
-      );
-    }
-    if (configured.length === 0) throw new StowageError('INVALID_ARGUMENT', 'stowage.toml has no sync jobs');
-    return accepted(
-      c,
-      await jobs.submit('sync', { jobs: names ?? configured }, c.get('token').name, syncKey(names)),
-    );
-  });
+  api.openapi(startPullRoute, async (c) =>
+    accepted(c, await startPull(deps, c.req.valid('json'), c.get('token').name, c.req.raw.signal)),
+  );
+  api.openapi(startPushRoute, async (c) =>
+    accepted(c, await startPush(deps, c.req.valid('json'), c.get('token').name)),
+  );
+  api.openapi(startSyncRoute, async (c) =>
+    accepted(c, await startSync(deps, c.req.valid('json')?.jobs, c.get('token').name)),
+  );
 
   api.openapi(listJobsRoute, async (c) => {
     const q = c.req.valid('query');
@@ -217,18 +259,9 @@ export function jobsApi(deps: AppDeps): ApiApp {
     return c.json(jobView(job), 200);
   });
 
-  api.openapi(cancelJobRoute, async (c) => {
-    const id = c.req.valid('param').id;
-    const job = await jobs.get(id);
-    if (!job) throw new StowageError('NOT_FOUND', `no job ${id}`);
-    if (!allows(c.get('token'), job.kind)) {
-      throw new StowageError(
-        'DENIED',
-        `token "${c.get('token').name}" lacks the "${job.kind}" scope to cancel this job`,
-      );
-    }
-    return c.json(jobView(await jobs.cancel(id)), 202);
-  });
+  api.openapi(cancelJobRoute, async (c) =>
+    c.json(jobView(await cancelJob(deps, c.req.valid('param').id, c.get('token'))), 202),
+  );
 
   api.openapi(jobEventsRoute, async (c) => {
     const id = c.req.valid('param').id;

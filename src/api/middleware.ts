@@ -4,11 +4,13 @@
  * refusal has the same body (errorBody) and names what to do.
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
-import type { ErrorHandler, MiddlewareHandler, NotFoundHandler } from 'hono';
+import type { ErrorHandler, Context as HonoContext, MiddlewareHandler, NotFoundHandler } from 'hono';
+import { getCookie } from 'hono/cookie';
 import { HTTPException } from 'hono/http-exception';
 import type { ApiScope } from '../config/stowage.js';
 import { ERROR_CODES, toStowageError } from '../errors.js';
 import { type ApiToken, allows, findToken } from './auth.js';
+import { csrfMatches, SESSION_COOKIE, type Session, type Sessions } from './session.js';
 import { type ApiApp, type AppDeps, type Env, errorBody } from './shared.js';
 
 /** A Hono app whose validation failures answer 400 in the API's error shape (each resource module makes one). */
@@ -57,18 +59,54 @@ export function requestLog(deps: Pick<AppDeps, 'metrics' | 'logger'>): Middlewar
 
 /**
  * Reads the bearer token, if any, for the routes after it: a valid one is set as the request's token.
- * Refusing is left to `need`, so the anonymous routes (health) never look at it.
+ * Without one, a web console session (its cookie) stands for its token; a request with a session that
+ * changes something must carry the session's CSRF secret (X-CSRF-Token, or the form's _csrf field) and
+ * must not come from another origin: otherwise it is refused here, 403. Refusing a missing token is left
+ * to `need`, so the anonymous routes (health) never look at it.
  */
-export function authenticate(tokens: ApiToken[]): MiddlewareHandler<Env> {
+export function authenticate(tokens: ApiToken[], sessions?: Sessions): MiddlewareHandler<Env> {
   return async (c, next) => {
     const m = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
     if (m) {
       c.set('presented', true);
       const token = findToken(tokens, m[1]!);
       if (token) c.set('token', token);
+      return next();
+    }
+    const session = sessions?.read(getCookie(c, SESSION_COOKIE), tokens);
+    if (session) {
+      if (!SAFE_METHODS.has(c.req.method) && !(await sameSiteRequest(c, session))) {
+        return c.json(
+          errorBody(
+            'DENIED',
+            'a request that changes something must come from the console itself (its CSRF token was missing or wrong); reload the page and try again',
+            c.get('requestId'),
+          ),
+          403,
+        );
+      }
+      c.set('token', session.token);
+      c.set('session', session);
     }
     await next();
   };
+}
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** The request carries the session's CSRF secret and, if the browser names its origin, comes from this one. */
+async function sameSiteRequest(c: HonoContext<Env>, session: Session): Promise<boolean> {
+  const origin = c.req.header('origin');
+  if (origin && origin !== new URL(c.req.url).origin) return false;
+  let presented = c.req.header('x-csrf-token');
+  if (
+    !presented &&
+    /^application\/x-www-form-urlencoded|^multipart\/form-data/.test(c.req.header('content-type') ?? '')
+  ) {
+    const field = (await c.req.parseBody())._csrf;
+    presented = typeof field === 'string' ? field : undefined;
+  }
+  return csrfMatches(session, presented);
 }
 
 /** Lets a request in only with a valid token holding `scope`: 401 without one, 403 without the scope. */

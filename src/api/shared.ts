@@ -9,6 +9,7 @@ import type { Metrics } from '../service/metrics.js';
 import type { Engine } from '../service/operations.js';
 import type { ApiToken } from './auth.js';
 import { ErrorSchema } from './schemas.js';
+import type { Session, Sessions } from './session.js';
 
 export interface AppDeps {
   engine: Engine;
@@ -22,6 +23,8 @@ export interface AppDeps {
   /** False while starting or shutting down (GET /readyz answers 503). */
   ready: () => boolean;
   maxUpload: number;
+  /** Web console sessions (cookies signed with the server's session key); none: no console sign-in. */
+  sessions?: Sessions | undefined;
   /** Takes the server's own paths out of error messages (see pathRedactor). */
   redact?: ((text: string) => string) | undefined;
 }
@@ -33,6 +36,8 @@ export type Env = {
     /** The request presented a bearer token (valid or not): a 401 then says it is not valid. */
     presented: boolean;
     requestId: string;
+    /** The web console session the request came with (instead of a bearer token). */
+    session: Session;
   };
 };
 

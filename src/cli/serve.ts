@@ -26,7 +26,11 @@ export function serveCommand(program: Command, version: string): void {
         'asks for: read, pull, push, sync or admin. Tokens come from stowage.toml [[server.token]] (stowage token makes ' +
         'one); with none configured, an admin token is made on first start and kept in STATE/api-token (mode 0600). ' +
         'Sync jobs with a schedule run by it. The OpenAPI document is GET /openapi.json. SIGTERM or SIGINT stops ' +
-        'taking requests, aborts running jobs (they leave nothing partial) and exits.',
+        'taking requests, aborts running jobs (they leave nothing partial) and exits.\n\n' +
+        'With [store.s3] and [server] database in stowage.toml, any number of replicas share the store (blobs in ' +
+        'the bucket) and the jobs, history and schedules (PostgreSQL, through pg-boss: Node 22.12 or newer): a ' +
+        "schedule fires once across them, and a stopped or dead replica's running jobs are finished by another. " +
+        '$STOWAGE_REPLICA names the replica (default HOST-PID).',
     )
     .option(
       '--config <file>',

@@ -103,6 +103,11 @@ const serverSchema = z.strictObject({
    * another replica takes it over (default 30s, at least 10s).
    */
   'job-heartbeat': duration.optional(),
+  /**
+   * The key web console sessions are signed with (at least 32 characters; `openssl rand -hex 32`).
+   * Replicas share one so a session is good on all; default: STATE/session-key, made on first start.
+   */
+  'session-key-file': z.string().min(1).optional(),
   token: z.array(tokenSchema).optional(),
 });
 

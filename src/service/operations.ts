@@ -204,6 +204,8 @@ export async function runPull(
         run.emit('tag', { repository: jobs.find((j) => j.name === e.job)!.source, ...e.outcome }),
       onBlob: (e) => {
         countBlob(engine, e);
+        // Each blob's own state, for the console's per-blob bars.
+        run.emit('blob', { digest: e.digest, size: e.size, state: e.type });
         if (e.type === 'planned') {
           progress.blobs++;
           progress.bytes += e.size;

@@ -1,0 +1,123 @@
+/**
+ * The Archives pages: repositories, their tags and every version each tag has pointed to (filtered by
+ * a search), and one version: what it is, its downloads, the `sha256sum -c` line, push and delete.
+ */
+import { html } from 'hono/html';
+import type { Session } from '../api/session.js';
+import type { StoredVersion } from '../store/store.js';
+import { csrfField, formatBytes, type Html, ifAllowed, when } from './layout.js';
+
+/** Versions grouped: repository, then tag, newest version first. */
+function grouped(versions: StoredVersion[]): Map<string, Map<string, StoredVersion[]>> {
+  const repos = new Map<string, Map<string, StoredVersion[]>>();
+  for (const v of [...versions].reverse()) {
+    const tags = repos.get(v.repository) ?? new Map<string, StoredVersion[]>();
+    repos.set(v.repository, tags);
+    tags.set(v.tag, [...(tags.get(v.tag) ?? []), v]);
+  }
+  return new Map([...repos].sort(([a], [b]) => a.localeCompare(b)));
+}
+
+export function archivesPage(versions: StoredVersion[], q: string): Html {
+  const needle = q.trim().toLowerCase();
+  const shown = needle
+    ? versions.filter((v) =>
+        `${v.repository}:${v.tag} ${v.id} ${v.descriptor.digest}`.toLowerCase().includes(needle),
+      )
+    : versions;
+  const repos = grouped(shown);
+  return html`<h1>Archives</h1>
+<form method="get" action="/ui/archives" role="search">
+  <label for="q">Search repositories, tags, ids and digests</label>
+  <input id="q" type="search" name="q" value="${q}" placeholder="e.g. nginx:1.27 or sha256:4f&hellip;">
+  <button type="submit">Search</button>
+</form>
+<p class="note">${shown.length} versions of ${new Set(shown.map((v) => `${v.repository}:${v.tag}`)).size} tags in ${repos.size} repositories${needle ? ' match' : ''}.</p>
+${[...repos].map(
+  ([repo, tags]) => html`<section>
+<h2>${repo}</h2>
+<div class="scroll"><table>
+<thead><tr><th>Tag</th><th>Version</th><th>Digest</th><th class="opt">Platforms</th><th>Taken</th><th class="opt">Size</th></tr></thead>
+<tbody>${[...tags].flatMap(([tag, list]) =>
+    list.map(
+      (v, i) => html`<tr>
+  <td>${i === 0 ? html`<strong>${tag}</strong>` : html`<span class="note">${tag} (earlier)</span>`}</td>
+  <td><a href="/ui/archives/${v.id}">${v.id}</a></td>
+  <td class="mono">${v.descriptor.digest.slice(0, 19)}&hellip;</td>
+  <td class="opt">${v.platforms.join(', ') || '-'}</td>
+  <td>${when(v.taken)}</td>
+  <td class="opt">${formatBytes(v.archive?.size)}</td>
+</tr>`,
+    ),
+  )}</tbody>
+</table></div>
+</section>`,
+)}`;
+}
+
+export function versionPage(v: StoredVersion, session: Session, signers: Map<string, string>): Html {
+  const token = session.token;
+  const base = `${v.repository.replace(/[^A-Za-z0-9._-]+/g, '_')}_${v.tag}`;
+  const sumLine = v.archive ? `${v.archive.sha256}  ${base}.tar` : undefined;
+  return html`<h1>${v.repository}:${v.tag} <span class="note">version ${v.id}</span></h1>
+<div class="scroll"><table>
+<tbody>
+<tr><th scope="row">Digest</th><td class="mono">${v.descriptor.digest}</td></tr>
+${v.sourceDigest && v.sourceDigest !== v.descriptor.digest ? html`<tr><th scope="row">Digest at the source</th><td class="mono">${v.sourceDigest}</td></tr>` : ''}
+<tr><th scope="row">Media type</th><td class="mono">${v.descriptor.mediaType}</td></tr>
+<tr><th scope="row">Platforms</th><td>${v.platforms.join(', ') || '-'}</td></tr>
+<tr><th scope="row">Taken</th><td>${when(v.taken)}</td></tr>
+<tr><th scope="row">Source</th><td>${v.source}</td></tr>
+<tr><th scope="row">oci-archive</th><td>${v.archive ? html`${formatBytes(v.archive.size)}, sha256 <span class="mono">${v.archive.sha256}</span>` : 'checksum computed at its first download'}</td></tr>
+<tr><th scope="row">Attached</th><td>${
+    (v.referrers ?? []).length === 0
+      ? 'no signatures, attestations or SBOMs'
+      : html`<ul>${(v.referrers ?? []).map(
+          (r) =>
+            html`<li><span class="mono">${r.descriptor.digest.slice(0, 19)}&hellip;</span> ${r.descriptor.artifactType ?? r.tag ?? r.descriptor.mediaType}${signers.has(r.descriptor.digest) ? html` (verified with ${signers.get(r.descriptor.digest)})` : ''}</li>`,
+        )}</ul>`
+  }</td></tr>
+</tbody></table></div>
+
+<h2>Download</h2>
+<div class="row-actions">
+  <a class="button" href="/v1/archives/${v.id}/content" download="${base}.tar">oci-archive</a>
+  <form method="get" action="/v1/archives/${v.id}/content" class="row-actions">
+    <input type="hidden" name="format" value="docker-archive">
+    <div><label for="platform">docker-archive for</label>
+    <select id="platform" name="platform">${(v.platforms.length ? v.platforms : ['linux/amd64']).map(
+      (p) => html`<option value="${p}">${p}</option>`,
+    )}</select></div>
+    <button type="submit" class="secondary">docker-archive</button>
+  </form>
+</div>
+${
+  sumLine
+    ? html`<p>Check the oci-archive after downloading it:</p>
+<div class="copy"><code id="sumline">echo '${sumLine}' | sha256sum -c</code> <button type="button" class="secondary" data-copy="#sumline">Copy</button></div>`
+    : ''
+}
+
+<h2>Push to a registry</h2>
+${ifAllowed(
+  token,
+  'push',
+  'push versions',
+  () => html`<form method="post" action="/ui/archives/${v.id}/push">${csrfField(session)}
+  <label for="destination">Destination (registry/repository[:tag]; the tag defaults to ${v.tag})</label>
+  <input id="destination" type="text" name="destination" required placeholder="registry.example:5000/mirror/app:${v.tag}">
+  <button type="submit">Push</button>
+</form>`,
+)}
+
+<h2>Delete</h2>
+${ifAllowed(
+  token,
+  'admin',
+  'delete versions',
+  () => html`<form method="post" action="/ui/archives/${v.id}/delete">${csrfField(session)}
+  <p class="note">Removes this version and the blobs no other version uses. It cannot be undone.</p>
+  <button type="submit" class="danger">Delete version ${v.id}</button>
+</form>`,
+)}`;
+}

@@ -1,0 +1,83 @@
+// stowage web console: progressive enhancement only. Every page reads and works without it; with it,
+// the job list and a job's page update live (Server-Sent Events), and copy buttons copy.
+const $ = (s, el = document) => el.querySelector(s);
+
+// The job list: the server sends the rendered rows whenever they change.
+const jobRows = $('tbody[data-live-jobs]');
+if (jobRows) {
+  const es = new EventSource(jobRows.dataset.liveJobs);
+  es.addEventListener('rows', (e) => {
+    jobRows.innerHTML = JSON.parse(e.data).html;
+  });
+}
+
+// One job: progress, per-blob bars, the event log and its state, from the job's own event stream.
+const job = $('[data-job-events]');
+if (job?.dataset.jobEvents) {
+  const progress = $('progress', job);
+  const progressText = $('[data-progress-text]', job);
+  const state = $('[data-job-state]', job);
+  const log = $('[data-job-log]', job);
+  const blobs = $('[data-job-blobs]', job);
+  const bars = new Map();
+  const fmt = (n) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`);
+  // One <progress> a blob (no inline style: the CSP allows none), found by the server's rendering or made.
+  for (const bar of blobs.querySelectorAll('progress'))
+    bars.set(bar.getAttribute('aria-label').slice(5), bar);
+  const blobBar = (d) => {
+    const short = d.digest.slice(7, 19);
+    let bar = bars.get(short);
+    if (!bar) {
+      const name = document.createElement('span');
+      name.className = 'mono';
+      name.textContent = short;
+      bar = document.createElement('progress');
+      bar.max = 1;
+      bar.value = 0;
+      bar.setAttribute('aria-label', `blob ${short}`);
+      const size = document.createElement('span');
+      size.textContent = fmt(d.size);
+      blobs.append(name, bar, size);
+      bars.set(short, bar);
+    }
+    return bar;
+  };
+  const es = new EventSource(job.dataset.jobEvents);
+  const line = (type, data) => {
+    const row = document.createElement('div');
+    row.textContent = `${type} ${JSON.stringify(data)}`;
+    log.append(row);
+    log.scrollTop = log.scrollHeight;
+  };
+  // The stream replays the job from its first event: the server's rendering of them is replaced.
+  log.textContent = '';
+  for (const type of ['state', 'progress', 'tag', 'blob', 'end']) {
+    es.addEventListener(type, (e) => {
+      const data = JSON.parse(e.data);
+      if (type !== 'progress' && type !== 'blob') line(type, data);
+      if (type === 'state') state.textContent = data.state;
+      if (type === 'state') state.className = `state-${data.state}`;
+      if (type === 'progress' && data.bytes > 0) {
+        progress.max = data.bytes;
+        progress.value = data.bytesDone;
+        progressText.textContent = `${fmt(data.bytesDone)} of ${fmt(data.bytes)}, ${data.blobsDone} of ${data.blobs} blobs`;
+      }
+      if (type === 'blob') blobBar(data).value = data.state === 'planned' ? 0 : 1;
+      if (type === 'end') {
+        es.close();
+        job.dataset.ended = data.state;
+        // The finished job's page: its result and links, rendered by the server.
+        setTimeout(() => location.reload(), 300);
+      }
+    });
+  }
+}
+
+for (const button of /** @type {NodeListOf<HTMLButtonElement>} */ (
+  document.querySelectorAll('button[data-copy]')
+)) {
+  button.addEventListener('click', () => {
+    navigator.clipboard?.writeText($(button.dataset.copy).textContent.trim());
+    button.textContent = 'Copied';
+  });
+}
