@@ -68,6 +68,6 @@ if (wide >= 0)
 await copyFile(join(dist, 'archive', 'hash-worker.js'), join(dist, 'hash-worker.js'));
 // The web console's stylesheet and scripts, served from beside the bundle.
 await mkdir(join(dist, 'console-assets'), { recursive: true });
-for (const name of ['console.css', 'console.js', 'api.js']) {
+for (const name of ['console.css', 'console.js', 'api.js', 'favicon.svg']) {
   await copyFile(join(root, 'src', 'console', 'assets', name), join(dist, 'console-assets', name));
 }

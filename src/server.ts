@@ -173,7 +173,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
 
   let ready = false;
   const sessions = new Sessions(await sessionKey(config, state));
-  const app = createApp({
+  const deps = {
     engine,
     jobs,
     metrics,
@@ -185,20 +185,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     maxUpload,
     redact,
     sessions,
-  });
-  mountConsole(app, {
-    engine,
-    jobs,
-    metrics,
-    tokens,
-    logger,
-    version: opts.version,
-    replica,
-    ready: () => ready,
-    maxUpload,
-    redact,
-    sessions,
-  });
+  };
+  const app = createApp(deps);
+  mountConsole(app, deps);
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serveHttp({ fetch: app.fetch, hostname: host, port }, () => resolve(s));
     // Idle keep-alive connections outlive the proxies' and clients' own (load balancers keep theirs

@@ -9,18 +9,15 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { AMD64, FakeSource } from '../../test/harness/fake-source.js';
+import { inProcessEngine } from '../../test/harness/in-process.js';
 import { tempDirs } from '../../test/harness/temp-dirs.js';
-import { parseStowageConfig } from '../config/stowage.js';
 import { copy } from '../copy/copy.js';
 import type { ImageSource } from '../copy/source.js';
 import { sha256Digest } from '../image/digest.js';
 import { MediaType } from '../image/mediatypes.js';
-import { Context } from '../registry/context.js';
-import { JobManager } from '../service/jobs.js';
 import { createMetrics } from '../service/metrics.js';
-import { type Engine, pathRedactor } from '../service/operations.js';
-import { LocalRenditions } from '../store/renditions.js';
-import { Store } from '../store/store.js';
+import { pathRedactor } from '../service/operations.js';
+import type { Store } from '../store/store.js';
 import { StoreDestination } from '../transports/store/destination.js';
 import { createApp } from './app.js';
 import { tokenHash } from './auth.js';
@@ -34,33 +31,7 @@ const TOKENS = {
 
 async function app(opts: { ready?: boolean; policy?: string } = {}) {
   const dir = await temp('stowage-app-');
-  const conf = join(dir, 'registries.conf');
-  await writeFile(conf, '');
-  const store = await Store.open(join(dir, 'store'));
-  const config = parseStowageConfig(
-    `[store]\npath = "${join(dir, 'store')}"\n`,
-    join(dir, 'stowage.toml'),
-    {},
-  );
-  const ctx = await Context.create({ registriesConf: conf, env: {}, policy: opts.policy });
-  const engine: Engine = {
-    ctx,
-    store,
-    config,
-    tmpDir: join(dir, 'state', 'tmp'),
-    cacheDir: join(dir, 'state', 'cache'),
-    renditions: new LocalRenditions(join(dir, 'state', 'cache')),
-    counters: { bytesPulled: 0, bytesPushed: 0, blobCacheHits: 0, blobCacheMisses: 0 },
-  };
-  const never = async () => {
-    throw new Error('no job runs in these tests');
-  };
-  const jobs = new JobManager({
-    concurrency: 1,
-    maxQueued: 1,
-    keep: 10,
-    runners: { pull: never, push: never, sync: never },
-  });
+  const { engine, store, jobs } = await inProcessEngine(dir, { policy: opts.policy });
   const redact = pathRedactor({ store: join(dir, 'store'), state: join(dir, 'state') });
   const a = createApp({
     engine,

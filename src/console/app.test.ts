@@ -1,26 +1,13 @@
-/**
- * The web console in process, with `app.request()`: sign-in and its cookie, the redirect without a
- * session, CSRF and cross-origin refusals, the security headers, scopes deciding what a page offers and
- * what a form may do, and the weight of the first page. A real store on a temporary directory; jobs in
- * memory with runners that never run.
- */
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
+import { inProcessEngine } from '../../test/harness/in-process.js';
 import { tempDirs } from '../../test/harness/temp-dirs.js';
 import { createApp } from '../api/app.js';
 import { tokenHash } from '../api/auth.js';
 import { Sessions } from '../api/session.js';
-import { parseStowageConfig } from '../config/stowage.js';
 import { sha256Digest } from '../image/digest.js';
 import { MediaType } from '../image/mediatypes.js';
-import { Context } from '../registry/context.js';
-import { JobManager } from '../service/jobs.js';
 import { createMetrics } from '../service/metrics.js';
-import type { Engine } from '../service/operations.js';
-import { LocalRenditions } from '../store/renditions.js';
-import { Store } from '../store/store.js';
 import { mountConsole } from './app.js';
 
 const temp = tempDirs();
@@ -28,32 +15,7 @@ const TOKENS = { reader: 'stw_console-reader-0123456789', admin: 'stw_console-ad
 
 async function consoleApp() {
   const dir = await temp('stowage-console-');
-  const conf = join(dir, 'registries.conf');
-  await writeFile(conf, '');
-  const store = await Store.open(join(dir, 'store'));
-  const config = parseStowageConfig(
-    `[store]\npath = "${join(dir, 'store')}"\n`,
-    join(dir, 'stowage.toml'),
-    {},
-  );
-  const engine: Engine = {
-    ctx: await Context.create({ registriesConf: conf, env: {} }),
-    store,
-    config,
-    tmpDir: join(dir, 'tmp'),
-    cacheDir: join(dir, 'cache'),
-    renditions: new LocalRenditions(join(dir, 'cache')),
-    counters: { bytesPulled: 0, bytesPushed: 0, blobCacheHits: 0, blobCacheMisses: 0 },
-  };
-  const never = async () => {
-    throw new Error('no job runs in these tests');
-  };
-  const jobs = new JobManager({
-    concurrency: 1,
-    maxQueued: 5,
-    keep: 10,
-    runners: { pull: never, push: never, sync: never },
-  });
+  const { engine, store, jobs } = await inProcessEngine(dir, { maxQueued: 5 });
   const deps = {
     engine,
     jobs,

@@ -11,7 +11,7 @@ import { html } from 'hono/html';
 import { streamSSE } from 'hono/streaming';
 import { findToken } from '../api/auth.js';
 import { cancelJob, startPull, startPush, startSync } from '../api/jobs.js';
-import { SESSION_COOKIE, SESSION_TTL_MS, type Session } from '../api/session.js';
+import { SESSION_COOKIE, SESSION_TTL_MS, type Session, type Sessions } from '../api/session.js';
 import type { ApiApp, AppDeps, Env } from '../api/shared.js';
 import { ERROR_CODES, StowageError, toStowageError } from '../errors.js';
 import type { Job, JobEvent } from '../service/jobs.js';
@@ -56,24 +56,54 @@ function safeNext(next: unknown): string {
   return typeof next === 'string' && /^\/ui\/[A-Za-z0-9/_.-]*$/.test(next) ? next : '/ui/archives';
 }
 
+/** What every group of the console's routes uses. */
+interface Kit {
+  render: (
+    c: HonoContext<Env>,
+    o: PageOptions,
+    body: Html,
+    status?: PageStatus,
+  ) => Response | Promise<Response>;
+  act: (c: HonoContext<Env>, fn: () => Promise<Response>) => Promise<Response>;
+  field: (c: HonoContext<Env>, name: string) => Promise<string>;
+}
+
+type PageStatus = 200 | 400 | 401 | 403 | 404 | 409 | 422 | 429 | 500 | 503;
+
 export function mountConsole(app: ApiApp, deps: AppDeps): void {
   const sessions = deps.sessions;
   if (!sessions) return;
   app.use('/', securityHeaders);
   app.use('/ui/*', securityHeaders);
+  const kit = consoleKit(deps);
+  mountSignIn(app, deps, sessions, kit);
+  for (const path of [
+    '/ui/archives',
+    '/ui/archives/*',
+    '/ui/jobs',
+    '/ui/jobs/*',
+    '/ui/pulls',
+    '/ui/syncs',
+    '/ui/syncs/*',
+    '/ui/storage',
+    '/ui/api',
+  ]) {
+    app.use(path, signedIn);
+  }
+  mountArchives(app, deps, kit);
+  mountJobs(app, deps, kit);
+  mountOthers(app, deps, kit);
+}
 
-  const render = (
-    c: HonoContext<Env>,
-    o: PageOptions,
-    body: Html,
-    status: 200 | 400 | 401 | 403 | 404 | 409 | 422 | 429 | 500 | 503 = 200,
-  ) => c.html(page({ ...o, session: c.get('session') }, body), status);
+/** A page that needs a session: without one, the sign-in page (and back here after it). */
+const signedIn: MiddlewareHandler<Env> = async (c, next) => {
+  if (!c.get('session')) return c.redirect(`/ui/login?next=${encodeURIComponent(c.req.path)}`, 302);
+  await next();
+};
 
-  /** A page that needs a session: without one, the sign-in page (and back here after it). */
-  const signedIn: MiddlewareHandler<Env> = async (c, next) => {
-    if (!c.get('session')) return c.redirect(`/ui/login?next=${encodeURIComponent(c.req.path)}`, 302);
-    await next();
-  };
+function consoleKit(deps: AppDeps): Kit {
+  const render = (c: HonoContext<Env>, o: PageOptions, body: Html, status: PageStatus = 200) =>
+    c.html(page({ ...o, session: c.get('session') }, body), status);
 
   /** Runs a form's action; a refusal is shown on a page that says why, with the status it maps to. */
   const act = async (c: HonoContext<Env>, fn: () => Promise<Response>) => {
@@ -83,7 +113,7 @@ export function mountConsole(app: ApiApp, deps: AppDeps): void {
       const err = toStowageError(e);
       const message = deps.redact ? deps.redact(err.message) : err.message;
       const http: number = ERROR_CODES[err.code]?.http ?? 500;
-      const status = (http === 499 ? 409 : http) as 400 | 403 | 404 | 409 | 422 | 429 | 500 | 503;
+      const status = (http === 499 ? 409 : http) as PageStatus;
       return render(
         c,
         { title: 'Not done', flash: { text: `${err.code}: ${message}`, error: true } },
@@ -96,7 +126,11 @@ export function mountConsole(app: ApiApp, deps: AppDeps): void {
     const v = (await c.req.parseBody())[name];
     return typeof v === 'string' ? v.trim() : '';
   };
+  return { render, act, field };
+}
 
+/** The way in and out: /, sign-in, sign-out, and the console's own files. */
+function mountSignIn(app: ApiApp, deps: AppDeps, sessions: Sessions, { render }: Kit): void {
   app.get('/', (c) => c.redirect(c.get('session') ? '/ui/archives' : '/ui/login', 302));
   app.get('/ui', (c) => c.redirect('/ui/archives', 302));
   app.get('/ui/assets/:name{.+}', async (c) => {
@@ -149,17 +183,10 @@ export function mountConsole(app: ApiApp, deps: AppDeps): void {
     deleteCookie(c, SESSION_COOKIE, { path: '/', secure: overTls(c) });
     return c.redirect('/ui/login', 303);
   });
+}
 
-  app.use('/ui/archives', signedIn);
-  app.use('/ui/archives/*', signedIn);
-  app.use('/ui/jobs', signedIn);
-  app.use('/ui/jobs/*', signedIn);
-  app.use('/ui/pulls', signedIn);
-  app.use('/ui/syncs', signedIn);
-  app.use('/ui/syncs/*', signedIn);
-  app.use('/ui/storage', signedIn);
-  app.use('/ui/api', signedIn);
-
+/** Archives: the list, a version, push and delete. */
+function mountArchives(app: ApiApp, deps: AppDeps, { render, act, field }: Kit): void {
   app.get('/ui/archives', async (c) =>
     render(
       c,
@@ -205,7 +232,10 @@ export function mountConsole(app: ApiApp, deps: AppDeps): void {
       );
     }),
   );
+}
 
+/** Jobs: the live list, one job, cancel, and starting a pull. */
+function mountJobs(app: ApiApp, deps: AppDeps, { render, act, field }: Kit): void {
   app.get('/ui/jobs', async (c) =>
     render(
       c,
@@ -264,7 +294,10 @@ export function mountConsole(app: ApiApp, deps: AppDeps): void {
       return c.redirect(`/ui/jobs/${r.job.id}`, 303);
     }),
   );
+}
 
+/** Sync jobs (and running one now), storage and the API reference. */
+function mountOthers(app: ApiApp, deps: AppDeps, { render, act, field }: Kit): void {
   app.get('/ui/syncs', async (c) =>
     render(
       c,

@@ -38,6 +38,7 @@ export function page(o: PageOptions, body: Html): Html {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${o.title} &middot; stowage</title>
+<link rel="icon" href="/ui/assets/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/ui/assets/console.css">
 ${(o.styles ?? []).map((s) => html`<link rel="stylesheet" href="${s}">`)}
 <script type="module" src="/ui/assets/console.js"></script>

@@ -75,7 +75,6 @@ export function storagePage(u: DiskUsage): Html {
 <p>${formatBytes(u.logicalBytes)} of archives take ${formatBytes(u.diskBytes)} in the store
 (${u.logicalBytes ? `${((u.diskBytes / u.logicalBytes) * 100).toFixed(0)}%` : '-'}): blobs are stored once for every version that has them.
 Retention as configured would reclaim ${u.reclaimable.versions} versions, ${formatBytes(u.reclaimable.bytes)}.</p>
-<p class="note">Store: ${u.store}</p>
 <h2>Whole store</h2>
 <div class="chart">
   <span>Archives (logical)</span><meter min="0" max="${Math.max(u.logicalBytes, u.diskBytes, 1)}" value="${u.logicalBytes}" aria-label="logical bytes"></meter><span>${formatBytes(u.logicalBytes)}</span>
@@ -85,7 +84,9 @@ Retention as configured would reclaim ${u.reclaimable.versions} versions, ${form
 <h2>Per repository</h2>
 <p class="note">Logical: all its versions as separate archives. Unique: its distinct blobs.</p>
 <div class="chart">${u.repositories.map(
-    (r) => html`<span class="mono">${r.repository} <span class="note">(${r.versions} versions)</span></span>
+    (
+      r,
+    ) => html`<span class="mono">${r.repository} <span class="note">(${r.versions} version${r.versions === 1 ? '' : 's'})</span></span>
 <meter min="0" max="${top}" value="${r.logicalBytes}" aria-label="${r.repository} logical bytes"></meter>
 <span>${formatBytes(r.logicalBytes)} / ${formatBytes(r.uniqueBytes)}</span>`,
   )}</div>`;

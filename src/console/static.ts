@@ -12,9 +12,10 @@ const TYPES: Record<string, string> = {
   '.css': 'text/css; charset=utf-8',
   '.js': 'text/javascript; charset=utf-8',
   '.png': 'image/png',
+  '.svg': 'image/svg+xml',
 };
 
-const OWN = new Set(['console.css', 'console.js', 'api.js']);
+const OWN = new Set(['console.css', 'console.js', 'api.js', 'favicon.svg']);
 const SWAGGER = new Set(['swagger-ui.css', 'swagger-ui-bundle.js', 'favicon-32x32.png']);
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -1,0 +1,221 @@
+/**
+ * The web console in a real browser: Debian's Chromium driven by playwright-core, against a real
+ * `stowage serve` and real registries. Sign in, start a pull and watch it finish live, find the version,
+ * download it (the same sha256 as `stowage pull`), push it to another repository (skopeo reads the same
+ * digest), cancel a job, and a read-only token sees no destructive button and is refused if it tries.
+ * Every page loads without a Content-Security-Policy violation. With STOWAGE_CONSOLE_SCREENSHOTS=DIR,
+ * a screenshot of each page is written there (docs/console has them).
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { harness, insecureConf, stowage } from './harness/cli.js';
+import { type FaultProxy, startFaultProxy } from './harness/fault-proxy.js';
+import { run } from './harness/processes.js';
+import {
+  api,
+  type RunningService,
+  type ServiceDir,
+  serviceDir,
+  startService,
+  TOKENS,
+} from './harness/service.js';
+
+const h = harness();
+const plain = h.registries.plain;
+const SHOTS = process.env.STOWAGE_CONSOLE_SCREENSHOTS;
+
+let browser: Browser;
+let service: RunningService;
+let d: ServiceDir;
+let proxy: FaultProxy;
+/** CSP violations and page errors seen by any page. */
+const violations: string[] = [];
+
+beforeAll(async () => {
+  proxy = await startFaultProxy({
+    upstream: `http://${plain.host}`,
+    // The large fixture trickles, so its pull is still running when the test cancels it.
+    fault: (req) =>
+      req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '')
+        ? { kind: 'trickle', bytes: 64 * 1024, everyMs: 50 }
+        : undefined,
+  });
+  d = await serviceDir(
+    'console',
+    insecureConf(plain.host, proxy.host),
+    `\n[[job]]\nname = "nightly"\nsource = "${plain.host}/fixtures/small"\ntags = ["v1"]\nschedule = "0 3 * * *"\n`,
+  );
+  service = await startService(d);
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+  if (SHOTS) await mkdir(SHOTS, { recursive: true });
+}, 60_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await service?.stop();
+  await proxy?.close();
+});
+
+async function session(token: string): Promise<{ context: BrowserContext; page: Page }> {
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1200, height: 900 } });
+  const page = await context.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error') violations.push(m.text());
+  });
+  page.on('pageerror', (e) => violations.push(e.message));
+  await page.goto(`${service.url}/`);
+  expect(new URL(page.url()).pathname).toBe('/ui/login');
+  await page.getByLabel('API token').fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL('**/ui/archives');
+  return { context, page };
+}
+
+async function shot(page: Page, name: string): Promise<void> {
+  if (SHOTS) await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('the web console in Chromium', () => {
+  let versionPath = '';
+
+  it('signs in, pulls an image and shows it finishing live, then serves its download', async () => {
+    const { context, page } = await session(TOKENS.admin);
+    try {
+      await page.getByRole('link', { name: 'Jobs', exact: true }).click();
+      // Through the trickling proxy: the pull lasts a few seconds, long enough to be watched.
+      await page.getByLabel(/^Images/).fill(`${proxy.host}/fixtures/multi:v1`);
+      await page.getByRole('button', { name: 'Start the pull' }).click();
+      await page.waitForURL(/\/ui\/jobs\/[a-z0-9-]+$/);
+      // The page follows the job's events: running, its blobs arriving, then its end, with no reload by the test.
+      await page.locator('[data-job-state]', { hasText: 'running' }).waitFor({ timeout: 30_000 });
+      await page.locator('[data-job-blobs] progress').first().waitFor();
+      await shot(page, 'job-running');
+      await page.locator('[data-job-state]', { hasText: 'succeeded' }).waitFor({ timeout: 60_000 });
+      expect(await page.locator('[data-job-blobs] progress').count()).toBeGreaterThanOrEqual(4);
+      await page.getByRole('link', { name: /^version / }).waitFor();
+      await shot(page, 'job');
+      await page.getByRole('link', { name: /^version / }).click();
+      await page.waitForURL(/\/ui\/archives\/[0-9a-f]{12}$/);
+      versionPath = new URL(page.url()).pathname;
+      await shot(page, 'version');
+
+      const [download] = await Promise.all([
+        page.waitForEvent('download'),
+        page.getByRole('link', { name: 'oci-archive' }).click(),
+      ]);
+      const got = await readFile((await download.path())!);
+      const pulled = join(d.dir, 'multi.tar');
+      const r = await stowage(['pull', '-q', `${proxy.host}/fixtures/multi:v1`, '-o', pulled], {
+        env: d.env,
+      });
+      expect(r.code, r.stderr).toBe(0);
+      expect(sha256(got)).toBe(sha256(await readFile(pulled)));
+      // The sha256sum line on the page names that checksum.
+      expect(await page.locator('#sumline').textContent()).toContain(sha256(got));
+
+      await page.getByRole('link', { name: 'Archives', exact: true }).click();
+      await page.getByLabel(/^Search/).fill('fixtures/multi');
+      await page.getByRole('button', { name: 'Search' }).click();
+      await expect(page.locator(`a[href="${versionPath}"]`).count()).resolves.toBe(1);
+      await shot(page, 'archives');
+    } finally {
+      await context.close();
+    }
+  }, 120_000);
+
+  it('pushes the version to another repository, digest intact, and cancels a running job', async () => {
+    const { context, page } = await session(TOKENS.admin);
+    try {
+      await page.goto(`${service.url}${versionPath}`);
+      const digest = (await page
+        .locator('tr', { hasText: 'Digest' })
+        .first()
+        .locator('td')
+        .textContent())!.trim();
+      await page.getByLabel(/^Destination/).fill(`${plain.host}/console/pushed:v1`);
+      await page.getByRole('button', { name: 'Push' }).click();
+      await page.waitForURL(/\/ui\/jobs\//);
+      await page.locator('[data-job-state]', { hasText: 'succeeded' }).waitFor({ timeout: 60_000 });
+      const inspected = JSON.parse(
+        (await run('skopeo', ['inspect', '--tls-verify=false', `docker://${plain.host}/console/pushed:v1`]))
+          .stdout,
+      );
+      expect(inspected.Digest).toBe(digest);
+
+      // A slow pull, canceled from its page.
+      await page.getByRole('link', { name: 'Jobs', exact: true }).click();
+      await page.getByLabel(/^Images/).fill(`${proxy.host}/fixtures/large:v1`);
+      await page.getByRole('button', { name: 'Start the pull' }).click();
+      await page.waitForURL(/\/ui\/jobs\//);
+      await page.locator('[data-job-state]', { hasText: 'running' }).waitFor({ timeout: 30_000 });
+      await page.getByRole('button', { name: 'Cancel this job' }).click();
+      await page.locator('[data-job-state]', { hasText: 'canceled' }).waitFor({ timeout: 60_000 });
+
+      // The list shows both, and updates itself.
+      await page.getByRole('link', { name: 'Jobs', exact: true }).click();
+      const rows = page.locator('tbody[data-live-jobs] tr');
+      const before = await rows.count();
+      expect(before).toBeGreaterThanOrEqual(3);
+      // A job started elsewhere (a CI system, by the API) appears without a reload.
+      const res = await api(service, 'puller', '/v1/pulls', {
+        method: 'POST',
+        json: { ref: `${plain.host}/fixtures/small:v1` },
+      });
+      expect(res.status).toBe(202);
+      await expect.poll(() => rows.count(), { timeout: 15_000 }).toBe(before + 1);
+      await shot(page, 'jobs');
+    } finally {
+      await context.close();
+    }
+  }, 180_000);
+
+  it('shows sync jobs, storage and the API reference without a CSP violation', async () => {
+    const { context, page } = await session(TOKENS.admin);
+    try {
+      await page.getByRole('link', { name: 'Sync jobs', exact: true }).click();
+      await page.getByRole('heading', { name: 'nightly' }).waitFor();
+      expect(await page.locator('main').textContent()).toContain('0 3 * * *');
+      await shot(page, 'syncs');
+      await page.getByRole('link', { name: 'Storage', exact: true }).click();
+      await page.getByRole('heading', { name: 'Per repository' }).waitFor();
+      expect(await page.locator('meter').count()).toBeGreaterThan(3);
+      await shot(page, 'storage');
+      await page.getByRole('link', { name: 'API', exact: true }).click();
+      // Swagger UI, served by stowage, renders the document it read with the session.
+      await page.getByText('/v1/pulls').first().waitFor({ timeout: 30_000 });
+      await shot(page, 'api');
+      expect(violations, violations.join('\n')).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  }, 120_000);
+
+  it('gives a read-only token no destructive button, and refuses it if it tries', async () => {
+    const { context, page } = await session(TOKENS.reader);
+    try {
+      await page.goto(`${service.url}${versionPath}`);
+      await expect(page.getByRole('button', { name: /^Delete/ }).count()).resolves.toBe(0);
+      await expect(page.getByRole('button', { name: 'Push' }).count()).resolves.toBe(0);
+      expect(await page.locator('main').textContent()).toContain('no "admin" scope');
+      await page.getByRole('link', { name: 'Jobs', exact: true }).click();
+      await expect(page.getByRole('button', { name: 'Start the pull' }).count()).resolves.toBe(0);
+      // Trying anyway, with the page's own CSRF secret: the scope still decides.
+      const status = await page.evaluate(`(async () => {
+        const csrf = document.querySelector('input[name=_csrf]').value;
+        const res = await fetch('${versionPath}/delete', { method: 'POST', body: new URLSearchParams({ _csrf: csrf }) });
+        return res.status;
+      })()`);
+      expect(status).toBe(403);
+      await page.goto(`${service.url}${versionPath}`);
+      expect(await page.locator('h1').textContent()).toContain('fixtures/multi:v1');
+      await shot(page, 'read-only');
+    } finally {
+      await context.close();
+    }
+  }, 60_000);
+});

@@ -1,0 +1,45 @@
+/**
+ * The engine of a service in this process, for the route tests that use `app.request()`: a real store
+ * in `dir`, an empty registries.conf, and a job manager whose runners must never run.
+ */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseStowageConfig } from '../../src/config/stowage.js';
+import { Context } from '../../src/registry/context.js';
+import { JobManager } from '../../src/service/jobs.js';
+import type { Engine } from '../../src/service/operations.js';
+import { LocalRenditions } from '../../src/store/renditions.js';
+import { Store } from '../../src/store/store.js';
+
+export async function inProcessEngine(
+  dir: string,
+  opts: { policy?: string | undefined; maxQueued?: number } = {},
+): Promise<{ engine: Engine; store: Store; jobs: JobManager }> {
+  const conf = join(dir, 'registries.conf');
+  await writeFile(conf, '');
+  const store = await Store.open(join(dir, 'store'));
+  const config = parseStowageConfig(
+    `[store]\npath = "${join(dir, 'store')}"\n`,
+    join(dir, 'stowage.toml'),
+    {},
+  );
+  const engine: Engine = {
+    ctx: await Context.create({ registriesConf: conf, env: {}, policy: opts.policy }),
+    store,
+    config,
+    tmpDir: join(dir, 'state', 'tmp'),
+    cacheDir: join(dir, 'state', 'cache'),
+    renditions: new LocalRenditions(join(dir, 'state', 'cache')),
+    counters: { bytesPulled: 0, bytesPushed: 0, blobCacheHits: 0, blobCacheMisses: 0 },
+  };
+  const never = async () => {
+    throw new Error('no job runs in these tests');
+  };
+  const jobs = new JobManager({
+    concurrency: 1,
+    maxQueued: opts.maxQueued ?? 1,
+    keep: 10,
+    runners: { pull: never, push: never, sync: never },
+  });
+  return { engine, store, jobs };
+}
