@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 for cmd in docker-registry skopeo umoci podman htpasswd openssl curl python3 keyctl dbus-run-session gnome-keyring-daemon ss \
-  radosgw ceph-mon ceph-osd monmaptool chromium; do
+  radosgw ceph-mon ceph-osd monmaptool chromium systemd-analyze; do
   command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
 done
 # PostgreSQL's programs are not on PATH in Debian.
@@ -19,7 +19,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     docker-registry skopeo umoci podman apache2-utils openssl ca-certificates curl python3 \
     keyutils dbus-daemon gnome-keyring iproute2 \
-    ceph-mon ceph-osd radosgw ceph-common postgresql chromium fonts-dejavu-core >/dev/null
+    ceph-mon ceph-osd radosgw ceph-common postgresql chromium fonts-dejavu-core systemd >/dev/null
 fi
 
 echo "setup: npm ci"

@@ -195,6 +195,37 @@ describe('the web console in Chromium', () => {
     }
   }, 120_000);
 
+  it('reads without JavaScript, and is used with the keyboard alone', async () => {
+    const context = await browser.newContext({ javaScriptEnabled: false });
+    const page = await context.newPage();
+    try {
+      await page.goto(`${service.url}/`);
+      // Signed in with the keyboard: the token field, then Enter.
+      await page.keyboard.press('Tab');
+      await page.keyboard.press('Tab');
+      await expect
+        .poll(() => page.evaluate('document.activeElement && document.activeElement.id'))
+        .toBe('token');
+      await page.keyboard.type(TOKENS.reader);
+      await page.keyboard.press('Enter');
+      await page.waitForURL('**/ui/archives');
+      expect(await page.locator('main').textContent()).toContain('fixtures/multi');
+      // Every page is there as the server rendered it.
+      for (const [link, text] of [
+        ['Jobs', 'fixtures/multi:v1'],
+        ['Sync jobs', 'nightly'],
+        ['Storage', 'Per repository'],
+      ] as const) {
+        await page.getByRole('link', { name: link, exact: true }).click();
+        expect(await page.locator('main').textContent()).toContain(text);
+      }
+      await page.goto(`${service.url}${versionPath}`);
+      expect(await page.locator('main').textContent()).toContain('sha256sum -c');
+    } finally {
+      await context.close();
+    }
+  }, 60_000);
+
   it('gives a read-only token no destructive button, and refuses it if it tries', async () => {
     const { context, page } = await session(TOKENS.reader);
     try {
