@@ -28,10 +28,11 @@ import { sweepLeftovers, tmpPid } from './core/partials.js';
 import { StowageError } from './errors.js';
 import { Context } from './registry/context.js';
 import { type Job, JobManager, type JobSystem, type Runner } from './service/jobs.js';
-import { createMetrics } from './service/metrics.js';
+import { createMetrics, type Metrics } from './service/metrics.js';
 import { type Engine, outboundGuard, pathRedactor, runPull, runPush, runSync } from './service/operations.js';
 import { openStore } from './store/open.js';
 import { LocalRenditions } from './store/renditions.js';
+import { diskUsage } from './store/usage.js';
 
 export interface ServeOptions {
   config?: string | undefined;
@@ -101,6 +102,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const logger = pino({
     level: opts.logLevel ?? env.STOWAGE_LOG_LEVEL ?? 'info',
     base: { service: 'stowage' },
+    // "level":"info" and an ISO time: what log pipelines read without a pino-specific mapping.
+    formatters: { level: (label) => ({ level: label }) },
+    timestamp: pino.stdTimeFunctions.isoTime,
   });
   const loaded = await loadStowageConfig(opts.config, env);
   const config: StowageConfig = opts.store ? { ...loaded, storePath: opts.store } : loaded;
@@ -140,9 +144,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     // A sync with failed tags fails the job and keeps its report as the result.
     sync: (run) => runSync(engine, (run.job.request as { jobs?: string[] }).jobs, run),
   };
+  let metrics: Metrics | undefined;
   const onChange = (job: Job) => {
     if (job.state === 'failed') logger.warn({ job: job.id, kind: job.kind, error: job.error }, 'job failed');
     else logger.info({ job: job.id, kind: job.kind, state: job.state }, 'job');
+    metrics?.observeJob(job);
   };
   let jobs: JobSystem;
   try {
@@ -162,7 +168,11 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     await ctx.close();
     throw e;
   }
-  const metrics = createMetrics(engine, jobs, { replica });
+  metrics = createMetrics(engine, jobs, {
+    replica,
+    version: opts.version,
+    usage: () => diskUsage(store, config),
+  });
 
   // Schedules: each job with `schedule` queues a sync of itself (a run still going is shared); with
   // replicas sharing PostgreSQL, once per slot across them all.

@@ -161,9 +161,11 @@ describe('stowage serve', () => {
       .split('\n')
       .filter((l) => l.startsWith('{'));
     expect(lines.length).toBeGreaterThan(10);
-    expect(lines.map((l) => JSON.parse(l)).some((l) => l.requestId === 'trace-123' && l.status === 200)).toBe(
-      true,
-    );
+    const parsed = lines.map((l) => JSON.parse(l));
+    expect(parsed.some((l) => l.requestId === 'trace-123' && l.status === 200)).toBe(true);
+    // Level names and ISO times, as log pipelines read them.
+    expect(parsed.every((l) => ['debug', 'info', 'warn', 'error', 'fatal'].includes(l.level))).toBe(true);
+    expect(parsed.every((l) => /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/.test(l.time))).toBe(true);
   });
 
   it('pulls through the API, streams progress over SSE, and serves the archive whole and by range', async () => {
@@ -670,7 +672,26 @@ describe('stowage serve', () => {
       family('stowage_jobs').metrics.find((m) => m.labels?.kind === 'pull' && m.labels.state === 'succeeded')
         ?.value,
     ).toBe('1');
-    expect(Number(family('stowage_bytes_pulled_total').metrics[0]!.value)).toBeGreaterThan(100 * 1024);
+    expect(Number(family('stowage_pulled_bytes_total').metrics[0]!.value)).toBeGreaterThan(100 * 1024);
+    expect(Number(family('stowage_store_fetched_blobs_total').metrics[0]!.value)).toBeGreaterThan(0);
+    // Finished jobs are counted (they stay counted when the history is pruned) and timed.
+    expect(
+      family('stowage_jobs_finished_total').metrics.find(
+        (m) => m.labels?.kind === 'pull' && m.labels.outcome === 'succeeded',
+      )?.value,
+    ).toBe('1');
+    expect(family('stowage_job_duration_seconds').type).toBe('HISTOGRAM');
+    expect(Number(family('stowage_store_logical_bytes').metrics[0]!.value)).toBeGreaterThan(100 * 1024);
+    expect(Number(family('stowage_store_stored_bytes').metrics[0]!.value)).toBeGreaterThan(100 * 1024);
+    expect(family('stowage_build_info').metrics[0]!.labels?.node).toBe(process.versions.node);
+    // prom-client's process and Node metrics.
+    expect(family('process_cpu_seconds_total')).toBeDefined();
+    expect(family('nodejs_eventloop_lag_seconds')).toBeDefined();
+    // Prometheus naming: counters end in _total, and nothing says "blob cache" for store deduplication.
+    for (const f of families) {
+      if (f.type === 'COUNTER') expect(f.name, f.name).toMatch(/_total$/);
+      expect(f.name).not.toContain('blob_cache');
+    }
     const requests = family('stowage_registry_requests_total').metrics;
     expect(
       requests.some(
@@ -711,6 +732,12 @@ describe('stowage serve', () => {
       ).jobs.filter((j) => j.requestedBy === 'schedule');
     }
     expect(scheduled.some((j) => j.state === 'succeeded')).toBe(true);
+    // Each sync job's last success, for an alert on a mirror that stopped syncing.
+    const metrics = await (await api(s, 'reader', '/metrics')).text();
+    const last = Number(
+      /^stowage_sync_last_success_timestamp_seconds\{job="small"\} (\S+)$/m.exec(metrics)?.[1],
+    );
+    expect(Math.abs(last - Date.now() / 1000)).toBeLessThan(120);
     const archives = (await (await api(s, 'reader', '/v1/archives')).json()) as {
       archives: { digest: string }[];
     };

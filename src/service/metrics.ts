@@ -1,27 +1,45 @@
 /**
- * Prometheus metrics (prom-client, a registry of the service's own, no process-global state): bytes
- * pulled and pushed, jobs by kind and state, blob cache hits, registry requests by host, method and
- * status with their latency, and the API's own requests.
+ * Prometheus metrics (prom-client, a registry of the service's own, no process-global state), named as
+ * Prometheus asks (unit last, `_total` on counters): bytes pulled and pushed, blobs fetched and blobs
+ * the store already held, finished jobs by kind and outcome with their duration, the last successful
+ * run of each sync job, the store's logical and stored bytes, jobs kept in the history by state,
+ * registry requests by host, method and status with their latency, the API's own requests, build info,
+ * and prom-client's process and Node metrics.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { type RegistryRequestRecord, registryRequestObservers } from '../registry/client.js';
-import type { JobSystem } from './jobs.js';
+import { type Job, type JobSystem, TERMINAL } from './jobs.js';
 import type { Engine } from './operations.js';
 
 export interface Metrics {
   registry: Registry;
   observeApi(method: string, route: string, status: number, seconds: number): void;
+  /** A job that changed state: a finished one is counted, timed and, for a sync, its jobs' success noted. */
+  observeJob(job: Job): void;
   close(): void;
 }
 
-export function createMetrics(
-  engine: Engine,
-  jobs: JobSystem,
-  opts: { replica?: string | undefined } = {},
-): Metrics {
+export interface MetricsOptions {
+  replica?: string | undefined;
+  version?: string | undefined;
+  /** The store's logical and stored bytes (read at most once a minute). */
+  usage?: (() => Promise<{ logicalBytes: number; diskBytes: number }>) | undefined;
+}
+
+/** How long the store's byte counts are reused: reading them walks every version. */
+const USAGE_TTL_MS = 60_000;
+
+export function createMetrics(engine: Engine, jobs: JobSystem, opts: MetricsOptions = {}): Metrics {
   const registry = new Registry();
   // Replicas sharing a store are told apart by this label on every series.
   if (opts.replica) registry.setDefaultLabels({ replica: opts.replica });
+  collectDefaultMetrics({ register: registry });
+  new Gauge({
+    name: 'stowage_build_info',
+    help: 'Always 1; the version of stowage and of Node as labels',
+    labelNames: ['version', 'node'],
+    registers: [registry],
+  }).set({ version: opts.version ?? 'unknown', node: process.versions.node }, 1);
   const counter = (name: string, help: string, read: () => number) =>
     new Counter({
       name,
@@ -34,28 +52,77 @@ export function createMetrics(
       },
     });
   counter(
-    'stowage_bytes_pulled_total',
+    'stowage_pulled_bytes_total',
     'Blob bytes fetched from registries',
     () => engine.counters.bytesPulled,
   );
   counter(
-    'stowage_bytes_pushed_total',
+    'stowage_pushed_bytes_total',
     'Blob bytes uploaded to registries',
     () => engine.counters.bytesPushed,
   );
   counter(
-    'stowage_blob_cache_hits_total',
-    'Blobs the store already held (not fetched)',
+    'stowage_store_deduplicated_blobs_total',
+    'Blobs a pull or sync needed that the store already held (not fetched again)',
     () => engine.counters.blobCacheHits,
   );
   counter(
-    'stowage_blob_cache_misses_total',
-    'Blobs fetched into the store',
+    'stowage_store_fetched_blobs_total',
+    'Blobs fetched from registries into the store',
     () => engine.counters.blobCacheMisses,
   );
+  const finished = new Counter({
+    name: 'stowage_jobs_finished_total',
+    help: 'Jobs this process finished, by kind and outcome (succeeded, failed, canceled)',
+    labelNames: ['kind', 'outcome'],
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'stowage_job_duration_seconds',
+    help: 'From a job starting to its end, by kind and outcome',
+    labelNames: ['kind', 'outcome'],
+    buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400],
+    registers: [registry],
+  });
+  const lastSync = new Gauge({
+    name: 'stowage_sync_last_success_timestamp_seconds',
+    help: 'When each sync job of stowage.toml last finished without a failure (Unix time)',
+    labelNames: ['job'],
+    registers: [registry],
+  });
+  let usage: { at: number; value: Promise<{ logicalBytes: number; diskBytes: number }> } | undefined;
+  const readUsage = () => {
+    if (!opts.usage) return undefined;
+    if (!usage || Date.now() - usage.at > USAGE_TTL_MS) {
+      const value = opts.usage();
+      value.catch(() => {
+        usage = undefined;
+      });
+      usage = { at: Date.now(), value };
+    }
+    return usage.value;
+  };
+  new Gauge({
+    name: 'stowage_store_logical_bytes',
+    help: 'What every stored version would take as its own archive',
+    registers: [registry],
+    async collect() {
+      const u = await readUsage()?.catch(() => undefined);
+      if (u) this.set(u.logicalBytes);
+    },
+  });
+  new Gauge({
+    name: 'stowage_store_stored_bytes',
+    help: 'What the store holds (each blob once)',
+    registers: [registry],
+    async collect() {
+      const u = await readUsage()?.catch(() => undefined);
+      if (u) this.set(u.diskBytes);
+    },
+  });
   new Gauge({
     name: 'stowage_jobs',
-    help: 'Jobs by kind and state (the history kept)',
+    help: 'Jobs in the history kept, by kind and state (older ones are pruned: count finished jobs with stowage_jobs_finished_total)',
     labelNames: ['kind', 'state'],
     registers: [registry],
     async collect() {
@@ -102,6 +169,18 @@ export function createMetrics(
     observeApi(method, route, status, seconds) {
       api.inc({ method, route, status: String(status) });
       apiLatency.observe({ method, route }, seconds);
+    },
+    observeJob(job) {
+      if (!TERMINAL.has(job.state)) return;
+      finished.inc({ kind: job.kind, outcome: job.state });
+      if (job.startedAt && job.finishedAt) {
+        const seconds = (Date.parse(job.finishedAt) - Date.parse(job.startedAt)) / 1000;
+        duration.observe({ kind: job.kind, outcome: job.state }, Math.max(0, seconds));
+      }
+      if (job.kind === 'sync' && job.state === 'succeeded') {
+        const at = Date.parse(job.finishedAt ?? new Date().toISOString()) / 1000;
+        for (const name of (job.request as { jobs?: string[] }).jobs ?? []) lastSync.set({ job: name }, at);
+      }
     },
     close() {
       registryRequestObservers.delete(observer);
