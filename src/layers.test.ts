@@ -13,6 +13,8 @@ import { describe, expect, it } from 'vitest';
  */
 const LAYERS: string[][] = [
   ['errors.ts'],
+  // The typed API client for other programs: it imports nothing of stowage's own.
+  ['client'],
   ['core'],
   ['reference'],
   ['image'],

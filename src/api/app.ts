@@ -13,6 +13,34 @@ import type { ApiApp, AppDeps } from './shared.js';
 
 export type { AppDeps } from './shared.js';
 
+/** The OpenAPI document's own parts (the routes add theirs); openapi.json at the repository root is it, committed. */
+export function openApiConfig(version: string): Parameters<ApiApp['doc31']>[1] {
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'stowage',
+      version,
+      description:
+        'Registry-to-tarball sync gateway: pulls into a versioned archive store, downloads, pushes and syncs. Every route but /healthz and /readyz needs an API token (Authorization: Bearer TOKEN); this document too.',
+    },
+    servers: [
+      { url: 'http://127.0.0.1:8080', description: "stowage serve's default address (yours may differ)" },
+    ],
+    tags: [
+      {
+        name: 'Jobs',
+        description: 'Pulls, pushes and syncs run as jobs: started, listed, followed (SSE) and canceled',
+      },
+      {
+        name: 'Archives',
+        description: 'The versions in the archive store: listed, uploaded, downloaded, deleted',
+      },
+      { name: 'Registries', description: 'What the service may reach, and what registries hold' },
+      { name: 'Health', description: 'Liveness, readiness and metrics' },
+    ],
+  };
+}
+
 export function createApp(deps: AppDeps): ApiApp {
   const app = newApi();
   app.use('*', requestLog(deps));
@@ -29,14 +57,6 @@ export function createApp(deps: AppDeps): ApiApp {
   app.route('/', archivesApi(deps));
   app.route('/', registriesApi(deps));
   app.use('/openapi.json', need('read'));
-  app.doc31('/openapi.json', {
-    openapi: '3.1.0',
-    info: {
-      title: 'stowage',
-      version: deps.version,
-      description:
-        'Registry-to-tarball sync gateway: pulls into a versioned archive store, downloads, pushes and syncs.',
-    },
-  });
+  app.doc31('/openapi.json', openApiConfig(deps.version));
   return app;
 }

@@ -58,6 +58,8 @@ function withLatest(all: StoredVersion[]): { v: StoredVersion; latest: boolean }
 const listArchivesRoute = createRoute({
   method: 'get',
   path: '/v1/archives',
+  operationId: 'listArchives',
+  tags: ['Archives'],
   summary: 'Stored versions (archives), oldest first',
   security,
   middleware: [need('read')] as const,
@@ -77,6 +79,8 @@ const listArchivesRoute = createRoute({
 const uploadArchiveRoute = createRoute({
   method: 'post',
   path: '/v1/archives',
+  operationId: 'uploadArchive',
+  tags: ['Archives'],
   summary: 'Upload an archive into the store',
   description:
     'The body is an archive in any format stowage reads (oci-archive, docker-archive from docker, podman or skopeo, gzipped or not), streamed to disk within server.max-upload, every blob digest-checked into the store. Each image becomes a version named as the archive names it, or by ?name= for a one-image archive.',
@@ -93,12 +97,16 @@ const uploadArchiveRoute = createRoute({
     201: json('stored', z.object({ archives: z.array(ArchiveSchema) })),
     ...errorResponses,
     413: json('over server.max-upload', ErrorSchema),
+    415: json('not a body this route reads', ErrorSchema),
+    422: json('not an archive stowage reads, or a blob that fails its digest', ErrorSchema),
   },
 });
 
 const getArchiveRoute = createRoute({
   method: 'get',
   path: '/v1/archives/{id}',
+  operationId: 'getArchive',
+  tags: ['Archives'],
   summary: 'One stored version',
   security,
   middleware: [need('read')] as const,
@@ -112,6 +120,8 @@ const getArchiveRoute = createRoute({
 const deleteArchiveRoute = createRoute({
   method: 'delete',
   path: '/v1/archives/{id}',
+  operationId: 'deleteArchive',
+  tags: ['Archives'],
   summary: 'Delete a stored version (and blobs no other version uses)',
   security,
   middleware: [need('admin')] as const,
@@ -122,9 +132,23 @@ const deleteArchiveRoute = createRoute({
   },
 });
 
+/** What every answer with the archive's bytes says of it. */
+const downloadHeaders = {
+  ETag: { description: '"sha256:HEX" of the whole archive', schema: { type: 'string' } },
+  'Accept-Ranges': { description: 'bytes', schema: { type: 'string' } },
+  'Content-Length': { description: 'bytes in this answer', schema: { type: 'integer' } },
+  'X-Content-Sha256': { description: "the whole archive's sha256 (hex)", schema: { type: 'string' } },
+  'Content-Disposition': {
+    description: 'attachment; filename="REPOSITORY_TAG.tar"',
+    schema: { type: 'string' },
+  },
+} as const;
+
 const archiveContentRoute = createRoute({
   method: 'get',
   path: '/v1/archives/{id}/content',
+  operationId: 'downloadArchive',
+  tags: ['Archives'],
   summary: "Download a version's reproducible archive",
   description:
     "oci-archive (default): the whole version, streamed from the store, byte-identical to `stowage archives export`; Content-Length, ETag (its sha256) and single byte ranges are answered without building it. docker-archive: one platform (?platform=, default the host's), made once and kept.",
@@ -136,14 +160,27 @@ const archiveContentRoute = createRoute({
       format: z.enum(['oci-archive', 'docker-archive']).optional(),
       platform: z.string().max(64).optional(),
     }),
+    headers: z.object({
+      range: z.string().optional().openapi({ description: 'one byte range, e.g. bytes=0-1048575' }),
+      'if-none-match': z.string().optional().openapi({ description: 'the ETag held: 304 if unchanged' }),
+      'if-range': z
+        .string()
+        .optional()
+        .openapi({ description: 'Range applies only if the ETag is still this' }),
+    }),
   },
   responses: {
     200: {
       description: 'the archive',
+      headers: downloadHeaders,
       content: { 'application/x-tar': { schema: z.string().openapi({ format: 'binary' }) } },
     },
     206: {
       description: 'a byte range of it',
+      headers: {
+        ...downloadHeaders,
+        'Content-Range': { description: 'bytes START-END/SIZE', schema: { type: 'string' } },
+      },
       content: { 'application/x-tar': { schema: z.string().openapi({ format: 'binary' }) } },
     },
     304: { description: 'not modified (If-None-Match)' },

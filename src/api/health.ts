@@ -8,6 +8,8 @@ import { type ApiApp, type AppDeps, errorResponses, json, security } from './sha
 const healthzRoute = createRoute({
   method: 'get',
   path: '/healthz',
+  operationId: 'getHealth',
+  tags: ['Health'],
   summary: 'Liveness: the process answers',
   responses: {
     200: json('alive', z.object({ status: z.string() })),
@@ -26,6 +28,8 @@ const readySchema = z.object({ status: z.string(), mode: modeSchema });
 const readyzRoute = createRoute({
   method: 'get',
   path: '/readyz',
+  operationId: 'getReadiness',
+  tags: ['Health'],
   summary: 'Readiness: the store is open and jobs are accepted',
   responses: {
     200: json('ready', readySchema),
@@ -36,6 +40,8 @@ const readyzRoute = createRoute({
 const metricsRoute = createRoute({
   method: 'get',
   path: '/metrics',
+  operationId: 'getMetrics',
+  tags: ['Health'],
   summary: 'Prometheus metrics',
   security,
   middleware: [need('read')] as const,

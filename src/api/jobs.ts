@@ -12,7 +12,6 @@ import { admitPull, destinationFor, parsePlatforms, parsePullReference } from '.
 import { type ApiToken, allows } from './auth.js';
 import { need, newApi } from './middleware.js';
 import {
-  ErrorSchema,
   IdParam,
   JobAcceptedSchema,
   JobSchema,
@@ -20,7 +19,15 @@ import {
   PushRequestSchema,
   SyncRequestSchema,
 } from './schemas.js';
-import { type ApiApp, type AppDeps, type Env, errorResponses, json, security } from './shared.js';
+import {
+  type ApiApp,
+  type AppDeps,
+  type Env,
+  errorResponses,
+  json,
+  registryResponses,
+  security,
+} from './shared.js';
 
 const SSE_KEEPALIVE_MS = 15_000;
 
@@ -32,12 +39,16 @@ function jobView(job: Job): z.infer<typeof JobSchema> {
       links[`archive${i}`] = `/v1/archives/${a.id}/content`;
     });
   }
-  return { ...job, links };
+  // The job system keeps requests and results as the runners made them; their shapes per kind are the
+  // schema's (PullJobRequest, ...), which the runners' own types follow.
+  return { ...job, links } as z.infer<typeof JobSchema>;
 }
 
 const startPullRoute = createRoute({
   method: 'post',
   path: '/v1/pulls',
+  operationId: 'startPull',
+  tags: ['Jobs'],
   summary: 'Pull images into the archive store',
   description:
     'Each tag goes into the store as a version (HEAD first: a version the store has is not fetched again; blobs the store holds are never fetched). An identical request while one is queued or running shares its job.',
@@ -47,13 +58,15 @@ const startPullRoute = createRoute({
   responses: {
     202: json('accepted: a job', JobAcceptedSchema),
     ...errorResponses,
-    429: json('the job queue is full', ErrorSchema),
+    ...registryResponses,
   },
 });
 
 const startPushRoute = createRoute({
   method: 'post',
   path: '/v1/pushes',
+  operationId: 'startPush',
+  tags: ['Jobs'],
   summary: 'Push a stored version to a registry, digests intact',
   security,
   middleware: [need('push')] as const,
@@ -61,12 +74,15 @@ const startPushRoute = createRoute({
   responses: {
     202: json('accepted: a job', JobAcceptedSchema),
     ...errorResponses,
+    ...registryResponses,
   },
 });
 
 const startSyncRoute = createRoute({
   method: 'post',
   path: '/v1/syncs',
+  operationId: 'startSync',
+  tags: ['Jobs'],
   summary: 'Run sync jobs of stowage.toml',
   security,
   middleware: [need('sync')] as const,
@@ -74,12 +90,15 @@ const startSyncRoute = createRoute({
   responses: {
     202: json('accepted: a job', JobAcceptedSchema),
     ...errorResponses,
+    ...registryResponses,
   },
 });
 
 const listJobsRoute = createRoute({
   method: 'get',
   path: '/v1/jobs',
+  operationId: 'listJobs',
+  tags: ['Jobs'],
   summary: 'Jobs, newest first',
   security,
   middleware: [need('read')] as const,
@@ -99,6 +118,8 @@ const listJobsRoute = createRoute({
 const getJobRoute = createRoute({
   method: 'get',
   path: '/v1/jobs/{id}',
+  operationId: 'getJob',
+  tags: ['Jobs'],
   summary: 'One job',
   security,
   middleware: [need('read')] as const,
@@ -112,6 +133,8 @@ const getJobRoute = createRoute({
 const cancelJobRoute = createRoute({
   method: 'delete',
   path: '/v1/jobs/{id}',
+  operationId: 'cancelJob',
+  tags: ['Jobs'],
   summary: 'Cancel a job',
   description:
     'A queued job is dropped; a running one is aborted and cleans up (no partial archive, no tag on an incomplete image). Answers the job as it is; it reaches "canceled" when the work has stopped.',
@@ -127,12 +150,22 @@ const cancelJobRoute = createRoute({
 const jobEventsRoute = createRoute({
   method: 'get',
   path: '/v1/jobs/{id}/events',
+  operationId: 'streamJobEvents',
+  tags: ['Jobs'],
   summary: "A job's progress as Server-Sent Events",
   description:
     'Every event since the job was queued (state, progress, tag, ...), then live ones, ending with "end" (the outcome). Last-Event-ID resumes after that event.',
   security,
   middleware: [need('read')] as const,
-  request: { params: IdParam },
+  request: {
+    params: IdParam,
+    headers: z.object({
+      'last-event-id': z
+        .string()
+        .optional()
+        .openapi({ description: 'resume after this event (the id of the last one received)' }),
+    }),
+  },
   responses: {
     200: { description: 'text/event-stream', content: { 'text/event-stream': { schema: z.string() } } },
     ...errorResponses,

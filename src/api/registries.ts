@@ -8,23 +8,28 @@ import { checkReachable } from '../service/operations.js';
 import { inspect, listTags } from '../transfer/inspect.js';
 import { need, newApi } from './middleware.js';
 import { TagsSchema } from './schemas.js';
-import { type ApiApp, type AppDeps, errorResponses, json, security } from './shared.js';
+import { type ApiApp, type AppDeps, errorResponses, json, registryResponses, security } from './shared.js';
 
 const registriesRoute = createRoute({
   method: 'get',
   path: '/v1/registries',
+  operationId: 'getRegistries',
+  tags: ['Registries'],
   summary: 'The effective registries.conf (no credentials) and the allow-list',
   security,
   middleware: [need('read')] as const,
   responses: {
     200: json('configuration', z.record(z.string(), z.unknown())),
     ...errorResponses,
+    ...registryResponses,
   },
 });
 
 const tagsRoute = createRoute({
   method: 'get',
   path: '/v1/tags',
+  operationId: 'listTags',
+  tags: ['Registries'],
   summary: "A repository's tags",
   security,
   middleware: [need('read')] as const,
@@ -32,12 +37,15 @@ const tagsRoute = createRoute({
   responses: {
     200: json('tags', TagsSchema),
     ...errorResponses,
+    ...registryResponses,
   },
 });
 
 const inspectRoute = createRoute({
   method: 'get',
   path: '/v1/inspect',
+  operationId: 'inspectImage',
+  tags: ['Registries'],
   summary: 'Inspect an image in a registry (as skopeo inspect)',
   security,
   middleware: [need('read')] as const,
@@ -51,6 +59,7 @@ const inspectRoute = createRoute({
   responses: {
     200: json('the image', z.record(z.string(), z.unknown())),
     ...errorResponses,
+    ...registryResponses,
   },
 });
 

@@ -69,28 +69,152 @@ const progressSchema = z.object({
   bytesDone: z.number(),
 });
 
-export const JobSchema = z
+const when = z.iso.datetime().openapi({ description: 'ISO 8601, UTC' });
+
+const PullJobRequest = z
   .object({
-    id: z.string(),
-    kind: z.enum(['pull', 'push', 'sync']),
-    state: z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled']),
-    request: z.unknown(),
-    requestedBy: z.string(),
-    createdAt: z.string(),
-    startedAt: z.string().optional(),
-    finishedAt: z.string().optional(),
-    progress: progressSchema,
-    result: z.unknown().optional(),
-    error: z.object({ code: z.string(), message: z.string() }).optional(),
-    /** The replica running it or that ran it last (replicas sharing PostgreSQL). */
-    replica: z.string().optional(),
-    links: z.record(z.string(), z.string()),
+    refs: z.array(z.string()),
+    platforms: z.union([z.literal('all'), z.array(z.string())]),
+    format: z.enum(['oci-archive', 'docker-archive']),
   })
+  .openapi('PullJobRequest');
+
+const PushJobRequest = z
+  .object({
+    archive: z.string().openapi({ description: 'the version id' }),
+    destination: z.string(),
+    compression: z
+      .object({ format: z.enum(['gzip', 'zstd', 'none']), level: z.number().optional() })
+      .optional(),
+  })
+  .openapi('PushJobRequest');
+
+const SyncJobRequest = z.object({ jobs: z.array(z.string()) }).openapi('SyncJobRequest');
+
+const PullJobResult = z
+  .object({
+    archives: z.array(
+      z.object({
+        id: z.string(),
+        repository: z.string(),
+        tag: z.string(),
+        digest: z.string(),
+        platforms: z.array(z.string()),
+        taken: when,
+        sha256: z.string(),
+        size: z.number(),
+        fetched: z.boolean().openapi({ description: 'false: the store had this version already' }),
+      }),
+    ),
+  })
+  .openapi('PullJobResult');
+
+const PushJobResult = z
+  .object({
+    archive: z.string(),
+    images: z.array(
+      z.object({
+        source: z.string(),
+        destinations: z.array(z.string()),
+        digest: z.string(),
+        mediaType: z.string(),
+        newDigest: z
+          .boolean()
+          .openapi({ description: 'the manifest was made by stowage: its digest is new' }),
+        referrers: z
+          .array(z.object({ digest: z.string(), artifactType: z.string(), tag: z.string().optional() }))
+          .optional(),
+      }),
+    ),
+    stats: z.object({ uploaded: z.number(), existing: z.number(), mounted: z.number(), bytes: z.number() }),
+  })
+  .openapi('PushJobResult');
+
+const SyncJobResult = z
+  .object({
+    dryRun: z.boolean(),
+    store: z.string().openapi({ description: 'the store, as the service names it (never a server path)' }),
+    fetchedBytes: z.number(),
+    failed: z.number(),
+    garbage: z.object({ blobs: z.number(), bytes: z.number() }).optional(),
+    jobs: z.array(
+      z.object({
+        name: z.string(),
+        source: z.string(),
+        error: z.string().optional(),
+        code: z.string().optional(),
+        tags: z.array(
+          z.object({
+            tag: z.string(),
+            action: z.enum(['fetched', 'skipped', 'failed', 'would-fetch', 'would-skip']),
+            digest: z.string().optional(),
+            archive: z.enum(['stored', 'current', 'would-store']).optional(),
+            mirror: z.enum(['pushed', 'current', 'would-push']).optional(),
+            fetchedBytes: z.number(),
+            error: z.string().optional(),
+            code: z.string().optional(),
+          }),
+        ),
+        pruned: z.array(z.object({ id: z.string(), tag: z.string(), digest: z.string(), taken: when })),
+      }),
+    ),
+  })
+  .openapi('SyncJobResult');
+
+const jobBase = {
+  id: z.string(),
+  state: z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled']),
+  requestedBy: z.string().openapi({ description: "the API token's name, or schedule" }),
+  createdAt: when,
+  startedAt: when.optional(),
+  finishedAt: when.optional(),
+  progress: progressSchema,
+  error: z.object({ code: z.string(), message: z.string() }).optional(),
+  /** The replica running it or that ran it last (replicas sharing PostgreSQL). */
+  replica: z.string().optional().openapi({ description: 'the replica running it, or that ran it last' }),
+  links: z.record(z.string(), z.string()),
+};
+
+/** A job, its request and result typed by its kind (a failed sync keeps its report as its result). */
+export const JobSchema = z
+  .discriminatedUnion('kind', [
+    z
+      .object({
+        ...jobBase,
+        kind: z.literal('pull'),
+        request: PullJobRequest,
+        result: PullJobResult.optional(),
+      })
+      .openapi('PullJob'),
+    z
+      .object({
+        ...jobBase,
+        kind: z.literal('push'),
+        request: PushJobRequest,
+        result: PushJobResult.optional(),
+      })
+      .openapi('PushJob'),
+    z
+      .object({
+        ...jobBase,
+        kind: z.literal('sync'),
+        request: SyncJobRequest,
+        result: SyncJobResult.optional(),
+      })
+      .openapi('SyncJob'),
+  ])
   .openapi('Job');
 
-export const JobAcceptedSchema = JobSchema.extend({
-  shared: z.boolean().openapi({ description: 'an identical job was already queued or running: this is it' }),
-}).openapi('JobAccepted');
+export const JobAcceptedSchema = z
+  .intersection(
+    JobSchema,
+    z.object({
+      shared: z
+        .boolean()
+        .openapi({ description: 'an identical job was already queued or running: this is it' }),
+    }),
+  )
+  .openapi('JobAccepted');
 
 export const ArchiveSchema = z
   .object({

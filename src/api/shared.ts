@@ -60,4 +60,14 @@ export const errorResponses = {
   401: json('No valid API token', ErrorSchema),
   403: json("The token's scopes do not allow this, or the registry is not allowed", ErrorSchema),
   404: json('Not found', ErrorSchema),
+  500: json('The service failed (the message says where; no server path in it)', ErrorSchema),
+} as const;
+
+/** What a route that talks to a registry (or queues a job) can answer besides: a full queue, a registry that failed. */
+export const registryResponses = {
+  429: json(
+    'Too many jobs waiting (server.max-queued), or the registry rate-limited this service',
+    ErrorSchema,
+  ),
+  502: json('The registry (or its token service) answered with an error or not at all', ErrorSchema),
 } as const;

@@ -53,8 +53,8 @@ ${j.mirror ? html`<tr><th scope="row">Mirror</th><td class="mono">${j.mirror}</t
 </tbody></table></div>
 ${
   last?.report?.tags.length
-    ? html`<div class="scroll"><table><thead><tr><th>Tag</th><th>Result</th><th>Version</th><th class="opt">Fetched</th></tr></thead><tbody>
-${last.report.tags.map((t) => html`<tr><td>${t.tag}</td><td>${t.action}${t.error ? html` <span class="state-failed">${t.error}</span>` : ''}</td><td>${t.archive ? html`<a href="/ui/archives/${t.archive}">${t.archive}</a>` : '-'}</td><td class="opt">${formatBytes(t.fetchedBytes)}</td></tr>`)}
+    ? html`<div class="scroll"><table><thead><tr><th>Tag</th><th>Result</th><th>Archive</th><th class="opt">Digest</th><th class="opt">Fetched</th></tr></thead><tbody>
+${last.report.tags.map((t) => html`<tr><td>${t.tag}</td><td>${t.action}${t.error ? html` <span class="state-failed">${t.error}</span>` : ''}</td><td>${t.archive ?? '-'}</td><td class="opt mono">${t.digest ? `${t.digest.slice(0, 19)}...` : '-'}</td><td class="opt">${formatBytes(t.fetchedBytes)}</td></tr>`)}
 </tbody></table></div>`
     : ''
 }
