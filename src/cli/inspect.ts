@@ -1,9 +1,11 @@
 import type { Command } from 'commander';
+import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import type { ArchiveInfo } from '../transfer/archive-inspect.js';
 import { formatBytes } from './format.js';
 import { addRegistryOptions, contextFrom, type RegistryCliOptions } from './options.js';
 import { withSignal } from './run.js';
+import { renderTemplate } from './template.js';
 
 interface InspectCliOptions extends RegistryCliOptions {
   raw?: boolean;
@@ -13,6 +15,7 @@ interface InspectCliOptions extends RegistryCliOptions {
   json?: boolean;
   text?: boolean;
   referrers?: boolean;
+  format?: string;
 }
 
 export function inspectCommand(program: Command): void {
@@ -37,10 +40,19 @@ export function inspectCommand(program: Command): void {
     .option('--json', 'print JSON (the default for images and archives alike)')
     .option('--text', 'archives: print a listing for people instead of JSON')
     .option(
+      '-f, --format <template>',
+      'print with a Go-style template, as skopeo does: {{.Digest}}, {{json .Labels}}, {{index .Labels "k"}}, {{len .Layers}}, {{join .RepoTags ","}}, {{range .Layers}}{{.}}{{end}}',
+    )
+    .option(
       '--referrers',
       'list what is attached to the image (signatures, attestations, SBOMs, and what is attached to those), from a registry or an archive',
     );
   addRegistryOptions(cmd).action(async (ref: string, opts: InspectCliOptions) => {
+    if (opts.format && (opts.raw || opts.config)) {
+      throw new StowageError('INVALID_ARGUMENT', '--format applies to the summary, not to --raw or --config');
+    }
+    // Checked before anything is asked of a registry.
+    if (opts.format) renderTemplate(opts.format, {});
     const [{ archiveDocument, inspectArchive, isLocalArchiveArgument, parseArchiveArgument }, { inspect }] =
       await Promise.all([import('../transfer/archive-inspect.js'), import('../transfer/inspect.js')]);
     const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
@@ -63,7 +75,8 @@ export function inspectCommand(program: Command): void {
         return;
       }
       const info = await inspectArchive(path, { format, name });
-      process.stdout.write(opts.text ? describeArchive(info) : `${JSON.stringify(info, null, 2)}\n`);
+      if (opts.format) process.stdout.write(renderTemplate(opts.format, info));
+      else process.stdout.write(opts.text ? describeArchive(info) : `${JSON.stringify(info, null, 2)}\n`);
       return;
     }
     const ctx = await contextFrom(opts);
@@ -72,6 +85,7 @@ export function inspectCommand(program: Command): void {
         inspect(ctx, ref, { raw: opts.raw, config: opts.config, platform, tags: opts.tags, signal }),
       );
       if (r.kind === 'raw' || r.kind === 'config') process.stdout.write(r.bytes);
+      else if (opts.format) process.stdout.write(renderTemplate(opts.format, r.summary));
       else process.stdout.write(`${JSON.stringify(r.summary, null, 4)}\n`);
     } finally {
       await ctx.close();

@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { isStowageError, toStowageError } from '../errors.js';
+import { toStowageError } from '../errors.js';
 import { inspectCommand } from './inspect.js';
 import { loginCommand, logoutCommand } from './login.js';
 import { pullCommand } from './pull.js';
@@ -27,6 +27,7 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
         'registry error, 9 file system error, 10-12 verify found a problem (see verify --help), 13 sync: some\n' +
         'jobs or tags failed, 130 interrupted.',
     )
+    .option('--debug', 'print each registry request on stderr, and the stack of an unexpected failure')
     .exitOverride();
   pullCommand(program);
   pushCommand(program);
@@ -55,11 +56,45 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
   return program;
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** Flags that take true or false: given bare, as skopeo allows, they mean true. */
+const BOOLEAN_FLAGS = new Set(['--tls-verify', '--src-tls-verify', '--dest-tls-verify']);
+
+/**
+ * The command line as commander should read it: `--debug` anywhere (skopeo puts it before the
+ * command), and a bare boolean flag as `--flag=true`, so that it never takes the next argument (an
+ * image reference) for its value.
+ */
+export function normalizeArgv(argv: string[]): { argv: string[]; debug: boolean } {
+  const out: string[] = [];
+  let debug = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (i >= 2 && a === '--debug') {
+      debug = true;
+      continue;
+    }
+    if (i >= 2 && BOOLEAN_FLAGS.has(a) && !/^(true|false|1|0)$/.test(argv[i + 1] ?? ''))
+      out.push(`${a}=true`);
+    else out.push(a);
+  }
+  return { argv: out, debug };
+}
+
+export async function main(rawArgv: string[]): Promise<number> {
   let exitCode = 0;
   const program = buildProgram((code) => {
     exitCode = code;
   });
+  const { argv, debug } = normalizeArgv(rawArgv);
+  if (debug) {
+    process.env.STOWAGE_DEBUG = '1';
+    const { registryRequestObservers } = await import('../registry/transport.js');
+    registryRequestObservers.add((r) =>
+      process.stderr.write(
+        `debug: ${r.method} ${r.host} -> ${r.status || 'no answer'} in ${Math.round(r.seconds * 1000)} ms\n`,
+      ),
+    );
+  }
   try {
     await program.parseAsync(argv);
     return exitCode;
@@ -67,7 +102,8 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     const err = toStowageError(e);
     process.stderr.write(`stowage: ${err.message}\n`);
-    if (!isStowageError(e) && process.env.STOWAGE_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
+    if (process.env.STOWAGE_DEBUG)
+      process.stderr.write(`${(err.cause as Error | undefined)?.stack ?? (e as Error).stack}\n`);
     return err.exitCode;
   }
 }

@@ -39,6 +39,16 @@ export function parseSize(v: string): number {
   return n;
 }
 
+/**
+ * --digestfile: the manifest digest of what was written (the first image's), as skopeo writes it (no
+ * newline), atomically, after the copy succeeded.
+ */
+export async function writeDigestFile(path: string | undefined, digest: string | undefined): Promise<void> {
+  if (!path || !digest) return;
+  const { writeFileAtomic } = await import('../core/atomic.js');
+  await writeFileAtomic(path, digest);
+}
+
 function printPush(result: PushResult, elapsed: number, opts: { json?: boolean; quiet?: boolean }): void {
   if (opts.json) {
     process.stdout.write(`${JSON.stringify({ ...result, seconds: elapsed / 1000 }, null, 2)}\n`);
@@ -62,6 +72,7 @@ function printPush(result: PushResult, elapsed: number, opts: { json?: boolean; 
 }
 
 interface PushCliOptions extends RegistryCliOptions, CompressCliOptions {
+  digestfile?: string;
   image?: string;
   allTags?: boolean;
   prefix?: string;
@@ -141,6 +152,7 @@ export function pushCommand(program: Command): void {
       "sign what is pushed with this key (cosign's encrypted format, or a PEM ECDSA key): a cosign-compatible .sig, as skopeo writes",
     )
     .option('--sign-passphrase-file <file>', "the key's passphrase: the file's first line")
+    .option('--digestfile <file>', 'write the digest of the manifest pushed to this file (as skopeo does)')
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
   addCompressOptions(cmd, "a docker-archive's plain layers are compressed (default gzip)");
@@ -174,6 +186,7 @@ export function pushCommand(program: Command): void {
         }),
       );
       progress?.stop();
+      if (!result.dryRun) await writeDigestFile(opts.digestfile, result.images[0]?.digest);
       printPush(result, performance.now() - started, opts);
     } finally {
       progress?.stop();
@@ -184,6 +197,11 @@ export function pushCommand(program: Command): void {
 
 interface CopyCliOptions extends CompressCliOptions {
   checksum: boolean;
+  digestfile?: string;
+  srcAuthfile?: string;
+  destAuthfile?: string;
+  srcCertDir?: string;
+  destCertDir?: string;
   registriesConf?: string;
   authfile?: string;
   srcCreds?: string;
@@ -269,6 +287,11 @@ export function copyCommand(program: Command): void {
       "how plain layers (a docker-archive source's) are compressed: gzip (parallel, deterministic; the default for a registry), zstd (Node.js 22.15+), none",
     )
     .option('--compress-level <n>', 'gzip 1-9 (default 6), zstd 1-19 (default 3)')
+    .option('--src-authfile <file>', 'auth.json for the source (instead of --authfile)')
+    .option('--dest-authfile <file>', 'auth.json for the destination (instead of --authfile)')
+    .option('--src-cert-dir <dir>', 'CA certificates (*.crt) for the source registry')
+    .option('--dest-cert-dir <dir>', 'CA certificates (*.crt) for the destination registry')
+    .option('--digestfile <file>', 'write the digest of the manifest written to this file (as skopeo does)')
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON')
     .action(async (src: string, dst: string, opts: CopyCliOptions) => {
@@ -281,12 +304,16 @@ export function copyCommand(program: Command): void {
       };
       const srcCtx = await Context.create({
         ...common,
+        authFile: opts.srcAuthfile ?? common.authFile,
+        certDir: opts.srcCertDir ?? common.certDir,
         credentials: opts.srcCreds ? parseCredsOption(opts.srcCreds) : undefined,
         tlsVerify: opts.srcTlsVerify,
         policy: opts.policy,
       });
       const dstCtx = await Context.create({
         ...common,
+        authFile: opts.destAuthfile ?? common.authFile,
+        certDir: opts.destCertDir ?? common.certDir,
         credentials: opts.destCreds ? parseCredsOption(opts.destCreds) : undefined,
         tlsVerify: opts.destTlsVerify,
       });
@@ -311,6 +338,11 @@ export function copyCommand(program: Command): void {
           }),
         );
         progress?.stop();
+        if (!outcome.result.dryRun) {
+          const digest =
+            outcome.kind === 'registry' ? outcome.result.images[0]?.digest : outcome.result.digest;
+          await writeDigestFile(opts.digestfile, digest);
+        }
         if (outcome.kind === 'registry') printPush(outcome.result, performance.now() - started, opts);
         else printResult(outcome.result, performance.now() - started, opts);
       } finally {

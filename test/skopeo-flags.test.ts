@@ -1,0 +1,175 @@
+/**
+ * Flags spelled and behaving as skopeo's (issue 24), each run against the real registries and, where
+ * skopeo has the same flag, against skopeo with the same arguments: a bare --tls-verify means true and
+ * does not take the image for its value; --debug shows the registry requests; inspect --format renders
+ * the same text as skopeo's Go templates; --digestfile writes the same digest; copy takes an auth.json
+ * and a CA directory per side.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { run } from './harness/processes.js';
+
+const h = harness();
+const plain = h.registries.plain;
+const tls = h.registries.tls;
+const basic = h.registries.basic;
+
+async function skopeo(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string }> {
+  return run('skopeo', args, { env }).then(
+    (r) => ({ code: 0, stdout: r.stdout }),
+    (e: { code?: number; stdout?: string }) => ({
+      code: typeof e.code === 'number' ? e.code : 1,
+      stdout: e.stdout ?? '',
+    }),
+  );
+}
+
+describe('skopeo flags', () => {
+  it('reads a bare --tls-verify as true, without taking the image for its value', async () => {
+    const w = await workdir('bare-tls-verify', '');
+    const ref = `docker://${tls.host}/fixtures/small:v1`;
+    const args = ['inspect', '--tls-verify', '--cert-dir', h.caDir, ref];
+    const r = await stowage(args, { env: w.env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).Digest).toBe(h.fixtures.images.small!.digest);
+    expect((await skopeo(args, w.env)).code).toBe(0);
+    // True means a verified certificate: without the CA it is refused, by both.
+    const refused = await stowage(['inspect', '--tls-verify', ref], { env: w.env });
+    expect(refused.code).not.toBe(0);
+    expect((await skopeo(['inspect', '--tls-verify', ref], w.env)).code).not.toBe(0);
+    // The spelled-out forms still work.
+    for (const form of [['--tls-verify=false'], ['--tls-verify', 'false']]) {
+      const ok = await stowage(['inspect', ...form, `docker://${plain.host}/fixtures/small:v1`], {
+        env: w.env,
+      });
+      expect(ok.code, ok.stderr).toBe(0);
+    }
+  });
+
+  it('--debug shows each registry request on stderr, wherever it is given', async () => {
+    const w = await workdir('debug', insecureConf(plain.host));
+    const ref = `docker://${plain.host}/fixtures/small:v1`;
+    for (const args of [
+      ['--debug', 'inspect', ref],
+      ['inspect', '--debug', ref],
+    ]) {
+      const r = await stowage(args, { env: w.env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(
+        new RegExp(`debug: GET ${plain.host.replace(/\./g, '\\.')} -> 200 in \\d+ ms`),
+      );
+    }
+    expect((await stowage(['inspect', ref], { env: w.env })).stderr).not.toContain('debug:');
+  });
+
+  it('inspect --format renders as skopeo renders the same template', async () => {
+    const w = await workdir('inspect-format', insecureConf(plain.host));
+    const ref = `docker://${plain.host}/fixtures/multi:v1`;
+    for (const template of [
+      '{{.Digest}}',
+      'Name: {{.Name}} Digest: {{.Digest}}',
+      '{{.Architecture}}/{{.Os}} {{len .Layers}} layers',
+      '{{range .Layers}}{{.}} {{end}}',
+      '{{index .Labels "fixture"}}',
+      '{{.RepoTags}}',
+    ]) {
+      const ours = await stowage(['inspect', '--format', template, ref], { env: w.env });
+      expect(ours.code, ours.stderr).toBe(0);
+      const theirs = await skopeo(['inspect', '--tls-verify=false', '--format', template, ref], w.env);
+      expect(theirs.code).toBe(0);
+      expect(ours.stdout, template).toBe(theirs.stdout);
+    }
+    const bad = await stowage(['inspect', '--format', '{{printf "%s" .Digest}}', ref], { env: w.env });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('is not supported');
+  });
+
+  it('--digestfile holds the digest written, as skopeo writes it', async () => {
+    const w = await workdir('digestfile', insecureConf(plain.host));
+    const src = `docker://${plain.host}/fixtures/small:v1`;
+    const ours = join(w.dir, 'ours.digest');
+    const theirs = join(w.dir, 'theirs.digest');
+    const r = await stowage(
+      ['copy', '-q', '--digestfile', ours, src, `docker://${plain.host}/digestfile/ours:v1`],
+      {
+        env: w.env,
+      },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const s = await skopeo(
+      [
+        'copy',
+        '--quiet',
+        '--src-tls-verify=false',
+        '--dest-tls-verify=false',
+        '--digestfile',
+        theirs,
+        src,
+        `docker://${plain.host}/digestfile/theirs:v1`,
+      ],
+      w.env,
+    );
+    expect(s.code).toBe(0);
+    expect(await readFile(ours, 'utf8')).toBe(await readFile(theirs, 'utf8'));
+    expect(await readFile(ours, 'utf8')).toBe(h.fixtures.images.small!.digest);
+    // push and copy to an archive write it too.
+    const archive = join(w.dir, 'small.tar');
+    const pulledDigest = join(w.dir, 'pulled.digest');
+    expect(
+      (
+        await stowage(['copy', '-q', '--digestfile', pulledDigest, src, `oci-archive:${archive}`], {
+          env: w.env,
+        })
+      ).code,
+    ).toBe(0);
+    expect(await readFile(pulledDigest, 'utf8')).toBe(h.fixtures.images.small!.digest);
+    const pushedDigest = join(w.dir, 'pushed.digest');
+    const pushed = await stowage(
+      ['push', '-q', '--digestfile', pushedDigest, archive, `${plain.host}/digestfile/pushed:v1`],
+      {
+        env: w.env,
+      },
+    );
+    expect(pushed.code, pushed.stderr).toBe(0);
+    expect(await readFile(pushedDigest, 'utf8')).toBe(h.fixtures.images.small!.digest);
+  });
+
+  it('copy takes an auth.json and a CA directory for each side', async () => {
+    const w = await workdir('per-side', insecureConf(plain.host, basic.host));
+    const srcAuth = join(w.dir, 'src-auth.json');
+    const auth = Buffer.from(`${h.user}:${h.password}`).toString('base64');
+    await writeFile(srcAuth, JSON.stringify({ auths: { [basic.host]: { auth } } }));
+    // The fixture, put on the basic-auth registry first with skopeo.
+    const onBasic = `docker://${basic.host}/per-side/src:v1`;
+    await run(
+      'skopeo',
+      [
+        'copy',
+        '--quiet',
+        '--src-tls-verify=false',
+        '--dest-tls-verify=false',
+        '--dest-authfile',
+        srcAuth,
+        `docker://${plain.host}/fixtures/small:v1`,
+        onBasic,
+      ],
+      { env: w.env },
+    );
+    const dest = `docker://${tls.host}/per-side/dest:v1`;
+    const denied = await stowage(['copy', '-q', '--dest-cert-dir', h.caDir, onBasic, dest], { env: w.env });
+    expect(denied.code).toBe(4);
+    const ok = await stowage(
+      ['copy', '-q', '--src-authfile', srcAuth, '--dest-cert-dir', h.caDir, onBasic, dest],
+      {
+        env: w.env,
+      },
+    );
+    expect(ok.code, ok.stderr).toBe(0);
+    const inspected = await stowage(['inspect', '--cert-dir', h.caDir, '--format', '{{.Digest}}', dest], {
+      env: w.env,
+    });
+    expect(inspected.stdout.trim()).toBe(h.fixtures.images.small!.digest);
+  });
+});
