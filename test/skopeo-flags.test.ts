@@ -9,6 +9,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { startFaultProxy } from './harness/fault-proxy.js';
 import { run } from './harness/processes.js';
 
 const h = harness();
@@ -84,6 +85,46 @@ describe('skopeo flags', () => {
     const bad = await stowage(['inspect', '--format', '{{printf "%s" .Digest}}', ref], { env: w.env });
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('is not supported');
+  });
+
+  it('--retry-delay waits that long between retries, and takes Go durations', async () => {
+    // Two 503s, then the registry's answer: counted, and timed, at a proxy.
+    const proxy = await startFaultProxy({
+      upstream: `http://${plain.host}`,
+      fault: (req, n) =>
+        req.url?.includes('/manifests/') && n <= 2 ? { kind: 'status', status: 503 } : undefined,
+    });
+    try {
+      const w = await workdir('retry-delay', insecureConf(proxy.host));
+      const r = await stowage(
+        [
+          'inspect',
+          '--retry-delay',
+          '1.5s',
+          '--format',
+          '{{.Digest}}',
+          `docker://${proxy.host}/fixtures/small:v1`,
+        ],
+        {
+          env: w.env,
+        },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      const first = proxy.seen.find((x) => x.path.includes('/manifests/'))!;
+      const manifestTries = proxy.seen.filter((x) => x.path === first.path && x.method === first.method);
+      expect(manifestTries.length).toBeGreaterThanOrEqual(3);
+      // At least the delay between the failed attempts and the next (a lower bound: never a speed check).
+      for (let i = 1; i < 3; i++)
+        expect(manifestTries[i]!.at - manifestTries[i - 1]!.at).toBeGreaterThanOrEqual(1400);
+      const bad = await stowage(
+        ['inspect', '--retry-delay', 'soon', `docker://${proxy.host}/fixtures/small:v1`],
+        { env: w.env },
+      );
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toContain('1m30s');
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('--digestfile holds the digest written, as skopeo writes it', async () => {

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { toStowageError } from '../errors.js';
+import { completionCommand } from './completion.js';
 import { inspectCommand } from './inspect.js';
 import { loginCommand, logoutCommand } from './login.js';
 import { pullCommand } from './pull.js';
@@ -47,6 +48,7 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
   logoutCommand(program);
   serveCommand(program, VERSION);
   tokenCommand(program);
+  completionCommand(program);
   program
     .command('version')
     .summary('print the version (as --version does)')

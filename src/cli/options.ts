@@ -10,6 +10,7 @@ export interface RegistryCliOptions {
   tlsVerify?: boolean;
   certDir?: string;
   retryTimes?: number;
+  retryDelay?: number;
   lowSpeedLimit?: number;
   lowSpeedTime?: number;
   policy?: string;
@@ -45,6 +46,11 @@ export function addRegistryOptions(cmd: Command): Command {
       parseRetryTimes,
     )
     .option(
+      '--retry-delay <duration>',
+      'a fixed wait between retries, as skopeo takes it (500ms, 2s, 1m30s; default: backoff from 250 ms doubling to 20 s)',
+      parseGoDuration,
+    )
+    .option(
       '--low-speed-limit <bytes>',
       'a download slower than this many bytes/s over --low-speed-time is cut and resumed where it stopped (default 1024)',
       parseNonNegative,
@@ -58,6 +64,28 @@ export function addRegistryOptions(cmd: Command): Command {
       '--policy <file>',
       'trust policy (containers-policy.json) images must pass (default: ~/.config/containers/policy.json, /etc/containers/policy.json)',
     );
+}
+
+/** --retry-times and --retry-delay as the transport's retry settings (a fixed delay: min = max). */
+export function retryFrom(opts: { retryTimes?: number | undefined; retryDelay?: number | undefined }) {
+  if (opts.retryTimes === undefined && opts.retryDelay === undefined) return undefined;
+  return {
+    ...(opts.retryTimes !== undefined ? { maxRetries: opts.retryTimes } : {}),
+    ...(opts.retryDelay !== undefined
+      ? { minTimeoutMs: opts.retryDelay, maxTimeoutMs: opts.retryDelay }
+      : {}),
+  };
+}
+
+/** A Go duration (skopeo's flags take them): 500ms, 2s, 1.5m, 1h30m; milliseconds, at most an hour. */
+export function parseGoDuration(v: string): number {
+  const units: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1e3, m: 60e3, h: 3600e3 };
+  const parts = [...v.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)];
+  const total = parts.reduce((n, m) => n + Number(m[1]) * units[m[2]!]!, 0);
+  if (!parts.length || parts.map((m) => m[0]).join('') !== v || total > 3600e3) {
+    throw new InvalidArgumentError('expected a duration such as 500ms, 2s or 1m30s (at most 1h)');
+  }
+  return total;
 }
 
 export function parseNonNegative(v: string): number {
@@ -105,7 +133,7 @@ export function contextFrom(
     tlsVerify: opts.tlsVerify,
     certDir: opts.certDir,
     policy: opts.policy,
-    retry: opts.retryTimes === undefined ? undefined : { maxRetries: opts.retryTimes },
+    retry: retryFrom(opts),
     stall: {
       ...(opts.lowSpeedLimit !== undefined ? { minBytesPerSecond: opts.lowSpeedLimit } : {}),
       ...(opts.lowSpeedTime !== undefined ? { windowMs: opts.lowSpeedTime * 1000 } : {}),

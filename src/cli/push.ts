@@ -12,9 +12,11 @@ import {
   compressFrom,
   contextFrom,
   parseBool,
+  parseGoDuration,
   parsePositiveInt,
   parseRetryTimes,
   type RegistryCliOptions,
+  retryFrom,
 } from './options.js';
 import { progressRenderer } from './progress.js';
 import { printResult, referrerOption } from './pull.js';
@@ -210,6 +212,7 @@ interface CopyCliOptions extends CompressCliOptions {
   destTlsVerify?: boolean;
   certDir?: string;
   retryTimes?: number;
+  retryDelay?: number;
   all?: boolean;
   platform?: string;
   jobs: number;
@@ -287,6 +290,7 @@ export function copyCommand(program: Command): void {
       "how plain layers (a docker-archive source's) are compressed: gzip (parallel, deterministic; the default for a registry), zstd (Node.js 22.15+), none",
     )
     .option('--compress-level <n>', 'gzip 1-9 (default 6), zstd 1-19 (default 3)')
+    .option('--retry-delay <duration>', 'a fixed wait between retries (500ms, 2s, 1m30s)', parseGoDuration)
     .option('--src-authfile <file>', 'auth.json for the source (instead of --authfile)')
     .option('--dest-authfile <file>', 'auth.json for the destination (instead of --authfile)')
     .option('--src-cert-dir <dir>', 'CA certificates (*.crt) for the source registry')
@@ -300,7 +304,7 @@ export function copyCommand(program: Command): void {
         registriesConf: opts.registriesConf,
         authFile: opts.authfile,
         certDir: opts.certDir,
-        retry: opts.retryTimes === undefined ? undefined : { maxRetries: opts.retryTimes },
+        retry: retryFrom(opts),
       };
       const srcCtx = await Context.create({
         ...common,
