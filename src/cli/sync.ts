@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { ArchiveFormat } from '../archive/formats.js';
-import { loadStowageConfig, type StowageConfig } from '../config/stowage.js';
+import { type JobConfig, loadStowageConfig, type StowageConfig } from '../config/stowage.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { openStore } from '../store/open.js';
@@ -56,9 +56,66 @@ function describeSync(r: SyncReport, elapsed: number): string {
 }
 
 interface SyncCliOptions extends RegistryCliOptions, StoreCliOptions {
+  src?: string;
+  dest?: string;
+  tags?: string;
+  include: string[];
+  exclude: string[];
+  semver?: string;
+  newest?: number;
+  platforms?: string;
+  archive?: boolean;
   dryRun?: boolean;
   parallel: number;
   quiet?: boolean;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/**
+ * The job --src and its filters make, as one [[job]] of stowage.toml would say it: to --dest as a
+ * mirror (and to the store with --archive), else into the store.
+ */
+function commandLineJob(opts: SyncCliOptions, names: string[]): JobConfig {
+  if (names.length) {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      `--src makes its own job: drop the job names (${names.join(', ')}), or drop --src to run stowage.toml's`,
+    );
+  }
+  for (const re of [...opts.include, ...opts.exclude]) {
+    try {
+      new RegExp(re);
+    } catch (e) {
+      throw new StowageError(
+        'INVALID_ARGUMENT',
+        `--include/--exclude "${re}" is not a regular expression: ${(e as Error).message}`,
+      );
+    }
+  }
+  const platforms =
+    opts.platforms && opts.platforms !== 'all' ? opts.platforms.split(',').map((p) => p.trim()) : 'all';
+  for (const p of platforms === 'all' ? [] : platforms) parsePlatform(p);
+  return {
+    name: 'command-line',
+    source: opts.src!,
+    ...(opts.tags
+      ? {
+          tags: opts.tags
+            .split(',')
+            .map((t) => t.trim())
+            .filter(Boolean),
+        }
+      : {}),
+    ...(opts.include.length ? { include: opts.include } : {}),
+    ...(opts.exclude.length ? { exclude: opts.exclude } : {}),
+    ...(opts.semver ? { semver: opts.semver } : {}),
+    ...(opts.newest ? { newest: opts.newest } : {}),
+    platforms,
+    ...(opts.dest ? { mirror: opts.dest, archive: Boolean(opts.archive) } : { archive: true }),
+  };
 }
 
 export function syncCommand(program: Command, setExitCode: (code: number) => void): void {
@@ -79,15 +136,45 @@ export function syncCommand(program: Command, setExitCode: (code: number) => voi
     .option('--dry-run', 'show what would be fetched, skipped and pruned')
     .option('-j, --parallel <n>', 'blobs in parallel per job', parsePositiveInt, 4)
     .option('-q, --quiet', 'print nothing but errors')
-    .option('--json', 'print the report as JSON');
+    .option('--json', 'print the report as JSON')
+    .option(
+      '--src <repository>',
+      'a one-off job from the command line, like skopeo sync: the source repository',
+    )
+    .option(
+      '--dest <repository>',
+      'with --src: the mirror repository (registry/repository) to copy the tags to',
+    )
+    .option('--tags <list>', 'with --src: these tags (comma-separated)')
+    .option('--include <regex>', 'with --src: tags matching this (repeatable)', collect, [])
+    .option('--exclude <regex>', 'with --src: not the tags matching this (repeatable)', collect, [])
+    .option('--semver <range>', 'with --src: tags that are versions in this range (e.g. ">=1.2 <2")')
+    .option('--newest <n>', 'with --src: only the newest N tags after the filters', parsePositiveInt)
+    .option('--platforms <list>', 'with --src: all, or os/arch[/variant],... (default all)')
+    .option('--archive', 'with --src and --dest: keep the versions in the archive store as well');
   addRegistryOptions(cmd).action(async (names: string[], opts: SyncCliOptions) => {
     const { sync } = await import('../sync/sync.js');
-    const config = await configFrom(opts);
+    const oneOff = [opts.dest, opts.tags, opts.semver, opts.newest, opts.platforms, opts.archive].some(
+      (v) => v !== undefined,
+    );
+    if (!opts.src && (oneOff || opts.include.length || opts.exclude.length)) {
+      throw new StowageError(
+        'INVALID_ARGUMENT',
+        '--dest and the tag filters make a one-off job with --src; give --src REPOSITORY',
+      );
+    }
+    const loaded = await configFrom(opts);
+    const config = opts.src ? { ...loaded, jobs: [commandLineJob(opts, names)] } : loaded;
     const ctx = await contextFrom(opts, config.limits);
     const started = performance.now();
     try {
       const report = await withSignal((signal) =>
-        sync(ctx, config, { jobs: names, dryRun: opts.dryRun, concurrency: opts.parallel, signal }),
+        sync(ctx, config, {
+          jobs: opts.src ? undefined : names,
+          dryRun: opts.dryRun,
+          concurrency: opts.parallel,
+          signal,
+        }),
       );
       if (opts.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
       else if (!opts.quiet) process.stdout.write(describeSync(report, performance.now() - started));
