@@ -213,4 +213,49 @@ describe('skopeo flags', () => {
     });
     expect(inspected.stdout.trim()).toBe(h.fixtures.images.small!.digest);
   });
+
+  it('--no-creds reads anonymously and --registry-token sends a bearer token as it is, like skopeo', async () => {
+    const basicAuth = Buffer.from(`${h.user}:${h.password}`).toString('base64');
+    const w = await workdir('creds-flags', insecureConf(plain.host, basic.host, h.registries.token.host));
+    const authfile = join(w.dir, 'auth.json');
+    await writeFile(authfile, JSON.stringify({ auths: { [basic.host]: { auth: basicAuth } } }));
+    await run(
+      'skopeo',
+      [
+        'copy',
+        '--quiet',
+        '--src-tls-verify=false',
+        '--dest-tls-verify=false',
+        '--dest-authfile',
+        authfile,
+        `docker://${plain.host}/fixtures/small:v1`,
+        `docker://${basic.host}/creds-flags/app:v1`,
+      ],
+      { env: w.env },
+    );
+    const ref = `docker://${basic.host}/creds-flags/app:v1`;
+    expect((await stowage(['inspect', '--authfile', authfile, ref], { env: w.env })).code).toBe(0);
+    const anonymous = await stowage(['inspect', '--authfile', authfile, '--no-creds', ref], { env: w.env });
+    expect(anonymous.code).toBe(4);
+    expect(
+      (await skopeo(['inspect', '--tls-verify=false', '--authfile', authfile, '--no-creds', ref], w.env))
+        .code,
+    ).not.toBe(0);
+
+    // A push token from the token service, got by hand, as a CI system hands one over.
+    const tokenHost = h.registries.token.host;
+    const url = new URL(h.tokenServerUrl);
+    url.searchParams.set('service', 'test-registry');
+    url.searchParams.set('scope', 'repository:creds-flags/pushed:pull,push');
+    const res = await fetch(url, { headers: { authorization: `Basic ${basicAuth}` } });
+    const { token } = (await res.json()) as { token: string };
+    const dest = `docker://${tokenHost}/creds-flags/pushed:v1`;
+    const src = `docker://${plain.host}/fixtures/small:v1`;
+    const denied = await stowage(['copy', '-q', src, dest], { env: w.env });
+    expect(denied.code).toBe(4);
+    const pushed = await stowage(['copy', '-q', '--dest-registry-token', token, src, dest], { env: w.env });
+    expect(pushed.code, pushed.stderr).toBe(0);
+    const both = await stowage(['inspect', '--creds', 'a:b', '--registry-token', token, src], { env: w.env });
+    expect(both.code).toBe(2);
+  });
 });

@@ -109,6 +109,8 @@ export class Authenticator {
       const { username, password } = creds;
       return `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
     }
+    const own = await this.credentialsFor(scope);
+    if (own?.kind === 'bearer') return `Bearer ${own.token}`;
     const cached = this.tokens.get(scope);
     if (cached && cached.expiresAt > Date.now()) return `Bearer ${cached.token}`;
     let p = this.pending.get(scope);
@@ -177,7 +179,7 @@ export class Authenticator {
       const url = new URL(realm);
       if (service) url.searchParams.set('service', service);
       for (const sc of scope.split(' ').filter(Boolean)) url.searchParams.append('scope', sc);
-      if (creds) {
+      if (creds?.kind === 'basic') {
         url.searchParams.set('account', creds.username);
         headers.authorization = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
       }

@@ -10,7 +10,9 @@ import { type KeyringMode, keyringGet, keyringMode } from './keyring.js';
 /** Credentials for one registry. Never log or print these. */
 export type Credentials =
   | { kind: 'basic'; username: string; password: string }
-  | { kind: 'identityToken'; token: string; username?: string | undefined };
+  | { kind: 'identityToken'; token: string; username?: string | undefined }
+  /** A bearer token given as it is (--registry-token): sent to the registry, never to a token service. */
+  | { kind: 'bearer'; token: string };
 
 const authEntrySchema = z.looseObject({
   auth: z.string().optional(),

@@ -61,7 +61,7 @@ function encode(c: Credentials): string {
   return JSON.stringify(
     c.kind === 'basic'
       ? { username: c.username, password: c.password }
-      : { identitytoken: c.token, username: c.username },
+      : { identitytoken: c.token, username: c.kind === 'identityToken' ? c.username : undefined },
   );
 }
 

@@ -166,5 +166,5 @@ export async function storedLogin(
     }
   }
   const c = await keyringGet(key, opts.keyring, { quiet: true });
-  return c?.username;
+  return c && c.kind !== 'bearer' ? c.username : undefined;
 }

@@ -6,7 +6,9 @@ import { Context, type RegistryLimits } from '../registry/context.js';
 export interface RegistryCliOptions {
   registriesConf?: string;
   authfile?: string;
-  creds?: string;
+  /** false: --no-creds. */
+  creds?: string | false;
+  registryToken?: string;
   tlsVerify?: boolean;
   certDir?: string;
   retryTimes?: number;
@@ -31,6 +33,8 @@ export function addRegistryOptions(cmd: Command): Command {
       '--creds <user:password>',
       'credentials for the registry (prefer --authfile: command lines are visible to other users)',
     )
+    .option('--no-creds', 'access the registry anonymously: no auth file, helper or keyring is read')
+    .option('--registry-token <token>', 'a bearer token for the registry, sent as it is (as skopeo takes it)')
     .addOption(
       new Option(
         '--tls-verify <bool>',
@@ -64,6 +68,13 @@ export function addRegistryOptions(cmd: Command): Command {
       '--policy <file>',
       'trust policy (containers-policy.json) images must pass (default: ~/.config/containers/policy.json, /etc/containers/policy.json)',
     );
+}
+
+/** --creds USER:PASSWORD or --registry-token TOKEN (not both), as the credentials to use. */
+export function credentialsFrom(creds: string | false | undefined, token: string | undefined) {
+  if (creds && token) throw new InvalidArgumentError('give --creds or --registry-token, not both');
+  if (token) return { kind: 'bearer' as const, token };
+  return creds ? parseCredsOption(creds) : undefined;
 }
 
 /** --retry-times and --retry-delay as the transport's retry settings (a fixed delay: min = max). */
@@ -129,7 +140,8 @@ export function contextFrom(
     limits,
     registriesConf: opts.registriesConf,
     authFile: opts.authfile,
-    credentials: opts.creds ? parseCredsOption(opts.creds) : undefined,
+    credentials: credentialsFrom(opts.creds, opts.registryToken),
+    noCreds: opts.creds === false,
     tlsVerify: opts.tlsVerify,
     certDir: opts.certDir,
     policy: opts.policy,

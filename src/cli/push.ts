@@ -1,5 +1,4 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { parseCredsOption } from '../auth/authfile.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { Context } from '../registry/context.js';
@@ -11,6 +10,7 @@ import {
   type CompressCliOptions,
   compressFrom,
   contextFrom,
+  credentialsFrom,
   parseBool,
   parseGoDuration,
   parsePositiveInt,
@@ -206,8 +206,10 @@ interface CopyCliOptions extends CompressCliOptions {
   destCertDir?: string;
   registriesConf?: string;
   authfile?: string;
-  srcCreds?: string;
-  destCreds?: string;
+  srcCreds?: string | false;
+  destCreds?: string | false;
+  srcRegistryToken?: string;
+  destRegistryToken?: string;
   srcTlsVerify?: boolean;
   destTlsVerify?: boolean;
   certDir?: string;
@@ -291,6 +293,10 @@ export function copyCommand(program: Command): void {
     )
     .option('--compress-level <n>', 'gzip 1-9 (default 6), zstd 1-19 (default 3)')
     .option('--retry-delay <duration>', 'a fixed wait between retries (500ms, 2s, 1m30s)', parseGoDuration)
+    .option('--src-no-creds', 'read the source anonymously (no auth file, helper or keyring)')
+    .option('--dest-no-creds', 'write to the destination anonymously')
+    .option('--src-registry-token <token>', 'a bearer token for the source registry, sent as it is')
+    .option('--dest-registry-token <token>', 'a bearer token for the destination registry, sent as it is')
     .option('--src-authfile <file>', 'auth.json for the source (instead of --authfile)')
     .option('--dest-authfile <file>', 'auth.json for the destination (instead of --authfile)')
     .option('--src-cert-dir <dir>', 'CA certificates (*.crt) for the source registry')
@@ -310,7 +316,8 @@ export function copyCommand(program: Command): void {
         ...common,
         authFile: opts.srcAuthfile ?? common.authFile,
         certDir: opts.srcCertDir ?? common.certDir,
-        credentials: opts.srcCreds ? parseCredsOption(opts.srcCreds) : undefined,
+        credentials: credentialsFrom(opts.srcCreds, opts.srcRegistryToken),
+        noCreds: opts.srcCreds === false,
         tlsVerify: opts.srcTlsVerify,
         policy: opts.policy,
       });
@@ -318,7 +325,8 @@ export function copyCommand(program: Command): void {
         ...common,
         authFile: opts.destAuthfile ?? common.authFile,
         certDir: opts.destCertDir ?? common.certDir,
-        credentials: opts.destCreds ? parseCredsOption(opts.destCreds) : undefined,
+        credentials: credentialsFrom(opts.destCreds, opts.destRegistryToken),
+        noCreds: opts.destCreds === false,
         tlsVerify: opts.destTlsVerify,
       });
       const platform = opts.platform ? parsePlatform(opts.platform) : undefined;

@@ -42,8 +42,10 @@ export interface ContextOptions {
   registriesConf?: string | undefined;
   /** Path of auth.json (else the standard search). */
   authFile?: string | undefined;
-  /** Credentials for every registry, overriding auth files (--creds). */
+  /** Credentials for every registry, overriding auth files (--creds, --registry-token). */
   credentials?: Credentials | undefined;
+  /** No credentials at all: no auth file, helper or keyring is read (--no-creds). */
+  noCreds?: boolean | undefined;
   /** false: allow HTTP and unverified TLS for every registry (--tls-verify=false). */
   tlsVerify?: boolean | undefined;
   /** Directory with CA certificates (--cert-dir). */
@@ -109,7 +111,9 @@ export class Context {
    * waiting on it.
    */
   async clientFor(endpoint: Endpoint & { mirror?: boolean }): Promise<RegistryClient> {
-    const credentials = this.opts.credentials ?? (await this.storedCredentials(endpoint));
+    const credentials = this.opts.noCreds
+      ? undefined
+      : (this.opts.credentials ?? (await this.storedCredentials(endpoint)));
     const retry = endpoint.mirror
       ? { ...this.opts.retry, maxRetries: Math.min(1, this.retries) }
       : this.opts.retry;
@@ -121,9 +125,10 @@ export class Context {
         insecure: endpoint.insecure,
         credentials,
         // The Authenticator looks each repository up once.
-        lateCredentials: credentials
-          ? undefined
-          : (repository) => findKeyringCredentials(endpoint.host, repository, { env: this.opts.env }),
+        lateCredentials:
+          credentials || this.opts.noCreds
+            ? undefined
+            : (repository) => findKeyringCredentials(endpoint.host, repository, { env: this.opts.env }),
         certDir: this.opts.certDir,
         connections: this.opts.limits?.[endpoint.host]?.concurrency ?? this.opts.connections,
         requestsPerSecond: this.opts.limits?.[endpoint.host]?.['requests-per-second'],
