@@ -258,4 +258,14 @@ describe('skopeo flags', () => {
     const both = await stowage(['inspect', '--creds', 'a:b', '--registry-token', token, src], { env: w.env });
     expect(both.code).toBe(2);
   });
+
+  it('--creds USER without a terminal to ask on says what to do instead', async () => {
+    const w = await workdir('creds-prompt', insecureConf(basic.host));
+    const piped = await stowage(['inspect', '--creds', h.user, `docker://${basic.host}/fixtures/small:v1`], {
+      env: w.env,
+      input: `${h.password}\n`,
+    });
+    expect(piped.code).toBe(2);
+    expect(piped.stderr).toContain('no terminal to ask on');
+  });
 });

@@ -1,7 +1,8 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { type LayerCompression, parseCompression } from '../archive/compress.js';
-import { parseCredsOption } from '../auth/authfile.js';
+import { type Credentials, parseCredsOption } from '../auth/authfile.js';
 import { Context, type RegistryLimits } from '../registry/context.js';
+import { readPassword } from './prompt.js';
 
 export interface RegistryCliOptions {
   registriesConf?: string;
@@ -71,10 +72,17 @@ export function addRegistryOptions(cmd: Command): Command {
 }
 
 /** --creds USER:PASSWORD or --registry-token TOKEN (not both), as the credentials to use. */
-export function credentialsFrom(creds: string | false | undefined, token: string | undefined) {
+export async function credentialsFrom(
+  creds: string | false | undefined,
+  token: string | undefined,
+): Promise<Credentials | undefined> {
   if (creds && token) throw new InvalidArgumentError('give --creds or --registry-token, not both');
-  if (token) return { kind: 'bearer' as const, token };
-  return creds ? parseCredsOption(creds) : undefined;
+  if (token) return { kind: 'bearer', token };
+  if (!creds) return undefined;
+  // --creds USER: asked for on the terminal, as skopeo does, so it never shows in the process list.
+  if (!creds.includes(':'))
+    return parseCredsOption(`${creds}:${await readPassword(`Password for ${creds}: `)}`);
+  return parseCredsOption(creds);
 }
 
 /** --retry-times and --retry-delay as the transport's retry settings (a fixed delay: min = max). */
@@ -132,7 +140,7 @@ export function parsePositiveInt(v: string): number {
   return n;
 }
 
-export function contextFrom(
+export async function contextFrom(
   opts: RegistryCliOptions,
   limits?: Record<string, RegistryLimits>,
 ): Promise<Context> {
@@ -140,7 +148,7 @@ export function contextFrom(
     limits,
     registriesConf: opts.registriesConf,
     authFile: opts.authfile,
-    credentials: credentialsFrom(opts.creds, opts.registryToken),
+    credentials: await credentialsFrom(opts.creds, opts.registryToken),
     noCreds: opts.creds === false,
     tlsVerify: opts.tlsVerify,
     certDir: opts.certDir,

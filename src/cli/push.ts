@@ -316,7 +316,7 @@ export function copyCommand(program: Command): void {
         ...common,
         authFile: opts.srcAuthfile ?? common.authFile,
         certDir: opts.srcCertDir ?? common.certDir,
-        credentials: credentialsFrom(opts.srcCreds, opts.srcRegistryToken),
+        credentials: await credentialsFrom(opts.srcCreds, opts.srcRegistryToken),
         noCreds: opts.srcCreds === false,
         tlsVerify: opts.srcTlsVerify,
         policy: opts.policy,
@@ -325,7 +325,7 @@ export function copyCommand(program: Command): void {
         ...common,
         authFile: opts.destAuthfile ?? common.authFile,
         certDir: opts.destCertDir ?? common.certDir,
-        credentials: credentialsFrom(opts.destCreds, opts.destRegistryToken),
+        credentials: await credentialsFrom(opts.destCreds, opts.destRegistryToken),
         noCreds: opts.destCreds === false,
         tlsVerify: opts.destTlsVerify,
       });
