@@ -99,7 +99,15 @@ export function retryFrom(opts: { retryTimes?: number | undefined; retryDelay?: 
 /** A Go duration (skopeo's flags take them): 500ms, 2s, 1.5m, 1h30m; milliseconds, at most an hour. */
 export function parseGoDuration(v: string): number {
   // Go writes microseconds as "µs" (U+00B5); spelled as an escape, the bundle stays ASCII.
-  const units: Record<string, number> = { ns: 1e-6, us: 1e-3, '\u00b5s': 1e-3, ms: 1, s: 1e3, m: 60e3, h: 3600e3 };
+  const units: Record<string, number> = {
+    ns: 1e-6,
+    us: 1e-3,
+    '\u00b5s': 1e-3,
+    ms: 1,
+    s: 1e3,
+    m: 60e3,
+    h: 3600e3,
+  };
   const parts = [...v.matchAll(/(\d+(?:\.\d+)?)(ns|us|\u00b5s|ms|s|m|h)/g)];
   const total = parts.reduce((n, m) => n + Number(m[1]) * units[m[2]!]!, 0);
   if (!parts.length || parts.map((m) => m[0]).join('') !== v || total > 3600e3) {
