@@ -268,4 +268,31 @@ describe('skopeo flags', () => {
     expect(piped.code).toBe(2);
     expect(piped.stderr).toContain('no terminal to ask on');
   });
+
+  it('--additional-tag names a docker-archive image more than once, as skopeo does', async () => {
+    const w = await workdir('additional-tag', insecureConf(plain.host));
+    const src = `docker://${plain.host}/fixtures/small:v1`;
+    const repoTags = async (file: string) =>
+      JSON.parse((await run('tar', ['-xOf', file, 'manifest.json'])).stdout)[0].RepoTags as string[];
+    const ours = join(w.dir, 'ours.tar');
+    const theirs = join(w.dir, 'theirs.tar');
+    const dest = (f: string) => `docker-archive:${f}:team/app:1.0`;
+    const extra = ['--additional-tag', 'team/app:latest', '--additional-tag', 'registry.invalid/app:1'];
+    const r = await stowage(['copy', '-q', ...extra, src, dest(ours)], { env: w.env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(
+      (await skopeo(['copy', '--quiet', '--src-tls-verify=false', ...extra, src, dest(theirs)], w.env)).code,
+    ).toBe(0);
+    expect(await repoTags(ours)).toEqual(await repoTags(theirs));
+    expect(await repoTags(ours)).toEqual([
+      'docker.io/team/app:1.0',
+      'docker.io/team/app:latest',
+      'registry.invalid/app:1',
+    ]);
+    const refused = await stowage(['copy', '-q', ...extra, src, `oci-archive:${join(w.dir, 'x.tar')}`], {
+      env: w.env,
+    });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('docker-archive');
+  });
 });

@@ -199,6 +199,7 @@ export function pushCommand(program: Command): void {
 
 interface CopyCliOptions extends CompressCliOptions {
   checksum: boolean;
+  additionalTag: string[];
   digestfile?: string;
   srcAuthfile?: string;
   destAuthfile?: string;
@@ -302,6 +303,12 @@ export function copyCommand(program: Command): void {
     .option('--src-cert-dir <dir>', 'CA certificates (*.crt) for the source registry')
     .option('--dest-cert-dir <dir>', 'CA certificates (*.crt) for the destination registry')
     .option('--digestfile <file>', 'write the digest of the manifest written to this file (as skopeo does)')
+    .option(
+      '--additional-tag <name>',
+      'a docker-archive destination: another name for the image (repeatable), as skopeo adds it',
+      (v: string, prev: string[]) => [...prev, v],
+      [] as string[],
+    )
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON')
     .action(async (src: string, dst: string, opts: CopyCliOptions) => {
@@ -347,6 +354,7 @@ export function copyCommand(program: Command): void {
             referrers: referrerOption(opts),
             compress: compressFrom(opts),
             checksum: opts.checksum,
+            additionalTags: opts.additionalTag,
           }),
         );
         progress?.stop();

@@ -33,6 +33,8 @@ export type CopyImageOptions = Pick<
    * ref.name, the store's views' convention.
    */
   nameAsGiven?: boolean | undefined;
+  /** More names for a docker-archive destination (--additional-tag). */
+  additionalTags?: string[] | undefined;
 };
 
 export type CopyOutcome = { kind: 'registry'; result: PushResult } | { kind: 'archive'; result: PullResult };
@@ -69,6 +71,7 @@ export async function copyImage(
     referrers: opts.referrers,
     checksum: opts.checksum,
     compress: opts.compress,
+    additionalTags: opts.additionalTags,
   };
   return { kind: 'archive', result: await pull(srcCtx, [src], pullOpts) };
 }

@@ -31,6 +31,8 @@ export interface PullOptions {
   output: string;
   /** Destination format (default oci-archive). */
   format?: ArchiveFormat | undefined;
+  /** More names for the one image of a docker-archive (skopeo's --additional-tag), after its own. */
+  additionalTags?: string[] | undefined;
   /** One platform, or several (then a new index is written). Default: the host's. */
   platforms?: PlatformSpec[] | undefined;
   all?: boolean | undefined;
@@ -205,6 +207,19 @@ export async function writeArchive(opened: OpenedSource[], opts: PullOptions): P
     if (planned.length !== 1)
       throw new StowageError('INVALID_ARGUMENT', 'a destination name applies to one image only');
     planned[0]!.names = namesFromOption(opts.name, opts.nameAsGiven);
+  }
+  if (opts.additionalTags?.length) {
+    if (format !== 'docker-archive' || planned.length !== 1) {
+      throw new StowageError(
+        'INVALID_ARGUMENT',
+        '--additional-tag names the one image of a docker-archive (as skopeo does); this destination is not one',
+      );
+    }
+    const names = planned[0]!.names;
+    const extra = opts.additionalTags.map((t) =>
+      formatReference({ ...withDefaultTag(parseReference(t)), digest: undefined }),
+    );
+    planned[0]!.names = { ...names, repoTags: [...new Set([...names.repoTags, ...extra])] };
   }
   // Each image's manifest is remembered (a docker-archive of it can go back digest intact), and which
   // diff_id each layer decompressed to (the next docker-archive with it skips that pass).
