@@ -14,6 +14,7 @@ import pino, { type Logger } from 'pino';
 import { createApp } from './api/app.js';
 import { type ApiToken, newToken, tokenHash } from './api/auth.js';
 import { Sessions } from './api/session.js';
+import type { ApiApp } from './api/shared.js';
 import { databasePassword, replicaName } from './config/replicas.js';
 import {
   DEFAULT_LISTEN,
@@ -198,25 +199,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   };
   const app = createApp(deps);
   mountConsole(app, deps);
-  const server: ServerType = await new Promise((resolve, reject) => {
-    const s = serveHttp({ fetch: app.fetch, hostname: host, port }, () => resolve(s));
-    // Idle keep-alive connections outlive the proxies' and clients' own (load balancers keep theirs
-    // 60 s): with Node's 5 s default, the server may close a connection just as a client reuses it,
-    // and that request fails ("other side closed"), as the replica tests saw after a 5 s pause.
-    const http = s as unknown as { keepAliveTimeout: number; headersTimeout: number };
-    http.keepAliveTimeout = 65_000;
-    http.headersTimeout = 66_000;
-    s.once('error', (e: NodeJS.ErrnoException) =>
-      reject(
-        new StowageError(
-          'IO',
-          e.code === 'EADDRINUSE'
-            ? `cannot listen on ${host}:${port}: the address is in use; choose another with --listen`
-            : `cannot listen on ${host}:${port}: ${e.message}`,
-        ),
-      ),
-    );
-  });
+  const server = await listenOn(app.fetch, host, port);
   const address = server.address() as AddressInfo;
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   ready = true;
@@ -259,6 +242,29 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     return closing;
   };
   return { url, tokenFile, logger, close };
+}
+
+/** Starts the HTTP server; a taken or forbidden address is an error that names it. */
+function listenOn(fetch: ApiApp['fetch'], host: string, port: number): Promise<ServerType> {
+  return new Promise((resolve, reject) => {
+    const s = serveHttp({ fetch, hostname: host, port }, () => resolve(s));
+    // Idle keep-alive connections outlive the proxies' and clients' own (load balancers keep theirs
+    // 60 s): with Node's 5 s default, the server may close a connection just as a client reuses it,
+    // and that request fails ("other side closed"), as the replica tests saw after a 5 s pause.
+    const http = s as unknown as { keepAliveTimeout: number; headersTimeout: number };
+    http.keepAliveTimeout = 65_000;
+    http.headersTimeout = 66_000;
+    s.once('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        new StowageError(
+          'IO',
+          e.code === 'EADDRINUSE'
+            ? `cannot listen on ${host}:${port}: the address is in use; choose another with --listen`
+            : `cannot listen on ${host}:${port}: ${e.message}`,
+        ),
+      ),
+    );
+  });
 }
 
 /**

@@ -27,6 +27,29 @@ async function skopeo(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: n
   );
 }
 
+/** The small fixture put on the basic-auth registry with skopeo, and an auth.json that opens it. */
+async function onBasicRegistry(w: { dir: string; env: NodeJS.ProcessEnv }, repository: string) {
+  const authfile = join(w.dir, 'basic-auth.json');
+  const auth = Buffer.from(`${h.user}:${h.password}`).toString('base64');
+  await writeFile(authfile, JSON.stringify({ auths: { [basic.host]: { auth } } }));
+  const ref = `docker://${basic.host}/${repository}:v1`;
+  await run(
+    'skopeo',
+    [
+      'copy',
+      '--quiet',
+      '--src-tls-verify=false',
+      '--dest-tls-verify=false',
+      '--dest-authfile',
+      authfile,
+      `docker://${plain.host}/fixtures/small:v1`,
+      ref,
+    ],
+    { env: w.env },
+  );
+  return { authfile, ref, basicAuth: auth };
+}
+
 describe('skopeo flags', () => {
   it('reads a bare --tls-verify as true, without taking the image for its value', async () => {
     const w = await workdir('bare-tls-verify', '');
@@ -179,25 +202,7 @@ describe('skopeo flags', () => {
 
   it('copy takes an auth.json and a CA directory for each side', async () => {
     const w = await workdir('per-side', insecureConf(plain.host, basic.host));
-    const srcAuth = join(w.dir, 'src-auth.json');
-    const auth = Buffer.from(`${h.user}:${h.password}`).toString('base64');
-    await writeFile(srcAuth, JSON.stringify({ auths: { [basic.host]: { auth } } }));
-    // The fixture, put on the basic-auth registry first with skopeo.
-    const onBasic = `docker://${basic.host}/per-side/src:v1`;
-    await run(
-      'skopeo',
-      [
-        'copy',
-        '--quiet',
-        '--src-tls-verify=false',
-        '--dest-tls-verify=false',
-        '--dest-authfile',
-        srcAuth,
-        `docker://${plain.host}/fixtures/small:v1`,
-        onBasic,
-      ],
-      { env: w.env },
-    );
+    const { authfile: srcAuth, ref: onBasic } = await onBasicRegistry(w, 'per-side/src');
     const dest = `docker://${tls.host}/per-side/dest:v1`;
     const denied = await stowage(['copy', '-q', '--dest-cert-dir', h.caDir, onBasic, dest], { env: w.env });
     expect(denied.code).toBe(4);
@@ -215,25 +220,8 @@ describe('skopeo flags', () => {
   });
 
   it('--no-creds reads anonymously and --registry-token sends a bearer token as it is, like skopeo', async () => {
-    const basicAuth = Buffer.from(`${h.user}:${h.password}`).toString('base64');
     const w = await workdir('creds-flags', insecureConf(plain.host, basic.host, h.registries.token.host));
-    const authfile = join(w.dir, 'auth.json');
-    await writeFile(authfile, JSON.stringify({ auths: { [basic.host]: { auth: basicAuth } } }));
-    await run(
-      'skopeo',
-      [
-        'copy',
-        '--quiet',
-        '--src-tls-verify=false',
-        '--dest-tls-verify=false',
-        '--dest-authfile',
-        authfile,
-        `docker://${plain.host}/fixtures/small:v1`,
-        `docker://${basic.host}/creds-flags/app:v1`,
-      ],
-      { env: w.env },
-    );
-    const ref = `docker://${basic.host}/creds-flags/app:v1`;
+    const { authfile, ref, basicAuth } = await onBasicRegistry(w, 'creds-flags/app');
     expect((await stowage(['inspect', '--authfile', authfile, ref], { env: w.env })).code).toBe(0);
     const anonymous = await stowage(['inspect', '--authfile', authfile, '--no-creds', ref], { env: w.env });
     expect(anonymous.code).toBe(4);

@@ -9,7 +9,7 @@ import type { Context as HonoContext, MiddlewareHandler } from 'hono';
 import { deleteCookie, setCookie } from 'hono/cookie';
 import { html } from 'hono/html';
 import { streamSSE } from 'hono/streaming';
-import { findToken } from '../api/auth.js';
+import { allows, findToken } from '../api/auth.js';
 import { cancelJob, startPull, startPush, startSync } from '../api/jobs.js';
 import { SESSION_COOKIE, SESSION_TTL_MS, type Session, type Sessions } from '../api/session.js';
 import type { ApiApp, AppDeps, Env } from '../api/shared.js';
@@ -339,8 +339,7 @@ function mountOthers(app: ApiApp, deps: AppDeps, { render, act, field }: Kit): v
 
 /** The scope check of a console action (the API's routes check it in their middleware). */
 function need(session: Session, scope: 'pull' | 'push' | 'sync' | 'admin'): void {
-  const scopes = session.token.scopes;
-  if (!scopes.includes('admin') && !scopes.includes(scope)) {
+  if (!allows(session.token, scope)) {
     throw new StowageError('DENIED', `token "${session.token.name}" lacks the "${scope}" scope this needs`);
   }
 }

@@ -71,25 +71,7 @@ export function createMetrics(engine: Engine, jobs: JobSystem, opts: MetricsOpti
     'Blobs fetched from registries into the store',
     () => engine.counters.blobCacheMisses,
   );
-  const finished = new Counter({
-    name: 'stowage_jobs_finished_total',
-    help: 'Jobs this process finished, by kind and outcome (succeeded, failed, canceled)',
-    labelNames: ['kind', 'outcome'],
-    registers: [registry],
-  });
-  const duration = new Histogram({
-    name: 'stowage_job_duration_seconds',
-    help: 'From a job starting to its end, by kind and outcome',
-    labelNames: ['kind', 'outcome'],
-    buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400],
-    registers: [registry],
-  });
-  const lastSync = new Gauge({
-    name: 'stowage_sync_last_success_timestamp_seconds',
-    help: 'When each sync job of stowage.toml last finished without a failure (Unix time)',
-    labelNames: ['job'],
-    registers: [registry],
-  });
+  const observeJob = jobMetrics(registry);
   let usage: { at: number; value: Promise<{ logicalBytes: number; diskBytes: number }> } | undefined;
   const readUsage = () => {
     if (!opts.usage) return undefined;
@@ -102,24 +84,22 @@ export function createMetrics(engine: Engine, jobs: JobSystem, opts: MetricsOpti
     }
     return usage.value;
   };
-  new Gauge({
-    name: 'stowage_store_logical_bytes',
-    help: 'What every stored version would take as its own archive',
-    registers: [registry],
-    async collect() {
-      const u = await readUsage()?.catch(() => undefined);
-      if (u) this.set(u.logicalBytes);
-    },
-  });
-  new Gauge({
-    name: 'stowage_store_stored_bytes',
-    help: 'What the store holds (each blob once)',
-    registers: [registry],
-    async collect() {
-      const u = await readUsage()?.catch(() => undefined);
-      if (u) this.set(u.diskBytes);
-    },
-  });
+  const usageGauge = (name: string, help: string, pick: 'logicalBytes' | 'diskBytes') =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        const u = await readUsage()?.catch(() => undefined);
+        if (u) this.set(u[pick]);
+      },
+    });
+  usageGauge(
+    'stowage_store_logical_bytes',
+    'What every stored version would take as its own archive',
+    'logicalBytes',
+  );
+  usageGauge('stowage_store_stored_bytes', 'What the store holds (each blob once)', 'diskBytes');
   new Gauge({
     name: 'stowage_jobs',
     help: 'Jobs in the history kept, by kind and state (older ones are pruned: count finished jobs with stowage_jobs_finished_total)',
@@ -170,20 +150,44 @@ export function createMetrics(engine: Engine, jobs: JobSystem, opts: MetricsOpti
       api.inc({ method, route, status: String(status) });
       apiLatency.observe({ method, route }, seconds);
     },
-    observeJob(job) {
-      if (!TERMINAL.has(job.state)) return;
-      finished.inc({ kind: job.kind, outcome: job.state });
-      if (job.startedAt && job.finishedAt) {
-        const seconds = (Date.parse(job.finishedAt) - Date.parse(job.startedAt)) / 1000;
-        duration.observe({ kind: job.kind, outcome: job.state }, Math.max(0, seconds));
-      }
-      if (job.kind === 'sync' && job.state === 'succeeded') {
-        const at = Date.parse(job.finishedAt ?? new Date().toISOString()) / 1000;
-        for (const name of (job.request as { jobs?: string[] }).jobs ?? []) lastSync.set({ job: name }, at);
-      }
-    },
+    observeJob,
     close() {
       registryRequestObservers.delete(observer);
     },
+  };
+}
+
+/** Finished jobs counted and timed, and each sync job's last success: what observeJob records. */
+function jobMetrics(registry: Registry): (job: Job) => void {
+  const finished = new Counter({
+    name: 'stowage_jobs_finished_total',
+    help: 'Jobs this process finished, by kind and outcome (succeeded, failed, canceled)',
+    labelNames: ['kind', 'outcome'],
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'stowage_job_duration_seconds',
+    help: 'From a job starting to its end, by kind and outcome',
+    labelNames: ['kind', 'outcome'],
+    buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400],
+    registers: [registry],
+  });
+  const lastSync = new Gauge({
+    name: 'stowage_sync_last_success_timestamp_seconds',
+    help: 'When each sync job of stowage.toml last finished without a failure (Unix time)',
+    labelNames: ['job'],
+    registers: [registry],
+  });
+  return (job) => {
+    if (!TERMINAL.has(job.state)) return;
+    finished.inc({ kind: job.kind, outcome: job.state });
+    if (job.startedAt && job.finishedAt) {
+      const seconds = (Date.parse(job.finishedAt) - Date.parse(job.startedAt)) / 1000;
+      duration.observe({ kind: job.kind, outcome: job.state }, Math.max(0, seconds));
+    }
+    if (job.kind === 'sync' && job.state === 'succeeded') {
+      const at = Date.parse(job.finishedAt ?? new Date().toISOString()) / 1000;
+      for (const name of (job.request as { jobs?: string[] }).jobs ?? []) lastSync.set({ job: name }, at);
+    }
   };
 }

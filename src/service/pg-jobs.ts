@@ -150,6 +150,7 @@ export class PgJobs implements JobSystem {
     }
     const db = openPool(opts.url, { password: opts.password, max: opts.concurrency + 4 });
     const heartbeat = Math.max(10, opts.heartbeatSeconds ?? 30);
+    let started: PgBoss | undefined;
     try {
       await migrate(db);
       const { PgBoss } = await import('pg-boss');
@@ -170,9 +171,12 @@ export class PgJobs implements JobSystem {
       boss.on('warning', (w: { message: string }) => opts.onWarning?.(`pg-boss: ${w.message}`));
       const jobs = new PgJobs(db, boss, opts);
       await boss.start();
+      started = boss;
       await jobs.prepare(heartbeat);
       return jobs;
     } catch (e) {
+      // A start that got halfway (queues or LISTEN failing) must not leave pg-boss's timers running.
+      await started?.stop({ graceful: false, close: true }).catch(() => {});
       await db.pool.end().catch(() => {});
       throw dbFailure(`the job system at ${db.description}`, e, 'starting');
     }
