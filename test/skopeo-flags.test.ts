@@ -5,7 +5,7 @@
  * the same text as skopeo's Go templates; --digestfile writes the same digest; copy takes an auth.json
  * and a CA directory per side.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
@@ -282,5 +282,69 @@ describe('skopeo flags', () => {
     });
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('docker-archive');
+  });
+
+  it('--preserve-digests keeps digests where it can and fails before writing where it cannot, like skopeo', async () => {
+    const w = await workdir('preserve-digests', insecureConf(plain.host));
+    const src = `docker://${plain.host}/fixtures/small:v1`;
+    const small = h.fixtures.images.small!.digest;
+    const tls = ['--src-tls-verify=false', '--dest-tls-verify=false'];
+    const digestOf = async (ref: string) =>
+      JSON.parse((await run('skopeo', ['inspect', '--tls-verify=false', ref], { env: w.env })).stdout)
+        .Digest as string;
+    // Registry to registry: the digest is the source's.
+    const kept = `docker://${plain.host}/preserve/small:v1`;
+    const copied = await stowage(['copy', '-q', '--preserve-digests', src, kept], { env: w.env });
+    expect(copied.code, copied.stderr).toBe(0);
+    expect(await digestOf(kept)).toBe(small);
+
+    // A docker-archive keeps no manifest: both refuse, and stowage leaves no file behind.
+    const archive = join(w.dir, 'small.tar');
+    const toArchive = await stowage(['copy', '-q', '--preserve-digests', src, `docker-archive:${archive}`], {
+      env: w.env,
+    });
+    expect(toArchive.code).toBe(6);
+    expect(toArchive.stderr).toContain('a docker-archive keeps no manifest');
+    await expect(stat(archive)).rejects.toThrow();
+    const theirs = join(w.dir, 'theirs.tar');
+    expect(
+      (await skopeo(['copy', ...tls, '--preserve-digests', src, `docker-archive:${theirs}`], w.env)).code,
+    ).not.toBe(0);
+
+    // skopeo's docker-archive pushed: its layers would be compressed under a new manifest, so stowage
+    // refuses (in a dry run too) and sends nothing; --compress none keeps the digest stowage reads for it.
+    const saved = join(w.dir, 'saved.tar');
+    await run('skopeo', ['copy', '--quiet', ...tls, src, `docker-archive:${saved}:preserve/saved:v1`], {
+      env: w.env,
+    });
+    const target = `${plain.host}/preserve/from-archive:v1`;
+    for (const extra of [[], ['--dry-run']]) {
+      const refused = await stowage(['push', '-q', '--preserve-digests', ...extra, saved, target], {
+        env: w.env,
+      });
+      expect(refused.code, refused.stderr).toBe(6);
+      expect(refused.stderr).toContain('--compress none sends them as they are');
+    }
+    await expect(digestOf(`docker://${target}`)).rejects.toThrow();
+    const gzip = await stowage(['push', '-q', '--preserve-digests', '--compress', 'gzip', saved, target], {
+      env: w.env,
+    });
+    expect(gzip.code).toBe(2);
+    const plainLayers = await stowage(
+      ['push', '-q', '--preserve-digests', '--compress', 'none', saved, target],
+      { env: w.env },
+    );
+    expect(plainLayers.code, plainLayers.stderr).toBe(0);
+    const read = await stowage(['inspect', `docker-archive:${saved}`], { env: w.env });
+    expect(await digestOf(`docker://${target}`)).toBe(JSON.parse(read.stdout).images[0].digest);
+
+    // stowage's own docker-archive of an image it pulled goes back with the original digest, where the
+    // registry has its layers.
+    const ours = join(w.dir, 'ours.tar');
+    expect((await stowage(['copy', '-q', src, `docker-archive:${ours}`], { env: w.env })).code).toBe(0);
+    const back = `${plain.host}/preserve/small:round-trip`;
+    const restored = await stowage(['push', '-q', '--preserve-digests', ours, back], { env: w.env });
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(await digestOf(`docker://${back}`)).toBe(small);
   });
 });

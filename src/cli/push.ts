@@ -75,6 +75,7 @@ function printPush(result: PushResult, elapsed: number, opts: { json?: boolean; 
 
 interface PushCliOptions extends RegistryCliOptions, CompressCliOptions {
   digestfile?: string;
+  preserveDigests?: boolean;
   image?: string;
   allTags?: boolean;
   prefix?: string;
@@ -155,6 +156,10 @@ export function pushCommand(program: Command): void {
     )
     .option('--sign-passphrase-file <file>', "the key's passphrase: the file's first line")
     .option('--digestfile <file>', 'write the digest of the manifest pushed to this file (as skopeo does)')
+    .option(
+      '--preserve-digests',
+      'fail, before sending anything, where a digest would change (a docker-archive whose layers would be compressed)',
+    )
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
   addCompressOptions(cmd, "a docker-archive's plain layers are compressed (default gzip)");
@@ -185,6 +190,7 @@ export function pushCommand(program: Command): void {
           sign: signOption(opts),
           referrers: referrerOption(opts),
           compress: compressFrom(opts),
+          preserveDigests: opts.preserveDigests,
         }),
       );
       progress?.stop();
@@ -199,6 +205,7 @@ export function pushCommand(program: Command): void {
 
 interface CopyCliOptions extends CompressCliOptions {
   checksum: boolean;
+  preserveDigests?: boolean;
   additionalTag: string[];
   digestfile?: string;
   srcAuthfile?: string;
@@ -304,6 +311,10 @@ export function copyCommand(program: Command): void {
     .option('--dest-cert-dir <dir>', 'CA certificates (*.crt) for the destination registry')
     .option('--digestfile <file>', 'write the digest of the manifest written to this file (as skopeo does)')
     .option(
+      '--preserve-digests',
+      "fail, before writing anything, where the digest written would not be the source's (a docker-archive destination, compressed plain layers, several platforms chosen from an index)",
+    )
+    .option(
       '--additional-tag <name>',
       'a docker-archive destination: another name for the image (repeatable), as skopeo adds it',
       (v: string, prev: string[]) => [...prev, v],
@@ -355,6 +366,7 @@ export function copyCommand(program: Command): void {
             compress: compressFrom(opts),
             checksum: opts.checksum,
             additionalTags: opts.additionalTag,
+            preserveDigests: opts.preserveDigests,
           }),
         );
         progress?.stop();

@@ -350,6 +350,71 @@ describe('copy()', () => {
     }
   });
 
+  it('--preserve-digests refuses, before reading a layer or writing, each copy that would change a digest', async () => {
+    const src = new FakeSource();
+    const amd = src.image('amd', [src.blob('amd layer')]);
+    const arm64 = { os: 'linux', architecture: 'arm64' };
+    const arm = src.image('arm', [src.blob('arm layer')], arm64);
+    src.index('multi', [
+      { d: amd, platform: AMD64 },
+      { d: arm, platform: arm64 },
+    ]);
+    const plainLayer = src.blob(Buffer.alloc(512, 1), MediaType.OciLayerTar);
+    src.image('plain', [plainLayer], AMD64, MediaType.OciLayerTar);
+    const keep = { ...settings, preserveDigests: true };
+    const refused = async (
+      reference: string,
+      selection: Parameters<typeof copy>[2],
+      needs: DestinationNeeds,
+      extra: object = {},
+    ) => {
+      const dest = new MemoryDestination(needs);
+      const reads = src.reads.length;
+      const err = await copy([image(src, reference)], dest, selection, { ...keep, ...extra }).catch((e) => e);
+      expect(dest.events).toEqual([]);
+      expect(src.reads.slice(reads).filter((d) => d === plainLayer.digest)).toEqual([]);
+      return err as StowageError;
+    };
+    const anywhere = { compressedLayers: false, singlePlatform: false, maxImages: 9, referrers: false };
+    const registry = { ...anywhere, compressedLayers: true };
+    const dockerArchive = { ...anywhere, singlePlatform: true, plainLayers: true };
+    // Two platforms of an index make a new index.
+    const both = await refused('multi', { platforms: [AMD64, arm64] }, anywhere);
+    expect(both.code).toBe('INVALID_ARGUMENT');
+    expect(both.message).toContain('makes a new index');
+    // A docker-archive keeps no manifest.
+    const noManifest = await refused('amd', { platforms: [AMD64] }, dockerArchive);
+    expect(noManifest.code).toBe('UNSUPPORTED');
+    expect(noManifest.message).toContain('a docker-archive keeps no manifest');
+    // Plain layers compressed for a registry: refused by default, and when asked for.
+    const compressed = await refused('plain', { platforms: [AMD64] }, registry);
+    expect(compressed.message).toContain('--compress none');
+    const asked = await refused('plain', { platforms: [AMD64] }, anywhere, {
+      compress: { format: 'gzip', level: 6 },
+    });
+    expect(asked.code).toBe('INVALID_ARGUMENT');
+    // What keeps its digest goes through: one platform, the whole index, plain layers kept plain.
+    const one = await copy([image(src, 'multi')], new MemoryDestination(), { platforms: [arm64] }, keep);
+    expect(one.images[0]!.plan.root.descriptor.digest).toBe(arm.digest);
+    const whole = await copy(
+      [image(src, 'multi')],
+      new MemoryDestination(),
+      { all: true, platforms: [AMD64] },
+      keep,
+    );
+    expect(whole.images[0]!.plan.root.descriptor.digest).toBe(src.tags.get('multi'));
+    const asIs = await copy(
+      [image(src, 'plain')],
+      new MemoryDestination(registry),
+      { platforms: [AMD64] },
+      {
+        ...keep,
+        compress: { format: 'none' },
+      },
+    );
+    expect(asIs.images[0]!.plan.root.descriptor.digest).toBe(src.tags.get('plain'));
+  });
+
   it('plans without reading a layer on a dry run', async () => {
     const src = new FakeSource();
     const layer = src.blob('never read');

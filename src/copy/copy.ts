@@ -24,6 +24,7 @@ import type {
 } from './destination.js';
 import type { DigestCache } from './digest-cache.js';
 import { type ImagePlan, parseManifest, planImage, planPlatforms, readConfig } from './plan.js';
+import { checkDigestsKept } from './preserve.js';
 import { type ConvertedLayer, recompressPlainLayers } from './recompress.js';
 import { type PlannedReferrer, planReferrers, type ReferrerOptions } from './referrers.js';
 import type { ImageSource } from './source.js';
@@ -76,6 +77,8 @@ export interface CopyOptions extends WriteSettings {
   compress?: LayerCompression | undefined;
   /** Where earlier compressions of plain layers are remembered. */
   digestCache?: DigestCache | undefined;
+  /** Fail, before writing, where a digest would change (--preserve-digests; see preserve.ts). */
+  preserveDigests?: boolean | undefined;
 }
 
 export interface CopyResult<Committed> {
@@ -151,6 +154,8 @@ export async function prepareCopy(
     stream?: ImageDestination['streamBlob'] | undefined;
     /** The destination's hasBlob: an image pulled before may go back as it was (see recompress.ts). */
     has?: ImageDestination['hasBlob'] | undefined;
+    /** Fail, before anything is converted or written, where a digest would change. */
+    preserveDigests?: boolean | undefined;
   },
 ): Promise<PreparedCopy> {
   checkFits(planned, needs);
@@ -159,6 +164,16 @@ export async function prepareCopy(
       'INVALID_ARGUMENT',
       `a docker-archive holds its layers uncompressed (as docker load reads them), so --compress ${opts.compress.format} cannot apply; leave it out, or write an oci-archive`,
     );
+  }
+  const compression = opts.compress ?? (needs.compressedLayers ? DEFAULT_COMPRESSION : undefined);
+  if (opts.preserveDigests) {
+    await checkDigestsKept(planned, needs, {
+      compression,
+      askedFor: opts.compress !== undefined,
+      cache: opts.digestCache,
+      has: opts.has,
+      signal: opts.signal,
+    });
   }
   const notes = needs.referrers ? [] : await leftBehind(planned, opts.referrers, opts.signal);
   if (needs.referrers) {
@@ -175,7 +190,6 @@ export async function prepareCopy(
   };
   const images: PlannedImage[] = [];
   try {
-    const compression = opts.compress ?? (needs.compressedLayers ? DEFAULT_COMPRESSION : undefined);
     for (const p of planned) {
       if (!compression || opts.dryRun) {
         images.push(p);

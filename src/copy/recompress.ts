@@ -74,15 +74,13 @@ export async function recompressPlainLayers(
 ): Promise<Recompressed | undefined> {
   const root = plan.root;
   const compression = opts.compression ?? DEFAULT_COMPRESSION;
-  // An image with plain layers only: nothing to do for an index, nor when asked to keep them plain.
-  if (compression.format === 'none' || isIndexMediaType(root.descriptor.mediaType)) return undefined;
-  const manifest = parseManifest(root.bytes, `manifest ${root.descriptor.digest}`);
-  const todo = manifest.layers.filter(
-    (l, i, all) => PLAIN_LAYER.has(l.mediaType) && all.findIndex((x) => x.digest === l.digest) === i,
-  );
+  // Nothing to do when asked to keep the layers plain.
+  if (compression.format === 'none') return undefined;
+  const todo = plainLayers(plan);
   if (todo.length === 0) return undefined;
+  const manifest = parseManifest(root.bytes, `manifest ${root.descriptor.digest}`);
   if (!opts.compression) {
-    const original = await originalImage(plan, manifest, source, opts);
+    const original = await originalImage(plan, source, opts);
     if (original) return original;
   }
   // Streamed layers need no scratch directory; those of killed runs are swept all the same.
@@ -155,6 +153,16 @@ export async function recompressPlainLayers(
   }
 }
 
+/** The plain (uncompressed) layers of a single-manifest image, each once; none for an index. */
+export function plainLayers(plan: ImagePlan): Descriptor[] {
+  const root = plan.root;
+  if (isIndexMediaType(root.descriptor.mediaType)) return [];
+  const manifest = parseManifest(root.bytes, `manifest ${root.descriptor.digest}`);
+  return manifest.layers.filter(
+    (l, i, all) => PLAIN_LAYER.has(l.mediaType) && all.findIndex((x) => x.digest === l.digest) === i,
+  );
+}
+
 /** The plan of a single-manifest image: its manifest, and its config and layers once each. */
 function singleManifestPlan(
   root: PlannedDocument,
@@ -196,9 +204,8 @@ function rewrittenManifest(
  * nothing is compressed or sent; the archive's layers are still read and checked (verifyExisting).
  * undefined where there is no record, it does not fit, or a layer is missing.
  */
-async function originalImage(
+export async function originalImage(
   plan: ImagePlan,
-  synthesized: ReturnType<typeof parseManifest>,
   source: ImageSource,
   opts: {
     signal?: AbortSignal | undefined;
@@ -206,6 +213,8 @@ async function originalImage(
     has?: ImageDestination['hasBlob'];
   },
 ): Promise<Recompressed | undefined> {
+  if (isIndexMediaType(plan.root.descriptor.mediaType)) return undefined;
+  const synthesized = parseManifest(plan.root.bytes, `manifest ${plan.root.descriptor.digest}`);
   const recorded = opts.cache?.manifestFor(synthesized.config.digest);
   if (!recorded || !opts.has || !isManifestMediaType(recorded.mediaType)) return undefined;
   let original: ReturnType<typeof parseManifest>;

@@ -33,6 +33,11 @@ export interface ImageSource {
    * the caller must read it itself; DIGEST_MISMATCH when it is damaged.
    */
   checkBlob?(descriptor: Descriptor, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * The manifests are stowage's own, made up for an archive that holds none (a docker-archive before
+   * docker 25): the digests it reports are not the image's original ones.
+   */
+  readonly synthesizedManifests?: boolean;
   /** What is attached to a manifest (see ReferrerEntry); absent where the source cannot hold any. */
   referrers?(digest: string, signal?: AbortSignal): Promise<ReferrerEntry[]>;
   close(): Promise<void>;

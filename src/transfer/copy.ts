@@ -22,6 +22,7 @@ export type CopyImageOptions = Pick<
   | 'referrers'
   | 'sign'
   | 'compress'
+  | 'preserveDigests'
 > & {
   /** Write DEST.sha256 beside an archive file (default true; --no-checksum). */
   checksum?: boolean | undefined;
@@ -71,6 +72,7 @@ export async function copyImage(
     referrers: opts.referrers,
     checksum: opts.checksum,
     compress: opts.compress,
+    preserveDigests: opts.preserveDigests,
     additionalTags: opts.additionalTags,
   };
   return { kind: 'archive', result: await pull(srcCtx, [src], pullOpts) };

@@ -55,6 +55,8 @@ export interface PullOptions {
   checksum?: boolean | undefined;
   /** Compress plain layers (a docker-archive source's) for formats that hold compressed ones (--compress). */
   compress?: LayerCompression | undefined;
+  /** Fail, before anything is written, where a digest would change (--preserve-digests). */
+  preserveDigests?: boolean | undefined;
 }
 
 export interface PulledImage {
@@ -228,6 +230,7 @@ export async function writeArchive(opened: OpenedSource[], opts: PullOptions): P
   const r = await copyPlanned(planned, destination, {
     digestCache,
     compress: opts.compress,
+    preserveDigests: opts.preserveDigests,
     concurrency: opts.concurrency ?? 4,
     signal: opts.signal,
     onProgress: opts.onProgress,

@@ -64,6 +64,8 @@ export interface PushOptions {
   onProgress?: ProgressListener | undefined;
   /** Resolve the images and their targets, send nothing (--dry-run). */
   dryRun?: boolean | undefined;
+  /** Fail, before anything is sent, where a digest would change (--preserve-digests). */
+  preserveDigests?: boolean | undefined;
   /**
    * Told, before anything is sent, which images go where: a typo in a destination, or an archive's own
    * names taken as targets, shows before a tag is overwritten.
@@ -252,7 +254,8 @@ export async function push(
   // A docker-archive's plain layers are compressed for the registry: what earlier pushes made of them
   // is remembered, so pushing the same archive again compresses nothing the registry has; and the
   // manifests pushed are remembered for a docker-archive made of them later.
-  const digestCache = opts.dryRun ? undefined : await DigestCache.openDefault();
+  // A dry run reads it too (whether an image would go back as it was) and saves nothing.
+  const digestCache = await DigestCache.openDefault();
   try {
     for (const image of opened.images) await admitImage(ctx, opened, image, opts.signal);
     const chosen = opened.images.map((i) => i.listed!);
@@ -279,8 +282,13 @@ export async function push(
         source.format === 'docker-archive' &&
         !isIndexMediaType(planned.plan.root.descriptor.mediaType) &&
         source.synthesizedManifests;
-      if (!opts.dryRun)
-        planned = await restoreImage(ctx, { planned, img, targets }, { ...opts, signer, digestCache }, stats);
+      const restored = await restoreImage(
+        ctx,
+        { planned, img, targets },
+        { ...opts, signer, digestCache },
+        stats,
+      );
+      if (!opts.dryRun) planned = restored;
       images.push({
         source: imageLabel(what, img),
         destinations: targets.map(formatReference),
@@ -358,9 +366,13 @@ async function uploadTo(
       compress: opts.compress,
       stream: destinations.length === 1 && only ? only.streamBlob.bind(only) : undefined,
       has: destinations.length === 1 && only ? only.hasBlob.bind(only) : undefined,
+      dryRun: opts.dryRun,
+      preserveDigests: opts.preserveDigests,
     },
   );
   try {
+    // A dry run stops here: the plan checked (--preserve-digests included), nothing converted or sent.
+    if (opts.dryRun) return prepared.images[0]!;
     for (const destination of destinations) await writeTo(destination, prepared, settings);
     rememberManifests(prepared.images, opts.digestCache);
     await opts.digestCache?.save();
@@ -479,9 +491,7 @@ export async function copyToRegistry(
       opts.signal,
     );
     const stats = emptyStats();
-    const sent = opts.dryRun
-      ? planned
-      : await uploadTo(dstCtx, planned, [target], { ...opts, signer }, stats);
+    const sent = await uploadTo(dstCtx, planned, [target], { ...opts, signer }, stats);
     return {
       images: [
         {
