@@ -156,6 +156,10 @@ const SyncJobResult = z
           }),
         ),
         pruned: z.array(z.object({ id: z.string(), tag: z.string(), digest: z.string(), taken: when })),
+        mirrorDeleted: z.array(z.object({ tag: z.string(), digest: z.string().optional() })).openapi({
+          description:
+            "the mirror's tags gone from the source that prune = true deleted (or would delete, in a dry run)",
+        }),
       }),
     ),
   })

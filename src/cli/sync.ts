@@ -44,6 +44,12 @@ function describeSync(r: SyncReport, elapsed: number): string {
         `${j.name.padEnd(width)}  ${p.tag.padEnd(20)}  ${(r.dryRun ? 'would-prune' : 'pruned').padEnd(11)}  ${p.id} ${p.digest.slice(0, 19)} taken ${p.taken}`,
       );
     }
+    // Mirror tags gone from the source (prune = true): the MIRROR column says what became of them.
+    for (const d of j.mirrorDeleted) {
+      lines.push(
+        `${j.name.padEnd(width)}  ${d.tag.padEnd(20)}  ${'gone'.padEnd(11)}  ${'-'.padEnd(11)}  ${(r.dryRun ? 'would-del' : 'deleted').padEnd(10)}  ${d.digest?.slice(0, 19) ?? ''}`,
+      );
+    }
   }
   const tags = r.jobs.reduce((n, j) => n + j.tags.length, 0);
   const gc = r.garbage
@@ -65,6 +71,8 @@ interface SyncCliOptions extends RegistryCliOptions, StoreCliOptions {
   newest?: number;
   platforms?: string;
   archive?: boolean;
+  prune?: boolean;
+  preserveDigests?: boolean;
   dryRun?: boolean;
   parallel: number;
   quiet?: boolean;
@@ -98,6 +106,12 @@ function commandLineJob(opts: SyncCliOptions, names: string[]): JobConfig {
   const platforms =
     opts.platforms && opts.platforms !== 'all' ? opts.platforms.split(',').map((p) => p.trim()) : 'all';
   for (const p of platforms === 'all' ? [] : platforms) parsePlatform(p);
+  if (opts.prune && !opts.dest) {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      '--prune deletes mirror tags gone from the source and needs --dest (the store keeps every version)',
+    );
+  }
   return {
     name: 'command-line',
     source: opts.src!,
@@ -115,6 +129,8 @@ function commandLineJob(opts: SyncCliOptions, names: string[]): JobConfig {
     ...(opts.newest ? { newest: opts.newest } : {}),
     platforms,
     ...(opts.dest ? { mirror: opts.dest, archive: Boolean(opts.archive) } : { archive: true }),
+    ...(opts.prune ? { prune: true } : {}),
+    ...(opts.preserveDigests ? { 'preserve-digests': true } : {}),
   };
 }
 
@@ -126,7 +142,8 @@ export function syncCommand(program: Command, setExitCode: (code: number) => voi
       'Run the jobs of stowage.toml (--config, $STOWAGE_CONFIG, else config/stowage.toml), or the ones ' +
         'named. Each tag costs one HEAD when nothing changed; new versions are added to the store beside ' +
         'the old ones, and pushed to the mirror; blobs the store holds are never fetched again. Then ' +
-        'retention prunes old versions and unreferenced blobs are removed. One failing tag or job does ' +
+        'retention prunes old versions and unreferenced blobs are removed; a job with prune = true ' +
+        "(--prune) deletes its mirror's tags that the source no longer has. One failing tag or job does " +
         `not stop the others; the exit code is then ${SYNC_PARTIAL_EXIT}. --dry-run prints the plan (HEAD ` +
         'requests only, nothing written).',
     )
@@ -151,12 +168,27 @@ export function syncCommand(program: Command, setExitCode: (code: number) => voi
     .option('--semver <range>', 'with --src: tags that are versions in this range (e.g. ">=1.2 <2")')
     .option('--newest <n>', 'with --src: only the newest N tags after the filters', parsePositiveInt)
     .option('--platforms <list>', 'with --src: all, or os/arch[/variant],... (default all)')
-    .option('--archive', 'with --src and --dest: keep the versions in the archive store as well');
+    .option('--archive', 'with --src and --dest: keep the versions in the archive store as well')
+    .option(
+      '--prune',
+      "with --src and --dest: delete the mirror's tags that are gone from the source (try --dry-run first)",
+    )
+    .option(
+      '--preserve-digests',
+      'with --src: fail a tag whose digest would change (several platforms chosen from an index)',
+    );
   addRegistryOptions(cmd).action(async (names: string[], opts: SyncCliOptions) => {
     const { sync } = await import('../sync/sync.js');
-    const oneOff = [opts.dest, opts.tags, opts.semver, opts.newest, opts.platforms, opts.archive].some(
-      (v) => v !== undefined,
-    );
+    const oneOff = [
+      opts.dest,
+      opts.tags,
+      opts.semver,
+      opts.newest,
+      opts.platforms,
+      opts.archive,
+      opts.prune,
+      opts.preserveDigests,
+    ].some((v) => v !== undefined);
     if (!opts.src && (oneOff || opts.include.length || opts.exclude.length)) {
       throw new StowageError(
         'INVALID_ARGUMENT',

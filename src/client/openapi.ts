@@ -412,6 +412,10 @@ export interface components {
           digest: string;
           taken: string;
         })[];
+        mirrorDeleted: ({
+          tag: string;
+          digest?: string;
+        })[];
       })[];
     };
     PullRequest: {

@@ -47,6 +47,10 @@ const jobSchema = z.strictObject({
   'sign-passphrase-file': z.string().min(1).optional(),
   retention: retentionSchema.optional(),
   schedule: z.string().optional(),
+  /** Delete the mirror's tags that are gone from the source: the mirror an exact copy (skopeo #2503). */
+  prune: z.boolean().optional(),
+  /** Fail a tag, before writing it, whose digest would change (a platform subset of an index). */
+  'preserve-digests': z.boolean().optional(),
 });
 
 const limitSchema = z.strictObject({
@@ -241,6 +245,12 @@ export function parseStowageConfig(
       } catch (e) {
         throw new StowageError('INVALID_CONFIG', `${at}: key "mirror": ${(e as Error).message}`);
       }
+    }
+    if (j.prune && !j.mirror) {
+      throw new StowageError(
+        'INVALID_CONFIG',
+        `${at}: prune = true deletes a mirror's tags that are gone from the source, and the job has no mirror; add mirror = "REGISTRY/REPOSITORY", or remove prune (the store keeps every version; see retention)`,
+      );
     }
     if (j.archive === false && !j.mirror) {
       throw new StowageError(

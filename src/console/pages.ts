@@ -47,7 +47,7 @@ ${jobs.map((j) => {
 <div class="scroll"><table><tbody>
 <tr><th scope="row">Source</th><td class="mono">${j.source}</td></tr>
 <tr><th scope="row">Tags</th><td>${j.tags?.join(', ') ?? (j.include ? `matching ${j.include.join(', ')}` : 'all')}${j.exclude ? `, except ${j.exclude.join(', ')}` : ''}</td></tr>
-${j.mirror ? html`<tr><th scope="row">Mirror</th><td class="mono">${j.mirror}</td></tr>` : ''}
+${j.mirror ? html`<tr><th scope="row">Mirror</th><td class="mono">${j.mirror}${j.prune ? ' (pruned: tags gone from the source are deleted)' : ''}</td></tr>` : ''}
 <tr><th scope="row">Schedule</th><td>${j.schedule ? html`<code>${j.schedule}</code>, next ${when(next?.toISOString())}` : 'none (run by hand or by the API)'}</td></tr>
 <tr><th scope="row">Last run</th><td>${last ? html`<a href="/ui/jobs/${last.job.id}">${last.job.id}</a> ${stateLabel(last.job.state)} ${when(last.job.finishedAt ?? last.job.createdAt)}` : 'never (in the history kept)'}</td></tr>
 </tbody></table></div>
@@ -56,6 +56,11 @@ ${
     ? html`<div class="scroll"><table><thead><tr><th>Tag</th><th>Result</th><th>Archive</th><th class="opt">Digest</th><th class="opt">Fetched</th></tr></thead><tbody>
 ${last.report.tags.map((t) => html`<tr><td>${t.tag}</td><td>${t.action}${t.error ? html` <span class="state-failed">${t.error}</span>` : ''}</td><td>${t.archive ?? '-'}</td><td class="opt mono">${t.digest ? `${t.digest.slice(0, 19)}...` : '-'}</td><td class="opt">${formatBytes(t.fetchedBytes)}</td></tr>`)}
 </tbody></table></div>`
+    : ''
+}
+${
+  last?.report?.mirrorDeleted?.length
+    ? html`<p>Deleted from the mirror (gone from the source): ${last.report.mirrorDeleted.map((d, i) => html`${i ? ', ' : ''}<code>${d.tag}</code>`)}</p>`
     : ''
 }
 ${ifAllowed(

@@ -198,6 +198,9 @@ export class RegistryClient {
   putManifest(repo: string, reference: string, bytes: Buffer, mediaType: string, signal?: AbortSignal) {
     return this.uploads.putManifest(repo, reference, bytes, mediaType, signal);
   }
+  deleteManifest(repo: string, reference: string, signal?: AbortSignal): Promise<boolean> {
+    return this.uploads.deleteManifest(repo, reference, signal);
+  }
 
   /**
    * What refers to a manifest: the OCI 1.1 referrers API (GET /v2/NAME/referrers/DIGEST), and where a

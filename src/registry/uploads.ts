@@ -190,6 +190,40 @@ export class Uploads {
   }
 
   /**
+   * DELETEs a manifest by tag or digest: true when the registry did; false when it does not delete by
+   * this kind of reference (docker-registry 2.8 refuses tags with 400/405 UNSUPPORTED, as the OCI
+   * distribution spec lets it). A registry with deletion switched off answers 405 to a digest too: that
+   * is an error naming what to switch on.
+   */
+  async deleteManifest(repo: string, reference: string, signal?: AbortSignal): Promise<boolean> {
+    const byDigest = reference.includes(':');
+    const what = `manifest ${this.t.host}/${repo}${byDigest ? '@' : ':'}${reference}`;
+    const res = await this.t.request({
+      method: 'DELETE',
+      path: `/v2/${repo}/manifests/${reference}`,
+      scope: `repository:${repo}:delete`,
+      signal,
+      what,
+    });
+    if (res.statusCode === 202 || res.statusCode === 200) {
+      await res.body.dump();
+      return true;
+    }
+    if (!byDigest && (res.statusCode === 400 || res.statusCode === 405)) {
+      await res.body.dump();
+      return false;
+    }
+    if (byDigest && res.statusCode === 405) {
+      await res.body.dump();
+      throw new StowageError(
+        'DENIED',
+        `${this.t.host} does not delete manifests (HTTP 405); its operator switches deletion on (docker-registry: storage.delete.enabled = true)`,
+      );
+    }
+    throw await this.t.failure(res, `deleting ${what}`);
+  }
+
+  /**
    * PUTs a manifest or index with its exact bytes; returns its digest, and whether the registry indexed
    * its `subject` for the referrers API (it answers OCI-Subject: one without the API does not).
    */

@@ -39,6 +39,14 @@ describe('stowage.toml', () => {
       parseStowageConfig('[[job]]\nname = "a"\nsource = "reg.test/a"\nsurce = 1\n', 's.toml'),
     ).toThrowError(/line 4: key "job\[0\]\.surce": unknown key/);
     expect(() => parseStowageConfig('[[job]\n', 's.toml')).toThrowError(/s\.toml: not valid TOML at line 1/);
+    expect(() =>
+      parseStowageConfig('[[job]]\nname = "a"\nsource = "reg.test/a"\nprune = true\n', 's.toml'),
+    ).toThrowError(/job "a": prune = true deletes a mirror's tags .* the job has no mirror/);
+    const c = parseStowageConfig(
+      '[[job]]\nname = "a"\nsource = "reg.test/a"\nmirror = "m.test/a"\nprune = true\npreserve-digests = true\n',
+      's.toml',
+    );
+    expect(c.jobs[0]).toMatchObject({ prune: true, 'preserve-digests': true });
   });
 
   it('takes the store path, retention and jobs', () => {

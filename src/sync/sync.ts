@@ -42,6 +42,7 @@ import { RegistrySource } from '../transports/registry/source.js';
 import { RegistrySink } from '../transports/registry/upload.js';
 import { StoreDestination, storeSink } from '../transports/store/destination.js';
 import { BlobCache } from './blob-cache.js';
+import { applyPrune, type MirrorDeletion, planPrune } from './prune.js';
 import { selectTags } from './select.js';
 
 /** Tags of one job synced at once. */
@@ -70,6 +71,8 @@ export interface JobReport {
   source: string;
   tags: TagOutcome[];
   pruned: { id: string; tag: string; digest: string; taken: string }[];
+  /** Mirror tags gone from the source, deleted (prune = true), or to be deleted in a dry run. */
+  mirrorDeleted: MirrorDeletion[];
   error?: string | undefined;
   /** The error's stable code (StowageError), with `error`. */
   code?: string | undefined;
@@ -216,7 +219,7 @@ async function runJob(
   job: JobConfig,
   opts: JobOptions,
 ): Promise<JobReport> {
-  const report: JobReport = { name: job.name, source: job.source, tags: [], pruned: [] };
+  const report: JobReport = { name: job.name, source: job.source, tags: [], pruned: [], mirrorDeleted: [] };
   const archiving = job.archive !== false;
   try {
     const parsed = parseRepository(job.source);
@@ -282,6 +285,12 @@ async function runJob(
             const gone = new Set(victims.map((v) => v.id));
             await store.update((all) => all.filter((v) => !gone.has(v.id)));
           }
+        }
+        if (mirror && job.prune) {
+          // Gone from the source means from its whole listing, not from the tags this job selects.
+          const sourceTags = job.tags ? await client.listTags(endpoint.path, opts.signal) : available;
+          const plan = await planPrune(mirror, sourceTags, opts.signal);
+          report.mirrorDeleted = opts.dryRun ? plan : await applyPrune(mirror, plan, opts.signal);
         }
       }),
     );
@@ -424,6 +433,7 @@ async function storeTag(
     lookups: [fromCache],
     referrers: referrersOf(t.job),
     digestCache: opts.digestCache,
+    preserveDigests: t.job['preserve-digests'],
   });
 }
 
@@ -465,6 +475,7 @@ async function mirrorTag(
     lookups: [fromStore, throughCache],
     referrers: referrersOf(t.job),
     digestCache: opts.digestCache,
+    preserveDigests: t.job['preserve-digests'],
   });
 }
 
