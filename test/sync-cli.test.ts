@@ -201,4 +201,34 @@ describe('stowage sync --src', () => {
     const mirrored = await run('skopeo', ['inspect', '--tls-verify=false', `docker://${one}:v1`], { env });
     expect(JSON.parse(mirrored.stdout).Digest).toBe(arm.digest);
   });
+
+  it('--prune works through token auth (the delete scope asked for and granted)', async () => {
+    const token = h.registries.token;
+    const w = await workdir('sync-prune-token', insecureConf(token.host));
+    const env = { ...w.env, STOWAGE_STORE: join(w.dir, 'store') };
+    const creds = ['--creds', `${h.user}:${h.password}`];
+    const dest = `${token.host}/sync-cli/prune-token`;
+    const args = ['sync', '-q', ...creds, '--src', `${token.host}/fixtures/small`, '--dest', dest];
+    expect((await stowage(args, { env })).code).toBe(0);
+    const extra = await stowage(
+      [
+        'copy',
+        '-q',
+        '--src-creds',
+        `${h.user}:${h.password}`,
+        '--dest-creds',
+        `${h.user}:${h.password}`,
+        `docker://${dest}:v1`,
+        `docker://${dest}:old`,
+      ],
+      { env },
+    );
+    expect(extra.code, extra.stderr).toBe(0);
+    const tags = async () =>
+      JSON.parse((await stowage(['tags', ...creds, dest], { env })).stdout).Tags.sort() as string[];
+    expect(await tags()).toEqual(['old', 'v1']);
+    const pruned = await stowage([...args, '--prune'], { env });
+    expect(pruned.code, pruned.stderr).toBe(0);
+    expect(await tags()).toEqual(['v1']);
+  });
 });
