@@ -237,8 +237,36 @@ interface CopyCliOptions extends CompressCliOptions {
   signPassphraseFile?: string;
 }
 
+/** Each side's registry settings, spelled as skopeo copy spells them. */
+function addCopySides(cmd: Command): Command {
+  return cmd
+    .option('--registries-conf <file>', 'registries.conf to use')
+    .option('--authfile <file>', 'auth.json with credentials for both sides')
+    .option('--src-creds <user:password>', 'credentials for the source registry')
+    .option('--dest-creds <user:password>', 'credentials for the destination registry')
+    .addOption(
+      new Option('--src-tls-verify <bool>', 'require verified HTTPS from the source').argParser(parseBool),
+    )
+    .addOption(
+      new Option('--dest-tls-verify <bool>', 'require verified HTTPS from the destination').argParser(
+        parseBool,
+      ),
+    )
+    .option('--cert-dir <dir>', 'directory with CA certificates (*.crt)')
+    .option('--retry-times <n>', 'retries after a transient failure (default 5)', parseRetryTimes)
+    .option('--retry-delay <duration>', 'a fixed wait between retries (500ms, 2s, 1m30s)', parseGoDuration)
+    .option('--src-no-creds', 'read the source anonymously (no auth file, helper or keyring)')
+    .option('--dest-no-creds', 'write to the destination anonymously')
+    .option('--src-registry-token <token>', 'a bearer token for the source registry, sent as it is')
+    .option('--dest-registry-token <token>', 'a bearer token for the destination registry, sent as it is')
+    .option('--src-authfile <file>', 'auth.json for the source (instead of --authfile)')
+    .option('--dest-authfile <file>', 'auth.json for the destination (instead of --authfile)')
+    .option('--src-cert-dir <dir>', 'CA certificates (*.crt) for the source registry')
+    .option('--dest-cert-dir <dir>', 'CA certificates (*.crt) for the destination registry');
+}
+
 export function copyCommand(program: Command): void {
-  program
+  const cmd = program
     .command('copy')
     .summary('copy an image between registries and archives, in any direction (like skopeo copy)')
     .description(
@@ -265,20 +293,6 @@ export function copyCommand(program: Command): void {
       'upload blobs larger than this in chunks of this size (default 1GiB; the registry may ask for smaller)',
       parseSize,
     )
-    .option('--registries-conf <file>', 'registries.conf to use')
-    .option('--authfile <file>', 'auth.json with credentials for both sides')
-    .option('--src-creds <user:password>', 'credentials for the source registry')
-    .option('--dest-creds <user:password>', 'credentials for the destination registry')
-    .addOption(
-      new Option('--src-tls-verify <bool>', 'require verified HTTPS from the source').argParser(parseBool),
-    )
-    .addOption(
-      new Option('--dest-tls-verify <bool>', 'require verified HTTPS from the destination').argParser(
-        parseBool,
-      ),
-    )
-    .option('--cert-dir <dir>', 'directory with CA certificates (*.crt)')
-    .option('--retry-times <n>', 'retries after a transient failure (default 5)', parseRetryTimes)
     .option('--dry-run', 'resolve the source and the destination, print what would be written, write nothing')
     .option('--remove-signatures', 'carry no signatures, attestations or SBOMs with the image (as skopeo)')
     .option(
@@ -300,15 +314,6 @@ export function copyCommand(program: Command): void {
       "how plain layers (a docker-archive source's) are compressed: gzip (parallel, deterministic; the default for a registry), zstd (Node.js 22.15+), none",
     )
     .option('--compress-level <n>', 'gzip 1-9 (default 6), zstd 1-19 (default 3)')
-    .option('--retry-delay <duration>', 'a fixed wait between retries (500ms, 2s, 1m30s)', parseGoDuration)
-    .option('--src-no-creds', 'read the source anonymously (no auth file, helper or keyring)')
-    .option('--dest-no-creds', 'write to the destination anonymously')
-    .option('--src-registry-token <token>', 'a bearer token for the source registry, sent as it is')
-    .option('--dest-registry-token <token>', 'a bearer token for the destination registry, sent as it is')
-    .option('--src-authfile <file>', 'auth.json for the source (instead of --authfile)')
-    .option('--dest-authfile <file>', 'auth.json for the destination (instead of --authfile)')
-    .option('--src-cert-dir <dir>', 'CA certificates (*.crt) for the source registry')
-    .option('--dest-cert-dir <dir>', 'CA certificates (*.crt) for the destination registry')
     .option('--digestfile <file>', 'write the digest of the manifest written to this file (as skopeo does)')
     .option(
       '--preserve-digests',
@@ -321,66 +326,65 @@ export function copyCommand(program: Command): void {
       [] as string[],
     )
     .option('-q, --quiet', 'print no progress and no summary')
-    .option('--json', 'print the result as JSON')
-    .action(async (src: string, dst: string, opts: CopyCliOptions) => {
-      const { copyImage } = await import('../transfer/copy.js');
-      const common = {
-        registriesConf: opts.registriesConf,
-        authFile: opts.authfile,
-        certDir: opts.certDir,
-        retry: retryFrom(opts),
-      };
-      const srcCtx = await Context.create({
-        ...common,
-        authFile: opts.srcAuthfile ?? common.authFile,
-        certDir: opts.srcCertDir ?? common.certDir,
-        credentials: await credentialsFrom(opts.srcCreds, opts.srcRegistryToken),
-        noCreds: opts.srcCreds === false,
-        tlsVerify: opts.srcTlsVerify,
-        policy: opts.policy,
-      });
-      const dstCtx = await Context.create({
-        ...common,
-        authFile: opts.destAuthfile ?? common.authFile,
-        certDir: opts.destCertDir ?? common.certDir,
-        credentials: await credentialsFrom(opts.destCreds, opts.destRegistryToken),
-        noCreds: opts.destCreds === false,
-        tlsVerify: opts.destTlsVerify,
-      });
-      const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
-      const progress = opts.quiet || opts.json ? undefined : await progressRenderer(process.stderr);
-      const started = performance.now();
-      try {
-        const outcome = await withSignal((signal) =>
-          copyImage(srcCtx, dstCtx, src, dst, {
-            all: opts.all,
-            platform,
-            concurrency: opts.jobs,
-            chunkSize: opts.chunkSize,
-            signal,
-            onProgress: progress?.listener,
-            dryRun: opts.dryRun,
-            onTargets: opts.dryRun ? undefined : announceTargets(opts),
-            sign: signOption(opts),
-            referrers: referrerOption(opts),
-            compress: compressFrom(opts),
-            checksum: opts.checksum,
-            additionalTags: opts.additionalTag,
-            preserveDigests: opts.preserveDigests,
-          }),
-        );
-        progress?.stop();
-        if (!outcome.result.dryRun) {
-          const digest =
-            outcome.kind === 'registry' ? outcome.result.images[0]?.digest : outcome.result.digest;
-          await writeDigestFile(opts.digestfile, digest);
-        }
-        if (outcome.kind === 'registry') printPush(outcome.result, performance.now() - started, opts);
-        else printResult(outcome.result, performance.now() - started, opts);
-      } finally {
-        progress?.stop();
-        await srcCtx.close();
-        await dstCtx.close();
-      }
+    .option('--json', 'print the result as JSON');
+  addCopySides(cmd).action(async (src: string, dst: string, opts: CopyCliOptions) => {
+    const { copyImage } = await import('../transfer/copy.js');
+    const common = {
+      registriesConf: opts.registriesConf,
+      authFile: opts.authfile,
+      certDir: opts.certDir,
+      retry: retryFrom(opts),
+    };
+    const srcCtx = await Context.create({
+      ...common,
+      authFile: opts.srcAuthfile ?? common.authFile,
+      certDir: opts.srcCertDir ?? common.certDir,
+      credentials: await credentialsFrom(opts.srcCreds, opts.srcRegistryToken),
+      noCreds: opts.srcCreds === false,
+      tlsVerify: opts.srcTlsVerify,
+      policy: opts.policy,
     });
+    const dstCtx = await Context.create({
+      ...common,
+      authFile: opts.destAuthfile ?? common.authFile,
+      certDir: opts.destCertDir ?? common.certDir,
+      credentials: await credentialsFrom(opts.destCreds, opts.destRegistryToken),
+      noCreds: opts.destCreds === false,
+      tlsVerify: opts.destTlsVerify,
+    });
+    const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
+    const progress = opts.quiet || opts.json ? undefined : await progressRenderer(process.stderr);
+    const started = performance.now();
+    try {
+      const outcome = await withSignal((signal) =>
+        copyImage(srcCtx, dstCtx, src, dst, {
+          all: opts.all,
+          platform,
+          concurrency: opts.jobs,
+          chunkSize: opts.chunkSize,
+          signal,
+          onProgress: progress?.listener,
+          dryRun: opts.dryRun,
+          onTargets: opts.dryRun ? undefined : announceTargets(opts),
+          sign: signOption(opts),
+          referrers: referrerOption(opts),
+          compress: compressFrom(opts),
+          checksum: opts.checksum,
+          additionalTags: opts.additionalTag,
+          preserveDigests: opts.preserveDigests,
+        }),
+      );
+      progress?.stop();
+      if (!outcome.result.dryRun) {
+        const digest = outcome.kind === 'registry' ? outcome.result.images[0]?.digest : outcome.result.digest;
+        await writeDigestFile(opts.digestfile, digest);
+      }
+      if (outcome.kind === 'registry') printPush(outcome.result, performance.now() - started, opts);
+      else printResult(outcome.result, performance.now() - started, opts);
+    } finally {
+      progress?.stop();
+      await srcCtx.close();
+      await dstCtx.close();
+    }
+  });
 }
