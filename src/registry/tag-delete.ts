@@ -5,6 +5,7 @@
  * tag is first moved onto a manifest of its own (an empty artifact that names the tag and the time,
  * hence unique), and that manifest is deleted by its digest: the tag goes, nothing else does.
  */
+import { StowageError } from '../errors.js';
 import { sha256Digest } from '../image/digest.js';
 import { MediaType } from '../image/mediatypes.js';
 import type { RegistryClient } from './client.js';
@@ -41,5 +42,8 @@ export async function deleteTag(
     }),
   );
   const { digest } = await client.putManifest(repo, tag, placeholder, MediaType.OciManifest, signal);
-  await client.deleteManifest(repo, digest, signal);
+  await client.deleteManifest(repo, digest, signal).catch((e: unknown) => {
+    // Gone already: a retried DELETE whose first attempt did it.
+    if (!(e instanceof StowageError && e.code === 'NOT_FOUND')) throw e;
+  });
 }

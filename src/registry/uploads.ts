@@ -220,7 +220,9 @@ export class Uploads {
         `${this.t.host} does not delete manifests (HTTP 405); its operator switches deletion on (docker-registry: storage.delete.enabled = true)`,
       );
     }
-    throw await this.t.failure(res, `deleting ${what}`);
+    throw await this.t.failure(res, `deleting ${what}`, {
+      notFound: (detail) => `${what} is not there (HTTP 404${detail})`,
+    });
   }
 
   /**

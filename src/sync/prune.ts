@@ -65,13 +65,16 @@ export async function planPrune(
   return Promise.all(doomed.map((tag) => limiter.run(async () => ({ tag, digest: await head(tag) }))));
 }
 
-/** Deletes the planned tags, each alone; returns those deleted (all, or it throws on the first failure). */
+/**
+ * Deletes the planned tags, each alone, one after another: docker-registry 2.8 answers 500 to deletes
+ * running at once in one repository (each walks the repository's tags while another removes one).
+ * Returns those deleted (all, or it throws on the first failure).
+ */
 export async function applyPrune(
   mirror: Mirror,
   plan: MirrorDeletion[],
   signal?: AbortSignal,
 ): Promise<MirrorDeletion[]> {
-  const limiter = new Limiter(4);
-  await Promise.all(plan.map((d) => limiter.run(() => deleteTag(mirror.client, mirror.repo, d.tag, signal))));
+  for (const d of plan) await deleteTag(mirror.client, mirror.repo, d.tag, signal);
   return plan;
 }
