@@ -171,7 +171,10 @@ describe('the API in process', () => {
     expect((await a.request('/v1/archives/nope', as('reader'))).status).toBe(404);
     const none = await a.request('/v1/nothing-here', as('reader'));
     expect(none.status).toBe(404);
-    expect(((await none.json()) as { error: { message: string } }).error.message).toContain('/openapi.json');
+    const said = ((await none.json()) as { error: { message: string } }).error.message;
+    // It points to the document and says what opens it (a token of read scope, or a console session).
+    expect(said).toContain('GET /openapi.json (with an API token of read scope)');
+    expect(said).toContain('/ui/api');
   });
 
   it('tells a token that is not valid from none, and documents every resource in one OpenAPI document', async () => {

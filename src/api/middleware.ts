@@ -173,7 +173,7 @@ export const notFound: NotFoundHandler<Env> = (c) =>
   c.json(
     errorBody(
       'NOT_FOUND',
-      `no route ${c.req.method} ${c.req.path}; see GET /openapi.json`,
+      `no route ${c.req.method} ${c.req.path}; the routes are in GET /openapi.json (with an API token of read scope) and, after signing in, at /ui/api`,
       c.get('requestId'),
     ),
     404,
