@@ -163,21 +163,25 @@ describe('stowage sync --src', () => {
     expect(await mirrorTags(dest, env)).toEqual(['1.0.0']);
   });
 
-  it('--preserve-digests fails a tag whose platforms make a new index, and mirrors one platform as it is', async () => {
+  it('--preserve-digests fails a tag whose platforms make a new index (foreseen by --dry-run), and mirrors one platform as it is', async () => {
     const w = await workdir('sync-preserve', insecureConf(plain.host));
     const env = { ...w.env, STOWAGE_STORE: join(w.dir, 'store') };
     const args = ['sync', '--src', `${plain.host}/fixtures/multiarch`, '--tags', 'v1', '--preserve-digests'];
-    const both = await stowage(
-      [
-        ...args,
-        '--dest',
-        `${plain.host}/sync-cli/preserve-both`,
-        '--platforms',
-        'linux/amd64,linux/arm64/v8',
-        '--json',
-      ],
-      { env },
-    );
+    const toBoth = [
+      ...args,
+      '--dest',
+      `${plain.host}/sync-cli/preserve-both`,
+      '--platforms',
+      'linux/amd64,linux/arm64/v8',
+      '--json',
+    ];
+    const plan = await stowage([...toBoth, '--dry-run'], { env });
+    // A dry run foresees it from the HEAD (an index, two platforms chosen) and writes nothing.
+    expect(plan.code, plan.stderr).toBe(0);
+    const planned = JSON.parse(plan.stdout).jobs[0].tags[0];
+    expect(planned).toMatchObject({ action: 'would-fail', code: 'INVALID_ARGUMENT' });
+    expect(planned.error).toContain('makes a new index');
+    const both = await stowage(toBoth, { env });
     expect(both.code).toBe(13);
     const tag = JSON.parse(both.stdout).jobs[0].tags[0];
     expect(tag.action).toBe('failed');

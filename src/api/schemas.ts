@@ -146,7 +146,7 @@ const SyncJobResult = z
         tags: z.array(
           z.object({
             tag: z.string(),
-            action: z.enum(['fetched', 'skipped', 'failed', 'would-fetch', 'would-skip']),
+            action: z.enum(['fetched', 'skipped', 'failed', 'would-fetch', 'would-skip', 'would-fail']),
             digest: z.string().optional(),
             archive: z.enum(['stored', 'current', 'would-store']).optional(),
             mirror: z.enum(['pushed', 'current', 'would-push']).optional(),

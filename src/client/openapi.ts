@@ -398,7 +398,7 @@ export interface components {
         code?: string;
         tags: ({
           tag: string;
-          action: "fetched" | "skipped" | "failed" | "would-fetch" | "would-skip";
+          action: "fetched" | "skipped" | "failed" | "would-fetch" | "would-skip" | "would-fail";
           digest?: string;
           archive?: "stored" | "current" | "would-store";
           mirror?: "pushed" | "current" | "would-push";

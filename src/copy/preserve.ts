@@ -30,6 +30,11 @@ export interface PreserveCheck {
 
 const DROP = 'or leave out --preserve-digests';
 
+/** Why several platforms chosen from an index lose its digest (also said by a sync's dry run). */
+export function newIndexReason(platforms: string[]): string {
+  return `choosing ${platforms.join(', ')} from its index makes a new index`;
+}
+
 /** Throws, naming the image and what to do, where a planned image would land under another digest. */
 export async function checkDigestsKept(
   planned: PlannedImage[],
@@ -41,7 +46,7 @@ export async function checkDigestsKept(
     if (p.newIndex) {
       throw new StowageError(
         'INVALID_ARGUMENT',
-        `${p.label}: choosing ${p.plan.platforms.join(', ')} from its index makes a new index (${digest}), not the source's; copy the whole index (--all) or one platform, ${DROP}`,
+        `${p.label}: ${newIndexReason(p.plan.platforms)} (${digest}), not the source's; keep the whole index (copy --all, platforms = "all") or choose one platform, ${DROP}`,
       );
     }
     if (needs.plainLayers && !p.source.synthesizedManifests) {

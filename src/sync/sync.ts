@@ -18,10 +18,12 @@ import {
 } from '../copy/copy.js';
 import type { BlobOutcome, BlobSink } from '../copy/destination.js';
 import { DigestCache } from '../copy/digest-cache.js';
+import { newIndexReason } from '../copy/preserve.js';
 import type { ReferrerOptions } from '../copy/referrers.js';
 import type { ImageSource } from '../copy/source.js';
 import { Limiter } from '../core/limiter.js';
 import { StowageError, toStowageError } from '../errors.js';
+import { isIndexMediaType } from '../image/mediatypes.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import type { Descriptor } from '../image/schemas.js';
 import { loadSigner, type Signer } from '../policy/sign.js';
@@ -48,7 +50,7 @@ import { selectTags } from './select.js';
 /** Tags of one job synced at once. */
 const TAG_CONCURRENCY = 8;
 
-export type TagAction = 'fetched' | 'skipped' | 'failed' | 'would-fetch' | 'would-skip';
+export type TagAction = 'fetched' | 'skipped' | 'failed' | 'would-fetch' | 'would-skip' | 'would-fail';
 
 export interface TagOutcome {
   tag: string;
@@ -140,6 +142,14 @@ async function mirrorSigner(job: JobConfig): Promise<Signer | undefined> {
 /** Which attachments a job carries, to the store and to its mirror alike. */
 function referrersOf(job: JobConfig): ReferrerOptions {
   return { carry: job.referrers !== false, artifactTypes: job['referrer-types'] };
+}
+
+/** With preserve-digests, why a tag of this media type would fail (several platforms of an index). */
+function digestWouldChange(job: JobConfig, mediaType: string): string | undefined {
+  const platforms = job.platforms;
+  if (!job['preserve-digests'] || platforms === undefined || platforms === 'all') return undefined;
+  if (platforms.length < 2 || !isIndexMediaType(mediaType)) return undefined;
+  return `${newIndexReason(platforms)}, not the source's; keep the whole index (platforms = "all") or choose one platform, or leave out preserve-digests`;
 }
 
 function selectionOf(job: JobConfig): Selection {
@@ -370,7 +380,10 @@ async function syncTag(t: TagSyncContext, tag: string, opts: JobOptions): Promis
       return outcome;
     }
     if (opts.dryRun) {
-      outcome.action = 'would-fetch';
+      // The one refusal a HEAD can foresee: --preserve-digests with platforms chosen from an index.
+      const refusal = digestWouldChange(t.job, head.mediaType);
+      outcome.action = refusal ? 'would-fail' : 'would-fetch';
+      if (refusal) Object.assign(outcome, { error: refusal, code: 'INVALID_ARGUMENT' });
       return outcome;
     }
     // A tag the trust policy refuses is neither stored nor mirrored; the report says why.
