@@ -108,6 +108,37 @@ function announceTargets(opts: { quiet?: boolean; json?: boolean }) {
   };
 }
 
+/** What push and copy pass alike to the engine, from the flags they share. */
+function sharedTransferOptions(
+  opts: CompressCliOptions & {
+    jobs: number;
+    chunkSize?: number;
+    dryRun?: boolean;
+    quiet?: boolean;
+    json?: boolean;
+    signBySigstorePrivateKey?: string;
+    signPassphraseFile?: string;
+    removeSignatures?: boolean;
+    referrerType?: string;
+    preserveDigests?: boolean;
+  },
+  signal: AbortSignal,
+  progress: Awaited<ReturnType<typeof progressRenderer>> | undefined,
+) {
+  return {
+    concurrency: opts.jobs,
+    chunkSize: opts.chunkSize,
+    signal,
+    onProgress: progress?.listener,
+    dryRun: opts.dryRun,
+    onTargets: opts.dryRun ? undefined : announceTargets(opts),
+    sign: signOption(opts),
+    referrers: referrerOption(opts),
+    compress: compressFrom(opts),
+    preserveDigests: opts.preserveDigests,
+  };
+}
+
 export function pushCommand(program: Command): void {
   const cmd = program
     .command('push')
@@ -181,16 +212,7 @@ export function pushCommand(program: Command): void {
           allTags: opts.allTags,
           prefix: opts.prefix,
           platform: opts.platform ? parsePlatform(opts.platform) : undefined,
-          concurrency: opts.jobs,
-          chunkSize: opts.chunkSize,
-          signal,
-          onProgress: progress?.listener,
-          dryRun: opts.dryRun,
-          onTargets: opts.dryRun ? undefined : announceTargets(opts),
-          sign: signOption(opts),
-          referrers: referrerOption(opts),
-          compress: compressFrom(opts),
-          preserveDigests: opts.preserveDigests,
+          ...sharedTransferOptions(opts, signal, progress),
         }),
       );
       progress?.stop();
@@ -360,18 +382,9 @@ export function copyCommand(program: Command): void {
         copyImage(srcCtx, dstCtx, src, dst, {
           all: opts.all,
           platform,
-          concurrency: opts.jobs,
-          chunkSize: opts.chunkSize,
-          signal,
-          onProgress: progress?.listener,
-          dryRun: opts.dryRun,
-          onTargets: opts.dryRun ? undefined : announceTargets(opts),
-          sign: signOption(opts),
-          referrers: referrerOption(opts),
-          compress: compressFrom(opts),
+          ...sharedTransferOptions(opts, signal, progress),
           checksum: opts.checksum,
           additionalTags: opts.additionalTag,
-          preserveDigests: opts.preserveDigests,
         }),
       );
       progress?.stop();

@@ -25,7 +25,7 @@ import type {
 import type { DigestCache } from './digest-cache.js';
 import { type ImagePlan, parseManifest, planImage, planPlatforms, readConfig } from './plan.js';
 import { checkDigestsKept } from './preserve.js';
-import { type ConvertedLayer, recompressPlainLayers } from './recompress.js';
+import { type ConvertedLayer, type Recompressed, recompressPlainLayers } from './recompress.js';
 import { type PlannedReferrer, planReferrers, type ReferrerOptions } from './referrers.js';
 import type { ImageSource } from './source.js';
 
@@ -166,15 +166,16 @@ export async function prepareCopy(
     );
   }
   const compression = opts.compress ?? (needs.compressedLayers ? DEFAULT_COMPRESSION : undefined);
-  if (opts.preserveDigests) {
-    await checkDigestsKept(planned, needs, {
-      compression,
-      askedFor: opts.compress !== undefined,
-      cache: opts.digestCache,
-      has: opts.has,
-      signal: opts.signal,
-    });
-  }
+  // Images the check found going back as they were pulled: not looked for a second time below.
+  const originals = opts.preserveDigests
+    ? await checkDigestsKept(planned, needs, {
+        compression,
+        askedFor: opts.compress !== undefined,
+        cache: opts.digestCache,
+        has: opts.has,
+        signal: opts.signal,
+      })
+    : new Map<PlannedImage, Recompressed>();
   const notes = needs.referrers ? [] : await leftBehind(planned, opts.referrers, opts.signal);
   if (needs.referrers) {
     // Attachments of the root and of every manifest under it (a signature is usually on the index).
@@ -195,14 +196,16 @@ export async function prepareCopy(
         images.push(p);
         continue;
       }
-      const r = await recompressPlainLayers(p.plan, p.source, {
-        concurrency: opts.concurrency,
-        signal: opts.signal,
-        cache: opts.digestCache,
-        compression: opts.compress,
-        stream: opts.stream,
-        has: opts.has,
-      });
+      const r =
+        originals.get(p) ??
+        (await recompressPlainLayers(p.plan, p.source, {
+          concurrency: opts.concurrency,
+          signal: opts.signal,
+          cache: opts.digestCache,
+          compression: opts.compress,
+          stream: opts.stream,
+          has: opts.has,
+        }));
       if (!r) {
         images.push(p);
         continue;

@@ -16,7 +16,7 @@ import { StowageError } from '../errors.js';
 import type { PlannedImage } from './copy.js';
 import type { DestinationNeeds, ImageDestination } from './destination.js';
 import type { DigestCache } from './digest-cache.js';
-import { originalImage, plainLayers } from './recompress.js';
+import { originalImage, plainLayers, type Recompressed } from './recompress.js';
 
 export interface PreserveCheck {
   /** How plain layers would be compressed for this destination (undefined: they are not). */
@@ -35,12 +35,16 @@ export function newIndexReason(platforms: string[]): string {
   return `choosing ${platforms.join(', ')} from its index makes a new index`;
 }
 
-/** Throws, naming the image and what to do, where a planned image would land under another digest. */
+/**
+ * Throws, naming the image and what to do, where a planned image would land under another digest.
+ * Returns the images that pass because they go back as they were pulled (the copy uses these as found).
+ */
 export async function checkDigestsKept(
   planned: PlannedImage[],
   needs: DestinationNeeds,
   opts: PreserveCheck,
-): Promise<void> {
+): Promise<Map<PlannedImage, Recompressed>> {
+  const originals = new Map<PlannedImage, Recompressed>();
   for (const p of planned) {
     const digest = p.plan.root.descriptor.digest;
     if (p.newIndex) {
@@ -65,7 +69,7 @@ export async function checkDigestsKept(
     }
     const original = await originalImage(p.plan, p.source, opts);
     if (original) {
-      await original.cleanup();
+      originals.set(p, original);
       continue;
     }
     const why = p.source.synthesizedManifests
@@ -76,4 +80,5 @@ export async function checkDigestsKept(
       `${p.label} ${why}: its layers would be compressed for the destination under a new manifest; --compress none sends them as they are, keeping ${digest} (as skopeo does), ${DROP}`,
     );
   }
+  return originals;
 }

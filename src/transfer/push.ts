@@ -282,13 +282,8 @@ export async function push(
         source.format === 'docker-archive' &&
         !isIndexMediaType(planned.plan.root.descriptor.mediaType) &&
         source.synthesizedManifests;
-      const restored = await restoreImage(
-        ctx,
-        { planned, img, targets },
-        { ...opts, signer, digestCache },
-        stats,
-      );
-      if (!opts.dryRun) planned = restored;
+      // A dry run gets the plan back as it was, checked (see uploadTo).
+      planned = await restoreImage(ctx, { planned, img, targets }, { ...opts, signer, digestCache }, stats);
       images.push({
         source: imageLabel(what, img),
         destinations: targets.map(formatReference),
