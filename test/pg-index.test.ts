@@ -136,4 +136,36 @@ describe('the version index in PostgreSQL', () => {
     expect((err as StowageError).message).toContain('postgres://127.0.0.1:1/stowage');
     expect((err as StowageError).message).not.toContain(secret);
   });
+  it('pages as the local store pages: filters, the newest of each tag, cursors, and a cursor gone', async () => {
+    const index = await PgVersionIndex.open(server.url, { store: 's3://stowage-test/pages/' });
+    try {
+      for (let n = 0; n < 30; n++)
+        await index.addVersion(version(n % 2 ? 'team/app' : 'team/db', `t${n % 3}`, n));
+      const walk = async (q: Omit<Parameters<PgVersionIndex['page']>[0], 'after'>) => {
+        const seen: number[] = [];
+        let after: string | undefined;
+        do {
+          const page = await index.page({ ...q, after });
+          seen.push(...page.versions.map((x) => x.version.descriptor.size - 100));
+          after = page.next;
+        } while (after);
+        return seen;
+      };
+      expect(await walk({ limit: 7 })).toEqual(Array.from({ length: 30 }, (_, n) => n));
+      expect(await walk({ repository: 'team/app', limit: 4 })).toEqual(
+        Array.from({ length: 15 }, (_, n) => 2 * n + 1),
+      );
+      expect(await walk({ repository: 'team/app', tag: 't0', limit: 2 })).toEqual([3, 9, 15, 21, 27]);
+      // The newest of each of the six repository:tag names, in the order added.
+      expect(await walk({ latest: true, limit: 4 })).toEqual([24, 25, 26, 27, 28, 29]);
+      expect(await walk({ search: 'TEAM/DB:T1', limit: 10 })).toEqual([4, 10, 16, 22, 28]);
+      const first = await index.page({ limit: 1 });
+      await index.update((all) => all.filter((v) => v.id !== first.next));
+      await expect(index.page({ limit: 1, after: first.next })).rejects.toThrow(
+        /start again from the first page/,
+      );
+    } finally {
+      await index.close();
+    }
+  });
 });

@@ -11,7 +11,7 @@ import {
   importUpload,
   versionSigners,
 } from '../service/operations.js';
-import type { StoredVersion } from '../store/store.js';
+import type { ArchiveStore, StoredVersion } from '../store/store.js';
 import { type ArchiveView, ociArchiveView } from '../store/view.js';
 import { sendView } from './download.js';
 import { need, newApi } from './middleware.js';
@@ -49,18 +49,18 @@ function archiveView(
   };
 }
 
-function withLatest(all: StoredVersion[]): { v: StoredVersion; latest: boolean }[] {
-  const newest = new Map<string, string>();
-  for (const v of all) newest.set(`${v.repository}:${v.tag}`, v.id);
-  return all.map((v) => ({ v, latest: newest.get(`${v.repository}:${v.tag}`) === v.id }));
-}
+/** How many versions a page of GET /v1/archives holds unless ?limit= says, and at most. */
+export const ARCHIVES_PAGE = { default: 100, max: 1000 } as const;
 
 const listArchivesRoute = createRoute({
   method: 'get',
   path: '/v1/archives',
   operationId: 'listArchives',
   tags: ['Archives'],
-  summary: 'Stored versions (archives), oldest first',
+  summary: 'Stored versions (archives), oldest first, a page at a time',
+  description:
+    `Pages as the distribution spec pages tags: ?limit= versions (default ${ARCHIVES_PAGE.default}, at most ${ARCHIVES_PAGE.max}) ` +
+    'after the version ?after= names; when there are more, `next` holds the cursor and a Link header (rel="next") the URL of the next page.',
   security,
   middleware: [need('read')] as const,
   request: {
@@ -68,10 +68,23 @@ const listArchivesRoute = createRoute({
       repository: z.string().optional(),
       tag: z.string().optional(),
       latest: z.enum(['true', 'false']).optional(),
+      q: z.string().optional().openapi({ description: 'versions whose repository:tag or id contains this' }),
+      limit: z.coerce.number().int().min(1).max(ARCHIVES_PAGE.max).optional(),
+      after: z.string().optional().openapi({ description: 'the id of the last version of the page before' }),
     }),
   },
   responses: {
-    200: json('archives', z.object({ archives: z.array(ArchiveSchema) })),
+    200: {
+      description: 'archives',
+      headers: {
+        Link: { description: '<URL>; rel="next", when there are more versions', schema: { type: 'string' } },
+      },
+      content: {
+        'application/json': {
+          schema: z.object({ archives: z.array(ArchiveSchema), next: z.string().optional() }),
+        },
+      },
+    },
     ...errorResponses,
   },
 });
@@ -189,6 +202,14 @@ const archiveContentRoute = createRoute({
   },
 });
 
+/** The version with exactly this id (the API names versions by whole id, never by prefix or name). */
+async function exactVersion(store: ArchiveStore, id: string): Promise<StoredVersion> {
+  const v = await store.find(id).catch(() => undefined);
+  if (!v || v.id !== id)
+    throw new StowageError('NOT_FOUND', `no archive ${id}; list them with GET /v1/archives`);
+  return v;
+}
+
 export function archivesApi(deps: AppDeps): ApiApp {
   const { engine } = deps;
   const api = newApi();
@@ -202,13 +223,27 @@ export function archivesApi(deps: AppDeps): ApiApp {
         // Not a repository name: matches nothing.
       }
     }
-    const list = withLatest(await engine.store.versions()).filter(
-      ({ v, latest }) =>
-        (!repository || v.repository === repository) &&
-        (!q.tag || v.tag === q.tag) &&
-        (q.latest === undefined || latest === (q.latest === 'true')),
+    const page = await engine.store.page({
+      repository,
+      tag: q.tag,
+      latest: q.latest === undefined ? undefined : q.latest === 'true',
+      search: q.q,
+      after: q.after,
+      limit: q.limit ?? ARCHIVES_PAGE.default,
+    });
+    if (page.next) {
+      const url = new URL(c.req.url);
+      url.searchParams.set('after', page.next);
+      url.searchParams.set('limit', String(q.limit ?? ARCHIVES_PAGE.default));
+      c.header('Link', `<${url.pathname}${url.search}>; rel="next"`);
+    }
+    return c.json(
+      {
+        archives: page.versions.map(({ version, latest }) => archiveView(version, latest)),
+        ...(page.next ? { next: page.next } : {}),
+      },
+      200,
     );
-    return c.json({ archives: list.map(({ v, latest }) => archiveView(v, latest)) }, 200);
   });
 
   api.openapi(uploadArchiveRoute, async (c) => {
@@ -235,11 +270,9 @@ export function archivesApi(deps: AppDeps): ApiApp {
   });
 
   api.openapi(getArchiveRoute, async (c) => {
-    const id = c.req.valid('param').id;
-    const all = withLatest(await engine.store.versions());
-    const found = all.find(({ v }) => v.id === id);
-    if (!found) throw new StowageError('NOT_FOUND', `no archive ${id}; list them with GET /v1/archives`);
-    return c.json(archiveView(found.v, found.latest, await versionSigners(engine, found.v)), 200);
+    const v = await exactVersion(engine.store, c.req.valid('param').id);
+    const latest = (await engine.store.latest(v.repository, v.tag))?.id === v.id;
+    return c.json(archiveView(v, latest, await versionSigners(engine, v)), 200);
   });
 
   api.openapi(deleteArchiveRoute, async (c) => {
@@ -250,8 +283,7 @@ export function archivesApi(deps: AppDeps): ApiApp {
   api.openapi(archiveContentRoute, async (c) => {
     const id = c.req.valid('param').id;
     const q = c.req.valid('query');
-    const version = (await engine.store.versions()).find((v) => v.id === id);
-    if (!version) throw new StowageError('NOT_FOUND', `no archive ${id}; list them with GET /v1/archives`);
+    const version = await exactVersion(engine.store, id);
     const format = q.format ?? 'oci-archive';
     let view: ArchiveView;
     let sha256: string;

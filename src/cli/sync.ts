@@ -1,11 +1,12 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import type { ArchiveFormat } from '../archive/formats.js';
 import { type JobConfig, loadStowageConfig, type StowageConfig } from '../config/stowage.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { openStore } from '../store/open.js';
+import type { ArchiveStore } from '../store/store.js';
 import type { SyncReport } from '../sync/sync.js';
 import { formatBytes, formatDuration } from './format.js';
 import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOptions } from './options.js';
@@ -225,6 +226,71 @@ interface ExportCliOptions extends RegistryCliOptions, StoreCliOptions {
   quiet?: boolean;
 }
 
+interface ArchivesListOptions extends StoreCliOptions {
+  repository?: string;
+  tag?: string;
+  limit?: number;
+  after?: string;
+}
+
+function parseLimit(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number of 1 or more');
+  return n;
+}
+
+/** A repository named by the end of its name (`team/app` for `registry.test/team/app`): its whole name. */
+async function wholeRepositoryName(store: ArchiveStore, repo: string): Promise<string> {
+  if ((await store.page({ repository: repo, limit: 1 })).versions.length) return repo;
+  // Only when the name given is not a stored one: the listing is read to find what ends with it.
+  for (let after: string | undefined; ; ) {
+    const page = await store.page({ search: `/${repo}:`, after, limit: 1000 });
+    const hit = page.versions.find((x) => x.version.repository.endsWith(`/${repo}`));
+    if (hit) return hit.version.repository;
+    if (!page.next) return repo;
+    after = page.next;
+  }
+}
+
+/** Prints the versions a page at a time, so memory holds one page whatever the store holds. */
+async function listArchives(store: ArchiveStore, opts: ArchivesListOptions): Promise<void> {
+  const repository = opts.repository ? await wholeRepositoryName(store, opts.repository) : undefined;
+  const out: string[] = [];
+  let first = true;
+  let left = opts.limit ?? Number.POSITIVE_INFINITY;
+  let after = opts.after;
+  if (opts.json) process.stdout.write('[');
+  else
+    process.stdout.write(
+      'ID            REPOSITORY:TAG                                      DIGEST               TAKEN                     PLATFORMS  ARCHIVE\n',
+    );
+  while (left > 0) {
+    const page = await store.page({ repository, tag: opts.tag, after, limit: Math.min(left, 1000) });
+    for (const { version: v } of page.versions) {
+      if (opts.json) {
+        out.push(`${first ? '\n' : ',\n'}${JSON.stringify(v, null, 2).replace(/^/gm, '  ')}`);
+        first = false;
+        continue;
+      }
+      const archive = v.archive
+        ? `${formatBytes(v.archive.size)} sha256:${v.archive.sha256.slice(0, 12)}`
+        : '-';
+      out.push(
+        `${v.id}  ${`${v.repository}:${v.tag}`.padEnd(50)}  ${v.descriptor.digest.slice(0, 19)}  ${v.taken.padEnd(24)}  ${(v.platforms.join(',') || '-').padEnd(9)}  ${archive}\n`,
+      );
+    }
+    process.stdout.write(out.join(''));
+    out.length = 0;
+    left -= page.versions.length;
+    after = page.next;
+    if (!after) break;
+  }
+  if (opts.json) process.stdout.write(first ? ']\n' : '\n]\n');
+  // A page cut short by --limit says where the next one starts.
+  if (after && opts.limit !== undefined)
+    process.stderr.write(`more: stowage archives --limit ${opts.limit} --after ${after}\n`);
+}
+
 export function archivesCommand(program: Command): void {
   const archives = program
     .command('archives')
@@ -234,37 +300,26 @@ export function archivesCommand(program: Command): void {
     .summary('list stored versions (the default)')
     .description(
       'Every stored version (id, repository:tag, digest, platforms, when it was taken, and the archive ' +
-        'checksum once an export computed it), or those of REPO.',
+        'checksum once an export computed it), oldest first, or those of REPO. With --limit N, N of them ' +
+        'after --after ID, and the cursor of the next page on standard error; the store reads no further ' +
+        'than the page.',
     )
-    .argument('[repo]', 'only this repository')
+    .argument('[repo]', 'only this repository (its whole name, or the end of it after a slash)')
+    .option('--repository <repo>', 'only this repository (the same as REPO)')
+    .option('--tag <tag>', 'only versions of this tag')
+    .option('--limit <n>', 'at most N versions (a page)', parseLimit)
+    .option('--after <id>', 'the page after this version id (the cursor the page before printed)')
     .option('--config <file>', 'stowage.toml')
     .option('--store <dir>', 'the archive store')
     .option('--json', 'print JSON')
-    .action(async (repo: string | undefined, opts: StoreCliOptions) => {
+    .action(async (repo: string | undefined, opts: ArchivesListOptions) => {
       const config = await configFrom(opts);
       const store = await openStore(config);
-      const versions = await store
-        .versions()
-        .finally(() => store.close?.())
-        .then((all) =>
-          all.filter((v) => !repo || v.repository === repo || v.repository.endsWith(`/${repo}`)),
-        );
-      if (opts.json) {
-        process.stdout.write(`${JSON.stringify(versions, null, 2)}\n`);
-        return;
+      try {
+        await listArchives(store, { ...opts, repository: opts.repository ?? repo });
+      } finally {
+        await store.close?.();
       }
-      const lines = [
-        'ID            REPOSITORY:TAG                                      DIGEST               TAKEN                     PLATFORMS  ARCHIVE',
-      ];
-      for (const v of versions) {
-        const archive = v.archive
-          ? `${formatBytes(v.archive.size)} sha256:${v.archive.sha256.slice(0, 12)}`
-          : '-';
-        lines.push(
-          `${v.id}  ${`${v.repository}:${v.tag}`.padEnd(50)}  ${v.descriptor.digest.slice(0, 19)}  ${v.taken.padEnd(24)}  ${(v.platforms.join(',') || '-').padEnd(9)}  ${archive}`,
-        );
-      }
-      process.stdout.write(`${lines.join('\n')}\n`);
     });
 
   const exp = archives

@@ -1078,6 +1078,9 @@ export interface operations {
       repository?: string;
       tag?: string;
       latest?: "true" | "false";
+      q?: string;
+      limit?: number;
+      after?: string;
     };
       header?: never;
       path?: never;
@@ -1087,11 +1090,13 @@ export interface operations {
     responses: {
       200: {
         headers: {
+          Link?: string;
           [name: string]: unknown;
         };
         content: {
           "application/json": {
             archives: (components["schemas"]["Archive"])[];
+            next?: string;
           };
         };
       };

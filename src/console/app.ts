@@ -17,7 +17,7 @@ import { ERROR_CODES, StowageError, toStowageError } from '../errors.js';
 import type { Job, JobEvent } from '../service/jobs.js';
 import { deleteVersion, versionSigners } from '../service/operations.js';
 import { diskUsage } from '../store/usage.js';
-import { archivesPage, versionPage } from './archives.js';
+import { archivesPage, CONSOLE_PAGE, versionPage } from './archives.js';
 import { jobPage, jobRows, jobsPage } from './jobs.js';
 import { type Html, type PageOptions, page } from './layout.js';
 import { apiPage, loginPage, storagePage, syncsPage } from './pages.js';
@@ -185,13 +185,20 @@ function mountSignIn(app: ApiApp, deps: AppDeps, sessions: Sessions, { render }:
   });
 }
 
+/** One page of the Archives list; a cursor whose version is gone starts again from the first page. */
+async function archivesListing(deps: AppDeps, q: string, after: string | undefined) {
+  const query = { search: q.trim() || undefined, limit: CONSOLE_PAGE };
+  const page = await deps.engine.store.page({ ...query, after }).catch(() => deps.engine.store.page(query));
+  return archivesPage(page, q, after);
+}
+
 /** Archives: the list, a version, push and delete. */
 function mountArchives(app: ApiApp, deps: AppDeps, { render, act, field }: Kit): void {
   app.get('/ui/archives', async (c) =>
     render(
       c,
       { title: 'Archives', active: 'archives' },
-      archivesPage(await deps.engine.store.versions(), c.req.query('q') ?? ''),
+      await archivesListing(deps, c.req.query('q') ?? '', c.req.query('after')),
     ),
   );
   app.get('/ui/archives/:id', async (c) =>
@@ -220,7 +227,6 @@ function mountArchives(app: ApiApp, deps: AppDeps, { render, act, field }: Kit):
     act(c, async () => {
       need(c.get('session'), 'admin');
       const v = await deleteVersion(deps.engine, c.req.param('id'));
-      const versions = await deps.engine.store.versions();
       return render(
         c,
         {
@@ -228,7 +234,7 @@ function mountArchives(app: ApiApp, deps: AppDeps, { render, act, field }: Kit):
           active: 'archives',
           flash: { text: `Deleted version ${v.id} of ${v.repository}:${v.tag}.` },
         },
-        archivesPage(versions, ''),
+        await archivesListing(deps, '', undefined),
       );
     }),
   );

@@ -4,35 +4,43 @@
  */
 import { html } from 'hono/html';
 import type { Session } from '../api/session.js';
-import type { StoredVersion } from '../store/store.js';
+import type { StoredVersion, VersionPage } from '../store/store.js';
 import { csrfField, formatBytes, type Html, ifAllowed, when } from './layout.js';
 
 /** Versions grouped: repository, then tag, newest version first. */
 function grouped(versions: StoredVersion[]): Map<string, Map<string, StoredVersion[]>> {
   const repos = new Map<string, Map<string, StoredVersion[]>>();
   for (const v of [...versions].reverse()) {
-    const tags = repos.get(v.repository) ?? new Map<string, StoredVersion[]>();
-    repos.set(v.repository, tags);
-    tags.set(v.tag, [...(tags.get(v.tag) ?? []), v]);
+    let tags = repos.get(v.repository);
+    if (!tags) {
+      tags = new Map<string, StoredVersion[]>();
+      repos.set(v.repository, tags);
+    }
+    const list = tags.get(v.tag);
+    if (list) list.push(v);
+    else tags.set(v.tag, [v]);
   }
   return new Map([...repos].sort(([a], [b]) => a.localeCompare(b)));
 }
 
-export function archivesPage(versions: StoredVersion[], q: string): Html {
-  const needle = q.trim().toLowerCase();
-  const shown = needle
-    ? versions.filter((v) =>
-        `${v.repository}:${v.tag} ${v.id} ${v.descriptor.digest}`.toLowerCase().includes(needle),
-      )
-    : versions;
+/** How many versions one page of the Archives list shows. */
+export const CONSOLE_PAGE = 200;
+
+/** One page of the store's versions (the store reads no further than the page), grouped for reading. */
+export function archivesPage(page: VersionPage, q: string, after: string | undefined): Html {
+  const needle = q.trim();
+  const shown = page.versions.map((x) => x.version);
+  const latest = new Set(page.versions.filter((x) => x.latest).map((x) => x.version.id));
   const repos = grouped(shown);
+  const more = (cursor: string) =>
+    `/ui/archives?${new URLSearchParams({ ...(needle ? { q: needle } : {}), after: cursor })}`;
   return html`<h1>Archives</h1>
 <form method="get" action="/ui/archives" role="search">
   <label for="q">Search repositories, tags, ids and digests</label>
   <input id="q" type="search" name="q" value="${q}" placeholder="e.g. nginx:1.27 or sha256:4f&hellip;">
   <button type="submit">Search</button>
 </form>
-<p class="note">${shown.length} versions of ${new Set(shown.map((v) => `${v.repository}:${v.tag}`)).size} tags in ${repos.size} repositories${needle ? ' match' : ''}.</p>
+<p class="note">${shown.length} versions of ${new Set(shown.map((v) => `${v.repository}:${v.tag}`)).size} tags in ${repos.size} repositories${needle ? ' match' : ''}${after || page.next ? ' on this page' : ''}.</p>
 ${[...repos].map(
   ([repo, tags]) => html`<section>
 <h2>${repo}</h2>
@@ -40,8 +48,8 @@ ${[...repos].map(
 <thead><tr><th>Tag</th><th>Version</th><th>Digest</th><th class="opt">Platforms</th><th>Taken</th><th class="opt">Size</th></tr></thead>
 <tbody>${[...tags].flatMap(([tag, list]) =>
     list.map(
-      (v, i) => html`<tr>
-  <td>${i === 0 ? html`<strong>${tag}</strong>` : html`<span class="note">${tag} (earlier)</span>`}</td>
+      (v) => html`<tr>
+  <td>${latest.has(v.id) ? html`<strong>${tag}</strong>` : html`<span class="note">${tag} (earlier)</span>`}</td>
   <td><a href="/ui/archives/${v.id}">${v.id}</a></td>
   <td class="mono">${v.descriptor.digest.slice(0, 19)}&hellip;</td>
   <td class="opt">${v.platforms.join(', ') || '-'}</td>
@@ -52,7 +60,8 @@ ${[...repos].map(
   )}</tbody>
 </table></div>
 </section>`,
-)}`;
+)}
+<nav aria-label="Pages">${after ? html`<a href="/ui/archives${needle ? `?${new URLSearchParams({ q: needle })}` : ''}">First page</a> ` : ''}${page.next ? html`<a href="${more(page.next)}" rel="next">Next page</a>` : ''}</nav>`;
 }
 
 export function versionPage(v: StoredVersion, session: Session, signers: Map<string, string>): Html {

@@ -228,12 +228,10 @@ export async function runPull(
     const code = (failures[0]!.code ?? 'REGISTRY') as StowageError['code'];
     throw new StowageError(code, failures.map((f) => f.message).join('; '));
   }
-  // The newest version of each tag, from one read of the index.
-  const newest = new Map((await engine.store.versions()).map((v) => [`${v.repository}:${v.tag}`, v]));
   const archives: PulledArchive[] = [];
   for (const j of report.jobs) {
     for (const t of j.tags) {
-      const v = newest.get(`${j.source}:${t.tag}`);
+      const v = await engine.store.latest(j.source, t.tag);
       if (!v) throw new StowageError('INTERNAL', `${j.source}:${t.tag} was synced but is not in the store`);
       // repo:tag@digest pins the tag: it must still point at that digest.
       const pin = refs.find((r) => r.digest && repositoryName(r) === j.source && r.tag === t.tag)?.digest;
@@ -432,6 +430,7 @@ async function storeUpload(
       const stored = await engine.store.find(version.id);
       added.push({ ...stored, archive: await ensureChecksum(engine.store, stored, opts.signal) });
     }
+    await engine.store.flush?.();
     return added;
   } finally {
     await opened.close();

@@ -9,7 +9,7 @@
 import type pg from 'pg';
 import { dbFailure, migrate, openPool } from '../db/postgres.js';
 import { StowageError } from '../errors.js';
-import { type StoredVersion, versionId } from './store.js';
+import { type StoredVersion, type VersionPage, type VersionQuery, versionId } from './store.js';
 
 /** The two-key advisory lock space of the index's per-store locks (the second key: the store). */
 const INDEX_LOCK_SPACE = 0x73746f77;
@@ -56,6 +56,48 @@ export class PgVersionIndex {
       [this.store, repository, tag],
     );
     return r.rows[0]?.version;
+  }
+
+  /**
+   * One page of versions in the order added. The cursor is a version id; each row says whether it is
+   * its tag's newest (no later row of the tag), answered by the (store, repository, tag, seq) index.
+   */
+  async page(q: VersionQuery): Promise<VersionPage> {
+    const limit = Math.max(1, Math.min(q.limit, 1_000_000_000));
+    let afterSeq = '0';
+    if (q.after !== undefined) {
+      const r = await this.query<{ seq: string }>(
+        'select seq from stowage_versions where store = $1 and id = $2',
+        [this.store, q.after],
+      );
+      if (!r.rows[0])
+        throw new StowageError(
+          'INVALID_ARGUMENT',
+          `the listing cannot go on after version ${q.after}: it is no longer in the store; start again from the first page`,
+        );
+      afterSeq = r.rows[0].seq;
+    }
+    const search = q.search ? `%${q.search.toLowerCase().replace(/[%_\\]/g, (m) => `\\${m}`)}%` : null;
+    const r = await this.query<{ version: StoredVersion; latest: boolean }>(
+      `select a.version, not exists (
+         select 1 from stowage_versions b
+          where b.store = a.store and b.repository = a.repository and b.tag = a.tag and b.seq > a.seq
+       ) as latest
+       from stowage_versions a
+       where a.store = $1 and a.seq > $2
+         and ($3::text is null or a.repository = $3)
+         and ($4::text is null or a.tag = $4)
+         and ($5::text is null or lower(a.repository || ':' || a.tag || ' ' || a.id || ' ' || (a.version->'descriptor'->>'digest')) like $5)
+         and ($6::boolean is null or $6 = not exists (
+           select 1 from stowage_versions b
+            where b.store = a.store and b.repository = a.repository and b.tag = a.tag and b.seq > a.seq))
+       order by a.seq limit $7`,
+      [this.store, afterSeq, q.repository ?? null, q.tag ?? null, search, q.latest ?? null, limit + 1],
+    );
+    const versions = r.rows.map((x) => ({ version: x.version, latest: x.latest }));
+    const more = versions.length > limit;
+    if (more) versions.pop();
+    return { versions, next: more ? versions[versions.length - 1]?.version.id : undefined };
   }
 
   /** A version by id (or a unique id prefix), or by repository:tag for its newest. */
@@ -121,7 +163,10 @@ export class PgVersionIndex {
       if (gone.length) {
         await c.query('delete from stowage_versions where store = $1 and id = any($2)', [this.store, gone]);
       }
+      // Only what `fn` added or replaced is written: a version it handed back as it was is that row.
+      const unchanged = new Set(before);
       for (const v of after) {
+        if (unchanged.has(v)) continue;
         await c.query(
           `insert into stowage_versions (store, id, repository, tag, version) values ($1, $2, $3, $4, $5)
            on conflict (store, id) do update set version = excluded.version`,

@@ -16,7 +16,7 @@ import type { PgVersionIndex } from './pg-index.js';
 import { type Renditions, S3Renditions } from './renditions.js';
 import type { S3Blobs } from './s3-blobs.js';
 import { BlobFetches, referencedBlobs } from './shared.js';
-import type { ArchiveStore, StoredVersion } from './store.js';
+import type { ArchiveStore, StoredVersion, VersionPage, VersionQuery } from './store.js';
 
 /** Blobs younger than this are never collected (default): longer than any one version's writes. */
 export const DEFAULT_GC_GRACE_MS = 6 * 3600_000;
@@ -95,6 +95,10 @@ export class ReplicatedStore implements ArchiveStore {
 
   latest(repository: string, tag: string): Promise<StoredVersion | undefined> {
     return this.index.latest(repository, tag);
+  }
+
+  page(q: VersionQuery): Promise<VersionPage> {
+    return this.index.page(q);
   }
 
   find(idOrName: string): Promise<StoredVersion> {

@@ -11,8 +11,12 @@ export function retentionVictims(
 ): StoredVersion[] {
   if (!rule['keep-versions'] && !rule['keep-within']) return [];
   const byTag = new Map<string, StoredVersion[]>();
-  for (const v of versions)
-    byTag.set(`${v.repository}:${v.tag}`, [...(byTag.get(`${v.repository}:${v.tag}`) ?? []), v]);
+  for (const v of versions) {
+    const key = `${v.repository}:${v.tag}`;
+    const list = byTag.get(key);
+    if (list) list.push(v);
+    else byTag.set(key, [v]);
+  }
   const victims: StoredVersion[] = [];
   for (const list of byTag.values()) {
     const newestFirst = [...list].reverse();

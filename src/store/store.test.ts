@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -57,5 +57,90 @@ describe('Store.fetchBlob', () => {
     // A failure nobody waits on rejects its own caller only (no unhandled rejection ends the process).
     const c = blob('another');
     await expect(s.fetchBlob(c.descriptor, failing)).rejects.toThrow();
+  });
+});
+
+describe('Store index: a journal beside index.json', () => {
+  function entry(repository: string, tag: string, n: number) {
+    const digest = `sha256:${n.toString(16).padStart(64, '0')}`;
+    return {
+      repository,
+      tag,
+      descriptor: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest, size: 10 },
+      source: `registry.test/${repository}:${tag}`,
+      taken: new Date(Date.UTC(2026, 0, 1) + n).toISOString(),
+      platforms: [],
+    };
+  }
+  const indexEntries = async (s: Store) =>
+    (JSON.parse(await readFile(join(s.path, 'index.json'), 'utf8')) as { manifests: unknown[] }).manifests;
+
+  it('records a version as one journal line; index.json gets it when the store is flushed', async () => {
+    const s = await store();
+    await s.addVersion(entry('team/app', '1', 1));
+    await s.addVersion(entry('team/app', '1', 2));
+    expect(await indexEntries(s)).toHaveLength(0);
+    const journal = await readFile(join(s.path, 'index.journal'), 'utf8');
+    expect(journal.trim().split('\n')).toHaveLength(2);
+    expect((await s.latest('team/app', '1'))?.descriptor.digest).toMatch(/2$/);
+    await s.flush();
+    expect(await indexEntries(s)).toHaveLength(2);
+    expect(await stat(join(s.path, 'index.journal')).catch(() => undefined)).toBeUndefined();
+    // The newest of the tag is named for `oci:STORE:team/app:1`; the stored id rides along.
+    const names = (await indexEntries(s)).map(
+      (m) => (m as { annotations: Record<string, string> }).annotations,
+    );
+    expect(names[1]!['org.opencontainers.image.ref.name']).toBe('team/app:1');
+    expect(names[0]!['org.opencontainers.image.ref.name']).toMatch(/^team\/app:1@/);
+    expect(names[1]!['io.stowage.id']).toBe((await s.latest('team/app', '1'))?.id);
+  });
+
+  it('another process’s store sees what this one appended, removed and compacted', async () => {
+    const writer = await store();
+    const reader = await Store.open(writer.path);
+    await writer.addVersion(entry('team/app', '1', 1));
+    expect((await reader.versions()).length).toBe(1);
+    const v2 = await writer.addVersion(entry('team/app', '1', 2));
+    await writer.recordArchive(v2.id, { sha256: 'a'.repeat(64), size: 5 });
+    expect((await reader.latest('team/app', '1'))?.archive?.size).toBe(5);
+    await writer.flush();
+    expect((await reader.versions()).map((v) => v.id)).toEqual((await writer.versions()).map((v) => v.id));
+    await writer.update((all) => all.filter((v) => v.id !== v2.id));
+    expect((await reader.latest('team/app', '1'))?.descriptor.digest).toMatch(/1$/);
+    await reader.addVersion(entry('team/db', '1', 3));
+    expect((await writer.versions()).map((v) => v.repository)).toEqual(['team/app', 'team/db']);
+  });
+
+  it('a line a crash cut short is never read, and is cut off before the next append', async () => {
+    const s = await store();
+    await s.addVersion(entry('team/app', '1', 1));
+    await appendFile(join(s.path, 'index.journal'), '{"put":{"id":"abc","repo');
+    const other = await Store.open(s.path);
+    expect((await other.versions()).length).toBe(1);
+    await other.addVersion(entry('team/app', '2', 2));
+    const lines = (await readFile(join(s.path, 'index.journal'), 'utf8')).split('\n');
+    expect(lines.filter(Boolean).map((l) => JSON.parse(l).put.tag)).toEqual(['1', '2']);
+    // A writer that opens the store after a crash folds the journal into index.json.
+    const reopened = await Store.open(s.path, { sweep: true });
+    expect(await indexEntries(reopened)).toHaveLength(2);
+    expect((await reopened.versions()).map((v) => v.tag)).toEqual(['1', '2']);
+  });
+
+  it('a damaged line inside the journal is an error naming the journal and what to do', async () => {
+    const s = await store();
+    await writeFile(join(s.path, 'index.journal'), 'not json\n');
+    await expect((await Store.open(s.path)).versions()).rejects.toThrow(
+      /damaged index.journal.*stowage verify/,
+    );
+  });
+
+  it('an index.json written by an older stowage (no stored ids) reads with the same ids', async () => {
+    const s = await store();
+    const v = await s.addVersion(entry('team/app', '1', 1));
+    await s.flush();
+    const doc = JSON.parse(await readFile(join(s.path, 'index.json'), 'utf8'));
+    delete doc.manifests[0].annotations['io.stowage.id'];
+    await writeFile(join(s.path, 'index.json'), JSON.stringify(doc));
+    expect((await (await Store.open(s.path)).find(v.id)).tag).toBe('1');
   });
 });

@@ -10,7 +10,6 @@
  * them.
  */
 
-import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -19,61 +18,17 @@ import { partialPath, processAlive, sweepLeftovers, tmpPid, treeBytes } from '..
 import { StowageError } from '../errors.js';
 import { DigestVerifier, digestHex } from '../image/digest.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
-import { type Descriptor, imageIndexSchema } from '../image/schemas.js';
+import type { Descriptor } from '../image/schemas.js';
 import { refuseNetworkFilesystem } from './filesystem.js';
+import { IndexFiles, indexJson, type JournalOp } from './index-files.js';
 import type { Renditions } from './renditions.js';
 import { BlobFetches, referencedBlobs } from './shared.js';
 
-export const ANNOTATION = {
-  refName: 'org.opencontainers.image.ref.name',
-  imageName: 'io.containerd.image.name',
-  repository: 'io.stowage.repository',
-  tag: 'io.stowage.tag',
-  source: 'io.stowage.source',
-  sourceDigest: 'io.stowage.source.digest',
-  taken: 'io.stowage.taken',
-  platforms: 'io.stowage.platforms',
-  archiveSha256: 'io.stowage.archive.sha256',
-  archiveSize: 'io.stowage.archive.size',
-  /** What is attached to the version (signatures, SBOMs): a JSON list of StoredAttachment. */
-  referrers: 'io.stowage.referrers',
-} as const;
+import { type StoredVersion, versionId } from './version.js';
+import type { VersionPage, VersionQuery } from './version-index.js';
 
-/** Something kept attached to a stored version: a signature, an attestation, an SBOM. */
-export interface StoredAttachment {
-  /** Its manifest, with its artifactType. */
-  descriptor: Descriptor;
-  /** cosign's tag it was found under; absent for an OCI referrer (its manifest names its subject). */
-  tag?: string | undefined;
-}
-
-/** One stored version of a tag. */
-export interface StoredVersion {
-  /** Stable id: the first 12 hex digits of sha256("repository:tag@digest"). */
-  id: string;
-  repository: string;
-  tag: string;
-  descriptor: Descriptor;
-  source: string;
-  /** The digest the source served for the tag, when the stored one differs (platforms chosen). */
-  sourceDigest?: string | undefined;
-  /** ISO time the version was taken. */
-  taken: string;
-  platforms: string[];
-  /** sha256 and size of the version's oci-archive, once computed. */
-  archive?: { sha256: string; size: number } | undefined;
-  /** What is kept attached to it, in the order found. */
-  referrers?: StoredAttachment[] | undefined;
-}
-
-export function versionId(repository: string, tag: string, digest: string): string {
-  return createHash('sha256').update(`${repository}:${tag}@${digest}`).digest('hex').slice(0, 12);
-}
-
-/** A compact timestamp usable in a ref.name component: 20261123T020100Z. */
-function compactTime(iso: string): string {
-  return iso.replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-}
+export { ANNOTATION, type StoredAttachment, type StoredVersion, versionId } from './version.js';
+export type { VersionPage, VersionQuery } from './version-index.js';
 
 const LOCK_STALE_MS = 10 * 60_000;
 /** An empty lock file (made by an older stowage killed between creating and writing it). */
@@ -107,6 +62,8 @@ export interface ArchiveStore {
   putDocument(d: Descriptor, bytes: Buffer): Promise<void>;
   versions(): Promise<StoredVersion[]>;
   latest(repository: string, tag: string): Promise<StoredVersion | undefined>;
+  /** One page of the versions, oldest first, read only as far as the page needs. */
+  page(q: VersionQuery): Promise<VersionPage>;
   find(idOrName: string): Promise<StoredVersion>;
   update(
     fn: (versions: StoredVersion[]) => StoredVersion[] | Promise<StoredVersion[]>,
@@ -116,6 +73,8 @@ export interface ArchiveStore {
   referenced(versions: StoredVersion[]): Promise<Set<string>>;
   collectGarbage(): Promise<{ blobs: number; bytes: number }>;
   diskBytes(): Promise<number>;
+  /** Makes what was recorded visible to other readers of the store (the local store's index.json). */
+  flush?(): Promise<void>;
   /** Releases what the store holds open (the replicated store's connections); the local one has none. */
   close?(): Promise<void>;
   /**
@@ -125,8 +84,16 @@ export interface ArchiveStore {
   renditions?(workDir: string): Renditions;
 }
 
+/** Every version of one repository, oldest first: what retention and usage read, and no more. */
+export async function repositoryVersions(store: ArchiveStore, repository: string): Promise<StoredVersion[]> {
+  const page = await store.page({ repository, limit: Number.MAX_SAFE_INTEGER });
+  return page.versions.map((x) => x.version);
+}
+
 export class Store implements ArchiveStore {
-  private constructor(readonly path: string) {}
+  private constructor(readonly path: string) {
+    this.files = new IndexFiles(path, path);
+  }
 
   /**
    * Opens (creating if needed) the store at `path`. A writer (sync, the service) passes `sweep`: what
@@ -155,7 +122,11 @@ export class Store implements ArchiveStore {
     if (!(await stat(join(path, 'index.json')).catch(() => undefined))) {
       await writeFileAtomic(join(path, 'index.json'), indexJson([]));
     }
-    return new Store(path);
+    const store = new Store(path);
+    // A journal a crashed writer left: its versions go into index.json now (their blobs were durable
+    // before each line was written), so other tools see them.
+    if (opts.sweep) await store.flush();
+    return store;
   }
 
   blobPath(digest: string): string {
@@ -243,58 +214,37 @@ export class Store implements ArchiveStore {
     await this.putBlob(d, [bytes]);
   }
 
+  /** The index (index.json and its journal), read once and kept; see index-files.ts. */
+  private readonly files: IndexFiles;
+
   /** Every stored version, in index order (oldest first). */
   async versions(): Promise<StoredVersion[]> {
-    const text = await readFile(join(this.path, 'index.json'), 'utf8').catch((e: NodeJS.ErrnoException) => {
-      // Only a store opened without being made (a dry run) lacks it: no versions yet.
-      if (e.code === 'ENOENT') return indexJson([]);
-      throw e;
-    });
-    const parsed = imageIndexSchema.safeParse(JSON.parse(text));
-    if (!parsed.success)
-      throw new StowageError('INVALID_ARCHIVE', `${this.path}/index.json is not a valid OCI index`);
-    const out: StoredVersion[] = [];
-    for (const d of parsed.data.manifests) {
-      const a = (d.annotations ?? {}) as Record<string, string>;
-      const repository = a[ANNOTATION.repository];
-      const tag = a[ANNOTATION.tag];
-      if (!repository || !tag) continue;
-      out.push({
-        id: versionId(repository, tag, d.digest),
-        repository,
-        tag,
-        descriptor: d,
-        source: a[ANNOTATION.source] ?? '',
-        sourceDigest: a[ANNOTATION.sourceDigest],
-        taken: a[ANNOTATION.taken] ?? '',
-        platforms: (a[ANNOTATION.platforms] ?? '').split(',').filter(Boolean),
-        archive: a[ANNOTATION.archiveSha256]
-          ? { sha256: a[ANNOTATION.archiveSha256]!, size: Number(a[ANNOTATION.archiveSize] ?? 0) }
-          : undefined,
-        referrers: attachmentsOf(a[ANNOTATION.referrers]),
-      });
-    }
-    return out;
+    return (await this.files.current()).all();
   }
 
   /** The newest version of repository:tag. */
   async latest(repository: string, tag: string): Promise<StoredVersion | undefined> {
-    const all = (await this.versions()).filter((v) => v.repository === repository && v.tag === tag);
-    return all[all.length - 1];
+    return (await this.files.current()).latest(repository, tag);
+  }
+
+  /** One page of the versions (see VersionIndex.page). */
+  async page(q: VersionQuery): Promise<VersionPage> {
+    return (await this.files.current()).page(q);
   }
 
   /** Finds a version by id (or a unique id prefix), or by repository:tag for its newest version. */
   async find(idOrName: string): Promise<StoredVersion> {
-    const all = await this.versions();
-    const byId = all.filter((v) => v.id.startsWith(idOrName));
-    if (byId.length === 1) return byId[0]!;
+    const index = await this.files.current();
+    const exact = index.get(idOrName);
+    if (exact) return exact;
     const i = idOrName.lastIndexOf(':');
-    if (i > 0) {
-      const named = all.filter(
-        (v) => v.repository === idOrName.slice(0, i) && v.tag === idOrName.slice(i + 1),
-      );
-      if (named.length) return named[named.length - 1]!;
-    }
+    const named = i > 0 ? index.latest(idOrName.slice(0, i), idOrName.slice(i + 1)) : undefined;
+    if (named) return named;
+    // A prefix of an id: short ones are what people type, so this scan is theirs alone.
+    const byId = /^[0-9a-f]{1,11}$/.test(idOrName)
+      ? index.all().filter((v) => v.id.startsWith(idOrName))
+      : [];
+    if (byId.length === 1) return byId[0]!;
     throw new StowageError(
       'NOT_FOUND',
       byId.length > 1
@@ -303,13 +253,21 @@ export class Store implements ArchiveStore {
     );
   }
 
-  /** Runs `fn` on the version list under the store's lock and writes what it returns. */
+  /**
+   * Runs `fn` on the version list under the store's lock and records what changed (versions gone,
+   * added or replaced) in the journal.
+   */
   async update(
     fn: (versions: StoredVersion[]) => StoredVersion[] | Promise<StoredVersion[]>,
   ): Promise<StoredVersion[]> {
     return this.locked(async () => {
-      const next = await fn(await this.versions());
-      await writeFileAtomic(join(this.path, 'index.json'), indexJson(next));
+      const index = await this.files.current();
+      const before = index.all();
+      const next = await fn(before);
+      const kept = new Set(next.map((v) => v.id));
+      const ops: JournalOp[] = before.filter((v) => !kept.has(v.id)).map((v) => ({ remove: v.id }));
+      for (const v of next) if (index.get(v.id) !== v) ops.push({ put: v });
+      await this.files.append(ops);
       return next;
     });
   }
@@ -317,25 +275,46 @@ export class Store implements ArchiveStore {
   /** Adds a version (a tag that moved keeps its old versions); a version already there is left as it is. */
   async addVersion(v: Omit<StoredVersion, 'id'>): Promise<StoredVersion> {
     const version = { ...v, id: versionId(v.repository, v.tag, v.descriptor.digest) };
-    // Versions that finish while index.json is being written go into the next write together.
+    // Versions that finish while the journal is being written go into the next append together.
     this.adding.push(version);
-    this.addingWrite ??= this.update((all) => {
+    this.addingWrite ??= this.locked(async () => {
       const batch = this.adding.splice(0);
       this.addingWrite = undefined;
-      const next = [...all];
-      for (const b of batch) if (!next.some((x) => x.id === b.id)) next.push(b);
-      return next;
+      const index = await this.files.current();
+      const seen = new Set<string>();
+      const ops: JournalOp[] = [];
+      for (const b of batch) {
+        if (index.get(b.id) || seen.has(b.id)) continue;
+        seen.add(b.id);
+        ops.push({ put: b });
+      }
+      await this.files.append(ops);
     });
     await this.addingWrite;
-    return version;
+    return (await this.files.current()).get(version.id) ?? version;
   }
 
   private readonly adding: StoredVersion[] = [];
-  private addingWrite: Promise<StoredVersion[]> | undefined;
+  private addingWrite: Promise<void> | undefined;
 
   /** Records a version's archive checksum (computed once; the archive is reproducible). */
   async recordArchive(id: string, archive: { sha256: string; size: number }): Promise<void> {
-    await this.update((all) => all.map((v) => (v.id === id ? { ...v, archive } : v)));
+    await this.locked(async () => {
+      const v = (await this.files.current()).get(id);
+      if (v) await this.files.append([{ put: { ...v, archive } }]);
+    });
+  }
+
+  /**
+   * Folds the journal into index.json, so that other tools reading the store as an OCI layout see
+   * every version. Sync runs, imports and close call it; it costs one write of the whole index.
+   */
+  async flush(): Promise<void> {
+    if (await this.files.pending()) await this.locked(() => this.files.compact());
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
   }
 
   /** Digests of every blob the versions reference (documents included). */
@@ -446,55 +425,4 @@ export class Store implements ArchiveStore {
       await unlink(lock).catch(() => {});
     }
   }
-}
-
-/**
- * index.json for the versions: the newest version of each tag is named REPOSITORY:TAG (so
- * `oci:STORE:REPOSITORY:TAG` finds it), older ones REPOSITORY:TAG@TAKEN.
- */
-/** A version's attachments from its annotation (none where it has none, or it does not parse). */
-function attachmentsOf(text: string | undefined): StoredAttachment[] | undefined {
-  if (!text) return undefined;
-  try {
-    const list = JSON.parse(text) as StoredAttachment[];
-    return Array.isArray(list) ? list.filter((r) => typeof r?.descriptor?.digest === 'string') : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function indexJson(versions: StoredVersion[]): string {
-  const newest = new Map<string, string>();
-  for (const v of versions) newest.set(`${v.repository}:${v.tag}`, v.id);
-  const manifests = versions.map((v) => {
-    const name = `${v.repository}:${v.tag}`;
-    const annotations: Record<string, string> = {
-      [ANNOTATION.imageName]: name,
-      [ANNOTATION.repository]: v.repository,
-      [ANNOTATION.source]: v.source,
-      [ANNOTATION.tag]: v.tag,
-      [ANNOTATION.taken]: v.taken,
-      [ANNOTATION.refName]: newest.get(name) === v.id ? name : `${name}@${compactTime(v.taken)}`,
-    };
-    if (v.platforms.length) annotations[ANNOTATION.platforms] = v.platforms.join(',');
-    if (v.sourceDigest && v.sourceDigest !== v.descriptor.digest)
-      annotations[ANNOTATION.sourceDigest] = v.sourceDigest;
-    if (v.referrers?.length) annotations[ANNOTATION.referrers] = JSON.stringify(v.referrers);
-    if (v.archive) {
-      annotations[ANNOTATION.archiveSha256] = v.archive.sha256;
-      annotations[ANNOTATION.archiveSize] = String(v.archive.size);
-    }
-    const sorted = Object.fromEntries(
-      Object.keys(annotations)
-        .sort()
-        .map((k) => [k, annotations[k]!]),
-    );
-    return {
-      mediaType: v.descriptor.mediaType,
-      digest: v.descriptor.digest,
-      size: v.descriptor.size,
-      annotations: sorted,
-    };
-  });
-  return `${JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests })}\n`;
 }

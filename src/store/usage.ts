@@ -37,7 +37,11 @@ export async function diskUsage(store: ArchiveStore, config: StowageConfig): Pro
   const blobsOf = new Map<string, Set<string>>();
   for (const v of versions) blobsOf.set(v.id, await store.referenced([v]));
   const byRepo = new Map<string, StoredVersion[]>();
-  for (const v of versions) byRepo.set(v.repository, [...(byRepo.get(v.repository) ?? []), v]);
+  for (const v of versions) {
+    const list = byRepo.get(v.repository);
+    if (list) list.push(v);
+    else byRepo.set(v.repository, [v]);
+  }
   const repositories: RepositoryUsage[] = [];
   let logicalBytes = 0;
   const victims: StoredVersion[] = [];

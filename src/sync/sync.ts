@@ -38,7 +38,7 @@ import type { RegistryClient } from '../registry/client.js';
 import type { Context } from '../registry/context.js';
 import { openStore } from '../store/open.js';
 import { retentionVictims } from '../store/retention.js';
-import type { ArchiveStore, StoredVersion } from '../store/store.js';
+import { type ArchiveStore, repositoryVersions, type StoredVersion } from '../store/store.js';
 import { openRegistryDestination } from '../transports/open.js';
 import { RegistrySource } from '../transports/registry/source.js';
 import { RegistrySink } from '../transports/registry/upload.js';
@@ -170,6 +170,8 @@ export async function sync(ctx: Context, config: StowageConfig, opts: SyncOption
   try {
     return await runSync(ctx, config, opts, store, jobs);
   } finally {
+    // What the run recorded reaches index.json, for skopeo and umoci, once per run (not per version).
+    if (!opts.dryRun) await store.flush?.();
     // A store this run opened is this run's to close (the replicated one holds connections).
     if (!opts.store) await store.close?.();
   }
@@ -283,7 +285,7 @@ async function runJob(
         }
         if (archiving) {
           const rule = job.retention ?? config.retention;
-          const mine = (await store.versions()).filter((v) => v.repository === repository);
+          const mine = await repositoryVersions(store, repository);
           const victims = retentionVictims(mine, rule);
           report.pruned = victims.map((v) => ({
             id: v.id,
@@ -497,17 +499,15 @@ function sourceDigest(v: StoredVersion): string {
   return v.sourceDigest ?? v.descriptor.digest;
 }
 
-/** What the store made of a source digest for repository:tag, if it has it. */
+/** What the store made of a source digest for repository:tag (its newest version), if it has it. */
 async function storedFor(
   store: ArchiveStore,
   repository: string,
   tag: string,
   digest: string,
 ): Promise<string | undefined> {
-  const v = (await store.versions())
-    .filter((x) => x.repository === repository && x.tag === tag && sourceDigest(x) === digest)
-    .at(-1);
-  return v?.descriptor.digest;
+  const v = await store.latest(repository, tag);
+  return v && sourceDigest(v) === digest ? v.descriptor.digest : undefined;
 }
 
 /** Writes each newly stored version as a tarball (with .sha256) under `dir`: REPOSITORY/TAG@DIGEST.tar. */
