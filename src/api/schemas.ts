@@ -140,7 +140,14 @@ const SyncJobResult = z
     jobs: z.array(
       z.object({
         name: z.string(),
-        source: z.string(),
+        source: z.string().openapi({ description: 'the repository synced (one of those a pattern found)' }),
+        pattern: z.string().optional().openapi({
+          description: "the job's source pattern (HOST/team/**), when the repository is one it found",
+        }),
+        mirror: z
+          .string()
+          .optional()
+          .openapi({ description: 'where the repository went, when the job mirrors' }),
         error: z.string().optional(),
         code: z.string().optional(),
         tags: z.array(

@@ -12,3 +12,8 @@ export function formatBytes(n: number): string {
 export function formatDuration(ms: number): string {
   return ms < 1000 ? `${Math.round(ms)}ms` : `${(ms / 1000).toFixed(2)}s`;
 }
+
+/** "1 job", "2 jobs", "1 repository", "3 repositories". */
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}

@@ -2,13 +2,18 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import type { ArchiveFormat } from '../archive/formats.js';
-import { type JobConfig, loadStowageConfig, type StowageConfig } from '../config/stowage.js';
+import {
+  checkSourceAndMirror,
+  type JobConfig,
+  loadStowageConfig,
+  type StowageConfig,
+} from '../config/stowage.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { openStore } from '../store/open.js';
 import type { ArchiveStore } from '../store/store.js';
 import type { SyncReport } from '../sync/sync.js';
-import { formatBytes, formatDuration } from './format.js';
+import { formatBytes, formatDuration, plural } from './format.js';
 import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOptions } from './options.js';
 import { parseFormat, printResult } from './pull.js';
 import { withSignal } from './run.js';
@@ -29,26 +34,29 @@ async function configFrom(opts: StoreCliOptions): Promise<StowageConfig> {
 
 function describeSync(r: SyncReport, elapsed: number): string {
   const lines: string[] = [];
-  const width = Math.max(3, ...r.jobs.map((j) => j.name.length));
+  // A job whose source is a pattern reports each repository: the JOB column names it too.
+  const label = (j: SyncReport['jobs'][number]) => (j.pattern ? `${j.name} ${j.source}` : j.name);
+  const width = Math.max(3, ...r.jobs.map((j) => label(j).length));
   lines.push(
     `${'JOB'.padEnd(width)}  ${'TAG'.padEnd(20)}  ${'ACTION'.padEnd(11)}  ${'ARCHIVE'.padEnd(11)}  ${'MIRROR'.padEnd(10)}  FETCHED`,
   );
   for (const j of r.jobs) {
-    if (j.error) lines.push(`${j.name.padEnd(width)}  ${'-'.padEnd(20)}  ${'failed'.padEnd(11)}  ${j.error}`);
+    if (j.error)
+      lines.push(`${label(j).padEnd(width)}  ${'-'.padEnd(20)}  ${'failed'.padEnd(11)}  ${j.error}`);
     for (const t of j.tags) {
       lines.push(
-        `${j.name.padEnd(width)}  ${t.tag.padEnd(20)}  ${t.action.padEnd(11)}  ${(t.archive ?? '-').padEnd(11)}  ${(t.mirror ?? '-').padEnd(10)}  ${formatBytes(t.fetchedBytes)}${t.error ? `  ${t.error}` : ''}`,
+        `${label(j).padEnd(width)}  ${t.tag.padEnd(20)}  ${t.action.padEnd(11)}  ${(t.archive ?? '-').padEnd(11)}  ${(t.mirror ?? '-').padEnd(10)}  ${formatBytes(t.fetchedBytes)}${t.error ? `  ${t.error}` : ''}`,
       );
     }
     for (const p of j.pruned) {
       lines.push(
-        `${j.name.padEnd(width)}  ${p.tag.padEnd(20)}  ${(r.dryRun ? 'would-prune' : 'pruned').padEnd(11)}  ${p.id} ${p.digest.slice(0, 19)} taken ${p.taken}`,
+        `${label(j).padEnd(width)}  ${p.tag.padEnd(20)}  ${(r.dryRun ? 'would-prune' : 'pruned').padEnd(11)}  ${p.id} ${p.digest.slice(0, 19)} taken ${p.taken}`,
       );
     }
     // Mirror tags gone from the source (prune = true): the MIRROR column says what became of them.
     for (const d of j.mirrorDeleted) {
       lines.push(
-        `${j.name.padEnd(width)}  ${d.tag.padEnd(20)}  ${'gone'.padEnd(11)}  ${'-'.padEnd(11)}  ${(r.dryRun ? 'would-del' : 'deleted').padEnd(10)}  ${d.digest?.slice(0, 19) ?? ''}`,
+        `${label(j).padEnd(width)}  ${d.tag.padEnd(20)}  ${'gone'.padEnd(11)}  ${'-'.padEnd(11)}  ${(r.dryRun ? 'would-del' : 'deleted').padEnd(10)}  ${d.digest?.slice(0, 19) ?? ''}`,
       );
     }
   }
@@ -56,8 +64,10 @@ function describeSync(r: SyncReport, elapsed: number): string {
   const gc = r.garbage
     ? `; ${r.garbage.blobs} unreferenced blobs removed (${formatBytes(r.garbage.bytes)})`
     : '';
+  const jobs = new Set(r.jobs.map((j) => j.name)).size;
+  const repositories = new Set(r.jobs.filter((j) => !j.error || j.tags.length).map((j) => j.source)).size;
   lines.push(
-    `${r.dryRun ? 'dry run: ' : ''}${r.jobs.length} jobs, ${tags} tags, ${formatBytes(r.fetchedBytes)} fetched, ${r.failed} failed, in ${formatDuration(elapsed)}${gc}`,
+    `${r.dryRun ? 'dry run: ' : ''}${plural(jobs, 'job')}, ${plural(repositories, 'repository', 'repositories')}, ${tags} tags, ${formatBytes(r.fetchedBytes)} fetched, ${r.failed} failed, in ${formatDuration(elapsed)}${gc}`,
   );
   return `${lines.join('\n')}\n`;
 }
@@ -68,6 +78,8 @@ interface SyncCliOptions extends RegistryCliOptions, StoreCliOptions {
   tags?: string;
   include: string[];
   exclude: string[];
+  includeRepo: string[];
+  excludeRepo: string[];
   semver?: string;
   newest?: number;
   platforms?: string;
@@ -94,7 +106,7 @@ function commandLineJob(opts: SyncCliOptions, names: string[]): JobConfig {
       `--src makes its own job: drop the job names (${names.join(', ')}), or drop --src to run stowage.toml's`,
     );
   }
-  for (const re of [...opts.include, ...opts.exclude]) {
+  for (const re of [...opts.include, ...opts.exclude, ...opts.includeRepo, ...opts.excludeRepo]) {
     try {
       new RegExp(re);
     } catch (e) {
@@ -103,6 +115,25 @@ function commandLineJob(opts: SyncCliOptions, names: string[]): JobConfig {
         `--include/--exclude "${re}" is not a regular expression: ${(e as Error).message}`,
       );
     }
+  }
+  const repositories =
+    opts.includeRepo.length || opts.excludeRepo.length
+      ? {
+          ...(opts.includeRepo.length ? { include: opts.includeRepo } : {}),
+          ...(opts.excludeRepo.length ? { exclude: opts.excludeRepo } : {}),
+        }
+      : undefined;
+  // The checks stowage.toml's jobs get, with the flags' names.
+  try {
+    checkSourceAndMirror({ source: opts.src!, mirror: opts.dest, repositories }, 'the command line');
+  } catch (e) {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      (e as Error).message
+        .replace('the command line: key "source"', '--src')
+        .replace('the command line: key "mirror"', '--dest')
+        .replace('the command line: key "repositories"', '--include-repo/--exclude-repo'),
+    );
   }
   const platforms =
     opts.platforms && opts.platforms !== 'all' ? opts.platforms.split(',').map((p) => p.trim()) : 'all';
@@ -116,6 +147,7 @@ function commandLineJob(opts: SyncCliOptions, names: string[]): JobConfig {
   return {
     name: 'command-line',
     source: opts.src!,
+    ...(repositories ? { repositories } : {}),
     ...(opts.tags
       ? {
           tags: opts.tags
@@ -157,11 +189,23 @@ export function syncCommand(program: Command, setExitCode: (code: number) => voi
     .option('--json', 'print the report as JSON')
     .option(
       '--src <repository>',
-      'a one-off job from the command line, like skopeo sync: the source repository',
+      "a one-off job from the command line, like skopeo sync: the source repository, or many ('HOST/team/**': * one path segment, ** one or more, found in the catalog)",
     )
     .option(
       '--dest <repository>',
-      'with --src: the mirror repository (registry/repository) to copy the tags to',
+      "with --src: the mirror repository (registry/repository) to copy the tags to; for many, with {repository} (the whole path) or {path} (below the pattern's prefix)",
+    )
+    .option(
+      '--include-repo <regex>',
+      'with a --src pattern: repositories whose path matches this (repeatable)',
+      collect,
+      [],
+    )
+    .option(
+      '--exclude-repo <regex>',
+      'with a --src pattern: not the repositories matching this (repeatable)',
+      collect,
+      [],
     )
     .option('--tags <list>', 'with --src: these tags (comma-separated)')
     .option('--include <regex>', 'with --src: tags matching this (repeatable)', collect, [])
@@ -190,7 +234,14 @@ export function syncCommand(program: Command, setExitCode: (code: number) => voi
       opts.prune,
       opts.preserveDigests,
     ].some((v) => v !== undefined);
-    if (!opts.src && (oneOff || opts.include.length || opts.exclude.length)) {
+    if (
+      !opts.src &&
+      (oneOff ||
+        opts.include.length ||
+        opts.exclude.length ||
+        opts.includeRepo.length ||
+        opts.excludeRepo.length)
+    ) {
       throw new StowageError(
         'INVALID_ARGUMENT',
         '--dest and the tag filters make a one-off job with --src; give --src REPOSITORY',

@@ -394,6 +394,8 @@ export interface components {
       jobs: ({
         name: string;
         source: string;
+        pattern?: string;
+        mirror?: string;
         error?: string;
         code?: string;
         tags: ({

@@ -10,6 +10,11 @@ import semver from 'semver';
 import { z } from 'zod';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
+import {
+  hasRepositoryPlaceholder,
+  isRepositoryPattern,
+  parseRepositoryPattern,
+} from '../reference/pattern.js';
 import { parseRepository } from '../reference/reference.js';
 import { parseTomlFile } from './registries.js';
 import { databaseSchema, type S3Settings, s3Schema } from './replicas.js';
@@ -28,7 +33,12 @@ const retentionSchema = z.strictObject({
 
 const jobSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/, 'lowercase letters, digits, ".", "_" and "-"'),
+  /** A repository, or many: HOST/team/** (`*` one path segment, `**` one or more), found by the catalog. */
   source: z.string().min(1),
+  /** With a pattern source: which of the repositories found it takes (regexes on the path below the host). */
+  repositories: z
+    .strictObject({ include: z.array(z.string()).optional(), exclude: z.array(z.string()).optional() })
+    .optional(),
   tags: z.array(z.string().min(1)).optional(),
   include: z.array(z.string()).optional(),
   exclude: z.array(z.string()).optional(),
@@ -60,6 +70,8 @@ const limitSchema = z.strictObject({
   'low-speed-limit': z.number().nonnegative().optional(),
   /** Seconds the low-speed limit is measured over. */
   'low-speed-time': z.number().positive().max(86_400).optional(),
+  /** Repositories asked for per page of the catalog (GET /v2/_catalog?n=), for sources such as HOST/team/**. */
+  'catalog-page-size': z.number().int().positive().max(10_000).optional(),
 });
 
 export const API_SCOPES = ['read', 'pull', 'push', 'sync', 'admin'] as const;
@@ -233,19 +245,7 @@ export function parseStowageConfig(
     const at = `${path}${lineOf(text, ['job', i, 'name']) ? ` line ${lineOf(text, ['job', i, 'name'])}` : ''}: job "${j.name}"`;
     if (names.has(j.name)) throw new StowageError('INVALID_CONFIG', `${at}: the name is used twice`);
     names.add(j.name);
-    try {
-      parseRepository(j.source);
-    } catch (e) {
-      throw new StowageError('INVALID_CONFIG', `${at}: key "source": ${(e as Error).message}`);
-    }
-    if (j.mirror) {
-      try {
-        const m = parseRepository(j.mirror);
-        if (m.shortName) throw new Error('give the registry too, e.g. registry.internal:5000/mirror/app');
-      } catch (e) {
-        throw new StowageError('INVALID_CONFIG', `${at}: key "mirror": ${(e as Error).message}`);
-      }
-    }
+    checkSourceAndMirror(j, at);
     if (j.prune && !j.mirror) {
       throw new StowageError(
         'INVALID_CONFIG',
@@ -261,6 +261,8 @@ export function parseStowageConfig(
     for (const [k, list] of [
       ['include', j.include],
       ['exclude', j.exclude],
+      ['repositories.include', j.repositories?.include],
+      ['repositories.exclude', j.repositories?.exclude],
     ] as const) {
       for (const r of list ?? []) {
         try {
@@ -308,6 +310,49 @@ export function parseStowageConfig(
     s3: replicated(c, path),
     networkFilesystemOneHost: c.store?.['network-filesystem'] === 'one-host',
   };
+}
+
+/**
+ * A job's source (one repository, or a pattern of many) and its mirror: a pattern's mirror must say
+ * where each repository goes ({repository} or {path}), a single repository's must not.
+ */
+export function checkSourceAndMirror(
+  j: Pick<JobConfig, 'source' | 'mirror' | 'repositories'>,
+  at: string,
+): void {
+  const pattern = isRepositoryPattern(j.source);
+  try {
+    if (pattern) parseRepositoryPattern(j.source);
+    else parseRepository(j.source);
+  } catch (e) {
+    throw new StowageError('INVALID_CONFIG', `${at}: key "source": ${(e as Error).message}`);
+  }
+  if (j.repositories && !pattern) {
+    throw new StowageError(
+      'INVALID_CONFIG',
+      `${at}: key "repositories" chooses among the repositories a pattern finds, and the source names one; write source = "HOST/team/**" or drop repositories`,
+    );
+  }
+  if (!j.mirror) return;
+  const placeholder = hasRepositoryPlaceholder(j.mirror);
+  if (pattern && !placeholder) {
+    throw new StowageError(
+      'INVALID_CONFIG',
+      `${at}: key "mirror": the source names many repositories, so the mirror must say where each goes: add {repository} (its whole path) or {path} (the part below the pattern's prefix), e.g. "registry.internal:5000/mirror/{repository}"`,
+    );
+  }
+  if (!pattern && placeholder) {
+    throw new StowageError(
+      'INVALID_CONFIG',
+      `${at}: key "mirror": {repository} and {path} stand for the repositories a pattern source finds, and the source names one repository; write the mirror repository out`,
+    );
+  }
+  try {
+    const m = parseRepository(j.mirror.replaceAll('{repository}', 'x').replaceAll('{path}', 'x'));
+    if (m.shortName) throw new Error('give the registry too, e.g. registry.internal:5000/mirror/app');
+  } catch (e) {
+    throw new StowageError('INVALID_CONFIG', `${at}: key "mirror": ${(e as Error).message}`);
+  }
 }
 
 /** [store.s3] with [server] database, or neither: blobs on S3 without a shared index would be lost to other replicas. */

@@ -25,11 +25,19 @@ ${error ? html`<p class="flash error" role="alert">${error}</p>` : ''}
 }
 
 /** The newest sync job that ran a configured job, and what it said of its tags. */
-function lastRun(name: string, syncs: Job[]): { job: Job; report?: SyncReport['jobs'][number] } | undefined {
+function lastRun(name: string, syncs: Job[]): { job: Job; reports: SyncReport['jobs'] } | undefined {
   const job = syncs.find((j) => ((j.request as { jobs?: string[] }).jobs ?? []).includes(name));
   if (!job) return undefined;
-  const report = (job.result as SyncReport | undefined)?.jobs?.find((r) => r.name === name);
-  return { job, ...(report ? { report } : {}) };
+  // A pattern job reports each repository it found.
+  const reports = ((job.result as SyncReport | undefined)?.jobs ?? []).filter((r) => r.name === name);
+  return { job, reports };
+}
+
+/** What a pattern job chooses among the repositories it finds. */
+function repositoryFilter(j: JobConfig): string {
+  const r = j.repositories;
+  if (!r) return 'every repository the pattern matches in the catalog';
+  return `${r.include ? `matching ${r.include.join(', ')}` : 'all the pattern matches'}${r.exclude ? `, except ${r.exclude.join(', ')}` : ''}`;
 }
 
 export function syncsPage(jobs: JobConfig[], syncs: Job[], session: Session): Html {
@@ -46,23 +54,13 @@ ${jobs.map((j) => {
 <h2>${j.name}</h2>
 <div class="scroll"><table><tbody>
 <tr><th scope="row">Source</th><td class="mono">${j.source}</td></tr>
+${j.source.includes('*') ? html`<tr><th scope="row">Repositories</th><td>${repositoryFilter(j)}</td></tr>` : ''}
 <tr><th scope="row">Tags</th><td>${j.tags?.join(', ') ?? (j.include ? `matching ${j.include.join(', ')}` : 'all')}${j.exclude ? `, except ${j.exclude.join(', ')}` : ''}</td></tr>
 ${j.mirror ? html`<tr><th scope="row">Mirror</th><td class="mono">${j.mirror}${j.prune ? ' (pruned: tags gone from the source are deleted)' : ''}</td></tr>` : ''}
 <tr><th scope="row">Schedule</th><td>${j.schedule ? html`<code>${j.schedule}</code>, next ${when(next?.toISOString())}` : 'none (run by hand or by the API)'}</td></tr>
 <tr><th scope="row">Last run</th><td>${last ? html`<a href="/ui/jobs/${last.job.id}">${last.job.id}</a> ${stateLabel(last.job.state)} ${when(last.job.finishedAt ?? last.job.createdAt)}` : 'never (in the history kept)'}</td></tr>
 </tbody></table></div>
-${
-  last?.report?.tags.length
-    ? html`<div class="scroll"><table><thead><tr><th>Tag</th><th>Result</th><th>Archive</th><th class="opt">Digest</th><th class="opt">Fetched</th></tr></thead><tbody>
-${last.report.tags.map((t) => html`<tr><td>${t.tag}</td><td>${t.action}${t.error ? html` <span class="state-failed">${t.error}</span>` : ''}</td><td>${t.archive ?? '-'}</td><td class="opt mono">${t.digest ? `${t.digest.slice(0, 19)}...` : '-'}</td><td class="opt">${formatBytes(t.fetchedBytes)}</td></tr>`)}
-</tbody></table></div>`
-    : ''
-}
-${
-  last?.report?.mirrorDeleted?.length
-    ? html`<p>Deleted from the mirror (gone from the source): ${last.report.mirrorDeleted.map((d, i) => html`${i ? ', ' : ''}<code>${d.tag}</code>`)}</p>`
-    : ''
-}
+${(last?.reports ?? []).map((report) => lastReport(report, (last?.reports.length ?? 0) > 1 || !!report.pattern))}
 ${ifAllowed(
   session.token,
   'sync',
@@ -72,6 +70,24 @@ ${ifAllowed(
 )}
 </section>`;
 })}`;
+}
+
+/** One repository's part of a sync job's last run: its error, its tags, what left the mirror. */
+function lastReport(report: SyncReport['jobs'][number], named: boolean): Html {
+  return html`${named ? html`<h3 class="mono">${report.source}${report.mirror ? html` &rarr; ${report.mirror}` : ''}</h3>` : ''}
+${report.error ? html`<p class="state-failed">${report.error}</p>` : ''}
+${
+  report.tags.length
+    ? html`<div class="scroll"><table><thead><tr><th>Tag</th><th>Result</th><th>Archive</th><th class="opt">Digest</th><th class="opt">Fetched</th></tr></thead><tbody>
+${report.tags.map((t) => html`<tr><td>${t.tag}</td><td>${t.action}${t.error ? html` <span class="state-failed">${t.error}</span>` : ''}</td><td>${t.archive ?? '-'}</td><td class="opt mono">${t.digest ? `${t.digest.slice(0, 19)}...` : '-'}</td><td class="opt">${formatBytes(t.fetchedBytes)}</td></tr>`)}
+</tbody></table></div>`
+    : ''
+}
+${
+  report.mirrorDeleted?.length
+    ? html`<p>Deleted from the mirror (gone from the source): ${report.mirrorDeleted.map((d, i) => html`${i ? ', ' : ''}<code>${d.tag}</code>`)}</p>`
+    : ''
+}`;
 }
 
 export function storagePage(u: DiskUsage): Html {

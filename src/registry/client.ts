@@ -28,6 +28,9 @@ export {
 } from './transport.js';
 export { pushScope, type UploadSession } from './uploads.js';
 
+/** How long a registry's "no referrers API" is believed before it is asked again (it may be upgraded). */
+const REFERRERS_RECHECK_MS = 15 * 60_000;
+
 export class RegistryClient {
   readonly host: string;
   readonly insecure: boolean;
@@ -211,34 +214,54 @@ export class RegistryClient {
     repo: string,
     digest: string,
     signal?: AbortSignal,
+    /**
+     * The repository's tags, where the caller listed them: the tag schema's `sha256-HEX` is then looked
+     * up in them instead of asked for.
+     */
+    opts: { tags?: ReadonlySet<string> | undefined } = {},
   ): Promise<{ manifests: Descriptor[]; via: 'api' | 'tag-schema'; bytes: Buffer } | undefined> {
     const what = `referrers of ${this.t.host}/${repo}@${digest}`;
-    const res = await this.t.request({
-      method: 'GET',
-      path: `/v2/${repo}/referrers/${digest}`,
-      scope: `repository:${repo}:pull`,
-      headers: { accept: MediaType.OciIndex },
-      signal,
-      what,
-    });
-    const type = String(res.headers['content-type'] ?? '');
-    if (res.statusCode === 200 && type.includes('json')) {
-      const bytes = await readLimited(res.body, MAX_MANIFEST_BYTES, what);
-      const index = parseIndexOrUndefined(bytes);
-      if (!index)
-        throw new StowageError(
-          'REGISTRY',
-          `${this.t.host} answered ${what} with something that is not an index`,
-        );
-      return { manifests: index.manifests, via: 'api', bytes };
+    if (!this.referrersApiAbsent()) {
+      const res = await this.t.request({
+        method: 'GET',
+        path: `/v2/${repo}/referrers/${digest}`,
+        scope: `repository:${repo}:pull`,
+        headers: { accept: MediaType.OciIndex },
+        signal,
+        what,
+      });
+      const type = String(res.headers['content-type'] ?? '');
+      if (res.statusCode === 200 && type.includes('json')) {
+        const bytes = await readLimited(res.body, MAX_MANIFEST_BYTES, what);
+        const index = parseIndexOrUndefined(bytes);
+        if (!index)
+          throw new StowageError(
+            'REGISTRY',
+            `${this.t.host} answered ${what} with something that is not an index`,
+          );
+        return { manifests: index.manifests, via: 'api', bytes };
+      }
+      await res.body.dump();
+      // A registry with the API answers 200 (an empty index) for an image with no referrers; 404, 405 or
+      // a page that is not JSON means it has none, and it is not asked again for a while.
+      if ([400, 404, 405].includes(res.statusCode) || res.statusCode === 200)
+        this.noReferrersApiAt = Date.now();
     }
-    await res.body.dump();
-    // No referrers API here (404, 405, or a page that is not JSON): the tag schema, if anyone wrote it.
+    // No referrers API here: the tag schema, if anyone wrote it.
+    if (opts.tags && !opts.tags.has(digestTag(digest))) return undefined;
     const fallback = await this.findManifest(repo, digestTag(digest), signal);
     const index = fallback && parseIndexOrUndefined(fallback.bytes);
     return index && fallback
       ? { manifests: index.manifests, via: 'tag-schema', bytes: fallback.bytes }
       : undefined;
+  }
+
+  /** When the registry last said it has no referrers API (undefined: it has not). */
+  private noReferrersApiAt: number | undefined;
+
+  /** Whether the registry said lately that it has no referrers API (a long-lived service asks again later). */
+  private referrersApiAbsent(): boolean {
+    return this.noReferrersApiAt !== undefined && Date.now() - this.noReferrersApiAt < REFERRERS_RECHECK_MS;
   }
 
   /**
@@ -260,16 +283,69 @@ export class RegistryClient {
    * does not move forward (the same page again, or one already read) would make this loop forever:
    * it ends the listing with an error, as does reaching the page cap; neither is ever a short success.
    */
-  async listTags(repo: string, signal?: AbortSignal): Promise<string[]> {
-    const tags = new Set<string>();
-    let path: string | undefined = `/v2/${repo}/tags/list?n=1000`;
-    const what = `tags of ${this.t.host}/${repo}`;
+  listTags(repo: string, signal?: AbortSignal): Promise<string[]> {
+    return this.listPages({
+      first: `/v2/${repo}/tags/list?n=1000`,
+      key: 'tags',
+      scope: `repository:${repo}:pull`,
+      what: `tags of ${this.t.host}/${repo}`,
+      notFound: (detail) => `repository ${this.t.host}/${repo} not found (HTTP 404${detail})`,
+      signal,
+    });
+  }
+
+  /**
+   * Every repository the registry lists (GET /v2/_catalog), followed page by page (`n`, `last`, Link)
+   * with the tag listing's bounds. A registry that does not list them (Docker Hub, most cloud
+   * registries, an account not allowed to) answers with an error that says what to do instead.
+   */
+  async listRepositories(
+    opts: { pageSize?: number; signal?: AbortSignal | undefined } = {},
+  ): Promise<string[]> {
+    const instead = `name each repository as a job's source instead (source = "${this.t.host}/team/app")`;
+    try {
+      return await this.listPages({
+        first: `/v2/_catalog?n=${opts.pageSize ?? CATALOG_PAGE}`,
+        key: 'repositories',
+        scope: 'registry:catalog:*',
+        what: `repository catalog of ${this.t.host}`,
+        notFound: (detail) =>
+          `${this.t.host} does not list its repositories (GET /v2/_catalog answered HTTP 404${detail}); ${instead}`,
+        signal: opts.signal,
+      });
+    } catch (e) {
+      if (e instanceof StowageError && (e.code === 'DENIED' || e.code === 'UNAUTHORIZED'))
+        throw new StowageError(
+          e.code,
+          `${e.message}; the catalog needs an account allowed to list the registry, or ${instead}`,
+        );
+      if (e instanceof StowageError && /HTTP (400|405|501)\b/.test(e.message))
+        throw new StowageError(
+          'UNSUPPORTED',
+          `${this.t.host} does not list its repositories (${e.message}); ${instead}`,
+        );
+      throw e;
+    }
+  }
+
+  /** A paginated listing (tags or repositories): each name once, in the order served. */
+  private async listPages(o: {
+    first: string;
+    key: 'tags' | 'repositories';
+    scope: string;
+    what: string;
+    notFound: (detail: string) => string;
+    signal?: AbortSignal | undefined;
+  }): Promise<string[]> {
+    const names = new Set<string>();
+    let path: string | undefined = o.first;
+    const what = o.what;
     const visited = new Set<string>();
     while (path) {
       if (visited.has(path)) {
         throw new StowageError(
           'REGISTRY',
-          `${this.t.host} sent a pagination link for the ${what} that points back at a page already read (${path}); the registry's tag listing is broken, report it to its operator`,
+          `${this.t.host} sent a pagination link for the ${what} that points back at a page already read (${path}); the registry's listing is broken, report it to its operator`,
         );
       }
       if (visited.size >= MAX_TAG_PAGES) {
@@ -279,41 +355,37 @@ export class RegistryClient {
         );
       }
       visited.add(path);
-      const res = await this.t.request({
-        method: 'GET',
-        path,
-        scope: `repository:${repo}:pull`,
-        signal,
-        what,
-      });
-      await this.t.check(res, what, [200], {
-        notFound: (detail) => `repository ${this.t.host}/${repo} not found (HTTP 404${detail})`,
-      });
+      const res = await this.t.request({ method: 'GET', path, scope: o.scope, signal: o.signal, what });
+      await this.t.check(res, what, [200], { notFound: o.notFound });
       const text = (await readLimited(res.body, 64 * 1024 * 1024, what)).toString('utf8');
-      let body: { tags?: string[] | null };
+      let body: Record<string, string[] | null | undefined>;
       try {
-        body = JSON.parse(text) as { tags?: string[] | null };
+        body = JSON.parse(text) as Record<string, string[] | null | undefined>;
       } catch {
         throw new StowageError(
           'REGISTRY',
-          `${this.t.host} answered the tag list of ${repo} with something that is not JSON`,
+          `${this.t.host} answered the ${what} with something that is not JSON`,
         );
       }
-      const before = tags.size;
-      for (const t of body.tags ?? []) tags.add(t);
+      const page = body[o.key] ?? [];
+      const before = names.size;
+      for (const t of page) names.add(t);
       const next = nextLink(res.headers.link);
       // A next page that adds nothing new and points to a `last` we already passed is a loop too.
-      if (next && tags.size === before && (body.tags?.length ?? 0) > 0 && !advances(path, next)) {
+      if (next && names.size === before && page.length > 0 && !advances(path, next)) {
         throw new StowageError(
           'REGISTRY',
-          `${this.t.host} sent a pagination link for the ${what} that does not move forward (${next} after ${path}); the registry's tag listing is broken, report it to its operator`,
+          `${this.t.host} sent a pagination link for the ${what} that does not move forward (${next} after ${path}); the registry's listing is broken, report it to its operator`,
         );
       }
       path = next;
     }
-    return [...tags];
+    return [...names];
   }
 }
+
+/** Repositories asked for per catalog page: the page size registries serve by default. */
+const CATALOG_PAGE = 100;
 
 /** More pages than any real repository has (10 million tags at 1000 a page). */
 const MAX_TAG_PAGES = 10_000;

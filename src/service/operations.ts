@@ -200,8 +200,7 @@ export async function runPull(
     {
       store: engine.store,
       signal: run.signal,
-      onEvent: (e) =>
-        run.emit('tag', { repository: jobs.find((j) => j.name === e.job)!.source, ...e.outcome }),
+      onEvent: (e) => run.emit('tag', { repository: e.repository, ...e.outcome }),
       onBlob: (e) => {
         countBlob(engine, e);
         // Each blob's own state, for the console's per-blob bars.
@@ -312,7 +311,7 @@ export async function runSync(engine: Engine, names: string[] | undefined, run: 
     blobCache: await engine.blobCache,
     jobs: names,
     signal: run.signal,
-    onEvent: (e) => run.emit('tag', { job: e.job, ...e.outcome }),
+    onEvent: (e) => run.emit('tag', { job: e.job, repository: e.repository, ...e.outcome }),
     onBlob: (e) => countBlob(engine, e),
   });
   if (report.failed > 0) throw new JobFailure(`${report.failed} tags or jobs failed; see the result`, report);

@@ -44,11 +44,14 @@ import { RegistrySource } from '../transports/registry/source.js';
 import { RegistrySink } from '../transports/registry/upload.js';
 import { StoreDestination, storeSink } from '../transports/store/destination.js';
 import { BlobCache } from './blob-cache.js';
+import { expandPattern, isRepositoryPattern } from './namespace.js';
 import { applyPrune, type MirrorDeletion, planPrune } from './prune.js';
 import { selectTags } from './select.js';
 
-/** Tags of one job synced at once. */
+/** Tags of one repository synced at once. */
 const TAG_CONCURRENCY = 8;
+/** Repositories of one pattern job synced at once (the registry's own limits bound the requests). */
+const REPOSITORY_CONCURRENCY = 4;
 
 export type TagAction = 'fetched' | 'skipped' | 'failed' | 'would-fetch' | 'would-skip' | 'would-fail';
 
@@ -70,7 +73,12 @@ export interface TagOutcome {
 
 export interface JobReport {
   name: string;
+  /** The repository synced (one of those a pattern found, for a pattern job). */
   source: string;
+  /** The job's source pattern, when the repository is one it found (HOST/team/**). */
+  pattern?: string | undefined;
+  /** Where the repository went, when the job mirrors. */
+  mirror?: string | undefined;
   tags: TagOutcome[];
   pruned: { id: string; tag: string; digest: string; taken: string }[];
   /** Mirror tags gone from the source, deleted (prune = true), or to be deleted in a dry run. */
@@ -103,7 +111,7 @@ export interface SyncOptions {
   dryRun?: boolean | undefined;
   concurrency?: number | undefined;
   signal?: AbortSignal | undefined;
-  onEvent?: ((e: { job: string; tag: string; outcome: TagOutcome }) => void) | undefined;
+  onEvent?: ((e: { job: string; repository: string; tag: string; outcome: TagOutcome }) => void) | undefined;
   /** Blobs as they are stored: planned (per tag), fetched, or found in the store already. */
   onBlob?: ((e: BlobEvent) => void) | undefined;
   /** The mirror blob cache to share (default: opened from config.cache when a job mirrors). */
@@ -207,13 +215,15 @@ async function runSync(
   // Jobs run side by side (a mirroring job and an archiving job together); tags within a job in turn.
   await Promise.all(
     jobs.map(async (job) => {
-      const r = await runJob(ctx, store, config, job, jobOpts);
-      report.jobs.push(r);
+      report.jobs.push(...(await runJob(ctx, store, config, job, jobOpts)));
     }),
   );
   await digestCache?.save();
+  // In the configuration's order, a pattern's repositories by name.
+  const order = new Map(jobs.map((j, i) => [j.name, i]));
   report.jobs.sort(
-    (a, b) => jobs.findIndex((j) => j.name === a.name) - jobs.findIndex((j) => j.name === b.name),
+    (a, b) =>
+      order.get(a.name)! - order.get(b.name)! || (a.source < b.source ? -1 : a.source > b.source ? 1 : 0),
   );
   for (const j of report.jobs) {
     report.fetchedBytes += j.tags.reduce((n, t) => n + t.fetchedBytes, 0);
@@ -224,14 +234,62 @@ async function runSync(
   return report;
 }
 
+/**
+ * A job: one repository, or each repository its pattern finds in the catalog (several at a time, each
+ * with a report of its own). A catalog that cannot be read fails the job as a whole.
+ */
 async function runJob(
   ctx: Context,
   store: ArchiveStore,
   config: StowageConfig,
   job: JobConfig,
   opts: JobOptions,
+): Promise<JobReport[]> {
+  if (!isRepositoryPattern(job.source)) return [await runRepositoryJob(ctx, store, config, job, opts)];
+  let repositories: JobConfig[];
+  try {
+    repositories = await expandPattern(ctx, config, job, opts.signal);
+  } catch (e) {
+    const err = toStowageError(e);
+    return [
+      {
+        name: job.name,
+        source: job.source,
+        pattern: job.source,
+        tags: [],
+        pruned: [],
+        mirrorDeleted: [],
+        error: err.message,
+        code: err.code,
+      },
+    ];
+  }
+  const limiter = new Limiter(REPOSITORY_CONCURRENCY);
+  return Promise.all(
+    repositories.map((one) =>
+      limiter.run(async () => ({
+        ...(await runRepositoryJob(ctx, store, config, one, opts)),
+        pattern: job.source,
+      })),
+    ),
+  );
+}
+
+async function runRepositoryJob(
+  ctx: Context,
+  store: ArchiveStore,
+  config: StowageConfig,
+  job: JobConfig,
+  opts: JobOptions,
 ): Promise<JobReport> {
-  const report: JobReport = { name: job.name, source: job.source, tags: [], pruned: [], mirrorDeleted: [] };
+  const report: JobReport = {
+    name: job.name,
+    source: job.source,
+    ...(job.mirror ? { mirror: job.mirror } : {}),
+    tags: [],
+    pruned: [],
+    mirrorDeleted: [],
+  };
   const archiving = job.archive !== false;
   try {
     const parsed = parseRepository(job.source);
@@ -248,6 +306,8 @@ async function runJob(
         const available = job.tags ? job.tags : await client.listTags(endpoint.path, opts.signal);
         const tags = selectTags(available, job);
         const source = new RegistrySource(client, endpoint.path);
+        // The listing is in hand: attachments are looked up in it, not listed again.
+        if (!job.tags) source.useTags(available);
         let mirror: Mirror | undefined;
         if (mirrorClient) {
           const { client: mc, endpoint: me } = await mirrorClient;
@@ -275,7 +335,7 @@ async function runJob(
                 tag,
                 opts,
               );
-              opts.onEvent?.({ job: job.name, tag, outcome });
+              opts.onEvent?.({ job: job.name, repository, tag, outcome });
               return outcome;
             }),
           ),

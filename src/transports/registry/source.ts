@@ -76,18 +76,23 @@ export class RegistrySource implements ImageSource {
   /** The repository's tags, listed once (cosign's attachments are found among them). */
   private tagList: Promise<Set<string>> | undefined;
 
+  /** The repository's tags as the caller just listed them (a sync job): never listed again. */
+  useTags(tags: Iterable<string>): void {
+    this.tagList = Promise.resolve(new Set(tags));
+  }
+
   /**
    * What is attached to a manifest: OCI referrers (the referrers API, else the tag schema) and cosign's
    * tags for it. One listing per manifest, and one tag listing per repository, never a scan of manifests.
    */
   async referrers(digest: string, signal?: AbortSignal): Promise<ReferrerEntry[]> {
-    const listed = await this.client.referrersIndex(this.repository, digest, signal);
-    const entries: ReferrerEntry[] = (listed?.manifests ?? []).map((descriptor) => ({ descriptor }));
     this.tagList ??= this.client.listTags(this.repository, signal).then((t) => new Set(t));
     this.tagList.catch(() => {
       this.tagList = undefined;
     });
     const tags = await this.tagList;
+    const listed = await this.client.referrersIndex(this.repository, digest, signal, { tags });
+    const entries: ReferrerEntry[] = (listed?.manifests ?? []).map((descriptor) => ({ descriptor }));
     for (const kind of COSIGN_KINDS) {
       const tag = cosignTag(digest, kind);
       if (!tags.has(tag)) continue;
