@@ -246,9 +246,10 @@ describe('sync', () => {
       env: w.env,
       stdio: 'ignore',
     });
-    // Killed once the hanging download has started and at least one version is in the store.
+    // Killed once the hanging download has started and at least one version is in the store (its
+    // line in the index journal, fsynced: index.json gets it when the run ends).
     const stored = async () =>
-      JSON.parse(await readFile(join(store, 'index.json'), 'utf8').catch(() => '{"manifests":[]}')).manifests
+      (await readFile(join(store, 'index.journal'), 'utf8').catch(() => '')).split('\n').filter(Boolean)
         .length;
     for (let i = 0; i < 600 && (hangs < 1 || (await stored()) === 0); i++)
       await new Promise((r) => setTimeout(r, 50));

@@ -28,6 +28,13 @@ export {
 } from './transport.js';
 export { pushScope, type UploadSession } from './uploads.js';
 
+/** A manifest's referrers: from the referrers API, or from the tag schema's index. */
+export interface ReferrersListing {
+  manifests: Descriptor[];
+  via: 'api' | 'tag-schema';
+  bytes: Buffer;
+}
+
 /** How long a registry's "no referrers API" is believed before it is asked again (it may be upgraded). */
 const REFERRERS_RECHECK_MS = 15 * 60_000;
 
@@ -219,35 +226,67 @@ export class RegistryClient {
      * up in them instead of asked for.
      */
     opts: { tags?: ReadonlySet<string> | undefined } = {},
-  ): Promise<{ manifests: Descriptor[]; via: 'api' | 'tag-schema'; bytes: Buffer } | undefined> {
-    const what = `referrers of ${this.t.host}/${repo}@${digest}`;
-    if (!this.referrersApiAbsent()) {
-      const res = await this.t.request({
-        method: 'GET',
-        path: `/v2/${repo}/referrers/${digest}`,
-        scope: `repository:${repo}:pull`,
-        headers: { accept: MediaType.OciIndex },
-        signal,
-        what,
+  ): Promise<ReferrersListing | undefined> {
+    // Until the registry has answered once, one request finds out whether it has the API; the rest wait.
+    while (this.referrersProbe) await this.referrersProbe;
+    if (this.referrersApiAbsent()) return this.tagSchemaReferrers(repo, digest, opts, signal);
+    let probed = (): void => {};
+    if (this.referrersApiAt === undefined) {
+      this.referrersProbe = new Promise<void>((r) => {
+        probed = r;
       });
-      const type = String(res.headers['content-type'] ?? '');
-      if (res.statusCode === 200 && type.includes('json')) {
-        const bytes = await readLimited(res.body, MAX_MANIFEST_BYTES, what);
-        const index = parseIndexOrUndefined(bytes);
-        if (!index)
-          throw new StowageError(
-            'REGISTRY',
-            `${this.t.host} answered ${what} with something that is not an index`,
-          );
-        return { manifests: index.manifests, via: 'api', bytes };
-      }
-      await res.body.dump();
-      // A registry with the API answers 200 (an empty index) for an image with no referrers; 404, 405 or
-      // a page that is not JSON means it has none, and it is not asked again for a while.
-      if ([400, 404, 405].includes(res.statusCode) || res.statusCode === 200)
-        this.noReferrersApiAt = Date.now();
     }
-    // No referrers API here: the tag schema, if anyone wrote it.
+    try {
+      const listed = await this.askReferrers(repo, digest, signal);
+      return listed ?? (await this.tagSchemaReferrers(repo, digest, opts, signal));
+    } finally {
+      this.referrersProbe = undefined;
+      probed();
+    }
+  }
+
+  /** GET /v2/NAME/referrers/DIGEST; undefined where the registry has no referrers API. */
+  private async askReferrers(
+    repo: string,
+    digest: string,
+    signal: AbortSignal | undefined,
+  ): Promise<ReferrersListing | undefined> {
+    const what = `referrers of ${this.t.host}/${repo}@${digest}`;
+    const res = await this.t.request({
+      method: 'GET',
+      path: `/v2/${repo}/referrers/${digest}`,
+      scope: `repository:${repo}:pull`,
+      headers: { accept: MediaType.OciIndex },
+      signal,
+      what,
+    });
+    const type = String(res.headers['content-type'] ?? '');
+    if (res.statusCode === 200 && type.includes('json')) {
+      const bytes = await readLimited(res.body, MAX_MANIFEST_BYTES, what);
+      const index = parseIndexOrUndefined(bytes);
+      if (!index)
+        throw new StowageError(
+          'REGISTRY',
+          `${this.t.host} answered ${what} with something that is not an index`,
+        );
+      this.referrersApiAt = Date.now();
+      return { manifests: index.manifests, via: 'api', bytes };
+    }
+    await res.body.dump();
+    // A registry with the API answers 200 (an empty index) for an image with no referrers; 404, 405 or
+    // a page that is not JSON means it has none, and it is not asked again for a while.
+    if ([400, 404, 405].includes(res.statusCode) || res.statusCode === 200)
+      this.noReferrersApiAt = Date.now();
+    return undefined;
+  }
+
+  /** The tag schema's index of a manifest's referrers (`sha256-HEX`), if anyone wrote one. */
+  private async tagSchemaReferrers(
+    repo: string,
+    digest: string,
+    opts: { tags?: ReadonlySet<string> | undefined },
+    signal: AbortSignal | undefined,
+  ): Promise<ReferrersListing | undefined> {
     if (opts.tags && !opts.tags.has(digestTag(digest))) return undefined;
     const fallback = await this.findManifest(repo, digestTag(digest), signal);
     const index = fallback && parseIndexOrUndefined(fallback.bytes);
@@ -258,6 +297,10 @@ export class RegistryClient {
 
   /** When the registry last said it has no referrers API (undefined: it has not). */
   private noReferrersApiAt: number | undefined;
+  /** When it last answered the referrers API (undefined: never). */
+  private referrersApiAt: number | undefined;
+  /** The first referrers request, while it is under way. */
+  private referrersProbe: Promise<void> | undefined;
 
   /** Whether the registry said lately that it has no referrers API (a long-lived service asks again later). */
   private referrersApiAbsent(): boolean {
