@@ -13,16 +13,17 @@
  * Writers (append, compact) must hold the store's lock; readers need none.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { open, stat, truncate, unlink } from 'node:fs/promises';
+import { open, readFile, stat, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncDir, writeFileAtomic } from '../core/atomic.js';
 import { StowageError } from '../errors.js';
 import type { Descriptor } from '../image/schemas.js';
+import { scanIndexPage } from './index-scan.js';
 import { ANNOTATION, type StoredAttachment, type StoredVersion, versionId } from './version.js';
-import { VersionIndex } from './version-index.js';
+import { VersionIndex, type VersionPage, type VersionQuery } from './version-index.js';
 
-/** One change to the index: a version added or replaced where it stands, or one removed. */
-export type JournalOp = { put: StoredVersion } | { remove: string };
+/** One change to the index: a version added (at the end), one replaced where it stands, or one removed. */
+export type JournalOp = { add: StoredVersion } | { put: StoredVersion } | { remove: string };
 
 interface FileId {
   ino: number;
@@ -66,6 +67,44 @@ export class IndexFiles {
       this.refreshing = undefined;
     });
     return this.refreshing;
+  }
+
+  /** Whether the index is in memory (read once; after that, only what changed is read). */
+  get loaded(): boolean {
+    return this.indexId !== undefined;
+  }
+
+  /**
+   * One page read from the start of index.json without loading the index (see index-scan.ts), or
+   * undefined where that would read more than `budget` bytes or the journal removed versions.
+   */
+  async scanPage(q: VersionQuery, budget: number): Promise<VersionPage | undefined> {
+    const journal = await readFile(this.journalPath).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return Buffer.alloc(0);
+      throw e;
+    });
+    if (journal.length > budget) return undefined;
+    const end = journal.lastIndexOf(10);
+    const ops =
+      end < 0
+        ? []
+        : journal
+            .toString('utf8', 0, end)
+            .split('\n')
+            .filter(Boolean)
+            .map((line) => parseOp(line, this.label));
+    let fh: FileHandle;
+    try {
+      fh = await open(this.indexPath, 'r');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+    try {
+      return await scanIndexPage(fh, this.label, ops, q, budget);
+    } finally {
+      await fh.close();
+    }
   }
 
   /** Appends the changes to the journal, durably, and applies them. The caller holds the store's lock. */
@@ -204,21 +243,23 @@ async function fileId(path: string): Promise<FileId | undefined> {
 }
 
 function applyOp(index: VersionIndex, op: JournalOp): void {
-  if ('put' in op) index.put(op.put);
+  if ('add' in op) index.put(op.add);
+  else if ('put' in op) index.put(op.put);
   else index.remove(op.remove);
 }
 
-function parseOp(line: string, label: string): JournalOp {
+export function parseOp(line: string, label: string): JournalOp {
   let op: unknown;
   try {
     op = JSON.parse(line);
   } catch {
     op = undefined;
   }
-  const o = op as { put?: StoredVersion; remove?: string } | undefined;
+  const o = op as { add?: StoredVersion; put?: StoredVersion; remove?: string } | undefined;
   if (o && typeof o.remove === 'string') return { remove: o.remove };
-  if (o?.put && typeof o.put.id === 'string' && typeof o.put.descriptor?.digest === 'string')
-    return { put: o.put };
+  const v = o?.add ?? o?.put;
+  if (v && typeof v.id === 'string' && typeof v.descriptor?.digest === 'string')
+    return o?.add ? { add: v } : { put: v };
   throw new StowageError(
     'INVALID_ARCHIVE',
     `the store ${label} has a damaged index.journal (a line that is not a change); move it aside and run stowage verify`,
@@ -253,33 +294,42 @@ export function parseIndexJson(text: string, label: string): StoredVersion[] {
   if (doc?.schemaVersion !== 2 || !Array.isArray(doc.manifests)) throw invalid();
   const out: StoredVersion[] = [];
   for (const d of doc.manifests as Descriptor[]) {
-    if (
-      typeof d?.mediaType !== 'string' ||
-      typeof d.digest !== 'string' ||
-      !DIGEST.test(d.digest) ||
-      typeof d.size !== 'number'
-    )
-      throw invalid();
-    const a = (d.annotations ?? {}) as Record<string, string>;
-    const repository = a[ANNOTATION.repository];
-    const tag = a[ANNOTATION.tag];
-    if (!repository || !tag) continue;
-    out.push({
-      id: a[ANNOTATION.id] ?? versionId(repository, tag, d.digest),
-      repository,
-      tag,
-      descriptor: { mediaType: d.mediaType, digest: d.digest, size: d.size },
-      source: a[ANNOTATION.source] ?? '',
-      sourceDigest: a[ANNOTATION.sourceDigest],
-      taken: a[ANNOTATION.taken] ?? '',
-      platforms: (a[ANNOTATION.platforms] ?? '').split(',').filter(Boolean),
-      archive: a[ANNOTATION.archiveSha256]
-        ? { sha256: a[ANNOTATION.archiveSha256]!, size: Number(a[ANNOTATION.archiveSize] ?? 0) }
-        : undefined,
-      referrers: attachmentsOf(a[ANNOTATION.referrers]),
-    });
+    const v = versionOfEntry(d, invalid);
+    if (v) out.push(v);
   }
   return out;
+}
+
+/**
+ * The version one index.json entry records (undefined for an entry that is not one of stowage's); an
+ * entry that is not a descriptor is `invalid()`.
+ */
+export function versionOfEntry(d: Descriptor, invalid: () => Error): StoredVersion | undefined {
+  if (
+    typeof d?.mediaType !== 'string' ||
+    typeof d.digest !== 'string' ||
+    !DIGEST.test(d.digest) ||
+    typeof d.size !== 'number'
+  )
+    throw invalid();
+  const a = (d.annotations ?? {}) as Record<string, string>;
+  const repository = a[ANNOTATION.repository];
+  const tag = a[ANNOTATION.tag];
+  if (!repository || !tag) return undefined;
+  return {
+    id: a[ANNOTATION.id] ?? versionId(repository, tag, d.digest),
+    repository,
+    tag,
+    descriptor: { mediaType: d.mediaType, digest: d.digest, size: d.size },
+    source: a[ANNOTATION.source] ?? '',
+    sourceDigest: a[ANNOTATION.sourceDigest],
+    taken: a[ANNOTATION.taken] ?? '',
+    platforms: (a[ANNOTATION.platforms] ?? '').split(',').filter(Boolean),
+    archive: a[ANNOTATION.archiveSha256]
+      ? { sha256: a[ANNOTATION.archiveSha256]!, size: Number(a[ANNOTATION.archiveSize] ?? 0) }
+      : undefined,
+    referrers: attachmentsOf(a[ANNOTATION.referrers]),
+  };
 }
 
 /** A compact timestamp usable in a ref.name component: 20261123T020100Z. */

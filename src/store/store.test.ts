@@ -119,7 +119,7 @@ describe('Store index: a journal beside index.json', () => {
     expect((await other.versions()).length).toBe(1);
     await other.addVersion(entry('team/app', '2', 2));
     const lines = (await readFile(join(s.path, 'index.journal'), 'utf8')).split('\n');
-    expect(lines.filter(Boolean).map((l) => JSON.parse(l).put.tag)).toEqual(['1', '2']);
+    expect(lines.filter(Boolean).map((l) => JSON.parse(l).add.tag)).toEqual(['1', '2']);
     // A writer that opens the store after a crash folds the journal into index.json.
     const reopened = await Store.open(s.path, { sweep: true });
     expect(await indexEntries(reopened)).toHaveLength(2);
@@ -142,5 +142,67 @@ describe('Store index: a journal beside index.json', () => {
     delete doc.manifests[0].annotations['io.stowage.id'];
     await writeFile(join(s.path, 'index.json'), JSON.stringify(doc));
     expect((await (await Store.open(s.path)).find(v.id)).tag).toBe('1');
+  });
+
+  it('a page read from index.json without loading it is the page the loaded index gives', async () => {
+    const s = await store();
+    for (let n = 0; n < 60; n++) await s.addVersion(entry(`team/app${n % 4}`, `t${n % 7}`, n));
+    await s.flush();
+    // After the flush: more versions and a checksum in the journal only.
+    for (let n = 60; n < 70; n++) await s.addVersion(entry(`team/app${n % 4}`, `t${n % 7}`, n));
+    const first = (await s.versions())[3]!;
+    await s.recordArchive(first.id, { sha256: 'b'.repeat(64), size: 7 });
+    const queries = [
+      { limit: 5 },
+      { limit: 100 },
+      { limit: 3, repository: 'team/app1' },
+      { limit: 4, repository: 'team/app2', tag: 't3' },
+      { limit: 6, latest: true },
+      { limit: 6, latest: false },
+      { limit: 5, search: 'APP3:T2' },
+    ];
+    const ids = (p: Awaited<ReturnType<Store['page']>>) =>
+      p.versions.map((x) => `${x.version.id}${x.latest ? '*' : ''}${x.version.archive ? '#' : ''}`);
+    for (const q of queries) {
+      let after: string | undefined;
+      do {
+        const fresh = await Store.open(s.path);
+        const scanned = await fresh.page({ ...q, after });
+        const loaded = await s.page({ ...q, after });
+        expect(ids(scanned), JSON.stringify({ q, after })).toEqual(ids(loaded));
+        expect(scanned.next).toBe(loaded.next);
+        after = loaded.next;
+      } while (after);
+    }
+    // A cursor that names no version says so, read either way.
+    await expect((await Store.open(s.path)).page({ limit: 2, after: 'feedfacecafe' })).rejects.toThrow(
+      /start again/,
+    );
+    // A journal that removed a version: the index is loaded instead, with the same answer.
+    await s.update((all) => all.filter((v) => v.id !== first.id));
+    const after = await (await Store.open(s.path)).page({ limit: 100 });
+    expect(after.versions.map((x) => x.version.id)).not.toContain(first.id);
+    expect(ids(after)).toEqual(ids(await s.page({ limit: 100 })));
+  });
+
+  it('reads entries that run across the scan’s chunks of index.json', async () => {
+    const s = await store();
+    await s.update((all) => [
+      ...all,
+      ...Array.from({ length: 1500 }, (_, n) => ({
+        ...entry(`team/app${n % 9}`, `t${n}`, n),
+        id: `v${String(n).padStart(11, '0')}`,
+      })),
+    ]);
+    await s.flush();
+    expect((await stat(join(s.path, 'index.json'))).size).toBeGreaterThan(2 * 256 * 1024);
+    let after: string | undefined;
+    const seen: string[] = [];
+    do {
+      const page = await (await Store.open(s.path)).page({ limit: 97, after });
+      seen.push(...page.versions.map((x) => x.version.id));
+      after = page.next;
+    } while (after);
+    expect(seen).toEqual((await s.versions()).map((v) => v.id));
   });
 });

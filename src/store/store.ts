@@ -31,6 +31,8 @@ export { ANNOTATION, type StoredAttachment, type StoredVersion, versionId } from
 export type { VersionPage, VersionQuery } from './version-index.js';
 
 const LOCK_STALE_MS = 10 * 60_000;
+/** How much of index.json a page may read before the index is loaded whole instead (about 8,000 versions). */
+const SCAN_BUDGET = 4 << 20;
 /** An empty lock file (made by an older stowage killed between creating and writing it). */
 const EMPTY_LOCK_STALE_MS = 5_000;
 
@@ -227,8 +229,16 @@ export class Store implements ArchiveStore {
     return (await this.files.current()).latest(repository, tag);
   }
 
-  /** One page of the versions (see VersionIndex.page). */
+  /**
+   * One page of the versions (see VersionIndex.page). A process that has not read the index yet reads
+   * index.json only as far as the page needs, where that is its first few MiB (the first pages of any
+   * store); a deeper or filtered page loads the index, which later pages then use.
+   */
   async page(q: VersionQuery): Promise<VersionPage> {
+    if (!this.files.loaded && q.limit <= 1000) {
+      const page = await this.files.scanPage(q, SCAN_BUDGET);
+      if (page) return page;
+    }
     return (await this.files.current()).page(q);
   }
 
@@ -266,7 +276,10 @@ export class Store implements ArchiveStore {
       const next = await fn(before);
       const kept = new Set(next.map((v) => v.id));
       const ops: JournalOp[] = before.filter((v) => !kept.has(v.id)).map((v) => ({ remove: v.id }));
-      for (const v of next) if (index.get(v.id) !== v) ops.push({ put: v });
+      for (const v of next) {
+        const had = index.get(v.id);
+        if (had !== v) ops.push(had ? { put: v } : { add: v });
+      }
       await this.files.append(ops);
       return next;
     });
@@ -286,7 +299,7 @@ export class Store implements ArchiveStore {
       for (const b of batch) {
         if (index.get(b.id) || seen.has(b.id)) continue;
         seen.add(b.id);
-        ops.push({ put: b });
+        ops.push({ add: b });
       }
       await this.files.append(ops);
     });
