@@ -447,7 +447,7 @@ export function parsePlatforms(p: 'all' | string[] | undefined): 'all' | string[
 export async function deleteVersion(engine: Engine, id: string): Promise<StoredVersion> {
   const v = await engine.store.find(id);
   if (v.id !== id) throw new StowageError('NOT_FOUND', `no archive ${id}; give its whole id`);
-  await engine.store.update((all) => all.filter((x) => x.id !== v.id));
+  await engine.store.removeVersions([v.id]);
   await engine.store.collectGarbage();
   await engine.renditions.drop(v.id);
   return v;

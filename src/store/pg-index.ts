@@ -100,6 +100,15 @@ export class PgVersionIndex {
     return { versions, next: more ? versions[versions.length - 1]?.version.id : undefined };
   }
 
+  /** The newest version of each tag of a repository, in one query (the by-tag index serves it). */
+  async newestByTag(repository: string): Promise<Map<string, StoredVersion>> {
+    const r = await this.query<{ version: StoredVersion }>(
+      'select distinct on (tag) version from stowage_versions where store = $1 and repository = $2 order by tag, seq desc',
+      [this.store, repository],
+    );
+    return new Map(r.rows.map((x) => [x.version.tag, x.version]));
+  }
+
   /** A version by id (or a unique id prefix), or by repository:tag for its newest. */
   async find(idOrName: string): Promise<StoredVersion> {
     const byId = await this.query<{ version: StoredVersion }>(
@@ -128,6 +137,12 @@ export class PgVersionIndex {
       [this.store, version.id, version.repository, version.tag, JSON.stringify(version)],
     );
     return version;
+  }
+
+  /** Removes these versions; ids no longer there are passed over. */
+  async removeVersions(ids: string[]): Promise<void> {
+    if (ids.length)
+      await this.query('delete from stowage_versions where store = $1 and id = any($2)', [this.store, ids]);
   }
 
   /** Records a version's archive checksum (computed once; the archive is reproducible). */

@@ -97,6 +97,10 @@ export class ReplicatedStore implements ArchiveStore {
     return this.index.latest(repository, tag);
   }
 
+  newestByTag(repository: string): Promise<Map<string, StoredVersion>> {
+    return this.index.newestByTag(repository);
+  }
+
   page(q: VersionQuery): Promise<VersionPage> {
     return this.index.page(q);
   }
@@ -113,6 +117,10 @@ export class ReplicatedStore implements ArchiveStore {
 
   addVersion(v: Omit<StoredVersion, 'id'>): Promise<StoredVersion> {
     return this.index.addVersion(v);
+  }
+
+  removeVersions(ids: string[]): Promise<void> {
+    return this.index.removeVersions(ids);
   }
 
   recordArchive(id: string, archive: { sha256: string; size: number }): Promise<void> {

@@ -205,4 +205,16 @@ describe('Store index: a journal beside index.json', () => {
     } while (after);
     expect(seen).toEqual((await s.versions()).map((v) => v.id));
   });
+
+  it('removes versions by id with one journal line each, passing over ids no longer there', async () => {
+    const s = await store();
+    const a = await s.addVersion(entry('team/app', '1', 1));
+    const b = await s.addVersion(entry('team/app', '1', 2));
+    await s.removeVersions([b.id, 'feedfacecafe']);
+    expect((await s.latest('team/app', '1'))?.id).toBe(a.id);
+    const lines = (await readFile(join(s.path, 'index.journal'), 'utf8')).trim().split('\n');
+    expect(lines.map((l) => Object.keys(JSON.parse(l))[0])).toEqual(['add', 'add', 'remove']);
+    await s.flush();
+    expect((await (await Store.open(s.path)).versions()).map((v) => v.id)).toEqual([a.id]);
+  });
 });

@@ -64,6 +64,8 @@ export interface ArchiveStore {
   putDocument(d: Descriptor, bytes: Buffer): Promise<void>;
   versions(): Promise<StoredVersion[]>;
   latest(repository: string, tag: string): Promise<StoredVersion | undefined>;
+  /** The newest version of each tag of a repository: what a sync compares its HEADs with, read once. */
+  newestByTag(repository: string): Promise<Map<string, StoredVersion>>;
   /** One page of the versions, oldest first, read only as far as the page needs. */
   page(q: VersionQuery): Promise<VersionPage>;
   find(idOrName: string): Promise<StoredVersion>;
@@ -71,6 +73,8 @@ export interface ArchiveStore {
     fn: (versions: StoredVersion[]) => StoredVersion[] | Promise<StoredVersion[]>,
   ): Promise<StoredVersion[]>;
   addVersion(v: Omit<StoredVersion, 'id'>): Promise<StoredVersion>;
+  /** Removes these versions (ids no longer there are passed over); costs what it removes. */
+  removeVersions(ids: string[]): Promise<void>;
   recordArchive(id: string, archive: { sha256: string; size: number }): Promise<void>;
   referenced(versions: StoredVersion[]): Promise<Set<string>>;
   collectGarbage(): Promise<{ blobs: number; bytes: number }>;
@@ -229,6 +233,12 @@ export class Store implements ArchiveStore {
     return (await this.files.current()).latest(repository, tag);
   }
 
+  async newestByTag(repository: string): Promise<Map<string, StoredVersion>> {
+    const newest = new Map<string, StoredVersion>();
+    for (const v of (await this.files.current()).repositoryVersions(repository)) newest.set(v.tag, v);
+    return newest;
+  }
+
   /**
    * One page of the versions (see VersionIndex.page). A process that has not read the index yet reads
    * index.json only as far as the page needs, where that is its first few MiB (the first pages of any
@@ -309,6 +319,14 @@ export class Store implements ArchiveStore {
 
   private readonly adding: StoredVersion[] = [];
   private addingWrite: Promise<void> | undefined;
+
+  async removeVersions(ids: string[]): Promise<void> {
+    if (!ids.length) return;
+    await this.locked(async () => {
+      const index = await this.files.current();
+      await this.files.append(ids.filter((id) => index.get(id)).map((id) => ({ remove: id })));
+    });
+  }
 
   /** Records a version's archive checksum (computed once; the archive is reproducible). */
   async recordArchive(id: string, archive: { sha256: string; size: number }): Promise<void> {

@@ -1,6 +1,7 @@
 /** `df`: what all archives would take, compared with what the store holds on disk. */
 
 import type { StowageConfig } from '../config/stowage.js';
+import { isRepositoryPattern, parseRepositoryPattern } from '../reference/pattern.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
 import { retentionVictims } from './retention.js';
 import type { ArchiveStore, StoredVersion } from './store.js';
@@ -21,6 +22,19 @@ export interface DiskUsage {
   diskBytes: number;
   /** What retention (as configured) would remove now. */
   reclaimable: { versions: number; bytes: number };
+}
+
+/** The job that keeps a repository: the one naming it, or the first whose pattern matches it. */
+function jobFor(config: StowageConfig, repository: string): StowageConfig['jobs'][number] | undefined {
+  return config.jobs.find((j) => {
+    try {
+      if (!isRepositoryPattern(j.source)) return repositoryName(parseRepository(j.source)) === repository;
+      const p = parseRepositoryPattern(j.source);
+      return repository.startsWith(`${p.host}/`) && p.matches(repository.slice(p.host.length + 1));
+    } catch {
+      return false;
+    }
+  });
 }
 
 export async function diskUsage(store: ArchiveStore, config: StowageConfig): Promise<DiskUsage> {
@@ -58,13 +72,7 @@ export async function diskUsage(store: ArchiveStore, config: StowageConfig): Pro
     for (const d of unique) uniqueBytes += await sizeOf(d);
     repositories.push({ repository, versions: list.length, logicalBytes: logical, uniqueBytes });
     logicalBytes += logical;
-    const job = config.jobs.find((j) => {
-      try {
-        return repositoryName(parseRepository(j.source)) === repository;
-      } catch {
-        return false;
-      }
-    });
+    const job = jobFor(config, repository);
     victims.push(...retentionVictims(list, job?.retention ?? config.retention));
   }
   const kept = new Set<string>();

@@ -65,13 +65,38 @@ describe('config/stowage.toml.example', () => {
     const { readFile } = await import('node:fs/promises');
     const path = new URL('../../config/stowage.toml.example', import.meta.url);
     const c = parseStowageConfig(await readFile(path, 'utf8'), 'stowage.toml.example');
-    expect(c.jobs.map((j) => j.name)).toEqual(['base', 'app', 'tools']);
+    expect(c.jobs.map((j) => j.name)).toEqual(['base', 'app', 'team', 'tools']);
+    expect(c.limits['registry.internal.test']?.['catalog-page-size']).toBe(100);
     expect(c.server.listen).toBe('127.0.0.1:8080');
     expect(c.cache).toEqual({ path: '/var/cache/stowage/blobs', maxBytes: 2 * 1024 ** 3 });
     expect(c.server.token?.map((t) => [t.name, t.scopes])).toEqual([
       ['ci', ['read', 'pull']],
       ['ops', ['admin']],
     ]);
+  });
+
+  it('takes a source that names many repositories, and checks its mirror says where each goes', () => {
+    const job = (lines: string) => `[[job]]\nname = "ns"\n${lines}\n`;
+    const c = parseStowageConfig(
+      job('source = "r.test/team/**"\nrepositories = { include = ["^team/a"] }\nmirror = "m.test/x/{path}"'),
+      's.toml',
+    );
+    expect(c.jobs[0]).toMatchObject({ source: 'r.test/team/**', repositories: { include: ['^team/a'] } });
+    expect(() => parseStowageConfig(job('source = "r.test/team/**"\nmirror = "m.test/x"'), 's.toml')).toThrow(
+      /line 2: job "ns": key "mirror": .*add \{repository\}/,
+    );
+    expect(() =>
+      parseStowageConfig(job('source = "r.test/team/app"\nmirror = "m.test/{path}"'), 's.toml'),
+    ).toThrow(/key "mirror": \{repository\} and \{path\} stand for the repositories a pattern source finds/);
+    expect(() =>
+      parseStowageConfig(job('source = "r.test/team/app"\nrepositories = { exclude = ["x"] }'), 's.toml'),
+    ).toThrow(/key "repositories" chooses among the repositories a pattern finds/);
+    expect(() => parseStowageConfig(job('source = "team/**"'), 's.toml')).toThrow(
+      /key "source": .*must start with the registry/,
+    );
+    expect(() =>
+      parseStowageConfig(job('source = "r.test/**"\nrepositories = { include = ["("] }'), 's.toml'),
+    ).toThrow(/key "repositories.include"/);
   });
 
   it('reads [cache] max-size, "0B" turning the cache off, and names a bad size', () => {

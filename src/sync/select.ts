@@ -30,9 +30,15 @@ export function selectTags(
       return v !== undefined && semver.satisfies(v, range, { includePrerelease: false });
     });
   }
+  // Each tag read as a version once, not once per comparison (a sort of 10,000 tags compares 130,000 times).
+  const versions = new Map<string, semver.SemVer | undefined>();
+  const versionOf = (t: string) => {
+    if (!versions.has(t)) versions.set(t, tagVersion(t));
+    return versions.get(t);
+  };
   const bySemver = (a: string, b: string) => {
-    const va = tagVersion(a);
-    const vb = tagVersion(b);
+    const va = versionOf(a);
+    const vb = versionOf(b);
     if (va && vb) return semver.compare(vb, va) || (a < b ? -1 : 1);
     if (va) return -1;
     if (vb) return 1;
@@ -40,7 +46,7 @@ export function selectTags(
   };
   if (job.newest)
     tags = tags
-      .filter((t) => tagVersion(t))
+      .filter((t) => versionOf(t))
       .sort(bySemver)
       .slice(0, job.newest);
   return tags.sort(bySemver);

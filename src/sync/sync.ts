@@ -327,11 +327,14 @@ async function runRepositoryJob(
         // sinks remember what they hold).
         const tagLimiter = new Limiter(TAG_CONCURRENCY);
         const storing = storeSink(store);
+        // What the store has of each tag, read once for the repository (one query on PostgreSQL).
+        const newest =
+          archiving || mirror ? await store.newestByTag(repository) : new Map<string, StoredVersion>();
         report.tags = await Promise.all(
           tags.map((tag) =>
             tagLimiter.run(async () => {
               const outcome = await syncTag(
-                { ctx, ref, store, storing, source, repository, endpoint, job, archiving, mirror },
+                { ctx, ref, store, storing, newest, source, repository, endpoint, job, archiving, mirror },
                 tag,
                 opts,
               );
@@ -353,10 +356,7 @@ async function runRepositoryJob(
             digest: v.descriptor.digest,
             taken: v.taken,
           }));
-          if (!opts.dryRun && victims.length) {
-            const gone = new Set(victims.map((v) => v.id));
-            await store.update((all) => all.filter((v) => !gone.has(v.id)));
-          }
+          if (!opts.dryRun && victims.length) await store.removeVersions(victims.map((v) => v.id));
         }
         if (mirror && job.prune) {
           // Gone from the source means from its whole listing, not from the tags this job selects.
@@ -382,6 +382,8 @@ interface TagSyncContext {
   store: ArchiveStore;
   /** The store as this job's blob sink (its tags share it). */
   storing: BlobSink;
+  /** The store's newest version of each tag of the repository, as the job started. */
+  newest: Map<string, StoredVersion>;
   source: RegistrySource;
   repository: string;
   endpoint: { host: string; path: string };
@@ -413,7 +415,7 @@ function blobEvent(opts: JobOptions): (d: Descriptor, outcome: BlobOutcome) => v
 }
 
 async function syncTag(t: TagSyncContext, tag: string, opts: JobOptions): Promise<TagOutcome> {
-  const { store, source, repository, endpoint, archiving, mirror } = t;
+  const { source, repository, endpoint, archiving, mirror } = t;
   const outcome: TagOutcome = { tag, action: 'skipped', fetchedBytes: 0 };
   try {
     // Both HEADs at once: the source's digest, and what the mirror has under the tag.
@@ -425,7 +427,7 @@ async function syncTag(t: TagSyncContext, tag: string, opts: JobOptions): Promis
     outcome.digest = head.digest;
     let archiveCurrent = true;
     if (archiving) {
-      const latest = await store.latest(repository, tag);
+      const latest = t.newest.get(tag);
       archiveCurrent = latest !== undefined && sourceDigest(latest) === head.digest;
       outcome.archive = archiveCurrent ? 'current' : opts.dryRun ? 'would-store' : undefined;
     }
@@ -433,8 +435,7 @@ async function syncTag(t: TagSyncContext, tag: string, opts: JobOptions): Promis
     if (mirror) {
       mirrorCurrent =
         there !== undefined &&
-        (there.digest === head.digest ||
-          (await storedFor(store, repository, tag, head.digest)) === there.digest);
+        (there.digest === head.digest || storedFor(t.newest.get(tag), head.digest) === there.digest);
       outcome.mirror = mirrorCurrent ? 'current' : opts.dryRun ? 'would-push' : undefined;
     }
     if (archiveCurrent && mirrorCurrent) {
@@ -559,14 +560,8 @@ function sourceDigest(v: StoredVersion): string {
   return v.sourceDigest ?? v.descriptor.digest;
 }
 
-/** What the store made of a source digest for repository:tag (its newest version), if it has it. */
-async function storedFor(
-  store: ArchiveStore,
-  repository: string,
-  tag: string,
-  digest: string,
-): Promise<string | undefined> {
-  const v = await store.latest(repository, tag);
+/** What the store made of a source digest (the tag's newest version), if it has it. */
+function storedFor(v: StoredVersion | undefined, digest: string): string | undefined {
   return v && sourceDigest(v) === digest ? v.descriptor.digest : undefined;
 }
 
