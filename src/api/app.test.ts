@@ -165,6 +165,44 @@ describe('the API in process', () => {
     expect(body).toContain('the uploaded archive');
   });
 
+  it('pages the archives with ?limit= and ?after=, a Link header to the next page, and filters', async () => {
+    const { a, store } = await app();
+    const base = {
+      repository: '127.0.0.1:5000/team/app',
+      descriptor: { mediaType: MediaType.OciManifest, digest: `sha256:${'a'.repeat(64)}`, size: 10 },
+      source: 'memory',
+      taken: '2026-12-01T00:00:00.000Z',
+      platforms: [],
+    };
+    await store.update(() =>
+      Array.from({ length: 7 }, (_, i) => ({ ...base, id: `v${i}`, tag: i < 5 ? `t${i}` : 't0' })),
+    );
+    const seen: string[] = [];
+    let url: string | undefined = '/v1/archives?limit=3';
+    let pages = 0;
+    while (url) {
+      const res = await a.request(url, as('reader'));
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { archives: { id: string; latest: boolean }[]; next?: string };
+      seen.push(...body.archives.map((x) => `${x.id}${x.latest ? '*' : ''}`));
+      const link = res.headers.get('link');
+      expect(Boolean(link)).toBe(body.next !== undefined);
+      url = link ? /^<([^>]+)>; rel="next"$/.exec(link)![1] : undefined;
+      pages++;
+    }
+    expect(pages).toBe(3);
+    // t0's newest is v6: the earlier v0 and v5 are not.
+    expect(seen).toEqual(['v0', 'v1*', 'v2*', 'v3*', 'v4*', 'v5', 'v6*']);
+    const t0 = (await (await a.request('/v1/archives?tag=t0&latest=false', as('reader'))).json()) as {
+      archives: { id: string }[];
+    };
+    expect(t0.archives.map((x) => x.id)).toEqual(['v0', 'v5']);
+    expect((await a.request('/v1/archives?limit=0', as('reader'))).status).toBe(400);
+    const gone = await a.request('/v1/archives?after=nope', as('reader'));
+    expect(gone.status).toBe(400);
+    expect(await gone.text()).toContain('start again from the first page');
+  });
+
   it('lists no archives in an empty store, and 404s an unknown one and an unknown route', async () => {
     const { a } = await app();
     expect(await (await a.request('/v1/archives', as('reader'))).json()).toMatchObject({ archives: [] });

@@ -163,6 +163,30 @@ describe('the web console', () => {
     expect((await store.versions()).map((v) => v.id)).toEqual([version]);
   });
 
+  it('shows the archives a page at a time, with the next page linked, and searches', async () => {
+    const { app, store } = await consoleApp();
+    const first = (await store.versions())[0]!;
+    await store.update((all) => [
+      ...all,
+      ...Array.from({ length: 250 }, (_, i) => ({
+        ...first,
+        id: `v${String(i).padStart(11, '0')}`,
+        tag: `build-${String(i).padStart(3, '0')}`,
+      })),
+    ]);
+    const { cookie } = await signIn(app, TOKENS.reader);
+    const one = await (await app.request('/ui/archives', { headers: { cookie } })).text();
+    expect(one).toContain('200 versions of 200 tags in 1 repositories on this page');
+    const next = /href="(\/ui\/archives\?after=[^"]+)" rel="next"/.exec(one)?.[1];
+    expect(next).toBeDefined();
+    const two = await (await app.request(next!.replaceAll('&amp;', '&'), { headers: { cookie } })).text();
+    expect(two).toContain('51 versions of 51 tags');
+    expect(two).toContain('build-249');
+    expect(two).not.toContain('rel="next"');
+    const found = await (await app.request('/ui/archives?q=BUILD-13', { headers: { cookie } })).text();
+    expect(found).toContain('10 versions of 10 tags in 1 repositories match');
+  });
+
   it('refuses a change without the CSRF secret or from another origin, and does it with both', async () => {
     const { app, version, store } = await consoleApp();
     const { cookie, csrf } = await signIn(app, TOKENS.admin);

@@ -132,7 +132,14 @@ export class IndexFiles {
       await fh.close();
     }
     for (const op of ops) applyOp(this.index, op);
+    if (ops.some((op) => !('put' in op))) this.namesChanged = true;
   }
+
+  /**
+   * Whether this process added or removed versions (what other tools see in index.json), as against
+   * only recording checksums, which stowage alone reads and which can wait for the next compaction.
+   */
+  namesChanged = false;
 
   /** Whether the journal holds changes index.json does not have yet. */
   async pending(): Promise<boolean> {
@@ -150,6 +157,7 @@ export class IndexFiles {
     await unlink(this.journalPath).catch(() => {});
     await syncDir(this.dir);
     this.indexId = undefined;
+    this.namesChanged = false;
     await this.current();
   }
 

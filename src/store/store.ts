@@ -344,8 +344,13 @@ export class Store implements ArchiveStore {
     if (await this.files.pending()) await this.locked(() => this.files.compact());
   }
 
+  /**
+   * Folds the journal into index.json where this process added or removed versions; a process that
+   * only read, or only recorded a checksum (an export), leaves it for the next writer, so that closing
+   * costs nothing in proportion to the store.
+   */
   async close(): Promise<void> {
-    await this.flush();
+    if (this.files.namesChanged) await this.flush();
   }
 
   /** Digests of every blob the versions reference (documents included). */
