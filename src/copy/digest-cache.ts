@@ -123,6 +123,10 @@ export class DigestCache {
     if (this.manifests.get(config)?.base64 === base64) return;
     this.manifests.delete(config);
     this.manifests.set(config, { mediaType: manifest.mediaType, base64 });
+    // Only the newest are saved: a sync of 10,000 tags keeps no more than those in memory either.
+    if (this.manifests.size > MAX_MANIFESTS) {
+      this.manifests.delete(this.manifests.keys().next().value!);
+    }
     this.dirty = true;
   }
 

@@ -15,3 +15,24 @@ export class Limiter {
     }
   }
 }
+
+/**
+ * `fn` over every item, at most `limit` at once, results in the items' order. A few workers take the
+ * items in turn, so 10,000 items cost `limit` pending calls at a time, not 10,000 queued ones.
+ */
+export async function mapLimited<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}

@@ -26,7 +26,9 @@ interface OpenBlob {
 }
 
 /** What a client keeps of small blobs read while planning (configs are a few KiB each). */
-const MAX_KEPT_BYTES = 16 * 1024 * 1024;
+const MAX_KEPT_BYTES = 4 * 1024 * 1024;
+/** What keeping one costs beside its bytes (the key, the map entry, the Buffer object). */
+const KEPT_OVERHEAD = 512;
 
 /** The blob-reading calls of a registry client. */
 export class BlobReader {
@@ -215,12 +217,16 @@ export class BlobReader {
 
   private keep(key: string, bytes: Buffer): void {
     if (this.kept.has(key) || bytes.length > MAX_MANIFEST_BYTES) return;
-    this.kept.set(key, bytes);
-    this.keptBytes += bytes.length;
+    // A copy of its own size: a small Buffer is often a slice of an 8 KiB pool, which keeping the slice
+    // would keep whole (10,000 configs of 300 bytes held 80 MB).
+    const own = Buffer.allocUnsafeSlow(bytes.length);
+    bytes.copy(own);
+    this.kept.set(key, own);
+    this.keptBytes += own.length + KEPT_OVERHEAD;
     for (const [k, b] of this.kept) {
       if (this.keptBytes <= MAX_KEPT_BYTES) break;
       this.kept.delete(k);
-      this.keptBytes -= b.length;
+      this.keptBytes -= b.length + KEPT_OVERHEAD;
     }
   }
 

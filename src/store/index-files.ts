@@ -301,18 +301,49 @@ export function parseIndexJson(text: string, label: string): StoredVersion[] {
   }
   if (doc?.schemaVersion !== 2 || !Array.isArray(doc.manifests)) throw invalid();
   const out: StoredVersion[] = [];
+  const shared = new Interner();
   for (const d of doc.manifests as Descriptor[]) {
-    const v = versionOfEntry(d, invalid);
+    const v = versionOfEntry(d, invalid, shared);
     if (v) out.push(v);
   }
   return out;
 }
 
 /**
+ * One copy of what many versions repeat (the repository, the media type, the platform list), so an
+ * index of 100,000 versions of a few repositories holds each once.
+ */
+export class Interner {
+  private readonly strings = new Map<string, string>();
+  private readonly lists = new Map<string, string[]>();
+
+  string(s: string): string {
+    const kept = this.strings.get(s);
+    if (kept !== undefined) return kept;
+    this.strings.set(s, s);
+    return s;
+  }
+
+  /** A comma-separated list, shared (callers never change a version's platforms in place). */
+  list(joined: string): string[] {
+    let kept = this.lists.get(joined);
+    if (!kept) {
+      kept = joined.split(',').filter(Boolean);
+      this.lists.set(joined, kept);
+    }
+    return kept;
+  }
+}
+
+/**
  * The version one index.json entry records (undefined for an entry that is not one of stowage's); an
  * entry that is not a descriptor is `invalid()`.
  */
-export function versionOfEntry(d: Descriptor, invalid: () => Error): StoredVersion | undefined {
+export function versionOfEntry(
+  d: Descriptor,
+  invalid: () => Error,
+  shared: Interner = new Interner(),
+): StoredVersion | undefined {
   if (
     typeof d?.mediaType !== 'string' ||
     typeof d.digest !== 'string' ||
@@ -326,13 +357,13 @@ export function versionOfEntry(d: Descriptor, invalid: () => Error): StoredVersi
   if (!repository || !tag) return undefined;
   return {
     id: a[ANNOTATION.id] ?? versionId(repository, tag, d.digest),
-    repository,
+    repository: shared.string(repository),
     tag,
-    descriptor: { mediaType: d.mediaType, digest: d.digest, size: d.size },
+    descriptor: { mediaType: shared.string(d.mediaType), digest: d.digest, size: d.size },
     source: a[ANNOTATION.source] ?? '',
     sourceDigest: a[ANNOTATION.sourceDigest],
     taken: a[ANNOTATION.taken] ?? '',
-    platforms: (a[ANNOTATION.platforms] ?? '').split(',').filter(Boolean),
+    platforms: shared.list(a[ANNOTATION.platforms] ?? ''),
     archive: a[ANNOTATION.archiveSha256]
       ? { sha256: a[ANNOTATION.archiveSha256]!, size: Number(a[ANNOTATION.archiveSize] ?? 0) }
       : undefined,

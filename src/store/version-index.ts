@@ -28,14 +28,12 @@ export interface VersionPage {
   next?: string | undefined;
 }
 
-const nameKey = (repository: string, tag: string): string => `${repository}\n${tag}`;
-
 export class VersionIndex {
   /** Every version in the order added; undefined where one was removed. */
   private slots: (StoredVersion | undefined)[] = [];
   private readonly position = new Map<string, number>();
-  /** Positions of each tag's versions, oldest first. */
-  private readonly byName = new Map<string, number[]>();
+  /** Positions of each tag's versions, oldest first, by repository then tag (no joined keys to keep). */
+  private readonly byName = new Map<string, Map<string, number[]>>();
   /** Positions of each repository's versions, oldest first. */
   private readonly byRepository = new Map<string, number[]>();
   private holes = 0;
@@ -61,13 +59,13 @@ export class VersionIndex {
   }
 
   latest(repository: string, tag: string): StoredVersion | undefined {
-    const list = this.byName.get(nameKey(repository, tag));
+    const list = this.byName.get(repository)?.get(tag);
     return list?.length ? this.slots[list[list.length - 1]!] : undefined;
   }
 
   /** The tag's versions, oldest first. */
   versionsOf(repository: string, tag: string): StoredVersion[] {
-    return (this.byName.get(nameKey(repository, tag)) ?? []).map((p) => this.slots[p]!);
+    return (this.byName.get(repository)?.get(tag) ?? []).map((p) => this.slots[p]!);
   }
 
   /** The repository's versions, oldest first. */
@@ -93,7 +91,12 @@ export class VersionIndex {
     const at = this.slots.length;
     this.slots.push(v);
     this.position.set(v.id, at);
-    append(this.byName, nameKey(v.repository, v.tag), at);
+    let tags = this.byName.get(v.repository);
+    if (!tags) {
+      tags = new Map();
+      this.byName.set(v.repository, tags);
+    }
+    append(tags, v.tag, at);
     append(this.byRepository, v.repository, at);
   }
 
@@ -103,7 +106,11 @@ export class VersionIndex {
     const v = this.slots[p]!;
     this.slots[p] = undefined;
     this.position.delete(id);
-    drop(this.byName, nameKey(v.repository, v.tag), p);
+    const tags = this.byName.get(v.repository);
+    if (tags) {
+      drop(tags, v.tag, p);
+      if (!tags.size) this.byName.delete(v.repository);
+    }
     drop(this.byRepository, v.repository, p);
     if (++this.holes > 1024 && this.holes * 2 > this.slots.length) this.squeeze();
     return v;
@@ -116,7 +123,7 @@ export class VersionIndex {
   page(q: VersionQuery): VersionPage {
     const limit = Math.max(1, q.limit);
     const positions = q.repository
-      ? ((q.tag ? this.byName.get(nameKey(q.repository, q.tag)) : this.byRepository.get(q.repository)) ?? [])
+      ? ((q.tag ? this.byName.get(q.repository)?.get(q.tag) : this.byRepository.get(q.repository)) ?? [])
       : undefined;
     const afterPos = q.after === undefined ? -1 : (this.position.get(q.after) ?? this.cursorGone(q.after));
     const search = q.search?.toLowerCase();

@@ -21,7 +21,7 @@ import { DigestCache } from '../copy/digest-cache.js';
 import { newIndexReason } from '../copy/preserve.js';
 import type { ReferrerOptions } from '../copy/referrers.js';
 import type { ImageSource } from '../copy/source.js';
-import { Limiter } from '../core/limiter.js';
+import { mapLimited } from '../core/limiter.js';
 import { StowageError, toStowageError } from '../errors.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
@@ -264,15 +264,10 @@ async function runJob(
       },
     ];
   }
-  const limiter = new Limiter(REPOSITORY_CONCURRENCY);
-  return Promise.all(
-    repositories.map((one) =>
-      limiter.run(async () => ({
-        ...(await runRepositoryJob(ctx, store, config, one, opts)),
-        pattern: job.source,
-      })),
-    ),
-  );
+  return mapLimited(repositories, REPOSITORY_CONCURRENCY, async (one) => ({
+    ...(await runRepositoryJob(ctx, store, config, one, opts)),
+    pattern: job.source,
+  }));
 }
 
 async function runRepositoryJob(
@@ -325,24 +320,28 @@ async function runRepositoryJob(
         }
         // Tags in parallel (a few at a time); blobs they share are fetched and sent once (the job's
         // sinks remember what they hold).
-        const tagLimiter = new Limiter(TAG_CONCURRENCY);
         const storing = storeSink(store);
         // What the store has of each tag, read once for the repository (one query on PostgreSQL).
         const newest =
           archiving || mirror ? await store.newestByTag(repository) : new Map<string, StoredVersion>();
-        report.tags = await Promise.all(
-          tags.map((tag) =>
-            tagLimiter.run(async () => {
-              const outcome = await syncTag(
-                { ctx, ref, store, storing, newest, source, repository, endpoint, job, archiving, mirror },
-                tag,
-                opts,
-              );
-              opts.onEvent?.({ job: job.name, repository, tag, outcome });
-              return outcome;
-            }),
-          ),
-        );
+        const shared = {
+          ctx,
+          ref,
+          store,
+          storing,
+          newest,
+          source,
+          repository,
+          endpoint,
+          job,
+          archiving,
+          mirror,
+        };
+        report.tags = await mapLimited(tags, TAG_CONCURRENCY, async (tag) => {
+          const outcome = await syncTag(shared, tag, opts);
+          opts.onEvent?.({ job: job.name, repository, tag, outcome });
+          return outcome;
+        });
         if (archiving && config.materialize) {
           await materialize(store, config.materialize, repository, report.tags, opts.signal);
         }
