@@ -130,4 +130,41 @@ describe('blobs on S3', () => {
       elsewhere.close();
     }
   });
+
+  it('fails an upload to a bucket that is not there, or from a source that breaks, without an unhandled error', async () => {
+    const unhandled: unknown[] = [];
+    const onError = (e: unknown) => unhandled.push(e);
+    process.on('uncaughtException', onError);
+    try {
+      const missing = new S3Blobs({ ...location, bucket: 'no-such-bucket-here' });
+      const bytes = randomBytes(2 * 1024 * 1024);
+      async function* slowly(): AsyncGenerator<Uint8Array> {
+        for await (const c of pieces(bytes, 64 * 1024)) {
+          await new Promise((r) => setTimeout(r, 2));
+          yield c;
+        }
+      }
+      const err = await missing.put(descriptor(bytes), slowly()).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(StowageError);
+      expect((err as StowageError).message).toContain('no-such-bucket-here');
+      expect((err as StowageError).message).not.toContain(s3.secretAccessKey);
+      missing.close();
+      // The source fails halfway: its error is the upload's, and nothing is created.
+      const blobs = new S3Blobs(location);
+      const other = randomBytes(1024 * 1024);
+      async function* breaks(): AsyncGenerator<Uint8Array> {
+        yield other.subarray(0, 300_000);
+        await new Promise((r) => setTimeout(r, 5));
+        throw new StowageError('NETWORK', 'the registry dropped the connection');
+      }
+      const d = descriptor(other);
+      await expect(blobs.put(d, breaks())).rejects.toThrow('the registry dropped the connection');
+      expect(await blobs.has(d.digest)).toBe(false);
+      blobs.close();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onError);
+    }
+  });
 });

@@ -158,24 +158,29 @@ export class S3Blobs {
       return 'present';
     }
     if (d.size > this.singlePutMax) return this.putInParts(d, body);
+    const guarded = guard(Readable.from(body));
     const cmd = new PutObjectCommand({
       Bucket: this.location.bucket,
       Key: this.key(d.digest),
-      Body: Readable.from(body),
+      Body: guarded.stream,
       ContentLength: d.size,
       IfNoneMatch: '*',
     });
     withPayloadHash(cmd, digestHex(d.digest));
     try {
-      await this.client.send(cmd);
+      await this.client.send(cmd, { abortSignal: guarded.signal });
       return 'written';
     } catch (e) {
+      // What the source failed with, where it did: the upload failed because of it.
+      if (guarded.error()) throw guarded.error();
       // Another writer created it first: the same bytes, by its key.
       if (status(e) === 412) return 'present';
       if ((e as S3Error).name === 'XAmzContentSHA256Mismatch') {
         throw new StowageError('DIGEST_MISMATCH', `blob ${d.digest}: its bytes do not hash to its digest`);
       }
       throw this.failure(e, `blob ${d.digest}`);
+    } finally {
+      guarded.release();
     }
   }
 
@@ -196,19 +201,24 @@ export class S3Blobs {
       // Thrown before the last part is handed over: the upload is aborted, nothing is created.
       verifier.finish();
     }
+    const guarded = guard(Readable.from(checked()));
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.location.bucket, Key: this.key(d.digest), Body: Readable.from(checked()) },
+      params: { Bucket: this.location.bucket, Key: this.key(d.digest), Body: guarded.stream },
       partSize: this.partSize,
       queueSize: 2,
       leavePartsOnError: false,
     });
+    guarded.signal.addEventListener('abort', () => void upload.abort().catch(() => {}), { once: true });
     try {
       await upload.done();
       return 'written';
     } catch (e) {
-      if (e instanceof StowageError) throw e;
-      throw this.failure(e, `blob ${d.digest}`);
+      const cause = guarded.error() ?? e;
+      if (cause instanceof StowageError) throw cause;
+      throw this.failure(cause, `blob ${d.digest}`);
+    } finally {
+      guarded.release();
     }
   }
 
@@ -248,18 +258,21 @@ export class S3Blobs {
    * and kept in the object's metadata.
    */
   async putFile(name: string, path: string, size: number, sha256: string): Promise<void> {
+    const guarded = guard(createReadStream(path, { highWaterMark: 1 << 20 }));
     const cmd = new PutObjectCommand({
       Bucket: this.location.bucket,
       Key: `${this.location.prefix}${name}`,
-      Body: createReadStream(path, { highWaterMark: 1 << 20 }),
+      Body: guarded.stream,
       ContentLength: size,
       Metadata: { sha256 },
     });
     withPayloadHash(cmd, sha256);
     try {
-      await this.client.send(cmd);
+      await this.client.send(cmd, { abortSignal: guarded.signal });
     } catch (e) {
-      throw this.failure(e, name);
+      throw this.failure(guarded.error() ?? e, name);
+    } finally {
+      guarded.release();
     }
   }
 
@@ -393,4 +406,35 @@ async function drainVerified(
   const v = new DigestVerifier(d.digest, d.size, `blob ${d.digest}`);
   for await (const c of body) v.update(c);
   v.finish();
+}
+
+/**
+ * A body handed to the SDK, made safe to hand over: its error (the source failing, or the SDK
+ * destroying it once it gives up) is kept instead of reaching the process as an unhandled 'error'
+ * event, which would take the whole replica down with it; release() ends it once the request is
+ * over either way, so the source behind it is not left waiting.
+ */
+function guard(stream: Readable): {
+  stream: Readable;
+  /** Aborted when the source fails: a request still waiting for the body's last bytes ends at once. */
+  signal: AbortSignal;
+  error(): StowageError | undefined;
+  release(): void;
+} {
+  let failed: StowageError | undefined;
+  const abort = new AbortController();
+  stream.on('error', (e) => {
+    // The SDK aborting its own request destroys the body with a plain error: not the source's fault.
+    if (!(e instanceof StowageError)) return;
+    failed ??= e;
+    abort.abort(e);
+  });
+  return {
+    stream,
+    signal: abort.signal,
+    error: () => failed,
+    release: () => {
+      if (!stream.destroyed) stream.destroy();
+    },
+  };
 }
