@@ -321,12 +321,8 @@ describe('bad input and registry faults', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(one.seen.length).toBeGreaterThan(5);
     expect(one.maxInFlight).toBe(1);
-    // Ten a second. The client sends on 100 ms slots; arrivals at the proxy jitter by a few ms, so the
-    // check is loose enough for that and far from unpaced requests (a few ms apart): no two closer than
-    // half a slot, and the run as long as its slots, less one.
-    const at = one.seen.map((q) => q.at);
-    for (let i = 1; i < at.length; i++) expect(at[i]! - at[i - 1]!).toBeGreaterThanOrEqual(50);
-    expect(at.at(-1)! - at[0]!).toBeGreaterThanOrEqual((at.length - 2) * 100);
+    // The ten-a-second slots are counted against a clock the test moves (src/registry/pacer.test.ts):
+    // arrival times at a proxy on a loaded machine say nothing reliable about when requests were sent.
   });
 
   it('honours RateLimit-Remaining: 0 on a successful answer: waits out a short window, stops on a long one', async () => {

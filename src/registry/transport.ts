@@ -12,6 +12,7 @@ import { Authenticator, type OutboundGuard } from '../auth/authenticator.js';
 import type { Credentials } from '../auth/authfile.js';
 import { StowageError } from '../errors.js';
 import { DEFAULT_DOMAIN, DOCKER_HUB_API_HOST } from '../reference/reference.js';
+import { Pacer } from './pacer.js';
 import { extraCAs } from './tls.js';
 import { Agent, interceptors } from './undici.js';
 
@@ -136,8 +137,7 @@ export class RegistryTransport {
   private readonly agent: Agent;
   readonly auth: Authenticator;
   private origin: Promise<string> | undefined;
-  private readonly interval: number;
-  private nextSlot = 0;
+  private readonly pacer: Pacer;
   readonly stall: StallRule;
   readonly retry: RetryOptions;
   private readonly guard: OutboundGuard | undefined;
@@ -145,7 +145,11 @@ export class RegistryTransport {
   constructor(opts: RegistryClientOptions) {
     this.host = opts.host;
     this.insecure = opts.insecure ?? false;
-    this.interval = opts.requestsPerSecond ? 1000 / opts.requestsPerSecond : 0;
+    this.pacer = new Pacer({
+      host: this.host,
+      requestsPerSecond: opts.requestsPerSecond,
+      maxPauseMs: MAX_RATE_LIMIT_WAIT_MS,
+    });
     this.apiHost = opts.host === DEFAULT_DOMAIN ? DOCKER_HUB_API_HOST : opts.host;
     const retry = { ...DEFAULT_RETRY, ...opts.retry };
     this.retry = retry;
@@ -469,29 +473,12 @@ export class RegistryTransport {
       seconds(first('retry-after')) ??
       seconds(/;\s*w=(\d+)/.exec(remaining)?.[1]) ??
       60;
-    this.pausedUntil = Math.max(this.pausedUntil, Date.now() + wait * 1000);
+    this.pacer.pauseFor(wait);
   }
 
-  private pausedUntil = 0;
-
   /** Waits for this request's turn: the registry's own rate limit, then the requests-per-second limit. */
-  private async pace(): Promise<void> {
-    const paused = this.pausedUntil - Date.now();
-    if (paused > 0) {
-      if (paused > MAX_RATE_LIMIT_WAIT_MS) {
-        throw new StowageError(
-          'RATE_LIMITED',
-          `${this.host} says its rate limit is used up for ${Math.ceil(paused / 1000)} s more (RateLimit-Remaining: 0); try again later, or lower requests-per-second for it`,
-          { retryable: false },
-        );
-      }
-      await new Promise((r) => setTimeout(r, paused));
-    }
-    if (!this.interval) return;
-    const now = Date.now();
-    const at = Math.max(now, this.nextSlot);
-    this.nextSlot = at + this.interval;
-    if (at > now) await new Promise((r) => setTimeout(r, at - now));
+  private pace(): Promise<void> {
+    return this.pacer.turn();
   }
 
   async errorDetail(res: Dispatcher.ResponseData): Promise<string> {
