@@ -138,7 +138,12 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   };
   // A policy.json that does not parse stops the start, naming the file, rather than every pull.
   const policy = await ctx.policy();
-  const redact = pathRedactor({ store: config.storePath, state, policy: policy?.path });
+  const redact = pathRedactor({
+    store: config.storePath,
+    state,
+    policy: policy?.path,
+    configFiles: [...ctx.conf.sources, ...(config.path ? [config.path] : [])],
+  });
   const runners: Record<'pull' | 'push' | 'sync', Runner> = {
     pull: (run) => runPull(engine, run.job.request as { refs: string[]; platforms?: 'all' | string[] }, run),
     push: (run) => runPush(engine, run.job.request as { archive: string; destination: string }, run),

@@ -348,10 +348,19 @@ describe('stowage serve', () => {
     const raw = await api(s, 'reader', `/v1/inspect?ref=${plain.host}/fixtures/multiarch:v1&raw=true`);
     expect(raw.headers.get('docker-content-digest')).toBe(h.fixtures.images.multiarch!.digest);
     const registries = (await (await api(s, 'reader', '/v1/registries')).json()) as {
+      files: string[];
       registries: { location: string; blocked?: boolean }[];
       allowRegistries: string[];
     };
+    // Files by name: the server's paths are not the API's to say.
+    expect(registries.files).toEqual(['registries.conf']);
     expect(registries.registries.find((r) => r.location === `127.0.0.1:${dead}`)?.blocked).toBe(true);
+    // A short name with no search registries: the error says which file, never where it is.
+    const short = await api(s, 'puller', '/v1/pulls', { method: 'POST', json: { ref: 'debian:bookworm' } });
+    const said = await short.text();
+    expect(short.status, said).toBe(400);
+    expect(said).toContain("the service's registries.conf");
+    expect(said).not.toContain(h.dir);
     expect(registries.allowRegistries).toContain(plain.host);
     // A blocked request never reached a registry: no job was made for it, only the pull's.
     const made = ((await (await api(s, 'reader', '/v1/jobs')).json()) as { jobs: { kind: string }[] }).jobs;

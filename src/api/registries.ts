@@ -1,3 +1,4 @@
+import { basename } from 'node:path';
 /**
  * What the gateway may reach: the effective registries.conf, tags and inspect.
  */
@@ -70,7 +71,8 @@ export function registriesApi(deps: AppDeps): ApiApp {
     const conf = engine.ctx.conf;
     return c.json(
       {
-        files: conf.sources,
+        // The files by name: where they are on the server is not the API's to say.
+        files: conf.sources.map((f) => basename(f)),
         unqualifiedSearchRegistries: conf.unqualifiedSearchRegistries,
         shortNameMode: conf.shortNameMode,
         registries: conf.registries,

@@ -2,6 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { tempDirs } from '../../test/harness/temp-dirs.js';
+import { Authenticator } from './authenticator.js';
 import { authFileCandidates, lookupCredentials, normalizeAuthKey, parseCredsOption } from './authfile.js';
 import { parseChallenges } from './challenge.js';
 
@@ -101,5 +102,49 @@ describe('WWW-Authenticate', () => {
       { scheme: 'bearer', params: { realm: 'y', error: 'invalid_token' } },
     ]);
     expect(parseChallenges(undefined)).toEqual([]);
+  });
+});
+
+describe('Authenticator challenges', () => {
+  /** A token service in memory: every realm but the refused one hands out a token naming itself. */
+  function authenticator(asked: string[]) {
+    const dispatcher = {
+      request: async (o: { origin: string; path: string }) => {
+        asked.push(`${o.origin}${o.path}`);
+        return {
+          statusCode: 200,
+          headers: {},
+          body: { text: async () => JSON.stringify({ token: `from-${new URL(o.origin).hostname}` }) },
+        };
+      },
+    } as unknown as ConstructorParameters<typeof Authenticator>[0]['dispatcher'];
+    return new Authenticator({
+      host: 'r.test',
+      dispatcher,
+      insecure: false,
+      userAgent: 'test',
+      guard: (url) =>
+        url.hostname === 'refused.test' ? 'is not in allow-registries or auth-hosts' : undefined,
+    });
+  }
+
+  it('keeps a repository’s own realm to that repository: its refusal fails no other', async () => {
+    const asked: string[] = [];
+    const auth = authenticator(asked);
+    auth.setChallenge('Bearer realm="https://tokens.test/token",service="r"');
+    auth.setChallenge('Bearer realm="https://refused.test/token",service="r"', 'repository:team/odd:pull');
+    await expect(auth.authorization('repository:team/odd:pull')).rejects.toThrow(
+      /sends clients for tokens to refused\.test, which is not in allow-registries/,
+    );
+    expect(await auth.authorization('repository:team/app:pull')).toBe('Bearer from-tokens.test');
+    expect(asked).toEqual(['https://tokens.test/token?service=r&scope=repository%3Ateam%2Fapp%3Apull']);
+  });
+
+  it('lets a repository without a challenge of its own go without one when /v2/ asked for none', async () => {
+    const auth = authenticator([]);
+    auth.setChallenge('Bearer realm="https://refused.test/token"', 'repository:team/odd:pull');
+    expect(auth.challenged).toBe(true);
+    // Anonymous repositories of the registry are asked anonymously, not sent to the refused realm.
+    expect(await auth.authorization('repository:public/app:pull')).toBeUndefined();
   });
 });

@@ -37,7 +37,14 @@ export interface AuthenticatorOptions {
  * requested anonymously or with credentials, cached per scope until they expire.
  */
 export class Authenticator {
+  /** The registry's challenge, from /v2/: what every repository without one of its own answers. */
   private challenge: Challenge | undefined;
+  /**
+   * Challenges by repository, where a request for one got its own: a registry may send one
+   * repository's clients to another realm, and a refusal of that realm must not become every other
+   * repository's (it did: one refused realm failed all of a registry's repositories until restart).
+   */
+  private readonly repositoryChallenges = new Map<string, Challenge>();
   private readonly tokens = new Map<string, CachedToken>();
   private readonly pending = new Map<string, Promise<CachedToken>>();
 
@@ -64,7 +71,7 @@ export class Authenticator {
 
   /** Whether the registry has asked for authentication. */
   get challenged(): boolean {
-    return this.challenge !== undefined;
+    return this.challenge !== undefined || this.repositoryChallenges.size > 0;
   }
 
   /**
@@ -82,13 +89,33 @@ export class Authenticator {
     return p;
   }
 
-  /** Records the challenge from a 401. Returns false when it is not one we can answer. */
-  setChallenge(header: string | string[] | undefined): boolean {
+  /**
+   * Records the challenge from a 401: the registry's (from /v2/, no scope), or, for a request needing
+   * `scope`, its repository's. Returns false when it is not one we can answer.
+   */
+  setChallenge(header: string | string[] | undefined, scope?: string): boolean {
     const challenges = parseChallenges(header);
     const bearer = challenges.find((c) => c.scheme === 'bearer' && c.params.realm);
     const basic = challenges.find((c) => c.scheme === 'basic');
-    this.challenge = bearer ?? basic;
-    return this.challenge !== undefined;
+    const chosen = bearer ?? basic;
+    if (!chosen) return false;
+    const repository = scope ? repositoryOf(scope) : undefined;
+    if (repository) {
+      this.repositoryChallenges.set(repository, chosen);
+      // Bounded: a long-lived service meets many repositories; the oldest go first.
+      if (this.repositoryChallenges.size > 1000) {
+        this.repositoryChallenges.delete(this.repositoryChallenges.keys().next().value!);
+      }
+    } else {
+      this.challenge = chosen;
+    }
+    return true;
+  }
+
+  /** The challenge a request needing `scope` answers: its repository's own, else the registry's. */
+  private challengeFor(scope: string): Challenge | undefined {
+    const repository = repositoryOf(scope);
+    return (repository && this.repositoryChallenges.get(repository)) || this.challenge;
   }
 
   /** Forgets a token that the registry refused. */
@@ -101,7 +128,7 @@ export class Authenticator {
    * all asked for in one token request), or undefined before any challenge.
    */
   async authorization(scope: string, signal?: AbortSignal): Promise<string | undefined> {
-    const c = this.challenge;
+    const c = this.challengeFor(scope);
     if (!c) return undefined;
     if (c.scheme === 'basic') {
       const creds = await this.credentialsFor(scope);
@@ -245,4 +272,9 @@ export class Authenticator {
       );
     }
   }
+}
+
+/** The first repository a scope names (`repository:team/app:pull` is team/app). */
+function repositoryOf(scope: string): string | undefined {
+  return /(?:^|\s)repository:([^:\s]+):/.exec(scope)?.[1];
 }

@@ -353,7 +353,11 @@ export class RegistryTransport {
       }
       if (res.statusCode === 401) {
         await res.body.dump();
-        if (!challenged && replayable && this.auth.setChallenge(res.headers['www-authenticate'])) {
+        if (
+          !challenged &&
+          replayable &&
+          this.auth.setChallenge(res.headers['www-authenticate'], opts.scope)
+        ) {
           challenged = true;
           this.auth.invalidate(opts.scope);
           continue;

@@ -7,7 +7,7 @@
  */
 import { createWriteStream } from 'node:fs';
 import { mkdir, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { LayerCompression } from '../archive/compress.js';
 import type { OutboundGuard } from '../auth/authenticator.js';
@@ -61,12 +61,15 @@ export function pathRedactor(paths: {
   state: string;
   /** The trust policy's file (its refusals name it). */
   policy?: string | undefined;
+  /** Configuration files messages name (registries.conf and its drop-ins, stowage.toml): by file name alone. */
+  configFiles?: string[] | undefined;
 }): (text: string) => string {
   // Longest first, so a state directory inside the store's (or the other way) is named for itself.
   const named = [
     [paths.store, '<store>'],
     [paths.state, '<state>'],
     [paths.policy ?? '', 'the trust policy'],
+    ...(paths.configFiles ?? []).map((f) => [f, `the service's ${basename(f)}`]),
   ].sort((a, b) => b[0]!.length - a[0]!.length) as [string, string][];
   return (text) => {
     let out = text;
