@@ -73,6 +73,35 @@ describe('pagination that does not advance', () => {
     expect(p.seen.filter((s) => s.path.includes('/tags/list')).length).toBeLessThanOrEqual(3);
   });
 
+  it('pulls an image from a repository of 50,000 tags with 8 requests at most before its blobs', async () => {
+    // The repository lists 50,000 tags, 1,000 a page; a pull that listed them would ask 50 pages.
+    let pages = 0;
+    const p = await proxy({
+      upstream: plain.url,
+      fault: (req) => {
+        if (!req.url?.includes('/tags/list')) return undefined;
+        pages++;
+        const last = new URL(req.url, 'http://x').searchParams.get('last');
+        const page = last ? (Number(last.slice(4)) + 1) / 1000 : 0;
+        const tags = Array.from(
+          { length: 1000 },
+          (_, i) => `tag-${String(page * 1000 + i).padStart(6, '0')}`,
+        );
+        const next = page < 49 ? `/v2/fixtures/small/tags/list?n=1000&last=${tags.at(-1)}` : undefined;
+        return { kind: 'respond', handle: (_req, res) => tagPage(res, 'fixtures/small', tags, next) };
+      },
+    });
+    const w = await workdir('many-tags', insecureConf(p.host));
+    const r = await stowage(['pull', '-q', `${p.host}/fixtures/small:v1`, '-o', join(w.dir, 'small.tar')], {
+      env: w.env,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect(pages).toBe(0);
+    const firstBlob = p.seen.findIndex((s) => isBlobPath(s.path));
+    expect(firstBlob).toBeGreaterThan(0);
+    expect(firstBlob, p.seen.map((s) => `${s.method} ${s.path}`).join('\n')).toBeLessThanOrEqual(8);
+  });
+
   it('stops a listing whose cursor goes backwards, and inspect and sync fail the same way', async () => {
     let n = 0;
     const p = await proxy({

@@ -72,6 +72,25 @@ describe('skopeo flags', () => {
     }
   });
 
+  it('copy takes --tls-verify=false for both sides, as skopeo does, and a side’s own flag wins', async () => {
+    // registries.conf marks nothing insecure: the plain-HTTP registry is reachable only with the flag.
+    const w = await workdir('copy-tls-verify', '');
+    const src = `docker://${plain.host}/fixtures/small:v1`;
+    const dst = `docker://${plain.host}/copy-tls-verify/small:v1`;
+    const refused = await stowage(['copy', '-q', src, dst], { env: w.env });
+    expect(refused.code).not.toBe(0);
+    const ok = await stowage(['copy', '-q', '--tls-verify=false', src, dst], { env: w.env });
+    expect(ok.code, ok.stderr).toBe(0);
+    expect((await skopeo(['copy', '--tls-verify=false', src, `${dst}-sk`], w.env)).code).toBe(0);
+    const inspected = await stowage(['inspect', '--tls-verify=false', dst], { env: w.env });
+    expect(JSON.parse(inspected.stdout).Digest).toBe(h.fixtures.images.small!.digest);
+    // The destination's own flag wins over the global one: it must verify, and plain HTTP cannot.
+    const sided = await stowage(['copy', '-q', '--tls-verify=false', '--dest-tls-verify=true', src, dst], {
+      env: w.env,
+    });
+    expect(sided.code).not.toBe(0);
+  });
+
   it('--debug shows each registry request on stderr, wherever it is given', async () => {
     const w = await workdir('debug', insecureConf(plain.host));
     const ref = `docker://${plain.host}/fixtures/small:v1`;

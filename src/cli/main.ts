@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { printable } from '../core/printable.js';
 import { toStowageError } from '../errors.js';
 import { completionCommand } from './completion.js';
 import { inspectCommand } from './inspect.js';
@@ -103,7 +104,8 @@ export async function main(rawArgv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     const err = toStowageError(e);
-    process.stderr.write(`stowage: ${err.message}\n`);
+    // No escape sequence from a registry's answer reaches the terminal.
+    process.stderr.write(`stowage: ${printable(err.message, { keepNewlines: true })}\n`);
     if (process.env.STOWAGE_DEBUG)
       process.stderr.write(`${(err.cause as Error | undefined)?.stack ?? (e as Error).stack}\n`);
     return err.exitCode;

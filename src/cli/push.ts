@@ -240,6 +240,8 @@ interface CopyCliOptions extends CompressCliOptions {
   destCreds?: string | false;
   srcRegistryToken?: string;
   destRegistryToken?: string;
+  /** Both sides, as skopeo's global --tls-verify. */
+  tlsVerify?: boolean;
   srcTlsVerify?: boolean;
   destTlsVerify?: boolean;
   certDir?: string;
@@ -266,6 +268,12 @@ function addCopySides(cmd: Command): Command {
     .option('--authfile <file>', 'auth.json with credentials for both sides')
     .option('--src-creds <user:password>', 'credentials for the source registry')
     .option('--dest-creds <user:password>', 'credentials for the destination registry')
+    .addOption(
+      new Option(
+        '--tls-verify <bool>',
+        "both sides at once, as skopeo's global flag (--src-tls-verify and --dest-tls-verify win over it)",
+      ).argParser(parseBool),
+    )
     .addOption(
       new Option('--src-tls-verify <bool>', 'require verified HTTPS from the source').argParser(parseBool),
     )
@@ -363,7 +371,7 @@ export function copyCommand(program: Command): void {
       certDir: opts.srcCertDir ?? common.certDir,
       credentials: await credentialsFrom(opts.srcCreds, opts.srcRegistryToken),
       noCreds: opts.srcCreds === false,
-      tlsVerify: opts.srcTlsVerify,
+      tlsVerify: opts.srcTlsVerify ?? opts.tlsVerify,
       policy: opts.policy,
     });
     const dstCtx = await Context.create({
@@ -372,7 +380,7 @@ export function copyCommand(program: Command): void {
       certDir: opts.destCertDir ?? common.certDir,
       credentials: await credentialsFrom(opts.destCreds, opts.destRegistryToken),
       noCreds: opts.destCreds === false,
-      tlsVerify: opts.destTlsVerify,
+      tlsVerify: opts.destTlsVerify ?? opts.tlsVerify,
     });
     const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
     const progress = opts.quiet || opts.json ? undefined : await progressRenderer(process.stderr);

@@ -8,6 +8,7 @@ import {
   loadStowageConfig,
   type StowageConfig,
 } from '../config/stowage.js';
+import { printable } from '../core/printable.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { openStore } from '../store/open.js';
@@ -69,7 +70,8 @@ function describeSync(r: SyncReport, elapsed: number): string {
   lines.push(
     `${r.dryRun ? 'dry run: ' : ''}${plural(jobs, 'job')}, ${plural(repositories, 'repository', 'repositories')}, ${tags} tags, ${formatBytes(r.fetchedBytes)} fetched, ${r.failed} failed, in ${formatDuration(elapsed)}${gc}`,
   );
-  return `${lines.join('\n')}\n`;
+  // Tags and errors come from registries: nothing in them may drive the terminal.
+  return `${lines.map((l) => printable(l)).join('\n')}\n`;
 }
 
 interface SyncCliOptions extends RegistryCliOptions, StoreCliOptions {

@@ -10,6 +10,7 @@ import { createSecureContext } from 'node:tls';
 import type { Dispatcher } from 'undici';
 import { Authenticator, type OutboundGuard } from '../auth/authenticator.js';
 import type { Credentials } from '../auth/authfile.js';
+import { printable } from '../core/printable.js';
 import { StowageError } from '../errors.js';
 import { DEFAULT_DOMAIN, DOCKER_HUB_API_HOST } from '../reference/reference.js';
 import { Pacer } from './pacer.js';
@@ -491,7 +492,8 @@ export class RegistryTransport {
       const text = (await res.body.text()).slice(0, 4096);
       const body = JSON.parse(text) as RegistryErrorBody;
       const e = body.errors?.[0];
-      if (e?.code) return `: ${e.code}${e.message ? ` ${e.message}` : ''}`.slice(0, 300);
+      // The registry's words, cut and with no control character left: they reach terminals and logs.
+      if (e?.code) return printable(`: ${e.code}${e.message ? ` ${e.message}` : ''}`.slice(0, 300));
     } catch {
       // not a registry error body
     }

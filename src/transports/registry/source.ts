@@ -73,36 +73,37 @@ export class RegistrySource implements ImageSource {
     return this.client.getBlobTail(this.repository, descriptor.digest, descriptor.size, length, signal);
   }
 
-  /** The repository's tags, listed once (cosign's attachments are found among them). */
-  private tagList: Promise<Set<string>> | undefined;
+  /** The repository's tags, where a caller listed them (a sync job): attachments are looked up in them. */
+  private tagList: Set<string> | undefined;
 
-  /** The repository's tags as the caller just listed them (a sync job): never listed again. */
+  /** The repository's tags as the caller just listed them: cosign's tags are looked up there, not asked. */
   useTags(tags: Iterable<string>): void {
-    this.tagList = Promise.resolve(new Set(tags));
+    this.tagList = new Set(tags);
   }
 
   /**
-   * What is attached to a manifest: OCI referrers (the referrers API, else the tag schema) and cosign's
-   * tags for it. One listing per manifest, and one tag listing per repository, never a scan of manifests.
+   * What is attached to a manifest: OCI referrers (the referrers API, else the tag schema's index) and
+   * cosign's tags for it (sha256-HEX.sig, .att, .sbom). Without a tag listing in hand, cosign's tags
+   * are asked for by HEAD, so the cost of one image never depends on how many tags its repository
+   * has (a listing of 50,000 tags is 50 pages).
    */
   async referrers(digest: string, signal?: AbortSignal): Promise<ReferrerEntry[]> {
-    this.tagList ??= this.client.listTags(this.repository, signal).then((t) => new Set(t));
-    this.tagList.catch(() => {
-      this.tagList = undefined;
-    });
-    const tags = await this.tagList;
-    const listed = await this.client.referrersIndex(this.repository, digest, signal, { tags });
+    const tags = this.tagList;
+    const [listed, cosign] = await Promise.all([
+      this.client.referrersIndex(this.repository, digest, signal, { tags }),
+      Promise.all(
+        COSIGN_KINDS.map(async (kind) => {
+          const tag = cosignTag(digest, kind);
+          if (tags && !tags.has(tag)) return undefined;
+          const head = await this.client.headManifest(this.repository, tag, signal);
+          return head
+            ? { descriptor: { mediaType: head.mediaType, digest: head.digest, size: head.size }, tag }
+            : undefined;
+        }),
+      ),
+    ]);
     const entries: ReferrerEntry[] = (listed?.manifests ?? []).map((descriptor) => ({ descriptor }));
-    for (const kind of COSIGN_KINDS) {
-      const tag = cosignTag(digest, kind);
-      if (!tags.has(tag)) continue;
-      const head = await this.client.headManifest(this.repository, tag, signal);
-      if (head)
-        entries.push({
-          descriptor: { mediaType: head.mediaType, digest: head.digest, size: head.size },
-          tag,
-        });
-    }
+    for (const c of cosign) if (c) entries.push(c);
     return entries;
   }
 
