@@ -58,8 +58,19 @@ export function toStowageError(e: unknown): StowageError {
   if (e instanceof StowageError) return e;
   if (e instanceof Error && e.name === 'AbortError') return new StowageError('ABORTED', 'operation aborted');
   const err = e as NodeJS.ErrnoException;
-  if (err && typeof err.code === 'string' && typeof err.syscall === 'string' && err.path) {
-    return new StowageError('IO', `${err.syscall} ${err.path}: ${err.message}`, { cause: e });
+  if (err && typeof err.code === 'string' && typeof err.syscall === 'string') {
+    const where = err.path ? ` ${err.path}` : '';
+    // A full disk is the user's to act on, not an internal error (it was exit 1); say so plainly.
+    if (err.code === 'ENOSPC' || err.code === 'EDQUOT') {
+      return new StowageError(
+        'IO',
+        `no space left on the device (${err.code === 'EDQUOT' ? 'disk quota exceeded' : 'the file system is full'}) while writing${where || ' the output'}; free some space or write elsewhere, then run again`,
+        { cause: e },
+      );
+    }
+    if (err.path) return new StowageError('IO', `${err.syscall}${where}: ${err.message}`, { cause: e });
+    if (err.code === 'EIO' || err.code === 'EROFS' || err.code === 'EACCES' || err.code === 'EPERM')
+      return new StowageError('IO', `${err.syscall}: ${err.message}`, { cause: e });
   }
   return new StowageError('INTERNAL', e instanceof Error ? e.message : String(e), { cause: e });
 }

@@ -3,6 +3,8 @@
  * 1.9.3) exits non-zero for each, 1 every time; stowage says which failure it was. A script that only
  * tests for non-zero works with both.
  */
+import { mkdir, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { run } from './harness/processes.js';
@@ -51,6 +53,29 @@ describe('exit codes, beside skopeo', () => {
       const ours = await stowage(c.ours, { env: w.env });
       expect(ours.code, `${c.what}: ${ours.stderr}`).toBe(c.code);
       expect(await skopeoCode(c.theirs, w.env), c.what).not.toBe(0);
+    }
+  });
+
+  it('says a full disk is a full disk (exit 9, not 1), and leaves nothing at the destination', async () => {
+    const w = await workdir('full-disk', insecureConf(plain.host));
+    // A 4 MiB file system for a 192 MiB image (tests run as root, as CI does).
+    const small = join(w.dir, 'tiny');
+    await mkdir(small);
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', small]);
+    try {
+      const r = await stowage(
+        ['pull', '-q', `${plain.host}/fixtures/large:v1`, '-o', join(small, 'large.tar')],
+        {
+          env: w.env,
+        },
+      );
+      expect(r.code, r.stderr).toBe(9);
+      expect(r.stderr).toMatch(
+        /no space left on the device \(the file system is full\) while writing .*; free some space/,
+      );
+      expect(await readdir(small)).toEqual([]);
+    } finally {
+      await run('umount', [small]);
     }
   });
 });

@@ -24,6 +24,9 @@ export function openApiConfig(version: string): Parameters<ApiApp['doc31']>[1] {
         'Registry-to-tarball sync gateway: pulls into a versioned archive store, downloads, pushes and syncs. Every route but /healthz and /readyz needs an API token (Authorization: Bearer TOKEN); this document too.',
     },
     servers: [
+      // Relative: the console's "Try it out" and any reader resolve it against where they read the
+      // document, so it is the address that served it, whatever that is.
+      { url: '/', description: 'the service this document was read from' },
       { url: 'http://127.0.0.1:8080', description: "stowage serve's default address (yours may differ)" },
     ],
     tags: [

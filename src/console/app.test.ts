@@ -215,6 +215,21 @@ describe('the web console', () => {
     expect(await store.versions()).toEqual([]);
   });
 
+  it('slows down token guessing: after ten refused tokens the address waits, a right token included', async () => {
+    const { app } = await consoleApp();
+    const attempt = (token: string) =>
+      app.request('/ui/login', {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token, next: '/ui/archives' }),
+      });
+    for (let i = 0; i < 10; i++) expect((await attempt(`stw_wrong-${i}`)).status).toBe(401);
+    const held = await attempt(TOKENS.admin);
+    expect(held.status).toBe(429);
+    expect(Number(held.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(await held.text()).toContain('Too many refused tokens from this address');
+  });
+
   it('signs out: the cookie is cleared', async () => {
     const { app } = await consoleApp();
     const { cookie, csrf } = await signIn(app, TOKENS.reader);

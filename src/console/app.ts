@@ -21,6 +21,7 @@ import { archivesPage, CONSOLE_PAGE, versionPage } from './archives.js';
 import { jobPage, jobRows, jobsPage } from './jobs.js';
 import { type Html, type PageOptions, page } from './layout.js';
 import { apiPage, loginPage, storagePage, syncsPage } from './pages.js';
+import { SignInLimit } from './sign-in-limit.js';
 import { asset } from './static.js';
 
 /** No script or style but the console's own files, no framing, nothing sent to another origin. */
@@ -129,8 +130,16 @@ function consoleKit(deps: AppDeps): Kit {
   return { render, act, field };
 }
 
+/** The client's address as the socket gives it (requests made in process have none: one bucket). */
+function clientAddress(c: HonoContext<Env>): string {
+  const incoming = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming;
+  return incoming?.socket?.remoteAddress ?? 'local';
+}
+
 /** The way in and out: /, sign-in, sign-out, and the console's own files. */
 function mountSignIn(app: ApiApp, deps: AppDeps, sessions: Sessions, { render }: Kit): void {
+  // Guessing tokens through the sign-in form is slowed per client address.
+  const signIns = new SignInLimit();
   app.get('/', (c) => c.redirect(c.get('session') ? '/ui/archives' : '/ui/login', 302));
   app.get('/ui', (c) => c.redirect('/ui/archives', 302));
   app.get('/ui/assets/:name{.+}', async (c) => {
@@ -157,10 +166,26 @@ function mountSignIn(app: ApiApp, deps: AppDeps, sessions: Sessions, { render }:
         403,
       );
     }
+    const client = clientAddress(c);
+    const wait = signIns.waitFor(client);
+    if (wait > 0) {
+      c.header('retry-after', String(Math.ceil(wait / 1000)));
+      return render(
+        c,
+        { title: 'Sign in' },
+        loginPage(
+          '/ui/archives',
+          `Too many refused tokens from this address; try again in ${Math.ceil(wait / 60_000)} min.`,
+        ),
+        429,
+      );
+    }
     const body = await c.req.parseBody();
     const next = safeNext(body.next);
     const token = typeof body.token === 'string' ? findToken(deps.tokens, body.token.trim()) : undefined;
     if (!token) {
+      signIns.refused(client);
+      deps.logger.warn({ client }, 'console sign-in refused');
       return render(
         c,
         { title: 'Sign in' },
@@ -168,6 +193,7 @@ function mountSignIn(app: ApiApp, deps: AppDeps, sessions: Sessions, { render }:
         401,
       );
     }
+    signIns.accepted(client);
     const s = sessions.issue(token);
     setCookie(c, SESSION_COOKIE, s.value, {
       httpOnly: true,

@@ -56,3 +56,71 @@ describe('the Sync jobs page', () => {
     }
   });
 });
+
+describe('hostile text on the console’s pages', () => {
+  it('is escaped: an attachment type, a source and a job error with HTML render as text', async () => {
+    const { versionPage } = await import('./archives.js');
+    const evil = '<img src=x onerror=alert(1)><script>alert(2)</script>"\'';
+    const page = String(
+      await versionPage(
+        {
+          id: 'abcdef012345',
+          repository: 'r.test/team/app',
+          tag: '1.0',
+          descriptor: {
+            mediaType: 'application/vnd.oci.image.manifest.v1+json',
+            digest: `sha256:${'a'.repeat(64)}`,
+            size: 1,
+          },
+          source: evil,
+          taken: '2026-12-06T00:00:00.000Z',
+          platforms: [],
+          referrers: [
+            {
+              descriptor: {
+                mediaType: 'application/vnd.oci.image.manifest.v1+json',
+                digest: `sha256:${'b'.repeat(64)}`,
+                size: 1,
+                artifactType: evil,
+              },
+            },
+          ],
+        },
+        session,
+        new Map(),
+      ),
+    );
+    expect(page).not.toContain('<script>alert');
+    expect(page).not.toContain('<img src=x');
+    expect(page).toContain('&lt;script&gt;alert(2)&lt;/script&gt;');
+    const job: JobConfig = { name: 'j', source: 'r.test/team/app' };
+    const run: Job = {
+      id: 'j1',
+      kind: 'sync',
+      state: 'failed',
+      request: { jobs: ['j'] },
+      requestedBy: 'ops',
+      createdAt: '2026-12-06T00:00:00.000Z',
+      progress: { blobs: 0, blobsDone: 0, bytes: 0, bytesDone: 0 },
+      result: {
+        dryRun: false,
+        store: 's',
+        fetchedBytes: 0,
+        failed: 1,
+        jobs: [
+          {
+            name: 'j',
+            source: 'r.test/team/app',
+            tags: [{ tag: '1', action: 'failed', fetchedBytes: 0, error: evil }],
+            pruned: [],
+            mirrorDeleted: [],
+            error: evil,
+          },
+        ],
+      } satisfies SyncReport,
+    };
+    const syncs = String(await syncsPage([job], [run], session));
+    expect(syncs).not.toContain('<script>alert');
+    expect(syncs).toContain('&lt;img src=x onerror=alert(1)&gt;');
+  });
+});

@@ -198,8 +198,19 @@ export class Store implements ArchiveStore {
     } catch (e) {
       await fh.close().catch(() => {});
       await unlink(tmp).catch(() => {});
-      throw e;
+      throw this.full(e, `blob ${d.digest}`);
     }
+  }
+
+  /** A full disk named as the store's (the service shows the path as <store>), anything else as it is. */
+  private full(e: unknown, what: string): unknown {
+    const code = (e as NodeJS.ErrnoException)?.code;
+    if (code !== 'ENOSPC' && code !== 'EDQUOT') return e;
+    return new StowageError(
+      'IO',
+      `no space left in the store ${this.path} while writing ${what}; free some space (stowage sync runs retention and removes unreferenced blobs) or move the store, then run again`,
+      { cause: e },
+    );
   }
 
   /** One fetch per blob in the process (see shared.ts). */
@@ -311,7 +322,9 @@ export class Store implements ArchiveStore {
         seen.add(b.id);
         ops.push({ add: b });
       }
-      await this.files.append(ops);
+      await this.files.append(ops).catch((e: unknown) => {
+        throw this.full(e, 'its index');
+      });
     });
     await this.addingWrite;
     return (await this.files.current()).get(version.id) ?? version;
