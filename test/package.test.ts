@@ -90,7 +90,13 @@ describe('the package', () => {
         expect((await fetch(`http://127.0.0.1:${port}/ui/assets/${asset}`)).status, asset).toBe(200);
       }
     } finally {
-      child.kill('SIGTERM');
+      // Waited for: a serve that is still stopping writes its state and code cache into the directory
+      // the clean-up removes (ENOTEMPTY, seen once in CI).
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
     }
   }, 180_000);
 });

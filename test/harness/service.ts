@@ -35,6 +35,8 @@ export interface ServiceDir {
   config: string;
   store: string;
   state: string;
+  /** The Node that runs serve (default: the test runner's; see node.ts for replicas). */
+  node?: string | undefined;
 }
 
 export interface RunningService {
@@ -67,7 +69,7 @@ export async function serviceDir(name: string, registriesConf: string, extraToml
 export async function startService(d: ServiceDir, extraArgs: string[] = []): Promise<RunningService> {
   const port = await freePort();
   const child = spawn(
-    process.execPath,
+    d.node ?? process.execPath,
     [BIN, 'serve', '--config', d.config, '--listen', `127.0.0.1:${port}`, ...extraArgs],
     { env: d.env, stdio: ['ignore', 'pipe', 'pipe'] },
   );
