@@ -3,11 +3,12 @@
  * 1.9.3) exits non-zero for each, 1 every time; stowage says which failure it was. A script that only
  * tests for non-zero works with both.
  */
-import { mkdir, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { run } from './harness/processes.js';
+import { withTmpfs } from './harness/tmpfs.js';
 
 const h = harness();
 const plain = h.registries.plain;
@@ -58,11 +59,8 @@ describe('exit codes, beside skopeo', () => {
 
   it('says a full disk is a full disk (exit 9, not 1), and leaves nothing at the destination', async () => {
     const w = await workdir('full-disk', insecureConf(plain.host));
-    // A 4 MiB file system for a 192 MiB image (tests run as root, as CI does).
-    const small = join(w.dir, 'tiny');
-    await mkdir(small);
-    await run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', small]);
-    try {
+    // A 4 MiB file system for a 192 MiB image.
+    await withTmpfs(join(w.dir, 'tiny'), '4m', async (small) => {
       const r = await stowage(
         ['pull', '-q', `${plain.host}/fixtures/large:v1`, '-o', join(small, 'large.tar')],
         {
@@ -74,8 +72,6 @@ describe('exit codes, beside skopeo', () => {
         /no space left on the device \(the file system is full\) while writing .*; free some space/,
       );
       expect(await readdir(small)).toEqual([]);
-    } finally {
-      await run('umount', [small]);
-    }
+    });
   });
 });

@@ -4,11 +4,12 @@
  * written is left once the next run has started, and the next sync completes once space is freed.
  * Tests run as root (as CI does), so they mount their own tmpfs.
  */
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { run } from './harness/processes.js';
+import { withTmpfs } from './harness/tmpfs.js';
 
 const h = harness();
 const plain = h.registries.plain;
@@ -16,10 +17,7 @@ const plain = h.registries.plain;
 describe('a store on a full disk', () => {
   it('fails the tag saying so, verifies, and completes once space is freed', async () => {
     const w = await workdir('full-store', insecureConf(plain.host));
-    const disk = join(w.dir, 'disk');
-    await mkdir(disk);
-    await run('mount', ['-t', 'tmpfs', '-o', 'size=320m', 'tmpfs', disk]);
-    try {
+    await withTmpfs(join(w.dir, 'disk'), '320m', async (disk) => {
       const store = join(disk, 'store');
       const config = join(w.dir, 'stowage.toml');
       await writeFile(
@@ -41,8 +39,6 @@ describe('a store on a full disk', () => {
       expect((await stowage(['verify', `oci:${store}`], { env: w.env })).code).toBe(0);
       // Nothing of the failed run is left in the store's scratch space.
       expect(await readdir(join(store, '.tmp'))).toEqual([]);
-    } finally {
-      await run('umount', [disk]);
-    }
+    });
   }, 120_000);
 });

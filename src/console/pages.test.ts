@@ -10,6 +10,20 @@ const session = {
   expires: 0,
 };
 
+/** A sync job of the history, as the page reads it, with this report as its result. */
+function syncRun(name: string, state: Job['state'], result: SyncReport): Job {
+  return {
+    id: 'j1',
+    kind: 'sync',
+    state,
+    request: { jobs: [name] },
+    requestedBy: 'ops',
+    createdAt: '2026-12-06T00:00:00.000Z',
+    progress: { blobs: 0, blobsDone: 0, bytes: 0, bytesDone: 0 },
+    result,
+  };
+}
+
 function tagged(tag: string) {
   return { tag, action: 'fetched' as const, archive: 'stored' as const, fetchedBytes: 10 };
 }
@@ -37,16 +51,7 @@ describe('the Sync jobs page', () => {
         mirrorDeleted: [],
       })),
     };
-    const run: Job = {
-      id: 'j1',
-      kind: 'sync',
-      state: 'succeeded',
-      request: { jobs: ['team'] },
-      requestedBy: 'ops',
-      createdAt: '2026-12-06T00:00:00.000Z',
-      progress: { blobs: 0, blobsDone: 0, bytes: 0, bytesDone: 0 },
-      result,
-    };
+    const run = syncRun('team', 'succeeded', result);
     const page = String(await syncsPage([job], [run], session));
     expect(page).toContain('Repositories');
     expect(page).toContain('except ^team/sandbox/');
@@ -94,31 +99,22 @@ describe('hostile text on the console’s pages', () => {
     expect(page).not.toContain('<img src=x');
     expect(page).toContain('&lt;script&gt;alert(2)&lt;/script&gt;');
     const job: JobConfig = { name: 'j', source: 'r.test/team/app' };
-    const run: Job = {
-      id: 'j1',
-      kind: 'sync',
-      state: 'failed',
-      request: { jobs: ['j'] },
-      requestedBy: 'ops',
-      createdAt: '2026-12-06T00:00:00.000Z',
-      progress: { blobs: 0, blobsDone: 0, bytes: 0, bytesDone: 0 },
-      result: {
-        dryRun: false,
-        store: 's',
-        fetchedBytes: 0,
-        failed: 1,
-        jobs: [
-          {
-            name: 'j',
-            source: 'r.test/team/app',
-            tags: [{ tag: '1', action: 'failed', fetchedBytes: 0, error: evil }],
-            pruned: [],
-            mirrorDeleted: [],
-            error: evil,
-          },
-        ],
-      } satisfies SyncReport,
-    };
+    const run = syncRun('j', 'failed', {
+      dryRun: false,
+      store: 's',
+      fetchedBytes: 0,
+      failed: 1,
+      jobs: [
+        {
+          name: 'j',
+          source: 'r.test/team/app',
+          tags: [{ tag: '1', action: 'failed', fetchedBytes: 0, error: evil }],
+          pruned: [],
+          mirrorDeleted: [],
+          error: evil,
+        },
+      ],
+    });
     const syncs = String(await syncsPage([job], [run], session));
     expect(syncs).not.toContain('<script>alert');
     expect(syncs).toContain('&lt;img src=x onerror=alert(1)&gt;');

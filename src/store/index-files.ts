@@ -84,15 +84,7 @@ export class IndexFiles {
       throw e;
     });
     if (journal.length > budget) return undefined;
-    const end = journal.lastIndexOf(10);
-    const ops =
-      end < 0
-        ? []
-        : journal
-            .toString('utf8', 0, end)
-            .split('\n')
-            .filter(Boolean)
-            .map((line) => parseOp(line, this.label));
+    const ops = wholeLines(journal, journal.length, this.label).ops;
     let fh: FileHandle;
     try {
       fh = await open(this.indexPath, 'r');
@@ -224,14 +216,10 @@ export class IndexFiles {
         if (!bytesRead) break;
         got += bytesRead;
       }
-      const end = buf.lastIndexOf(10, got - 1);
-      this.journalTorn = end + 1 < got;
-      if (end < 0) return;
-      for (const line of buf.toString('utf8', 0, end).split('\n')) {
-        if (!line) continue;
-        applyOp(this.index, parseOp(line, this.label));
-      }
-      this.journalRead += end + 1;
+      const { ops, used } = wholeLines(buf, got, this.label);
+      this.journalTorn = used < got;
+      for (const op of ops) applyOp(this.index, op);
+      this.journalRead += used;
     } finally {
       await fh.close();
     }
@@ -256,7 +244,22 @@ function applyOp(index: VersionIndex, op: JournalOp): void {
   else index.remove(op.remove);
 }
 
-export function parseOp(line: string, label: string): JournalOp {
+/**
+ * The changes in the first `length` bytes of journal text, and how many bytes they took: a last line
+ * without its newline (a crash mid-append, or an append under way) is left for later.
+ */
+function wholeLines(buf: Buffer, length: number, label: string): { ops: JournalOp[]; used: number } {
+  const end = length ? buf.lastIndexOf(10, length - 1) : -1;
+  if (end < 0) return { ops: [], used: 0 };
+  const ops = buf
+    .toString('utf8', 0, end)
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => parseOp(line, label));
+  return { ops, used: end + 1 };
+}
+
+function parseOp(line: string, label: string): JournalOp {
   let op: unknown;
   try {
     op = JSON.parse(line);

@@ -17,7 +17,7 @@ import type { Descriptor } from '../image/schemas.js';
 import type { JournalOp } from './index-files.js';
 import { versionOfEntry } from './index-files.js';
 import { ANNOTATION, type StoredVersion } from './version.js';
-import type { VersionPage, VersionQuery } from './version-index.js';
+import { cursorGone, type VersionPage, type VersionQuery } from './version-index.js';
 
 const CHUNK = 256 * 1024;
 
@@ -151,12 +151,7 @@ export async function scanIndexPage(
       if (take(v, addedNames.get(`${v.repository}:${v.tag}`) === v.id)) break;
     }
   }
-  if (!passedCursor) {
-    throw new StowageError(
-      'INVALID_ARGUMENT',
-      `the listing cannot go on after version ${q.after}: it is no longer in the store; start again from the first page`,
-    );
-  }
+  if (!passedCursor) cursorGone(q.after!);
   const more = out.length > limit;
   if (more) out.pop();
   return { versions: out, next: more ? out[out.length - 1]?.version.id : undefined };

@@ -10,6 +10,7 @@ import type pg from 'pg';
 import { dbFailure, migrate, openPool } from '../db/postgres.js';
 import { StowageError } from '../errors.js';
 import { type StoredVersion, type VersionPage, type VersionQuery, versionId } from './store.js';
+import { cursorGone } from './version-index.js';
 
 /** The two-key advisory lock space of the index's per-store locks (the second key: the store). */
 const INDEX_LOCK_SPACE = 0x73746f77;
@@ -70,28 +71,24 @@ export class PgVersionIndex {
         'select seq from stowage_versions where store = $1 and id = $2',
         [this.store, q.after],
       );
-      if (!r.rows[0])
-        throw new StowageError(
-          'INVALID_ARGUMENT',
-          `the listing cannot go on after version ${q.after}: it is no longer in the store; start again from the first page`,
-        );
-      afterSeq = r.rows[0].seq;
+      afterSeq = r.rows[0]?.seq ?? cursorGone(q.after);
     }
     const search = q.search ? `%${q.search.toLowerCase().replace(/[%_\\]/g, (m) => `\\${m}`)}%` : null;
     const r = await this.query<{ version: StoredVersion; latest: boolean }>(
-      `select a.version, not exists (
-         select 1 from stowage_versions b
-          where b.store = a.store and b.repository = a.repository and b.tag = a.tag and b.seq > a.seq
-       ) as latest
-       from stowage_versions a
-       where a.store = $1 and a.seq > $2
-         and ($3::text is null or a.repository = $3)
-         and ($4::text is null or a.tag = $4)
-         and ($5::text is null or lower(a.repository || ':' || a.tag || ' ' || a.id || ' ' || (a.version->'descriptor'->>'digest')) like $5)
-         and ($6::boolean is null or $6 = not exists (
+      // Newest of its tag: no later row of the tag (the by-tag index answers it), said once.
+      `select version, latest from (
+         select a.seq, a.version, not exists (
            select 1 from stowage_versions b
-            where b.store = a.store and b.repository = a.repository and b.tag = a.tag and b.seq > a.seq))
-       order by a.seq limit $7`,
+            where b.store = a.store and b.repository = a.repository and b.tag = a.tag and b.seq > a.seq
+         ) as latest
+         from stowage_versions a
+         where a.store = $1 and a.seq > $2
+           and ($3::text is null or a.repository = $3)
+           and ($4::text is null or a.tag = $4)
+           and ($5::text is null or lower(a.repository || ':' || a.tag || ' ' || a.id || ' ' || (a.version->'descriptor'->>'digest')) like $5)
+       ) v
+       where $6::boolean is null or latest = $6
+       order by seq limit $7`,
       [this.store, afterSeq, q.repository ?? null, q.tag ?? null, search, q.latest ?? null, limit + 1],
     );
     const versions = r.rows.map((x) => ({ version: x.version, latest: x.latest }));

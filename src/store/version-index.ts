@@ -125,7 +125,7 @@ export class VersionIndex {
     const positions = q.repository
       ? ((q.tag ? this.byName.get(q.repository)?.get(q.tag) : this.byRepository.get(q.repository)) ?? [])
       : undefined;
-    const afterPos = q.after === undefined ? -1 : (this.position.get(q.after) ?? this.cursorGone(q.after));
+    const afterPos = q.after === undefined ? -1 : (this.position.get(q.after) ?? cursorGone(q.after));
     const search = q.search?.toLowerCase();
     const out: VersionPage['versions'] = [];
     const consider = (v: StoredVersion | undefined): boolean => {
@@ -149,14 +149,6 @@ export class VersionIndex {
     return { versions: out, next: more ? out[out.length - 1]?.version.id : undefined };
   }
 
-  /** A cursor whose version was removed since: an error the caller can act on. */
-  private cursorGone(id: string): never {
-    throw new StowageError(
-      'INVALID_ARGUMENT',
-      `the listing cannot go on after version ${id}: it is no longer in the store; start again from the first page`,
-    );
-  }
-
   /** Drops the holes left by removals; positions change, so every map is rebuilt. */
   private squeeze(): void {
     const live = this.all();
@@ -167,6 +159,14 @@ export class VersionIndex {
     this.holes = 0;
     for (const v of live) this.put(v);
   }
+}
+
+/** A cursor whose version was removed since: an error the caller can act on (every index says it so). */
+export function cursorGone(id: string): never {
+  throw new StowageError(
+    'INVALID_ARGUMENT',
+    `the listing cannot go on after version ${id}: it is no longer in the store; start again from the first page`,
+  );
 }
 
 function append(map: Map<string, number[]>, key: string, p: number): void {
