@@ -4,7 +4,8 @@
  * what `stowage pull` writes; identical pulls on two replicas share one job; a schedule fires once a
  * minute across the three; a replica killed with SIGKILL mid-pull has its job finished by another,
  * the store verifying and no orphan left after GC; two replicas pulling images that share a base layer
- * fetch and upload it once. pg-boss needs Node 22.12+: on an older test runner the replicas run on the
+ * fetch and upload it once; a pull whose every upload is reset (issue 33) fails once, naming the bucket,
+ * every replica alive; a job two replicas died running is given up by the third. pg-boss needs Node 22.12+: on an older test runner the replicas run on the
  * Node 24 that scripts/setup.sh keeps in .node24/; replicated-store.test.ts checks that serve on Node 20
  * says it needs a newer one.
  */
@@ -32,6 +33,10 @@ let db: RunningPostgres;
 let location: S3Location;
 /** Slows the large fixture's blobs (so a replica can be killed mid-pull) and counts every request. */
 let proxy: FaultProxy;
+/** radosgw as the replicas reach it: resets the connection of any upload of the poison blob. */
+let s3proxy: FaultProxy;
+/** The hex digest of a blob whose every upload is cut off, or undefined. */
+let poison: string | undefined;
 let dir: string;
 let env: NodeJS.ProcessEnv;
 let replicas: RunningService[] = [];
@@ -50,7 +55,7 @@ async function replicaConfig(name: string): Promise<string> {
     config,
     [
       '[store.s3]',
-      `endpoint = "${s3.endpoint}"`,
+      `endpoint = "${s3proxy.url}"`,
       `bucket = "${location.bucket}"`,
       `prefix = "${location.prefix}"`,
       '',
@@ -128,6 +133,14 @@ describe.runIf(SERVE_NODE !== undefined)('three stowage serve replicas on Postgr
           ? { kind: 'trickle', bytes: 256 * 1024, everyMs: 16 }
           : undefined,
     });
+    s3proxy = await startFaultProxy({
+      upstream: s3.endpoint,
+      keepHost: true,
+      fault: (req) =>
+        poison && req.method === 'PUT' && req.url?.includes(poison)
+          ? { kind: 'drop-request', afterBytes: 1 }
+          : undefined,
+    });
     await writeFile(w.conf, insecureConf(plain.host, proxy.host));
     env = { ...w.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey };
     replicas = await Promise.all(['r0', 'r1', 'r2'].map(startReplica));
@@ -135,7 +148,7 @@ describe.runIf(SERVE_NODE !== undefined)('three stowage serve replicas on Postgr
 
   afterAll(async () => {
     await Promise.all(replicas.map((r) => r.stop()));
-    await Promise.all([s3?.stop(), db?.stop(), proxy?.close()]);
+    await Promise.all([s3?.stop(), db?.stop(), proxy?.close(), s3proxy?.close()]);
   });
 
   it('says each replica is one of several on PostgreSQL in /readyz', async () => {
@@ -293,4 +306,81 @@ describe.runIf(SERVE_NODE !== undefined)('three stowage serve replicas on Postgr
     const ran = await waitJob(replicas[1]!, (inMinute[0] as unknown as { id: string }).id);
     expect(ran.state).toBe('succeeded');
   }, 180_000);
+
+  it('fails a pull whose every upload is reset once, naming the bucket, and every replica keeps serving', async () => {
+    const repo = await buildTaggedRepo(join(dir, 'poison'), {
+      count: 1,
+      baseKiB: 512,
+      ownKiB: 64,
+      seed: 'poison',
+    });
+    await pushTags(repo.layout, repo.tags, `${plain.host}/replicas/poison`);
+    poison = [...repo.blobs].find(([, size]) => size > 256 * 1024)![0].slice('sha256:'.length);
+    try {
+      const { id } = await pull(replicas[1]!, `${plain.host}/replicas/poison:${repo.tags[0]}`);
+      const done = await waitJob(replicas[2]!, id);
+      expect(done.state).toBe('failed');
+      const error = done.error as { message: string };
+      expect(error.message).toContain(`s3://${location.bucket}/${location.prefix}`);
+      expect(error.message).toContain(poison);
+      expect(error.message).not.toContain(s3.secretAccessKey);
+      expect(error.message).not.toContain(dir);
+      // Two more heartbeat periods: the failed job is never handed to another replica.
+      await new Promise((r) => setTimeout(r, 25_000));
+      const events = await followEvents(replicas[0]!, id);
+      const runs = events.filter(
+        (e) => e.event === 'state' && (e.data as { state: string }).state === 'running',
+      );
+      expect(runs).toHaveLength(1);
+      expect((await job(replicas[0]!, id)).state).toBe('failed');
+    } finally {
+      poison = undefined;
+    }
+    for (const [i, r] of replicas.entries()) {
+      expect([r.child.exitCode, r.child.signalCode], `replica r${i}`).toEqual([null, null]);
+      expect((await fetch(`${r.url}/readyz`)).status).toBe(200);
+    }
+    // And they still do their work: a pull of something else succeeds.
+    const after = await pull(replicas[1]!, `${plain.host}/fixtures/small:v1`);
+    expect((await waitJob(replicas[0]!, after.id)).state).toBe('succeeded');
+  }, 180_000);
+
+  it('gives up a job after two replicas died running it, and the third lives on', async () => {
+    // An image no replica holds yet, whose one big layer trickles through the proxy for seconds.
+    const repo = await buildTaggedRepo(join(dir, 'doomed'), {
+      count: 1,
+      baseKiB: 128 * 1024,
+      ownKiB: 64,
+      seed: 'doomed',
+    });
+    await pushTags(repo.layout, repo.tags, `${plain.host}/replicas/doomed`);
+    const { id } = await pull(replicas[0]!, `${proxy.host}/replicas/doomed:${repo.tags[0]}`);
+    const killed: number[] = [];
+    for (let round = 0; round < 2; round++) {
+      const holder = await until(
+        `the pull to be under way on a live replica (round ${round + 1})`,
+        async () => {
+          const j = await job(replicas.find((_, i) => !killed.includes(i))!, id);
+          const p = j.progress as { bytesDone: number };
+          const at = replicas.findIndex((_, i) => `r${i}` === j.replica);
+          return j.state === 'running' && p.bytesDone > 0 && at >= 0 && !killed.includes(at) ? at : undefined;
+        },
+      );
+      await replicas[holder]!.stop('SIGKILL');
+      killed.push(holder);
+    }
+    const third = replicas.findIndex((_, i) => !killed.includes(i));
+    const done = await until('the third replica to give it up', async () => {
+      const j = await job(replicas[third]!, id);
+      return ['succeeded', 'failed', 'canceled'].includes(j.state as string) ? j : undefined;
+    });
+    expect(done.state).toBe('failed');
+    const names = killed.map((i) => `r${i}`).join(', ');
+    expect((done.error as { message: string }).message).toContain(
+      `(${names}) stopped without finishing it 2 times`,
+    );
+    expect([replicas[third]!.child.exitCode, replicas[third]!.child.signalCode]).toEqual([null, null]);
+    expect((await fetch(`${replicas[third]!.url}/readyz`)).status).toBe(200);
+    for (const i of killed) replicas[i] = await startReplica(`r${i}`);
+  }, 240_000);
 });

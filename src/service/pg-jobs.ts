@@ -43,6 +43,11 @@ export const PG_BOSS_NODE = '22.12.0';
 
 /** Deliveries of one job before it is given up (each replica death or stop costs one). */
 const MAX_ATTEMPTS = 5;
+/**
+ * Replicas that may die running one job before it is given up. A job whose replica vanished twice
+ * (no goodbye: killed, out of memory, a crash) may be what kills them: a third would be the next to go.
+ */
+const MAX_LOST = 2;
 /** Events stored per job; progress past this only updates the job's row. */
 const MAX_EVENTS = 2000;
 /** How often a running job's pending events are written (progress comes faster; the newest wins). */
@@ -457,7 +462,8 @@ export class PgJobs implements JobSystem {
     const row = claimed.rows[0];
     if (!row) return; // Canceled while queued, or already ended.
     const job = toJob(row);
-    if (row.attempts > 1) await this.releaseLeasesOf(row, id);
+    const vanished = row.attempts > 1 ? await this.lostReplicas(id) : [];
+    await this.releaseLeasesOf(row, vanished.at(-1));
     const seq = await this.query<{ n: number | null }>(
       'select max(seq) as n from stowage_job_events where job_id = $1',
       [id],
@@ -471,11 +477,9 @@ export class PgJobs implements JobSystem {
       pending: [],
       writing: Promise.resolve(),
     };
-    if (row.attempts > MAX_ATTEMPTS) {
-      await this.finish(r, 'failed', undefined, {
-        code: 'INTERRUPTED',
-        message: `the replicas running this job stopped ${MAX_ATTEMPTS} times; start it again`,
-      });
+    const given = giveUp(row.attempts, vanished);
+    if (given) {
+      await this.finish(r, 'failed', undefined, { code: 'INTERRUPTED', message: given });
       return;
     }
     this.running.set(id, r);
@@ -496,17 +500,24 @@ export class PgJobs implements JobSystem {
   }
 
   /**
-   * A job taken over from a replica that stopped beating: that replica is gone, so the blob leases it
-   * held (src/store/blob-leases.ts) are dropped now rather than left to expire, and this replica can
-   * write those blobs at once. The previous holder is read from the events (the claim overwrote it).
+   * The replicas that stopped beating while running this job, oldest first: a 'running' state event
+   * that no 'queued' one follows (a replica that stops gracefully hands the job back with one).
    */
-  private async releaseLeasesOf(row: JobRow, id: string): Promise<void> {
-    const prev = await this.query<{ replica: string | null }>(
-      `select data->>'replica' as replica from stowage_job_events
-       where job_id = $1 and type = 'state' and data->>'state' = 'running' order by seq desc limit 1`,
+  private async lostReplicas(id: string): Promise<string[]> {
+    const states = await this.query<{ state: string; replica: string | null }>(
+      `select data->>'state' as state, data->>'replica' as replica from stowage_job_events
+       where job_id = $1 and type = 'state' order by seq`,
       [id],
     );
-    const gone = prev.rows[0]?.replica;
+    return lostHolders(states.rows);
+  }
+
+  /**
+   * A job taken over from a replica that stopped beating: that replica is gone, so the blob leases it
+   * held (src/store/blob-leases.ts) are dropped now rather than left to expire, and this replica can
+   * write those blobs at once.
+   */
+  private async releaseLeasesOf(row: JobRow, gone: string | undefined): Promise<void> {
     if (gone && gone !== row.replica) {
       await this.query('delete from stowage_blob_leases where replica = $1', [gone]).catch(() => {});
     }
@@ -695,4 +706,30 @@ function toJob(row: JobRow): Job {
     ...(row.error ? { error: row.error } : {}),
     ...(row.replica ? { replica: row.replica } : {}),
   };
+}
+
+/** Of a job's state events in order, the holders that no 'queued' (a graceful hand-back) followed. */
+export function lostHolders(states: readonly { state: string; replica: string | null }[]): string[] {
+  const lost: string[] = [];
+  let holder: string | undefined;
+  for (const s of states) {
+    if (s.state === 'running') {
+      if (holder !== undefined) lost.push(holder);
+      holder = s.replica ?? '?';
+    } else {
+      holder = undefined;
+    }
+  }
+  if (holder !== undefined) lost.push(holder);
+  return lost;
+}
+
+/** Why a job is not run again on this delivery, or undefined to run it. */
+export function giveUp(attempts: number, lost: readonly string[]): string | undefined {
+  if (lost.length >= MAX_LOST) {
+    return `the replicas running this job (${lost.join(', ')}) stopped without finishing it ${lost.length} times; it is not started again, since it may be what stops them: read those replicas' logs, then start it again`;
+  }
+  if (attempts > MAX_ATTEMPTS)
+    return `the replicas running this job stopped ${MAX_ATTEMPTS} times; start it again`;
+  return undefined;
 }

@@ -50,6 +50,8 @@ export async function startFaultProxy(opts: {
   fault?: (req: IncomingMessage, n: number) => Fault | undefined;
   /** Extra headers sent upstream (e.g. credentials the redirect target holds itself). */
   upstreamHeaders?: Record<string, string>;
+  /** Sends the client's Host header upstream as it came (an S3 request's signature covers it). */
+  keepHost?: boolean;
 }): Promise<FaultProxy> {
   const upstream = new URL(opts.upstream);
   const counts = new Map<string, number>();
@@ -80,7 +82,11 @@ export async function startFaultProxy(opts: {
       res.end();
       return;
     }
-    const headers = { ...req.headers, host: upstream.host, ...opts.upstreamHeaders };
+    const headers = {
+      ...req.headers,
+      ...(opts.keepHost ? {} : { host: upstream.host }),
+      ...opts.upstreamHeaders,
+    };
     if (fault?.kind === 'ignore-range') delete headers.range;
     const self = `http://${req.headers.host}`;
     const up = request(
