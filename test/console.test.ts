@@ -7,12 +7,13 @@
  * a screenshot of each page is written there (docs/console has them).
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness, insecureConf, stowage } from './harness/cli.js';
 import { type FaultProxy, startFaultProxy } from './harness/fault-proxy.js';
+import { buildImage, Layout } from './harness/fixtures.js';
 import { run } from './harness/processes.js';
 import {
   api,
@@ -21,7 +22,9 @@ import {
   serviceDir,
   startService,
   TOKENS,
+  waitJob,
 } from './harness/service.js';
+import { pushTags } from './harness/tagged-repo.js';
 
 const h = harness();
 const plain = h.registries.plain;
@@ -189,6 +192,65 @@ describe('the web console in Chromium', () => {
       // Swagger UI, served by stowage, renders the document it read with the session.
       await page.getByText('/v1/pulls').first().waitFor({ timeout: 30_000 });
       await shot(page, 'api');
+      expect(violations, violations.join('\n')).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  }, 120_000);
+
+  it('shows an image whose labels carry HTML, script, control characters and 100 KB as text, running nothing', async () => {
+    // The image, built here and pushed by skopeo: its labels are what an attacker controls.
+    const layout = new Layout(join(d.dir, 'hostile'));
+    await layout.init();
+    const img = await buildImage(layout, {
+      architecture: 'amd64',
+      layers: [[{ type: 'file', name: 'x', content: Buffer.from('x') }]],
+      labels: {
+        'org.example.html': '<img src=x onerror="window.__owned=1"><b>bold</b>',
+        'org.example.script': '<script>window.__owned=2</script>',
+        'org.example.link': 'javascript:window.__owned=3',
+        'org.example.terminal': '\u001b]0;owned\u0007\u202eevil',
+        'org.example.long': 'y'.repeat(100 * 1024),
+      },
+    });
+    await writeFile(
+      join(layout.dir, 'index.json'),
+      JSON.stringify({
+        schemaVersion: 2,
+        manifests: [
+          {
+            mediaType: 'application/vnd.oci.image.manifest.v1+json',
+            ...img.manifest,
+            annotations: { 'org.opencontainers.image.ref.name': 'v1' },
+          },
+        ],
+      }),
+    );
+    await pushTags(layout.dir, ['v1'], `${plain.host}/console/hostile`);
+    const res = await api(service, 'puller', '/v1/pulls', {
+      method: 'POST',
+      json: { ref: `${plain.host}/console/hostile:v1` },
+    });
+    expect(res.status).toBe(202);
+    const job = await waitJob(service, ((await res.json()) as { id: string }).id);
+    expect(job.state).toBe('succeeded');
+    const id = (job.result as { archives: { id: string }[] }).archives[0]!.id;
+
+    const { context, page } = await session(TOKENS.admin);
+    try {
+      await page.goto(`${service.url}/ui/archives/${id}`);
+      const labels = page.locator('tr', { has: page.getByRole('rowheader', { name: 'Labels' }) });
+      await labels.waitFor();
+      const text = (await labels.textContent()) ?? '';
+      expect(text).toContain('<img src=x onerror="window.__owned=1"><b>bold</b>');
+      expect(text).toContain('<script>window.__owned=2</script>');
+      expect(text).toContain('\\x1b]0;owned\\x07\\u{202e}evil');
+      expect(text).toMatch(/y{200}… \(\d+ more characters\)/);
+      expect(text.length).toBeLessThan(5000);
+      // Nothing became an element, a link or a script.
+      expect(await labels.locator('img, b, script, a').count()).toBe(0);
+      expect(await page.evaluate(() => (globalThis as { __owned?: number }).__owned)).toBeUndefined();
+      await shot(page, 'version-hostile');
       expect(violations, violations.join('\n')).toEqual([]);
     } finally {
       await context.close();

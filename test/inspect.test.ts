@@ -120,5 +120,11 @@ describe('stowage inspect and tags', () => {
     }
     // The Link parser keeps the path and query, whatever origin the registry names.
     expect(nextLink('<https://other.host/v2/x?last=1>; rel="next"')).toBe('/v2/x?last=1');
+    expect(nextLink('</v2/x?last=0>; rel="prev", </v2/x?last=2>; rel=next')).toBe('/v2/x?last=2');
+    expect(nextLink('</v2/x?last=0>; rel="prev"')).toBeUndefined();
+    // A next page that is no URL is the registry's fault, said as such (found by test/fuzz).
+    expect(() => nextLink('<http://[::1>; rel="next"')).toThrow(
+      /Link header names a next page that is not a URL/,
+    );
   });
 });

@@ -104,6 +104,11 @@ export async function readAuthFile(file: string, explicit = false): Promise<Auth
     if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !explicit) return undefined;
     throw new StowageError('INVALID_CONFIG', `cannot read auth file ${file}: ${(e as Error).message}`);
   }
+  return parseAuthFile(text, file);
+}
+
+/** Parses auth.json (or ~/.dockercfg) text; `file` names it in errors and decides the dialect. */
+export function parseAuthFile(text: string, file: string): AuthFile {
   let json: unknown;
   try {
     json = JSON.parse(text);

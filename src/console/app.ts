@@ -16,6 +16,7 @@ import type { ApiApp, AppDeps, Env } from '../api/shared.js';
 import { ERROR_CODES, StowageError, toStowageError } from '../errors.js';
 import type { Job, JobEvent } from '../service/jobs.js';
 import { deleteVersion, versionSigners } from '../service/operations.js';
+import { versionDetails } from '../service/version-details.js';
 import { diskUsage } from '../store/usage.js';
 import { archivesPage, CONSOLE_PAGE, versionPage } from './archives.js';
 import { jobPage, jobRows, jobsPage } from './jobs.js';
@@ -230,11 +231,15 @@ function mountArchives(app: ApiApp, deps: AppDeps, { render, act, field }: Kit):
   app.get('/ui/archives/:id', async (c) =>
     act(c, async () => {
       const v = await deps.engine.store.find(c.req.param('id'));
-      const signers = await versionSigners(deps.engine, v).catch(() => new Map<string, string>());
+      const [signers, details] = await Promise.all([
+        versionSigners(deps.engine, v).catch(() => new Map<string, string>()),
+        // A page without them rather than none: a blob the store lost is for verify to say.
+        versionDetails(deps.engine, v).catch(() => undefined),
+      ]);
       return render(
         c,
         { title: `${v.repository}:${v.tag}`, active: 'archives' },
-        versionPage(v, c.get('session'), signers),
+        versionPage(v, c.get('session'), signers, details),
       );
     }),
   );

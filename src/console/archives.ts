@@ -4,6 +4,8 @@
  */
 import { html } from 'hono/html';
 import type { Session } from '../api/session.js';
+import { shown } from '../core/printable.js';
+import type { VersionDetails } from '../service/version-details.js';
 import type { StoredVersion, VersionPage } from '../store/store.js';
 import { csrfField, formatBytes, type Html, ifAllowed, when } from './layout.js';
 
@@ -64,7 +66,30 @@ ${[...repos].map(
 <nav aria-label="Pages">${after ? html`<a href="/ui/archives${needle ? `?${new URLSearchParams({ q: needle })}` : ''}">First page</a> ` : ''}${page.next ? html`<a href="${more(page.next)}" rel="next">Next page</a>` : ''}</nav>`;
 }
 
-export function versionPage(v: StoredVersion, session: Session, signers: Map<string, string>): Html {
+/** Key-value pairs from the image (labels, annotations): each shown escaped, printable and cut. */
+function pairs(kv: Record<string, string>): Html | string {
+  const entries = Object.entries(kv).sort(([a], [b]) => a.localeCompare(b));
+  if (entries.length === 0) return '-';
+  return html`<dl class="pairs">${entries.map(([k, val]) => html`<dt class="mono">${shown(k, 120)}</dt><dd>${shown(val, 300)}</dd>`)}</dl>`;
+}
+
+function labelsRow(details: VersionDetails | undefined): Html | string {
+  if (!details) return '';
+  const single = details.labels.length === 1 && details.labels[0]!.platform === '';
+  return html`<tr><th scope="row">Annotations</th><td>${pairs(details.annotations)}</td></tr>
+<tr><th scope="row">Labels</th><td>${
+    single
+      ? pairs(details.labels[0]!.labels)
+      : details.labels.map((l) => html`<p class="note">${l.platform}</p>${pairs(l.labels)}`)
+  }</td></tr>`;
+}
+
+export function versionPage(
+  v: StoredVersion,
+  session: Session,
+  signers: Map<string, string>,
+  details?: VersionDetails,
+): Html {
   const token = session.token;
   const base = `${v.repository.replace(/[^A-Za-z0-9._-]+/g, '_')}_${v.tag}`;
   const sumLine = v.archive ? `${v.archive.sha256}  ${base}.tar` : undefined;
@@ -76,14 +101,15 @@ ${v.sourceDigest && v.sourceDigest !== v.descriptor.digest ? html`<tr><th scope=
 <tr><th scope="row">Media type</th><td class="mono">${v.descriptor.mediaType}</td></tr>
 <tr><th scope="row">Platforms</th><td>${v.platforms.join(', ') || '-'}</td></tr>
 <tr><th scope="row">Taken</th><td>${when(v.taken)}</td></tr>
-<tr><th scope="row">Source</th><td>${v.source}</td></tr>
+<tr><th scope="row">Source</th><td>${shown(v.source, 300)}</td></tr>
+${labelsRow(details)}
 <tr><th scope="row">oci-archive</th><td>${v.archive ? html`${formatBytes(v.archive.size)}, sha256 <span class="mono">${v.archive.sha256}</span>` : 'checksum computed at its first download'}</td></tr>
 <tr><th scope="row">Attached</th><td>${
     (v.referrers ?? []).length === 0
       ? 'no signatures, attestations or SBOMs'
       : html`<ul>${(v.referrers ?? []).map(
           (r) =>
-            html`<li><span class="mono">${r.descriptor.digest.slice(0, 19)}&hellip;</span> ${r.descriptor.artifactType ?? r.tag ?? r.descriptor.mediaType}${signers.has(r.descriptor.digest) ? html` (verified with ${signers.get(r.descriptor.digest)})` : ''}</li>`,
+            html`<li><span class="mono">${r.descriptor.digest.slice(0, 19)}&hellip;</span> ${shown(r.descriptor.artifactType ?? r.tag ?? r.descriptor.mediaType, 200)}${signers.has(r.descriptor.digest) ? html` (verified with ${signers.get(r.descriptor.digest)})` : ''}</li>`,
         )}</ul>`
   }</td></tr>
 </tbody></table></div>

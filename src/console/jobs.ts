@@ -4,6 +4,7 @@
  */
 import { html } from 'hono/html';
 import type { Session } from '../api/session.js';
+import { shown } from '../core/printable.js';
 import type { Job, JobEvent } from '../service/jobs.js';
 import { TERMINAL } from '../service/jobs.js';
 import { csrfField, formatBytes, type Html, ifAllowed, stateLabel, when } from './layout.js';
@@ -80,7 +81,7 @@ export function jobPage(job: Job, events: JobEvent[], session: Session): Html {
 <span>${formatBytes(b.size)}</span>`,
   )}</div>
 <p class="note">Asked by ${job.requestedBy} at ${when(job.createdAt)}${job.startedAt ? html`, started ${when(job.startedAt)}` : ''}${job.finishedAt ? html`, ended ${when(job.finishedAt)}` : ''}.</p>
-${job.error ? html`<p class="flash error">${job.error.code}: ${job.error.message}</p>` : ''}
+${job.error ? html`<p class="flash error">${job.error.code}: ${shown(job.error.message, 2000)}</p>` : ''}
 ${archives.length ? html`<h2>Stored</h2><ul>${archives.map((a) => html`<li><a href="/ui/archives/${a.id}">version ${a.id}</a> <span class="mono">sha256 ${a.sha256}</span></li>`)}</ul>` : ''}
 ${
   TERMINAL.has(job.state)

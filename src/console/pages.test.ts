@@ -93,9 +93,18 @@ describe('hostile text on the console’s pages', () => {
         },
         session,
         new Map(),
+        {
+          annotations: { [`org.example.${evil}`]: evil },
+          labels: [{ platform: '', labels: { note: `\u001b]0;owned\u0007${'x'.repeat(100 * 1024)}` } }],
+        },
       ),
     );
     expect(page).not.toContain('<script>alert');
+    // A 100 KB label is cut, its length said; a terminal escape is shown as text, never sent raw.
+    expect(page).toContain('more characters)');
+    expect(page.length).toBeLessThan(20_000);
+    expect(page).not.toContain('\u001b');
+    expect(page).toContain('\\x1b]0;owned\\x07');
     expect(page).not.toContain('<img src=x');
     expect(page).toContain('&lt;script&gt;alert(2)&lt;/script&gt;');
     const job: JobConfig = { name: 'j', source: 'r.test/team/app' };

@@ -6,6 +6,7 @@ import { Cron } from 'croner';
 import { html } from 'hono/html';
 import type { Session } from '../api/session.js';
 import type { JobConfig } from '../config/stowage.js';
+import { shown } from '../core/printable.js';
 import type { Job } from '../service/jobs.js';
 import type { DiskUsage } from '../store/usage.js';
 import type { SyncReport } from '../sync/sync.js';
@@ -75,11 +76,11 @@ ${ifAllowed(
 /** One repository's part of a sync job's last run: its error, its tags, what left the mirror. */
 function lastReport(report: SyncReport['jobs'][number], named: boolean): Html {
   return html`${named ? html`<h3 class="mono">${report.source}${report.mirror ? html` &rarr; ${report.mirror}` : ''}</h3>` : ''}
-${report.error ? html`<p class="state-failed">${report.error}</p>` : ''}
+${report.error ? html`<p class="state-failed">${shown(report.error, 2000)}</p>` : ''}
 ${
   report.tags.length
     ? html`<div class="scroll"><table><thead><tr><th>Tag</th><th>Result</th><th>Archive</th><th class="opt">Digest</th><th class="opt">Fetched</th></tr></thead><tbody>
-${report.tags.map((t) => html`<tr><td>${t.tag}</td><td>${t.action}${t.error ? html` <span class="state-failed">${t.error}</span>` : ''}</td><td>${t.archive ?? '-'}</td><td class="opt mono">${t.digest ? `${t.digest.slice(0, 19)}...` : '-'}</td><td class="opt">${formatBytes(t.fetchedBytes)}</td></tr>`)}
+${report.tags.map((t) => html`<tr><td>${shown(t.tag, 200)}</td><td>${t.action}${t.error ? html` <span class="state-failed">${shown(t.error, 2000)}</span>` : ''}</td><td>${t.archive ?? '-'}</td><td class="opt mono">${t.digest ? `${t.digest.slice(0, 19)}...` : '-'}</td><td class="opt">${formatBytes(t.fetchedBytes)}</td></tr>`)}
 </tbody></table></div>`
     : ''
 }

@@ -15,3 +15,16 @@ export function printable(text: string, opts: { keepNewlines?: boolean } = {}): 
     return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u{${n.toString(16)}}`;
   });
 }
+
+/**
+ * Text from outside, printable and at most `max` characters: a 100 KB label must not make a page or
+ * a terminal line of 100 KB. What was left out is said, so the cut is not mistaken for the value.
+ */
+export function shown(text: string, max = 200): string {
+  const safe = printable(text);
+  if (safe.length <= max) return safe;
+  let head = safe.slice(0, max);
+  // Never half a surrogate pair.
+  if (/[\ud800-\udbff]$/.test(head)) head = head.slice(0, -1);
+  return `${head}… (${safe.length - head.length} more characters)`;
+}
