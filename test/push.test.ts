@@ -5,7 +5,7 @@
  * keeps failing) end with a clear error and no tag on an incomplete image.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
@@ -169,8 +169,11 @@ describe('push and copy', () => {
       multi,
     ]);
     const ours = join(w.dir, 'ours-d.tar');
+    // Pulled with a HOME of its own: the pushes below remember no manifest the image came with, so they
+    // compress (the same registry holds its layers; with that memory it would go back as it was).
+    const puller = await workdir('docker-restore-pull', insecureConf(plain.host));
     expect(
-      (await stowage(['pull', '-q', '-f', 'docker-archive', multi, '-o', ours], { env: w.env })).code,
+      (await stowage(['pull', '-q', '-f', 'docker-archive', multi, '-o', ours], { env: puller.env })).code,
     ).toBe(0);
 
     const digests: string[] = [];
@@ -218,8 +221,10 @@ describe('push and copy', () => {
   it('compresses a docker-archive as asked: gzip levels, zstd where Node has it, or none; refuses what cannot apply', async () => {
     const w = await workdir('compress-choices', insecureConf(plain.host));
     const saved = join(w.dir, 'saved.tar');
+    // Pulled with another HOME, so that the pushes compress (see the test above).
+    const puller = await workdir('compress-choices-pull', insecureConf(plain.host));
     expect(
-      (await stowage(['pull', '-q', '-f', 'docker-archive', multi, '-o', saved], { env: w.env })).code,
+      (await stowage(['pull', '-q', '-f', 'docker-archive', multi, '-o', saved], { env: puller.env })).code,
     ).toBe(0);
     const pushed = async (repo: string, flags: string[]) => {
       const r = await stowage(['push', '--json', ...flags, saved, `${plain.host}/${repo}/multi:v1`], {
@@ -316,7 +321,8 @@ describe('push and copy', () => {
   });
 
   it('puts a docker-archive back as it was pulled, digest intact, where the registry has its layers', async () => {
-    const w = await workdir('restore-original', insecureConf(plain.host));
+    const basic = h.registries.basic;
+    const w = await workdir('restore-original', insecureConf(plain.host, basic.host));
     // A repository of its own: the fixtures are shared by every test.
     const src = `${plain.host}/restore-src/multi`;
     await run('skopeo', [
@@ -343,10 +349,49 @@ describe('push and copy', () => {
     expect(img.newDigest).toBe(false);
     expect(JSON.parse(back.stdout).stats.uploaded).toBe(0);
     expect(await rawDigest(`${src}:restored`, ['--tls-verify=false'])).toBe(original);
-    // Where the layers are not, the archive's own layers are compressed and sent: a new digest.
-    const elsewhere = await stowage(['push', '--json', saved, `${plain.host}/elsewhere/multi:v1`], {
+    // Another repository of the same registry: the layers are mounted from the one the archive names
+    // (its RepoTags), and the manifest goes back as it was (issue 33).
+    const sibling = await stowage(['push', '--json', saved, `${plain.host}/elsewhere/multi:v1`], {
       env: w.env,
     });
+    expect(sibling.code, sibling.stderr).toBe(0);
+    const pushed = JSON.parse(sibling.stdout);
+    expect(pushed.images[0]).toMatchObject({ digest: original, newDigest: false });
+    expect(pushed.stats).toMatchObject({ uploaded: 0, mounted: 4 });
+    expect(await rawDigest(`${plain.host}/elsewhere/multi:v1`, ['--tls-verify=false'])).toBe(original);
+    // A registry that answers a mount with an upload session instead: the blobs are copied from the
+    // repository that holds them, and the digest is still kept.
+    const noMount = await startFaultProxy({
+      upstream: `http://${plain.host}`,
+      fault: (req) =>
+        req.method === 'POST' && req.url?.includes('mount=')
+          ? { kind: 'rewrite-path', path: req.url.split('?')[0]! }
+          : undefined,
+    });
+    proxies.push(noMount);
+    await writeFile(w.conf, insecureConf(plain.host, basic.host, noMount.host));
+    const viaProxy = saved.replace('.tar', '-proxied.tar');
+    expect(
+      (
+        await stowage(
+          ['pull', '-q', '-f', 'docker-archive', `${noMount.host}/restore-src/multi:v1`, '-o', viaProxy],
+          { env: w.env },
+        )
+      ).code,
+    ).toBe(0);
+    const copied = await stowage(['push', '--json', viaProxy, `${noMount.host}/unmounted/multi:v1`], {
+      env: w.env,
+    });
+    expect(copied.code, copied.stderr).toBe(0);
+    expect(JSON.parse(copied.stdout).images[0]).toMatchObject({ digest: original, newDigest: false });
+    expect(JSON.parse(copied.stdout).stats).toMatchObject({ mounted: 0 });
+    expect(await rawDigest(`${plain.host}/unmounted/multi:v1`, ['--tls-verify=false'])).toBe(original);
+    // Where the layers are not (another registry), the archive's own layers are compressed and sent:
+    // a new digest.
+    const elsewhere = await stowage(
+      ['push', '--json', '--creds', creds, saved, `${basic.host}/elsewhere/multi:v1`],
+      { env: w.env },
+    );
     expect(elsewhere.code, elsewhere.stderr).toBe(0);
     expect(JSON.parse(elsewhere.stdout).images[0].newDigest).toBe(true);
     // The archive is still read and checked: a damaged layer fails even where the registry has it.

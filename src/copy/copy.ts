@@ -154,6 +154,8 @@ export async function prepareCopy(
     stream?: ImageDestination['streamBlob'] | undefined;
     /** The destination's hasBlob: an image pulled before may go back as it was (see recompress.ts). */
     has?: ImageDestination['hasBlob'] | undefined;
+    /** The destination's readHeld: the bytes of a blob `has` found, if linking it fails. */
+    read?: ImageDestination['readHeld'] | undefined;
     /** Fail, before anything is converted or written, where a digest would change. */
     preserveDigests?: boolean | undefined;
   },
@@ -173,6 +175,7 @@ export async function prepareCopy(
         askedFor: opts.compress !== undefined,
         cache: opts.digestCache,
         has: opts.has,
+        read: opts.read,
         signal: opts.signal,
       })
     : new Map<PlannedImage, Recompressed>();
@@ -205,6 +208,7 @@ export async function prepareCopy(
           compression: opts.compress,
           stream: opts.stream,
           has: opts.has,
+          read: opts.read,
         }));
       if (!r) {
         images.push(p);
@@ -393,6 +397,7 @@ export async function copyPlanned<C>(
     ...opts,
     stream: destination.streamBlob?.bind(destination),
     has: destination.hasBlob?.bind(destination),
+    read: destination.readHeld?.bind(destination),
   });
   try {
     if (opts.dryRun) {

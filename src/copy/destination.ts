@@ -98,8 +98,13 @@ export interface ImageDestination<Committed = unknown> {
     open: () => Promise<AsyncIterable<Uint8Array>>,
     signal: AbortSignal,
   ): Promise<{ digest: string; size: number }>;
-  /** Whether the destination has a blob already, where it can say cheaply (a registry: HEAD). */
+  /**
+   * Whether the destination has a blob already, or can link it without its bytes, where it can say
+   * cheaply (a registry: HEAD, in the repository and the one it can mount from).
+   */
   hasBlob?(d: Descriptor, signal: AbortSignal): Promise<boolean>;
+  /** The bytes of a blob hasBlob said it has, for when linking it fails after all. */
+  readHeld?(d: Descriptor, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
   /** Makes the set visible: moves the archive into place, puts the tags, records the version. */
   commit(): Promise<Committed>;
   /** Removes what write left behind; never throws. */

@@ -25,6 +25,7 @@ export interface PreserveCheck {
   askedFor: boolean;
   cache?: DigestCache | undefined;
   has?: ImageDestination['hasBlob'] | undefined;
+  read?: ImageDestination['readHeld'] | undefined;
   signal?: AbortSignal | undefined;
 }
 

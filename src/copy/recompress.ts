@@ -70,6 +70,8 @@ export async function recompressPlainLayers(
      * manifest the cache recorded comes back as it was where all its layers are (see originalImage).
      */
     has?: ImageDestination['hasBlob'] | undefined;
+    /** The destination's readHeld: the bytes of a blob `has` found, if linking it fails. */
+    read?: ImageDestination['readHeld'] | undefined;
   },
 ): Promise<Recompressed | undefined> {
   const root = plan.root;
@@ -211,6 +213,7 @@ export async function originalImage(
     signal?: AbortSignal | undefined;
     cache?: DigestCache | undefined;
     has?: ImageDestination['hasBlob'];
+    read?: ImageDestination['readHeld'] | undefined;
   },
 ): Promise<Recompressed | undefined> {
   if (isIndexMediaType(plan.root.descriptor.mediaType)) return undefined;
@@ -245,8 +248,10 @@ export async function originalImage(
   const files = new Map<string, ConvertedLayer>();
   for (const [i, l] of original.layers.entries()) {
     const plain = synthesized.layers[i] as Descriptor;
+    const read = opts.read;
     files.set(l.digest, {
-      open: async () => {
+      open: async (s: AbortSignal) => {
+        if (read) return read(l, s);
         throw new StowageError(
           'REGISTRY',
           `layer ${l.digest} was at the destination a moment ago and is gone; push again (it will be compressed)`,

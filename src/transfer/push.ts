@@ -348,6 +348,8 @@ async function uploadTo(
       }),
     );
   }
+  // Layers in the image's origin repository count as there: mounted, the manifest goes back as it was.
+  for (const d of destinations) d.mountFromOrigin(planned.origin);
   // A docker-archive's plain layers are compressed once here, for every repository: sent while they
   // are compressed where there is one repository, through a scratch directory where there are more.
   const [only] = destinations;
@@ -361,6 +363,7 @@ async function uploadTo(
       compress: opts.compress,
       stream: destinations.length === 1 && only ? only.streamBlob.bind(only) : undefined,
       has: destinations.length === 1 && only ? only.hasBlob.bind(only) : undefined,
+      read: destinations.length === 1 && only ? only.readHeld.bind(only) : undefined,
       dryRun: opts.dryRun,
       preserveDigests: opts.preserveDigests,
     },

@@ -21,6 +21,8 @@ export type Fault =
   | { kind: 'rewrite-range'; rewrite: (body: Buffer) => Buffer }
   /** The registry's answer, its body sent `bytes` at a time every `everyMs` (a blob that trickles). */
   | { kind: 'trickle'; bytes: number; everyMs: number }
+  /** The request goes upstream to another path (a registry that ignores a parameter, say). */
+  | { kind: 'rewrite-path'; path: string }
   /** The proxy answers itself (protocol misbehaviour no real registry shows). */
   | { kind: 'respond'; handle: (req: IncomingMessage, res: ServerResponse) => void };
 
@@ -90,7 +92,13 @@ export async function startFaultProxy(opts: {
     if (fault?.kind === 'ignore-range') delete headers.range;
     const self = `http://${req.headers.host}`;
     const up = request(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers },
+      {
+        host: upstream.hostname,
+        port: upstream.port,
+        method: req.method,
+        path: fault?.kind === 'rewrite-path' ? fault.path : req.url,
+        headers,
+      },
       (upRes) => {
         const resHeaders = { ...upRes.headers, ...(fault?.kind === 'headers' ? fault.headers : {}) };
         // The registry's own absolute URLs (upload locations) point back through the proxy.

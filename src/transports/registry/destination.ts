@@ -64,8 +64,26 @@ export class RegistryDestination implements ImageDestination<BlobStats> {
     return this.sink.description;
   }
 
-  hasBlob(d: Descriptor, signal: AbortSignal): Promise<boolean> {
-    return this.sink.target.client.hasBlob(this.sink.target.repo, d.digest, signal);
+  /** Has it, or can mount it from a repository of the same registry (the image's origin). */
+  async hasBlob(d: Descriptor, signal: AbortSignal): Promise<boolean> {
+    return (await this.sink.holder(d, signal)) !== undefined;
+  }
+
+  /** The bytes of a blob hasBlob found (for a registry that answers a mount with an upload instead). */
+  async readHeld(d: Descriptor, signal: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+    const from = await this.sink.holder(d, signal);
+    if (!from) {
+      throw new StowageError(
+        'REGISTRY',
+        `layer ${d.digest} was in ${this.sink.target.host} a moment ago and is gone; push again (it will be compressed)`,
+      );
+    }
+    return (await this.sink.target.client.getBlob(from, d.digest, signal)).body;
+  }
+
+  /** Repositories of the destination's registry to mount from, known before anything is asked of it. */
+  mountFromOrigin(origin: ImageToWrite['origin']): void {
+    if (origin && origin.host === this.sink.target.host) this.sink.mountFrom.add(origin.repository);
   }
 
   streamBlob(
@@ -81,8 +99,7 @@ export class RegistryDestination implements ImageDestination<BlobStats> {
     const image = set.images[0];
     if (!image) throw new StowageError('INTERNAL', 'no image to write');
     this.signal = settings.signal;
-    if (image.origin && image.origin.host === this.sink.target.host)
-      this.sink.mountFrom.add(image.origin.repository);
+    this.mountFromOrigin(image.origin);
     await copyBlobs(
       this.sink,
       set.blobs,

@@ -117,18 +117,38 @@ export class RegistrySink implements BlobSink {
     return outcome;
   }
 
+  /** Other repositories of this registry a blob may be mounted from: the images' origins, then where it was seen. */
+  private mountSources(d: Descriptor): Set<string> {
+    const { host, repo } = this.target;
+    const froms = new Set([...this.mountFrom, ...this.opts.locations.candidates(host, d.digest, repo)]);
+    froms.delete(repo);
+    return froms;
+  }
+
+  /**
+   * The repository of this registry that holds a blob this sink can use without its bytes: its own, or
+   * one it can mount from (a HEAD each); undefined when none does.
+   */
+  async holder(d: Descriptor, signal: AbortSignal): Promise<string | undefined> {
+    const { client, repo } = this.target;
+    if (await client.hasBlob(repo, d.digest, signal)) return repo;
+    for (const from of this.mountSources(d)) {
+      // A repository the credentials cannot read is one that cannot be mounted from either.
+      if (await client.hasBlob(from, d.digest, signal).catch(() => false)) return from;
+    }
+    return undefined;
+  }
+
   private async place(
     d: Descriptor,
     open: () => Promise<AsyncIterable<Uint8Array>>,
     signal: AbortSignal,
   ): Promise<BlobOutcome> {
-    const { client, host, repo } = this.target;
+    const { client, repo } = this.target;
     if (this.streamed.has(d.digest)) return 'written';
     if (await client.hasBlob(repo, d.digest, signal)) return 'existing';
     let session: UploadSession | undefined;
-    const froms = new Set([...this.mountFrom, ...this.opts.locations.candidates(host, d.digest, repo)]);
-    froms.delete(repo);
-    for (const from of froms) {
+    for (const from of this.mountSources(d)) {
       // A registry that cannot mount answers with an upload session: that one is used.
       const r = await client.startUpload(repo, { digest: d.digest, from }, signal);
       if (r.mounted) return 'mounted';
