@@ -5,7 +5,9 @@
  * minute across the three; a replica killed with SIGKILL mid-pull has its job finished by another,
  * the store verifying and no orphan left after GC; two replicas pulling images that share a base layer
  * fetch and upload it once; a pull whose every upload is reset (issue 33) fails once, naming the bucket,
- * every replica alive; a job two replicas died running is given up by the third. pg-boss needs Node 22.12+: on an older test runner the replicas run on the
+ * every replica alive; a job two replicas died running is given up by the third; PostgreSQL stopped
+ * for 20 s mid-sync: every replica says not ready meanwhile and lives, the sync ends, the index names
+ * no missing blob, the next sync completes. pg-boss needs Node 22.12+: on an older test runner the replicas run on the
  * Node 24 that scripts/setup.sh keeps in .node24/; replicated-store.test.ts checks that serve on Node 20
  * says it needs a newer one.
  */
@@ -35,6 +37,8 @@ let location: S3Location;
 let proxy: FaultProxy;
 /** radosgw as the replicas reach it: resets the connection of any upload of the poison blob. */
 let s3proxy: FaultProxy;
+/** Blobs slower still (about 1 MiB/s each): a sync that is still running when PostgreSQL stops. */
+let slow: FaultProxy;
 /** The hex digest of a blob whose every upload is cut off, or undefined. */
 let poison: string | undefined;
 let dir: string;
@@ -71,6 +75,10 @@ async function replicaConfig(name: string): Promise<string> {
       `source = "${plain.host}/fixtures/small"`,
       'tags = ["v1"]',
       'schedule = "* * * * *"',
+      '',
+      '[[job]]',
+      'name = "outage"',
+      `source = "${slow.host}/replicas/outage"`,
       '',
     ].join('\n'),
   );
@@ -133,6 +141,13 @@ describe.runIf(SERVE_NODE !== undefined)('three stowage serve replicas on Postgr
           ? { kind: 'trickle', bytes: 256 * 1024, everyMs: 16 }
           : undefined,
     });
+    slow = await startFaultProxy({
+      upstream: `http://${plain.host}`,
+      fault: (req) =>
+        req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '')
+          ? { kind: 'trickle', bytes: 64 * 1024, everyMs: 60 }
+          : undefined,
+    });
     s3proxy = await startFaultProxy({
       upstream: s3.endpoint,
       keepHost: true,
@@ -141,14 +156,14 @@ describe.runIf(SERVE_NODE !== undefined)('three stowage serve replicas on Postgr
           ? { kind: 'drop-request', afterBytes: 1 }
           : undefined,
     });
-    await writeFile(w.conf, insecureConf(plain.host, proxy.host));
+    await writeFile(w.conf, insecureConf(plain.host, proxy.host, slow.host));
     env = { ...w.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey };
     replicas = await Promise.all(['r0', 'r1', 'r2'].map(startReplica));
   }, 120_000);
 
   afterAll(async () => {
     await Promise.all(replicas.map((r) => r.stop()));
-    await Promise.all([s3?.stop(), db?.stop(), proxy?.close(), s3proxy?.close()]);
+    await Promise.all([s3?.stop(), db?.stop(), proxy?.close(), s3proxy?.close(), slow?.close()]);
   });
 
   it('says each replica is one of several on PostgreSQL in /readyz', async () => {
@@ -383,4 +398,85 @@ describe.runIf(SERVE_NODE !== undefined)('three stowage serve replicas on Postgr
     expect((await fetch(`${replicas[third]!.url}/readyz`)).status).toBe(200);
     for (const i of killed) replicas[i] = await startReplica(`r${i}`);
   }, 240_000);
+
+  it('rides out PostgreSQL stopped for 20 s in the middle of a sync: not ready meanwhile, the sync ends, the store holds', async () => {
+    const repo = await buildTaggedRepo(join(dir, 'outage'), {
+      count: 4,
+      baseKiB: 256,
+      ownKiB: 6 * 1024,
+      seed: 'outage',
+    });
+    await pushTags(repo.layout, repo.tags, `${plain.host}/replicas/outage`);
+    const sync = async () => {
+      const res = await api(replicas[0]!, 'admin', '/v1/syncs', {
+        method: 'POST',
+        json: { jobs: ['outage'] },
+      });
+      expect(res.status, await res.clone().text()).toBe(202);
+      return ((await res.json()) as { id: string }).id;
+    };
+    const id = await sync();
+    await until('the sync to be under way', async () => {
+      const last = await job(replicas[1]!, id);
+      if (['succeeded', 'failed'].includes(last.state as string))
+        throw new Error(`ended: ${JSON.stringify(last)}`);
+      return last.state === 'running' ? last : undefined;
+    });
+    // Its layers are arriving (a sync job reports no byte counts, only its end: issue 37).
+    await new Promise((r) => setTimeout(r, 2000));
+    await db.pause();
+    // While it is away every replica says it is not ready, and why; none of them dies.
+    const seen = new Set<string>();
+    const end = Date.now() + 20_000;
+    while (Date.now() < end) {
+      for (const r of replicas) {
+        const res = await fetch(`${r.url}/readyz`);
+        const body = (await res.json()) as { reason?: string };
+        if (res.status === 503 && body.reason?.includes('PostgreSQL database is unreachable'))
+          seen.add(r.url);
+        expect(body.reason ?? '').not.toContain(db.url);
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(seen.size).toBe(3);
+    await db.resume();
+    for (const r of replicas) {
+      await until('every replica to be ready again', async () =>
+        (await fetch(`${r.url}/readyz`)).ok ? true : undefined,
+      );
+      expect([r.child.exitCode, r.child.signalCode]).toEqual([null, null]);
+    }
+    // The sync ends, one way or the other (tags whose versions could not be written fail).
+    const ended = await until(
+      'the sync to end',
+      async () => {
+        const j = await job(replicas[2]!, id);
+        return ['succeeded', 'failed'].includes(j.state as string) ? j : undefined;
+      },
+      180_000,
+    );
+    expect(['succeeded', 'failed']).toContain(ended.state);
+    // What the index holds is whole: every blob of every version is in the bucket.
+    const consistent = async () => {
+      const store = await inspector();
+      try {
+        const versions = await store.versions();
+        const need = await store.referenced(versions);
+        const have = new Set<string>();
+        for await (const b of new S3Blobs(location).list()) have.add(b.digest);
+        expect([...need].filter((d) => !have.has(d))).toEqual([]);
+        return versions
+          .filter((v) => v.repository.endsWith('replicas/outage'))
+          .map((v) => v.tag)
+          .sort();
+      } finally {
+        await store.close();
+      }
+    };
+    await consistent();
+    // And the next run completes it.
+    const again = await waitJob(replicas[1]!, await sync());
+    expect(again.state, JSON.stringify(again.error)).toBe('succeeded');
+    expect(await consistent()).toEqual([...repo.tags].sort());
+  }, 300_000);
 });

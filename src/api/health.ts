@@ -23,7 +23,12 @@ const modeSchema = z.object({
   /** This replica's name, when replicas share PostgreSQL. */
   replica: z.string().optional(),
 });
-const readySchema = z.object({ status: z.string(), mode: modeSchema });
+const readySchema = z.object({
+  status: z.string(),
+  mode: modeSchema,
+  /** Why not ready, when it is not for a reason other than starting or stopping (its database away). */
+  reason: z.string().optional(),
+});
 
 const readyzRoute = createRoute({
   method: 'get',
@@ -33,7 +38,7 @@ const readyzRoute = createRoute({
   summary: 'Readiness: the store is open and jobs are accepted',
   responses: {
     200: json('ready', readySchema),
-    503: json('starting or shutting down', readySchema),
+    503: json('starting, shutting down, or its database unreachable', readySchema),
   },
 });
 
@@ -60,9 +65,13 @@ export function healthApi(deps: AppDeps): ApiApp {
     jobs: deps.jobs.mode,
     ...(deps.replica ? { replica: deps.replica } : {}),
   };
-  api.openapi(readyzRoute, (c) =>
-    deps.ready() ? c.json({ status: 'ready', mode }, 200) : c.json({ status: 'not ready', mode }, 503),
-  );
+  api.openapi(readyzRoute, async (c) => {
+    if (!deps.ready()) return c.json({ status: 'not ready', mode }, 503);
+    // A replica whose database is away takes no jobs: a load balancer sends requests to the others.
+    const reason = await deps.jobs.unavailable?.();
+    if (reason) return c.json({ status: 'not ready', mode, reason }, 503);
+    return c.json({ status: 'ready', mode }, 200);
+  });
 
   api.openapi(metricsRoute, async (c) => {
     const text = await deps.metrics.registry.metrics();

@@ -508,6 +508,7 @@ export interface operations {
               jobs: "in-process" | "postgres";
               replica?: string;
             };
+            reason?: string;
           };
         };
       };
@@ -523,6 +524,7 @@ export interface operations {
               jobs: "in-process" | "postgres";
               replica?: string;
             };
+            reason?: string;
           };
         };
       };

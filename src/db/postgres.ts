@@ -74,7 +74,13 @@ export function openPool(
 ): Database {
   const url = new URL(connectionString);
   const description = `postgres://${url.host}${url.pathname}`;
-  const pool = new pg.Pool({ connectionString, password: opts.password, max: opts.max ?? 4 });
+  const pool = new pg.Pool({
+    connectionString,
+    password: opts.password,
+    max: opts.max ?? 4,
+    // A server that does not answer (a host gone, a firewall) fails a query in seconds, not never.
+    connectionTimeoutMillis: 10_000,
+  });
   // A connection the server ends (a restart, an admin) must not end the process with it.
   pool.on('error', () => {});
   return { pool, description };

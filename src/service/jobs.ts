@@ -108,6 +108,11 @@ export interface JobSystem {
     listener: (e: JobEvent) => void,
     onEnd: () => void,
   ): Awaitable<() => void>;
+  /**
+   * Why this replica cannot take or report jobs now (its database unreachable), for /readyz; undefined
+   * when it can. Absent: always can (jobs in process).
+   */
+  unavailable?(): Promise<string | undefined>;
   /** Queues a sync of each scheduled job when its cron expression fires (once, across replicas). */
   schedule(schedules: Schedule[], onError: (job: string, e: Error) => void): Awaitable<void>;
   shutdown(): Promise<void>;

@@ -54,6 +54,10 @@ const MAX_EVENTS = 2000;
 const FLUSH_MS = 250;
 /** Subscribers read the table this often even without a notification (a listener reconnecting). */
 const BACKSTOP_MS = 3000;
+/** How long a job's end is retried while the database is unreachable (a restart, a failover). */
+const END_RETRY_MS = 120_000;
+/** /readyz asks the database at most this often. */
+const PROBE_MS = 1000;
 const EVENTS_CHANNEL = 'stowage_job_events';
 const CANCEL_CHANNEL = 'stowage_job_cancel';
 
@@ -236,11 +240,34 @@ export class PgJobs implements JobSystem {
       // The backstop keeps subscribers going meanwhile; reconnect for cancels and prompt events.
       client.release(true);
       this.listener = undefined;
-      if (this.accepting) setTimeout(() => void this.listen().catch(() => {}), 1000).unref();
+      this.relisten();
     });
     await client.query(`listen ${EVENTS_CHANNEL}`);
     await client.query(`listen ${CANCEL_CHANNEL}`);
     this.listener = client;
+  }
+
+  /** Listens again once the database is back: tried every 2 s for as long as this replica runs. */
+  private relisten(): void {
+    if (!this.accepting) return;
+    setTimeout(() => void this.listen().catch(() => this.relisten()), 2000).unref();
+  }
+
+  private probed: { at: number; why: Promise<string | undefined> } | undefined;
+
+  async unavailable(): Promise<string | undefined> {
+    const now = Date.now();
+    if (!this.probed || now - this.probed.at > PROBE_MS) {
+      this.probed = {
+        at: now,
+        why: this.db.pool.query('select 1').then(
+          () => undefined,
+          // Anonymous callers read this: the database is not named.
+          () => 'its PostgreSQL database is unreachable; it takes no jobs until the database is back',
+        ),
+      };
+    }
+    return this.probed.why;
   }
 
   private notified(channel: string, id: string): void {
@@ -569,9 +596,23 @@ export class PgJobs implements JobSystem {
     throw new StowageError('UNAVAILABLE', 'this replica stopped while running the job');
   }
 
+  /**
+   * Records a job's end. The database may be gone for a moment (a restart): the end is tried again
+   * for a while rather than lost, so the job is not run a second time for nothing once it is back.
+   */
   private async finish(r: Running, state: JobState, result?: unknown, error?: Job['error']): Promise<void> {
-    await this.flush(r);
-    await this.end(r.job.id, r, state, result, error);
+    const until = Date.now() + END_RETRY_MS;
+    for (;;) {
+      try {
+        await this.flush(r);
+        await this.end(r.job.id, r, state, result, error);
+        return;
+      } catch (e) {
+        if (Date.now() > until || !this.accepting) throw e;
+        this.opts.onWarning?.(`${toStowageError(e).message}; trying again to record job ${r.job.id}'s end`);
+        await new Promise((ok) => setTimeout(ok, 2000));
+      }
+    }
   }
 
   /**
@@ -657,25 +698,31 @@ export class PgJobs implements JobSystem {
   private flush(r: Running): Promise<void> {
     clearTimeout(r.timer);
     r.timer = undefined;
-    r.writing = r.writing.then(async () => {
-      const events = r.pending.splice(0);
-      if (events.length === 0) return;
-      await this.query(
-        `with e as (insert into stowage_job_events (job_id, seq, type, data)
+    // A write that failed (the database away) leaves its events pending for the next one.
+    r.writing = r.writing
+      .catch(() => {})
+      .then(async () => {
+        const events = r.pending.splice(0);
+        if (events.length === 0) return;
+        await this.query(
+          `with e as (insert into stowage_job_events (job_id, seq, type, data)
            select $1, * from unnest($2::int[], $3::text[], $4::jsonb[]) on conflict do nothing)
          update stowage_jobs set progress = $5 where id = $1 and attempts = $6`,
-        [
-          r.job.id,
-          events.map((e) => e.seq),
-          events.map((e) => e.type),
-          events.map((e) => JSON.stringify(e.data ?? null)),
-          r.job.progress,
-          r.attempt,
-        ],
-      );
-      r.stored += events.length;
-      await this.query('select pg_notify($1, $2)', [EVENTS_CHANNEL, r.job.id]);
-    });
+          [
+            r.job.id,
+            events.map((e) => e.seq),
+            events.map((e) => e.type),
+            events.map((e) => JSON.stringify(e.data ?? null)),
+            r.job.progress,
+            r.attempt,
+          ],
+        ).catch((e) => {
+          r.pending.unshift(...events);
+          throw e;
+        });
+        r.stored += events.length;
+        await this.query('select pg_notify($1, $2)', [EVENTS_CHANNEL, r.job.id]);
+      });
     return r.writing;
   }
 

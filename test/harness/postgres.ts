@@ -12,6 +12,9 @@ export interface RunningPostgres {
   /** postgres://postgres@127.0.0.1:PORT/postgres */
   url: string;
   port: number;
+  /** Stops the server (fast shutdown: clients are cut off), keeping its data, and starts it again. */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -52,9 +55,8 @@ export async function startPostgres(): Promise<RunningPostgres> {
     await pg('pg_ctl', ['-D', data, 'stop', '-m', 'immediate', '-s']).catch(() => {});
     await rm(dir, { recursive: true, force: true });
   };
-  try {
-    await pg('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8']);
-    await pg('pg_ctl', [
+  const start = () =>
+    pg('pg_ctl', [
       '-D',
       data,
       '-w',
@@ -65,7 +67,11 @@ export async function startPostgres(): Promise<RunningPostgres> {
       `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=off`,
       'start',
     ]);
-    return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, port, stop };
+  const pause = () => pg('pg_ctl', ['-D', data, 'stop', '-m', 'fast', '-w', '-s']);
+  try {
+    await pg('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8']);
+    await start();
+    return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, port, pause, resume: start, stop };
   } catch (e) {
     await stop();
     throw e;
