@@ -2,7 +2,9 @@
  * The replicated store (src/store/replicated.ts) with every engine really started: docker-registry as
  * the source, radosgw for the blobs, PostgreSQL for the index. A sync through one replica is listed by
  * another, whose export is byte for byte what `stowage pull` writes, and a sync through the other finds
- * nothing to fetch; GC keeps what versions reference and what is younger than its grace.
+ * nothing to fetch; GC keeps what versions reference and what is younger than its grace; radosgw
+ * killed and restarted in the middle of a layer's upload (issue 33): the sync ends, the index names no
+ * missing blob, GC leaves no orphan, and the next sync completes.
  */
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
@@ -197,6 +199,103 @@ describe('the replicated store', () => {
       await store.close();
     }
   });
+
+  it('rides out radosgw restarted in the middle of an upload: the tag is stored or fails, the store holds, GC leaves no orphan', async () => {
+    const w = await workdir('rgw-restart', '');
+    const repo = await buildTaggedRepo(join(w.dir, 'repo'), {
+      count: 1,
+      baseKiB: 96 * 1024,
+      ownKiB: 64,
+      seed: 'rgw-restart',
+    });
+    await pushTags(repo.layout, repo.tags, `${plain.host}/rgw/restart`);
+    const base = [...repo.blobs].find(([, size]) => size > 64 * 1024 * 1024)![0];
+    // Blobs trickle (about 16 MiB/s), so the layer's multipart upload is under way for seconds.
+    const proxy = await startFaultProxy({
+      upstream: `http://${plain.host}`,
+      fault: (req) =>
+        req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '')
+          ? { kind: 'trickle', bytes: 256 * 1024, everyMs: 16 }
+          : undefined,
+    });
+    await writeFile(w.conf, insecureConf(plain.host, proxy.host));
+    const ctx = await Context.create({ registriesConf: w.conf, env: w.env });
+    const config = parseStowageConfig(
+      `[[job]]\nname = "restart"\nsource = "${proxy.host}/rgw/restart"\n`,
+      'stowage.toml',
+      w.env,
+    );
+    const admin = new S3Client({
+      endpoint: location.endpoint,
+      region: location.region,
+      forcePathStyle: true,
+      credentials: location.credentials,
+    });
+    const uploads = async () =>
+      ((await admin.send(new ListMultipartUploadsCommand({ Bucket: location.bucket }))).Uploads ?? []).map(
+        (u) => u.Key ?? '',
+      );
+    const gateway = await startFaultProxy({ upstream: location.endpoint, keepHost: true });
+    const blobs = new S3Blobs({ ...location, endpoint: gateway.url });
+    const store = new ReplicatedStore(
+      blobs,
+      await PgVersionIndex.open(db.url, { store: blobs.description }),
+      {
+        gcGraceMs: 0,
+      },
+    );
+    /** Every blob a version names is in the bucket; returns the tags stored of this repository. */
+    const whole = async () => {
+      const versions = await store.versions();
+      const need = await store.referenced(versions);
+      const have = new Set<string>();
+      for await (const b of new S3Blobs(location).list()) have.add(b.digest);
+      expect([...need].filter((d) => !have.has(d))).toEqual([]);
+      return {
+        need,
+        have,
+        tags: versions.filter((v) => v.repository.endsWith('rgw/restart')).map((v) => v.tag),
+      };
+    };
+    try {
+      let ended = false;
+      const running = sync(ctx, config, { store }).finally(() => {
+        ended = true;
+      });
+      // The layer on its way to radosgw (its PUT seen by a proxy in front of it; the body streams as the
+      // layer trickles in): the gateway dies.
+      const hex = base.slice('sha256:'.length);
+      for (let i = 0; !gateway.seen.some((r) => r.method === 'PUT' && r.path.includes(hex)); i++) {
+        if (ended)
+          throw new Error(`the sync ended before its upload was seen: ${JSON.stringify(await running)}`);
+        if (i > 600) throw new Error("the layer's upload never began");
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await s3.restartGateway(3000);
+      // The sync ends on its own, the tag either stored (the upload retried) or failed, saying why.
+      const report = await running;
+      const tag = report.jobs[0]!.tags[0]!;
+      expect(['fetched', 'failed']).toContain(tag.action);
+      if (tag.action === 'failed') expect(tag.error).toMatch(/s3:\/\/stowage-replicas\//);
+      await whole();
+      // GC without grace: nothing is left that no version names, no upload half done.
+      await new Promise((r) => setTimeout(r, 1100));
+      await store.collectGarbage();
+      const after = await whole();
+      expect([...after.have].filter((d) => !after.need.has(d))).toEqual([]);
+      expect((await uploads()).filter((k) => k.startsWith(location.prefix))).toEqual([]);
+      // And the next sync completes it.
+      const again = await sync(ctx, config, { store });
+      expect(again.failed).toBe(0);
+      expect((await whole()).tags).toEqual(repo.tags);
+    } finally {
+      admin.destroy();
+      await store.close();
+      await ctx.close();
+      await proxy.close();
+      await gateway.close();
+    }
+  }, 240_000);
 
   it('loses nothing when one replica prunes and collects while another syncs the same layers', async () => {
     // Layers trickle through a proxy, so a version's first blobs wait seconds in the bucket, named by

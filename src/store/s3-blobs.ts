@@ -54,6 +54,8 @@ function status(e: unknown): number | undefined {
   return (e as S3Error).$metadata?.httpStatusCode;
 }
 
+const QUIET = { trace() {}, debug() {}, info() {}, warn() {}, error() {} };
+
 export class S3Blobs {
   private readonly client: S3Client;
 
@@ -81,6 +83,10 @@ export class S3Blobs {
       // a second time; the signed payload hash already covers the body.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
+      // Without a logger of its own the SDK writes to the console ("An error was encountered in a
+      // non-retryable streaming request."), past the service's JSON log; what failed reaches the
+      // caller as its error, naming the bucket and the blob.
+      logger: QUIET,
     };
     this.client = opts.client ?? new S3Client(config);
   }

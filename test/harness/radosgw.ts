@@ -20,6 +20,8 @@ export interface RunningS3 {
   accessKeyId: string;
   secretAccessKey: string;
   region: string;
+  /** Kills the gateway (SIGKILL: connections cut mid-request), waits `downMs`, starts it again. */
+  restartGateway(downMs: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -98,6 +100,15 @@ async function waitForS3(endpoint: string, dir: string): Promise<void> {
   }
   const logs = await readFile(join(dir, 'log', 'client.rgw.a.log'), 'utf8').catch(() => '');
   throw new Error(`radosgw did not answer within 30 s: ${logs.slice(-2000)}`);
+}
+
+async function alive(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Stops every daemon whose pid file is under `dir`/run, then removes `dir`. */
@@ -190,7 +201,24 @@ export async function startRadosgw(opts: { memBytes?: number } = {}): Promise<Ru
     ]);
     const endpoint = `http://127.0.0.1:${rgwPort}`;
     await waitForS3(endpoint, dir);
-    return { endpoint, accessKeyId, secretAccessKey, region: 'us-east-1', stop: () => stopCluster(dir) };
+    const restartGateway = async (downMs: number) => {
+      const pidFile = join(dir, 'run', 'client.rgw.a.pid');
+      const pid = Number((await readFile(pidFile, 'utf8')).trim());
+      process.kill(pid, 'SIGKILL');
+      while (await alive(pid)) await new Promise((r) => setTimeout(r, 50));
+      await rm(pidFile, { force: true });
+      await new Promise((r) => setTimeout(r, downMs));
+      await ceph('radosgw', ['-n', 'client.rgw.a']);
+      await waitForS3(endpoint, dir);
+    };
+    return {
+      endpoint,
+      accessKeyId,
+      secretAccessKey,
+      region: 'us-east-1',
+      restartGateway,
+      stop: () => stopCluster(dir),
+    };
   } catch (e) {
     await stopCluster(dir);
     throw e;
