@@ -53,6 +53,18 @@ export function isStowageError(e: unknown): e is StowageError {
   return e instanceof StowageError;
 }
 
+/** Whether a failure (or what caused it) is a full disk or a quota reached. */
+export function isNoSpace(e: unknown): boolean {
+  for (
+    let c = e as { code?: unknown; cause?: unknown } | undefined, i = 0;
+    c && i < 5;
+    c = c.cause as typeof c, i++
+  ) {
+    if (c.code === 'ENOSPC' || c.code === 'EDQUOT') return true;
+  }
+  return false;
+}
+
 /** Wraps anything thrown into a StowageError, keeping the original as the cause. */
 export function toStowageError(e: unknown): StowageError {
   if (e instanceof StowageError) return e;

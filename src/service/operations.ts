@@ -14,7 +14,7 @@ import type { OutboundGuard } from '../auth/authenticator.js';
 import type { JobConfig, ServerConfig, StowageConfig } from '../config/stowage.js';
 import { type CopyImage, copy } from '../copy/copy.js';
 import { parseManifest } from '../copy/plan.js';
-import { StowageError } from '../errors.js';
+import { isNoSpace, StowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import { manifestSigner, needsSignatures, refuseOutright, trustedKeysFor } from '../policy/verify.js';
 import {
@@ -482,6 +482,14 @@ export function dockerArchive(
         format: 'docker-archive',
         platforms: [p],
         signal,
+      }).catch((e) => {
+        // Said as the service's, where its operator can act: not "the output", not a server path.
+        if (!isNoSpace(e)) throw e;
+        throw new StowageError(
+          'IO',
+          `no space left in the service's state directory ([server] state) while making the docker-archive of version ${version.id}; free some space there, then ask again (the oci-archive is served from the store meanwhile)`,
+          { cause: e },
+        );
       });
       return engine.renditions.keep(version.id, name, { path, size: r.size ?? 0, sha256: r.sha256 ?? '' });
     })();

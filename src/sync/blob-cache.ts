@@ -177,17 +177,22 @@ export class BlobCache {
     const gen = (async function* () {
       started = true;
       const out = createWriteStream(tmp);
+      // The cache failing (a full disk) is never the blob's failure: it passes on, just not kept.
+      let failed = false;
+      out.on('error', () => {
+        failed = true;
+      });
       const verifier = new DigestVerifier(d.digest, d.size, `blob ${d.digest}`);
       let complete = false;
       try {
         for await (const c of body) {
           verifier.update(c);
           state.progress = Date.now();
-          if (!out.write(c)) await new Promise<void>((r) => out.once('drain', () => r()));
+          if (!failed && !out.write(c)) await drained(out);
           yield c;
         }
         verifier.finish();
-        complete = true;
+        complete = !failed;
       } finally {
         out.end();
         await finished(out).catch(() => {});
@@ -237,4 +242,17 @@ export class BlobCache {
       await unlink(this.path(hex)).catch(() => {});
     }
   }
+}
+
+/** Resolves once a write stream can take more, or has failed (its 'error' is handled by the caller). */
+function drained(out: NodeJS.WritableStream): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      out.off('drain', done);
+      out.off('error', done);
+      resolve();
+    };
+    out.once('drain', done);
+    out.once('error', done);
+  });
 }
