@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import type { ArchiveInfo } from '../transfer/archive-inspect.js';
-import { formatBytes } from './format.js';
+import { formatBytes, forTerminal } from './format.js';
 import { addRegistryOptions, contextFrom, type RegistryCliOptions } from './options.js';
 import { withSignal } from './run.js';
 import { renderTemplate } from './template.js';
@@ -75,8 +75,11 @@ export function inspectCommand(program: Command): void {
         return;
       }
       const info = await inspectArchive(path, { format, name });
-      if (opts.format) process.stdout.write(renderTemplate(opts.format, info));
-      else process.stdout.write(opts.text ? describeArchive(info) : `${JSON.stringify(info, null, 2)}\n`);
+      if (opts.format) process.stdout.write(forTerminal(renderTemplate(opts.format, info)));
+      else
+        process.stdout.write(
+          opts.text ? forTerminal(describeArchive(info)) : `${JSON.stringify(info, null, 2)}\n`,
+        );
       return;
     }
     const ctx = await contextFrom(opts);
@@ -85,7 +88,7 @@ export function inspectCommand(program: Command): void {
         inspect(ctx, ref, { raw: opts.raw, config: opts.config, platform, tags: opts.tags, signal }),
       );
       if (r.kind === 'raw' || r.kind === 'config') process.stdout.write(r.bytes);
-      else if (opts.format) process.stdout.write(renderTemplate(opts.format, r.summary));
+      else if (opts.format) process.stdout.write(forTerminal(renderTemplate(opts.format, r.summary)));
       else process.stdout.write(`${JSON.stringify(r.summary, null, 4)}\n`);
     } finally {
       await ctx.close();
