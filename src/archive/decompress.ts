@@ -5,6 +5,7 @@
  */
 import { Transform } from 'node:stream';
 import * as zlib from 'node:zlib';
+import { drained } from '../core/streams.js';
 
 export type Compression = 'gzip' | 'zstd' | 'none';
 
@@ -147,7 +148,7 @@ export async function* throughTransform(
         batched = 0;
         // zlib is done with a chunk when its write callback runs; the buffer is free again then.
         const ok = dec.write(full.subarray(0, n), () => spare.push(full));
-        if (!ok) await drained(dec);
+        if (!ok) await drained(dec, ['error', 'close']);
       };
       const take = async (c: Uint8Array) => {
         for (let at = 0; at < c.byteLength; ) {
@@ -178,16 +179,4 @@ export async function* throughTransform(
     await pump;
     await it?.return?.();
   }
-}
-
-function drained(stream: Transform): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      stream.off('drain', done);
-      stream.off('close', done);
-      resolve();
-    };
-    stream.on('drain', done);
-    stream.on('close', done);
-  });
 }

@@ -19,12 +19,14 @@ import { decompressed } from '../archive/decompress.js';
 import { ArchiveHasher } from '../archive/hasher.js';
 import { GarbageBudget } from '../archive/memory.js';
 import { END_OF_ARCHIVE } from '../archive/tar.js';
-import { parseConfig, parseManifest, planImage, readConfig } from '../copy/plan.js';
+import { planImage, readConfig } from '../copy/plan.js';
 import type { ImageSource } from '../copy/source.js';
 import { AtomicFile, SyncAhead, sha256Line, writeFileAtomic } from '../core/atomic.js';
 import { scratchDir } from '../core/partials.js';
+import { drained } from '../core/streams.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
+import { parseConfig, parseManifest } from '../image/documents.js';
 import { hostPlatform, type PlatformSpec } from '../image/platform.js';
 import type { Descriptor, ImageConfig, ImageManifest } from '../image/schemas.js';
 import type { Context } from '../registry/context.js';
@@ -127,7 +129,7 @@ export class LayerReader {
       try {
         for await (const c of body) {
           verifier.update(c);
-          if (sink && !sink.write(c)) await new Promise<void>((r) => sink!.once('drain', () => r()));
+          if (sink && !sink.write(c)) await drained(sink);
           yield c;
         }
         verifier.finish();
@@ -284,18 +286,6 @@ export async function* coalesce(input: AsyncIterable<Uint8Array>, size = 1 << 20
   if (n) yield Buffer.concat(parts, n);
 }
 
-function drainOrError(stream: NodeJS.WriteStream): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      stream.off('drain', done);
-      stream.off('error', done);
-      resolve();
-    };
-    stream.once('drain', done);
-    stream.once('error', done);
-  });
-}
-
 export interface ExportOptions {
   /** File to write, or "-" for standard output. */
   output: string;
@@ -346,7 +336,7 @@ export async function exportRootfs(ctx: Context, input: string, opts: ExportOpti
         for await (const c of coalesce(rootfsTar(layers, stats, opts.signal))) {
           hash.update(c);
           size += c.length;
-          if (!process.stdout.write(c) && !closed) await drainOrError(process.stdout);
+          if (!process.stdout.write(c) && !closed) await drained(process.stdout);
           if (closed)
             throw new StowageError(
               'IO',

@@ -15,6 +15,7 @@ import { finished } from 'node:stream/promises';
 import { runQueue } from '../archive/positioned.js';
 import { DEFAULT_BLOB_CACHE_BYTES } from '../config/stowage.js';
 import { partialPath, partialPid, processAlive } from '../core/partials.js';
+import { drained } from '../core/streams.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier } from '../image/digest.js';
 import type { Descriptor } from '../image/schemas.js';
@@ -242,17 +243,4 @@ export class BlobCache {
       await unlink(this.path(hex)).catch(() => {});
     }
   }
-}
-
-/** Resolves once a write stream can take more, or has failed (its 'error' is handled by the caller). */
-function drained(out: NodeJS.WritableStream): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      out.off('drain', done);
-      out.off('error', done);
-      resolve();
-    };
-    out.once('drain', done);
-    out.once('error', done);
-  });
 }
