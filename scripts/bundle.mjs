@@ -5,6 +5,7 @@
 // Run by `npm run build` after tsc.
 import { copyFile, mkdir, readFile } from 'node:fs/promises';
 import http2 from 'node:http2';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -70,4 +71,10 @@ await copyFile(join(dist, 'archive', 'hash-worker.js'), join(dist, 'hash-worker.
 await mkdir(join(dist, 'console-assets'), { recursive: true });
 for (const name of ['console.css', 'console.js', 'api.js', 'favicon.svg']) {
   await copyFile(join(root, 'src', 'console', 'assets', name), join(dist, 'console-assets', name));
+}
+// Swagger UI's three files, copied into the build: the package is a build dependency, not a runtime one.
+const swagger = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
+await mkdir(join(dist, 'console-assets', 'swagger'), { recursive: true });
+for (const name of ['swagger-ui.css', 'swagger-ui-bundle.js', 'favicon-32x32.png']) {
+  await copyFile(join(swagger, name), join(dist, 'console-assets', 'swagger', name));
 }

@@ -1,10 +1,13 @@
 /**
- * The package as npm installs it: the bundle (dist/stowage.cjs) holds every dependency but those it
- * loads at run time (the keyring addon, the S3 and PostgreSQL clients, pg-boss) and the files it serves
- * (Swagger UI), so only those are runtime dependencies. Packed, installed with --omit=dev into an empty
- * directory, it starts, serves the console and says it is ready.
+ * The package as npm installs it (issue 34): the bundle (dist/stowage.cjs) holds every dependency but
+ * those it loads at run time, and the build copies the files it serves (Swagger UI). Of those, the S3
+ * and PostgreSQL clients and pg-boss (replicas only) are optional peer dependencies and the keyring addon
+ * an optional dependency: packed and installed into an empty directory, it brings none of the first,
+ * starts, serves the console and its API page, says it is ready, and a replica's configuration says
+ * which packages to install.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -26,16 +29,26 @@ describe('the package', () => {
     ) as string[];
     const outside = (name: string) =>
       externals.some((e) => e === name || (e.endsWith('/*') && name.startsWith(e.slice(0, -1))));
-    const deps = Object.keys(pkg.dependencies);
-    // Served as files by the console, not imported.
-    const served = ['swagger-ui-dist'];
-    expect(deps.filter((d) => !outside(d) && !served.includes(d))).toEqual([]);
+    const runtime = [
+      ...Object.keys(pkg.dependencies ?? {}),
+      ...Object.keys(pkg.optionalDependencies ?? {}),
+      ...Object.keys(pkg.peerDependencies ?? {}),
+    ];
+    // Nothing is a plain dependency: what the embedded default needs is in the bundle.
+    expect(Object.keys(pkg.dependencies ?? {})).toEqual([]);
+    expect(runtime.filter((d) => !outside(d))).toEqual([]);
+    // Every peer is optional (replicas only), and the tests have each of them.
+    for (const p of Object.keys(pkg.peerDependencies)) {
+      expect(pkg.peerDependenciesMeta[p], p).toEqual({ optional: true });
+      expect(pkg.devDependencies[p], p).toBeDefined();
+    }
+    const deps = runtime;
     expect(deps).not.toContain('tar-stream');
     const tracked = (await run('git', ['ls-files'], { cwd: ROOT })).stdout.split('\n');
     expect(tracked.filter((f) => /node_trace/.test(f))).toEqual([]);
   });
 
-  it('installed with --omit=dev, starts and serves the console', async () => {
+  it('installed alone, brings no replica package, starts, serves the console, and says what replicas need', async () => {
     const work = await mkdtemp(join(tmpdir(), 'stowage-package-'));
     dirs.push(work);
     const packed = (
@@ -54,8 +67,32 @@ describe('the package', () => {
       ],
       { cwd: work },
     );
+    const present = (p: string) =>
+      access(join(work, 'node_modules', p)).then(
+        () => true,
+        () => false,
+      );
+    for (const p of ['@aws-sdk/client-s3', 'pg', 'pg-boss', 'swagger-ui-dist'])
+      expect(await present(p), p).toBe(false);
     const bin = join(work, 'node_modules/.bin/stowage');
-    expect((await run(bin, ['--version'], { cwd: work })).stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    // A replica's configuration, without the packages: named, with the command that installs them.
+    const replicaToml = join(work, 'replica.toml');
+    await writeFile(
+      replicaToml,
+      '[store.s3]\nendpoint = "http://127.0.0.1:9"\nbucket = "b"\n\n[server]\ndatabase = "postgres://u@127.0.0.1:9/db"\n',
+    );
+    const refused = spawnSync(bin, ['archives', '--config', replicaToml], {
+      cwd: work,
+      encoding: 'utf8',
+      env: {
+        PATH: process.env.PATH,
+        HOME: join(work, 'home'),
+        AWS_ACCESS_KEY_ID: 'k',
+        AWS_SECRET_ACCESS_KEY: 's',
+      },
+    });
+    expect(refused.status, refused.stderr).toBe(2);
+    expect(refused.stderr).toContain('npm install @aws-sdk/client-s3 @aws-sdk/lib-storage pg');
     const port = await freePort();
     const { spawn } = await import('node:child_process');
     const child = spawn(
@@ -86,7 +123,12 @@ describe('the package', () => {
       }
       expect(ready).toBe(true);
       expect((await fetch(`http://127.0.0.1:${port}/ui/login`)).status).toBe(200);
-      for (const asset of ['console.js', 'console.css', 'swagger/swagger-ui-bundle.js']) {
+      for (const asset of [
+        'console.js',
+        'console.css',
+        'swagger/swagger-ui-bundle.js',
+        'swagger/swagger-ui.css',
+      ]) {
         expect((await fetch(`http://127.0.0.1:${port}/ui/assets/${asset}`)).status, asset).toBe(200);
       }
     } finally {

@@ -28,6 +28,12 @@ let loaded: Promise<KeyringModule> | undefined;
 function load(): Promise<KeyringModule> {
   loaded ??= import('@napi-rs/keyring').catch((e: Error) => {
     loaded = undefined;
+    if ((e as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && /@napi-rs\/keyring/.test(e.message)) {
+      throw new StowageError(
+        'UNSUPPORTED',
+        'the OS keyring needs the optional package @napi-rs/keyring, which this installation of stowage lacks: npm install @napi-rs/keyring, or store credentials in auth.json (login --store auth.json)',
+      );
+    }
     throw new StowageError(
       'UNSUPPORTED',
       `the OS keyring library could not be loaded on this machine (${e.message.split('\n')[0]}); store credentials in auth.json instead`,

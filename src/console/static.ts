@@ -1,7 +1,9 @@
 /**
  * The console's files: its own stylesheet and scripts (src/console/assets, copied beside the bundle
- * as dist/console-assets by the build) and Swagger UI from the swagger-ui-dist package. Only the files
- * listed are served; nothing is fetched from another origin.
+ * as dist/console-assets by the build) and Swagger UI's (copied by the build into
+ * dist/console-assets/swagger from swagger-ui-dist, a build dependency; read from the package itself
+ * when running from the sources). Only the files listed are served; nothing is fetched from another
+ * origin.
  */
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -20,6 +22,15 @@ const SWAGGER = new Set(['swagger-ui.css', 'swagger-ui-bundle.js', 'favicon-32x3
 
 const here = dirname(fileURLToPath(import.meta.url));
 
+/** Swagger UI's file in the swagger-ui-dist package, where it is installed (a checkout, the tests). */
+function swaggerPackage(file: string): string[] {
+  try {
+    return [join(dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json')), file)];
+  } catch {
+    return [];
+  }
+}
+
 async function firstReadable(paths: string[]): Promise<Buffer | undefined> {
   for (const p of paths) {
     const b = await readFile(p).catch(() => undefined);
@@ -37,8 +48,7 @@ export async function asset(name: string): Promise<{ body: Buffer; type: string 
     // From the sources (tests, tsc output) or beside the bundle (dist/stowage.cjs).
     path = [join(here, 'assets', name), join(here, 'console-assets', name)];
   } else if (name.startsWith('swagger/') && SWAGGER.has(name.slice(8))) {
-    const dir = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
-    path = [join(dir, name.slice(8))];
+    path = [join(here, 'console-assets', name), ...swaggerPackage(name.slice(8))];
   } else {
     return undefined;
   }

@@ -7,8 +7,10 @@
 import { hostname } from 'node:os';
 import { databasePassword, replicaName, s3Credentials } from '../config/replicas.js';
 import type { StowageConfig } from '../config/stowage.js';
+import { needPackages, S3_STORE_PACKAGES } from '../core/optional.js';
 import { StowageError } from '../errors.js';
-import { type ArchiveStore, Store } from './store.js';
+import type { ArchiveStore } from './archive-store.js';
+import { Store } from './store.js';
 
 export async function openStore(
   config: StowageConfig,
@@ -31,7 +33,8 @@ export async function openStore(
   if (!database) throw new StowageError('INVALID_CONFIG', '[store.s3] needs [server] database');
   const password = await databasePassword(config.server, env);
   // Loaded only here: the S3 and PostgreSQL clients (and node:http2 with them) cost every other
-  // command its start-up time.
+  // command its start-up time, and are optional packages.
+  needPackages(S3_STORE_PACKAGES, 'the S3 store ([store.s3])');
   const [{ S3Blobs }, { PgVersionIndex }, { ReplicatedStore }, { BlobLeases }] = await Promise.all([
     import('./s3-blobs.js'),
     import('./pg-index.js'),
