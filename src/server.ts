@@ -25,12 +25,15 @@ import {
 } from './config/stowage.js';
 import { mountConsole } from './console/app.js';
 import { writeFileAtomic } from './core/atomic.js';
+import { needPackages, PG_JOBS_PACKAGES } from './core/optional.js';
 import { sweepLeftovers, tmpPid } from './core/partials.js';
 import { StowageError } from './errors.js';
 import { Context } from './registry/context.js';
-import { type Job, JobManager, type JobSystem, type Runner } from './service/jobs.js';
+import { type Engine, outboundGuard, pathRedactor } from './service/engine.js';
+import { JobManager } from './service/in-process-jobs.js';
+import type { Job, JobSystem, Runner } from './service/job-system.js';
 import { createMetrics, type Metrics } from './service/metrics.js';
-import { type Engine, outboundGuard, pathRedactor, runPull, runPush, runSync } from './service/operations.js';
+import { runPull, runPush, runSync } from './service/operations.js';
 import { openStore } from './store/open.js';
 import { LocalRenditions } from './store/renditions.js';
 import { diskUsage } from './store/usage.js';
@@ -326,6 +329,7 @@ async function openJobs(o: {
     redact: o.redact,
   };
   if (o.config.s3 && server.database) {
+    needPackages(PG_JOBS_PACKAGES, 'jobs in PostgreSQL ([server] database)');
     const { PgJobs } = await import('./service/pg-jobs.js');
     return PgJobs.open({
       ...common,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { nextLink } from '../src/registry/client.js';
+import { nextLink } from '../src/registry/pages.js';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { startFaultProxy } from './harness/fault-proxy.js';
 import { run } from './harness/processes.js';

@@ -6,8 +6,9 @@
  * another, and history is kept to its limit. pg-boss needs Node 22.12+: on Node 20 the mode must say so.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Job, JobEvent, JobRun, Runner } from '../src/service/jobs.js';
-import { nodeRunsPgBoss, PG_BOSS_NODE, PgJobs } from '../src/service/pg-jobs.js';
+import type { Job, JobEvent, JobRun, Runner } from '../src/service/job-system.js';
+import { nodeRunsPgBoss, PG_BOSS_NODE } from '../src/service/pg-job-rows.js';
+import { PgJobs } from '../src/service/pg-jobs.js';
 import { type RunningPostgres, startPostgres } from './harness/postgres.js';
 
 let db: RunningPostgres;

@@ -13,7 +13,7 @@ import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client } f
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseStowageConfig } from '../src/config/stowage.js';
 import { Context } from '../src/registry/context.js';
-import { nodeRunsPgBoss, PG_BOSS_NODE } from '../src/service/pg-jobs.js';
+import { nodeRunsPgBoss, PG_BOSS_NODE } from '../src/service/pg-job-rows.js';
 import { BlobLeases } from '../src/store/blob-leases.js';
 import { PgVersionIndex } from '../src/store/pg-index.js';
 import { ReplicatedStore } from '../src/store/replicated.js';

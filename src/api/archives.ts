@@ -4,14 +4,10 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { StowageError } from '../errors.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
-import {
-  deleteVersion,
-  dockerArchive,
-  ensureChecksum,
-  importUpload,
-  versionSigners,
-} from '../service/operations.js';
-import type { ArchiveStore, StoredVersion } from '../store/store.js';
+import { ensureChecksum, importUpload } from '../service/operations.js';
+import { deleteVersion, dockerArchive, versionSigners } from '../service/versions.js';
+import type { ArchiveStore } from '../store/archive-store.js';
+import type { StoredVersion } from '../store/store.js';
 import { type ArchiveView, ociArchiveView } from '../store/view.js';
 import { sendView } from './download.js';
 import { need, newApi } from './middleware.js';

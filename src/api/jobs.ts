@@ -7,8 +7,9 @@ import { streamSSE } from 'hono/streaming';
 import { type LayerCompression, parseCompression } from '../archive/compress.js';
 import { StowageError } from '../errors.js';
 import { formatReference } from '../reference/reference.js';
-import { type Job, type JobSystem, syncKey } from '../service/jobs.js';
-import { admitPull, destinationFor, parsePlatforms, parsePullReference } from '../service/operations.js';
+import { parsePullReference } from '../service/engine.js';
+import { type Job, type JobSystem, syncKey } from '../service/job-system.js';
+import { admitPull, destinationFor, parsePlatforms } from '../service/operations.js';
 import { type ApiToken, allows } from './auth.js';
 import { need, newApi } from './middleware.js';
 import {

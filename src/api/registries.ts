@@ -5,7 +5,7 @@ import { basename } from 'node:path';
 import { createRoute, z } from '@hono/zod-openapi';
 import { parsePlatform } from '../image/platform.js';
 import { parseReference, parseRepository, withDefaultTag } from '../reference/reference.js';
-import { checkReachable } from '../service/operations.js';
+import { checkReachable } from '../service/engine.js';
 import { inspect, listTags } from '../transfer/inspect.js';
 import { need, newApi } from './middleware.js';
 import { TagsSchema } from './schemas.js';

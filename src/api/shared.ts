@@ -4,9 +4,9 @@
  */
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { Logger } from 'pino';
-import type { JobSystem } from '../service/jobs.js';
+import type { Engine } from '../service/engine.js';
+import type { JobSystem } from '../service/job-system.js';
 import type { Metrics } from '../service/metrics.js';
-import type { Engine } from '../service/operations.js';
 import type { ApiToken } from './auth.js';
 import { ErrorSchema } from './schemas.js';
 import type { Session, Sessions } from './session.js';

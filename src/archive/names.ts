@@ -1,5 +1,5 @@
-import { CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
 import { formatReference, type ImageReference } from '../reference/reference.js';
+import { CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION } from './oci-archive.js';
 
 /** The names an OCI archive records for a reference: tag as ref.name, the full name for containerd/podman. */
 export function archiveAnnotations(ref: ImageReference): Record<string, string> {

@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { printable } from '../core/printable.js';
 import { toStowageError } from '../errors.js';
+import { archivesCommand, dfCommand, storeCommand } from './archives.js';
 import { completionCommand } from './completion.js';
 import { inspectCommand } from './inspect.js';
 import { loginCommand, logoutCommand } from './login.js';
@@ -9,7 +10,7 @@ import { copyCommand, pushCommand } from './push.js';
 import { registriesCommand } from './registries.js';
 import { exportCommand, flattenCommand, importCommand } from './rootfs.js';
 import { serveCommand, tokenCommand } from './serve.js';
-import { archivesCommand, dfCommand, storeCommand, syncCommand } from './sync.js';
+import { syncCommand } from './sync.js';
 import { tagsCommand } from './tags.js';
 import { verifyCommand } from './verify.js';
 

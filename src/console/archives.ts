@@ -5,7 +5,7 @@
 import { html } from 'hono/html';
 import type { Session } from '../api/session.js';
 import { shown } from '../core/printable.js';
-import type { VersionDetails } from '../service/version-details.js';
+import type { VersionDetails } from '../service/versions.js';
 import type { StoredVersion, VersionPage } from '../store/store.js';
 import { csrfField, formatBytes, type Html, ifAllowed, when } from './layout.js';
 

@@ -5,8 +5,8 @@
 import { html } from 'hono/html';
 import type { Session } from '../api/session.js';
 import { shown } from '../core/printable.js';
-import type { Job, JobEvent } from '../service/jobs.js';
-import { TERMINAL } from '../service/jobs.js';
+import type { Job, JobEvent } from '../service/job-system.js';
+import { TERMINAL } from '../service/job-system.js';
 import { csrfField, formatBytes, type Html, ifAllowed, stateLabel, when } from './layout.js';
 
 function describe(job: Job): string {

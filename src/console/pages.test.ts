@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { JobConfig } from '../config/stowage.js';
-import type { Job } from '../service/jobs.js';
-import type { SyncReport } from '../sync/sync.js';
+import type { Job } from '../service/job-system.js';
+import type { SyncReport } from '../sync/report.js';
 import { syncsPage } from './pages.js';
 
 const session = {

@@ -7,9 +7,9 @@ import { html } from 'hono/html';
 import type { Session } from '../api/session.js';
 import type { JobConfig } from '../config/stowage.js';
 import { shown } from '../core/printable.js';
-import type { Job } from '../service/jobs.js';
+import type { Job } from '../service/job-system.js';
 import type { DiskUsage } from '../store/usage.js';
-import type { SyncReport } from '../sync/sync.js';
+import type { SyncReport } from '../sync/report.js';
 import { csrfField, formatBytes, type Html, ifAllowed, stateLabel, when } from './layout.js';
 
 export function loginPage(next: string, error?: string): Html {

@@ -11,6 +11,7 @@
  */
 import { DEFAULT_COMPRESSION, type LayerCompression } from '../archive/compress.js';
 import { StowageError } from '../errors.js';
+import { parseManifest } from '../image/documents.js';
 import { isIndexMediaType, isManifestMediaType, MediaType } from '../image/mediatypes.js';
 import type { PlatformSpec } from '../image/platform.js';
 import type { Descriptor } from '../image/schemas.js';
@@ -23,7 +24,7 @@ import type {
   WriteSettings,
 } from './destination.js';
 import type { DigestCache } from './digest-cache.js';
-import { type ImagePlan, parseManifest, planImage, planPlatforms, readConfig } from './plan.js';
+import { type ImagePlan, planImage, planPlatforms, readConfig } from './plan.js';
 import { checkDigestsKept } from './preserve.js';
 import { type ConvertedLayer, type Recompressed, recompressPlainLayers } from './recompress.js';
 import { type PlannedReferrer, planReferrers, type ReferrerOptions } from './referrers.js';

@@ -21,12 +21,13 @@ import { Limiter } from '../core/limiter.js';
 import { scratchDir, sweepScratch } from '../core/partials.js';
 import { StowageError } from '../errors.js';
 import { sha256Digest } from '../image/digest.js';
+import { parseManifest } from '../image/documents.js';
 import { isIndexMediaType, isManifestMediaType, MediaType } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import { verified } from './blobs.js';
 import type { ImageDestination } from './destination.js';
 import type { DigestCache } from './digest-cache.js';
-import { type ImagePlan, type PlannedDocument, parseManifest } from './plan.js';
+import type { ImagePlan, PlannedDocument } from './plan.js';
 import type { ImageSource } from './source.js';
 
 const SCRATCH_PREFIX = 'stowage-push-';

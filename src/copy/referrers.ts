@@ -4,9 +4,10 @@
  * the source, then what is attached to those in turn (a signature of an SBOM), with their blobs.
  */
 import { StowageError } from '../errors.js';
+import { parseManifest } from '../image/documents.js';
 import { isManifestMediaType, MediaType } from '../image/mediatypes.js';
 import type { Descriptor, ImageManifest } from '../image/schemas.js';
-import { type PlannedDocument, parseManifest } from './plan.js';
+import type { PlannedDocument } from './plan.js';
 import type { ImageSource } from './source.js';
 
 export interface ReferrerOptions {

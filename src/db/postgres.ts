@@ -123,3 +123,74 @@ export function dbFailure(what: string, e: unknown, doing: string): StowageError
   const reason = err.code ? `${err.code} ${err.message}` : err.message;
   return new StowageError('IO', `${what}: ${doing}: ${reason}`, { cause: e, retryable: true });
 }
+
+/**
+ * One connection LISTENing to some channels, for as long as it is started: when the server ends it (a
+ * restart, a failover) it is taken again every 2 s until the database is back.
+ */
+export class Listener {
+  private client: pg.PoolClient | undefined;
+  private running = false;
+
+  constructor(
+    private readonly db: Database,
+    private readonly channels: string[],
+    private readonly onNotify: (channel: string, payload: string) => void,
+  ) {}
+
+  start(): Promise<void> {
+    this.running = true;
+    return this.connect();
+  }
+
+  private async connect(): Promise<void> {
+    const client = await this.db.pool.connect();
+    if (!this.running) {
+      client.release();
+      return;
+    }
+    client.on('notification', (n) => this.onNotify(n.channel, n.payload ?? ''));
+    client.on('error', () => {
+      client.release(true);
+      this.client = undefined;
+      this.again();
+    });
+    for (const c of this.channels) await client.query(`listen ${c}`);
+    this.client = client;
+  }
+
+  stop(): void {
+    this.running = false;
+    this.client?.release(true);
+    this.client = undefined;
+  }
+
+  private again(): void {
+    if (!this.running) return;
+    setTimeout(() => void this.connect().catch(() => this.again()), 2000).unref();
+  }
+}
+
+/** Whether the database answers, asked at most once a second however often this is called. */
+export class Probe {
+  private last: { at: number; ok: Promise<boolean> } | undefined;
+
+  constructor(
+    private readonly db: Database,
+    private readonly everyMs = 1000,
+  ) {}
+
+  reachable(): Promise<boolean> {
+    const now = Date.now();
+    if (!this.last || now - this.last.at > this.everyMs) {
+      this.last = {
+        at: now,
+        ok: this.db.pool.query('select 1').then(
+          () => true,
+          () => false,
+        ),
+      };
+    }
+    return this.last.ok;
+  }
+}

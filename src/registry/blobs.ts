@@ -7,7 +7,8 @@
 import { StowageError } from '../errors.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import { StallError, watchStalls } from './stall.js';
-import { type RegistryTransport, readLimited } from './transport.js';
+import { readLimited } from './status.js';
+import type { RegistryTransport } from './transport.js';
 
 export interface BlobResponse {
   body: AsyncIterable<Uint8Array>;

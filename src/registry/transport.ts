@@ -10,10 +10,11 @@ import { createSecureContext } from 'node:tls';
 import type { Dispatcher } from 'undici';
 import { Authenticator, type OutboundGuard } from '../auth/authenticator.js';
 import type { Credentials } from '../auth/authfile.js';
-import { printable } from '../core/printable.js';
 import { StowageError } from '../errors.js';
 import { DEFAULT_DOMAIN, DOCKER_HUB_API_HOST } from '../reference/reference.js';
 import { Pacer } from './pacer.js';
+import { answerFailure, connectionFailure, errorDetail, type StatusRules } from './status.js';
+
 import { extraCAs } from './tls.js';
 import { Agent, interceptors } from './undici.js';
 
@@ -69,34 +70,6 @@ export interface RegistryClientOptions {
   stall?: Partial<StallRule> | undefined;
 }
 
-interface RegistryErrorBody {
-  errors?: { code?: string; message?: string }[];
-}
-
-const NETWORK_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EPIPE',
-  'UND_ERR_SOCKET',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_HEADERS_TIMEOUT',
-  'UND_ERR_BODY_TIMEOUT',
-  'UND_ERR_CLOSED',
-]);
-
-function isTlsError(e: unknown): boolean {
-  const code = (e as NodeJS.ErrnoException)?.code ?? '';
-  return (
-    /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)|ERR_TLS|ERR_SSL|EPROTO/.test(code) ||
-    /SSL|TLS|certificate/i.test((e as Error)?.message ?? '')
-  );
-}
-
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 /** Longest wait for a registry's rate-limit window; longer, and the request fails (RATE_LIMITED). */
@@ -122,13 +95,6 @@ function observe(host: string, method: string, status: number, started: number):
 /** An OCI distribution client for one registry, on one undici agent with keep-alive. */
 
 /** How statuses other than the expected ones read for one kind of request (see failure()). */
-export interface StatusRules {
-  /** A 404 is NOT_FOUND, with this message (given the registry's error detail). */
-  notFound?: ((detail: string) => string) | undefined;
-  /** Statuses at which the registry refused what was sent (400 for a bad digest or manifest, ...). */
-  refused?: number[] | undefined;
-}
-
 /** A registry's connection, auth and request loop (see the top of the file). */
 export class RegistryTransport {
   readonly host: string;
@@ -250,34 +216,7 @@ export class RegistryTransport {
   }
 
   connectionError(e: unknown): StowageError {
-    if (e instanceof StowageError) return e;
-    const msg = ((e as Error)?.message ?? String(e)).split('\n')[0]!;
-    if (/wrong version number|packet length too long|http request/i.test(msg)) {
-      return new StowageError(
-        'TLS',
-        `${this.host} does not answer with TLS (it may serve plain HTTP); if that is intended, mark it insecure (--tls-verify=false or insecure = true in registries.conf)`,
-        { cause: e },
-      );
-    }
-    if (isTlsError(e)) {
-      return new StowageError(
-        'TLS',
-        `TLS connection to ${this.host} failed: ${msg}; give its CA with --cert-dir or /etc/containers/certs.d/${this.apiHost}/ca.crt, or, for a test registry, mark it insecure (--tls-verify=false or insecure = true in registries.conf)`,
-        { cause: e },
-      );
-    }
-    const code = (e as NodeJS.ErrnoException)?.code;
-    if (code && NETWORK_CODES.has(code)) {
-      return new StowageError(
-        'NETWORK',
-        `cannot reach registry ${this.host}: ${msg} (${code}); check that it is up and reachable`,
-        { cause: e, retryable: true },
-      );
-    }
-    return new StowageError('NETWORK', `request to registry ${this.host} failed: ${msg}`, {
-      cause: e,
-      retryable: true,
-    });
+    return connectionFailure(e, this.host, this.apiHost);
   }
 
   /**
@@ -486,58 +425,16 @@ export class RegistryTransport {
     return this.pacer.turn();
   }
 
-  async errorDetail(res: Dispatcher.ResponseData): Promise<string> {
-    if (res.statusCode >= 200 && res.statusCode < 300) return '';
-    try {
-      const text = (await res.body.text()).slice(0, 4096);
-      const body = JSON.parse(text) as RegistryErrorBody;
-      const e = body.errors?.[0];
-      // The registry's words, cut and with no control character left: they reach terminals and logs.
-      if (e?.code) return printable(`: ${e.code}${e.message ? ` ${e.message}` : ''}`.slice(0, 300));
-    } catch {
-      // not a registry error body
-    }
-    return '';
+  errorDetail(res: Dispatcher.ResponseData): Promise<string> {
+    return errorDetail(res);
   }
 
-  /**
-   * The one status-to-error mapping: what an answer other than the expected one means, for any request.
-   * A 404 is NOT_FOUND where `rules.notFound` says what is missing; a status in `rules.refused` means the
-   * registry refused what was sent (DIGEST_MISMATCH when it says DIGEST_INVALID); 5xx and 429 are worth
-   * another attempt; anything else is the registry's error, with its own error code and message.
-   */
-  async failure(res: Dispatcher.ResponseData, what: string, rules: StatusRules = {}): Promise<StowageError> {
-    const status = res.statusCode;
-    const detail = await this.errorDetail(res);
-    if (status === 404 && rules.notFound) return new StowageError('NOT_FOUND', rules.notFound(detail));
-    if (rules.refused?.includes(status)) {
-      const code = detail.includes('DIGEST_INVALID') ? 'DIGEST_MISMATCH' : 'REGISTRY';
-      return new StowageError(code, `${this.host} refused ${what} (HTTP ${status}${detail})`);
-    }
-    return new StowageError('REGISTRY', `${this.host} answered HTTP ${status} for ${what}${detail}`, {
-      retryable: status >= 500 || status === 429,
-    });
+  failure(res: Dispatcher.ResponseData, what: string, rules: StatusRules = {}): Promise<StowageError> {
+    return answerFailure(res, this.host, what, rules);
   }
 
   /** Throws failure() unless the answer's status is one of `ok`; the body is the caller's to read. */
   async check(res: Dispatcher.ResponseData, what: string, ok: number[], rules?: StatusRules): Promise<void> {
     if (!ok.includes(res.statusCode)) throw await this.failure(res, what, rules);
   }
-}
-
-export async function readLimited(
-  body: AsyncIterable<Uint8Array>,
-  limit: number,
-  what: string,
-): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const chunk of body) {
-    n += chunk.byteLength;
-    if (n > limit) {
-      throw new StowageError('TOO_LARGE', `${what} is larger than the ${limit}-byte limit`);
-    }
-    chunks.push(Buffer.from(chunk));
-  }
-  return Buffer.concat(chunks);
 }

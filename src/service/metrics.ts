@@ -8,8 +8,8 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { type RegistryRequestRecord, registryRequestObservers } from '../registry/client.js';
-import { type Job, type JobSystem, TERMINAL } from './jobs.js';
-import type { Engine } from './operations.js';
+import type { Engine } from './engine.js';
+import { type Job, type JobSystem, TERMINAL } from './job-system.js';
 
 export interface Metrics {
   registry: Registry;

@@ -7,16 +7,14 @@
  */
 import { createWriteStream } from 'node:fs';
 import { mkdir, unlink } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { LayerCompression } from '../archive/compress.js';
-import type { OutboundGuard } from '../auth/authenticator.js';
-import type { JobConfig, ServerConfig, StowageConfig } from '../config/stowage.js';
+import type { JobConfig } from '../config/stowage.js';
 import { type CopyImage, copy } from '../copy/copy.js';
-import { parseManifest } from '../copy/plan.js';
-import { isNoSpace, StowageError } from '../errors.js';
+import { StowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
-import { manifestSigner, needsSignatures, refuseOutright, trustedKeysFor } from '../policy/verify.js';
+import { needsSignatures, refuseOutright } from '../policy/verify.js';
 import {
   formatReference,
   type ImageReference,
@@ -24,113 +22,17 @@ import {
   repositoryName,
   withDefaultTag,
 } from '../reference/reference.js';
-import type { Context } from '../registry/context.js';
-import type { Rendition, Renditions } from '../store/renditions.js';
-import type { ArchiveStore, StoredVersion } from '../store/store.js';
+import type { ArchiveStore } from '../store/archive-store.js';
+import type { StoredVersion } from '../store/store.js';
 import { ociArchiveView, viewSha256 } from '../store/view.js';
 import { BlobCache } from '../sync/blob-cache.js';
-import { type BlobEvent, type SyncReport, sync } from '../sync/sync.js';
-import { exportVersion } from '../transfer/export.js';
+import type { BlobEvent, SyncReport } from '../sync/report.js';
+import { sync } from '../sync/sync.js';
 import { pushVersion } from '../transfer/push.js';
 import { admitImage, openSource } from '../transports/open.js';
 import { StoreDestination, type VersionLabel } from '../transports/store/destination.js';
-import { JobFailure, type JobRun } from './jobs.js';
-
-export interface Engine {
-  ctx: Context;
-  store: ArchiveStore;
-  config: StowageConfig;
-  /** Where uploads are spooled. */
-  tmpDir: string;
-  /** Where made docker-archives are kept, by version id (a local store's). */
-  cacheDir: string;
-  /** Made docker-archives, kept: in cacheDir, or in the bucket of a shared store. */
-  renditions: Renditions;
-  /** The mirror blob cache all sync jobs share (opened on first use). */
-  blobCache?: Promise<BlobCache | undefined> | undefined;
-  /** Counters the metrics read. */
-  counters: { bytesPulled: number; bytesPushed: number; blobCacheHits: number; blobCacheMisses: number };
-}
-
-/**
- * Replaces the service's own directories in text meant for clients (error messages, job results) with
- * names that say what they are: no filesystem path of the server reaches an API response.
- */
-export function pathRedactor(paths: {
-  store: string;
-  state: string;
-  /** The trust policy's file (its refusals name it). */
-  policy?: string | undefined;
-  /** Configuration files messages name (registries.conf and its drop-ins, stowage.toml): by file name alone. */
-  configFiles?: string[] | undefined;
-}): (text: string) => string {
-  // Longest first, so a state directory inside the store's (or the other way) is named for itself.
-  const named = [
-    [paths.store, '<store>'],
-    [paths.state, '<state>'],
-    [paths.policy ?? '', 'the trust policy'],
-    ...(paths.configFiles ?? []).map((f) => [f, `the service's ${basename(f)}`]),
-  ].sort((a, b) => b[0]!.length - a[0]!.length) as [string, string][];
-  return (text) => {
-    let out = text;
-    for (const [path, name] of named) if (path) out = out.replaceAll(path, name);
-    return out;
-  };
-}
-
-export function hostMatches(pattern: string, host: string): boolean {
-  if (pattern.startsWith('*.')) {
-    const bare = host.replace(/:\d+$/, '');
-    return bare.endsWith(pattern.slice(1));
-  }
-  return pattern === host || (!pattern.includes(':') && host.replace(/:\d+$/, '') === pattern);
-}
-
-/**
- * The check for hosts an allowed registry sends the service to: a token realm must be an allowed
- * registry or in auth-hosts, a redirect (or upload location) an allowed registry or in redirect-hosts.
- * Without allow-registries the service reaches any registry, and so wherever registries point.
- */
-export function outboundGuard(server: ServerConfig): OutboundGuard | undefined {
-  const allow = server['allow-registries'];
-  if (!allow) return undefined;
-  return (url, kind) => {
-    const key = kind === 'token realm' ? 'auth-hosts' : 'redirect-hosts';
-    const extra = server[key] ?? [];
-    if ([...allow, ...extra].some((p) => hostMatches(p, url.host))) return undefined;
-    return `is in neither this service's allow-registries nor its ${key}; ask its operator to add it to ${key} if it is trusted`;
-  };
-}
-
-/**
- * Refuses a reference the service may not reach: blocked in registries.conf (403), outside the
- * server's allow-list (403), or a short name with nowhere to resolve (400).
- */
-export function checkReachable(engine: Engine, ref: ImageReference): void {
-  const allow = engine.config.server['allow-registries'];
-  for (const c of engine.ctx.candidates(ref)) {
-    const endpoint = engine.ctx.endpoint(c);
-    if (allow && !allow.some((p) => hostMatches(p, endpoint.host))) {
-      throw new StowageError(
-        'BLOCKED',
-        `registry ${endpoint.host} is not in this service's allow-registries; ask its operator to add it`,
-      );
-    }
-  }
-}
-
-/** Parses "repo:tag" references for a pull; a digest-only reference has no tag to keep versions of. */
-export function parsePullReference(engine: Engine, input: string): ImageReference {
-  const ref = withDefaultTag(parseReference(input));
-  if (!ref.tag) {
-    throw new StowageError(
-      'INVALID_REFERENCE',
-      `"${input}" names no tag; the store keeps versions of tags, so give repository:tag (repository:tag@digest pins it)`,
-    );
-  }
-  checkReachable(engine, ref);
-  return ref;
-}
+import { checkReachable, type Engine, parsePullReference } from './engine.js';
+import { JobFailure, type JobRun } from './job-system.js';
 
 export interface PullRequest {
   refs: string[];
@@ -444,83 +346,6 @@ export function parsePlatforms(p: 'all' | string[] | undefined): 'all' | string[
   if (p === undefined || p === 'all') return p;
   for (const s of p) parsePlatform(s);
   return p;
-}
-
-/** Removes a stored version and the blobs only it used. */
-export async function deleteVersion(engine: Engine, id: string): Promise<StoredVersion> {
-  const v = await engine.store.find(id);
-  if (v.id !== id) throw new StowageError('NOT_FOUND', `no archive ${id}; give its whole id`);
-  await engine.store.removeVersions([v.id]);
-  await engine.store.collectGarbage();
-  await engine.renditions.drop(v.id);
-  return v;
-}
-
-const building = new Map<string, Promise<Rendition>>();
-
-/**
- * A version's docker-archive (one platform): made once with the export path and kept with the
- * renditions (it is reproducible, so it never goes stale). Concurrent requests share the build.
- */
-export function dockerArchive(
-  engine: Engine,
-  version: StoredVersion,
-  platform: string | undefined,
-  signal?: AbortSignal,
-): Promise<Rendition> {
-  const p = platform ? parsePlatform(platform) : hostPlatform();
-  const name = `docker-archive-${[p.os, p.architecture, p.variant].filter(Boolean).join('-')}`;
-  const key = `${version.id}/${name}`;
-  let job = building.get(key);
-  if (!job) {
-    job = (async () => {
-      const kept = await engine.renditions.get(version.id, name);
-      if (kept) return kept;
-      const path = await engine.renditions.workPath(version.id, name);
-      const r = await exportVersion(engine.store, version.id, {
-        output: path,
-        format: 'docker-archive',
-        platforms: [p],
-        signal,
-      }).catch((e) => {
-        // Said as the service's, where its operator can act: not "the output", not a server path.
-        if (!isNoSpace(e)) throw e;
-        throw new StowageError(
-          'IO',
-          `no space left in the service's state directory ([server] state) while making the docker-archive of version ${version.id}; free some space there, then ask again (the oci-archive is served from the store meanwhile)`,
-          { cause: e },
-        );
-      });
-      return engine.renditions.keep(version.id, name, { path, size: r.size ?? 0, sha256: r.sha256 ?? '' });
-    })();
-    building.set(key, job);
-    void job.finally(() => building.delete(key)).catch(() => {});
-  }
-  return job;
-}
-
-/**
- * For each cosign signature a version keeps: the trusted key (the service's policy.json) that verifies
- * it, where one does. Read from the store, nothing fetched.
- */
-export async function versionSigners(engine: Engine, version: StoredVersion): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  const sigs = (version.referrers ?? []).filter((r) => r.tag?.endsWith('.sig'));
-  if (sigs.length === 0) return out;
-  const keys = await trustedKeysFor(
-    await engine.ctx.policy(),
-    parseReference(`${version.repository}:${version.tag}`),
-  );
-  if (keys.length === 0) return out;
-  for (const r of sigs) {
-    const m = parseManifest(
-      await engine.store.readBlob(r.descriptor.digest),
-      `signature ${r.descriptor.digest}`,
-    );
-    const signer = await manifestSigner(keys, m, (layer) => engine.store.readBlob(layer.digest));
-    if (signer) out.set(r.descriptor.digest, signer);
-  }
-  return out;
 }
 
 /**

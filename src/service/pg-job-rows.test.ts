@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { giveUp, lostHolders } from './pg-jobs.js';
+import { giveUp, lostHolders } from './pg-job-rows.js';
 
 const running = (replica: string) => ({ state: 'running', replica });
 const queued = { state: 'queued', replica: null };

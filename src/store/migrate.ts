@@ -7,7 +7,8 @@
  */
 import { Limiter } from '../core/limiter.js';
 import { StowageError } from '../errors.js';
-import type { ArchiveStore, StoredVersion } from './store.js';
+import type { ArchiveStore } from './archive-store.js';
+import type { StoredVersion } from './store.js';
 
 export interface MigrateReport {
   versions: number;

@@ -11,12 +11,13 @@
 import { StowageError } from '../errors.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
+import type { ArchiveStore } from './archive-store.js';
 import type { BlobLeases } from './blob-leases.js';
 import type { PgVersionIndex } from './pg-index.js';
 import { type Renditions, S3Renditions } from './renditions.js';
 import type { S3Blobs } from './s3-blobs.js';
 import { BlobFetches, referencedBlobs } from './shared.js';
-import type { ArchiveStore, StoredVersion, VersionPage, VersionQuery } from './store.js';
+import type { StoredVersion, VersionPage, VersionQuery } from './store.js';
 
 /** Blobs younger than this are never collected (default): longer than any one version's writes. */
 export const DEFAULT_GC_GRACE_MS = 6 * 3600_000;

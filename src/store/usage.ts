@@ -3,8 +3,9 @@
 import type { StowageConfig } from '../config/stowage.js';
 import { isRepositoryPattern, parseRepositoryPattern } from '../reference/pattern.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';
+import type { ArchiveStore } from './archive-store.js';
 import { retentionVictims } from './retention.js';
-import type { ArchiveStore, StoredVersion } from './store.js';
+import type { StoredVersion } from './store.js';
 
 export interface RepositoryUsage {
   repository: string;

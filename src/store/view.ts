@@ -5,15 +5,16 @@
  * without building the archive. This is what the service's download answers Range requests from.
  */
 import { createHash } from 'node:crypto';
+import { archiveAnnotations } from '../archive/names.js';
 import { type ArchiveImage, layoutOciArchive, REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
 import { archiveMtime, END_OF_ARCHIVE, paddedSize } from '../archive/tar.js';
-import { archiveAnnotations } from '../copy/names.js';
-import { parseIndex, parseManifest } from '../copy/plan.js';
 import { StowageError } from '../errors.js';
+import { parseIndex, parseManifest } from '../image/documents.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import { parseReference, withDefaultTag } from '../reference/reference.js';
-import type { ArchiveStore, StoredVersion } from './store.js';
+import type { ArchiveStore } from './archive-store.js';
+import type { StoredVersion } from './store.js';
 
 type Segment =
   | { start: number; length: number; kind: 'buffer'; data: Buffer }

@@ -3,9 +3,9 @@
  * sizes), read from its documents and configs only; layers are not read (that is `stowage verify`).
  */
 import { stat } from 'node:fs/promises';
-import { parseIndex, parseManifest } from '../copy/plan.js';
 import { StowageError } from '../errors.js';
 import { verifyBytes } from '../image/digest.js';
+import { parseIndex, parseManifest } from '../image/documents.js';
 import { isIndexMediaType, MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import { formatPlatform, hostPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
 import { type Descriptor, imageConfigSchema } from '../image/schemas.js';

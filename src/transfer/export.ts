@@ -6,7 +6,8 @@ import type { ArchiveFormat } from '../archive/formats.js';
 import type { ProgressListener } from '../core/progress.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import type { PlatformSpec } from '../image/platform.js';
-import type { ArchiveStore, StoredVersion } from '../store/store.js';
+import type { ArchiveStore } from '../store/archive-store.js';
+import type { StoredVersion } from '../store/store.js';
 import { StoreSource } from '../transports/store/source.js';
 import { checkRequest, type PullResult, writeArchive } from './pull.js';
 

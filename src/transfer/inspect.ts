@@ -1,8 +1,9 @@
 import { planOne } from '../copy/copy.js';
-import { parseConfig, parseIndex, parseManifest, readConfig } from '../copy/plan.js';
+import { readConfig } from '../copy/plan.js';
 import { planReferrers } from '../copy/referrers.js';
 import { StowageError } from '../errors.js';
 import { verifyBytes } from '../image/digest.js';
+import { parseConfig, parseIndex, parseManifest } from '../image/documents.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import { hostPlatform, type PlatformSpec, selectPlatform } from '../image/platform.js';
 import { manifestSigner, trustedKeysFor } from '../policy/verify.js';

@@ -11,12 +11,12 @@ import { parseAuthFile } from '../../src/auth/authfile.js';
 import { parseChallenges } from '../../src/auth/challenge.js';
 import { parseRegistriesConf } from '../../src/config/registries.js';
 import { parseStowageConfig } from '../../src/config/stowage.js';
-import { parseConfig, parseIndex, parseManifest } from '../../src/copy/plan.js';
+import { parseConfig, parseIndex, parseManifest } from '../../src/image/documents.js';
 import { parsePolicy } from '../../src/policy/policy.js';
 import { parseRepositoryPattern } from '../../src/reference/pattern.js';
 import { parseReference, parseRepository } from '../../src/reference/reference.js';
 import { parseTransportReference } from '../../src/reference/transport.js';
-import { nextLink } from '../../src/registry/client.js';
+import { nextLink } from '../../src/registry/pages.js';
 
 export interface Target {
   name: string;

@@ -6,8 +6,8 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseStowageConfig } from '../../src/config/stowage.js';
 import { Context } from '../../src/registry/context.js';
-import { JobManager } from '../../src/service/jobs.js';
-import type { Engine } from '../../src/service/operations.js';
+import type { Engine } from '../../src/service/engine.js';
+import { JobManager } from '../../src/service/in-process-jobs.js';
 import { LocalRenditions } from '../../src/store/renditions.js';
 import { Store } from '../../src/store/store.js';
 

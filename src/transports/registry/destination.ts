@@ -13,7 +13,7 @@ import type {
   ImageToWrite,
   WriteSettings,
 } from '../../copy/destination.js';
-import { type PlannedDocument, parseIndex, parseManifest } from '../../copy/plan.js';
+import type { PlannedDocument } from '../../copy/plan.js';
 import type { PlannedReferrer } from '../../copy/referrers.js';
 import { StowageError } from '../../errors.js';
 import {
@@ -23,6 +23,7 @@ import {
   digestTag,
 } from '../../image/cosign.js';
 import { sha256Digest } from '../../image/digest.js';
+import { parseIndex, parseManifest } from '../../image/documents.js';
 import { MediaType } from '../../image/mediatypes.js';
 import type { Descriptor } from '../../image/schemas.js';
 import { type Signer, simpleSigningPayload } from '../../policy/sign.js';

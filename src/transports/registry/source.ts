@@ -6,11 +6,11 @@
  */
 
 import type { PullEndpoint } from '../../config/resolve.js';
-import { parseManifest } from '../../copy/plan.js';
 import type { ImageSource, ReferrerEntry } from '../../copy/source.js';
 import { StowageError } from '../../errors.js';
 import { COSIGN_KINDS, COSIGN_SIMPLE_SIGNING, cosignSignatureLayers, cosignTag } from '../../image/cosign.js';
 import { verifyBytes } from '../../image/digest.js';
+import { parseManifest } from '../../image/documents.js';
 import type { Descriptor } from '../../image/schemas.js';
 import type { SigstoreSignature } from '../../policy/verify.js';
 import { type ImageReference, withDefaultTag } from '../../reference/reference.js';

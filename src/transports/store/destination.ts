@@ -14,7 +14,8 @@ import type {
 } from '../../copy/destination.js';
 import { StowageError } from '../../errors.js';
 import type { Descriptor } from '../../image/schemas.js';
-import type { ArchiveStore, StoredVersion } from '../../store/store.js';
+import type { ArchiveStore } from '../../store/archive-store.js';
+import type { StoredVersion } from '../../store/store.js';
 
 /** What a version is recorded as, beside what the copy gives (descriptor, platforms). */
 export interface VersionLabel {

@@ -10,7 +10,8 @@ import { MAX_MANIFEST_BYTES } from '../../image/mediatypes.js';
 import type { Descriptor } from '../../image/schemas.js';
 import { isDigest } from '../../reference/reference.js';
 import type { ManifestResponse } from '../../registry/client.js';
-import type { ArchiveStore, StoredVersion } from '../../store/store.js';
+import type { ArchiveStore } from '../../store/archive-store.js';
+import type { StoredVersion } from '../../store/store.js';
 import { documentMediaType } from '../archive/source.js';
 
 export class StoreSource implements ImageSource {
