@@ -4,7 +4,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context as HonoContext } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import { type LayerCompression, parseCompression } from '../archive/compress.js';
+import { compressionFrom, type LayerCompression } from '../archive/compress.js';
 import { StowageError } from '../errors.js';
 import { formatReference } from '../reference/reference.js';
 import { parsePullReference } from '../service/engine.js';
@@ -222,10 +222,7 @@ export async function startPush(
   const version = await deps.engine.store.find(body.archive);
   const destination = destinationFor(deps.engine, body.destination, version);
   // Checked now, so a bad choice is a 400 and not a failed job.
-  const compression =
-    body.compress || body.compressLevel
-      ? parseCompression(body.compress ?? 'gzip', body.compressLevel)
-      : undefined;
+  const compression = compressionFrom({ format: body.compress, level: body.compressLevel });
   const request = { archive: version.id, destination, ...(compression ? { compression } : {}) };
   const key = `push:${version.id}>${destination}${compressionKey(compression)}`;
   return deps.jobs.submit('push', request, requestedBy, key);

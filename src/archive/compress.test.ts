@@ -126,3 +126,17 @@ describe('compression choices', () => {
     expect(compressionKey(c)).toMatch(/^zstd-1 level-5 zstd-/);
   });
 });
+
+describe('a compression asked for by its two parts (CLI flags, API fields)', () => {
+  it('reads them by one rule: nothing is the default, a level alone is gzip, a bad pair is named', async () => {
+    const { compressionFrom } = await import('./compress.js');
+    expect(compressionFrom({})).toBeUndefined();
+    expect(compressionFrom({ format: undefined, level: '' })).toBeUndefined();
+    expect(compressionFrom({ level: 1 })).toEqual({ format: 'gzip', level: 1 });
+    expect(compressionFrom({ format: 'gzip' })).toEqual({ format: 'gzip', level: 6 });
+    expect(compressionFrom({ format: 'none' })).toEqual({ format: 'none', level: undefined });
+    expect(() => compressionFrom({ format: 'none', level: 3 })).toThrow(/needs gzip or zstd/);
+    expect(() => compressionFrom({ format: 'gzip', level: '12' })).toThrow(/use 1-9/);
+    expect(() => compressionFrom({ format: 'brotli' })).toThrow(/unknown compression "brotli"/);
+  });
+});

@@ -77,6 +77,23 @@ export function parseCompression(format: string, level?: number | string | undef
 }
 
 /**
+ * The one rule for a compression asked for by its two parts, whoever asks (`--compress` and
+ * `--compress-level`, the API's `compress` and `compressLevel`): a level alone means gzip at that
+ * level; neither means the destination's default (undefined).
+ */
+export function compressionFrom(choice: {
+  format?: string | undefined;
+  level?: number | string | undefined;
+}): LayerCompression | undefined {
+  if (choice.format === undefined || choice.format === '') {
+    return choice.level === undefined || choice.level === ''
+      ? undefined
+      : parseCompression('gzip', choice.level);
+  }
+  return parseCompression(choice.format, choice.level);
+}
+
+/**
  * What a compression's output depends on, as the digest cache keys it: the same key always gives the
  * same bytes. The chunked gzip's bytes depend on zlib's version; zstd's on libzstd's.
  */

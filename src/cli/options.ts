@@ -1,5 +1,5 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { type LayerCompression, parseCompression } from '../archive/compress.js';
+import { compressionFrom, type LayerCompression } from '../archive/compress.js';
 import { type Credentials, parseCredsOption } from '../auth/authfile.js';
 import { Context, type RegistryLimits } from '../registry/context.js';
 import { readPassword } from './prompt.js';
@@ -187,9 +187,5 @@ export function addCompressOptions(cmd: Command, what: string): Command {
 
 /** The compression asked for, checked (undefined: the destination's default). */
 export function compressFrom(opts: CompressCliOptions): LayerCompression | undefined {
-  if (opts.compress === undefined) {
-    if (opts.compressLevel !== undefined) return parseCompression('gzip', opts.compressLevel);
-    return undefined;
-  }
-  return parseCompression(opts.compress, opts.compressLevel);
+  return compressionFrom({ format: opts.compress, level: opts.compressLevel });
 }
