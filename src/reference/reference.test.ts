@@ -86,3 +86,12 @@ describe('parseTransportReference', () => {
     expect(() => parseTransportReference('oci-archive:')).toThrowError('needs a path');
   });
 });
+
+describe('skopeo’s docker:// prefix', () => {
+  it('is taken off in one place, and only at the start', async () => {
+    const { registrySpelling } = await import('./transport.js');
+    expect(registrySpelling('docker://127.0.0.1:5000/team/app:1')).toBe('127.0.0.1:5000/team/app:1');
+    expect(registrySpelling('127.0.0.1:5000/team/app:1')).toBe('127.0.0.1:5000/team/app:1');
+    expect(registrySpelling('oci-archive:docker://x')).toBe('oci-archive:docker://x');
+  });
+});

@@ -36,8 +36,14 @@ export function looksLikePath(input: string): boolean {
 const FILE_TRANSPORTS = ['oci-archive', 'docker-archive', 'oci'] as const;
 const UNSUPPORTED_TRANSPORTS = ['containers-storage', 'docker-daemon', 'sif', 'tarball', 'ostree'];
 
+/** A registry reference as given, without skopeo's `docker://` transport prefix if it has one. */
+export function registrySpelling(input: string): string {
+  return input.startsWith('docker://') ? input.slice('docker://'.length) : input;
+}
+
 export function parseTransportReference(input: string): TransportReference {
-  if (input.startsWith('docker://')) return { transport: 'docker', ref: parseReference(input.slice(9)) };
+  if (input.startsWith('docker://'))
+    return { transport: 'docker', ref: parseReference(registrySpelling(input)) };
   if (input.startsWith('dir:')) {
     const path = input.slice(4);
     if (!path)

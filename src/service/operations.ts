@@ -5,6 +5,7 @@
  * the store, and the access rules that keep every request within what registries.conf and the
  * service's allow-list permit.
  */
+
 import { createWriteStream } from 'node:fs';
 import { mkdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,6 +23,7 @@ import {
   repositoryName,
   withDefaultTag,
 } from '../reference/reference.js';
+import { registrySpelling } from '../reference/transport.js';
 import type { ArchiveStore } from '../store/archive-store.js';
 import type { StoredVersion } from '../store/store.js';
 import { ociArchiveView, viewSha256 } from '../store/view.js';
@@ -190,7 +192,7 @@ export async function runPush(engine: Engine, req: PushRequest, run: JobRun): Pr
 
 /** DEST as registry/repository[:tag]; without a tag, the version's own. Checked against the rules. */
 export function destinationFor(engine: Engine, destination: string, version?: StoredVersion): string {
-  const input = destination.startsWith('docker://') ? destination.slice(9) : destination;
+  const input = registrySpelling(destination);
   const ref = parseReference(input);
   if (ref.shortName || !input.includes('/')) {
     throw new StowageError(

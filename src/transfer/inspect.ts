@@ -15,6 +15,7 @@ import {
   repositoryName,
   withDefaultTag,
 } from '../reference/reference.js';
+import { registrySpelling } from '../reference/transport.js';
 import type { Context } from '../registry/context.js';
 import { isArchiveReference, openSource } from '../transports/open.js';
 
@@ -89,7 +90,7 @@ export async function listTags(
   signal?: AbortSignal,
 ): Promise<{ Repository: string; Tags: string[] }> {
   // docker://REPO as well as REPO, as every other command reads references.
-  const parsed = parseRepository(input.startsWith('docker://') ? input.slice(9) : input);
+  const parsed = parseRepository(registrySpelling(input));
   return ctx.withCandidates(parsed, async (ref) => {
     const { client, endpoint } = await ctx.client(ref);
     const tags = await client.listTags(endpoint.path, signal);
@@ -102,7 +103,7 @@ function registryReference(input: string): ImageReference {
   if (isArchiveReference(input)) {
     throw new StowageError('INVALID_ARGUMENT', `${input} is an archive, not an image in a registry`);
   }
-  return parseReference(input.startsWith('docker://') ? input.slice(9) : input);
+  return parseReference(registrySpelling(input));
 }
 
 export interface ReferrerSummary {

@@ -5,6 +5,7 @@ import {
   parseReference,
   withDefaultTag,
 } from '../reference/reference.js';
+import { registrySpelling } from '../reference/transport.js';
 import type { ListedImage } from '../transports/archive/source.js';
 
 /** What a push or copy sent: blobs uploaded, found, mounted, and bytes. */
@@ -17,7 +18,7 @@ export interface Destination {
 }
 
 export function parseDestination(dest: string, images: number): Destination {
-  const input = dest.startsWith('docker://') ? dest.slice(9) : dest;
+  const input = registrySpelling(dest);
   const slash = input.indexOf('/');
   if (slash < 0) {
     // A registry alone: "127.0.0.1:5000" or "registry.internal".
