@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { printable } from '../core/printable.js';
 import { toStowageError } from '../errors.js';
+import type { RegistryRequestRecord } from '../registry/transport.js';
 import { archivesCommand, dfCommand, storeCommand } from './archives.js';
 import { completionCommand } from './completion.js';
 import { inspectCommand } from './inspect.js';
@@ -92,12 +93,14 @@ export async function main(rawArgv: string[]): Promise<number> {
   const { argv, debug } = normalizeArgv(rawArgv);
   if (debug) {
     process.env.STOWAGE_DEBUG = '1';
-    const { registryRequestObservers } = await import('../registry/transport.js');
-    registryRequestObservers.add((r) =>
+    const { REGISTRY_REQUESTS_CHANNEL } = await import('../registry/transport.js');
+    const { subscribe } = await import('node:diagnostics_channel');
+    subscribe(REGISTRY_REQUESTS_CHANNEL, (m) => {
+      const r = m as RegistryRequestRecord;
       process.stderr.write(
         `debug: ${r.method} ${r.host} -> ${r.status || 'no answer'} in ${Math.round(r.seconds * 1000)} ms\n`,
-      ),
-    );
+      );
+    });
   }
   try {
     await program.parseAsync(argv);

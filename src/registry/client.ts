@@ -16,10 +16,10 @@ export { readLimited } from './status.js';
 export {
   DEFAULT_RETRY,
   DEFAULT_STALL,
+  REGISTRY_REQUESTS_CHANNEL,
   type RegistryClientOptions,
   type RegistryRequestRecord,
   type RetryOptions,
-  registryRequestObservers,
   type StallRule,
   USER_AGENT,
 } from './transport.js';

@@ -5,6 +5,7 @@
  * registry's own rate-limit headers, 429 with Retry-After), redirects checked against the allow-list,
  * 401 and 403 mapped, metrics. What a status means for a given call is said in one place: failure().
  */
+import { channel } from 'node:diagnostics_channel';
 import { setMaxListeners } from 'node:events';
 import { createSecureContext } from 'node:tls';
 import type { Dispatcher } from 'undici';
@@ -76,20 +77,26 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_RATE_LIMIT_WAIT_MS = 5 * 60_000;
 
 /** One request to a registry as it ended: for metrics (status 0: no answer). */
+/** What is published on REGISTRY_REQUESTS for each registry request (metrics, --debug listen). */
 export interface RegistryRequestRecord {
   host: string;
   method: string;
+  /** 0 when no answer came (a connection failure). */
   status: number;
   seconds: number;
 }
 
-/** Called for every request any client makes (the service counts them); empty in the CLI. */
-export const registryRequestObservers = new Set<(r: RegistryRequestRecord) => void>();
+/**
+ * Every registry request, as it ends, on a diagnostics channel (as undici publishes its own): whoever
+ * wants them subscribes (the service's metrics, the CLI's --debug), and nothing is kept when no one does.
+ */
+export const REGISTRY_REQUESTS_CHANNEL = 'stowage:registry:request';
+const REGISTRY_REQUESTS = channel(REGISTRY_REQUESTS_CHANNEL);
 
 function observe(host: string, method: string, status: number, started: number): void {
-  if (registryRequestObservers.size === 0) return;
-  const r = { host, method, status, seconds: (performance.now() - started) / 1000 };
-  for (const o of registryRequestObservers) o(r);
+  if (!REGISTRY_REQUESTS.hasSubscribers) return;
+  const r: RegistryRequestRecord = { host, method, status, seconds: (performance.now() - started) / 1000 };
+  REGISTRY_REQUESTS.publish(r);
 }
 
 /** An OCI distribution client for one registry, on one undici agent with keep-alive. */

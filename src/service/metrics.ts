@@ -6,8 +6,10 @@
  * registry requests by host, method and status with their latency, the API's own requests, build info,
  * and prom-client's process and Node metrics.
  */
+
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import { type RegistryRequestRecord, registryRequestObservers } from '../registry/client.js';
+import { REGISTRY_REQUESTS_CHANNEL, type RegistryRequestRecord } from '../registry/client.js';
 import type { Engine } from './engine.js';
 import { type Job, type JobSystem, TERMINAL } from './job-system.js';
 
@@ -139,11 +141,12 @@ export function createMetrics(engine: Engine, jobs: JobSystem, opts: MetricsOpti
     buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
     registers: [registry],
   });
-  const observer = (r: RegistryRequestRecord) => {
+  const observer = (message: unknown) => {
+    const r = message as RegistryRequestRecord;
     requests.inc({ host: r.host, method: r.method, status: String(r.status) });
     latency.observe({ host: r.host, method: r.method }, r.seconds);
   };
-  registryRequestObservers.add(observer);
+  subscribe(REGISTRY_REQUESTS_CHANNEL, observer);
   return {
     registry,
     observeApi(method, route, status, seconds) {
@@ -152,7 +155,7 @@ export function createMetrics(engine: Engine, jobs: JobSystem, opts: MetricsOpti
     },
     observeJob,
     close() {
-      registryRequestObservers.delete(observer);
+      unsubscribe(REGISTRY_REQUESTS_CHANNEL, observer);
     },
   };
 }
