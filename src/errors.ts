@@ -31,6 +31,21 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
+/**
+ * Exit codes of outcomes that are not one error: a run in which some parts failed, and what verify
+ * found. With ERROR_CODES, every exit code stowage uses (the README's table is this).
+ */
+export const OUTCOME_EXIT = {
+  /** A sync in which some job or tag failed (the others still ran). */
+  syncPartial: 13,
+  /** verify: the archive's sha256 does not match, or is required and absent. */
+  verifyChecksum: 10,
+  /** verify: a blob or manifest is missing or damaged. */
+  verifyBlob: 11,
+  /** verify: manifests, configs and layers disagree. */
+  verifyConsistency: 12,
+} as const;
+
 export class StowageError extends Error {
   readonly code: ErrorCode;
   /** A transient failure (connection, 5xx, 429): trying the operation again may succeed. */

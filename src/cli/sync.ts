@@ -6,7 +6,7 @@ import {
   type StowageConfig,
 } from '../config/stowage.js';
 import { printable } from '../core/printable.js';
-import { StowageError } from '../errors.js';
+import { OUTCOME_EXIT, StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import type { SyncReport } from '../sync/report.js';
 import { formatBytes, formatDuration, plural } from './format.js';
@@ -14,7 +14,7 @@ import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOpti
 import { withSignal } from './run.js';
 
 /** Exit code of a sync in which some job or tag failed (the others still ran). */
-export const SYNC_PARTIAL_EXIT = 13;
+export const SYNC_PARTIAL_EXIT = OUTCOME_EXIT.syncPartial;
 
 export interface StoreCliOptions {
   config?: string;

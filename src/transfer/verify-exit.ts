@@ -1,7 +1,13 @@
+import { OUTCOME_EXIT } from '../errors.js';
 import type { VerifyReport } from './verify.js';
 
 /** Exit codes of `stowage verify`, by the most telling problem found (light: the CLI's help shows them). */
-export const VERIFY_EXIT = { ok: 0, checksum: 10, blob: 11, consistency: 12 } as const;
+export const VERIFY_EXIT = {
+  ok: 0,
+  checksum: OUTCOME_EXIT.verifyChecksum,
+  blob: OUTCOME_EXIT.verifyBlob,
+  consistency: OUTCOME_EXIT.verifyConsistency,
+} as const;
 
 export function verifyExitCode(report: VerifyReport): number {
   const kinds = new Set(report.problems.map((p) => p.kind));
