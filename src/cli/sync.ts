@@ -1,13 +1,7 @@
 import type { Command } from 'commander';
-import {
-  checkSourceAndMirror,
-  type JobConfig,
-  loadStowageConfig,
-  type StowageConfig,
-} from '../config/stowage.js';
+import { checkJob, type JobConfig, loadStowageConfig, type StowageConfig } from '../config/stowage.js';
 import { printable } from '../core/printable.js';
 import { OUTCOME_EXIT, StowageError } from '../errors.js';
-import { parsePlatform } from '../image/platform.js';
 import type { SyncReport } from '../sync/report.js';
 import { formatBytes, formatDuration, plural } from './format.js';
 import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOptions } from './options.js';
@@ -95,6 +89,19 @@ function collect(value: string, previous: string[]): string[] {
  * The job --src and its filters make, as one [[job]] of stowage.toml would say it: to --dest as a
  * mirror (and to the store with --archive), else into the store.
  */
+/** How the command line spells the keys a job's checks name. */
+const FLAGS: [string, string][] = [
+  ['key "source"', '--src'],
+  ['key "mirror"', '--dest'],
+  ['key "repositories.include"', '--include-repo'],
+  ['key "repositories.exclude"', '--exclude-repo'],
+  ['key "repositories"', '--include-repo/--exclude-repo'],
+  ['key "include"', '--include'],
+  ['key "exclude"', '--exclude'],
+  ['key "semver"', '--semver'],
+  ['key "platforms"', '--platforms'],
+];
+
 function commandLineJob(opts: SyncCliOptions, names: string[]): JobConfig {
   if (names.length) {
     throw new StowageError(
@@ -102,65 +109,44 @@ function commandLineJob(opts: SyncCliOptions, names: string[]): JobConfig {
       `--src makes its own job: drop the job names (${names.join(', ')}), or drop --src to run stowage.toml's`,
     );
   }
-  for (const re of [...opts.include, ...opts.exclude, ...opts.includeRepo, ...opts.excludeRepo]) {
-    try {
-      new RegExp(re);
-    } catch (e) {
-      throw new StowageError(
-        'INVALID_ARGUMENT',
-        `--include/--exclude "${re}" is not a regular expression: ${(e as Error).message}`,
-      );
-    }
-  }
-  const repositories =
-    opts.includeRepo.length || opts.excludeRepo.length
-      ? {
-          ...(opts.includeRepo.length ? { include: opts.includeRepo } : {}),
-          ...(opts.excludeRepo.length ? { exclude: opts.excludeRepo } : {}),
-        }
-      : undefined;
-  // The checks stowage.toml's jobs get, with the flags' names.
-  try {
-    checkSourceAndMirror({ source: opts.src!, mirror: opts.dest, repositories }, 'the command line');
-  } catch (e) {
-    throw new StowageError(
-      'INVALID_ARGUMENT',
-      (e as Error).message
-        .replace('the command line: key "source"', '--src')
-        .replace('the command line: key "mirror"', '--dest')
-        .replace('the command line: key "repositories"', '--include-repo/--exclude-repo'),
-    );
-  }
-  const platforms =
-    opts.platforms && opts.platforms !== 'all' ? opts.platforms.split(',').map((p) => p.trim()) : 'all';
-  for (const p of platforms === 'all' ? [] : platforms) parsePlatform(p);
   if (opts.prune && !opts.dest) {
     throw new StowageError(
       'INVALID_ARGUMENT',
       '--prune deletes mirror tags gone from the source and needs --dest (the store keeps every version)',
     );
   }
-  return {
+  const list = (v: string[]) => (v.length ? v : undefined);
+  const repositories =
+    opts.includeRepo.length || opts.excludeRepo.length
+      ? { include: list(opts.includeRepo), exclude: list(opts.excludeRepo) }
+      : undefined;
+  const job: JobConfig = {
     name: 'command-line',
     source: opts.src!,
-    ...(repositories ? { repositories } : {}),
-    ...(opts.tags
-      ? {
-          tags: opts.tags
-            .split(',')
-            .map((t) => t.trim())
-            .filter(Boolean),
-        }
-      : {}),
-    ...(opts.include.length ? { include: opts.include } : {}),
-    ...(opts.exclude.length ? { exclude: opts.exclude } : {}),
-    ...(opts.semver ? { semver: opts.semver } : {}),
-    ...(opts.newest ? { newest: opts.newest } : {}),
-    platforms,
+    repositories,
+    tags: opts.tags
+      ?.split(',')
+      .map((t) => t.trim())
+      .filter(Boolean),
+    include: list(opts.include),
+    exclude: list(opts.exclude),
+    semver: opts.semver,
+    newest: opts.newest,
+    platforms:
+      opts.platforms && opts.platforms !== 'all' ? opts.platforms.split(',').map((p) => p.trim()) : 'all',
     ...(opts.dest ? { mirror: opts.dest, archive: Boolean(opts.archive) } : { archive: true }),
-    ...(opts.prune ? { prune: true } : {}),
-    ...(opts.preserveDigests ? { 'preserve-digests': true } : {}),
+    prune: opts.prune || undefined,
+    'preserve-digests': opts.preserveDigests || undefined,
   };
+  // The checks stowage.toml's jobs get (one function: they cannot drift), said with the flags' names.
+  try {
+    checkJob(job, 'the command line');
+  } catch (e) {
+    let message = (e as Error).message;
+    for (const [key, flag] of FLAGS) message = message.replace(`the command line: ${key}`, flag);
+    throw new StowageError('INVALID_ARGUMENT', message);
+  }
+  return Object.fromEntries(Object.entries(job).filter(([, v]) => v !== undefined)) as JobConfig;
 }
 
 export function syncCommand(program: Command, setExitCode: (code: number) => void): void {

@@ -213,6 +213,59 @@ export function durationMs(d: string): number {
   return n * unit;
 }
 
+/**
+ * Every check a job gets beyond its schema, wherever it was written (stowage.toml, or sync --src on the
+ * command line, which names its flags instead of the keys): `at` says where, in messages.
+ */
+export function checkJob(j: JobConfig, at: string): void {
+  checkSourceAndMirror(j, at);
+  if (j.prune && !j.mirror) {
+    throw new StowageError(
+      'INVALID_CONFIG',
+      `${at}: prune = true deletes a mirror's tags that are gone from the source, and the job has no mirror; add mirror = "REGISTRY/REPOSITORY", or remove prune (the store keeps every version; see retention)`,
+    );
+  }
+  if (j.archive === false && !j.mirror) {
+    throw new StowageError(
+      'INVALID_CONFIG',
+      `${at}: archive = false and no mirror: the job has nowhere to go`,
+    );
+  }
+  for (const [k, list] of [
+    ['include', j.include],
+    ['exclude', j.exclude],
+    ['repositories.include', j.repositories?.include],
+    ['repositories.exclude', j.repositories?.exclude],
+  ] as const) {
+    for (const r of list ?? []) {
+      try {
+        new RegExp(r);
+      } catch (e) {
+        throw new StowageError('INVALID_CONFIG', `${at}: key "${k}": ${(e as Error).message}`);
+      }
+    }
+  }
+  if (j.semver !== undefined && semver.validRange(j.semver) === null) {
+    throw new StowageError('INVALID_CONFIG', `${at}: key "semver": "${j.semver}" is not a semver range`);
+  }
+  if (Array.isArray(j.platforms)) {
+    for (const p of j.platforms) {
+      try {
+        parsePlatform(p);
+      } catch (e) {
+        throw new StowageError('INVALID_CONFIG', `${at}: key "platforms": ${(e as Error).message}`);
+      }
+    }
+  }
+  if (j.schedule !== undefined) {
+    try {
+      new Cron(j.schedule, { paused: true }).stop();
+    } catch (e) {
+      throw new StowageError('INVALID_CONFIG', `${at}: key "schedule": ${(e as Error).message}`);
+    }
+  }
+}
+
 /** Parses stowage.toml text; `path` names it in errors. */
 export function parseStowageConfig(
   text: string,
@@ -245,52 +298,7 @@ export function parseStowageConfig(
     const at = `${path}${lineOf(text, ['job', i, 'name']) ? ` line ${lineOf(text, ['job', i, 'name'])}` : ''}: job "${j.name}"`;
     if (names.has(j.name)) throw new StowageError('INVALID_CONFIG', `${at}: the name is used twice`);
     names.add(j.name);
-    checkSourceAndMirror(j, at);
-    if (j.prune && !j.mirror) {
-      throw new StowageError(
-        'INVALID_CONFIG',
-        `${at}: prune = true deletes a mirror's tags that are gone from the source, and the job has no mirror; add mirror = "REGISTRY/REPOSITORY", or remove prune (the store keeps every version; see retention)`,
-      );
-    }
-    if (j.archive === false && !j.mirror) {
-      throw new StowageError(
-        'INVALID_CONFIG',
-        `${at}: archive = false and no mirror: the job has nowhere to go`,
-      );
-    }
-    for (const [k, list] of [
-      ['include', j.include],
-      ['exclude', j.exclude],
-      ['repositories.include', j.repositories?.include],
-      ['repositories.exclude', j.repositories?.exclude],
-    ] as const) {
-      for (const r of list ?? []) {
-        try {
-          new RegExp(r);
-        } catch (e) {
-          throw new StowageError('INVALID_CONFIG', `${at}: key "${k}": ${(e as Error).message}`);
-        }
-      }
-    }
-    if (j.semver !== undefined && semver.validRange(j.semver) === null) {
-      throw new StowageError('INVALID_CONFIG', `${at}: key "semver": "${j.semver}" is not a semver range`);
-    }
-    if (Array.isArray(j.platforms)) {
-      for (const p of j.platforms) {
-        try {
-          parsePlatform(p);
-        } catch (e) {
-          throw new StowageError('INVALID_CONFIG', `${at}: key "platforms": ${(e as Error).message}`);
-        }
-      }
-    }
-    if (j.schedule !== undefined) {
-      try {
-        new Cron(j.schedule, { paused: true }).stop();
-      } catch (e) {
-        throw new StowageError('INVALID_CONFIG', `${at}: key "schedule": ${(e as Error).message}`);
-      }
-    }
+    checkJob(j, at);
   }
   return {
     path,
