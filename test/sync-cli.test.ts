@@ -144,6 +144,16 @@ describe('stowage sync --src', () => {
     const storeOnly = await stowage(['sync', '--src', src, '--prune'], { env });
     expect(storeOnly.code).toBe(2);
     expect(storeOnly.stderr).toContain('--prune deletes mirror tags gone from the source and needs --dest');
+    // The checks stowage.toml's jobs get, with the flags' names: nothing is contacted for a bad one.
+    for (const [flags, said] of [
+      [['--semver', 'nope'], '--semver: "nope" is not a semver range'],
+      [['--include', '(['], '--include: '],
+      [['--platforms', 'linux/'], '--platforms: '],
+    ] as const) {
+      const bad = await stowage(['sync', '--src', src, ...flags], { env });
+      expect(bad.code, bad.stderr).toBe(2);
+      expect(bad.stderr).toContain(said);
+    }
   });
 
   it('--prune deletes nothing when the source lists no tags, and the job fails saying so', async () => {
