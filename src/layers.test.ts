@@ -14,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 const LAYERS: string[][] = [
   ['errors.ts'],
   // The typed API client for other programs: it imports nothing of stowage's own.
-  ['client'],
+  ['api-client'],
   ['core'],
   ['reference'],
   ['image'],

@@ -1,6 +1,6 @@
 /**
  * The API as a contract: the OpenAPI document the service serves is openapi.json at the repository root
- * (committed), the typed client's types are generated from it (src/client/openapi.ts), and both fail
+ * (committed), the typed client's types are generated from it (src/api-client/openapi.ts), and both fail
  * here when they drift: `UPDATE_OPENAPI=1 npx vitest run src/api/openapi.test.ts` writes them anew.
  * The document names every operation, types every job by its kind, and documents the headers and the
  * statuses the routes answer. The typed client is then used against the app, in process.
@@ -11,8 +11,8 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { inProcessEngine } from '../../test/harness/in-process.js';
 import { tempDirs } from '../../test/harness/temp-dirs.js';
-import { stowageClient } from '../client/client.js';
-import { generateTypes, type OpenApiDocument } from '../client/generate.js';
+import { stowageClient } from '../api-client/client.js';
+import { generateTypes, type OpenApiDocument } from '../api-client/generate.js';
 import { createMetrics } from '../service/metrics.js';
 import { createApp } from './app.js';
 import { tokenHash } from './auth.js';
@@ -50,15 +50,16 @@ describe('the OpenAPI contract', () => {
     const types = generateTypes(doc);
     if (UPDATE) {
       await writeFile(join(ROOT, 'openapi.json'), text);
-      await writeFile(join(ROOT, 'src/client/openapi.ts'), types);
+      await writeFile(join(ROOT, 'src/api-client/openapi.ts'), types);
     }
     expect(
       await readFile(join(ROOT, 'openapi.json'), 'utf8'),
       'run UPDATE_OPENAPI=1 to refresh openapi.json',
     ).toBe(text);
-    expect(await readFile(join(ROOT, 'src/client/openapi.ts'), 'utf8'), 'regenerate the client types').toBe(
-      types,
-    );
+    expect(
+      await readFile(join(ROOT, 'src/api-client/openapi.ts'), 'utf8'),
+      'regenerate the client types',
+    ).toBe(types);
   });
 
   it('names every operation, types every job by kind, and documents dates, headers and statuses', async () => {

@@ -1,7 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { printable } from '../core/printable.js';
 import { toStowageError } from '../errors.js';
-import type { RegistryRequestRecord } from '../registry/transport.js';
+import type { RegistryRequestRecord } from '../registry/http.js';
 import { archivesCommand, dfCommand, storeCommand } from './archives.js';
 import { completionCommand } from './completion.js';
 import { inspectCommand } from './inspect.js';
@@ -93,7 +93,7 @@ export async function main(rawArgv: string[]): Promise<number> {
   const { argv, debug } = normalizeArgv(rawArgv);
   if (debug) {
     process.env.STOWAGE_DEBUG = '1';
-    const { REGISTRY_REQUESTS_CHANNEL } = await import('../registry/transport.js');
+    const { REGISTRY_REQUESTS_CHANNEL } = await import('../registry/http.js');
     const { subscribe } = await import('node:diagnostics_channel');
     subscribe(REGISTRY_REQUESTS_CHANNEL, (m) => {
       const r = m as RegistryRequestRecord;

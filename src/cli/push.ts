@@ -1,4 +1,5 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { byteSize } from '../core/sizes.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { Context } from '../registry/context.js';
@@ -23,20 +24,10 @@ import { printResult, referrerOption } from './pull.js';
 import { withSignal } from './run.js';
 
 /** Sizes such as 64MiB, 1GiB, 5000000. */
-export function parseSize(v: string): number {
-  const m = /^(\d+)\s*(|B|KiB|MiB|GiB|KB|MB|GB)$/i.exec(v.trim());
-  if (!m) throw new InvalidArgumentError('expected a size such as 64MiB or 1GiB');
-  const units: Record<string, number> = {
-    '': 1,
-    b: 1,
-    kib: 1024,
-    mib: 1024 ** 2,
-    gib: 1024 ** 3,
-    kb: 1e3,
-    mb: 1e6,
-    gb: 1e9,
-  };
-  const n = Number(m[1]) * units[m[2]!.toLowerCase()]!;
+/** --chunk-size: a size (see core/sizes.ts), at least 1 MiB. */
+export function parseChunkSize(v: string): number {
+  const n = byteSize(v);
+  if (n === undefined) throw new InvalidArgumentError('expected a size such as 64MiB or 1GiB');
   if (n < 1024 * 1024) throw new InvalidArgumentError('chunks must be at least 1MiB');
   return n;
 }
@@ -173,7 +164,7 @@ export function pushCommand(program: Command): void {
     .option(
       '--chunk-size <size>',
       'upload blobs larger than this in chunks of this size (default 1GiB; the registry may ask for smaller)',
-      parseSize,
+      parseChunkSize,
     )
     .option('--dry-run', 'resolve the images and their destinations, print them, send nothing')
     .option('--remove-signatures', "leave the archive's attachments (signatures, attestations, SBOMs) behind")
@@ -321,7 +312,7 @@ export function copyCommand(program: Command): void {
     .option(
       '--chunk-size <size>',
       'upload blobs larger than this in chunks of this size (default 1GiB; the registry may ask for smaller)',
-      parseSize,
+      parseChunkSize,
     )
     .option('--dry-run', 'resolve the source and the destination, print what would be written, write nothing')
     .option('--remove-signatures', 'carry no signatures, attestations or SBOMs with the image (as skopeo)')

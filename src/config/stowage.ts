@@ -2,12 +2,14 @@
  * stowage.toml: the sync jobs and the archive store. zod-validated; errors name the file, the key and
  * (for TOML syntax) the line.
  */
+
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Cron } from 'croner';
 import semver from 'semver';
 import { z } from 'zod';
+import { byteSize } from '../core/sizes.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import {
@@ -133,10 +135,10 @@ export type ServerConfig = z.infer<typeof serverSchema>;
 export const DEFAULT_LISTEN = '127.0.0.1:8080';
 
 export function parseSize(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|TiB)$/.exec(s);
-  if (!m) throw new StowageError('INVALID_CONFIG', `"${s}" is not a size such as 512MiB or 20GiB`);
-  const unit = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 }[m[2] as 'B'];
-  return Math.floor(Number(m[1]) * unit);
+  const n = byteSize(s);
+  if (n === undefined)
+    throw new StowageError('INVALID_CONFIG', `"${s}" is not a size such as 512MiB or 20GiB`);
+  return n;
 }
 
 export const stowageConfigSchema = z.strictObject({

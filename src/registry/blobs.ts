@@ -6,9 +6,9 @@
 
 import { StowageError } from '../errors.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
+import type { RegistryHttp } from './http.js';
 import { StallError, watchStalls } from './stall.js';
 import { readLimited } from './status.js';
-import type { RegistryTransport } from './transport.js';
 
 export interface BlobResponse {
   body: AsyncIterable<Uint8Array>;
@@ -33,7 +33,7 @@ const KEPT_OVERHEAD = 512;
 
 /** The blob-reading calls of a registry client. */
 export class BlobReader {
-  constructor(private readonly t: RegistryTransport) {}
+  constructor(private readonly t: RegistryHttp) {}
 
   /**
    * GET a blob as a stream. The caller verifies the digest while consuming it. A body that stalls (see

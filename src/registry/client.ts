@@ -4,15 +4,13 @@ import { digestMismatch, sha256Digest } from '../image/digest.js';
 import { isSchema1MediaType, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, MediaType } from '../image/mediatypes.js';
 import { type Descriptor, imageIndexSchema, type ManifestResponse } from '../image/schemas.js';
 import { BlobReader, type BlobResponse } from './blobs.js';
+import { type RegistryClientOptions, RegistryHttp } from './http.js';
 import { CATALOG_PAGE, listPages } from './pages.js';
 import { readLimited } from './status.js';
-import { type RegistryClientOptions, RegistryTransport } from './transport.js';
 import { type UploadSession, Uploads } from './uploads.js';
 
 export type { ManifestResponse } from '../image/schemas.js';
 export type { BlobResponse } from './blobs.js';
-export { watchStalls } from './stall.js';
-export { readLimited } from './status.js';
 export {
   DEFAULT_RETRY,
   DEFAULT_STALL,
@@ -22,7 +20,9 @@ export {
   type RetryOptions,
   type StallRule,
   USER_AGENT,
-} from './transport.js';
+} from './http.js';
+export { watchStalls } from './stall.js';
+export { readLimited } from './status.js';
 export { pushScope, type UploadSession } from './uploads.js';
 
 /** A manifest's referrers: from the referrers API, or from the tag schema's index. */
@@ -38,12 +38,12 @@ const REFERRERS_RECHECK_MS = 15 * 60_000;
 export class RegistryClient {
   readonly host: string;
   readonly insecure: boolean;
-  private readonly t: RegistryTransport;
+  private readonly t: RegistryHttp;
   private readonly blobs: BlobReader;
   private readonly uploads: Uploads;
 
   constructor(opts: RegistryClientOptions) {
-    this.t = new RegistryTransport(opts);
+    this.t = new RegistryHttp(opts);
     this.host = this.t.host;
     this.insecure = this.t.insecure;
     this.blobs = new BlobReader(this.t);

@@ -4,12 +4,12 @@
  */
 import { printable } from '../core/printable.js';
 import { StowageError } from '../errors.js';
+import type { RegistryHttp } from './http.js';
 import { readLimited } from './status.js';
-import type { RegistryTransport } from './transport.js';
 
 /** A paginated listing (tags or repositories): each name once, in the order served. */
 export async function listPages(
-  t: RegistryTransport,
+  t: RegistryHttp,
   o: {
     first: string;
     key: 'tags' | 'repositories';

@@ -2,7 +2,7 @@
  * The stall rule at work on a response body: cut a transfer that moves too slowly, so that the caller
  * can resume it (see StallRule).
  */
-import type { StallRule } from './transport.js';
+import type { StallRule } from './http.js';
 
 /** A body that moved too slowly for the stall rule. */
 export class StallError extends Error {}

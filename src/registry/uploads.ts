@@ -5,7 +5,7 @@
 import type { Dispatcher } from 'undici';
 import { StowageError } from '../errors.js';
 import { digestMismatch, sha256Digest } from '../image/digest.js';
-import type { RegistryTransport } from './transport.js';
+import type { RegistryHttp } from './http.js';
 
 /** The scope a push needs on a repository (pull too: HEAD and mounts read). */
 export function pushScope(repo: string): string {
@@ -20,7 +20,7 @@ export interface UploadSession {
 
 /** The writing calls of a registry client. */
 export class Uploads {
-  constructor(private readonly t: RegistryTransport) {}
+  constructor(private readonly t: RegistryHttp) {}
 
   /** Whether the repository has a blob (HEAD). */
   async hasBlob(repo: string, digest: string, signal?: AbortSignal): Promise<boolean> {

@@ -1,6 +1,6 @@
 /**
  * A typed client of the stowage API for TypeScript, on openapi-fetch and the types generated from
- * openapi.json (src/client/openapi.ts): paths, bodies, parameters and answers are checked by the
+ * openapi.json (src/api-client/openapi.ts): paths, bodies, parameters and answers are checked by the
  * compiler. The project's own API tests use it.
  *
  *   const api = stowageClient({ baseUrl: 'http://127.0.0.1:8080', token });

@@ -2,7 +2,7 @@
  * TypeScript types from stowage's OpenAPI document, in the shape openapi-fetch reads (`paths`,
  * `components`, `operations`, as openapi-typescript writes them). openapi-typescript itself runs on
  * the TypeScript 5 compiler API, which the project's TypeScript 7 does not have; the document uses a
- * small part of JSON Schema, which this covers. src/client/openapi.ts is its output, committed, and a
+ * small part of JSON Schema, which this covers. src/api-client/openapi.ts is its output, committed, and a
  * test fails when it drifts from the document.
  */
 
@@ -122,7 +122,7 @@ function operationType(op: Operation): string {
 /** The module text: `paths`, `components` and `operations`. */
 export function generateTypes(doc: OpenApiDocument): string {
   const out: string[] = [
-    '// Generated from openapi.json by src/client/generate.ts; do not edit by hand.',
+    '// Generated from openapi.json by src/api-client/generate.ts; do not edit by hand.',
     '// Regenerate: UPDATE_OPENAPI=1 npx vitest run src/api/openapi.test.ts',
     '',
   ];

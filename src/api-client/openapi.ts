@@ -1,4 +1,4 @@
-// Generated from openapi.json by src/client/generate.ts; do not edit by hand.
+// Generated from openapi.json by src/api-client/generate.ts; do not edit by hand.
 // Regenerate: UPDATE_OPENAPI=1 npx vitest run src/api/openapi.test.ts
 
 export interface paths {

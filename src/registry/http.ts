@@ -103,7 +103,7 @@ function observe(host: string, method: string, status: number, started: number):
 
 /** How statuses other than the expected ones read for one kind of request (see failure()). */
 /** A registry's connection, auth and request loop (see the top of the file). */
-export class RegistryTransport {
+export class RegistryHttp {
   readonly host: string;
   readonly insecure: boolean;
   readonly apiHost: string;
