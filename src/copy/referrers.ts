@@ -72,7 +72,7 @@ export async function planReferrers(
         )
           continue;
         seen.add(d.digest);
-        const planned = await planOne(source, subject, entry.descriptor, entry.tag, signal);
+        const planned = await planReferrer(source, subject, entry.descriptor, entry.tag, signal);
         if (!planned) continue;
         if (top && opts.artifactTypes?.length && !opts.artifactTypes.includes(planned.artifactType)) continue;
         out.push(planned);
@@ -91,7 +91,7 @@ export async function planReferrers(
 }
 
 /** One attachment's manifest and blobs; undefined for one that is not an image manifest (left behind). */
-async function planOne(
+async function planReferrer(
   source: ImageSource,
   subject: string,
   d: Descriptor,
