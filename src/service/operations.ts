@@ -31,7 +31,7 @@ import { BlobCache } from '../sync/blob-cache.js';
 import type { BlobEvent, SyncReport } from '../sync/report.js';
 import { sync } from '../sync/sync.js';
 import { pushVersion } from '../transfer/push.js';
-import { admitImage, openSource } from '../transports/open.js';
+import { admitImage, openRegistryImage, openSource } from '../transports/open.js';
 import { StoreDestination, type VersionLabel } from '../transports/store/destination.js';
 import { checkReachable, type Engine, parsePullReference } from './engine.js';
 import { JobFailure, type JobRun } from './job-system.js';
@@ -358,7 +358,7 @@ export async function admitPull(engine: Engine, ref: ImageReference, signal?: Ab
   const policy = await engine.ctx.policy();
   refuseOutright(policy, ref);
   if (!needsSignatures(policy, ref)) return;
-  const opened = await openSource(engine.ctx, formatReference(ref), { signal });
+  const opened = await openRegistryImage(engine.ctx, ref, signal);
   try {
     await admitImage(engine.ctx, opened, opened.images[0]!, signal);
   } finally {

@@ -65,6 +65,31 @@ export interface OpenSourceOptions {
   signal?: AbortSignal | undefined;
 }
 
+/** Opens a registry image by its parsed reference (nothing parsed again). */
+export async function openRegistryImage(
+  ctx: Context,
+  reference: ImageReference,
+  signal?: AbortSignal,
+): Promise<OpenedSource> {
+  const { source, ref, endpoint, digest } = await resolveRegistrySource(ctx, reference, signal);
+  const full = formatReference({ ...ref, digest: undefined });
+  return {
+    source,
+    images: [
+      {
+        reference: ref.digest ?? ref.tag!,
+        asked: formatReference(ref),
+        served: `${endpoint.host}/${endpoint.path}`,
+        names: ref.tag ? [full] : [],
+        ref,
+        resolved: digest,
+        origin: { host: endpoint.host, repository: endpoint.path },
+      },
+    ],
+    close: () => source.close(),
+  };
+}
+
 /** Opens any source reference. */
 export async function openSource(
   ctx: Context,
@@ -72,25 +97,7 @@ export async function openSource(
   opts: OpenSourceOptions = {},
 ): Promise<OpenedSource> {
   const t = parseSource(input, opts);
-  if (t.transport === 'docker') {
-    const { source, ref, endpoint, digest } = await resolveRegistrySource(ctx, t.ref, opts.signal);
-    const full = formatReference({ ...ref, digest: undefined });
-    return {
-      source,
-      images: [
-        {
-          reference: ref.digest ?? ref.tag!,
-          asked: formatReference(ref),
-          served: `${endpoint.host}/${endpoint.path}`,
-          names: ref.tag ? [full] : [],
-          ref,
-          resolved: digest,
-          origin: { host: endpoint.host, repository: endpoint.path },
-        },
-      ],
-      close: () => source.close(),
-    };
-  }
+  if (t.transport === 'docker') return openRegistryImage(ctx, t.ref, opts.signal);
   return openArchiveSource(t, input, opts);
 }
 
