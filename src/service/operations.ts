@@ -175,7 +175,7 @@ export interface PushRequest {
 /** A push job: a stored version to a registry, digests intact. */
 export async function runPush(engine: Engine, req: PushRequest, run: JobRun): Promise<unknown> {
   const version = await engine.store.find(req.archive);
-  const dest = destinationFor(engine, req.destination, version);
+  const dest = destinationRef(engine, req.destination, version);
   const result = await pushVersion(engine.ctx, engine.store, version, dest, {
     compress: req.compression,
     signal: run.signal,
@@ -190,8 +190,13 @@ export async function runPush(engine: Engine, req: PushRequest, run: JobRun): Pr
   return { archive: version.id, ...result };
 }
 
-/** DEST as registry/repository[:tag]; without a tag, the version's own. Checked against the rules. */
+/** DEST as registry/repository[:tag] (for a job's request); without a tag, the version's own. */
 export function destinationFor(engine: Engine, destination: string, version?: StoredVersion): string {
+  return formatReference(destinationRef(engine, destination, version));
+}
+
+/** DEST parsed as registry/repository[:tag], the version's tag by default, checked against the rules. */
+export function destinationRef(engine: Engine, destination: string, version?: StoredVersion): ImageReference {
   const input = registrySpelling(destination);
   const ref = parseReference(input);
   if (ref.shortName || !input.includes('/')) {
@@ -203,7 +208,7 @@ export function destinationFor(engine: Engine, destination: string, version?: St
   if (ref.digest)
     throw new StowageError('INVALID_REFERENCE', `destination "${destination}" takes a tag, not a digest`);
   checkReachable(engine, ref);
-  return formatReference({ ...ref, tag: ref.tag ?? version?.tag });
+  return { ...ref, tag: ref.tag ?? version?.tag };
 }
 
 /** A sync job: configured jobs (all, or those named). */

@@ -304,12 +304,15 @@ export async function pushVersion(
   ctx: Context,
   store: ArchiveStore,
   version: StoredVersion,
-  dest: string,
+  /** registry/repository:tag, parsed (and checked against the service's rules) by the caller. */
+  dest: ImageReference,
   opts: Pick<PushOptions, 'concurrency' | 'chunkSize' | 'signal' | 'onProgress' | 'compress'> = {},
 ): Promise<PushResult> {
-  const d = parseDestinationSpec(dest);
-  if (d.kind !== 'registry' || !d.ref.tag)
-    throw new StowageError('INVALID_ARGUMENT', `${dest} is not a registry/repository:tag to push to`);
+  if (!dest.tag || dest.digest)
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      `${formatReference(dest)} is not a registry/repository:tag to push to`,
+    );
   const label = `the archive store (version ${version.id})`;
   const planned = await planOne(
     {
@@ -323,12 +326,12 @@ export async function pushVersion(
   );
   const stats = emptyStats();
   // The store checked every blob on its way in: what the registry has already is not read again.
-  await uploadTo(ctx, planned, [d.ref], opts, stats);
+  await uploadTo(ctx, planned, [dest], opts, stats);
   return {
     images: [
       {
         source: `${label}: ${version.repository}:${version.tag}`,
-        destinations: [formatReference(d.ref)],
+        destinations: [formatReference(dest)],
         digest: planned.plan.root.descriptor.digest,
         mediaType: planned.plan.root.descriptor.mediaType,
         newDigest: false,
