@@ -79,7 +79,7 @@ describe('the package', () => {
     const replicaToml = join(work, 'replica.toml');
     await writeFile(
       replicaToml,
-      '[store.s3]\nendpoint = "http://127.0.0.1:9"\nbucket = "b"\n\n[server]\ndatabase = "postgres://u@127.0.0.1:9/db"\n',
+      '[store.s3]\nendpoint = "http://127.0.0.1:9"\nbucket = "stowage"\n\n[server]\ndatabase = "postgres://u@127.0.0.1:9/db"\n',
     );
     const refused = spawnSync(bin, ['archives', '--config', replicaToml], {
       cwd: work,
