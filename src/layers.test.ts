@@ -25,7 +25,7 @@ const LAYERS: string[][] = [
   ['registry'],
   ['archive'],
   ['store'],
-  ['copy'],
+  ['engine'],
   ['transports'],
   ['transfer'],
   ['rootfs'],

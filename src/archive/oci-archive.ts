@@ -51,7 +51,7 @@ export interface WriteOptions {
   defer?: boolean | undefined;
   /** Hash the whole archive and write PATH.sha256 (default); false saves that pass (--no-checksum). */
   checksum?: boolean | undefined;
-  /** docker-archive: layers checked against their diff_id before (see copy/digest-cache.ts). */
+  /** docker-archive: layers checked against their diff_id before (see engine/digest-cache.ts). */
   diffIds?: KnownDiffIds | undefined;
 }
 

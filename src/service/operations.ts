@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { LayerCompression } from '../archive/compress.js';
 import type { JobConfig } from '../config/stowage.js';
-import { type CopyImage, copy } from '../copy/copy.js';
+import { type CopyImage, copy } from '../engine/copy.js';
 import { StowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import { needsSignatures, refuseOutright } from '../policy/verify.js';

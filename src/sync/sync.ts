@@ -1,6 +1,6 @@
 import type { JobConfig, StowageConfig } from '../config/stowage.js';
-import { DigestCache } from '../copy/digest-cache.js';
 import { mapLimited } from '../core/limiter.js';
+import { DigestCache } from '../engine/digest-cache.js';
 import { StowageError, toStowageError } from '../errors.js';
 import { loadSigner, type Signer } from '../policy/sign.js';
 import { parseRepository, repositoryName } from '../reference/reference.js';

@@ -12,12 +12,12 @@ import {
   type PlannedImage,
   planOne,
   type Selection,
-} from '../copy/copy.js';
-import type { BlobOutcome, BlobSink } from '../copy/destination.js';
-import type { DigestCache } from '../copy/digest-cache.js';
-import { newIndexReason } from '../copy/preserve.js';
-import type { ReferrerOptions } from '../copy/referrers.js';
-import type { ImageSource } from '../copy/source.js';
+} from '../engine/copy.js';
+import type { BlobOutcome, BlobSink } from '../engine/destination.js';
+import type { DigestCache } from '../engine/digest-cache.js';
+import { newIndexReason } from '../engine/preserve.js';
+import type { ReferrerOptions } from '../engine/referrers.js';
+import type { ImageSource } from '../engine/source.js';
 import { StowageError, toStowageError } from '../errors.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
@@ -50,7 +50,7 @@ export interface Mirror {
 /** What a job's tags are run with: the options, and the mirror blob cache, opened on first use. */
 export type JobOptions = SyncOptions & {
   cache?: (() => Promise<BlobCache | undefined>) | undefined;
-  /** Where each image's manifest is remembered (see copy/digest-cache.ts); saved once, at the end. */
+  /** Where each image's manifest is remembered (see engine/digest-cache.ts); saved once, at the end. */
   digestCache?: DigestCache | undefined;
 };
 

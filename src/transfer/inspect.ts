@@ -1,6 +1,6 @@
-import { planOne } from '../copy/copy.js';
-import { readConfig } from '../copy/plan.js';
-import { planReferrers } from '../copy/referrers.js';
+import { planOne } from '../engine/copy.js';
+import { readConfig } from '../engine/plan.js';
+import { planReferrers } from '../engine/referrers.js';
 import { StowageError } from '../errors.js';
 import { verifyBytes } from '../image/digest.js';
 import { parseConfig, parseIndex, parseManifest } from '../image/documents.js';

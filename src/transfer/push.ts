@@ -7,15 +7,15 @@
  * are gzipped deterministically (the same layer always gives the same bytes, hence the same digest)
  * while they are sent, and a Docker schema 2 manifest is built for them; its digest is new and reported
  * as such. Unless the manifest the image was pulled with is remembered and the registry has its
- * layers: then that image goes back as it was, digest intact (see copy/digest-cache.ts).
+ * layers: then that image goes back as it was, digest intact (see engine/digest-cache.ts).
  */
 
 import type { LayerCompression } from '../archive/compress.js';
-import { type BlobStats, emptyStats } from '../copy/blobs.js';
-import { type PlannedImage, planOne, prepareCopy, rememberManifests, writeTo } from '../copy/copy.js';
-import { DigestCache } from '../copy/digest-cache.js';
-import type { PlannedReferrer, ReferrerOptions } from '../copy/referrers.js';
 import type { ProgressListener } from '../core/progress.js';
+import { type BlobStats, emptyStats } from '../engine/blobs.js';
+import { type PlannedImage, planOne, prepareCopy, rememberManifests, writeTo } from '../engine/copy.js';
+import { DigestCache } from '../engine/digest-cache.js';
+import type { PlannedReferrer, ReferrerOptions } from '../engine/referrers.js';
 import { StowageError } from '../errors.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
 import { hostPlatform, type PlatformSpec } from '../image/platform.js';

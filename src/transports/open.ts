@@ -5,9 +5,9 @@
  */
 import { dirname, resolve as resolvePath } from 'node:path';
 import type { ArchiveFormat } from '../archive/formats.js';
-import type { BlobStats } from '../copy/blobs.js';
-import type { ImageDestination } from '../copy/destination.js';
-import type { ImageSource } from '../copy/source.js';
+import type { BlobStats } from '../engine/blobs.js';
+import type { ImageDestination } from '../engine/destination.js';
+import type { ImageSource } from '../engine/source.js';
 import { StowageError } from '../errors.js';
 import type { Signer } from '../policy/sign.js';
 import { admit } from '../policy/verify.js';

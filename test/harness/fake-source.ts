@@ -4,7 +4,7 @@
  * held until released).
  */
 import { createHash } from 'node:crypto';
-import type { ImageSource, ReferrerEntry } from '../../src/copy/source.js';
+import type { ImageSource, ReferrerEntry } from '../../src/engine/source.js';
 import { StowageError } from '../../src/errors.js';
 import { MediaType } from '../../src/image/mediatypes.js';
 import type { Descriptor, ManifestResponse } from '../../src/image/schemas.js';

@@ -14,7 +14,7 @@ import {
   type WriteOptions,
   writeOciArchive,
 } from '../../archive/oci-archive.js';
-import { copyBlobs } from '../../copy/blobs.js';
+import { copyBlobs } from '../../engine/blobs.js';
 import type {
   BlobOutcome,
   BlobProvider,
@@ -23,8 +23,8 @@ import type {
   ImageDestination,
   ImageSet,
   WriteSettings,
-} from '../../copy/destination.js';
-import type { DigestCache } from '../../copy/digest-cache.js';
+} from '../../engine/destination.js';
+import type { DigestCache } from '../../engine/digest-cache.js';
 import { StowageError } from '../../errors.js';
 import { parseConfig, parseManifest } from '../../image/documents.js';
 import type { Descriptor } from '../../image/schemas.js';

@@ -11,7 +11,7 @@ import { sniffCompression } from '../../archive/decompress.js';
 import type { ArchiveFormat } from '../../archive/formats.js';
 import { hashFileRange } from '../../archive/hasher.js';
 import { CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION } from '../../archive/oci-archive.js';
-import type { ImageSource, ReferrerEntry } from '../../copy/source.js';
+import type { ImageSource, ReferrerEntry } from '../../engine/source.js';
 import { StowageError } from '../../errors.js';
 import { isCosignTag, isCosignTagOf } from '../../image/cosign.js';
 import {

@@ -3,7 +3,7 @@
  * then manifests with their exact bytes, children before the index, and the tags last, at commit, so a
  * failure never leaves a tag on an incomplete image.
  */
-import { type BlobStats, copyBlobs, emptyStats, withRetries } from '../../copy/blobs.js';
+import { type BlobStats, copyBlobs, emptyStats, withRetries } from '../../engine/blobs.js';
 import type {
   BlobOutcome,
   BlobProvider,
@@ -12,9 +12,9 @@ import type {
   ImageSet,
   ImageToWrite,
   WriteSettings,
-} from '../../copy/destination.js';
-import type { PlannedDocument } from '../../copy/plan.js';
-import type { PlannedReferrer } from '../../copy/referrers.js';
+} from '../../engine/destination.js';
+import type { PlannedDocument } from '../../engine/plan.js';
+import type { PlannedReferrer } from '../../engine/referrers.js';
 import { StowageError } from '../../errors.js';
 import {
   COSIGN_SIGNATURE_ANNOTATION,

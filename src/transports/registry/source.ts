@@ -6,7 +6,7 @@
  */
 
 import type { PullEndpoint } from '../../config/resolve.js';
-import type { ImageSource, ReferrerEntry } from '../../copy/source.js';
+import type { ImageSource, ReferrerEntry } from '../../engine/source.js';
 import { StowageError } from '../../errors.js';
 import { COSIGN_KINDS, COSIGN_SIMPLE_SIGNING, cosignSignatureLayers, cosignTag } from '../../image/cosign.js';
 import { verifyBytes } from '../../image/digest.js';

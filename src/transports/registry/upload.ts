@@ -5,7 +5,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import type { BlobOutcome, BlobSink } from '../../copy/destination.js';
+import type { BlobOutcome, BlobSink } from '../../engine/destination.js';
 import { StowageError } from '../../errors.js';
 import type { Descriptor } from '../../image/schemas.js';
 import type { RegistryClient, UploadSession } from '../../registry/client.js';

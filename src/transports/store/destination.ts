@@ -2,7 +2,7 @@
  * The archive store as a destination: blobs through the engine's blob loop (one fetch per blob across
  * every job of the process, see Store.fetchBlob), documents, then at commit one version per image.
  */
-import { copyBlobs } from '../../copy/blobs.js';
+import { copyBlobs } from '../../engine/blobs.js';
 import type {
   BlobOutcome,
   BlobProvider,
@@ -11,7 +11,7 @@ import type {
   ImageDestination,
   ImageSet,
   WriteSettings,
-} from '../../copy/destination.js';
+} from '../../engine/destination.js';
 import { StowageError } from '../../errors.js';
 import type { Descriptor } from '../../image/schemas.js';
 import type { ArchiveStore } from '../../store/archive-store.js';

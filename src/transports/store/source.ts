@@ -2,7 +2,7 @@
  * The archive store as an image source: a stored version's documents and blobs, read through the
  * ArchiveStore interface (not as an OCI layout path), so an export works the same on any store backend.
  */
-import type { ImageSource, ReferrerEntry } from '../../copy/source.js';
+import type { ImageSource, ReferrerEntry } from '../../engine/source.js';
 import { StowageError } from '../../errors.js';
 import { isCosignTagOf } from '../../image/cosign.js';
 import { verifyBytes } from '../../image/digest.js';
