@@ -81,7 +81,7 @@ describe('deploy/', () => {
     expect(file).toMatch(/chmod g=u \/var\/lib\/stowage/);
     expect(file).toContain('podman build --format docker');
     // The replicas' optional packages go into the image, at the lock file's versions.
-    expect(file).toMatch(/npm install --no-save [^\n]*peerDependencies[^\n]*package-lock/);
+    expect(file).toMatch(/npm install --no-save [^\n]*package-lock[^\n]*peerDependencies/);
     const image = parseStowageConfig(
       await readFile(join(DEPLOY, 'image/stowage.toml'), 'utf8'),
       'image',
