@@ -728,8 +728,13 @@ describe('stowage serve', () => {
     const done = (await waitJob(s, ((await res.json()) as { id: string }).id)) as {
       state: string;
       result: { failed: number; jobs: { name: string; tags: { tag: string }[] }[] };
+      progress: { blobs: number; blobsDone: number; bytes: number; bytesDone: number };
     };
     expect(done.state, JSON.stringify(done)).toBe('succeeded');
+    // Its progress counts the blobs the tag planned (the config and the layer), all arrived.
+    expect(done.progress.blobs).toBe(2);
+    expect(done.progress).toMatchObject({ blobsDone: 2, bytesDone: done.progress.bytes });
+    expect(done.progress.bytes).toBeGreaterThan(0);
     expect(done.result.failed).toBe(0);
     expect(done.result.jobs[0]!.tags.map((t) => t.tag)).toEqual(['v1']);
     // The schedule queues syncs by itself.

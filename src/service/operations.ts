@@ -224,7 +224,13 @@ export async function runSync(engine: Engine, names: string[] | undefined, run: 
     jobs: names,
     signal: run.signal,
     onEvent: (e) => run.emit('tag', { job: e.job, repository: e.repository, ...e.outcome }),
-    onBlob: (e) => countBlob(engine, e),
+    onBlob: (e) => {
+      countBlob(engine, e);
+      // The job's progress, as a pull's: what the tags planned, and what arrived or was found.
+      const p = run.job.progress;
+      if (e.type === 'planned') run.progress({ blobs: p.blobs + 1, bytes: p.bytes + e.size });
+      else run.progress({ blobsDone: p.blobsDone + 1, bytesDone: p.bytesDone + e.size });
+    },
   });
   if (report.failed > 0) throw new JobFailure(`${report.failed} tags or jobs failed; see the result`, report);
   return report;
