@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { giveUp, lostHolders } from './pg-job-rows.js';
+import { cronSlot, giveUp, lostHolders } from './pg-job-rows.js';
 
 const running = (replica: string) => ({ state: 'running', replica });
 const queued = { state: 'queued', replica: null };
@@ -18,5 +18,12 @@ describe('a job whose replicas keep dying', () => {
     expect(twice).toMatch(/\(r0, r1\) stopped without finishing it 2 times; it is not started again/);
     expect(giveUp(5, [])).toBeUndefined();
     expect(giveUp(6, [])).toMatch(/stopped 5 times/);
+  });
+});
+
+describe("a schedule's slot", () => {
+  it('is the minute its message was made in, so a late or retried delivery names the same slot', () => {
+    expect(cronSlot(new Date('2026-12-07T02:24:07.512Z'))).toBe('2026-12-07T02:24:00.000Z');
+    expect(cronSlot(new Date('2026-12-07T02:24:59.999Z'))).toBe('2026-12-07T02:24:00.000Z');
   });
 });

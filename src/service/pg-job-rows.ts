@@ -104,3 +104,27 @@ export async function lostReplicas(
   );
   return lostHolders(states.rows);
 }
+
+/**
+ * The cron slot a schedule's message is for: pg-boss makes the message when the slot comes, so its
+ * creation minute. Recorded on the sync it queues, so a delivery retried, or a slot delivered late into
+ * the next minute, is told apart, and a slot never queues two syncs.
+ */
+export function cronSlot(createdOn: Date): string {
+  return new Date(Math.floor(createdOn.getTime() / 60_000) * 60_000).toISOString();
+}
+
+/** Whether a sync of this job was queued for this cron slot already (by any replica, in any state). */
+export async function scheduledAlready(
+  query: (text: string, values: unknown[]) => Promise<pg.QueryResult>,
+  store: string,
+  name: string,
+  slot: string,
+): Promise<boolean> {
+  const r = await query(
+    `select 1 from stowage_jobs where store = $1 and requested_by = 'schedule'
+       and request->>'slot' = $2 and request->'jobs' = $3::jsonb limit 1`,
+    [store, slot, JSON.stringify([name])],
+  );
+  return (r.rowCount ?? 0) > 0;
+}

@@ -18,7 +18,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import type { PgBoss } from 'pg-boss';
+import type { JobWithMetadata, PgBoss } from 'pg-boss';
 import { type Database, dbFailure, Listener, migrate, openPool, Probe } from '../db/postgres.js';
 import { StowageError, toStowageError } from '../errors.js';
 import {
@@ -31,7 +31,6 @@ import {
   type JobProgress,
   type JobState,
   type JobSystem,
-  type Runner,
   type Schedule,
   syncKey,
   TERMINAL,
@@ -40,38 +39,25 @@ import { ensureQueue, newBoss } from './pg-boss.js';
 import { endJob, trimJobs } from './pg-job-end.js';
 import {
   CANCEL_CHANNEL,
+  cronSlot,
   EVENTS_CHANNEL,
   giveUp,
   type JobRow,
   lostReplicas,
   nodeRunsPgBoss,
   PG_BOSS_NODE,
+  scheduledAlready,
   toJob,
 } from './pg-job-rows.js';
 import { JobWatchers } from './pg-job-watchers.js';
+import type { PgJobsOptions } from './pg-jobs-options.js';
+
+export type { PgJobsOptions } from './pg-jobs-options.js';
+
 import { RunningJob } from './pg-running-job.js';
 
 /** How long a job's end is retried while the database is unreachable (a restart, a failover). */
 const END_RETRY_MS = 120_000;
-
-export interface PgJobsOptions {
-  url: string;
-  password?: string | undefined;
-  /** The store the jobs are of (its bucket and prefix): one database can hold several deployments. */
-  store: string;
-  /** This replica's name, recorded on the jobs it runs. */
-  replica: string;
-  concurrency: number;
-  maxQueued: number;
-  keep: number;
-  runners: Record<JobKind, Runner>;
-  /** Seconds a running job may go without its replica's heartbeat before another takes it (>= 10). */
-  heartbeatSeconds?: number | undefined;
-  onChange?: ((job: Job) => void) | undefined;
-  redact?: ((text: string) => string) | undefined;
-  /** Warnings from the queue library (a lost connection, clock skew). */
-  onWarning?: ((message: string) => void) | undefined;
-}
 
 export class PgJobs implements JobSystem {
   readonly mode = 'postgres' as const;
@@ -148,10 +134,14 @@ export class PgJobs implements JobSystem {
     );
     await this.boss.work<{ job: string }>(
       this.scheduleQueue,
-      { pollingIntervalSeconds: 2, notifyPollingIntervalSeconds: 2 },
+      { pollingIntervalSeconds: 2, notifyPollingIntervalSeconds: 2, includeMetadata: true },
       async ([job]) => {
         if (!job) return;
-        await this.submit('sync', { jobs: [job.data.job] }, 'schedule', syncKey([job.data.job]));
+        // (includeMetadata gives createdOn; the explicit data type keeps the overload from seeing it.)
+        const slot = cronSlot((job as JobWithMetadata<{ job: string }>).createdOn);
+        const query = (text: string, values: unknown[]) => this.query(text, values);
+        if (await scheduledAlready(query, this.opts.store, job.data.job, slot)) return;
+        await this.submit('sync', { jobs: [job.data.job], slot }, 'schedule', syncKey([job.data.job]));
       },
     );
   }
