@@ -162,8 +162,11 @@ describe('the web console in Chromium', () => {
       // The list shows both, and updates itself.
       await page.getByRole('link', { name: 'Jobs', exact: true }).click();
       const rows = page.locator('tbody[data-live-jobs] tr');
+      // The link's page may still be loading when the click returns: wait for its rows, not a count of
+      // the page before it.
+      await page.waitForURL(/\/ui\/jobs\/?$/);
+      await expect.poll(() => rows.count(), { timeout: 15_000 }).toBeGreaterThanOrEqual(3);
       const before = await rows.count();
-      expect(before).toBeGreaterThanOrEqual(3);
       // A job started elsewhere (a CI system, by the API) appears without a reload.
       const res = await api(service, 'puller', '/v1/pulls', {
         method: 'POST',
