@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { AMD64, FakeSource } from '../../test/harness/fake-source.js';
 import { inProcessEngine } from '../../test/harness/in-process.js';
 import { tempDirs } from '../../test/harness/temp-dirs.js';
-import { copy } from '../engine/copy.js';
+import { copy } from '../engine/fan-out.js';
 import type { ImageSource } from '../engine/source.js';
 import { sha256Digest } from '../image/digest.js';
 import { MediaType } from '../image/mediatypes.js';

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AMD64, digestOf, FakeSource } from '../../test/harness/fake-source.js';
+import { MemoryDestination } from '../../test/harness/memory-destination.js';
 import type { ProgressEvent } from '../core/progress.js';
 import { StowageError } from '../errors.js';
 import { MediaType } from '../image/mediatypes.js';
@@ -18,74 +19,10 @@ import { openArchive } from '../transports/open.js';
 import { StoreDestination } from '../transports/store/destination.js';
 import { StoreSource } from '../transports/store/source.js';
 import { copyBlobs } from './blobs.js';
-import { type CopyImage, copy, planImages, prepareCopy, writeTo } from './copy.js';
-import type {
-  BlobOutcome,
-  BlobProvider,
-  BlobSink,
-  DestinationNeeds,
-  ImageDestination,
-  ImageSet,
-  WriteSettings,
-} from './destination.js';
+import { type CopyImage, planImages, prepareCopy, writeTo } from './copy.js';
+import type { DestinationNeeds } from './destination.js';
 import { DigestCache } from './digest-cache.js';
-
-/** A destination that takes blobs one at a time into memory, like a registry or a layout would. */
-class MemoryDestination implements ImageDestination<ImageSet> {
-  readonly description = 'memory';
-  readonly stored = new Map<string, Buffer>();
-  readonly events: string[] = [];
-  /** Blobs it has already (answers 'existing'), or can link from a sibling ('mounted'). */
-  readonly present = new Set<string>();
-  readonly mountable = new Set<string>();
-  /** Fail a blob's first put with a retryable error. */
-  readonly flaky = new Set<string>();
-  set: ImageSet | undefined;
-  readonly sink: BlobSink;
-
-  constructor(
-    readonly needs: DestinationNeeds = {
-      compressedLayers: false,
-      singlePlatform: false,
-      maxImages: 9,
-      referrers: false,
-    },
-    readonly outcomes: BlobOutcome[] = [],
-  ) {
-    this.sink = {
-      description: 'memory',
-      put: async (d, open) => {
-        if (this.present.has(d.digest)) return 'existing';
-        if (this.mountable.has(d.digest)) return 'mounted';
-        if (this.flaky.delete(d.digest))
-          throw new StowageError('UNAVAILABLE', 'try again', { retryable: true });
-        const parts: Buffer[] = [];
-        for await (const c of await open()) parts.push(Buffer.from(c));
-        this.stored.set(d.digest, Buffer.concat(parts));
-        return 'written';
-      },
-    };
-  }
-
-  async write(set: ImageSet, provider: BlobProvider, settings: WriteSettings): Promise<void> {
-    this.events.push('write');
-    await copyBlobs(this.sink, set.blobs, provider, {
-      ...settings,
-      retries: 2,
-      onBlob: (_d, o) => this.outcomes.push(o),
-    });
-    this.set = set;
-  }
-
-  async commit(): Promise<ImageSet> {
-    this.events.push('commit');
-    return this.set!;
-  }
-
-  async abort(): Promise<void> {
-    this.events.push('abort');
-  }
-}
+import { copy } from './fan-out.js';
 
 function image1(source: FakeSource): CopyImage {
   return image(source, '1.0');

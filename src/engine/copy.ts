@@ -67,30 +67,6 @@ export type BlobLookup = (
   signal: AbortSignal,
 ) => Promise<AsyncIterable<Uint8Array> | undefined>;
 
-export interface CopyOptions extends WriteSettings {
-  /** Places asked for a blob, in order, before its source. */
-  lookups?: BlobLookup[] | undefined;
-  /** Plan and adapt only: nothing is read beyond the documents, nothing written. */
-  dryRun?: boolean | undefined;
-  /** Whether and which attachments go along (default: all, where the destination holds them). */
-  referrers?: ReferrerOptions | undefined;
-  /** How plain layers are compressed (see prepareCopy). */
-  compress?: LayerCompression | undefined;
-  /** Where earlier compressions of plain layers are remembered. */
-  digestCache?: DigestCache | undefined;
-  /** Fail, before writing, where a digest would change (--preserve-digests; see preserve.ts). */
-  preserveDigests?: boolean | undefined;
-}
-
-export interface CopyResult<Committed> {
-  images: PlannedImage[];
-  set: ImageSet;
-  /** What the caller should be told once (attachments the destination cannot hold). */
-  notes: string[];
-  /** What the destination's commit returned (absent for a dry run). */
-  committed?: Committed | undefined;
-}
-
 /** Resolves each image on its source under `selection`. */
 export async function planImages(
   images: CopyImage[],
@@ -375,40 +351,5 @@ export async function writeTo<C>(
       throw new StowageError('ABORTED', `writing ${destination.description} was aborted`, { cause: e });
     }
     throw e;
-  }
-}
-
-/** Plans, adapts and writes images into one destination: every copy of stowage in one call. */
-export async function copy<C>(
-  images: CopyImage[],
-  destination: ImageDestination<C>,
-  selection: Selection,
-  opts: CopyOptions,
-): Promise<CopyResult<C>> {
-  return copyPlanned(await planImages(images, selection, opts.signal), destination, opts);
-}
-
-/** As copy(), for images planned already (a caller that reports the plan before writing). */
-export async function copyPlanned<C>(
-  planned: PlannedImage[],
-  destination: ImageDestination<C>,
-  opts: CopyOptions,
-): Promise<CopyResult<C>> {
-  const prepared = await prepareCopy(planned, destination.needs, {
-    ...opts,
-    stream: destination.streamBlob?.bind(destination),
-    has: destination.hasBlob?.bind(destination),
-    read: destination.readHeld?.bind(destination),
-  });
-  try {
-    if (opts.dryRun) {
-      await destination.prepare?.(prepared.set);
-      return { images: prepared.images, set: prepared.set, notes: prepared.notes };
-    }
-    const committed = await writeTo(destination, prepared, opts);
-    rememberManifests(prepared.images, opts.digestCache);
-    return { images: prepared.images, set: prepared.set, committed, notes: prepared.notes };
-  } finally {
-    await prepared.cleanup();
   }
 }

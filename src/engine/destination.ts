@@ -5,6 +5,7 @@
  */
 import type { ProgressListener } from '../core/progress.js';
 import type { Descriptor } from '../image/schemas.js';
+import type { DigestCache } from './digest-cache.js';
 import type { PlannedDocument } from './plan.js';
 import type { PlannedReferrer } from './referrers.js';
 
@@ -79,6 +80,11 @@ export interface WriteSettings {
   concurrency: number;
   signal?: AbortSignal | undefined;
   onProgress?: ProgressListener | undefined;
+  /**
+   * Where the copy remembers what it learned (see digest-cache.ts): a destination that checks layers
+   * (a docker-archive's diff_ids) records them here, and skips the checks it finds done.
+   */
+  digestCache?: DigestCache | undefined;
 }
 
 export interface ImageDestination<Committed = unknown> {

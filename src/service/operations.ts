@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { LayerCompression } from '../archive/compress.js';
 import type { JobConfig } from '../config/stowage.js';
-import { type CopyImage, copy } from '../engine/copy.js';
+import { onlyResult } from '../engine/fan-out.js';
 import { StowageError } from '../errors.js';
 import { hostPlatform, parsePlatform } from '../image/platform.js';
 import { needsSignatures, refuseOutright } from '../policy/verify.js';
@@ -30,6 +30,7 @@ import { ociArchiveView, viewSha256 } from '../store/view.js';
 import { BlobCache } from '../sync/blob-cache.js';
 import type { BlobEvent, SyncReport } from '../sync/report.js';
 import { sync } from '../sync/sync.js';
+import { copyImages, type ImageFrom } from '../transfer/copy-images.js';
 import { pushVersion } from '../transfer/push.js';
 import { admitImage, openRegistryImage, openSource } from '../transports/open.js';
 import { StoreDestination, type VersionLabel } from '../transports/store/destination.js';
@@ -307,7 +308,7 @@ async function storeUpload(
         `name= applies to a one-image archive; this one has ${opened.images.length}`,
       );
     }
-    const images: CopyImage[] = [];
+    const images: ImageFrom[] = [];
     const labels: VersionLabel[] = [];
     for (const [i, img] of opened.images.entries()) {
       const label = opts.name ?? img.names.find((x) => x.includes('/'));
@@ -323,26 +324,21 @@ async function storeUpload(
           'INVALID_REFERENCE',
           `"${label}" names no registry; give REGISTRY/REPOSITORY:TAG`,
         );
-      images.push({
-        source: opened.source,
-        reference: img.reference,
-        names: { repoTags: [], annotations: {} },
-        label: `image @${i} of the uploaded archive`,
-      });
+      images.push({ opened, image: { ...img, asked: `image @${i} of the uploaded archive` } });
       labels.push({ repository: repositoryName(ref), tag: ref.tag!, source: opts.source });
     }
     // Every blob is digest-checked on its way into the store; each image becomes a version.
-    const r = await copy(
-      images,
-      new StoreDestination(engine.store, { labels, verifyExisting: true }),
-      { all: true, platforms: [hostPlatform()] },
-      {
-        concurrency: 4,
-        signal: opts.signal,
-      },
-    );
+    const destination = new StoreDestination(engine.store, { labels, verifyExisting: true });
+    const copied = await copyImages(images, [{ target: { destination } }], {
+      selection: { all: true, platforms: [hostPlatform()] },
+      concurrency: 4,
+      signal: opts.signal,
+      digestCache: false,
+    });
+    const r = onlyResult(copied);
     const added: StoredVersion[] = [];
-    for (const version of r.committed ?? []) {
+    // The store's commit gives the versions it recorded.
+    for (const version of (r.committed as StoredVersion[] | undefined) ?? []) {
       // The stored entry (an identical version already there keeps its own time and checksum).
       const stored = await engine.store.find(version.id);
       added.push({ ...stored, archive: await ensureChecksum(engine.store, stored, opts.signal) });

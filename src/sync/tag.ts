@@ -8,13 +8,13 @@ import type { JobConfig } from '../config/stowage.js';
 import {
   type BlobLookup,
   type CopyImage,
-  copyPlanned,
   type PlannedImage,
   planOne,
   type Selection,
 } from '../engine/copy.js';
 import type { BlobOutcome, BlobSink } from '../engine/destination.js';
 import type { DigestCache } from '../engine/digest-cache.js';
+import { copyToEach, firstFailure, type Target } from '../engine/fan-out.js';
 import { newIndexReason } from '../engine/preserve.js';
 import type { ReferrerOptions } from '../engine/referrers.js';
 import type { ImageSource } from '../engine/source.js';
@@ -144,14 +144,26 @@ export async function syncTag(t: TagSyncContext, tag: string, opts: JobOptions):
       origin: { host: endpoint.host, repository: endpoint.path },
     };
     const planned = await planOne(image, selectionOf(t.job), opts.signal);
-    if (archiving && !archiveCurrent) {
-      await storeTag(t, planned, { tag, sourceDigest: head.digest }, opts);
-      outcome.archive = 'stored';
-    }
-    if (mirror && !mirrorCurrent) {
-      await mirrorTag(t, mirror, planned, tag, opts);
-      outcome.mirror = 'pushed';
-    }
+    // The store first: the mirror then takes from it what the source would otherwise send again.
+    const targets: Target[] = [];
+    const store = archiving && !archiveCurrent ? storeTarget(t, planned, head.digest, tag, opts) : undefined;
+    const mirrored = mirror && !mirrorCurrent ? await mirrorTarget(t, mirror, planned, tag, opts) : undefined;
+    for (const x of [store, mirrored]) if (x) targets.push(x);
+    const r = await copyToEach([planned], targets, {
+      concurrency: opts.concurrency ?? 4,
+      signal: opts.signal,
+      referrers: referrersOf(t.job),
+      // The job's, saved once at its end (false: none, where the run has none).
+      digestCache: opts.digestCache ?? false,
+      preserveDigests: t.job['preserve-digests'],
+    });
+    const [first, second] = r.outcomes;
+    const stored = store ? first : undefined;
+    const pushed = store ? second : first;
+    if (stored?.ok) outcome.archive = 'stored';
+    if (pushed?.ok) outcome.mirror = 'pushed';
+    const failed = firstFailure(r.outcomes);
+    if (failed) throw failed;
     outcome.action = 'fetched';
   } catch (e) {
     outcome.action = 'failed';
@@ -163,34 +175,28 @@ export async function syncTag(t: TagSyncContext, tag: string, opts: JobOptions):
 }
 
 /** A tag's image into the store: blobs a mirroring job of the run has in the blob cache come from there. */
-async function storeTag(
+function storeTarget(
   t: TagSyncContext,
   planned: PlannedImage,
-  version: { tag: string; sourceDigest: string },
+  sourceDigest: string,
+  tag: string,
   opts: JobOptions,
-): Promise<void> {
+): Target {
   for (const b of planned.plan.blobs) opts.onBlob?.({ type: 'planned', digest: b.digest, size: b.size });
   const fromCache: BlobLookup = async (d) => (await opts.cache?.())?.lookup(d);
   const destination = new StoreDestination(t.store, {
     labels: [
       {
         repository: t.repository,
-        tag: version.tag,
-        source: `${t.endpoint.host}/${t.endpoint.path}:${version.tag}`,
-        sourceDigest: version.sourceDigest,
+        tag,
+        source: `${t.endpoint.host}/${t.endpoint.path}:${tag}`,
+        sourceDigest,
       },
     ],
     sink: t.storing,
     onBlob: blobEvent(opts),
   });
-  await copyPlanned([planned], destination, {
-    concurrency: opts.concurrency ?? 4,
-    signal: opts.signal,
-    lookups: [fromCache],
-    referrers: referrersOf(t.job),
-    digestCache: opts.digestCache,
-    preserveDigests: t.job['preserve-digests'],
-  });
+  return { destination, lookups: [fromCache] };
 }
 
 /**
@@ -198,13 +204,13 @@ async function storeTag(
  * fetching one now is waited for); so do blobs in the mirror blob cache (another job sent them); the
  * rest stream from the source, through the cache for the jobs after this one.
  */
-async function mirrorTag(
+async function mirrorTarget(
   t: TagSyncContext,
   mirror: Mirror,
   planned: PlannedImage,
   tag: string,
   opts: JobOptions,
-): Promise<void> {
+): Promise<Target> {
   const { store } = t;
   const cache = t.archiving ? undefined : await opts.cache?.();
   const fromStore: BlobLookup = async (d, signal) =>
@@ -225,14 +231,7 @@ async function mirrorTag(
       ? { signer: mirror.signer, identity: formatReference({ ...mirror.ref, tag, digest: undefined }) }
       : undefined,
   });
-  await copyPlanned([planned], destination, {
-    concurrency: opts.concurrency ?? 4,
-    signal: opts.signal,
-    lookups: [fromStore, throughCache],
-    referrers: referrersOf(t.job),
-    digestCache: opts.digestCache,
-    preserveDigests: t.job['preserve-digests'],
-  });
+  return { destination, lookups: [fromStore, throughCache] };
 }
 
 /** The source's digest a stored version came from (a platform selection stores a different one). */

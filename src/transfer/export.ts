@@ -41,16 +41,17 @@ export async function exportVersion(
   await checkRequest([name], opts.format ?? 'oci-archive', pullOpts);
   const source = new StoreSource(store, version);
   const served = `the archive store (version ${version.id})`;
-  const result = await writeArchive(
-    [
-      {
-        source,
-        images: [{ reference: version.descriptor.digest, asked: name, served, names: [] }],
-        close: () => source.close(),
-      },
-    ],
-    pullOpts,
-  );
+  const image = { reference: version.descriptor.digest, asked: name, served, names: [] };
+  let result: PullResult;
+  try {
+    // The trust policy admitted the version on its way into the store: no context, no second check.
+    result = await writeArchive(
+      [{ opened: { source, images: [image], close: () => source.close() }, image }],
+      pullOpts,
+    );
+  } finally {
+    await source.close();
+  }
   // The whole version as an oci-archive: reproducible, so its checksum is recorded for good.
   const whole = !isIndexMediaType(version.descriptor.mediaType) || opts.all;
   if ((opts.format ?? 'oci-archive') === 'oci-archive' && whole && result.sha256 && !version.archive) {

@@ -10,21 +10,16 @@ import type { ArchiveFormat } from '../archive/formats.js';
 import { archiveAnnotations } from '../archive/names.js';
 import { REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
 import type { ProgressListener } from '../core/progress.js';
-import { copyPlanned, type PlannedImage, planOne } from '../engine/copy.js';
 import type { ImageNames } from '../engine/destination.js';
-import { DigestCache } from '../engine/digest-cache.js';
+import { onlyResult } from '../engine/fan-out.js';
 import type { ReferrerOptions } from '../engine/referrers.js';
 import { StowageError } from '../errors.js';
 import { hostPlatform, type PlatformSpec } from '../image/platform.js';
 import { formatReference, parseReference, withDefaultTag } from '../reference/reference.js';
 import type { Context } from '../registry/context.js';
-import {
-  admitImage,
-  type OpenedSource,
-  openArchiveDestination,
-  openSource,
-  type SourceImage,
-} from '../transports/open.js';
+import type { WrittenOutput } from '../transports/archive/destinations.js';
+import type { SourceImage } from '../transports/open.js';
+import { copyImages, type ImageFrom } from './copy-images.js';
 
 export interface PullOptions {
   /** Destination path. */
@@ -170,77 +165,61 @@ export async function checkRequest(
 /** Copies images (registry or archive references) into one archive or layout. */
 export async function pull(ctx: Context, inputs: string[], opts: PullOptions): Promise<PullResult> {
   await checkRequest(inputs, opts.format ?? 'oci-archive', opts);
-  const opened: OpenedSource[] = [];
-  try {
-    for (const input of inputs) {
-      const o = await openSource(ctx, input, { signal: opts.signal });
-      opened.push(o);
-      // The trust policy first: nothing of an image it refuses is read.
-      await admitImage(ctx, o, o.images[0]!, opts.signal);
-    }
-    return await writeArchive(opened, opts);
-  } finally {
-    for (const o of opened) await o.close();
-  }
+  return writeArchive(
+    inputs.map((input) => ({ input, ctx })),
+    opts,
+  );
 }
 
-/** Writes the first image of each opened source into one archive or layout (checked by checkRequest). */
-export async function writeArchive(opened: OpenedSource[], opts: PullOptions): Promise<PullResult> {
+/** How the images are named in the archive: their own names, or those the options give the one image. */
+function namingFor(
+  count: number,
+  format: ArchiveFormat,
+  opts: PullOptions,
+): (image: SourceImage) => ImageNames {
+  if (opts.name !== undefined && count !== 1)
+    throw new StowageError('INVALID_ARGUMENT', 'a destination name applies to one image only');
+  if (opts.additionalTags?.length && (format !== 'docker-archive' || count !== 1)) {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      '--additional-tag names the one image of a docker-archive (as skopeo does); this destination is not one',
+    );
+  }
+  const extra = (opts.additionalTags ?? []).map((t) =>
+    formatReference({ ...withDefaultTag(parseReference(t)), digest: undefined }),
+  );
+  return (image) => {
+    const names = opts.name !== undefined ? namesFromOption(opts.name, opts.nameAsGiven) : namesOf(image);
+    return extra.length ? { ...names, repoTags: [...new Set([...names.repoTags, ...extra])] } : names;
+  };
+}
+
+/** Writes each image into one archive or layout (the request checked by checkRequest). */
+export async function writeArchive(from: ImageFrom[], opts: PullOptions): Promise<PullResult> {
   const format = opts.format ?? 'oci-archive';
-  const selection = { all: opts.all, platforms: opts.platforms?.length ? opts.platforms : [hostPlatform()] };
-  const planned: PlannedImage[] = [];
-  for (const o of opened) {
-    const image = o.images[0]!;
-    planned.push(
-      await planOne(
-        {
-          source: o.source,
-          reference: image.reference,
-          names: namesOf(image),
-          label: image.asked,
-          origin: image.origin,
-        },
-        selection,
-        opts.signal,
-      ),
-    );
-  }
-  if (opts.name !== undefined) {
-    if (planned.length !== 1)
-      throw new StowageError('INVALID_ARGUMENT', 'a destination name applies to one image only');
-    planned[0]!.names = namesFromOption(opts.name, opts.nameAsGiven);
-  }
-  if (opts.additionalTags?.length) {
-    if (format !== 'docker-archive' || planned.length !== 1) {
-      throw new StowageError(
-        'INVALID_ARGUMENT',
-        '--additional-tag names the one image of a docker-archive (as skopeo does); this destination is not one',
-      );
-    }
-    const names = planned[0]!.names;
-    const extra = opts.additionalTags.map((t) =>
-      formatReference({ ...withDefaultTag(parseReference(t)), digest: undefined }),
-    );
-    planned[0]!.names = { ...names, repoTags: [...new Set([...names.repoTags, ...extra])] };
-  }
+  const names = namingFor(from.length, format, opts);
   // Each image's manifest is remembered (a docker-archive of it can go back digest intact), and which
-  // diff_id each layer decompressed to (the next docker-archive with it skips that pass).
-  const digestCache = opts.dryRun ? undefined : await DigestCache.openDefault();
-  const destination = openArchiveDestination(format, opts.output, { checksum: opts.checksum, digestCache });
-  const r = await copyPlanned(planned, destination, {
-    digestCache,
-    compress: opts.compress,
-    preserveDigests: opts.preserveDigests,
-    concurrency: opts.concurrency ?? 4,
-    signal: opts.signal,
-    onProgress: opts.onProgress,
-    dryRun: opts.dryRun,
-    referrers: opts.referrers,
-  });
-  await digestCache?.save();
+  // diff_id each layer decompressed to (the next docker-archive with it skips that pass): the engine
+  // opens the digest cache for it.
+  const copied = await copyImages(
+    from.map((f) => ({ ...f, names })),
+    [{ archive: format, path: opts.output, checksum: opts.checksum }],
+    {
+      selection: { all: opts.all, platforms: opts.platforms?.length ? opts.platforms : [hostPlatform()] },
+      compress: opts.compress,
+      preserveDigests: opts.preserveDigests,
+      concurrency: opts.concurrency ?? 4,
+      signal: opts.signal,
+      onProgress: opts.onProgress,
+      dryRun: opts.dryRun,
+      referrers: opts.referrers,
+    },
+  );
+  const r = onlyResult(copied);
+  const written = r.committed as WrittenOutput | undefined;
   const images = r.images.map((p, i) => ({
     reference: p.label,
-    source: opened[i]!.images[0]!.served,
+    source: copied.sources[i]!.served,
     digest: p.plan.root.descriptor.digest,
     mediaType: p.plan.root.descriptor.mediaType,
     platforms: p.plan.platforms,
@@ -259,8 +238,8 @@ export async function writeArchive(opened: OpenedSource[], opts: PullOptions): P
     images,
     format,
     path: opts.output,
-    sha256: r.committed?.sha256,
-    size: r.committed?.size,
+    sha256: written?.sha256,
+    size: written?.size,
     blobs: r.set.blobs.length + documents.length,
     contentBytes: r.set.blobs.reduce((n, b) => n + b.size, 0) + documents.reduce((n, d) => n + d.length, 0),
     ...(opts.dryRun ? { dryRun: true } : {}),

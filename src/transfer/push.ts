@@ -13,8 +13,9 @@
 import type { LayerCompression } from '../archive/compress.js';
 import type { ProgressListener } from '../core/progress.js';
 import { type BlobStats, emptyStats } from '../engine/blobs.js';
-import { type PlannedImage, planOne, prepareCopy, rememberManifests, writeTo } from '../engine/copy.js';
-import { DigestCache } from '../engine/digest-cache.js';
+import type { PlannedImage, Selection } from '../engine/copy.js';
+import type { DigestCache } from '../engine/digest-cache.js';
+import { firstFailure, withDigestCache } from '../engine/fan-out.js';
 import type { PlannedReferrer, ReferrerOptions } from '../engine/referrers.js';
 import { StowageError } from '../errors.js';
 import { isIndexMediaType } from '../image/mediatypes.js';
@@ -24,19 +25,21 @@ import { formatReference, type ImageReference } from '../reference/reference.js'
 import type { Context } from '../registry/context.js';
 import type { ArchiveStore } from '../store/archive-store.js';
 import type { StoredVersion } from '../store/store.js';
-import type { ArchiveSource, ListedImage } from '../transports/archive/source.js';
+import type { ListedImage } from '../transports/archive/source.js';
 import {
   admitImage,
   isArchiveReference,
-  openRegistryDestination,
+  type OpenedSource,
   openSource,
   parseDestination as parseDestinationSpec,
+  type SourceImage,
+  sourceTag,
 } from '../transports/open.js';
 import { StoreSource } from '../transports/store/source.js';
-
-/** What a push or copy sent: blobs uploaded, found, mounted, and bytes. */
+import { copyImages, type ImageFrom, type ImageTo } from './copy-images.js';
 import { parseDestination, recordedNames, targetsFor } from './push-targets.js';
 
+/** What a push or copy sent: blobs uploaded, found, mounted, and bytes. */
 export type UploadStats = BlobStats;
 
 export interface PushOptions {
@@ -99,36 +102,6 @@ export interface PushResult {
   dryRun?: boolean;
 }
 
-/** An archive's image planned: whole (an index kept), or one platform with --platform. */
-async function planFrom(
-  source: ArchiveSource,
-  img: ListedImage,
-  opts: PushOptions,
-  what: string,
-): Promise<PlannedImage> {
-  const all = opts.platform ? false : (opts.all ?? true);
-  try {
-    return await planOne(
-      { source, reference: img.descriptor.digest, names: { repoTags: [], annotations: {} }, label: what },
-      { all, platforms: [opts.platform ?? hostPlatform()] },
-      opts.signal,
-    );
-  } catch (e) {
-    if (
-      all &&
-      e instanceof StowageError &&
-      e.code === 'INVALID_ARCHIVE' &&
-      /manifest .* is missing/.test(e.message)
-    ) {
-      throw new StowageError(
-        'INVALID_ARCHIVE',
-        `${what} is an index whose platforms are not all in the archive, so it cannot be pushed whole; push one platform with --platform (${e.message})`,
-      );
-    }
-    throw e;
-  }
-}
-
 /** Pushes the images of an archive (a path or TRANSPORT:PATH[:NAME]) to DEST. */
 export async function push(
   ctx: Context,
@@ -144,53 +117,68 @@ export async function push(
     image: opts.image,
     signal: opts.signal,
   });
-  const source = opened.archive!;
-  // A docker-archive's plain layers are compressed for the registry: what earlier pushes made of them
-  // is remembered, so pushing the same archive again compresses nothing the registry has; and the
-  // manifests pushed are remembered for a docker-archive made of them later.
-  // A dry run reads it too (whether an image would go back as it was) and saves nothing.
-  const digestCache = await DigestCache.openDefault();
   try {
-    for (const image of opened.images) await admitImage(ctx, opened, image, opts.signal);
-    const chosen = opened.images.map((i) => i.listed!);
-    const destination = parseDestination(dest, chosen.length);
-    const jobs = chosen.map((img) => ({
-      img,
-      index: source.images.indexOf(img),
-      targets: targetsFor(img, source.images.indexOf(img), destination, opts, source.access.path),
-    }));
-    // Every destination is checked (blocked registries, credentials) before anything is sent.
-    for (const j of jobs) for (const r of j.targets) await ctx.client(r);
-    opts.onTargets?.(
-      jobs.map((j) => ({
-        source: imageLabel(`${source.description} @${j.index}`, j.img),
-        destinations: j.targets.map(formatReference),
-      })),
+    // A docker-archive's plain layers are compressed for the registry: what earlier pushes made of
+    // them is remembered, so pushing the same archive again compresses nothing the registry has; and
+    // the manifests pushed are remembered for a docker-archive made of them later. One cache for the
+    // archive's images, saved once; a dry run reads it (would an image go back as it was) and saves
+    // nothing.
+    return await withDigestCache(opts, (digestCache) =>
+      pushImages(ctx, opened, dest, { ...opts, signer, digestCache }),
     );
-    const stats = emptyStats();
-    const images: PushedImage[] = [];
-    for (const { img, index, targets } of jobs) {
-      const what = `${source.description} @${index}`;
-      let planned = await planFrom(source, img, opts, what);
-      const synthesized =
-        source.format === 'docker-archive' &&
-        !isIndexMediaType(planned.plan.root.descriptor.mediaType) &&
-        source.synthesizedManifests;
-      // A dry run gets the plan back as it was, checked (see uploadTo).
-      planned = await restoreImage(ctx, { planned, img, targets }, { ...opts, signer, digestCache }, stats);
-      images.push({
-        source: imageLabel(what, img),
-        destinations: targets.map(formatReference),
-        digest: planned.plan.root.descriptor.digest,
-        mediaType: planned.plan.root.descriptor.mediaType,
-        // A dry run converts nothing; a restore made a manifest unless the original came back.
-        newDigest: opts.dryRun ? synthesized : planned.converted,
-      });
-    }
-    return { images, stats, ...(opts.dryRun ? { dryRun: true } : {}) };
   } finally {
     await opened.close();
   }
+}
+
+/** The archive's chosen images, admitted, each to its targets. */
+async function pushImages(
+  ctx: Context,
+  opened: OpenedSource,
+  dest: string,
+  opts: PushOptions & { signer: Signer | undefined; digestCache: DigestCache },
+): Promise<PushResult> {
+  const source = opened.archive!;
+  for (const image of opened.images) await admitImage(ctx, opened, image, opts.signal);
+  const chosen = opened.images.map((i) => i.listed!);
+  const destination = parseDestination(dest, chosen.length);
+  const jobs = chosen.map((img) => ({
+    img,
+    index: source.images.indexOf(img),
+    targets: targetsFor(img, source.images.indexOf(img), destination, opts, source.access.path),
+  }));
+  // Every destination is checked (blocked registries, credentials) before anything is sent.
+  for (const j of jobs) for (const r of j.targets) await ctx.client(r);
+  opts.onTargets?.(
+    jobs.map((j) => ({
+      source: imageLabel(`${source.description} @${j.index}`, j.img),
+      destinations: j.targets.map(formatReference),
+    })),
+  );
+  const stats = emptyStats();
+  const images: PushedImage[] = [];
+  for (const { img, index, targets } of jobs) {
+    const what = `${source.description} @${index}`;
+    const image = opened.images.find((i) => i.listed === img)!;
+    const synthesized = source.format === 'docker-archive' && source.synthesizedManifests;
+    // A damaged or incomplete archive fails even where the registry already has its blobs.
+    const planned = await sendTo(
+      { opened, image: { ...image, asked: what }, origin: originIn(ctx, img, targets) },
+      targets,
+      { ...opts, stats, verifyExisting: true, ctx },
+      opts.platform ? { platforms: [opts.platform] } : { all: opts.all ?? true, platforms: [hostPlatform()] },
+    );
+    const index_ = isIndexMediaType(planned.plan.root.descriptor.mediaType);
+    images.push({
+      source: imageLabel(what, img),
+      destinations: targets.map(formatReference),
+      digest: planned.plan.root.descriptor.digest,
+      mediaType: planned.plan.root.descriptor.mediaType,
+      // A dry run converts nothing; a restore made a manifest unless the original came back.
+      newDigest: opts.dryRun ? synthesized && !index_ : planned.converted,
+    });
+  }
+  return { images, stats, ...(opts.dryRun ? { dryRun: true } : {}) };
 }
 
 /** What a result says of an attachment carried. */
@@ -211,89 +199,67 @@ function byRepository(targets: ImageReference[]): ImageReference[][] {
   const groups = new Map<string, ImageReference[]>();
   for (const t of targets) {
     const key = `${t.domain}/${t.path}`;
-    groups.set(key, [...(groups.get(key) ?? []), t]);
+    const list = groups.get(key);
+    if (list) list.push(t);
+    else groups.set(key, [t]);
   }
   return [...groups.values()];
 }
 
-/** Writes one planned image into each repository its targets name; the blobs' counts go into `stats`. */
-async function uploadTo(
+/**
+ * Restoring into the registry an archive's image came from (under another name): its recorded
+ * repository there is the natural place to mount blobs from.
+ */
+function originIn(
   ctx: Context,
-  planned: PlannedImage,
+  img: ListedImage,
   targets: ImageReference[],
-  opts: PushOptions & {
-    verifyExisting?: boolean | undefined;
-    signer?: Signer | undefined;
-    digestCache?: DigestCache | undefined;
-  },
-  stats: UploadStats,
-): Promise<PlannedImage> {
-  const settings = { concurrency: opts.concurrency ?? 4, signal: opts.signal, onProgress: opts.onProgress };
-  const destinations = [];
-  for (const refs of byRepository(targets)) {
-    destinations.push(
-      await openRegistryDestination(ctx, refs[0]!, {
-        tags: refs.map((r) => r.tag!).filter(Boolean),
-        verifyExisting: opts.verifyExisting,
-        stats,
-        chunkSize: opts.chunkSize,
-        // Signed as skopeo signs: the destination reference, with its tag.
-        sign: opts.signer ? { signer: opts.signer, identity: formatReference(refs[0]!) } : undefined,
-      }),
-    );
-  }
-  // Layers in the image's origin repository count as there: mounted, the manifest goes back as it was.
-  for (const d of destinations) d.mountFromOrigin(planned.origin);
-  // A docker-archive's plain layers are compressed once here, for every repository: sent while they
-  // are compressed where there is one repository, through a scratch directory where there are more.
-  const [only] = destinations;
-  const prepared = await prepareCopy(
-    [planned],
-    { compressedLayers: true, singlePlatform: false, maxImages: 1, referrers: true },
-    {
-      ...settings,
-      referrers: opts.referrers,
-      digestCache: opts.digestCache,
-      compress: opts.compress,
-      stream: destinations.length === 1 && only ? only.streamBlob.bind(only) : undefined,
-      has: destinations.length === 1 && only ? only.hasBlob.bind(only) : undefined,
-      read: destinations.length === 1 && only ? only.readHeld.bind(only) : undefined,
-      dryRun: opts.dryRun,
-      preserveDigests: opts.preserveDigests,
-    },
-  );
-  try {
-    // A dry run stops here: the plan checked (--preserve-digests included), nothing converted or sent.
-    if (opts.dryRun) return prepared.images[0]!;
-    for (const destination of destinations) await writeTo(destination, prepared, settings);
-    rememberManifests(prepared.images, opts.digestCache);
-    await opts.digestCache?.save();
-    return prepared.images[0]!;
-  } finally {
-    await prepared.cleanup();
-  }
+): { host: string; repository: string } | undefined {
+  const origin = recordedNames(img).full.find((n) => targets.some((t) => t.domain === n.domain));
+  if (!origin) return undefined;
+  const endpoint = ctx.endpoint(origin);
+  return { host: endpoint.host, repository: endpoint.path };
 }
 
 /**
- * Uploads one image of an archive to its targets; returns what went up (a docker-archive's made-up
- * manifest, with its layers gzipped, when the archive holds plain layers).
+ * Sends one image into each repository its targets name (through the one entry point: a
+ * docker-archive's plain layers are compressed once, for every repository); the first failure is
+ * thrown once every repository was tried. Returns the image as sent.
  */
-async function restoreImage(
-  ctx: Context,
-  image: { planned: PlannedImage; img: ListedImage; targets: ImageReference[] },
-  opts: PushOptions & { signer?: Signer | undefined; digestCache?: DigestCache | undefined },
-  stats: UploadStats,
+async function sendTo(
+  from: ImageFrom,
+  targets: ImageReference[],
+  opts: PushOptions & {
+    ctx: Context;
+    stats: UploadStats;
+    signer?: Signer | undefined;
+    verifyExisting?: boolean | undefined;
+    digestCache?: DigestCache | undefined;
+  },
+  selection: Selection,
 ): Promise<PlannedImage> {
-  const { img, targets } = image;
-  // Restoring into the registry the image came from (under another name): its recorded repository
-  // there is the natural place to mount blobs from.
-  const origin = recordedNames(img).full.find((n) => targets.some((t) => t.domain === n.domain));
-  const planned: PlannedImage = {
-    ...image.planned,
-    origin: origin ? { host: ctx.endpoint(origin).host, repository: ctx.endpoint(origin).path } : undefined,
-  };
-  // A damaged or incomplete archive fails even where the registry already has its blobs.
-  return uploadTo(ctx, planned, targets, { ...opts, verifyExisting: true }, stats);
+  const to: ImageTo[] = byRepository(targets).map((refs) => ({
+    registry: refs,
+    ctx: opts.ctx,
+    stats: opts.stats,
+    verifyExisting: opts.verifyExisting,
+    chunkSize: opts.chunkSize,
+    signer: opts.signer,
+  }));
+  const r = await copyImages([from], to, {
+    selection,
+    concurrency: opts.concurrency ?? 4,
+    signal: opts.signal,
+    onProgress: opts.onProgress,
+    referrers: opts.referrers,
+    compress: opts.compress,
+    dryRun: opts.dryRun,
+    preserveDigests: opts.preserveDigests,
+    digestCache: opts.digestCache,
+  });
+  const failed = firstFailure(r.outcomes);
+  if (failed) throw failed;
+  return r.images[0]!;
 }
 
 /**
@@ -314,31 +280,33 @@ export async function pushVersion(
       `${formatReference(dest)} is not a registry/repository:tag to push to`,
     );
   const label = `the archive store (version ${version.id})`;
-  const planned = await planOne(
-    {
-      source: new StoreSource(store, version),
-      reference: version.descriptor.digest,
-      names: { repoTags: [], annotations: {} },
-      label,
-    },
-    { all: true, platforms: [hostPlatform()] },
-    opts.signal,
-  );
+  const source = new StoreSource(store, version);
+  const image = { reference: version.descriptor.digest, asked: label, served: label, names: [] };
   const stats = emptyStats();
-  // The store checked every blob on its way in: what the registry has already is not read again.
-  await uploadTo(ctx, planned, [dest], opts, stats);
-  return {
-    images: [
-      {
-        source: `${label}: ${version.repository}:${version.tag}`,
-        destinations: [formatReference(dest)],
-        digest: planned.plan.root.descriptor.digest,
-        mediaType: planned.plan.root.descriptor.mediaType,
-        newDigest: false,
-      },
-    ],
-    stats,
-  };
+  try {
+    // The store checked every blob on its way in: what the registry has already is not read again;
+    // the trust policy admitted it then (no context: no second check).
+    const planned = await sendTo(
+      { opened: { source, images: [image], close: () => source.close() }, image },
+      [dest],
+      { ...opts, ctx, stats },
+      { all: true, platforms: [hostPlatform()] },
+    );
+    return {
+      images: [
+        {
+          source: `${label}: ${version.repository}:${version.tag}`,
+          destinations: [formatReference(dest)],
+          digest: planned.plan.root.descriptor.digest,
+          mediaType: planned.plan.root.descriptor.mediaType,
+          newDigest: false,
+        },
+      ],
+      stats,
+    };
+  } finally {
+    await source.close();
+  }
 }
 
 /**
@@ -359,49 +327,43 @@ export async function copyToRegistry(
     throw new StowageError('INTERNAL', 'copyToRegistry needs a registry destination');
   const destination = parseDestination(formatReference(d.ref), 1);
   const signer = opts.sign ? await loadSigner(opts.sign.keyPath, opts.sign.passphraseFile) : undefined;
-  const opened = await openSource(srcCtx, src, { signal: opts.signal });
-  try {
-    const image = opened.images[0]!;
-    await admitImage(srcCtx, opened, image, opts.signal);
-    const ref = image.ref!;
-    const tag = destination.ref.tag ?? ref.tag;
-    if (!tag) {
-      throw new StowageError(
-        'INVALID_ARGUMENT',
-        `${src} names no tag, so ${dst} needs one (${formatReference({ ...destination.ref, tag: 'TAG' })})`,
-      );
-    }
-    const target = { ...destination.ref, tag };
-    await dstCtx.client(target);
-    opts.onTargets?.([{ source: image.asked, destinations: [formatReference(target)] }]);
-    const planned = await planOne(
-      {
-        source: opened.source,
-        reference: image.reference,
-        names: { repoTags: [], annotations: {} },
-        label: image.asked,
-        origin: image.origin,
-      },
-      { all: opts.all ?? false, platforms: [opts.platform ?? hostPlatform()] },
-      opts.signal,
+  const tag = destination.ref.tag ?? sourceTag(src);
+  if (!tag) {
+    throw new StowageError(
+      'INVALID_ARGUMENT',
+      `${src} names no tag, so ${dst} needs one (${formatReference({ ...destination.ref, tag: 'TAG' })})`,
     );
-    const stats = emptyStats();
-    const sent = await uploadTo(dstCtx, planned, [target], { ...opts, signer }, stats);
-    return {
-      images: [
-        {
-          source: image.asked,
-          destinations: [formatReference(target)],
-          digest: planned.plan.root.descriptor.digest,
-          mediaType: planned.plan.root.descriptor.mediaType,
-          newDigest: false,
-          ...(sent.referrers?.length ? { referrers: sent.referrers.map(referrerSummary) } : {}),
-        },
-      ],
-      stats,
-      ...(opts.dryRun ? { dryRun: true } : {}),
-    };
-  } finally {
-    await opened.close();
   }
+  const target = { ...destination.ref, tag };
+  const stats = emptyStats();
+  let told = false;
+  const planned = await sendTo(
+    {
+      input: src,
+      ctx: srcCtx,
+      // Told once the source is open and admitted, before anything is sent.
+      names: (image: SourceImage) => {
+        if (!told) opts.onTargets?.([{ source: image.asked, destinations: [formatReference(target)] }]);
+        told = true;
+        return { repoTags: [], annotations: {} };
+      },
+    },
+    [target],
+    { ...opts, ctx: dstCtx, stats, signer },
+    { all: opts.all ?? false, platforms: [opts.platform ?? hostPlatform()] },
+  );
+  return {
+    images: [
+      {
+        source: planned.label,
+        destinations: [formatReference(target)],
+        digest: planned.plan.root.descriptor.digest,
+        mediaType: planned.plan.root.descriptor.mediaType,
+        newDigest: false,
+        ...(planned.referrers?.length ? { referrers: planned.referrers.map(referrerSummary) } : {}),
+      },
+    ],
+    stats,
+    ...(opts.dryRun ? { dryRun: true } : {}),
+  };
 }

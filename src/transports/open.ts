@@ -11,7 +11,7 @@ import type { ImageSource } from '../engine/source.js';
 import { StowageError } from '../errors.js';
 import type { Signer } from '../policy/sign.js';
 import { admit } from '../policy/verify.js';
-import { formatReference, type ImageReference } from '../reference/reference.js';
+import { formatReference, type ImageReference, withDefaultTag } from '../reference/reference.js';
 import {
   type ArchiveReference,
   archiveFormat,
@@ -164,6 +164,15 @@ export function openArchiveDestination(
   opts: ArchiveFileOptions = {},
 ): ImageDestination<WrittenOutput> {
   return archiveDestination(format, path, opts);
+}
+
+/**
+ * The tag a registry source reference names (latest where it names neither a tag nor a digest), known
+ * before it is opened; undefined for a digest alone or an archive.
+ */
+export function sourceTag(input: string): string | undefined {
+  const t = parseTransportReference(input);
+  return t.transport === 'docker' ? withDefaultTag(t.ref).tag : undefined;
 }
 
 /** Whether a source reference names an archive or layout (anything but a registry image). */

@@ -64,7 +64,10 @@ const MANY = Number.POSITIVE_INFINITY;
 export interface ArchiveFileOptions {
   /** Write PATH.sha256 beside it (default); false skips a full pass over the archive (--no-checksum). */
   checksum?: boolean | undefined;
-  /** Remembers which diff_id each compressed layer was checked to decompress to (docker-archive). */
+  /**
+   * Remembers which diff_id each compressed layer was checked to decompress to (docker-archive); the
+   * copy's own (WriteSettings.digestCache) is used where this is not given.
+   */
   digestCache?: DigestCache | undefined;
 }
 
@@ -73,7 +76,7 @@ function writerOptions(
   settings: WriteSettings,
   file: ArchiveFileOptions,
 ): WriteOptions {
-  const cache = file.digestCache;
+  const cache = file.digestCache ?? settings.digestCache;
   return {
     checksum: file.checksum,
     diffIds: cache
