@@ -1,11 +1,11 @@
 /**
  * The HTTP side of a registry client: one undici agent with keep-alive (reads retried by undici's retry
- * interceptor), the scheme and auth challenge found once (GET /v2/), and one request loop that every
- * call goes through: authorization (a 401 challenge answered once), pacing (requests per second, the
- * registry's own rate-limit headers, 429 with Retry-After), redirects checked against the allow-list,
- * 401 and 403 mapped, metrics. What a status means for a given call is said in one place: failure().
+ * interceptor), the scheme and auth challenge found once (GET /v2/), and one chain of round trippers
+ * that every call goes through (round-trip/: redirects checked against the allow-list, authorization
+ * with a 401 challenge answered once, 429 with Retry-After, pacing by requests per second and the
+ * registry's own rate-limit headers, metrics on a diagnostics channel). What a status means for a
+ * given call is said in one place: failure().
  */
-import { channel } from 'node:diagnostics_channel';
 import { setMaxListeners } from 'node:events';
 import { createSecureContext } from 'node:tls';
 import type { Dispatcher } from 'undici';
@@ -14,17 +14,17 @@ import type { Credentials } from '../auth/authfile.js';
 import { StowageError } from '../errors.js';
 import { DEFAULT_DOMAIN, DOCKER_HUB_API_HOST } from '../reference/reference.js';
 import { Pacer } from './pacer.js';
+import { authorize } from './round-trip/authorize.js';
+import { chain, isWrite, type Method, type Outgoing, type Send } from './round-trip/chain.js';
+import { pace } from './round-trip/pace.js';
+import { publish } from './round-trip/publish.js';
+import { checkOutbound, redirects } from './round-trip/redirects.js';
+import { MAX_RATE_LIMIT_WAIT_MS, throttle } from './round-trip/throttle.js';
 import { answerFailure, connectionFailure, errorDetail, type StatusRules } from './status.js';
-
 import { extraCAs } from './tls.js';
 import { Agent, interceptors } from './undici.js';
 
-/** Redirects followed for one request (blob downloads are sent to storage this way), as undici did. */
-const MAX_REDIRECTS = 5;
-
 export const USER_AGENT = 'stowage/0.1';
-
-type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 export interface RetryOptions {
   /** Retries after the first attempt, for connection errors, 5xx and 429. */
@@ -71,37 +71,9 @@ export interface RegistryClientOptions {
   stall?: Partial<StallRule> | undefined;
 }
 
-const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+/** Metrics of every request, for whoever subscribes (see round-trip/publish.ts). */
+export { REGISTRY_REQUESTS_CHANNEL, type RegistryRequestRecord } from './round-trip/publish.js';
 
-/** Longest wait for a registry's rate-limit window; longer, and the request fails (RATE_LIMITED). */
-const MAX_RATE_LIMIT_WAIT_MS = 5 * 60_000;
-
-/** One request to a registry as it ended: for metrics (status 0: no answer). */
-/** What is published on REGISTRY_REQUESTS for each registry request (metrics, --debug listen). */
-export interface RegistryRequestRecord {
-  host: string;
-  method: string;
-  /** 0 when no answer came (a connection failure). */
-  status: number;
-  seconds: number;
-}
-
-/**
- * Every registry request, as it ends, on a diagnostics channel (as undici publishes its own): whoever
- * wants them subscribes (the service's metrics, the CLI's --debug), and nothing is kept when no one does.
- */
-export const REGISTRY_REQUESTS_CHANNEL = 'stowage:registry:request';
-const REGISTRY_REQUESTS = channel(REGISTRY_REQUESTS_CHANNEL);
-
-function observe(host: string, method: string, status: number, started: number): void {
-  if (!REGISTRY_REQUESTS.hasSubscribers) return;
-  const r: RegistryRequestRecord = { host, method, status, seconds: (performance.now() - started) / 1000 };
-  REGISTRY_REQUESTS.publish(r);
-}
-
-/** An OCI distribution client for one registry, on one undici agent with keep-alive. */
-
-/** How statuses other than the expected ones read for one kind of request (see failure()). */
 /** A registry's connection, auth and request loop (see the top of the file). */
 export class RegistryHttp {
   readonly host: string;
@@ -115,6 +87,7 @@ export class RegistryHttp {
   readonly stall: StallRule;
   readonly retry: RetryOptions;
   private readonly guard: OutboundGuard | undefined;
+  private readonly send: Send;
 
   constructor(opts: RegistryClientOptions) {
     this.host = opts.host;
@@ -164,6 +137,16 @@ export class RegistryHttp {
       late: opts.lateCredentials,
       guard: opts.guard,
     });
+    this.send = chain(
+      [
+        redirects({ host: this.host, guard: this.guard }),
+        authorize(this.host, this.auth),
+        throttle({ host: this.host, ...retry }),
+        pace(this.pacer),
+        publish(this.host),
+      ],
+      (req) => this.sendOnce(req),
+    );
   }
 
   async close(): Promise<void> {
@@ -227,10 +210,10 @@ export class RegistryHttp {
   }
 
   /**
-   * One request with authorization: answers a 401 challenge once (fetching a token for `scope`),
-   * maps 401/403 to UNAUTHORIZED/DENIED. Other statuses are returned to the caller. Reads go through
-   * the retrying dispatcher; writes (whose bodies may be streams that cannot be sent twice) do not:
-   * the push engine retries them whole.
+   * One request through the chain of round trippers (round-trip/chain.ts): redirects, authorization,
+   * 429s, pacing, metrics. Other statuses are returned to the caller. Reads go through the retrying
+   * dispatcher; writes (whose bodies may be streams that cannot be sent twice) do not: the push engine
+   * retries them whole.
    */
   async request(opts: {
     method: Method;
@@ -247,187 +230,44 @@ export class RegistryHttp {
     // its abort: no leak, so no warning.
     if (opts.signal) setMaxListeners(0, opts.signal);
     const origin = await this.ping(opts.signal);
-    let target = opts.url ?? new URL(opts.path, origin);
-    if (target.origin !== origin) this.checkOutbound(target, 'redirect', opts.what);
-    const write = opts.method !== 'GET' && opts.method !== 'HEAD';
-    const replayable = opts.body === undefined || Buffer.isBuffer(opts.body);
-    const visited: string[] = [];
-    let challenged = false;
-    let throttled = 0;
-    for (;;) {
-      // Credentials go to the registry's own origin only, never to a host an upload location or a
-      // redirect names.
-      const sameOrigin = target.origin === origin;
-      const authorization = sameOrigin ? await this.auth.authorization(opts.scope, opts.signal) : undefined;
-      // Every request waits its turn: a retry after a 401, a redirect or a 429 counts as one too.
-      await this.pace();
-      const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...opts.headers };
-      if (authorization) headers.authorization = authorization;
-      let res: Dispatcher.ResponseData;
-      const started = performance.now();
-      try {
-        const dispatcher: Dispatcher = write ? this.agent : this.dispatcher;
-        res = await dispatcher.request({
-          origin: target.origin,
-          path: target.pathname + target.search,
-          method: opts.method,
-          headers,
-          // undici streams async iterables as request bodies; its types only list Readable.
-          body: (opts.body ?? null) as Buffer | null,
-          signal: opts.signal ?? null,
-          // undici closes the connection after every HEAD unless told not to (in case a server sends a
-          // body with its answer, which registries do not): a sync's HEADs would each open a new one.
-          reset: false,
-        });
-      } catch (e) {
-        observe(this.host, opts.method, 0, started);
-        if (e instanceof StowageError) throw e;
-        if ((e as Error).name === 'AbortError') throw new StowageError('ABORTED', `${opts.what}: aborted`);
-        throw this.connectionError(e);
-      }
-      observe(this.host, opts.method, res.statusCode, started);
-      this.noteRateLimit(res.headers);
-      if (res.statusCode === 429 && !write && throttled < this.retry.maxRetries) {
-        await res.body.dump();
-        throttled++;
-        await this.waitOut(res.headers['retry-after'], throttled, opts.what, opts.signal);
-        continue;
-      }
-      if (!write && REDIRECTS.has(res.statusCode)) {
-        await res.body.dump();
-        target = this.redirectTarget(res, target, visited, opts.what);
-        continue;
-      }
-      if (res.statusCode === 401) {
-        await res.body.dump();
-        if (
-          !challenged &&
-          replayable &&
-          this.auth.setChallenge(res.headers['www-authenticate'], opts.scope)
-        ) {
-          challenged = true;
-          this.auth.invalidate(opts.scope);
-          continue;
-        }
-        throw new StowageError(
-          'UNAUTHORIZED',
-          (await this.auth.credentialsFor(opts.scope))
-            ? `${this.host} rejected the credentials for ${opts.what} (HTTP 401); check the username and password`
-            : `${this.host} requires authentication for ${opts.what} (HTTP 401); pass --creds USER:PASS or add credentials to auth.json`,
-        );
-      }
-      if (res.statusCode === 403) {
-        const detail = await this.errorDetail(res);
-        throw new StowageError(
-          'DENIED',
-          `${this.host} denied access to ${opts.what} (HTTP 403${detail}); check that the account may ${write || opts.scope.includes('push') ? 'push to' : 'read'} it`,
-        );
-      }
-      return res;
-    }
-  }
-
-  /**
-   * Waits as long as a 429's Retry-After asks (seconds or an HTTP date; without one, backoff that
-   * doubles from the retry minimum). A wait over the cap fails at once: waiting hours helps nobody, and
-   * asking again early is what gets a client banned.
-   */
-  private async waitOut(
-    header: string | string[] | undefined,
-    attempt: number,
-    what: string,
-    signal: AbortSignal | undefined,
-  ): Promise<void> {
-    const value = (Array.isArray(header) ? header[0] : header)?.trim();
-    let ms: number | undefined;
-    if (value && /^\d+$/.test(value)) ms = Number(value) * 1000;
-    else if (value && Number.isFinite(Date.parse(value))) ms = Math.max(0, Date.parse(value) - Date.now());
-    ms ??= Math.min(this.retry.minTimeoutMs * 2 ** (attempt - 1), this.retry.maxTimeoutMs);
-    if (ms > MAX_RATE_LIMIT_WAIT_MS) {
-      throw new StowageError(
-        'RATE_LIMITED',
-        `${this.host} answered ${what} with 429 Too Many Requests and asks to wait ${Math.ceil(ms / 1000)} s (Retry-After); try again later, or lower requests-per-second for it`,
-        { retryable: false },
-      );
-    }
-    await new Promise<void>((resolve, reject) => {
-      // The caller's signal often outlives this wait (a sync's one signal): its listener goes with it.
-      const onAbort = () => {
-        clearTimeout(timer);
-        reject(new StowageError('ABORTED', `${what}: aborted`));
-      };
-      const timer = setTimeout(() => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
-      signal?.addEventListener('abort', onAbort, { once: true });
+    const url = opts.url ?? new URL(opts.path, origin);
+    if (url.origin !== origin) checkOutbound({ host: this.host, guard: this.guard }, url, opts.what);
+    return this.send({
+      method: opts.method,
+      url,
+      origin,
+      headers: { 'user-agent': USER_AGENT, ...opts.headers },
+      body: opts.body,
+      signal: opts.signal,
+      scope: opts.scope,
+      what: opts.what,
     });
   }
 
-  /** Where a redirect leads; a loop, too many hops or a host the guard refuses end the request. */
-  private redirectTarget(res: Dispatcher.ResponseData, from: URL, visited: string[], what: string): URL {
-    const location = res.headers.location;
-    let next: URL;
+  /** The innermost step: one attempt on the wire, its failure to connect said as an error. */
+  private async sendOnce(req: Outgoing): Promise<Dispatcher.ResponseData> {
     try {
-      if (typeof location !== 'string' || !location) throw new Error('no location');
-      next = new URL(location, from);
-      if (next.protocol !== 'https:' && next.protocol !== 'http:') throw new Error('not http(s)');
-    } catch {
-      throw new StowageError(
-        'REGISTRY',
-        `${this.host} answered ${what} with a redirect (HTTP ${res.statusCode}) that names no usable location`,
-      );
-    }
-    visited.push(from.href);
-    if (visited.includes(next.href)) {
-      throw new StowageError(
-        'REGISTRY',
-        `${this.host} redirects ${what} in a loop (back to ${next.host}${next.pathname}); the registry or a proxy in front of it is misconfigured`,
-      );
-    }
-    if (visited.length > MAX_REDIRECTS) {
-      throw new StowageError(
-        'REGISTRY',
-        `${this.host} redirected ${what} more than ${MAX_REDIRECTS} times; the registry or a proxy in front of it is misconfigured`,
-      );
-    }
-    this.checkOutbound(next, 'redirect', what);
-    return next;
-  }
-
-  /** Refuses a host outside what the guard allows (the service's allow-lists). */
-  private checkOutbound(url: URL, kind: 'redirect', what: string): void {
-    const refused = this.guard?.(url, kind);
-    if (refused) {
-      throw new StowageError('BLOCKED', `${this.host} sends ${what} to ${url.host}, which ${refused}`);
+      const dispatcher: Dispatcher = isWrite(req) ? this.agent : this.dispatcher;
+      return await dispatcher.request({
+        origin: req.url.origin,
+        path: req.url.pathname + req.url.search,
+        method: req.method,
+        headers: req.headers,
+        // undici streams async iterables as request bodies; its types only list Readable.
+        body: (req.body ?? null) as Buffer | null,
+        signal: req.signal ?? null,
+        // undici closes the connection after every HEAD unless told not to (in case a server sends a
+        // body with its answer, which registries do not): a sync's HEADs would each open a new one.
+        reset: false,
+      });
+    } catch (e) {
+      if (e instanceof StowageError) throw e;
+      if ((e as Error).name === 'AbortError') throw new StowageError('ABORTED', `${req.what}: aborted`);
+      throw this.connectionError(e);
     }
   }
 
-  /**
-   * Reads a response's rate-limit headers (RateLimit-Remaining / RateLimit-Reset, as Docker Hub and the
-   * IETF draft spell them): none left means no request to this registry until the window resets.
-   */
-  private noteRateLimit(headers: Dispatcher.ResponseData['headers']): void {
-    const first = (name: string) => {
-      const v = headers[name];
-      return (Array.isArray(v) ? v[0] : v)?.trim();
-    };
-    const remaining = first('ratelimit-remaining');
-    if (remaining === undefined || Number.parseInt(remaining, 10) !== 0) return;
-    const seconds = (v: string | undefined) => {
-      const n = v === undefined ? Number.NaN : Number.parseInt(v, 10);
-      return Number.isFinite(n) && n >= 0 ? n : undefined;
-    };
-    // Reset in seconds; else Retry-After; else the window (";w=SECONDS") the limit counts over.
-    const wait =
-      seconds(first('ratelimit-reset')) ??
-      seconds(first('retry-after')) ??
-      seconds(/;\s*w=(\d+)/.exec(remaining)?.[1]) ??
-      60;
-    this.pacer.pauseFor(wait);
-  }
-
-  /** Waits for this request's turn: the registry's own rate limit, then the requests-per-second limit. */
+  /** Waits for a request's turn: the registry's own rate limit, then the requests-per-second limit. */
   private pace(): Promise<void> {
     return this.pacer.turn();
   }
