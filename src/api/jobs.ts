@@ -206,7 +206,7 @@ export async function startPull(
 }
 
 // Pushes that differ only in compression are different jobs.
-const compressionKey = (c: LayerCompression | undefined) => (c ? ` ${c.format}-${c.level ?? ''}` : '');
+const compressionSuffix = (c: LayerCompression | undefined) => (c ? ` ${c.format}-${c.level ?? ''}` : '');
 
 /** Checks a push of a stored version and queues it (or joins the identical one). */
 export async function startPush(
@@ -224,7 +224,7 @@ export async function startPush(
   // Checked now, so a bad choice is a 400 and not a failed job.
   const compression = compressionFrom({ format: body.compress, level: body.compressLevel });
   const request = { archive: version.id, destination, ...(compression ? { compression } : {}) };
-  const key = `push:${version.id}>${destination}${compressionKey(compression)}`;
+  const key = `push:${version.id}>${destination}${compressionSuffix(compression)}`;
   return deps.jobs.submit('push', request, requestedBy, key);
 }
 

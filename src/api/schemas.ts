@@ -3,6 +3,7 @@
  * document (GET /openapi.json), one source for both.
  */
 import { z } from '@hono/zod-openapi';
+import { COMPRESSION_FORMATS, COMPRESSION_HELP } from '../archive/compress.js';
 
 export const ErrorSchema = z
   .object({
@@ -38,17 +39,20 @@ export const PushRequestSchema = z
       .max(128)
       .openapi({ description: 'an archive id (or REPOSITORY:TAG for its newest)' }),
     destination: refSchema.openapi({ example: '127.0.0.1:5000/restored/app:1.4' }),
-    compress: z.enum(['gzip', 'zstd', 'none']).optional().openapi({
-      description:
-        "how a version's plain layers (an uploaded docker-archive's) are compressed: gzip (default; parallel, deterministic), zstd (Node.js 22.15+), none",
-    }),
+    // The format's own level range is checked by compressionFrom, the rule --compress-level meets too.
+    compress: z
+      .enum(COMPRESSION_FORMATS)
+      .optional()
+      .openapi({
+        description: `how a version's plain layers (an uploaded docker-archive's) are compressed: ${COMPRESSION_HELP.format}`,
+      }),
     compressLevel: z
       .number()
       .int()
       .min(1)
-      .max(19)
+      .max(COMPRESSION_HELP.maxLevel)
       .optional()
-      .openapi({ description: 'gzip 1-9 (default 6), zstd 1-19 (default 3)' }),
+      .openapi({ description: COMPRESSION_HELP.level }),
   })
   .openapi('PushRequest');
 
@@ -83,9 +87,7 @@ const PushJobRequest = z
   .object({
     archive: z.string().openapi({ description: 'the version id' }),
     destination: z.string(),
-    compression: z
-      .object({ format: z.enum(['gzip', 'zstd', 'none']), level: z.number().optional() })
-      .optional(),
+    compression: z.object({ format: z.enum(COMPRESSION_FORMATS), level: z.number().optional() }).optional(),
   })
   .openapi('PushJobRequest');
 

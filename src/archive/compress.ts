@@ -36,6 +36,19 @@ const LEVELS: Record<LayerCompressionFormat, { min: number; max: number; default
   none: undefined,
 };
 
+/** The formats a layer may be compressed to, as every front end offers them. */
+export const COMPRESSION_FORMATS = ['gzip', 'zstd', 'none'] as const satisfies LayerCompressionFormat[];
+
+/** How the compression choices read in help, the API's document and errors: said once, here. */
+export const COMPRESSION_HELP = {
+  format: 'gzip (default; parallel, deterministic), zstd (Node.js 22.15+), none',
+  level: (['gzip', 'zstd'] as const)
+    .map((f) => `${f} ${LEVELS[f]!.min}-${LEVELS[f]!.max} (default ${LEVELS[f]!.default})`)
+    .join(', '),
+  /** The widest level range any format takes (the API checks the format's own with compressionFrom). */
+  maxLevel: Math.max(...Object.values(LEVELS).map((r) => r?.max ?? 0)),
+};
+
 type ZstdEncoder = (o: object) => Transform;
 
 /** Node's own zstd encoder (Node 22.15 and later); undefined on older Node. */

@@ -1,5 +1,5 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { compressionFrom, type LayerCompression } from '../archive/compress.js';
+import { COMPRESSION_HELP, compressionFrom, type LayerCompression } from '../archive/compress.js';
 import { type Credentials, parseCredsOption } from '../auth/authfile.js';
 import { Context, type RegistryLimits } from '../registry/context.js';
 import { readPassword } from './prompt.js';
@@ -178,11 +178,8 @@ export interface CompressCliOptions {
 
 export function addCompressOptions(cmd: Command, what: string): Command {
   return cmd
-    .option(
-      '--compress <format>',
-      `how ${what}: gzip (parallel and deterministic), zstd (Node.js 22.15+), or none`,
-    )
-    .option('--compress-level <n>', 'gzip 1-9 (default 6), zstd 1-19 (default 3)');
+    .option('--compress <format>', `how ${what}: ${COMPRESSION_HELP.format}`)
+    .option('--compress-level <n>', COMPRESSION_HELP.level);
 }
 
 /** The compression asked for, checked (undefined: the destination's default). */

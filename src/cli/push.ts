@@ -330,11 +330,6 @@ export function copyCommand(program: Command): void {
       'carry only attachments of these artifact types (e.g. application/spdx+json); what is attached to those comes too',
     )
     .option('--no-checksum', 'write no DST.sha256 beside an archive file: saves one pass over its bytes')
-    .option(
-      '--compress <format>',
-      "how plain layers (a docker-archive source's) are compressed: gzip (parallel, deterministic; the default for a registry), zstd (Node.js 22.15+), none",
-    )
-    .option('--compress-level <n>', 'gzip 1-9 (default 6), zstd 1-19 (default 3)')
     .option('--digestfile <file>', 'write the digest of the manifest written to this file (as skopeo does)')
     .option(
       '--preserve-digests',
@@ -348,6 +343,7 @@ export function copyCommand(program: Command): void {
     )
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
+  addCompressOptions(cmd, "plain layers (a docker-archive source's) are compressed");
   addCopySides(cmd).action(async (src: string, dst: string, opts: CopyCliOptions) => {
     const { copyImage } = await import('../transfer/copy.js');
     const common = {
