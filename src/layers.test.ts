@@ -32,6 +32,8 @@ const LAYERS: string[][] = [
   ['sync'],
   ['service'],
   ['api'],
+  // The archive store served as a registry (/v2/), beside the API on the same listener.
+  ['distribution'],
   ['console'],
   ['server.ts'],
   ['cli'],

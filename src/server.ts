@@ -27,6 +27,8 @@ import { mountConsole } from './console/app.js';
 import { writeFileAtomic } from './core/atomic.js';
 import { needPackages, PG_JOBS_PACKAGES } from './core/optional.js';
 import { sweepLeftovers, tmpPid } from './core/partials.js';
+import { registryApi } from './distribution/app.js';
+import { RegistryTokens } from './distribution/tokens.js';
 import { StowageError } from './errors.js';
 import { Context } from './registry/context.js';
 import { type Engine, outboundGuard, pathRedactor } from './service/engine.js';
@@ -191,7 +193,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   );
 
   let ready = false;
-  const sessions = new Sessions(await sessionKey(config, state));
+  const key = await sessionKey(config, state);
+  const sessions = new Sessions(key);
   const deps = {
     engine,
     jobs,
@@ -206,6 +209,18 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     sessions,
   };
   const app = createApp(deps);
+  // The store as a registry, on the same listener: tokens signed with a key of this deployment.
+  app.route(
+    '/',
+    registryApi({
+      store,
+      rules: {
+        tokens,
+        registryTokens: new RegistryTokens(key),
+        anonymousPull: config.server.registry?.['anonymous-pull'] ?? false,
+      },
+    }),
+  );
   mountConsole(app, deps);
   const server = await listenOn(app.fetch, host, port);
   const address = server.address() as AddressInfo;

@@ -42,7 +42,8 @@ export function requestLog(deps: Pick<AppDeps, 'metrics' | 'logger'>): Middlewar
     await next();
     c.header('x-request-id', requestId);
     const seconds = (performance.now() - started) / 1000;
-    deps.metrics.observeApi(c.req.method, c.req.routePath || 'unmatched', c.res.status, seconds);
+    const route = c.get('endpoint') ?? (c.req.routePath || 'unmatched');
+    deps.metrics.observeApi(c.req.method, route, c.res.status, seconds);
     deps.logger.info(
       {
         requestId,

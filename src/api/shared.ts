@@ -38,6 +38,8 @@ export type Env = {
     requestId: string;
     /** The web console session the request came with (instead of a bearer token). */
     session: Session;
+    /** The endpoint the metrics count a request under, where the route's own path would name too much (/v2/). */
+    endpoint: string;
   };
 };
 

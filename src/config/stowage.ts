@@ -127,6 +127,13 @@ const serverSchema = z.strictObject({
    */
   'session-key-file': z.string().min(1).optional(),
   token: z.array(tokenSchema).optional(),
+  /** The archive store served as a registry at /v2/ (always on, read-only; pulls need a token unless opened). */
+  registry: z
+    .strictObject({
+      /** Let anyone pull without a token (default false): for a gateway only a trusted network reaches. */
+      'anonymous-pull': z.boolean().optional(),
+    })
+    .optional(),
 });
 
 export type ServerConfig = z.infer<typeof serverSchema>;

@@ -37,6 +37,8 @@ export interface ArchiveStore {
   latest(repository: string, tag: string): Promise<StoredVersion | undefined>;
   /** The newest version of each tag of a repository: what a sync compares its HEADs with, read once. */
   newestByTag(repository: string): Promise<Map<string, StoredVersion>>;
+  /** The repositories that hold a version (each once, in no order): what a registry's catalog lists. */
+  repositories(): Promise<string[]>;
   /** One page of the versions, oldest first, read only as far as the page needs. */
   page(q: VersionQuery): Promise<VersionPage>;
   find(idOrName: string): Promise<StoredVersion>;

@@ -97,6 +97,15 @@ export class PgVersionIndex {
     return { versions, next: more ? versions[versions.length - 1]?.version.id : undefined };
   }
 
+  /** The repositories holding a version, each once (the by-tag index serves it). */
+  async repositories(): Promise<string[]> {
+    const r = await this.query<{ repository: string }>(
+      'select distinct repository from stowage_versions where store = $1',
+      [this.store],
+    );
+    return r.rows.map((x) => x.repository);
+  }
+
   /** The newest version of each tag of a repository, in one query (the by-tag index serves it). */
   async newestByTag(repository: string): Promise<Map<string, StoredVersion>> {
     const r = await this.query<{ version: StoredVersion }>(

@@ -98,6 +98,10 @@ export class ReplicatedStore implements ArchiveStore {
     return this.index.latest(repository, tag);
   }
 
+  repositories(): Promise<string[]> {
+    return this.index.repositories();
+  }
+
   newestByTag(repository: string): Promise<Map<string, StoredVersion>> {
     return this.index.newestByTag(repository);
   }

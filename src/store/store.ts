@@ -192,6 +192,10 @@ export class Store implements ArchiveStore {
     return newest;
   }
 
+  async repositories(): Promise<string[]> {
+    return (await this.files.current()).repositories();
+  }
+
   /**
    * One page of the versions (see VersionIndex.page). A process that has not read the index yet reads
    * index.json only as far as the page needs, where that is its first few MiB (the first pages of any

@@ -23,6 +23,8 @@ export interface RegistryStartOptions {
   htpasswd?: string;
   tls?: { cert: string; key: string };
   token?: { realm: string; service: string; issuer: string; bundle: string };
+  /** A pull-through cache of another registry (distribution's `proxy: remoteurl:`). */
+  proxy?: { remoteurl: string; username?: string; password?: string };
 }
 
 function probe(url: string): Promise<number> {
@@ -60,6 +62,11 @@ export async function startRegistry(
     lines.push(
       `auth: {token: {realm: "${t.realm}", service: ${t.service}, issuer: ${t.issuer}, rootcertbundle: ${t.bundle}}}`,
     );
+  }
+  if (opts.proxy) {
+    const p = opts.proxy;
+    const creds = p.username ? `, username: "${p.username}", password: "${p.password}"` : '';
+    lines.push(`proxy: {remoteurl: "${p.remoteurl}"${creds}}`);
   }
   const config = join(root, 'config.yml');
   await writeFile(config, `${lines.join('\n')}\n`);
