@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for cmd in docker-registry skopeo umoci podman htpasswd openssl curl python3 keyctl dbus-run-session gnome-keyring-daemon ss \
+for cmd in docker-registry skopeo umoci podman buildah containerd ctr htpasswd openssl curl python3 keyctl dbus-run-session gnome-keyring-daemon ss \
   radosgw ceph-mon ceph-osd monmaptool chromium systemd-analyze; do
   command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
 done
@@ -17,7 +17,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    docker-registry skopeo umoci podman apache2-utils openssl ca-certificates curl python3 \
+    docker-registry skopeo umoci podman buildah containerd apache2-utils openssl ca-certificates curl python3 \
     keyutils dbus-daemon gnome-keyring iproute2 \
     ceph-mon ceph-osd radosgw ceph-common postgresql chromium fonts-dejavu-core systemd >/dev/null
 fi

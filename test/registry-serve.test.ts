@@ -1,14 +1,15 @@
 /**
  * The archive store served as a registry by a real `stowage serve`, pulled from by the real clients:
  * skopeo (login, inspect, list-tags, copy --all of an index), podman (login with an API token, pull by
- * tag and by digest, anonymous where allowed), each digest equal to the source registry's.
+ * tag and by digest, anonymous where allowed), buildah, containerd's ctr, and a docker-registry
+ * caching it (proxy: remoteurl), each digest equal to the source registry's.
  */
 import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness, insecureConf } from './harness/cli.js';
-import { run, stopProcess } from './harness/processes.js';
+import { run, startProcess, stopProcess } from './harness/processes.js';
 import { startRegistry } from './harness/registry.js';
 import { api, type RunningService, serviceDir, startService, TOKENS, waitJob } from './harness/service.js';
 import { podmanFlags } from './harness/tools.js';
@@ -233,6 +234,81 @@ describe('the store served as a registry', () => {
         manifests: { digest: string }[];
       };
       expect(copied.manifests[0]!.digest).toBe(`sha256:${await digestAt(`${plain.host}/fixtures/small:v1`)}`);
+    } finally {
+      await stopProcess(child);
+    }
+  });
+
+  it('buildah pulls from it after buildah login', async () => {
+    const root = join(dir, 'buildah');
+    const authfile = join(dir, 'buildah-auth.json');
+    const flags = [
+      '--root',
+      join(root, 'storage'),
+      '--runroot',
+      podmanFlags(root)[3]!,
+      '--storage-driver',
+      'vfs',
+    ];
+    await run('buildah', [
+      ...flags,
+      'login',
+      '--tls-verify=false',
+      '--authfile',
+      authfile,
+      '-u',
+      'ci',
+      '-p',
+      TOKENS.reader,
+      gateway,
+    ]);
+    const ref = `${gateway}/${served('fixtures/small')}:v1`;
+    await run('buildah', [...flags, 'pull', '-q', '--tls-verify=false', '--authfile', authfile, ref]);
+    const images = JSON.parse((await run('buildah', [...flags, 'images', '--json'])).stdout) as {
+      names: string[];
+    }[];
+    expect(images.flatMap((i) => i.names)).toContain(ref);
+  });
+
+  it("containerd's ctr pulls from it over plain HTTP with --user", async () => {
+    const root = join(dir, 'containerd');
+    await mkdir(root, { recursive: true });
+    const socket = join(root, 'c.sock');
+    const config = join(root, 'config.toml');
+    await writeFile(
+      config,
+      `version = 2\nroot = "${join(root, 'root')}"\nstate = "${join(root, 'state')}"\n` +
+        `disabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "${socket}"\n`,
+    );
+    const { child, output } = startProcess('containerd', ['--config', config]);
+    try {
+      for (let i = 0; ; i++) {
+        if (
+          await access(socket).then(
+            () => true,
+            () => false,
+          )
+        )
+          break;
+        if (i > 200 || child.exitCode !== null) throw new Error(`containerd did not start: ${output()}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const ctr = (args: string[]) => run('ctr', ['--address', socket, ...args]);
+      const ref = `${gateway}/${served('fixtures/multiarch')}:v1`;
+      await ctr([
+        'image',
+        'pull',
+        '--plain-http',
+        '--user',
+        `ci:${TOKENS.reader}`,
+        '--snapshotter',
+        'native',
+        '--all-platforms',
+        ref,
+      ]);
+      const listed = (await ctr(['image', 'ls'])).stdout;
+      expect(listed).toContain(ref);
+      expect(listed).toContain(`sha256:${await digestAt(`${plain.host}/fixtures/multiarch:v1`)}`);
     } finally {
       await stopProcess(child);
     }

@@ -19,7 +19,9 @@ interface ServeCliOptions {
 export function serveCommand(program: Command, version: string): void {
   program
     .command('serve')
-    .summary('run the gateway: the HTTP API for pulls, pushes, syncs and archive downloads')
+    .summary(
+      'run the gateway: the HTTP API for pulls, pushes, syncs and downloads, and the store as a registry',
+    )
     .description(
       `Runs the HTTP service on ${DEFAULT_LISTEN} (loopback only unless --listen or [server] listen says otherwise). ` +
         'Every endpoint but /healthz and /readyz needs an API token (Authorization: Bearer TOKEN) with the scope it ' +
@@ -27,6 +29,9 @@ export function serveCommand(program: Command, version: string): void {
         'one); with none configured, an admin token is made on first start and kept in STATE/api-token (mode 0600). ' +
         'Sync jobs with a schedule run by it. The OpenAPI document is GET /openapi.json. SIGTERM or SIGINT stops ' +
         'taking requests, aborts running jobs (they leave nothing partial) and exits.\n\n' +
+        'The store is also served as a read-only registry at /v2/: podman pull GATEWAY/127.0.0.1_5000/team/app:1.4 ' +
+        "(a host's port spelled HOST_PORT; an older version as TAG--ID), after podman login with any user name and an " +
+        'API token with the read scope as the password ([server.registry] anonymous-pull = true opens it to anyone).\n\n' +
         'With [store.s3] and [server] database in stowage.toml, any number of replicas share the store (blobs in ' +
         'the bucket) and the jobs, history and schedules (PostgreSQL, through pg-boss: Node 22.12 or newer): a ' +
         "schedule fires once across them, and a stopped or dead replica's running jobs are finished by another. " +
