@@ -23,6 +23,7 @@ import {
 } from './content.js';
 import { ociError } from './errors.js';
 import { isServableName, storedName } from './names.js';
+import { sendBytes } from './send.js';
 import { parseScopes } from './tokens.js';
 
 export interface RegistryApiDeps {
@@ -225,10 +226,13 @@ async function blob(c: Context<Env>, store: ArchiveStore, digest: string): Promi
     return ociError(c, 400, 'DIGEST_INVALID', `"${digest.slice(0, 100)}" is not a sha256 digest`);
   const size = await store.blobSize(digest);
   if (size === undefined) return ociError(c, 404, 'BLOB_UNKNOWN', `the store holds no blob ${digest}`);
-  c.header('Docker-Content-Digest', digest);
-  c.header('Accept-Ranges', 'bytes');
-  c.header('ETag', `"${digest}"`);
-  c.header('Content-Type', 'application/octet-stream');
+  const headers: Record<string, string> = {
+    'Docker-Distribution-API-Version': 'registry/2.0',
+    'Docker-Content-Digest': digest,
+    'Accept-Ranges': 'bytes',
+    ETag: `"${digest}"`,
+    'Content-Type': 'application/octet-stream',
+  };
   const rangeHeader = c.req.header('range');
   const range = rangeHeader && size > 0 ? parseRange(rangeHeader, size) : undefined;
   if (range === 'unsatisfiable') {
@@ -237,33 +241,14 @@ async function blob(c: Context<Env>, store: ArchiveStore, digest: string): Promi
   }
   const [start, end] = range ?? [0, size - 1];
   const status = range ? 206 : 200;
-  if (range) c.header('Content-Range', `bytes ${start}-${end}/${size}`);
-  c.header('Content-Length', String(size === 0 ? 0 : end - start + 1));
-  if (c.req.method === 'HEAD' || size === 0) return c.body(null, status);
-  return c.body(streamBlob(store, digest, range ? { start, end } : undefined), status);
-}
-
-/** A blob (or its range) as a web stream; a client that goes away stops the reads. */
-function streamBlob(
-  store: ArchiveStore,
-  digest: string,
-  range: { start: number; end: number } | undefined,
-): ReadableStream<Uint8Array> {
-  const abort = new AbortController();
-  const chunks = store.openBlob(digest, range, abort.signal)[Symbol.asyncIterator]();
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        const next = await chunks.next();
-        if (next.done) controller.close();
-        else controller.enqueue(next.value);
-      },
-      async cancel() {
-        abort.abort();
-        await chunks.return?.(undefined)?.catch(() => {});
-      },
-    },
-    { highWaterMark: 4 },
+  if (range) headers['Content-Range'] = `bytes ${start}-${end}/${size}`;
+  headers['Content-Length'] = String(size === 0 ? 0 : end - start + 1);
+  if (c.req.method === 'HEAD' || size === 0) {
+    for (const [k, v] of Object.entries(headers)) c.header(k, v);
+    return c.body(null, status);
+  }
+  return sendBytes(c, status, headers, (signal) =>
+    store.openBlob(digest, range ? { start, end } : undefined, signal),
   );
 }
 
