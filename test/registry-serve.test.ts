@@ -313,4 +313,16 @@ describe('the store served as a registry', () => {
       await stopProcess(child);
     }
   });
+
+  it('counts its requests in the metrics by endpoint, never by repository name', async () => {
+    const text = await (await api(service, 'admin', '/metrics')).text();
+    const lines = text.split('\n').filter((l) => l.startsWith('stowage_http_requests_total{'));
+    for (const endpoint of ['/v2/{name}/manifests/{reference}', '/v2/{name}/blobs/{digest}', '/auth/token']) {
+      expect(
+        lines.some((l) => l.includes(`route="${endpoint}"`)),
+        endpoint,
+      ).toBe(true);
+    }
+    expect(text).not.toContain('fixtures/small');
+  });
 });

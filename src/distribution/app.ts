@@ -155,6 +155,8 @@ async function answer(c: Context<Env>, store: ArchiveStore, route: Route): Promi
     return ociError(c, 400, 'NAME_INVALID', `"${route.name.slice(0, 256)}" is not a repository name`);
   }
   const repository = storedName(route.name);
+  // The spec's referrers answer is an index, empty where nothing refers to the digest: never a 404.
+  if (route.kind === 'referrers') return referrers(c, store, repository, route.digest);
   if (!(await hasRepository(store, repository))) {
     return ociError(c, 404, 'NAME_UNKNOWN', `the store holds no repository ${route.name}`);
   }
@@ -166,7 +168,6 @@ async function answer(c: Context<Env>, store: ArchiveStore, route: Route): Promi
   }
   if (route.kind === 'manifest') return manifest(c, store, repository, route.name, route.reference);
   if (route.kind === 'blob') return blob(c, store, route.digest);
-  if (route.kind === 'referrers') return referrers(c, store, repository, route.digest);
   return ociError(c, 404, 'NAME_UNKNOWN', 'no such endpoint');
 }
 

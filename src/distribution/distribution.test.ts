@@ -328,6 +328,10 @@ describe('content', () => {
     );
     expect(filtered.headers.get('oci-filters-applied')).toBe('artifactType');
     expect(((await filtered.json()) as { manifests: unknown[] }).manifests).toHaveLength(1);
+    // Nothing refers to it, or the repository holds nothing: an empty index, as the spec says, not a 404.
+    const empty = await app().request(`/v2/nobody/here/referrers/${v1.descriptor.digest}`);
+    expect(empty.status).toBe(200);
+    expect(await empty.json()).toEqual({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] });
     const none = await app().request(`/v2/${SERVED}/referrers/${v1.descriptor.digest}`);
     expect(((await none.json()) as { manifests: unknown[] }).manifests).toEqual([]);
     const cosignTag = `${manifest2.descriptor.digest.replace(':', '-')}.sig`;
