@@ -27,8 +27,7 @@ import { mountConsole } from './console/app.js';
 import { writeFileAtomic } from './core/atomic.js';
 import { needPackages, PG_JOBS_PACKAGES } from './core/optional.js';
 import { sweepLeftovers, tmpPid } from './core/partials.js';
-import { registryApi } from './distribution/app.js';
-import { RegistryTokens } from './distribution/tokens.js';
+import { mountRegistry } from './distribution/mount.js';
 import { StowageError } from './errors.js';
 import { Context } from './registry/context.js';
 import { type Engine, outboundGuard, pathRedactor } from './service/engine.js';
@@ -139,7 +138,15 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     tmpDir: join(state, 'tmp'),
     cacheDir: join(state, 'cache'),
     renditions: store.renditions?.(join(state, 'tmp')) ?? new LocalRenditions(join(state, 'cache')),
-    counters: { bytesPulled: 0, bytesPushed: 0, blobCacheHits: 0, blobCacheMisses: 0 },
+    counters: {
+      bytesPulled: 0,
+      bytesPushed: 0,
+      blobCacheHits: 0,
+      blobCacheMisses: 0,
+      pullThroughHits: 0,
+      pullThroughMisses: 0,
+      pullThroughStale: 0,
+    },
   };
   // A policy.json that does not parse stops the start, naming the file, rather than every pull.
   const policy = await ctx.policy();
@@ -210,17 +217,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   };
   const app = createApp(deps);
   // The store as a registry, on the same listener: tokens signed with a key of this deployment.
-  app.route(
-    '/',
-    registryApi({
-      store,
-      rules: {
-        tokens,
-        registryTokens: new RegistryTokens(key),
-        anonymousPull: config.server.registry?.['anonymous-pull'] ?? false,
-      },
-    }),
-  );
+  mountRegistry(app, { engine, config, tokens, key, logger, redact });
   mountConsole(app, deps);
   const server = await listenOn(app.fetch, host, port);
   const address = server.address() as AddressInfo;

@@ -445,6 +445,7 @@ export interface components {
       source: string;
       taken: string;
       latest: boolean;
+      pulledThrough?: boolean;
       sha256?: string;
       size?: number;
       referrers?: ({

@@ -29,6 +29,7 @@ function archiveView(
     source: v.source,
     taken: v.taken,
     latest,
+    ...(v.pulledThrough ? { pulledThrough: true } : {}),
     ...(v.archive ? { sha256: v.archive.sha256, size: v.archive.size } : {}),
     ...(v.referrers?.length
       ? {

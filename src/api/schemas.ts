@@ -240,6 +240,10 @@ export const ArchiveSchema = z
     source: z.string(),
     taken: z.string(),
     latest: z.boolean().openapi({ description: 'the newest version of its tag' }),
+    pulledThrough: z.boolean().optional().openapi({
+      description:
+        "came in through the registry's pull-through: only the platforms and blobs clients asked for may be held",
+    }),
     sha256: z.string().optional().openapi({ description: "the oci-archive's sha256, once computed" }),
     size: z.number().optional(),
     referrers: z

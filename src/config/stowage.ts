@@ -132,6 +132,13 @@ const serverSchema = z.strictObject({
     .strictObject({
       /** Let anyone pull without a token (default false): for a gateway only a trusted network reaches. */
       'anonymous-pull': z.boolean().optional(),
+      /**
+       * Upstream registries (host or host:port) served as GATEWAY/HOST_PORT/PATH that fill the store as
+       * clients pull; each must be one allow-registries lets the service reach.
+       */
+      'pull-through': z.array(z.string().min(1)).optional(),
+      /** How long a tag pulled through is served before the upstream is asked again (default 5m). */
+      'tag-ttl': duration.optional(),
     })
     .optional(),
 });

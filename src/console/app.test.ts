@@ -145,6 +145,25 @@ describe('the web console', () => {
     ).toMatch(/javascript/);
   });
 
+  it('marks a version that came in through the pull-through, and no other', async () => {
+    const { app, version, store } = await consoleApp();
+    const first = await store.find(version);
+    const pulled = await store.addVersion({
+      repository: first.repository,
+      tag: '2.0',
+      descriptor: first.descriptor,
+      platforms: first.platforms,
+      taken: '2026-11-30T05:00:00.000Z',
+      source: `${first.repository}:2.0`,
+      pulledThrough: true,
+    });
+    const { cookie } = await signIn(app, TOKENS.reader);
+    const page = await (await app.request('/ui/archives', { headers: { cookie } })).text();
+    const row = (id: string) => page.slice(page.indexOf(`/ui/archives/${id}"`)).split('</tr>')[0]!;
+    expect(row(pulled.id)).toContain('pulled through');
+    expect(row(version)).not.toContain('pulled through');
+  });
+
   it('shows a read-only token no destructive button, and refuses it the action anyway', async () => {
     const { app, version, store } = await consoleApp();
     const { cookie, csrf } = await signIn(app, TOKENS.reader);

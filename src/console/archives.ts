@@ -52,7 +52,7 @@ ${[...repos].map(
     list.map(
       (v) => html`<tr>
   <td>${latest.has(v.id) ? html`<strong>${tag}</strong>` : html`<span class="note">${tag} (earlier)</span>`}</td>
-  <td><a href="/ui/archives/${v.id}">${v.id}</a></td>
+  <td><a href="/ui/archives/${v.id}">${v.id}</a>${v.pulledThrough ? html` <span class="note" title="came in through the registry's pull-through: only what clients asked for may be held">pulled through</span>` : ''}</td>
   <td class="mono">${v.descriptor.digest.slice(0, 19)}&hellip;</td>
   <td class="opt">${v.platforms.join(', ') || '-'}</td>
   <td>${when(v.taken)}</td>

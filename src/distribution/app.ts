@@ -8,6 +8,7 @@
 import { type Context, Hono } from 'hono';
 import { parseRange } from '../api/range.js';
 import type { Env } from '../api/shared.js';
+import { StowageError } from '../errors.js';
 import { MediaType } from '../image/mediatypes.js';
 import type { ArchiveStore } from '../store/archive-store.js';
 import { type AccessRules, type Caller, callerOf, grantable, permits, subjectOf } from './access.js';
@@ -17,18 +18,24 @@ import {
   findManifest,
   hasRepository,
   isDigest,
+  type Manifest,
   pageOf,
   referrersOf,
   tagsOf,
 } from './content.js';
 import { ociError } from './errors.js';
-import { isServableName, storedName } from './names.js';
+import { cosignSubject, isServableName, parseVersionTag, storedName } from './names.js';
+import type { PullThrough } from './pull-through.js';
 import { sendBytes } from './send.js';
 import { parseScopes } from './tokens.js';
 
 export interface RegistryApiDeps {
   store: ArchiveStore;
   rules: AccessRules;
+  /** The upstreams that fill the store as clients pull (none: the store alone is served). */
+  pullThrough?: PullThrough | undefined;
+  /** Takes the server's own paths out of error messages (see pathRedactor). */
+  redact?: ((text: string) => string) | undefined;
 }
 
 export const TOKEN_PATH = '/auth/token';
@@ -99,14 +106,9 @@ async function serve(c: Context<Env>, deps: RegistryApiDeps): Promise<Response> 
   const refused = authorize(c, caller, deps.rules, route);
   if (refused) return refused;
   try {
-    return await answer(c, deps.store, route);
+    return await answer(c, deps, route);
   } catch (e) {
-    return ociError(
-      c,
-      500,
-      'UNKNOWN',
-      `the store could not be read (${(e as Error).name}); see the service's log`,
-    );
+    return failure(c, e, deps.redact ?? ((t) => t));
   }
 }
 
@@ -146,7 +148,8 @@ function challenge(c: Context<Env>, scope: string | undefined, invalid: boolean,
   );
 }
 
-async function answer(c: Context<Env>, store: ArchiveStore, route: Route): Promise<Response> {
+async function answer(c: Context<Env>, deps: RegistryApiDeps, route: Route): Promise<Response> {
+  const { store } = deps;
   if (route.kind === 'base') return c.json({});
   if (route.kind === 'catalog')
     return listing(c, await catalog(store), '/v2/_catalog', (items) => ({ repositories: items }));
@@ -157,7 +160,9 @@ async function answer(c: Context<Env>, store: ArchiveStore, route: Route): Promi
   const repository = storedName(route.name);
   // The spec's referrers answer is an index, empty where nothing refers to the digest: never a 404.
   if (route.kind === 'referrers') return referrers(c, store, repository, route.digest);
-  if (!(await hasRepository(store, repository))) {
+  const pullThrough = deps.pullThrough?.covers(repository) ? deps.pullThrough : undefined;
+  const filling = pullThrough && route.kind !== 'tags';
+  if (!filling && !(await hasRepository(store, repository))) {
     return ociError(c, 404, 'NAME_UNKNOWN', `the store holds no repository ${route.name}`);
   }
   if (route.kind === 'tags') {
@@ -166,8 +171,11 @@ async function answer(c: Context<Env>, store: ArchiveStore, route: Route): Promi
       tags: items,
     }));
   }
-  if (route.kind === 'manifest') return manifest(c, store, repository, route.name, route.reference);
-  if (route.kind === 'blob') return blob(c, store, route.digest);
+  if (route.kind === 'manifest') {
+    const found = await lookUpManifest(store, pullThrough, repository, route.reference);
+    return manifest(c, found, route.name, route.reference);
+  }
+  if (route.kind === 'blob') return blob(c, store, pullThrough, repository, route.digest);
   return ociError(c, 404, 'NAME_UNKNOWN', 'no such endpoint');
 }
 
@@ -196,14 +204,30 @@ function listing(
   return c.json(shape(items));
 }
 
-async function manifest(
-  c: Context<Env>,
+/**
+ * The manifest a reference names: from the store; under a pull-through upstream, a tag is the
+ * upstream's (checked once per tag-ttl) and a digest the store lacks is fetched.
+ */
+async function lookUpManifest(
   store: ArchiveStore,
+  pullThrough: PullThrough | undefined,
   repository: string,
-  name: string,
   reference: string,
-): Promise<Response> {
-  const found = await findManifest(store, repository, reference);
+): Promise<Manifest | undefined> {
+  if (!pullThrough) return findManifest(store, repository, reference);
+  if (isDigest(reference)) {
+    return (
+      (await findManifest(store, repository, reference)) ?? pullThrough.digestManifest(repository, reference)
+    );
+  }
+  if (parseVersionTag(reference) || cosignSubject(reference)) {
+    const found = await findManifest(store, repository, reference);
+    if (found) return found;
+  }
+  return pullThrough.tagManifest(repository, reference, await store.latest(repository, reference));
+}
+
+function manifest(c: Context<Env>, found: Manifest | undefined, name: string, reference: string): Response {
   if (!found)
     return ociError(c, 404, 'MANIFEST_UNKNOWN', `${name} has no manifest ${reference.slice(0, 200)}`);
   if (!accepts(c.req.header('accept'), found.mediaType)) {
@@ -222,18 +246,27 @@ async function manifest(
   return c.body(new Uint8Array(found.bytes), 200);
 }
 
-async function blob(c: Context<Env>, store: ArchiveStore, digest: string): Promise<Response> {
+async function blob(
+  c: Context<Env>,
+  store: ArchiveStore,
+  pullThrough: PullThrough | undefined,
+  repository: string,
+  digest: string,
+): Promise<Response> {
   if (!isDigest(digest))
     return ociError(c, 400, 'DIGEST_INVALID', `"${digest.slice(0, 100)}" is not a sha256 digest`);
-  const size = await store.blobSize(digest);
+  let size = await store.blobSize(digest);
+  if (size === undefined && pullThrough) {
+    const passing = await pullThrough.blob(repository, digest);
+    // The first client gets the bytes as they arrive; a HEAD waits for them to land.
+    if (passing && c.req.method === 'GET' && passing.size !== undefined) {
+      return sendBytes(c, 200, blobHeaders(digest, passing.size), () => passing.body);
+    }
+    if (passing) for await (const _ of passing.body);
+    size = await store.blobSize(digest);
+  }
   if (size === undefined) return ociError(c, 404, 'BLOB_UNKNOWN', `the store holds no blob ${digest}`);
-  const headers: Record<string, string> = {
-    'Docker-Distribution-API-Version': 'registry/2.0',
-    'Docker-Content-Digest': digest,
-    'Accept-Ranges': 'bytes',
-    ETag: `"${digest}"`,
-    'Content-Type': 'application/octet-stream',
-  };
+  const headers = blobHeaders(digest, size);
   const rangeHeader = c.req.header('range');
   const range = rangeHeader && size > 0 ? parseRange(rangeHeader, size) : undefined;
   if (range === 'unsatisfiable') {
@@ -251,6 +284,35 @@ async function blob(c: Context<Env>, store: ArchiveStore, digest: string): Promi
   return sendBytes(c, status, headers, (signal) =>
     store.openBlob(digest, range ? { start, end } : undefined, signal),
   );
+}
+
+function blobHeaders(digest: string, size: number): Record<string, string> {
+  return {
+    'Docker-Distribution-API-Version': 'registry/2.0',
+    'Docker-Content-Digest': digest,
+    'Accept-Ranges': 'bytes',
+    ETag: `"${digest}"`,
+    'Content-Type': 'application/octet-stream',
+    'Content-Length': String(size),
+  };
+}
+
+/** An error reading the store or the upstream, as the spec's error body; no server path in it. */
+function failure(c: Context<Env>, e: unknown, redact: (text: string) => string): Response {
+  if (!(e instanceof StowageError)) {
+    return ociError(
+      c,
+      500,
+      'UNKNOWN',
+      `the store could not be read (${(e as Error).name}); see the service's log`,
+    );
+  }
+  const message = redact(e.message);
+  if (e.code === 'RATE_LIMITED') return ociError(c, 429, 'TOOMANYREQUESTS', message);
+  if (e.code === 'POLICY_REJECTED' || e.code === 'BLOCKED') return ociError(c, 403, 'DENIED', message);
+  if (e.code === 'NOT_FOUND') return ociError(c, 404, 'MANIFEST_UNKNOWN', message);
+  if (e.code === 'IO' || e.code === 'INTERNAL') return ociError(c, 500, 'UNKNOWN', message);
+  return ociError(c, 502, 'UNKNOWN', `the upstream registry failed: ${message}`);
 }
 
 async function referrers(

@@ -16,7 +16,7 @@ export type OciErrorCode =
 /** An error answer: `{"errors":[{"code","message"}]}` (no body for HEAD, as HTTP says). */
 export function ociError(
   c: Context,
-  status: 400 | 401 | 403 | 404 | 405 | 416 | 429 | 500 | 503,
+  status: 400 | 401 | 403 | 404 | 405 | 416 | 429 | 500 | 502 | 503,
   code: OciErrorCode | 'UNKNOWN',
   message: string,
 ): Response {

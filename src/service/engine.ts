@@ -26,7 +26,16 @@ export interface Engine {
   /** The mirror blob cache all sync jobs share (opened on first use). */
   blobCache?: Promise<BlobCache | undefined> | undefined;
   /** Counters the metrics read. */
-  counters: { bytesPulled: number; bytesPushed: number; blobCacheHits: number; blobCacheMisses: number };
+  counters: {
+    bytesPulled: number;
+    bytesPushed: number;
+    blobCacheHits: number;
+    blobCacheMisses: number;
+    /** The registry's pull-through: answered from the store, fetched upstream, served stale (upstream down). */
+    pullThroughHits: number;
+    pullThroughMisses: number;
+    pullThroughStale: number;
+  };
 }
 
 /**

@@ -73,6 +73,18 @@ export function createMetrics(engine: Engine, jobs: JobSystem, opts: MetricsOpti
     'Blobs fetched from registries into the store',
     () => engine.counters.blobCacheMisses,
   );
+  new Counter({
+    name: 'stowage_registry_pull_through_total',
+    help: "The registry's pull-through: answered from the store (hit), fetched upstream (miss), or served from the store while the upstream could not be reached (stale)",
+    labelNames: ['result'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ result: 'hit' }, engine.counters.pullThroughHits);
+      this.inc({ result: 'miss' }, engine.counters.pullThroughMisses);
+      this.inc({ result: 'stale' }, engine.counters.pullThroughStale);
+    },
+  });
   const observeJob = jobMetrics(registry);
   let usage: { at: number; value: Promise<{ logicalBytes: number; diskBytes: number }> } | undefined;
   const readUsage = () => {

@@ -371,6 +371,7 @@ export function versionOfEntry(
       ? { sha256: a[ANNOTATION.archiveSha256]!, size: Number(a[ANNOTATION.archiveSize] ?? 0) }
       : undefined,
     referrers: attachmentsOf(a[ANNOTATION.referrers]),
+    ...(a[ANNOTATION.pulledThrough] === 'true' ? { pulledThrough: true } : {}),
   };
 }
 
@@ -401,6 +402,7 @@ export function indexJson(versions: StoredVersion[]): string {
     if (v.sourceDigest && v.sourceDigest !== v.descriptor.digest)
       annotations[ANNOTATION.sourceDigest] = v.sourceDigest;
     if (v.referrers?.length) annotations[ANNOTATION.referrers] = JSON.stringify(v.referrers);
+    if (v.pulledThrough) annotations[ANNOTATION.pulledThrough] = 'true';
     if (v.archive) {
       annotations[ANNOTATION.archiveSha256] = v.archive.sha256;
       annotations[ANNOTATION.archiveSize] = String(v.archive.size);

@@ -111,6 +111,17 @@ describe('Store index: a journal beside index.json', () => {
     expect((await writer.versions()).map((v) => v.repository)).toEqual(['team/app', 'team/db']);
   });
 
+  it('keeps the pull-through mark through the journal and index.json', async () => {
+    const s = await store();
+    await s.addVersion({ ...entry('team/app', '1', 1), pulledThrough: true });
+    await s.addVersion(entry('team/app', '2', 2));
+    const marks = async (x: Store) => (await x.versions()).map((v) => v.pulledThrough ?? false);
+    expect(await marks(await Store.open(s.path))).toEqual([true, false]);
+    await s.flush();
+    const folded = await Store.open(s.path, { sweep: true });
+    expect(await marks(folded)).toEqual([true, false]);
+  });
+
   it('a line a crash cut short is never read, and is cut off before the next append', async () => {
     const s = await store();
     await s.addVersion(entry('team/app', '1', 1));

@@ -18,6 +18,8 @@ export const ANNOTATION = {
   archiveSize: 'io.stowage.archive.size',
   /** What is attached to the version (signatures, SBOMs): a JSON list of StoredAttachment. */
   referrers: 'io.stowage.referrers',
+  /** Stored by the registry's pull-through: only what clients asked for may be held (see distribution/). */
+  pulledThrough: 'io.stowage.pulled-through',
   /** The version's id, so a reader never has to compute it again. */
   id: 'io.stowage.id',
 } as const;
@@ -47,6 +49,11 @@ export interface StoredVersion {
   archive?: { sha256: string; size: number } | undefined;
   /** What is kept attached to it, in the order found. */
   referrers?: StoredAttachment[] | undefined;
+  /**
+   * Came in through the registry's pull-through: an index may be held without the platforms no client
+   * asked for, and an image without the blobs none fetched.
+   */
+  pulledThrough?: boolean | undefined;
 }
 
 export function versionId(repository: string, tag: string, digest: string): string {

@@ -30,7 +30,15 @@ export async function inProcessEngine(
     tmpDir: join(dir, 'state', 'tmp'),
     cacheDir: join(dir, 'state', 'cache'),
     renditions: new LocalRenditions(join(dir, 'state', 'cache')),
-    counters: { bytesPulled: 0, bytesPushed: 0, blobCacheHits: 0, blobCacheMisses: 0 },
+    counters: {
+      bytesPulled: 0,
+      bytesPushed: 0,
+      blobCacheHits: 0,
+      blobCacheMisses: 0,
+      pullThroughHits: 0,
+      pullThroughMisses: 0,
+      pullThroughStale: 0,
+    },
   };
   const never = async () => {
     throw new Error('no job runs in these tests');

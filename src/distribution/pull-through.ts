@@ -1,0 +1,327 @@
+/**
+ * Pull-through: the registry fills the store from the upstreams `[server.registry] pull-through`
+ * names, as clients ask. A tag's manifest is fetched (through registries.conf, the gateway's
+ * credentials and the trust policy) and stored as a version marked pulled through; an index is stored
+ * whole, and only the platform manifests and blobs that clients then ask for are fetched, so a version
+ * pulled through may be sparse. A blob is streamed to the client while it is written to the store,
+ * and fetched once however many ask for it at once. A tag is asked of the upstream again (one HEAD)
+ * once `tag-ttl` has passed; while the upstream cannot be reached, what the store holds is served.
+ */
+
+import { StowageError } from '../errors.js';
+import type { ImageReference } from '../reference/reference.js';
+import { formatReference, parseReference } from '../reference/reference.js';
+import type { Engine } from '../service/engine.js';
+import type { StoredVersion } from '../store/version.js';
+import { admitImage, openSource } from '../transports/open.js';
+import { type Manifest, manifestType } from './content.js';
+
+export interface PullThroughOptions {
+  engine: Pick<Engine, 'ctx' | 'store' | 'counters'>;
+  /** The upstream registries (hosts as references spell them: `127.0.0.1:5000`, `docker.io`). */
+  hosts: string[];
+  tagTtlMs: number;
+  /** Says what the service did that an operator should know (an upstream down, a stale answer). */
+  warn: (message: string, fields: Record<string, unknown>) => void;
+  now?: () => number;
+  /** How long a tag's HEAD may take before the stored version is served (default HEAD_TIMEOUT_MS). */
+  headTimeoutMs?: number | undefined;
+}
+
+/** How long the upstream may take to answer a tag's HEAD before the stored version is served. */
+export const HEAD_TIMEOUT_MS = 3000;
+/** After an upstream failed, how long stored versions are served without asking it again. */
+const DOWN_PAUSE_MS = 15_000;
+
+/** A blob on its way from the upstream: its size, and its bytes for this client. */
+export interface PassingBlob {
+  size: number | undefined;
+  body: AsyncIterable<Uint8Array>;
+}
+
+export class PullThrough {
+  /** When the upstream last agreed with what the store holds, by repository:tag (this replica's). */
+  private readonly checked = new Map<string, number>();
+  /** Upstreams that just failed a HEAD, until when the stored versions are served without asking. */
+  private readonly downUntil = new Map<string, number>();
+  /** Blobs being written into the store, by digest: a second client waits for the first fetch. */
+  private readonly fetching = new Map<string, Promise<void>>();
+  private readonly now: () => number;
+
+  constructor(private readonly o: PullThroughOptions) {
+    this.now = o.now ?? Date.now;
+  }
+
+  covers(repository: string): boolean {
+    return this.o.hosts.includes(repository.slice(0, repository.indexOf('/')));
+  }
+
+  /** The manifest a tag names: the stored one while fresh, or the upstream's (stored on the way). */
+  async tagManifest(
+    repository: string,
+    tag: string,
+    stored: StoredVersion | undefined,
+  ): Promise<Manifest | undefined> {
+    const key = `${repository}:${tag}`;
+    const agreed = this.checked.get(key);
+    const { counters } = this.o.engine;
+    if (stored && agreed !== undefined && this.now() - agreed < this.o.tagTtlMs) {
+      counters.pullThroughHits++;
+      return this.storedManifest(stored);
+    }
+    const host = repository.slice(0, repository.indexOf('/'));
+    if (stored && (this.downUntil.get(host) ?? 0) > this.now()) {
+      counters.pullThroughStale++;
+      return this.storedManifest(stored);
+    }
+    let upstream: { digest: string } | undefined;
+    try {
+      upstream = await this.head(repository, tag);
+      this.downUntil.delete(host);
+    } catch (e) {
+      // Each request for a while after would wait out the same failure: they get the store at once.
+      this.downUntil.set(host, this.now() + DOWN_PAUSE_MS);
+      if (!stored) throw e;
+      counters.pullThroughStale++;
+      this.o.warn('upstream unreachable: serving the stored version', {
+        repository,
+        tag,
+        error: (e as Error).message,
+      });
+      return this.storedManifest(stored);
+    }
+    if (!upstream) return stored ? this.storedManifest(stored) : undefined;
+    if (stored && (stored.descriptor.digest === upstream.digest || stored.sourceDigest === upstream.digest)) {
+      this.checked.set(key, this.now());
+      counters.pullThroughHits++;
+      return this.storedManifest(stored);
+    }
+    counters.pullThroughMisses++;
+    const m = await this.fetchManifest(repository, tag);
+    const d = { mediaType: m.mediaType, digest: m.digest, size: m.bytes.length };
+    await this.o.engine.store.addVersion({
+      repository,
+      tag,
+      descriptor: d,
+      source: `${repository}:${tag}`,
+      taken: new Date(this.now()).toISOString(),
+      platforms: platformsOf(m),
+      pulledThrough: true,
+    });
+    await this.o.engine.store.flush?.();
+    this.checked.set(key, this.now());
+    return m;
+  }
+
+  /** A manifest by digest the store lacks (a platform of a stored index, say), fetched and kept. */
+  async digestManifest(repository: string, digest: string): Promise<Manifest | undefined> {
+    this.o.engine.counters.pullThroughMisses++;
+    return this.fetchManifest(repository, digest).catch((e: unknown) => {
+      if (e instanceof StowageError && e.code === 'NOT_FOUND') return undefined;
+      throw e;
+    });
+  }
+
+  /**
+   * A blob the store lacks, from the upstream: streamed to this client as it is written into the
+   * store. Undefined when another request's fetch of it has just put it in the store.
+   */
+  async blob(repository: string, digest: string): Promise<PassingBlob | undefined> {
+    const underway = this.fetching.get(digest);
+    if (underway) {
+      await underway.catch(() => {});
+      return undefined;
+    }
+    // Claimed before the first await, so a request arriving meanwhile waits for this fetch.
+    let settle!: (p: Promise<void>) => void;
+    const done = new Promise<void>((resolve, reject) => {
+      settle = (p) => p.then(resolve, reject);
+    });
+    this.fetching.set(digest, done);
+    done
+      .catch((e: unknown) =>
+        this.o.warn('a blob pulled through was not stored', {
+          repository,
+          digest,
+          error: (e as Error).message,
+        }),
+      )
+      .finally(() => this.fetching.delete(digest));
+    try {
+      this.o.engine.counters.pullThroughMisses++;
+      const { client, endpoint } = await this.o.engine.ctx.client(this.reference(repository, digest));
+      const res = await client.getBlob(endpoint.path, digest);
+      const relay = new Relay();
+      const d = { mediaType: 'application/octet-stream', digest, size: sizeOf(res.size, digest) };
+      settle(
+        this.o.engine.store.putBlob(d, relay.feed(res.body)).then(
+          () => relay.finish(),
+          (e: unknown) => {
+            relay.fail(e as Error);
+            throw e;
+          },
+        ),
+      );
+      return { size: res.size, body: relay.client() };
+    } catch (e) {
+      settle(Promise.reject(e));
+      throw e;
+    }
+  }
+
+  /**
+   * The upstream's digest for a tag. An upstream that does not answer within HEAD_TIMEOUT_MS counts
+   * as unreachable: a client waiting on a cache is better served the stored version than the
+   * retries' backoff (the HEAD itself goes on, and its answer is dropped).
+   */
+  private async head(repository: string, tag: string): Promise<{ digest: string } | undefined> {
+    const ref = this.reference(repository, tag);
+    const asking = this.o.engine.ctx
+      .client(ref)
+      .then(({ client, endpoint }) => client.headManifest(endpoint.path, tag));
+    asking.catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new StowageError(
+              'UNAVAILABLE',
+              `${repository} did not answer within ${HEAD_TIMEOUT_MS / 1000} s`,
+            ),
+          ),
+        this.o.headTimeoutMs ?? HEAD_TIMEOUT_MS,
+      );
+    });
+    try {
+      return await Promise.race([asking, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Fetches a manifest through the engine's context, lets the trust policy see it, and stores it. */
+  private async fetchManifest(repository: string, reference: string): Promise<Manifest> {
+    const { ctx, store } = this.o.engine;
+    const opened = await openSource(ctx, formatReference(this.reference(repository, reference)));
+    try {
+      const image = opened.images[0]!;
+      await admitImage(ctx, opened, image);
+      const m = await opened.source.getManifest(image.reference);
+      const mediaType = m.mediaType || manifestType(m.bytes) || 'application/vnd.oci.image.manifest.v1+json';
+      await store.putDocument({ mediaType, digest: m.digest, size: m.bytes.length }, m.bytes);
+      return { digest: m.digest, mediaType, bytes: m.bytes };
+    } finally {
+      await opened.close();
+    }
+  }
+
+  private reference(repository: string, reference: string): ImageReference {
+    const at = reference.startsWith('sha256:') ? '@' : ':';
+    return parseReference(`${repository}${at}${reference}`);
+  }
+
+  private async storedManifest(v: StoredVersion): Promise<Manifest> {
+    const bytes = await this.o.engine.store.readBlob(v.descriptor.digest);
+    return { digest: v.descriptor.digest, mediaType: v.descriptor.mediaType, bytes };
+  }
+}
+
+/** A blob's size as the upstream said it (a registry always sends Content-Length for one). */
+function sizeOf(size: number | undefined, digest: string): number {
+  if (size === undefined || !Number.isFinite(size)) {
+    throw new StowageError(
+      'REGISTRY',
+      `the upstream sent blob ${digest} without its length (Content-Length)`,
+    );
+  }
+  return size;
+}
+
+/** The platforms an index lists (an image manifest says its own in a config not yet fetched). */
+function platformsOf(m: Manifest): string[] {
+  try {
+    const doc = JSON.parse(m.bytes.toString('utf8')) as {
+      manifests?: { platform?: { os?: string; architecture?: string; variant?: string } }[];
+    };
+    return (doc.manifests ?? [])
+      .map((x) => x.platform)
+      .filter((p): p is { os: string; architecture: string; variant?: string } =>
+        Boolean(p?.os && p.architecture),
+      )
+      .map((p) => [p.os, p.architecture, p.variant].filter(Boolean).join('/'));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The bytes of one upstream blob, to the store and to one client at once: each chunk goes to the
+ * client as the store takes the next, and the last one only once the store has checked the digest,
+ * so a client never receives the whole of a blob that was not what its digest says. A client that
+ * goes away does not stop the store's copy; a slow one slows both (one upstream read for the two).
+ */
+export class Relay {
+  private held: Uint8Array | undefined;
+  private readonly queue: (Uint8Array | null | Error)[] = [];
+  private wake: (() => void) | undefined;
+  private space: (() => void) | undefined;
+  private gone = false;
+
+  async *feed(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    for await (const chunk of source) {
+      if (this.held) await this.send(this.held);
+      this.held = chunk;
+      yield chunk;
+    }
+  }
+
+  finish(): void {
+    if (this.held) this.push(this.held);
+    this.held = undefined;
+    this.push(null);
+  }
+
+  fail(e: Error): void {
+    this.push(e);
+  }
+
+  async *client(): AsyncGenerator<Uint8Array> {
+    try {
+      for (;;) {
+        const item = this.queue.shift();
+        if (item === undefined) {
+          await new Promise<void>((r) => {
+            this.wake = r;
+          });
+          continue;
+        }
+        this.space?.();
+        if (item === null) return;
+        if (item instanceof Error) throw item;
+        yield item;
+      }
+    } finally {
+      this.gone = true;
+      this.space?.();
+    }
+  }
+
+  /** Waits while the client has chunks enough in hand (a few MiB), unless it has gone. */
+  private async send(chunk: Uint8Array): Promise<void> {
+    this.push(chunk);
+    while (!this.gone && this.queue.length > 4) {
+      await new Promise<void>((r) => {
+        this.space = r;
+      });
+    }
+  }
+
+  private push(item: Uint8Array | null | Error): void {
+    if (this.gone) return;
+    this.queue.push(item);
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+}
