@@ -4,10 +4,11 @@
  * registries.conf to use the gateway as a mirror, pulls an image the store did not have, and the store
  * has it afterwards; one platform of an index pulled through stores that platform's blobs only; a
  * second pull within tag-ttl asks nothing of the upstream; three clients at once fetch each blob once;
- * with the upstream gone, what was pulled through is still served.
+ * the upstream's rate limit answers TOOMANYREQUESTS; the trust policy refuses before anything is
+ * stored; with the upstream gone, what was pulled through is still served.
  */
 import { createHash } from 'node:crypto';
-import { access, readFile, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { harness, insecureConf, stowage } from './harness/cli.js';
@@ -44,18 +45,25 @@ const upstreamAsked = () => proxy.seen.filter((r) => r.path !== '/v2/').length;
 
 beforeAll(async () => {
   upstream = await startRegistry({ mode: 'plain', dir: h.dir });
-  for (const name of ['small', 'multi', 'multiarch']) {
+  for (const name of ['small', 'multi', 'multiarch', 'small:guarded', 'small:limited']) {
     await run('skopeo', [
       'copy',
       '--all',
       '--quiet',
       '--src-tls-verify=false',
       '--dest-tls-verify=false',
-      `docker://${plain.host}/fixtures/${name}:v1`,
-      `docker://${upstream.registry.host}/fixtures/${name}:v1`,
+      `docker://${plain.host}/fixtures/${name.split(':')[0]}:v1`,
+      `docker://${upstream.registry.host}/fixtures/${name.split(':').at(-1)}:v1`,
     ]);
   }
-  proxy = await startFaultProxy({ upstream: upstream.registry.url });
+  // The upstream rate-limits one repository, asking for an hour's wait.
+  proxy = await startFaultProxy({
+    upstream: upstream.registry.url,
+    fault: (req) =>
+      req.url?.startsWith('/v2/fixtures/limited/')
+        ? { kind: 'status', status: 429, headers: { 'retry-after': '3600' } }
+        : undefined,
+  });
   d = await serviceDir(
     'pull-through',
     insecureConf(proxy.host),
@@ -189,6 +197,62 @@ describe('pull-through', () => {
       [1, 2, 3].map((i) => readFile(join(d.dir, `multi-${i}`, 'index.json'), 'utf8')),
     );
     expect(new Set(layouts.map((l) => JSON.parse(l).manifests[0].digest)).size).toBe(1);
+  });
+
+  it("answers the upstream's rate limit as TOOMANYREQUESTS, and stores nothing", async () => {
+    const res = await fetch(`http://${gateway}/v2/${proxy.host.replace(':', '_')}/fixtures/limited/manifests/v1`);
+    expect(res.status).toBe(429);
+    const body = (await res.json()) as { errors: { code: string; message: string }[] };
+    expect(body.errors[0]!.code).toBe('TOOMANYREQUESTS');
+    expect(body.errors[0]!.message).toContain('Retry-After');
+    const listed = (await (
+      await api(
+        service,
+        'reader',
+        `/v1/archives?repository=${encodeURIComponent(`${proxy.host}/fixtures/limited`)}`,
+      )
+    ).json()) as { archives: unknown[] };
+    expect(listed.archives).toEqual([]);
+  });
+
+  it('lets the trust policy refuse an image before any of it is served or stored', async () => {
+    const home = join(d.dir, 'home-guarded');
+    await mkdir(join(home, '.config', 'containers'), { recursive: true });
+    await writeFile(
+      join(home, '.config', 'containers', 'policy.json'),
+      JSON.stringify({
+        default: [{ type: 'insecureAcceptAnything' }],
+        transports: { docker: { [`${proxy.host}/fixtures/guarded`]: [{ type: 'reject' }] } },
+      }),
+    );
+    const toml = (await readFile(d.config, 'utf8')).replace(
+      /state = ".*"/,
+      `state = "${join(d.dir, 'state-guarded')}"`,
+    );
+    const config = join(d.dir, 'stowage-guarded.toml');
+    await writeFile(config, toml);
+    const guarded = await startService({ ...d, config, env: { ...d.env, HOME: home } });
+    try {
+      const host = new URL(guarded.url).host;
+      const path = `/v2/${proxy.host.replace(':', '_')}/fixtures/guarded/manifests/v1`;
+      const refused = await fetch(`http://${host}${path}`);
+      expect(refused.status).toBe(403);
+      expect(((await refused.json()) as { errors: { code: string }[] }).errors[0]!.code).toBe('DENIED');
+      const listed = (await (
+        await api(
+          guarded,
+          'reader',
+          `/v1/archives?repository=${encodeURIComponent(`${proxy.host}/fixtures/guarded`)}`,
+        )
+      ).json()) as { archives: unknown[] };
+      expect(listed.archives).toEqual([]);
+      // What the policy lets in still comes through the same gateway.
+      expect(
+        (await fetch(`http://${host}/v2/${proxy.host.replace(':', '_')}/fixtures/small/manifests/v1`)).status,
+      ).toBe(200);
+    } finally {
+      await guarded.stop('SIGKILL');
+    }
   });
 
   it('serves what it pulled through while the upstream is gone, and counts hits, misses and stale answers', async () => {
