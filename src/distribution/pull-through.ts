@@ -3,8 +3,8 @@
  * names, as clients ask. A tag's manifest is fetched (through registries.conf, the gateway's
  * credentials and the trust policy) and stored as a version marked pulled through; an index is stored
  * whole, and only the platform manifests and blobs that clients then ask for are fetched, so a version
- * pulled through may be sparse. A blob is streamed to the client while it is written to the store,
- * and fetched once however many ask for it at once. A tag is asked of the upstream again (one HEAD)
+ * pulled through may be sparse. A blob is streamed to the client while it is written to the store
+ * (one upstream read for both, see Relay), and fetched once however many ask for it at once. A tag is asked of the upstream again (one HEAD)
  * once `tag-ttl` has passed; while the upstream cannot be reached, what the store holds is served.
  */
 
@@ -151,18 +151,11 @@ export class PullThrough {
       this.o.engine.counters.pullThroughMisses++;
       const { client, endpoint } = await this.o.engine.ctx.client(this.reference(repository, digest));
       const res = await client.getBlob(endpoint.path, digest);
-      const relay = new Relay();
+      const relay = new Relay(res.body);
       const d = { mediaType: 'application/octet-stream', digest, size: sizeOf(res.size, digest) };
-      settle(
-        this.o.engine.store.putBlob(d, relay.feed(res.body)).then(
-          () => relay.finish(),
-          (e: unknown) => {
-            relay.fail(e as Error);
-            throw e;
-          },
-        ),
-      );
-      return { size: res.size, body: relay.client() };
+      const body = relay.client();
+      settle(this.o.engine.store.putBlob(d, relay.store()));
+      return { size: res.size, body };
     } catch (e) {
       settle(Promise.reject(e));
       throw e;
@@ -255,38 +248,94 @@ function platformsOf(m: Manifest): string[] {
   }
 }
 
+/** How far the faster of the two readers of a relay may run ahead of the slower. */
+const RELAY_SLACK_BYTES = 16 << 20;
+
 /**
- * The bytes of one upstream blob, to the store and to one client at once: each chunk goes to the
- * client as the store takes the next, and the last one only once the store has checked the digest,
- * so a client never receives the whole of a blob that was not what its digest says. A client that
- * goes away does not stop the store's copy; a slow one slows both (one upstream read for the two).
+ * One upstream blob read once for two readers: the client and the store. Each gets every chunk as
+ * it arrives; the upstream is read on while neither has more than RELAY_SLACK_BYTES waiting, so the
+ * client is not held to the store's pace (its writes, its fsync) beyond that, nor the store to a
+ * slow client's. A reader that goes away (a client hanging up, a store that failed) is no longer
+ * waited for. The digest is checked by the store (and by every client, as registries' clients do):
+ * a blob that is not what its digest says is never stored.
  */
 export class Relay {
-  private held: Uint8Array | undefined;
-  private readonly queue: (Uint8Array | null | Error)[] = [];
-  private wake: (() => void) | undefined;
-  private space: (() => void) | undefined;
-  private gone = false;
+  private readonly readers = [new RelayReader(), new RelayReader()] as const;
+  private started = false;
 
-  async *feed(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
-    for await (const chunk of source) {
-      if (this.held) await this.send(this.held);
-      this.held = chunk;
-      yield chunk;
-    }
+  constructor(
+    private readonly source: AsyncIterable<Uint8Array>,
+    private readonly slack = RELAY_SLACK_BYTES,
+  ) {}
+
+  /** The client's bytes. */
+  client(): AsyncIterable<Uint8Array> {
+    return this.reader(0);
   }
 
-  finish(): void {
-    if (this.held) this.push(this.held);
-    this.held = undefined;
-    this.push(null);
+  /** The store's bytes. */
+  store(): AsyncIterable<Uint8Array> {
+    return this.reader(1);
+  }
+
+  private reader(i: 0 | 1): AsyncIterable<Uint8Array> {
+    const r = this.readers[i];
+    if (!this.started) {
+      this.started = true;
+      void this.pump();
+    }
+    return r.iterate();
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      for await (const chunk of this.source) {
+        for (const r of this.readers) r.push(chunk);
+        for (;;) {
+          const behind = this.readers.filter((r) => r.waiting > this.slack);
+          if (!behind.length) break;
+          await Promise.race(behind.map((r) => r.drained()));
+        }
+        if (this.readers.every((r) => r.gone)) return;
+      }
+      for (const r of this.readers) r.end();
+    } catch (e) {
+      for (const r of this.readers) r.fail(e as Error);
+    }
+  }
+}
+
+class RelayReader {
+  private readonly queue: (Uint8Array | null | Error)[] = [];
+  waiting = 0;
+  gone = false;
+  private wake: (() => void) | undefined;
+  private readonly space = new Set<() => void>();
+
+  push(item: Uint8Array): void {
+    if (this.gone) return;
+    this.queue.push(item);
+    this.waiting += item.byteLength;
+    this.notify();
+  }
+
+  end(): void {
+    this.queue.push(null);
+    this.notify();
   }
 
   fail(e: Error): void {
-    this.push(e);
+    this.queue.push(e);
+    this.notify();
   }
 
-  async *client(): AsyncGenerator<Uint8Array> {
+  /** Resolves once this reader has taken a chunk, or gone. */
+  drained(): Promise<void> {
+    if (this.gone || this.waiting === 0) return Promise.resolve();
+    return new Promise((r) => this.space.add(r));
+  }
+
+  async *iterate(): AsyncGenerator<Uint8Array> {
     try {
       for (;;) {
         const item = this.queue.shift();
@@ -296,32 +345,28 @@ export class Relay {
           });
           continue;
         }
-        this.space?.();
         if (item === null) return;
         if (item instanceof Error) throw item;
+        this.waiting -= item.byteLength;
+        this.freed();
         yield item;
       }
     } finally {
       this.gone = true;
-      this.space?.();
+      this.queue.length = 0;
+      this.waiting = 0;
+      this.freed();
     }
   }
 
-  /** Waits while the client has chunks enough in hand (a few MiB), unless it has gone. */
-  private async send(chunk: Uint8Array): Promise<void> {
-    this.push(chunk);
-    while (!this.gone && this.queue.length > 4) {
-      await new Promise<void>((r) => {
-        this.space = r;
-      });
-    }
-  }
-
-  private push(item: Uint8Array | null | Error): void {
-    if (this.gone) return;
-    this.queue.push(item);
+  private notify(): void {
     const w = this.wake;
     this.wake = undefined;
     w?.();
+  }
+
+  private freed(): void {
+    for (const r of this.space) r();
+    this.space.clear();
   }
 }

@@ -86,7 +86,7 @@ export class Store implements ArchiveStore {
     range?: { start: number; end: number },
     signal?: AbortSignal,
   ): AsyncIterable<Uint8Array> {
-    return createReadStream(this.blobPath(digest), { ...range, highWaterMark: 4 << 20, signal });
+    return createReadStream(this.blobPath(digest), { ...range, highWaterMark: 1 << 20, signal });
   }
 
   async blobSize(digest: string): Promise<number | undefined> {

@@ -1,10 +1,13 @@
 /**
  * The store served as a registry, against docker-registry serving the same image, in one run:
  * `skopeo copy docker://… oci:DIR` of the bench image (BENCH_MIB) from each, alternating, into a fresh
- * layout each time. Prints times, skopeo's core-seconds and peak RSS, the service's peak RSS, and the
- * ratio; asserts only that both copies hold the same manifest.
+ * layout each time. Then pull-through: a first pull through a gateway with an empty store against the
+ * same pull straight from the upstream, and 50 clients at once pulling one image (BENCH_CONCURRENT_MIB)
+ * through a fresh gateway, counting the upstream's blob requests (a proxy in front of it) and the
+ * service's peak RSS. Prints times, skopeo's core-seconds and peak RSS, the service's peak RSS, and
+ * the ratios; asserts only that the copies hold the same manifest and that each blob went upstream once.
  *
- *   npm run bench    (BENCH_ROUNDS, BENCH_MIB as for the other benchmarks)
+ *   npm run bench    (BENCH_ROUNDS, BENCH_MIB as for the other benchmarks; BENCH_CLIENTS, default 50)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -21,12 +24,38 @@ const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const LAYERS_MIB = (process.env.BENCH_MIB ?? '300,100,50').split(',').map(Number);
 const TOKEN = 'stw_bench-token-0123456789abcdef';
+const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 50);
+const CONCURRENT_MIB = (process.env.BENCH_CONCURRENT_MIB ?? '24,8').split(',').map(Number);
 
 let dir: string;
 const children: ChildProcess[] = [];
 let registry: string;
 let service: ChildProcess;
 let gateway: string;
+
+/** A gateway on a store of its own, pulling through `upstream`; stopped by afterAll. */
+async function startGateway(name: string, upstream: string): Promise<{ child: ChildProcess; host: string }> {
+  const conf = join(dir, `${name}.conf`);
+  await writeFile(conf, `[[registry]]\nlocation = "${upstream}"\ninsecure = true\n`);
+  const config = join(dir, `${name}.toml`);
+  await writeFile(
+    config,
+    `[store]\npath = "${join(dir, name, 'store')}"\n[server]\nstate = "${join(dir, name, 'state')}"\n` +
+      `[server.registry]\nanonymous-pull = true\npull-through = ["${upstream}"]\n`,
+  );
+  const port = await freePort();
+  const child = spawn(
+    process.execPath,
+    [BIN, 'serve', '--config', config, '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'],
+    {
+      env: { ...process.env, HOME: join(dir, 'home'), CONTAINERS_REGISTRIES_CONF: conf },
+      stdio: 'ignore',
+    },
+  );
+  children.push(child);
+  await waitFor(`http://127.0.0.1:${port}/readyz`);
+  return { child, host: `127.0.0.1:${port}` };
+}
 
 async function waitFor(u: string): Promise<void> {
   for (let i = 0; i < 400; i++) {
@@ -163,5 +192,93 @@ describe('the store as a registry', () => {
         `  curl of the ${(largest.size / 1024 / 1024).toFixed(0)} MiB layer alone, medians: docker-registry ${median(floor['docker-registry']!).toFixed(2)} s, stowage serve ${median(floor['stowage serve']!).toFixed(2)} s`,
       ].join('\n'),
     );
+  });
+
+  it('pull-through: a first pull through an empty gateway vs straight from the upstream', async () => {
+    const cpu = await cpuSetting();
+    // docker-registry as a pull-through cache (proxy: remoteurl) does the same work: the floor.
+    const results = {
+      upstream: samples(),
+      'through stowage': samples(),
+      'through docker-registry': samples(),
+    };
+    const ref = (host: string) => `docker://${host}/bench/big:v1`;
+    for (let i = 0; i < ROUNDS; i++) {
+      // An empty store each round: every blob comes from the upstream.
+      const g = await startGateway(`through-${i}`, registry);
+      const cache = await startRegistry({
+        mode: 'plain',
+        dir: join(dir, `cache-${i}`),
+        proxy: { remoteurl: `http://${registry}` },
+      });
+      const names = ['upstream', 'through stowage', 'through docker-registry'] as const;
+      const order = names.map((_, k) => names[(k + i) % names.length]!);
+      const sources: Record<(typeof names)[number], string> = {
+        upstream: ref(registry),
+        'through stowage': ref(`${g.host}/${registry.replace(':', '_')}`),
+        'through docker-registry': ref(cache.registry.host),
+      };
+      for (const name of order) {
+        const out = join(dir, `pt-${i}-${name.replaceAll(' ', '-')}`);
+        await run('sync', []);
+        const src = sources[name];
+        addSample(
+          results[name],
+          await measureOn(
+            cpu,
+            'skopeo',
+            ['copy', '--quiet', '--src-tls-verify=false', src, `oci:${out}:big`],
+            process.env,
+          ),
+        );
+        await rm(out, { recursive: true, force: true });
+      }
+      await stopProcess(g.child);
+      await stopProcess(cache.child);
+      await rm(join(dir, `through-${i}`), { recursive: true, force: true });
+      await rm(join(dir, `cache-${i}`), { recursive: true, force: true });
+    }
+    const bytes = LAYERS_MIB.reduce((a, b) => a + b, 0) * 1024 * 1024;
+    const ratio = median(results['through stowage'].t) / median(results.upstream.t);
+    console.log(
+      [
+        `\nPull-through, first pull of ${LAYERS_MIB.join('+')} MiB into an OCI layout, ${ROUNDS} rounds; ${cpu.label}`,
+        sampleLine('straight from upstream', results.upstream, 24, bytes),
+        sampleLine('through stowage', results['through stowage'], 24, bytes),
+        sampleLine('through docker-registry', results['through docker-registry'], 24, bytes),
+        `  ratio (through stowage / upstream, medians): ${ratio.toFixed(2)}x; through docker-registry / upstream: ${(
+          median(results['through docker-registry'].t) / median(results.upstream.t)
+        ).toFixed(2)}x`,
+      ].join('\n'),
+    );
+  });
+
+  it(`pull-through: ${CLIENTS} clients at once, each blob once upstream`, async () => {
+    const image = `${registry}/bench/concurrent:v1`;
+    await pushBenchImage(join(dir, 'layout-concurrent'), CONCURRENT_MIB, image);
+    const { startFaultProxy } = await import('../harness/fault-proxy.js');
+    const proxy = await startFaultProxy({ upstream: `http://${registry}` });
+    try {
+      const g = await startGateway('concurrent', proxy.host);
+      const src = `docker://${g.host}/${proxy.host.replace(':', '_')}/bench/concurrent:v1`;
+      const started = performance.now();
+      await Promise.all(
+        Array.from({ length: CLIENTS }, (_, i) =>
+          run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', src, `oci:${join(dir, `c-${i}`)}:c`]),
+        ),
+      );
+      const seconds = (performance.now() - started) / 1000;
+      const blobGets = proxy.seen.filter((r) => r.method === 'GET' && r.path.includes('/blobs/'));
+      const perBlob = new Map<string, number>();
+      for (const r of blobGets) perBlob.set(r.path, (perBlob.get(r.path) ?? 0) + 1);
+      expect([...perBlob.values()].every((n) => n === 1)).toBe(true);
+      const rss = await peakRss(g.child.pid!);
+      console.log(
+        `\nPull-through, ${CLIENTS} skopeo copies at once of ${CONCURRENT_MIB.join('+')} MiB through an empty gateway: ` +
+          `${seconds.toFixed(1)} s, ${perBlob.size} blobs each fetched once upstream (${blobGets.length} GETs), service peak RSS ${(rss / 1024 / 1024).toFixed(1)} MiB`,
+      );
+    } finally {
+      await proxy.close();
+    }
   });
 });
