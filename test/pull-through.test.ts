@@ -200,7 +200,9 @@ describe('pull-through', () => {
   });
 
   it("answers the upstream's rate limit as TOOMANYREQUESTS, and stores nothing", async () => {
-    const res = await fetch(`http://${gateway}/v2/${proxy.host.replace(':', '_')}/fixtures/limited/manifests/v1`);
+    const res = await fetch(
+      `http://${gateway}/v2/${proxy.host.replace(':', '_')}/fixtures/limited/manifests/v1`,
+    );
     expect(res.status).toBe(429);
     const body = (await res.json()) as { errors: { code: string; message: string }[] };
     expect(body.errors[0]!.code).toBe('TOOMANYREQUESTS');
