@@ -22,6 +22,7 @@ import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { type FaultProxy, startFaultProxy } from './harness/fault-proxy.js';
 import { pgBossNode } from './harness/node.js';
 import { type RunningPostgres, startPostgres } from './harness/postgres.js';
+import { run } from './harness/processes.js';
 import { type RunningS3, s3Bucket, startRadosgw } from './harness/radosgw.js';
 import { api, followEvents, type RunningService, startService, TOKENS, waitJob } from './harness/service.js';
 import { buildTaggedRepo, pushTags } from './harness/tagged-repo.js';
@@ -68,6 +69,10 @@ async function replicaConfig(name: string): Promise<string> {
       `database = "${db.url}"`,
       'job-heartbeat = "10s"',
       'concurrent-jobs = 1',
+      '',
+      '[server.registry]',
+      'anonymous-pull = true',
+      `pull-through = ["${proxy.host}"]`,
       '',
       ...tokens,
       '[[job]]',
@@ -251,6 +256,44 @@ describe.runIf(SERVE_NODE !== undefined)('three stowage serve replicas on Postgr
     } finally {
       await store.close();
     }
+  }, 120_000);
+
+  it('pulls a blob through two replicas at once from the upstream a single time, and serves it from S3 on a third', async () => {
+    const repo = await buildTaggedRepo(join(dir, 'through-base'), {
+      count: 1,
+      baseKiB: 24 * 1024,
+      ownKiB: 64,
+      seed: 'replicas-through',
+    });
+    await pushTags(repo.layout, repo.tags, `${plain.host}/replicas/through`);
+    const name = `${proxy.host.replace(':', '_')}/replicas/through`;
+    const manifest = await fetch(`${replicas[0]!.url}/v2/${name}/manifests/${repo.tags[0]}`, {
+      headers: { accept: 'application/vnd.oci.image.manifest.v1+json' },
+    });
+    expect(manifest.status).toBe(200);
+    const base = [...repo.blobs].find(([, size]) => size > 1024 * 1024)![0];
+    // Two replicas asked for the base at once (the second knows nothing of the manifest: a HEAD
+    // upstream gives it the size); the upstream trickles, so the fetches overlap.
+    const bodies = await Promise.all(
+      [replicas[0]!, replicas[1]!].map(async (r) => {
+        const res = await fetch(`${r.url}/v2/${name}/blobs/${base}`);
+        expect(res.status).toBe(200);
+        return Buffer.from(await res.arrayBuffer());
+      }),
+    );
+    for (const b of bodies) expect(`sha256:${sha256(b)}`).toBe(base);
+    const gets = proxy.seen.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${base}`));
+    expect(gets).toHaveLength(1);
+    // The third replica serves it from the bucket, and skopeo reads the image whole from it.
+    const out = join(dir, 'through-layout');
+    await run('skopeo', [
+      'copy',
+      '--quiet',
+      '--src-tls-verify=false',
+      `docker://${new URL(replicas[2]!.url).host}/${name}:${repo.tags[0]}`,
+      `oci:${out}:t`,
+    ]);
+    expect(proxy.seen.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${base}`))).toHaveLength(1);
   }, 120_000);
 
   it('finishes on another replica a pull whose replica was killed, and leaves no orphan after GC', async () => {

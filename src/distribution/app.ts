@@ -216,15 +216,23 @@ async function lookUpManifest(
 ): Promise<Manifest | undefined> {
   if (!pullThrough) return findManifest(store, repository, reference);
   if (isDigest(reference)) {
-    return (
-      (await findManifest(store, repository, reference)) ?? pullThrough.digestManifest(repository, reference)
-    );
+    const found =
+      (await findManifest(store, repository, reference)) ??
+      (await pullThrough.digestManifest(repository, reference));
+    if (found) pullThrough.remember(found);
+    return found;
   }
   if (parseVersionTag(reference) || cosignSubject(reference)) {
     const found = await findManifest(store, repository, reference);
     if (found) return found;
   }
-  return pullThrough.tagManifest(repository, reference, await store.latest(repository, reference));
+  const found = await pullThrough.tagManifest(
+    repository,
+    reference,
+    await store.latest(repository, reference),
+  );
+  if (found) pullThrough.remember(found);
+  return found;
 }
 
 function manifest(c: Context<Env>, found: Manifest | undefined, name: string, reference: string): Response {

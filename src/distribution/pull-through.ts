@@ -30,6 +30,8 @@ export interface PullThroughOptions {
 
 /** How long the upstream may take to answer a tag's HEAD before the stored version is served. */
 export const HEAD_TIMEOUT_MS = 3000;
+/** Sizes kept at most before the map starts again (a size not kept costs one HEAD). */
+const MAX_SIZES = 100_000;
 /** After an upstream failed, how long stored versions are served without asking it again. */
 const DOWN_PAUSE_MS = 15_000;
 
@@ -44,8 +46,8 @@ export class PullThrough {
   private readonly checked = new Map<string, number>();
   /** Upstreams that just failed a HEAD, until when the stored versions are served without asking. */
   private readonly downUntil = new Map<string, number>();
-  /** Blobs being written into the store, by digest: a second client waits for the first fetch. */
-  private readonly fetching = new Map<string, Promise<void>>();
+  /** Blob sizes from the manifests served, by digest (a blob's fetch needs its size; else a HEAD). */
+  private readonly sizes = new Map<string, number>();
   private readonly now: () => number;
 
   constructor(private readonly o: PullThroughOptions) {
@@ -124,41 +126,47 @@ export class PullThrough {
 
   /**
    * A blob the store lacks, from the upstream: streamed to this client as it is written into the
-   * store. Undefined when another request's fetch of it has just put it in the store.
+   * store. The store's fetchBlob makes it one fetch (in this process, and across replicas through the
+   * shared store's blob leases); undefined when another request's fetch put it in the store instead,
+   * or when the upstream has no such blob.
    */
   async blob(repository: string, digest: string): Promise<PassingBlob | undefined> {
-    const underway = this.fetching.get(digest);
-    if (underway) {
-      await underway.catch(() => {});
-      return undefined;
-    }
-    // Claimed before the first await, so a request arriving meanwhile waits for this fetch.
-    let settle!: (p: Promise<void>) => void;
-    const done = new Promise<void>((resolve, reject) => {
-      settle = (p) => p.then(resolve, reject);
+    const { ctx, store, counters } = this.o.engine;
+    const { client, endpoint } = await ctx.client(this.reference(repository, digest));
+    const size = this.sizes.get(digest) ?? (await client.blobSize(endpoint.path, digest));
+    if (size === undefined) return undefined;
+    let hand!: (b: PassingBlob) => void;
+    const handed = new Promise<PassingBlob>((resolve) => {
+      hand = resolve;
     });
-    this.fetching.set(digest, done);
-    done
-      .catch((e: unknown) =>
-        this.o.warn('a blob pulled through was not stored', {
-          repository,
-          digest,
-          error: (e as Error).message,
-        }),
-      )
-      .finally(() => this.fetching.delete(digest));
-    try {
-      this.o.engine.counters.pullThroughMisses++;
-      const { client, endpoint } = await this.o.engine.ctx.client(this.reference(repository, digest));
+    const fetching = store.fetchBlob({ mediaType: 'application/octet-stream', digest, size }, async () => {
+      counters.pullThroughMisses++;
       const res = await client.getBlob(endpoint.path, digest);
       const relay = new Relay(res.body);
-      const d = { mediaType: 'application/octet-stream', digest, size: sizeOf(res.size, digest) };
-      const body = relay.client();
-      settle(this.o.engine.store.putBlob(d, relay.store()));
-      return { size: res.size, body };
-    } catch (e) {
-      settle(Promise.reject(e));
-      throw e;
+      hand({ size, body: relay.client() });
+      return relay.store();
+    });
+    fetching.catch((e: unknown) =>
+      this.o.warn('a blob pulled through was not stored', {
+        repository,
+        digest,
+        error: (e as Error).message,
+      }),
+    );
+    return Promise.race([handed, fetching.then(() => undefined)]);
+  }
+
+  /** Notes the sizes a manifest gives its config and layers, which its blobs' fetches need. */
+  remember(m: Manifest): void {
+    let doc: { config?: { digest?: string; size?: number }; layers?: { digest?: string; size?: number }[] };
+    try {
+      doc = JSON.parse(m.bytes.toString('utf8'));
+    } catch {
+      return;
+    }
+    if (this.sizes.size > MAX_SIZES) this.sizes.clear();
+    for (const d of [doc.config, ...(doc.layers ?? [])]) {
+      if (typeof d?.digest === 'string' && Number.isSafeInteger(d.size)) this.sizes.set(d.digest, d.size!);
     }
   }
 
@@ -218,17 +226,6 @@ export class PullThrough {
     const bytes = await this.o.engine.store.readBlob(v.descriptor.digest);
     return { digest: v.descriptor.digest, mediaType: v.descriptor.mediaType, bytes };
   }
-}
-
-/** A blob's size as the upstream said it (a registry always sends Content-Length for one). */
-function sizeOf(size: number | undefined, digest: string): number {
-  if (size === undefined || !Number.isFinite(size)) {
-    throw new StowageError(
-      'REGISTRY',
-      `the upstream sent blob ${digest} without its length (Content-Length)`,
-    );
-  }
-  return size;
 }
 
 /** The platforms an index lists (an image manifest says its own in a config not yet fetched). */

@@ -45,6 +45,26 @@ export class BlobReader {
     return { body: this.resumingBody(repo, digest, first, signal, what), size: first.size };
   }
 
+  /** A blob's size by HEAD (Content-Length); undefined where the repository has no such blob. */
+  async blobSize(repo: string, digest: string, signal?: AbortSignal): Promise<number | undefined> {
+    const what = `blob ${digest} of ${this.t.host}/${repo}`;
+    const res = await this.t.request({
+      method: 'HEAD',
+      path: `/v2/${repo}/blobs/${digest}`,
+      scope: `repository:${repo}:pull`,
+      signal,
+      what,
+    });
+    await res.body.dump();
+    if (res.statusCode === 404) return undefined;
+    await this.t.check(res, what, [200]);
+    const size = Number(res.headers['content-length']);
+    if (!Number.isSafeInteger(size) || size < 0) {
+      throw new StowageError('REGISTRY', `${this.t.host} answered a HEAD of ${what} without its length`);
+    }
+    return size;
+  }
+
   /** One GET of a blob from `offset` on, with its own abort controller for the stall watch. */
   private async blobRequest(
     repo: string,

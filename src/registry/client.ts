@@ -148,6 +148,10 @@ export class RegistryClient {
   }
 
   // Blobs (blobs.ts).
+  blobSize(repo: string, digest: string, signal?: AbortSignal): Promise<number | undefined> {
+    return this.blobs.blobSize(repo, digest, signal);
+  }
+
   getBlob(repo: string, digest: string, signal?: AbortSignal): Promise<BlobResponse> {
     return this.blobs.getBlob(repo, digest, signal);
   }
