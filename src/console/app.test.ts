@@ -54,7 +54,7 @@ async function consoleApp() {
     taken: '2026-11-29T05:00:00.000Z',
     source: '127.0.0.1:5000/team/app:1.0',
   });
-  return { app, store, version: v.id };
+  return { app, store, engine, version: v.id };
 }
 
 /** Signs in; the cookie header to send, and the page's CSRF secret (read off a form, as a browser has it). */
@@ -162,6 +162,21 @@ describe('the web console', () => {
     const row = (id: string) => page.slice(page.indexOf(`/ui/archives/${id}"`)).split('</tr>')[0]!;
     expect(row(pulled.id)).toContain('pulled through');
     expect(row(version)).not.toContain('pulled through');
+  });
+
+  it("shows the pull-through's hits, misses and stale answers where upstreams are configured", async () => {
+    const { app, engine } = await consoleApp();
+    const { cookie } = await signIn(app, TOKENS.reader);
+    expect(await (await app.request('/ui/storage', { headers: { cookie } })).text()).not.toContain(
+      'Pull-through',
+    );
+    engine.config.server.registry = { 'pull-through': ['127.0.0.1:5000'] };
+    Object.assign(engine.counters, { pullThroughHits: 7, pullThroughMisses: 3, pullThroughStale: 1 });
+    const page = await (await app.request('/ui/storage', { headers: { cookie } })).text();
+    expect(page).toContain(
+      'From 127.0.0.1:5000, since this replica started: 7 answered from the store, 3 fetched upstream',
+    );
+    expect(page).toContain('1 served from the store while the upstream could not be reached');
   });
 
   it('shows a read-only token no destructive button, and refuses it the action anyway', async () => {

@@ -20,7 +20,7 @@ import { diskUsage } from '../store/usage.js';
 import { archivesPage, CONSOLE_PAGE, versionPage } from './archives.js';
 import { jobPage, jobRows, jobsPage } from './jobs.js';
 import { type Html, type PageOptions, page } from './layout.js';
-import { apiPage, loginPage, storagePage, syncsPage } from './pages.js';
+import { apiPage, loginPage, type PullThroughCounts, storagePage, syncsPage } from './pages.js';
 import { SignInLimit } from './sign-in-limit.js';
 import { asset } from './static.js';
 
@@ -356,7 +356,7 @@ function mountOthers(app: ApiApp, deps: AppDeps, { render, act, field }: Kit): v
     render(
       c,
       { title: 'Storage', active: 'storage' },
-      storagePage(await diskUsage(deps.engine.store, deps.engine.config)),
+      storagePage(await diskUsage(deps.engine.store, deps.engine.config), pullThroughCounts(deps.engine)),
     ),
   );
   app.get('/ui/api', (c) =>
@@ -391,4 +391,12 @@ async function eventsSoFar(deps: AppDeps, job: Job): Promise<JobEvent[]> {
   );
   stop();
   return events;
+}
+
+/** The pull-through's counts, where [server.registry] pull-through names upstreams. */
+function pullThroughCounts(engine: AppDeps['engine']): PullThroughCounts | undefined {
+  const upstreams = engine.config.server.registry?.['pull-through'] ?? [];
+  if (!upstreams.length) return undefined;
+  const c = engine.counters;
+  return { upstreams, hits: c.pullThroughHits, misses: c.pullThroughMisses, stale: c.pullThroughStale };
 }

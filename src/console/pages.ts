@@ -91,7 +91,22 @@ ${
 }`;
 }
 
-export function storagePage(u: DiskUsage): Html {
+/** The registry's pull-through since this replica started: answered from the store, fetched, served stale. */
+export interface PullThroughCounts {
+  upstreams: string[];
+  hits: number;
+  misses: number;
+  stale: number;
+}
+
+function pullThroughSection(p: PullThroughCounts | undefined): Html | string {
+  if (!p) return '';
+  return html`<h2>Pull-through</h2>
+<p>From ${p.upstreams.join(', ')}, since this replica started: ${p.hits} answered from the store, ${p.misses} fetched upstream,
+${p.stale} served from the store while the upstream could not be reached. Versions that came in this way are marked <span class="note">pulled through</span> in Archives.</p>`;
+}
+
+export function storagePage(u: DiskUsage, pullThrough?: PullThroughCounts): Html {
   const top = Math.max(1, ...u.repositories.map((r) => r.logicalBytes));
   return html`<h1>Storage</h1>
 <p>${formatBytes(u.logicalBytes)} of archives take ${formatBytes(u.diskBytes)} in the store
@@ -111,7 +126,8 @@ Retention as configured would reclaim ${u.reclaimable.versions} versions, ${form
     ) => html`<span class="mono">${r.repository} <span class="note">(${r.versions} version${r.versions === 1 ? '' : 's'})</span></span>
 <meter min="0" max="${top}" value="${r.logicalBytes}" aria-label="${r.repository} logical bytes"></meter>
 <span>${formatBytes(r.logicalBytes)} / ${formatBytes(r.uniqueBytes)}</span>`,
-  )}</div>`;
+  )}</div>
+${pullThroughSection(pullThrough)}`;
 }
 
 export function apiPage(): Html {
