@@ -199,6 +199,24 @@ describe('pull-through', () => {
     expect(new Set(layouts.map((l) => JSON.parse(l).manifests[0].digest)).size).toBe(1);
   });
 
+  it('verifies a store holding versions pulled through in part: what no client asked for is said, not damage', async () => {
+    // The amd64 manifest of the index pulled through for arm64, asked for alone: now held, while its
+    // own layer is not.
+    const index = JSON.parse(await raw(`${upstream.registry.host}/fixtures/multiarch:v1`)) as {
+      manifests: { digest: string; platform: { architecture: string } }[];
+    };
+    const amd = index.manifests.find((m) => m.platform.architecture === 'amd64')!;
+    await raw(`${through('fixtures/multiarch')}@${amd.digest}`);
+    expect(await inStore(amd.digest)).toBe(true);
+    const report = await stowage(['verify', '--json', d.store], { env: d.env });
+    expect(report.code, report.stdout + report.stderr).toBe(0);
+    const parsed = JSON.parse(report.stdout) as { problems: unknown[]; warnings: string[] };
+    expect(parsed.problems).toEqual([]);
+    expect(
+      parsed.warnings.some((w) => w.includes('a version pulled through holds only what clients asked for')),
+    ).toBe(true);
+  });
+
   it("answers the upstream's rate limit as TOOMANYREQUESTS, and stores nothing", async () => {
     const res = await fetch(
       `http://${gateway}/v2/${proxy.host.replace(':', '_')}/fixtures/limited/manifests/v1`,

@@ -5,6 +5,7 @@
  * archive file is hashed against the `.sha256` beside it. Problems are collected, not thrown, so one
  * run reports all of them.
  */
+
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,6 +23,7 @@ import {
   imageIndexSchema,
   imageManifestSchema,
 } from '../image/schemas.js';
+import { ANNOTATION } from '../store/version.js';
 import { type ArchiveFormat, ArchiveSource, documentMediaType } from '../transports/archive/source.js';
 
 /** What a problem says about the archive; each has its own exit code. */
@@ -101,10 +103,11 @@ export async function verifyArchive(path: string, opts: VerifyOptions = {}): Pro
   try {
     const check = new ArchiveCheck(path, source, opts);
     await Promise.all([
-      ...source.images.map((img) => check.document(img.descriptor, undefined)),
+      ...source.images.map((img) => check.document(img.descriptor, undefined, pulledThrough(img.descriptor))),
       // What is attached to them (signatures, SBOMs) is checked too.
       ...source.attachments.map((d) => check.document(d, undefined)),
     ]);
+    check.settleMissing();
     const report = check.report;
     if (hasher) {
       const { archive } = await hasher.finish();
@@ -158,6 +161,9 @@ class ArchiveCheck {
   private readonly documents = new Map<string, Promise<void>>();
   private readonly blobs = new Map<string, Promise<string | undefined>>();
   private readonly signal: AbortSignal | undefined;
+  /** Blobs found missing, each with its message, and whether every image that needs it may lack it. */
+  private readonly missing = new Map<string, string>();
+  private readonly needs = new Map<string, boolean>();
 
   constructor(
     path: string,
@@ -184,8 +190,28 @@ class ArchiveCheck {
     this.report.problems.push({ kind, message });
   }
 
+  /** Notes that an image needs a blob; `sparse`: a version pulled through, which may lack it. */
+  private need(digest: string, sparse: boolean): void {
+    this.needs.set(digest, (this.needs.get(digest) ?? true) && sparse);
+  }
+
+  /**
+   * Missing blobs as problems, but for those only versions pulled through need: the registry's
+   * pull-through keeps what clients asked for, so their absence is said, not counted as damage.
+   */
+  settleMissing(): void {
+    for (const [digest, message] of this.missing) {
+      if (this.needs.get(digest)) {
+        this.report.warnings.push(`${message}: a version pulled through holds only what clients asked for`);
+      } else {
+        this.problem('blob', message);
+      }
+    }
+  }
+
   /** Reads a blob through, checking digest and size; returns the digest of its decompressed bytes. */
-  blob(d: Descriptor, what: string, decompress: boolean): Promise<string | undefined> {
+  blob(d: Descriptor, what: string, decompress: boolean, sparse: boolean): Promise<string | undefined> {
+    this.need(d.digest, sparse);
     const key = `${d.digest} ${decompress}`;
     let p = this.blobs.get(key);
     if (!p) {
@@ -200,7 +226,7 @@ class ArchiveCheck {
     // Every blob counts in the summary, the missing and damaged ones too.
     this.report.blobs++;
     if (!(await this.source.has(d.digest))) {
-      this.problem('blob', `${what} ${d.digest} is missing from the archive`);
+      this.missing.set(d.digest, `${what} ${d.digest} is missing from the archive`);
       return undefined;
     }
     const v = new DigestVerifier(d.digest, d.size, `${what} ${d.digest}`, DAMAGED);
@@ -260,7 +286,7 @@ class ArchiveCheck {
   }
 
   /** An image manifest: its config read and parsed, each layer checked against the config's diff_id. */
-  private async image(manifest: Buffer, digest: string): Promise<void> {
+  private async image(manifest: Buffer, digest: string, sparse: boolean): Promise<void> {
     const parsed = imageManifestSchema.safeParse(jsonOrUndefined(manifest));
     if (!parsed.success) {
       this.problem('consistency', `manifest ${digest} is not a valid image manifest`);
@@ -277,12 +303,12 @@ class ArchiveCheck {
     if (!IMAGE_CONFIG_TYPES.has(m.config.mediaType)) {
       // An artifact (signature, attestation, chart): its blobs have no diff_ids to compare.
       await Promise.all([
-        this.blob(m.config, 'config', false),
-        ...m.layers.map((l) => this.blob(l, 'blob', false)),
+        this.blob(m.config, 'config', false, sparse),
+        ...m.layers.map((l) => this.blob(l, 'blob', false, sparse)),
       ]);
       return;
     }
-    const diffIds = await this.diffIds(m.config, digest);
+    const diffIds = await this.diffIds(m.config, digest, sparse);
     if (!diffIds) return;
     if (diffIds.length !== m.layers.length) {
       this.problem(
@@ -294,7 +320,7 @@ class ArchiveCheck {
       m.layers.map(async (l, i) => {
         const diffId = diffIds[i];
         // An uncompressed layer is its own diff_id: the digest check covers it.
-        const plain = await this.blob(l, 'layer', diffId !== undefined && diffId !== l.digest);
+        const plain = await this.blob(l, 'layer', diffId !== undefined && diffId !== l.digest, sparse);
         if (plain !== undefined && diffId !== undefined && plain !== diffId) {
           this.problem(
             'consistency',
@@ -306,7 +332,12 @@ class ArchiveCheck {
   }
 
   /** An image config's diff_ids (undefined, with the problem noted, when it is missing or invalid). */
-  private async diffIds(configDesc: Descriptor, manifest: string): Promise<string[] | undefined> {
+  private async diffIds(
+    configDesc: Descriptor,
+    manifest: string,
+    sparse: boolean,
+  ): Promise<string[] | undefined> {
+    this.need(configDesc.digest, sparse);
     // Counted once, whether it proves intact or not.
     const configKey = `${configDesc.digest} false`;
     const firstSight = !this.blobs.has(configKey);
@@ -315,7 +346,10 @@ class ArchiveCheck {
       this.report.blobs++;
     }
     if (!(await this.source.has(configDesc.digest))) {
-      this.problem('blob', `config ${configDesc.digest} of manifest ${manifest} is missing from the archive`);
+      this.missing.set(
+        configDesc.digest,
+        `config ${configDesc.digest} of manifest ${manifest} is missing from the archive`,
+      );
       return undefined;
     }
     let configBytes: Buffer;
@@ -352,16 +386,16 @@ class ArchiveCheck {
   }
 
   /** A manifest or index (once, however many indexes name it), and everything under it. */
-  document(d: Descriptor, parent: string | undefined): Promise<void> {
+  document(d: Descriptor, parent: string | undefined, sparse = false): Promise<void> {
     let p = this.documents.get(d.digest);
     if (!p) {
-      p = this.readDocument(d, parent);
+      p = this.readDocument(d, parent, sparse);
       this.documents.set(d.digest, p);
     }
     return p;
   }
 
-  private async readDocument(d: Descriptor, parent: string | undefined): Promise<void> {
+  private async readDocument(d: Descriptor, parent: string | undefined, sparse: boolean): Promise<void> {
     if (!(await this.source.has(d.digest, 'manifest'))) {
       if (parent) {
         const platform = d.platform ? ` (${formatPlatform(d.platform)})` : '';
@@ -388,9 +422,9 @@ class ArchiveCheck {
         this.problem('consistency', `index ${d.digest} is not a valid image index`);
         return;
       }
-      await Promise.all(index.data.manifests.map((child) => this.document(child, d.digest)));
+      await Promise.all(index.data.manifests.map((child) => this.document(child, d.digest, sparse)));
     } else if (isManifestMediaType(mediaType)) {
-      await this.image(bytes, d.digest);
+      await this.image(bytes, d.digest, sparse);
     } else {
       this.problem('consistency', `manifest ${d.digest} has an unknown media type "${mediaType}"`);
     }
@@ -447,4 +481,9 @@ function jsonOrUndefined(bytes: Buffer): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** Whether index.json marks a version as pulled through the registry (see distribution/). */
+function pulledThrough(d: Descriptor): boolean {
+  return (d.annotations as Record<string, string> | undefined)?.[ANNOTATION.pulledThrough] === 'true';
 }
