@@ -3,7 +3,9 @@
  * If-Range) and one byte range (Range, 206, 416), answered from an ArchiveView without building the
  * archive, streamed a few chunks ahead of the socket.
  */
+
 import type { Context as HonoContext } from 'hono';
+import { webStreamOf } from '../core/streams.js';
 import type { ArchiveView } from '../store/view.js';
 import { parseRange } from './range.js';
 import { type Env, errorBody } from './shared.js';
@@ -14,21 +16,7 @@ import { type Env, errorBody } from './shared.js';
  */
 export function streamOf(view: ArchiveView, start: number, end: number): ReadableStream<Uint8Array> {
   const abort = new AbortController();
-  const chunks = view.read(start, end, abort.signal);
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        const next = await chunks.next();
-        if (next.done) controller.close();
-        else controller.enqueue(next.value);
-      },
-      async cancel() {
-        abort.abort();
-        await chunks.return(undefined).catch(() => {});
-      },
-    },
-    { highWaterMark: 4 },
-  );
+  return webStreamOf(view.read(start, end, abort.signal), abort);
 }
 
 /** What the response says: the range to send (or none: all of it), or that it cannot be sent. */

@@ -15,3 +15,27 @@ export function drained(stream: EventEmitter, ends: ('error' | 'close')[] = ['er
     for (const e of events) stream.once(e, done);
   });
 }
+
+/**
+ * Chunks as a web stream (what a Hono response body takes): a few read ahead at most; a client that
+ * goes away aborts `abort` (stopping the reads under the chunks) and ends the iterator.
+ */
+export function webStreamOf(
+  chunks: AsyncIterator<Uint8Array>,
+  abort: AbortController,
+): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        const next = await chunks.next();
+        if (next.done) controller.close();
+        else controller.enqueue(next.value);
+      },
+      async cancel() {
+        abort.abort();
+        await chunks.return?.(undefined)?.catch(() => {});
+      },
+    },
+    { highWaterMark: 4 },
+  );
+}

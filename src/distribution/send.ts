@@ -9,6 +9,7 @@ import type { ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { Context } from 'hono';
 import type { Env } from '../api/shared.js';
+import { webStreamOf } from '../core/streams.js';
 
 /** Tells @hono/node-server the response was written already (its own header for this). */
 const ALREADY_SENT = 'x-hono-already-sent';
@@ -23,7 +24,7 @@ export async function sendBytes(
   const abort = new AbortController();
   if (!outgoing || typeof outgoing.writeHead !== 'function') {
     for (const [k, v] of Object.entries(headers)) c.header(k, v);
-    return c.body(webStream(open(abort.signal), abort), status);
+    return c.body(webStreamOf(open(abort.signal)[Symbol.asyncIterator](), abort), status);
   }
   const requestId = c.get('requestId');
   outgoing.writeHead(status, { ...headers, ...(requestId ? { 'x-request-id': requestId } : {}) });
@@ -35,22 +36,4 @@ export async function sendBytes(
     outgoing.destroy();
   }
   return new Response(null, { status, headers: { [ALREADY_SENT]: '1' } });
-}
-
-function webStream(source: AsyncIterable<Uint8Array>, abort: AbortController): ReadableStream<Uint8Array> {
-  const chunks = source[Symbol.asyncIterator]();
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        const next = await chunks.next();
-        if (next.done) controller.close();
-        else controller.enqueue(next.value);
-      },
-      async cancel() {
-        abort.abort();
-        await chunks.return?.(undefined)?.catch(() => {});
-      },
-    },
-    { highWaterMark: 4 },
-  );
 }
