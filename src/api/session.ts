@@ -7,7 +7,8 @@
  * session must carry that secret (a form field or the X-CSRF-Token header) and, when the browser
  * says where they come from, come from this origin; with SameSite=Strict that is two locks.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { readClaims, signClaims } from '../core/signed.js';
 import type { ApiToken } from './auth.js';
 
 export const SESSION_COOKIE = 'stowage_session';
@@ -45,31 +46,15 @@ export class Sessions {
       e: this.now() + SESSION_TTL_MS,
       c: randomBytes(18).toString('base64url'),
     };
-    const body = Buffer.from(JSON.stringify(claims)).toString('base64url');
-    return { value: `${body}.${this.mac(body)}`, csrf: claims.c, expires: claims.e };
+    return { value: signClaims(this.key, claims), csrf: claims.c, expires: claims.e };
   }
 
   /** The session a cookie value holds, if its signature is ours, it has not expired and its token is still configured. */
   read(value: string | undefined, tokens: ApiToken[]): Session | undefined {
-    if (!value) return undefined;
-    const [body, mac] = value.split('.');
-    if (!body || !mac) return undefined;
-    const want = Buffer.from(this.mac(body));
-    const got = Buffer.from(mac);
-    if (want.length !== got.length || !timingSafeEqual(want, got)) return undefined;
-    let claims: Claims;
-    try {
-      claims = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as Claims;
-    } catch {
-      return undefined;
-    }
-    if (typeof claims.e !== 'number' || claims.e <= this.now()) return undefined;
+    const claims = value ? readClaims<Claims>(this.key, value) : undefined;
+    if (!claims || typeof claims.e !== 'number' || claims.e <= this.now()) return undefined;
     const token = tokens.find((t) => t.name === claims.n && t.sha256.slice(0, 16) === claims.h);
     return token ? { token, csrf: claims.c, expires: claims.e } : undefined;
-  }
-
-  private mac(body: string): string {
-    return createHmac('sha256', this.key).update(body).digest('base64url');
   }
 }
 

@@ -5,7 +5,8 @@
  * replicas share), so a token from one deployment is refused by another. Stateless: any replica checks
  * any replica's tokens.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac } from 'node:crypto';
+import { readClaims, signClaims } from '../core/signed.js';
 
 /** How long an issued token is good for (clients ask again when it runs out). */
 export const REGISTRY_TOKEN_TTL_S = 300;
@@ -44,9 +45,8 @@ export class RegistryTokens {
       exp: Math.floor(this.now() / 1000) + REGISTRY_TOKEN_TTL_S,
       aud: 'stowage',
     };
-    const body = Buffer.from(JSON.stringify(claims)).toString('base64url');
     return {
-      token: `${body}.${this.mac(body)}`,
+      token: signClaims(this.key, claims),
       expiresIn: REGISTRY_TOKEN_TTL_S,
       issuedAt: new Date(this.now()).toISOString(),
     };
@@ -54,24 +54,10 @@ export class RegistryTokens {
 
   /** The claims of a token this deployment issued and that has not expired; undefined otherwise. */
   verify(token: string): { sub: string; access: Access[] } | undefined {
-    const [body, mac, extra] = token.split('.');
-    if (!body || !mac || extra !== undefined) return undefined;
-    const want = Buffer.from(this.mac(body));
-    const got = Buffer.from(mac);
-    if (want.length !== got.length || !timingSafeEqual(want, got)) return undefined;
-    let claims: Claims;
-    try {
-      claims = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as Claims;
-    } catch {
-      return undefined;
-    }
-    if (claims.aud !== 'stowage' || typeof claims.exp !== 'number') return undefined;
+    const claims = readClaims<Claims>(this.key, token);
+    if (claims?.aud !== 'stowage' || typeof claims.exp !== 'number') return undefined;
     if (claims.exp * 1000 <= this.now() || !Array.isArray(claims.access)) return undefined;
     return { sub: claims.sub, access: claims.access };
-  }
-
-  private mac(body: string): string {
-    return createHmac('sha256', this.key).update(body).digest('base64url');
   }
 }
 
