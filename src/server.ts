@@ -30,7 +30,7 @@ import { sweepLeftovers, tmpPid } from './core/partials.js';
 import { mountRegistry } from './distribution/mount.js';
 import { StowageError } from './errors.js';
 import { Context } from './registry/context.js';
-import { type Engine, outboundGuard, pathRedactor } from './service/engine.js';
+import { type Engine, newCounters, outboundGuard, pathRedactor } from './service/engine.js';
 import { JobManager } from './service/in-process-jobs.js';
 import type { Job, JobSystem, Runner } from './service/job-system.js';
 import { createMetrics, type Metrics } from './service/metrics.js';
@@ -138,15 +138,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     tmpDir: join(state, 'tmp'),
     cacheDir: join(state, 'cache'),
     renditions: store.renditions?.(join(state, 'tmp')) ?? new LocalRenditions(join(state, 'cache')),
-    counters: {
-      bytesPulled: 0,
-      bytesPushed: 0,
-      blobCacheHits: 0,
-      blobCacheMisses: 0,
-      pullThroughHits: 0,
-      pullThroughMisses: 0,
-      pullThroughStale: 0,
-    },
+    counters: newCounters(),
   };
   // A policy.json that does not parse stops the start, naming the file, rather than every pull.
   const policy = await ctx.policy();

@@ -26,15 +26,30 @@ export interface Engine {
   /** The mirror blob cache all sync jobs share (opened on first use). */
   blobCache?: Promise<BlobCache | undefined> | undefined;
   /** Counters the metrics read. */
-  counters: {
-    bytesPulled: number;
-    bytesPushed: number;
-    blobCacheHits: number;
-    blobCacheMisses: number;
-    /** The registry's pull-through: answered from the store, fetched upstream, served stale (upstream down). */
-    pullThroughHits: number;
-    pullThroughMisses: number;
-    pullThroughStale: number;
+  counters: EngineCounters;
+}
+
+/** The running totals the metrics read. */
+export interface EngineCounters {
+  bytesPulled: number;
+  bytesPushed: number;
+  blobCacheHits: number;
+  blobCacheMisses: number;
+  /** The registry's pull-through: answered from the store, fetched upstream, served stale (upstream down). */
+  pullThroughHits: number;
+  pullThroughMisses: number;
+  pullThroughStale: number;
+}
+
+export function newCounters(): EngineCounters {
+  return {
+    bytesPulled: 0,
+    bytesPushed: 0,
+    blobCacheHits: 0,
+    blobCacheMisses: 0,
+    pullThroughHits: 0,
+    pullThroughMisses: 0,
+    pullThroughStale: 0,
   };
 }
 

@@ -6,7 +6,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseStowageConfig } from '../../src/config/stowage.js';
 import { Context } from '../../src/registry/context.js';
-import type { Engine } from '../../src/service/engine.js';
+import { type Engine, newCounters } from '../../src/service/engine.js';
 import { JobManager } from '../../src/service/in-process-jobs.js';
 import { LocalRenditions } from '../../src/store/renditions.js';
 import { Store } from '../../src/store/store.js';
@@ -30,15 +30,7 @@ export async function inProcessEngine(
     tmpDir: join(dir, 'state', 'tmp'),
     cacheDir: join(dir, 'state', 'cache'),
     renditions: new LocalRenditions(join(dir, 'state', 'cache')),
-    counters: {
-      bytesPulled: 0,
-      bytesPushed: 0,
-      blobCacheHits: 0,
-      blobCacheMisses: 0,
-      pullThroughHits: 0,
-      pullThroughMisses: 0,
-      pullThroughStale: 0,
-    },
+    counters: newCounters(),
   };
   const never = async () => {
     throw new Error('no job runs in these tests');
