@@ -119,6 +119,11 @@ describe('the version index in PostgreSQL', () => {
       expect((await a.find(v.id)).id).toBe(v.id);
       expect(await b.versions()).toEqual([]);
       await expect(b.find(v.id)).rejects.toThrow(/no version/);
+      // The registry's questions of a store: its repositories, one store's only.
+      expect(await a.hasRepository('team/apart')).toBe(true);
+      expect(await b.hasRepository('team/apart')).toBe(false);
+      expect(await a.repositories()).toContain('team/apart');
+      expect(await b.repositories()).toEqual([]);
       // An update of one store leaves the other's rows alone.
       await b.update(() => []);
       expect((await a.versions()).map((x) => x.id)).toEqual([v.id]);

@@ -16,7 +16,6 @@ import {
   accepts,
   catalog,
   findManifest,
-  hasRepository,
   isDigest,
   type Manifest,
   pageOf,
@@ -162,7 +161,7 @@ async function answer(c: Context<Env>, deps: RegistryApiDeps, route: Route): Pro
   if (route.kind === 'referrers') return referrers(c, store, repository, route.digest);
   const pullThrough = deps.pullThrough?.covers(repository) ? deps.pullThrough : undefined;
   const filling = pullThrough && route.kind !== 'tags';
-  if (!filling && !(await hasRepository(store, repository))) {
+  if (!filling && !(await store.hasRepository(repository))) {
     return ociError(c, 404, 'NAME_UNKNOWN', `the store holds no repository ${route.name}`);
   }
   if (route.kind === 'tags') {

@@ -15,11 +15,6 @@ export function isDigest(s: string): boolean {
   return DIGEST.test(s);
 }
 
-/** Whether the store holds any version of the repository (one index lookup, whatever it holds). */
-export async function hasRepository(store: ArchiveStore, repository: string): Promise<boolean> {
-  return (await store.page({ repository, limit: 1 })).versions.length > 0;
-}
-
 export interface Manifest {
   digest: string;
   mediaType: string;

@@ -37,6 +37,8 @@ export interface ArchiveStore {
   latest(repository: string, tag: string): Promise<StoredVersion | undefined>;
   /** The newest version of each tag of a repository: what a sync compares its HEADs with, read once. */
   newestByTag(repository: string): Promise<Map<string, StoredVersion>>;
+  /** Whether any version of the repository is stored (one index lookup: the registry asks it per request). */
+  hasRepository(repository: string): Promise<boolean>;
   /** The repositories that hold a version (each once, in no order): what a registry's catalog lists. */
   repositories(): Promise<string[]>;
   /** One page of the versions, oldest first, read only as far as the page needs. */

@@ -97,6 +97,15 @@ export class PgVersionIndex {
     return { versions, next: more ? versions[versions.length - 1]?.version.id : undefined };
   }
 
+  /** Whether the repository holds a version (the by-tag index answers it). */
+  async hasRepository(repository: string): Promise<boolean> {
+    const r = await this.query<{ one: number }>(
+      'select 1 as one from stowage_versions where store = $1 and repository = $2 limit 1',
+      [this.store, repository],
+    );
+    return r.rows.length > 0;
+  }
+
   /** The repositories holding a version, each once (the by-tag index serves it). */
   async repositories(): Promise<string[]> {
     const r = await this.query<{ repository: string }>(

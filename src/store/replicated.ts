@@ -98,6 +98,10 @@ export class ReplicatedStore implements ArchiveStore {
     return this.index.latest(repository, tag);
   }
 
+  hasRepository(repository: string): Promise<boolean> {
+    return this.index.hasRepository(repository);
+  }
+
   repositories(): Promise<string[]> {
     return this.index.repositories();
   }

@@ -192,6 +192,10 @@ export class Store implements ArchiveStore {
     return newest;
   }
 
+  async hasRepository(repository: string): Promise<boolean> {
+    return (await this.files.current()).hasRepository(repository);
+  }
+
   async repositories(): Promise<string[]> {
     return (await this.files.current()).repositories();
   }

@@ -73,6 +73,10 @@ export class VersionIndex {
     return (this.byRepository.get(repository) ?? []).map((p) => this.slots[p]!);
   }
 
+  hasRepository(repository: string): boolean {
+    return this.byRepository.has(repository);
+  }
+
   repositories(): string[] {
     return [...this.byRepository.keys()];
   }
