@@ -144,6 +144,7 @@ describe('the web console in Chromium', () => {
       await page.getByRole('button', { name: 'Push' }).click();
       await page.waitForURL(/\/ui\/jobs\//);
       await page.locator('[data-job-state]', { hasText: 'succeeded' }).waitFor({ timeout: 60_000 });
+      await page.locator('[data-job-events=""]').waitFor({ timeout: 30_000 });
       const inspected = JSON.parse(
         (await run('skopeo', ['inspect', '--tls-verify=false', `docker://${plain.host}/console/pushed:v1`]))
           .stdout,
@@ -158,6 +159,8 @@ describe('the web console in Chromium', () => {
       await page.locator('[data-job-state]', { hasText: 'running' }).waitFor({ timeout: 30_000 });
       await page.getByRole('button', { name: 'Cancel this job' }).click();
       await page.locator('[data-job-state]', { hasText: 'canceled' }).waitFor({ timeout: 60_000 });
+      // The ended job's page reloads itself into the server's rendering (no event stream left).
+      await page.locator('[data-job-events=""]').waitFor({ timeout: 30_000 });
 
       // The list shows both, and updates itself.
       await page.getByRole('link', { name: 'Jobs', exact: true }).click();

@@ -43,6 +43,11 @@ if (job?.dataset.jobEvents) {
     return bar;
   };
   const es = new EventSource(job.dataset.jobEvents);
+  // A link clicked while the job ends must win over the reload below, or it is silently undone.
+  let leaving = false;
+  addEventListener('beforeunload', () => {
+    leaving = true;
+  });
   const line = (type, data) => {
     const row = document.createElement('div');
     row.textContent = `${type} ${JSON.stringify(data)}`;
@@ -67,7 +72,7 @@ if (job?.dataset.jobEvents) {
         es.close();
         job.dataset.ended = data.state;
         // The finished job's page: its result and links, rendered by the server.
-        setTimeout(() => location.reload(), 300);
+        setTimeout(() => leaving || location.reload(), 300);
       }
     });
   }
