@@ -30,6 +30,8 @@ const LAYERS: string[][] = [
   ['transfer'],
   ['rootfs'],
   ['sync'],
+  // Air-gap bundles of the store (create, import), which the service runs as jobs.
+  ['bundle'],
   ['service'],
   ['api'],
   // The archive store served as a registry (/v2/), beside the API on the same listener.

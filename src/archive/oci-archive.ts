@@ -25,6 +25,8 @@ export interface ArchiveContent {
   documents: Map<string, Buffer>;
   /** Blobs to stream (configs and layers), by digest. */
   blobs: Descriptor[];
+  /** Files of the caller's own, written right after index.json (a bundle's manifest). */
+  files?: { name: string; data: Buffer }[] | undefined;
 }
 
 export type BlobFetcher = (descriptor: Descriptor, signal: AbortSignal) => Promise<AsyncIterable<Uint8Array>>;
@@ -146,7 +148,7 @@ function compareDigest(a: string, b: string): number {
 
 /**
  * The archive's layout, computed before any blob arrives. Entry order:
- *   oci-layout, index.json, blobs/, blobs/<alg>/ (each algorithm in order), then every blob
+ *   oci-layout, index.json, the caller's files, blobs/, blobs/<alg>/ (each algorithm in order), then every blob
  *   (manifests, configs, layers alike) in digest order.
  */
 export function layoutOciArchive(
@@ -179,6 +181,7 @@ export function layoutOciArchive(
   };
   push({ name: 'oci-layout', type: 'file', size: OCI_LAYOUT_FILE.length }, OCI_LAYOUT_FILE);
   push({ name: 'index.json', type: 'file', size: indexJson.length }, indexJson);
+  for (const f of content.files ?? []) push({ name: f.name, type: 'file', size: f.data.length }, f.data);
   push({ name: 'blobs', type: 'directory', size: 0 });
   for (const alg of algorithms) push({ name: `blobs/${alg}`, type: 'directory', size: 0 });
   for (const b of sorted) {

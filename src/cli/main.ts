@@ -3,6 +3,7 @@ import { printable } from '../core/printable.js';
 import { toStowageError } from '../errors.js';
 import type { RegistryRequestRecord } from '../registry/http.js';
 import { archivesCommand, dfCommand, storeCommand } from './archives.js';
+import { bundleCommand } from './bundle.js';
 import { completionCommand } from './completion.js';
 import { inspectCommand } from './inspect.js';
 import { loginCommand, logoutCommand } from './login.js';
@@ -46,6 +47,7 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
   archivesCommand(program);
   dfCommand(program);
   storeCommand(program);
+  bundleCommand(program);
   registriesCommand(program);
   loginCommand(program);
   logoutCommand(program);

@@ -59,6 +59,16 @@ const MIGRATIONS = [
      expires_at timestamptz not null,
      primary key (store, digest)
    );`,
+  // 3. The bundles made from a store or imported into it (see store/bundle-history.ts).
+  `create table stowage_bundles (
+     seq bigserial primary key,
+     store text not null,
+     id text not null,
+     kind text not null,
+     record jsonb not null,
+     manifest text not null,
+     unique (store, id, kind)
+   );`,
 ];
 
 export interface Database {

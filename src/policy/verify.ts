@@ -303,3 +303,37 @@ async function readKeys(r: SigstoreRequirement): Promise<KeyObject[]> {
     }
   });
 }
+
+/**
+ * Admits a signed file that is not an image (a bundle's manifest) under `policy`: the requirements of
+ * `transport` for its most specific scope. A sigstoreSigned requirement is met by a signature (base64
+ * DER, as `cosign sign-blob` writes) of exactly `payload` by one of its keys; there is no image
+ * reference, so signedIdentity does not apply.
+ */
+export async function admitSignedFile(
+  policy: Policy,
+  c: { transport: string; scopes: string[]; name: string; payload: Buffer; signature: string | undefined },
+): Promise<void> {
+  const { requirements, scope } = requirementsFor(policy, c.transport, c.scopes);
+  for (const r of requirements) {
+    const refused = await checkFile(r, c);
+    if (refused)
+      throw new StowageError(
+        'POLICY_REJECTED',
+        `${c.name} is refused by ${policy.path} (${scope}): ${refused}`,
+      );
+  }
+}
+
+async function checkFile(
+  r: Requirement,
+  c: { payload: Buffer; signature: string | undefined; name: string },
+): Promise<string | undefined> {
+  if (r.type !== 'sigstoreSigned') return check(r, { transport: '', digest: '', signatures: async () => [] });
+  if (r.fulcio) return 'keyless sigstoreSigned (fulcio) is not supported yet; give keyPath or keyData';
+  if (!c.signature) return 'it has no signature (no .sig file beside it)';
+  const keys = (await trustedKeys(r)).map((key, i) => ({ label: `key ${i + 1}`, key }));
+  return signerOf(keys, c.payload, c.signature)
+    ? undefined
+    : 'its signature does not verify with the trusted keys';
+}

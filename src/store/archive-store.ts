@@ -3,6 +3,7 @@
  * whatever holds it (store.ts: an OCI layout on a file system; replicated.ts: S3 and PostgreSQL).
  */
 import type { Descriptor } from '../image/schemas.js';
+import type { BundleHistory } from './bundle-history.js';
 import type { Renditions } from './renditions.js';
 import type { StoredVersion } from './version.js';
 import type { VersionPage, VersionQuery } from './version-index.js';
@@ -63,7 +64,12 @@ export interface ArchiveStore {
    * store without it leaves them to the service's cache directory.
    */
   renditions?(workDir: string): Renditions;
+  /** Which bundles went out of the store or came into it (bundle/), kept where the versions are. */
+  bundles(): BundleHistory;
 }
+
+/** What reading a version's content needs of a store (a bundle's blobs are read the same way). */
+export type BlobReader = Pick<ArchiveStore, 'readBlob' | 'blobSize' | 'openBlob'>;
 
 /** Every version of one repository, oldest first: what retention and usage read, and no more. */
 export async function repositoryVersions(store: ArchiveStore, repository: string): Promise<StoredVersion[]> {

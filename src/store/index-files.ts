@@ -381,43 +381,64 @@ function compactTime(iso: string): string {
 }
 
 /**
- * index.json for the versions: the newest version of each tag is named REPOSITORY:TAG (so
- * `oci:STORE:REPOSITORY:TAG` finds it), older ones REPOSITORY:TAG@TAKEN.
+ * The annotations of a version's index.json entry (in key order): its name for OCI tools (`refName`),
+ * and everything a store needs to take the version back (repository, tag, time, source, attachments).
  */
-export function indexJson(versions: StoredVersion[]): string {
-  const newest = new Map<string, string>();
-  for (const v of versions) newest.set(`${v.repository}:${v.tag}`, v.id);
-  const manifests = versions.map((v) => {
-    const name = `${v.repository}:${v.tag}`;
-    const annotations: Record<string, string> = {
-      [ANNOTATION.imageName]: name,
-      [ANNOTATION.id]: v.id,
-      [ANNOTATION.repository]: v.repository,
-      [ANNOTATION.source]: v.source,
-      [ANNOTATION.tag]: v.tag,
-      [ANNOTATION.taken]: v.taken,
-      [ANNOTATION.refName]: newest.get(name) === v.id ? name : `${name}@${compactTime(v.taken)}`,
-    };
-    if (v.platforms.length) annotations[ANNOTATION.platforms] = v.platforms.join(',');
-    if (v.sourceDigest && v.sourceDigest !== v.descriptor.digest)
-      annotations[ANNOTATION.sourceDigest] = v.sourceDigest;
-    if (v.referrers?.length) annotations[ANNOTATION.referrers] = JSON.stringify(v.referrers);
+export function versionAnnotations(
+  v: StoredVersion,
+  refName: string,
+  opts: { storeState?: boolean } = {},
+): Record<string, string> {
+  const name = `${v.repository}:${v.tag}`;
+  const annotations: Record<string, string> = {
+    [ANNOTATION.imageName]: name,
+    [ANNOTATION.id]: v.id,
+    [ANNOTATION.repository]: v.repository,
+    [ANNOTATION.source]: v.source,
+    [ANNOTATION.tag]: v.tag,
+    [ANNOTATION.taken]: v.taken,
+    [ANNOTATION.refName]: refName,
+  };
+  if (v.platforms.length) annotations[ANNOTATION.platforms] = v.platforms.join(',');
+  if (v.sourceDigest && v.sourceDigest !== v.descriptor.digest)
+    annotations[ANNOTATION.sourceDigest] = v.sourceDigest;
+  if (v.referrers?.length) annotations[ANNOTATION.referrers] = JSON.stringify(v.referrers);
+  // What this store learned of the version (how it came in, its archive's checksum), not the version.
+  if (opts.storeState !== false) {
     if (v.pulledThrough) annotations[ANNOTATION.pulledThrough] = 'true';
     if (v.archive) {
       annotations[ANNOTATION.archiveSha256] = v.archive.sha256;
       annotations[ANNOTATION.archiveSize] = String(v.archive.size);
     }
-    const sorted = Object.fromEntries(
-      Object.keys(annotations)
-        .sort()
-        .map((k) => [k, annotations[k]!]),
-    );
-    return {
-      mediaType: v.descriptor.mediaType,
-      digest: v.descriptor.digest,
-      size: v.descriptor.size,
-      annotations: sorted,
-    };
+  }
+  return Object.fromEntries(
+    Object.keys(annotations)
+      .sort()
+      .map((k) => [k, annotations[k]!]),
+  );
+}
+
+/**
+ * The ref.name of each version: the newest of each tag is REPOSITORY:TAG (so `oci:STORE:REPOSITORY:TAG`
+ * finds it), older ones REPOSITORY:TAG@TAKEN.
+ */
+export function refNames(versions: StoredVersion[]): string[] {
+  const newest = new Map<string, string>();
+  for (const v of versions) newest.set(`${v.repository}:${v.tag}`, v.id);
+  return versions.map((v) => {
+    const name = `${v.repository}:${v.tag}`;
+    return newest.get(name) === v.id ? name : `${name}@${compactTime(v.taken)}`;
   });
+}
+
+/** index.json for the versions (see refNames for what each is called). */
+export function indexJson(versions: StoredVersion[]): string {
+  const names = refNames(versions);
+  const manifests = versions.map((v, i) => ({
+    mediaType: v.descriptor.mediaType,
+    digest: v.descriptor.digest,
+    size: v.descriptor.size,
+    annotations: versionAnnotations(v, names[i]!),
+  }));
   return `${JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests })}\n`;
 }

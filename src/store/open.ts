@@ -59,7 +59,9 @@ export async function openStore(
       replica,
       `blob leases at ${index.description}`,
     );
-    return new ReplicatedStore(blobs, index, { leases });
+    const { PgBundleHistory } = await import('./pg-bundles.js');
+    const bundles = new PgBundleHistory(index.connections, index.description, blobs.description);
+    return new ReplicatedStore(blobs, index, { leases, bundles });
   } catch (e) {
     blobs.close();
     throw e;

@@ -13,6 +13,7 @@ import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import type { ArchiveStore } from './archive-store.js';
 import type { BlobLeases } from './blob-leases.js';
+import type { BundleHistory } from './bundle-history.js';
 import type { PgVersionIndex } from './pg-index.js';
 import { type Renditions, S3Renditions } from './renditions.js';
 import type { S3Blobs } from './s3-blobs.js';
@@ -32,12 +33,19 @@ export class ReplicatedStore implements ArchiveStore {
       gcGraceMs?: number | undefined;
       /** Leases that make replicas write a shared blob once (none: each replica writes what it lacks). */
       leases?: BlobLeases | undefined;
+      bundles?: BundleHistory | undefined;
     } = {},
   ) {}
 
   /** For messages: the bucket and prefix (never credentials). */
   get path(): string {
     return this.blobs.description;
+  }
+
+  bundles(): BundleHistory {
+    if (!this.opts.bundles)
+      throw new StowageError('UNSUPPORTED', `the store ${this.path} keeps no bundle history`);
+    return this.opts.bundles;
   }
 
   hasBlob(digest: string): Promise<boolean> {

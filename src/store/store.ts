@@ -22,6 +22,7 @@ import { DigestVerifier, digestHex } from '../image/digest.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import type { Descriptor } from '../image/schemas.js';
 import type { ArchiveStore } from './archive-store.js';
+import { type BundleHistory, LocalBundleHistory } from './bundle-history.js';
 import { refuseNetworkFilesystem } from './filesystem.js';
 import { IndexFiles, indexJson, type JournalOp } from './index-files.js';
 import { BlobFetches, referencedBlobs } from './shared.js';
@@ -171,6 +172,11 @@ export class Store implements ArchiveStore {
 
   async putDocument(d: Descriptor, bytes: Buffer): Promise<void> {
     await this.putBlob(d, [bytes]);
+  }
+
+  /** `bundles/` beside index.json: OCI tools reading the layout pass over it. */
+  bundles(): BundleHistory {
+    return new LocalBundleHistory(join(this.path, 'bundles'));
   }
 
   /** The index (index.json and its journal), read once and kept; see index-files.ts. */

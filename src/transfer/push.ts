@@ -23,7 +23,7 @@ import { hostPlatform, type PlatformSpec } from '../image/platform.js';
 import { loadSigner, type Signer } from '../policy/sign.js';
 import { formatReference, type ImageReference } from '../reference/reference.js';
 import type { Context } from '../registry/context.js';
-import type { ArchiveStore } from '../store/archive-store.js';
+import type { BlobReader } from '../store/archive-store.js';
 import type { StoredVersion } from '../store/store.js';
 import type { ListedImage } from '../transports/archive/source.js';
 import {
@@ -268,7 +268,7 @@ async function sendTo(
  */
 export async function pushVersion(
   ctx: Context,
-  store: ArchiveStore,
+  store: BlobReader,
   version: StoredVersion,
   /** registry/repository:tag, parsed (and checked against the service's rules) by the caller. */
   dest: ImageReference,

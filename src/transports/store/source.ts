@@ -10,7 +10,7 @@ import { MAX_MANIFEST_BYTES } from '../../image/mediatypes.js';
 import type { Descriptor } from '../../image/schemas.js';
 import { isDigest } from '../../reference/reference.js';
 import type { ManifestResponse } from '../../registry/client.js';
-import type { ArchiveStore } from '../../store/archive-store.js';
+import type { BlobReader } from '../../store/archive-store.js';
 import type { StoredVersion } from '../../store/store.js';
 import { documentMediaType } from '../archive/source.js';
 
@@ -19,7 +19,7 @@ export class StoreSource implements ImageSource {
   readonly description = 'the archive store';
 
   constructor(
-    readonly store: ArchiveStore,
+    readonly store: BlobReader,
     /** The version read: what is attached to it is found among its attachments. */
     readonly version?: StoredVersion | undefined,
   ) {}
