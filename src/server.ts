@@ -30,9 +30,10 @@ import { sweepLeftovers, tmpPid } from './core/partials.js';
 import { mountRegistry } from './distribution/mount.js';
 import { StowageError } from './errors.js';
 import { Context } from './registry/context.js';
+import { type BundleRequest, runBundle } from './service/bundles.js';
 import { type Engine, newCounters, outboundGuard, pathRedactor } from './service/engine.js';
 import { JobManager } from './service/in-process-jobs.js';
-import type { Job, JobSystem, Runner } from './service/job-system.js';
+import type { Job, JobKind, JobSystem, Runner } from './service/job-system.js';
 import { createMetrics, type Metrics } from './service/metrics.js';
 import { runPull, runPush, runSync } from './service/operations.js';
 import { openStore } from './store/open.js';
@@ -148,11 +149,12 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     policy: policy?.path,
     configFiles: [...ctx.conf.sources, ...(config.path ? [config.path] : [])],
   });
-  const runners: Record<'pull' | 'push' | 'sync', Runner> = {
+  const runners: Record<JobKind, Runner> = {
     pull: (run) => runPull(engine, run.job.request as { refs: string[]; platforms?: 'all' | string[] }, run),
     push: (run) => runPush(engine, run.job.request as { archive: string; destination: string }, run),
     // A sync with failed tags fails the job and keeps its report as the result.
     sync: (run) => runSync(engine, (run.job.request as { jobs?: string[] }).jobs, run),
+    bundle: (run) => runBundle(engine, run.job.request as BundleRequest, run),
   };
   let metrics: Metrics | undefined;
   const onChange = (job: Job) => {
@@ -318,7 +320,7 @@ async function openJobs(o: {
   env: NodeJS.ProcessEnv;
   store: string;
   replica: string | undefined;
-  runners: Record<'pull' | 'push' | 'sync', Runner>;
+  runners: Record<JobKind, Runner>;
   onChange: (job: Job) => void;
   redact: (text: string) => string;
   logger: Logger;

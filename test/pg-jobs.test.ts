@@ -34,7 +34,7 @@ function gatedRunners() {
       run.signal.addEventListener('abort', () => reject(new Error('aborted')));
     });
   };
-  return { started, gates, runners: { pull: runner, push: runner, sync: runner } };
+  return { started, gates, runners: { pull: runner, push: runner, sync: runner, bundle: runner } };
 }
 
 async function until<T>(

@@ -242,6 +242,38 @@ export interface paths {
     patch?: never;
     trace?: never;
   };
+  "/v1/bundles": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get: operations["listBundles"];
+    put?: never;
+    post: operations["startBundle"];
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
+  "/v1/bundles/{id}/content": {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    get: operations["downloadBundle"];
+    put?: never;
+    post?: never;
+    delete?: never;
+    options?: never;
+    head?: never;
+    patch?: never;
+    trace?: never;
+  };
 }
 
 export interface components {
@@ -256,7 +288,7 @@ export interface components {
     JobAccepted: (components["schemas"]["Job"]) & ({
       shared: boolean;
     });
-    Job: (components["schemas"]["PullJob"]) | (components["schemas"]["PushJob"]) | (components["schemas"]["SyncJob"]);
+    Job: (components["schemas"]["PullJob"]) | (components["schemas"]["PushJob"]) | (components["schemas"]["SyncJob"]) | (components["schemas"]["BundleJob"]);
     PullJob: {
       id: string;
       state: "queued" | "running" | "succeeded" | "failed" | "canceled";
@@ -420,6 +452,51 @@ export interface components {
         })[];
       })[];
     };
+    BundleJob: {
+      id: string;
+      state: "queued" | "running" | "succeeded" | "failed" | "canceled";
+      requestedBy: string;
+      createdAt: string;
+      startedAt?: string;
+      finishedAt?: string;
+      progress: {
+        blobs: number;
+        blobsDone: number;
+        bytes: number;
+        bytesDone: number;
+      };
+      error?: {
+        code: string;
+        message: string;
+      };
+      replica?: string;
+      links: {
+        [key: string]: string;
+      };
+      kind: "bundle";
+      request: components["schemas"]["BundleRequest"];
+      result?: components["schemas"]["BundleJobResult"];
+    };
+    BundleRequest: {
+      since?: string;
+      repository?: string;
+      tag?: string;
+      versions?: "all" | "newest";
+      jobs?: (string)[];
+    };
+    BundleJobResult: {
+      id: string;
+      file: string;
+      sha256: string;
+      size: number;
+      versions: number;
+      blobs: number;
+      bytes: number;
+      assumes: number;
+      bases: (string)[];
+      skipped: (string)[];
+      signed: boolean;
+    };
     PullRequest: {
       refs?: (string)[];
       ref?: string;
@@ -462,6 +539,24 @@ export interface components {
     Tags: {
       repository: string;
       tags: (string)[];
+    };
+    BundleRecord: {
+      id: string;
+      kind: "created" | "imported";
+      at: string;
+      file: string;
+      sha256: string;
+      size: number;
+      versions: number;
+      blobs: number;
+      bytes: number;
+      bases: (string)[];
+      through: string;
+      parts?: number;
+      signed?: boolean;
+      links: {
+        [key: string]: string;
+      };
     };
   };
 }
@@ -830,7 +925,7 @@ export interface operations {
   listJobs: {
     parameters: {
       query?: {
-      kind?: "pull" | "push" | "sync";
+      kind?: "pull" | "push" | "sync" | "bundle";
       state?: "queued" | "running" | "succeeded" | "failed" | "canceled";
       limit?: number;
     };
@@ -1687,6 +1782,217 @@ export interface operations {
         };
       };
       502: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+    };
+  };
+  listBundles: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": {
+            bundles: (components["schemas"]["BundleRecord"])[];
+          };
+        };
+      };
+      400: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      404: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      500: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+    };
+  };
+  startBundle: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path?: never;
+      cookie?: never;
+    };
+    requestBody: {
+      content: {
+        "application/json": components["schemas"]["BundleRequest"];
+      };
+    };
+    responses: {
+      202: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["JobAccepted"];
+        };
+      };
+      400: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      404: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      500: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+    };
+  };
+  downloadBundle: {
+    parameters: {
+      query?: never;
+      header?: {
+      range?: string;
+      "if-none-match"?: string;
+      "if-range"?: string;
+    };
+      path?: {
+      id: string;
+    };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      200: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/x-tar": string;
+        };
+      };
+      206: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/x-tar": string;
+        };
+      };
+      304: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content?: never;
+      };
+      400: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      404: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      416: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      500: {
         headers: {
           [name: string]: unknown;
         };

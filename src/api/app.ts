@@ -5,6 +5,7 @@
  * app.request() or over a socket.
  */
 import { archivesApi } from './archives.js';
+import { bundlesApi } from './bundles.js';
 import { healthApi } from './health.js';
 import { jobsApi } from './jobs.js';
 import { authenticate, errorHandler, need, newApi, notFound, requestLog } from './middleware.js';
@@ -39,6 +40,7 @@ export function openApiConfig(version: string): Parameters<ApiApp['doc31']>[1] {
         description: 'The versions in the archive store: listed, uploaded, downloaded, deleted',
       },
       { name: 'Registries', description: 'What the service may reach, and what registries hold' },
+      { name: 'Bundles', description: 'Air-gap bundles: made as jobs, listed, downloaded' },
       { name: 'Health', description: 'Liveness, readiness and metrics' },
     ],
   };
@@ -59,6 +61,7 @@ export function createApp(deps: AppDeps): ApiApp {
   app.route('/', jobsApi(deps));
   app.route('/', archivesApi(deps));
   app.route('/', registriesApi(deps));
+  app.route('/', bundlesApi(deps));
   app.use('/openapi.json', need('read'));
   app.doc31('/openapi.json', openApiConfig(deps.version));
   return app;

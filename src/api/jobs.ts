@@ -8,7 +8,7 @@ import { compressionFrom, type LayerCompression } from '../archive/compress.js';
 import { StowageError } from '../errors.js';
 import { formatReference } from '../reference/reference.js';
 import { parsePullReference } from '../service/engine.js';
-import { type Job, type JobSystem, syncKey } from '../service/job-system.js';
+import { type Job, type JobSystem, scopeOf, syncKey } from '../service/job-system.js';
 import { admitPull, destinationFor, parsePlatforms } from '../service/operations.js';
 import { type ApiToken, allows } from './auth.js';
 import { need, newApi } from './middleware.js';
@@ -32,9 +32,11 @@ import {
 
 const SSE_KEEPALIVE_MS = 15_000;
 
-function jobView(job: Job): z.infer<typeof JobSchema> {
+export function jobView(job: Job): z.infer<typeof JobSchema> {
   const links: Record<string, string> = { self: `/v1/jobs/${job.id}`, events: `/v1/jobs/${job.id}/events` };
   const archives = (job.result as { archives?: { id: string }[] } | undefined)?.archives;
+  const bundle = job.kind === 'bundle' ? (job.result as { id?: string } | undefined)?.id : undefined;
+  if (job.state === 'succeeded' && bundle) links.content = `/v1/bundles/${bundle.slice(7, 19)}/content`;
   if (job.state === 'succeeded' && archives) {
     archives.forEach((a, i) => {
       links[`archive${i}`] = `/v1/archives/${a.id}/content`;
@@ -105,7 +107,7 @@ const listJobsRoute = createRoute({
   middleware: [need('read')] as const,
   request: {
     query: z.object({
-      kind: z.enum(['pull', 'push', 'sync']).optional(),
+      kind: z.enum(['pull', 'push', 'sync', 'bundle']).optional(),
       state: z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled']).optional(),
       limit: z.coerce.number().int().min(1).max(1000).optional(),
     }),
@@ -251,10 +253,10 @@ export async function startSync(
 export async function cancelJob(deps: Pick<AppDeps, 'jobs'>, id: string, token: ApiToken): Promise<Job> {
   const job = await deps.jobs.get(id);
   if (!job) throw new StowageError('NOT_FOUND', `no job ${id}`);
-  if (!allows(token, job.kind)) {
+  if (!allows(token, scopeOf(job.kind))) {
     throw new StowageError(
       'DENIED',
-      `token "${token.name}" lacks the "${job.kind}" scope to cancel this job`,
+      `token "${token.name}" lacks the "${scopeOf(job.kind)}" scope to cancel this job`,
     );
   }
   return deps.jobs.cancel(id);

@@ -93,6 +93,69 @@ const PushJobRequest = z
 
 const SyncJobRequest = z.object({ jobs: z.array(z.string()) }).openapi('SyncJobRequest');
 
+/** POST /v1/bundles: which versions, since which base (a recorded bundle's id or a time, never a path). */
+export const BundleRequestSchema = z
+  .object({
+    since: z.string().max(128).optional().openapi({
+      description: 'a recorded bundle id (or a prefix of it), or a time: the base; none: a full bundle',
+    }),
+    repository: z
+      .string()
+      .max(512)
+      .optional()
+      .openapi({ description: 'a regular expression the whole repository name matches' }),
+    tag: z
+      .string()
+      .max(512)
+      .optional()
+      .openapi({ description: 'a regular expression the whole tag matches' }),
+    versions: z
+      .enum(['all', 'newest'])
+      .optional()
+      .openapi({ description: 'every version since the base (default), or the newest of each tag' }),
+    jobs: z
+      .array(z.string())
+      .optional()
+      .openapi({ description: 'only the repositories these sync jobs write' }),
+  })
+  .strict()
+  .openapi('BundleRequest');
+
+export const BundleResultSchema = z
+  .object({
+    id: z.string().openapi({ description: "the bundle manifest's digest" }),
+    file: z.string(),
+    sha256: z.string(),
+    size: z.number(),
+    versions: z.number(),
+    blobs: z.number().openapi({ description: 'blobs inside it' }),
+    bytes: z.number().openapi({ description: 'their bytes' }),
+    assumes: z.number().openapi({ description: 'blobs it assumes the far side has (carried by its bases)' }),
+    bases: z.array(z.string()),
+    skipped: z.array(z.string()),
+    signed: z.boolean(),
+  })
+  .openapi('BundleJobResult');
+
+export const BundleRecordSchema = z
+  .object({
+    id: z.string(),
+    kind: z.enum(['created', 'imported']),
+    at: z.string(),
+    file: z.string(),
+    sha256: z.string(),
+    size: z.number(),
+    versions: z.number(),
+    blobs: z.number(),
+    bytes: z.number(),
+    bases: z.array(z.string()),
+    through: z.string(),
+    parts: z.number().optional(),
+    signed: z.boolean().optional(),
+    links: z.record(z.string(), z.string()),
+  })
+  .openapi('BundleRecord');
+
 const PullJobResult = z
   .object({
     archives: z.array(
@@ -215,6 +278,14 @@ export const JobSchema = z
         result: SyncJobResult.optional(),
       })
       .openapi('SyncJob'),
+    z
+      .object({
+        ...jobBase,
+        kind: z.literal('bundle'),
+        request: BundleRequestSchema,
+        result: BundleResultSchema.optional(),
+      })
+      .openapi('BundleJob'),
   ])
   .openapi('Job');
 

@@ -45,6 +45,8 @@ export interface CreateBundleOptions {
   signal?: AbortSignal | undefined;
   onProgress?: ProgressListener | undefined;
   env?: NodeJS.ProcessEnv;
+  /** The file name the store's history records (default: the output's). */
+  recordAs?: string | undefined;
 }
 
 export interface BundleResult {
@@ -107,11 +109,23 @@ function layOut(
   return { manifest, images, documents, carried };
 }
 
-/** Chooses, lays out, writes (and splits, signs, records) a bundle. */
-export async function createBundle(store: ArchiveStore, opts: CreateBundleOptions): Promise<BundleResult> {
-  // A wrong key or passphrase fails before anything is written.
-  const signer = opts.sign ? await loadSigner(opts.sign.keyPath, opts.sign.passphraseFile) : undefined;
-  const base = await resolveBase(store, opts.since);
+/** A bundle chosen and laid out, not yet written: its id is known before a byte of it is. */
+export interface PlannedBundle {
+  id: string;
+  manifest: BundleManifest;
+  bytes: Buffer;
+  images: ArchiveImage[];
+  documents: Map<string, Buffer>;
+  carried: BlobRef[];
+  skipped: string[];
+}
+
+/** Chooses the versions since the base and lays the bundle out. */
+export async function planBundle(
+  store: ArchiveStore,
+  opts: Pick<CreateBundleOptions, 'since' | 'filter'> & { sinceFiles?: boolean },
+): Promise<PlannedBundle> {
+  const base = await resolveBase(store, opts.since, { files: opts.sinceFiles });
   const chosen = chooseVersions(await store.versions(), base, opts.filter);
   const allContents = await versionContents(store, chosen);
   const versions: StoredVersion[] = [];
@@ -132,9 +146,21 @@ export async function createBundle(store: ArchiveStore, opts: CreateBundleOption
       `no stored version ${base.label ? `since ${base.label} ` : ''}matches: there is nothing to bundle`,
     );
   }
-  const { manifest, images, documents, carried } = layOut(versions, contents, base, opts.filter);
-  const bytes = manifestBytes(manifest);
-  const id = bundleId(bytes);
+  const laid = layOut(versions, contents, base, opts.filter);
+  const bytes = manifestBytes(laid.manifest);
+  return { id: bundleId(bytes), bytes, skipped, ...laid };
+}
+
+/** Chooses, lays out, writes (and splits, signs, records) a bundle. */
+export async function createBundle(
+  store: ArchiveStore,
+  opts: CreateBundleOptions,
+  planned?: PlannedBundle,
+): Promise<BundleResult> {
+  // A wrong key or passphrase fails before anything is written.
+  const signer = opts.sign ? await loadSigner(opts.sign.keyPath, opts.sign.passphraseFile) : undefined;
+  const { id, manifest, bytes, images, documents, carried, skipped } =
+    planned ?? (await planBundle(store, opts));
   const blobs = carried
     .filter((b) => !documents.has(b.digest))
     .map((b) => ({ mediaType: 'application/octet-stream', digest: b.digest, size: b.size }));
@@ -164,13 +190,13 @@ export async function createBundle(store: ArchiveStore, opts: CreateBundleOption
       id,
       kind: 'created',
       at: new Date().toISOString(),
-      file: basename(opts.output),
+      file: opts.recordAs ?? basename(opts.output),
       sha256: written.sha256,
       size: written.size,
-      versions: versions.length,
+      versions: manifest.versions.length,
       blobs: carried.length,
       bytes: bytesCarried,
-      bases: base.ids,
+      bases: manifest.bases,
       through: manifest.through,
       ...(split ? { parts: files.filter((f) => !f.endsWith('.sha256')).length } : {}),
       ...(signer ? { signed: true } : {}),
@@ -182,11 +208,11 @@ export async function createBundle(store: ArchiveStore, opts: CreateBundleOption
     files,
     sha256: written.sha256,
     size: written.size,
-    versions: versions.length,
+    versions: manifest.versions.length,
     blobs: carried.length,
     bytes: bytesCarried,
     assumes: manifest.assumes.length,
-    bases: base.ids,
+    bases: manifest.bases,
     skipped,
     signed: !!signer,
   };

@@ -30,11 +30,16 @@ export const NO_BASE: Base = { ids: [], blobs: new Set(), after: '', label: '' }
 const ID = /^(?:sha256:)?([0-9a-f]{6,64})$/;
 
 /** The base `since` names: a bundle file, a recorded bundle's id (or a prefix of one), or a time. */
-export async function resolveBase(store: ArchiveStore, since: string | undefined): Promise<Base> {
+export async function resolveBase(
+  store: ArchiveStore,
+  since: string | undefined,
+  /** The service names bases by id or time only: never a file on its disk. */
+  opts: { files?: boolean } = {},
+): Promise<Base> {
   if (!since) return NO_BASE;
   const history = store.bundles();
   const records = await history.list();
-  if (await isFile(since)) {
+  if (opts.files !== false && (await isFile(since))) {
     const { manifest, id } = await readBundleManifest(since);
     return chainBase(store, records, id, manifest, `bundle ${shortId(id)} (${since})`);
   }

@@ -10,6 +10,7 @@ import { deleteCookie, setCookie } from 'hono/cookie';
 import { html } from 'hono/html';
 import { streamSSE } from 'hono/streaming';
 import { allows, findToken } from '../api/auth.js';
+import { bundleView, startBundle } from '../api/bundles.js';
 import { cancelJob, startPull, startPush, startSync } from '../api/jobs.js';
 import { SESSION_COOKIE, SESSION_TTL_MS, type Session, type Sessions } from '../api/session.js';
 import type { ApiApp, AppDeps, Env } from '../api/shared.js';
@@ -18,6 +19,7 @@ import type { Job, JobEvent } from '../service/job-system.js';
 import { deleteVersion, versionDetails, versionSigners } from '../service/versions.js';
 import { diskUsage } from '../store/usage.js';
 import { archivesPage, CONSOLE_PAGE, versionPage } from './archives.js';
+import { bundlesPage } from './bundles.js';
 import { jobPage, jobRows, jobsPage } from './jobs.js';
 import { type Html, type PageOptions, page } from './layout.js';
 import { apiPage, loginPage, type PullThroughCounts, storagePage, syncsPage } from './pages.js';
@@ -349,6 +351,23 @@ function mountOthers(app: ApiApp, deps: AppDeps, { render, act, field }: Kit): v
     act(c, async () => {
       need(c.get('session'), 'sync');
       const r = await startSync(deps, [await field(c, 'job')], c.get('token').name);
+      return c.redirect(`/ui/jobs/${r.job.id}`, 303);
+    }),
+  );
+  app.get('/ui/bundles', async (c) => {
+    const records = await deps.engine.store.bundles().list();
+    const views = await Promise.all(records.map((r) => bundleView(deps, r)));
+    const jobs = deps.engine.config.jobs.map((j) => j.name);
+    return render(c, { title: 'Bundles', active: 'bundles' }, bundlesPage(views, jobs, c.get('session')));
+  });
+  app.post('/ui/bundles', async (c) =>
+    act(c, async () => {
+      need(c.get('session'), 'sync');
+      const since = await field(c, 'since');
+      const job = await field(c, 'job');
+      const versions = (await field(c, 'versions')) === 'newest' ? 'newest' : 'all';
+      const body = { versions, ...(since ? { since } : {}), ...(job ? { jobs: [job] } : {}) } as const;
+      const r = await startBundle(deps, body, c.get('token').name);
       return c.redirect(`/ui/jobs/${r.job.id}`, 303);
     }),
   );

@@ -6,13 +6,17 @@ import { html } from 'hono/html';
 import type { Session } from '../api/session.js';
 import { shown } from '../core/printable.js';
 import type { Job, JobEvent } from '../service/job-system.js';
-import { TERMINAL } from '../service/job-system.js';
+import { scopeOf, TERMINAL } from '../service/job-system.js';
 import { csrfField, formatBytes, type Html, ifAllowed, stateLabel, when } from './layout.js';
 
 function describe(job: Job): string {
   const r = job.request as { refs?: string[]; archive?: string; destination?: string; jobs?: string[] };
   if (job.kind === 'pull') return (r.refs ?? []).join(', ');
   if (job.kind === 'push') return `${r.archive} to ${r.destination}`;
+  if (job.kind === 'bundle') {
+    const b = job.request as { since?: string; versions?: string };
+    return `${b.versions === 'newest' ? 'the newest of each tag' : 'every version'} since ${b.since ?? 'nothing (full)'}${r.jobs?.length ? ` of ${r.jobs.join(', ')}` : ''}`;
+  }
   return (r.jobs ?? []).join(', ');
 }
 
@@ -68,6 +72,10 @@ export function jobPage(job: Job, events: JobEvent[], session: Session): Html {
   const p = job.progress;
   const archives =
     (job.result as { archives?: { id: string; sha256: string }[] } | undefined)?.archives ?? [];
+  const bundle =
+    job.kind === 'bundle' && job.state === 'succeeded'
+      ? (job.result as { id: string; file: string; sha256: string; size: number; versions: number })
+      : undefined;
   return html`<h1>Job ${job.id} <span class="note">${job.kind}</span></h1>
 <div data-job-events="${TERMINAL.has(job.state) ? '' : `/v1/jobs/${job.id}/events`}">
 <p>State: <span data-job-state class="state-${job.state}">${job.state}</span>${job.replica ? html` <span class="note">on ${job.replica}</span>` : ''}</p>
@@ -82,13 +90,14 @@ export function jobPage(job: Job, events: JobEvent[], session: Session): Html {
   )}</div>
 <p class="note">Asked by ${job.requestedBy} at ${when(job.createdAt)}${job.startedAt ? html`, started ${when(job.startedAt)}` : ''}${job.finishedAt ? html`, ended ${when(job.finishedAt)}` : ''}.</p>
 ${job.error ? html`<p class="flash error">${job.error.code}: ${shown(job.error.message, 2000)}</p>` : ''}
+${bundle ? html`<h2>Bundle</h2><p><a class="button" href="/v1/bundles/${bundle.id.slice(7, 19)}/content" download="${bundle.file}">Download bundle ${bundle.id.slice(7, 19)} (${formatBytes(bundle.size)}, ${bundle.versions} versions)</a> <span class="mono">sha256 ${bundle.sha256}</span></p>` : ''}
 ${archives.length ? html`<h2>Stored</h2><ul>${archives.map((a) => html`<li><a href="/ui/archives/${a.id}">version ${a.id}</a> <span class="mono">sha256 ${a.sha256}</span></li>`)}</ul>` : ''}
 ${
   TERMINAL.has(job.state)
     ? ''
     : ifAllowed(
         session.token,
-        job.kind,
+        scopeOf(job.kind),
         `cancel ${job.kind} jobs`,
         () =>
           html`<form method="post" action="/ui/jobs/${job.id}/cancel">${csrfField(session)}<button type="submit" class="danger">Cancel this job</button></form>`,

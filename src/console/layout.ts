@@ -16,6 +16,7 @@ export const NAV = [
   ['archives', 'Archives', '/ui/archives'],
   ['jobs', 'Jobs', '/ui/jobs'],
   ['syncs', 'Sync jobs', '/ui/syncs'],
+  ['bundles', 'Bundles', '/ui/bundles'],
   ['storage', 'Storage', '/ui/storage'],
   ['api', 'API', '/ui/api'],
 ] as const;

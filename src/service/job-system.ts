@@ -5,7 +5,14 @@
  */
 import { StowageError } from '../errors.js';
 
-export type JobKind = 'pull' | 'push' | 'sync';
+export type JobKind = 'pull' | 'push' | 'sync' | 'bundle';
+
+export const JOB_KINDS: readonly JobKind[] = ['pull', 'push', 'sync', 'bundle'];
+
+/** The API scope a kind of job needs (to start it, and to cancel it): a bundle is an operator's sync. */
+export function scopeOf(kind: JobKind): 'pull' | 'push' | 'sync' {
+  return kind === 'bundle' ? 'sync' : kind;
+}
 
 /** A job that failed with a result worth keeping (a sync with failed tags): the job keeps it. */
 export class JobFailure extends StowageError {
@@ -119,7 +126,7 @@ export function syncKey(names: string[] | undefined): string {
 /** Zero counts for every kind and state. */
 export function emptyCounts(): Record<JobKind, Record<JobState, number>> {
   const out = {} as Record<JobKind, Record<JobState, number>>;
-  for (const k of ['pull', 'push', 'sync'] as const) {
+  for (const k of JOB_KINDS) {
     out[k] = { queued: 0, running: 0, succeeded: 0, failed: 0, canceled: 0 };
   }
   return out;

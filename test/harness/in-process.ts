@@ -8,12 +8,18 @@ import { parseStowageConfig } from '../../src/config/stowage.js';
 import { Context } from '../../src/registry/context.js';
 import { type Engine, newCounters } from '../../src/service/engine.js';
 import { JobManager } from '../../src/service/in-process-jobs.js';
+import type { JobKind, Runner } from '../../src/service/job-system.js';
 import { LocalRenditions } from '../../src/store/renditions.js';
 import { Store } from '../../src/store/store.js';
 
 export async function inProcessEngine(
   dir: string,
-  opts: { policy?: string | undefined; maxQueued?: number } = {},
+  opts: {
+    policy?: string | undefined;
+    maxQueued?: number;
+    /** Runners that do run (the rest throw), made for the engine. */
+    runners?: (engine: Engine) => Partial<Record<JobKind, Runner>>;
+  } = {},
 ): Promise<{ engine: Engine; store: Store; jobs: JobManager }> {
   const conf = join(dir, 'registries.conf');
   await writeFile(conf, '');
@@ -39,7 +45,7 @@ export async function inProcessEngine(
     concurrency: 1,
     maxQueued: opts.maxQueued ?? 1,
     keep: 10,
-    runners: { pull: never, push: never, sync: never },
+    runners: { pull: never, push: never, sync: never, bundle: never, ...opts.runners?.(engine) },
   });
   return { engine, store, jobs };
 }
