@@ -183,6 +183,36 @@ describe('the web console in Chromium', () => {
     }
   }, 180_000);
 
+  it('makes a bundle from its page, shows it in the history and serves its download', async () => {
+    const { context, page } = await session(TOKENS.admin);
+    try {
+      await page.getByRole('link', { name: 'Bundles', exact: true }).click();
+      await page.getByRole('heading', { name: 'Bundles' }).waitFor();
+      await page.getByRole('button', { name: 'Make the bundle' }).click();
+      await page.waitForURL(/\/ui\/jobs\//);
+      await page.locator('[data-job-state]', { hasText: 'succeeded' }).waitFor({ timeout: 60_000 });
+      await page.locator('[data-job-events=""]').waitFor({ timeout: 30_000 });
+      const [download] = await Promise.all([
+        page.waitForEvent('download'),
+        page.getByRole('link', { name: /^Download bundle / }).click(),
+      ]);
+      const got = await readFile((await download.path())!);
+      // What the console offers is the bundle the store recorded, and a bundle stowage itself reads.
+      const saved = join(d.dir, 'console-bundle.tar');
+      await writeFile(saved, got);
+      const shown = await stowage(['bundle', 'inspect', saved, '--json'], { env: d.env });
+      expect(shown.code, shown.stderr).toBe(0);
+      const id = JSON.parse(shown.stdout).id as string;
+      await page.getByRole('link', { name: 'Bundles', exact: true }).click();
+      await expect
+        .poll(() => page.locator('tbody[data-bundles] tr').first().textContent())
+        .toContain(id.slice(7, 19));
+      await shot(page, 'bundles');
+    } finally {
+      await context.close();
+    }
+  }, 120_000);
+
   it('shows sync jobs, storage and the API reference without a CSP violation', async () => {
     const { context, page } = await session(TOKENS.admin);
     try {
