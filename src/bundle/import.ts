@@ -8,12 +8,14 @@
  * digests and attachments intact.
  */
 import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { TarAccess } from '../archive/access.js';
 import { mapLimited } from '../core/limiter.js';
 import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
 import { verifyBytes } from '../image/digest.js';
+import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
 import type { Policy } from '../policy/policy.js';
 import { admitSignedFile } from '../policy/verify.js';
 import { formatReference, type ImageReference, parseReference } from '../reference/reference.js';
@@ -66,7 +68,7 @@ class BundleBlobs implements BlobReader {
   }
 
   async readBlob(digest: string, limit?: number): Promise<Buffer> {
-    const bytes = await this.access.read(this.name(digest), limit ?? 4 << 20, `blob ${digest}`);
+    const bytes = await this.access.read(this.name(digest), limit ?? MAX_MANIFEST_BYTES, `blob ${digest}`);
     verifyBytes(bytes, digest, `blob ${digest} of the bundle`);
     return bytes;
   }
@@ -109,7 +111,6 @@ export async function importBundles(
 
 async function importOne(b: OpenedBundle, to: ImportDestination, opts: ImportOptions): Promise<ImportResult> {
   if (opts.policy) {
-    const { readFile } = await import('node:fs/promises');
     const signature = (await readFile(`${b.name}.sig`, 'utf8').catch(() => undefined))?.trim();
     await admitSignedFile(opts.policy, {
       transport: 'oci-archive',
