@@ -6,6 +6,7 @@
 import { createReadStream } from 'node:fs';
 import { lstat, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join, sep } from 'node:path';
+import { FILE_READ_CHUNK } from '../core/streams.js';
 import { StowageError } from '../errors.js';
 import { readAt, safeEntryName, TarIndex } from './tar-reader.js';
 
@@ -125,7 +126,7 @@ export class DirAccess implements FileAccess {
   async stream(name: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
     const p = await this.locate(name);
     if (!p) throw missing(this.path, name, 'blob');
-    return createReadStream(p, { highWaterMark: 1 << 20, ...(signal ? { signal } : {}) });
+    return createReadStream(p, { highWaterMark: FILE_READ_CHUNK, ...(signal ? { signal } : {}) });
   }
 
   async tail(name: string, length: number): Promise<Buffer | undefined> {

@@ -39,3 +39,12 @@ export function webStreamOf(
     { highWaterMark: 4 },
   );
 }
+
+/**
+ * Bytes per read when a local file is streamed to a consumer that may hold its chunks (a batching
+ * writer, an upload, a response). Not 1 MiB: each chunk is a new buffer, and Node 24's V8 lets large
+ * buffers pile up to its 64 MB external-memory limit before it collects them (measured: a 192 MiB
+ * blob read in 1 MiB chunks peaked 50 MB higher than in 128 KiB ones), while 128 KiB reads still run
+ * at about 1.3 GB/s through the thread pool, above what sha256 or a registry takes.
+ */
+export const FILE_READ_CHUNK = 128 * 1024;

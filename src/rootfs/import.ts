@@ -30,7 +30,7 @@ import { copyImage } from '../transfer/copy.js';
 import { checkOutput } from '../transfer/pull.js';
 import { parseDestination } from '../transports/open.js';
 import { type ContainerConfig, parseChanges } from './changes.js';
-import { coalesce, LayerReader, type RootfsStats, resolveImage, rootfsTar } from './export.js';
+import { LayerReader, type RootfsStats, resolveImage, rootfsTar } from './export.js';
 import { fsEntryHeader, padding, readTar } from './tar.js';
 
 export type ManifestFormat = 'oci' | 'docker';
@@ -109,7 +109,7 @@ async function writeLayer(tarStream: AsyncIterable<Buffer>, layoutDir: string): 
   let tarBytes = 0;
   let size = 0;
   async function* counted(): AsyncGenerator<Uint8Array> {
-    for await (const c of coalesce(tarStream)) {
+    for await (const c of tarStream) {
       diff.update(c);
       tarBytes += c.length;
       yield c;

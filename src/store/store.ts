@@ -17,6 +17,7 @@ import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFi
 import { join } from 'node:path';
 import { syncDir, writeFileAtomic } from '../core/atomic.js';
 import { partialPath, processAlive, sweepLeftovers, tmpPid, treeBytes } from '../core/partials.js';
+import { FILE_READ_CHUNK } from '../core/streams.js';
 import { StowageError } from '../errors.js';
 import { DigestVerifier, digestHex } from '../image/digest.js';
 import { MAX_MANIFEST_BYTES } from '../image/mediatypes.js';
@@ -26,7 +27,6 @@ import { type BundleHistory, LocalBundleHistory } from './bundle-history.js';
 import { refuseNetworkFilesystem } from './filesystem.js';
 import { IndexFiles, indexJson, type JournalOp } from './index-files.js';
 import { BlobFetches, referencedBlobs } from './shared.js';
-
 import { type StoredVersion, versionId } from './version.js';
 import type { VersionPage, VersionQuery } from './version-index.js';
 
@@ -87,7 +87,7 @@ export class Store implements ArchiveStore {
     range?: { start: number; end: number },
     signal?: AbortSignal,
   ): AsyncIterable<Uint8Array> {
-    return createReadStream(this.blobPath(digest), { ...range, highWaterMark: 1 << 20, signal });
+    return createReadStream(this.blobPath(digest), { ...range, highWaterMark: FILE_READ_CHUNK, signal });
   }
 
   async blobSize(digest: string): Promise<number | undefined> {
