@@ -5,8 +5,9 @@ import type { VersionChoice } from '../bundle/manifest.js';
 import { byteSize } from '../core/sizes.js';
 import { StowageError } from '../errors.js';
 import { openStore } from '../store/open.js';
-import { formatBytes } from './format.js';
+import { formatBytes, plural } from './format.js';
 import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOptions } from './options.js';
+import { type ProgressMode, progressFor, progressOption } from './progress.js';
 import { withSignal } from './run.js';
 import { configFrom, type StoreCliOptions } from './sync.js';
 
@@ -21,6 +22,8 @@ interface CreateCliOptions extends StoreCliOptions {
   signPassphraseFile?: string;
   jobs: number;
   quiet?: boolean;
+  json?: boolean;
+  progress?: ProgressMode;
 }
 
 interface ImportCliOptions extends StoreCliOptions, RegistryCliOptions {
@@ -28,6 +31,8 @@ interface ImportCliOptions extends StoreCliOptions, RegistryCliOptions {
   tmpdir?: string;
   jobs: number;
   quiet?: boolean;
+  json?: boolean;
+  progress?: ProgressMode;
 }
 
 function parseSplit(v: string): number {
@@ -86,6 +91,7 @@ function createCommand(bundle: Command): void {
     .option('--store <dir>', 'the archive store')
     .option('-q, --quiet', 'print nothing')
     .option('--json', 'print the result as JSON')
+    .addOption(progressOption())
     .action(async (jobNames: string[], opts: CreateCliOptions) => {
       const { createBundle } = await import('../bundle/create.js');
       const config = await configFrom(opts);
@@ -99,6 +105,7 @@ function createCommand(bundle: Command): void {
         return job;
       });
       const store = await openStore(config);
+      const progress = await progressFor(opts);
       const result = await withSignal((signal) =>
         createBundle(store, {
           output: opts.output,
@@ -110,14 +117,18 @@ function createCommand(bundle: Command): void {
             : undefined,
           concurrency: opts.jobs,
           signal,
+          onProgress: progress?.listener,
         }),
-      ).finally(() => store.close?.());
+      ).finally(() => {
+        progress?.stop();
+        return store.close?.();
+      });
       if (opts.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
       else if (!opts.quiet) {
         const base = result.bases.length ? `, on ${result.bases.map(short).join(', ')}` : ', no base';
         process.stdout.write(
-          `bundle ${short(result.id)}: ${result.versions} version${result.versions === 1 ? '' : 's'} (${opts.versions === 'all' ? 'every version' : 'the newest of each tag'}), ` +
-            `${result.blobs} blobs (${formatBytes(result.bytes)}) inside, ${result.assumes} assumed${base}\n`,
+          `bundle ${short(result.id)}: ${plural(result.versions, 'version')} (${opts.versions === 'all' ? 'every version' : 'the newest of each tag'}), ` +
+            `${plural(result.blobs, 'blob')} (${formatBytes(result.bytes)}) inside, ${result.assumes} assumed${base}\n`,
         );
         for (const f of result.files) process.stdout.write(`  ${f}\n`);
         process.stdout.write(`sha256 ${result.sha256}\n`);
@@ -176,7 +187,8 @@ function importCommand(bundle: Command): void {
     .option('--config <file>', 'stowage.toml')
     .option('--store <dir>', 'the archive store')
     .option('-q, --quiet', 'print nothing')
-    .option('--json', 'print the result as JSON');
+    .option('--json', 'print the result as JSON')
+    .addOption(progressOption());
   addRegistryOptions(cmd).action(async (files: string[], opts: ImportCliOptions) => {
     const [{ findBundles }, { importBundles }] = await Promise.all([
       import('../bundle/read.js'),
@@ -186,19 +198,24 @@ function importCommand(bundle: Command): void {
     const ctx = await contextFrom(opts);
     const policy = opts.policy ? await ctx.policy() : undefined;
     const store = opts.to ? undefined : await openStore(await configFrom(opts));
+    const progress = await progressFor(opts);
     const results = await withSignal((signal) =>
       importBundles(bundles, store ? { store } : { registry: opts.to!, ctx }, {
         policy,
         tmpDir: opts.tmpdir,
         concurrency: opts.jobs,
         signal,
+        onProgress: progress?.listener,
       }),
-    ).finally(() => store?.close?.());
+    ).finally(() => {
+      progress?.stop();
+      return store?.close?.();
+    });
     if (opts.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
     else if (!opts.quiet) {
       for (const r of results) {
         process.stdout.write(
-          `bundle ${short(r.id)} (${r.name}): ${r.versions} versions${r.present ? ` (${r.present} already there)` : ''}, ${r.written} of ${r.blobs} blobs written; checked ${r.checked.join(', ') || 'blob digests only (no .sha256 beside it)'}\n`,
+          `bundle ${short(r.id)} (${r.name}): ${plural(r.versions, 'version')}${r.present ? ` (${r.present} already there)` : ''}, ${r.written} of ${r.blobs} blobs written; checked ${r.checked.join(', ') || 'blob digests only (no .sha256 beside it)'}\n`,
         );
         for (const d of r.destinations ?? []) process.stdout.write(`  ${d}\n`);
       }

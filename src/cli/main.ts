@@ -7,6 +7,7 @@ import { bundleCommand } from './bundle.js';
 import { completionCommand } from './completion.js';
 import { inspectCommand } from './inspect.js';
 import { loginCommand, logoutCommand } from './login.js';
+import { reportWaits } from './progress.js';
 import { pullCommand } from './pull.js';
 import { copyCommand, pushCommand } from './push.js';
 import { registriesCommand } from './registries.js';
@@ -33,7 +34,12 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
         'jobs or tags failed, 130 interrupted.',
     )
     .option('--debug', 'print each registry request on stderr, and the stack of an unexpected failure')
-    .exitOverride();
+    .exitOverride()
+    // Registry waits (retries, 429s) said on stderr as the command's -q and --progress allow; the
+    // service logs its own.
+    .hook('preAction', (_program, action) => {
+      if (action.name() !== 'serve') reportWaits(action.opts());
+    });
   pullCommand(program);
   pushCommand(program);
   copyCommand(program);

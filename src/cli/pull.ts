@@ -3,7 +3,7 @@ import { ARCHIVE_FORMATS, type ArchiveFormat } from '../archive/formats.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import type { PullResult } from '../transfer/pull.js';
-import { formatBytes, formatDuration } from './format.js';
+import { formatBytes, formatDuration, plural } from './format.js';
 import {
   addCompressOptions,
   addRegistryOptions,
@@ -13,7 +13,7 @@ import {
   parsePositiveInt,
   type RegistryCliOptions,
 } from './options.js';
-import { progressRenderer } from './progress.js';
+import { addProgressOption, type ProgressMode, progressFor } from './progress.js';
 import { withSignal } from './run.js';
 
 interface PullCliOptions extends RegistryCliOptions, CompressCliOptions {
@@ -24,6 +24,7 @@ interface PullCliOptions extends RegistryCliOptions, CompressCliOptions {
   all?: boolean;
   jobs: number;
   quiet?: boolean;
+  progress?: ProgressMode;
   json?: boolean;
   removeSignatures?: boolean;
   referrerType?: string;
@@ -69,14 +70,14 @@ export function printResult(
   }
   if (result.dryRun) {
     process.stdout.write(
-      `dry run: would write ${result.format}:${result.path}: ${result.blobs} blobs, ${formatBytes(result.contentBytes)}; nothing was written\n`,
+      `dry run: would write ${result.format}:${result.path}: ${plural(result.blobs, 'blob')}, ${formatBytes(result.contentBytes)}; nothing was written\n`,
     );
     return;
   }
   const size = result.size !== undefined ? formatBytes(result.size) : formatBytes(result.contentBytes);
   const checksum = result.sha256 ? ` (sha256 ${result.sha256})` : '';
   process.stdout.write(
-    `-> ${result.format}:${result.path}: ${result.blobs} blobs, ${size} in ${formatDuration(elapsed)}${checksum}\n`,
+    `-> ${result.format}:${result.path}: ${plural(result.blobs, 'blob')}, ${size} in ${formatDuration(elapsed)}${checksum}\n`,
   );
 }
 
@@ -119,13 +120,14 @@ export function pullCommand(program: Command): void {
     .option('--no-checksum', 'write no FILE.sha256 beside an archive file: saves one pass over its bytes')
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
+  addProgressOption(cmd);
   addCompressOptions(cmd, "plain layers (a docker-archive source's) are compressed in oci-archive and oci");
   addRegistryOptions(cmd).action(async (refs: string[], opts: PullCliOptions) => {
     // Engines load when their command runs: a start of the CLI initializes only what it uses.
     const { pull } = await import('../transfer/pull.js');
     const platforms = opts.platform ? opts.platform.split(',').map(parsePlatform) : undefined;
     const ctx = await contextFrom(opts);
-    const progress = opts.quiet || opts.json ? undefined : await progressRenderer(process.stderr);
+    const progress = await progressFor(opts);
     const started = performance.now();
     try {
       const result = await withSignal((signal) =>

@@ -4,7 +4,7 @@ import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { Context } from '../registry/context.js';
 import type { PushResult } from '../transfer/push.js';
-import { formatBytes, formatDuration } from './format.js';
+import { formatBytes, formatDuration, plural } from './format.js';
 import {
   addCompressOptions,
   addRegistryOptions,
@@ -19,7 +19,7 @@ import {
   type RegistryCliOptions,
   retryFrom,
 } from './options.js';
-import { progressRenderer } from './progress.js';
+import { addProgressOption, type ProgressMode, type ProgressRenderer, progressFor } from './progress.js';
 import { printResult, referrerOption } from './pull.js';
 import { withSignal } from './run.js';
 
@@ -60,7 +60,7 @@ function printPush(result: PushResult, elapsed: number, opts: { json?: boolean; 
   }
   const s = result.stats;
   process.stdout.write(
-    `${s.uploaded} blobs uploaded (${formatBytes(s.bytes)}), ${s.existing} already there, ${s.mounted} mounted, in ${formatDuration(elapsed)}\n`,
+    `${plural(s.uploaded, 'blob')} uploaded (${formatBytes(s.bytes)}), ${s.existing} already there, ${s.mounted} mounted, in ${formatDuration(elapsed)}\n`,
   );
 }
 
@@ -74,6 +74,7 @@ interface PushCliOptions extends RegistryCliOptions, CompressCliOptions {
   jobs: number;
   chunkSize?: number;
   quiet?: boolean;
+  progress?: ProgressMode;
   json?: boolean;
   dryRun?: boolean;
   signBySigstorePrivateKey?: string;
@@ -106,6 +107,7 @@ function sharedTransferOptions(
     chunkSize?: number;
     dryRun?: boolean;
     quiet?: boolean;
+    progress?: ProgressMode;
     json?: boolean;
     signBySigstorePrivateKey?: string;
     signPassphraseFile?: string;
@@ -114,7 +116,7 @@ function sharedTransferOptions(
     preserveDigests?: boolean;
   },
   signal: AbortSignal,
-  progress: Awaited<ReturnType<typeof progressRenderer>> | undefined,
+  progress: ProgressRenderer | undefined,
 ) {
   return {
     concurrency: opts.jobs,
@@ -184,6 +186,7 @@ export function pushCommand(program: Command): void {
     )
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
+  addProgressOption(cmd);
   addCompressOptions(cmd, "a docker-archive's plain layers are compressed (default gzip)");
   addRegistryOptions(cmd).action(async (archive: string, dest: string, opts: PushCliOptions) => {
     const { push } = await import('../transfer/push.js');
@@ -194,7 +197,7 @@ export function pushCommand(program: Command): void {
       );
     }
     const ctx = await contextFrom(opts);
-    const progress = opts.quiet || opts.json ? undefined : await progressRenderer(process.stderr);
+    const progress = await progressFor(opts);
     const started = performance.now();
     try {
       const result = await withSignal((signal) =>
@@ -243,6 +246,7 @@ interface CopyCliOptions extends CompressCliOptions {
   jobs: number;
   chunkSize?: number;
   quiet?: boolean;
+  progress?: ProgressMode;
   json?: boolean;
   dryRun?: boolean;
   removeSignatures?: boolean;
@@ -343,6 +347,7 @@ export function copyCommand(program: Command): void {
     )
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
+  addProgressOption(cmd);
   addCompressOptions(cmd, "plain layers (a docker-archive source's) are compressed");
   addCopySides(cmd).action(async (src: string, dst: string, opts: CopyCliOptions) => {
     const { copyImage } = await import('../transfer/copy.js');
@@ -370,7 +375,7 @@ export function copyCommand(program: Command): void {
       tlsVerify: opts.destTlsVerify ?? opts.tlsVerify,
     });
     const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
-    const progress = opts.quiet || opts.json ? undefined : await progressRenderer(process.stderr);
+    const progress = await progressFor(opts);
     const started = performance.now();
     try {
       const outcome = await withSignal((signal) =>

@@ -4,8 +4,9 @@ import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import { CHANGE_INSTRUCTIONS } from '../rootfs/changes.js';
 import type { FlattenResult, ImportResult, ManifestFormat } from '../rootfs/import.js';
-import { formatBytes, formatDuration } from './format.js';
+import { formatBytes, formatDuration, plural } from './format.js';
 import { addRegistryOptions, contextFrom, type RegistryCliOptions } from './options.js';
+import { type ProgressMode, progressFor, progressOption } from './progress.js';
 import { parseFormat } from './pull.js';
 import { withSignal } from './run.js';
 
@@ -14,6 +15,7 @@ interface ExportCliOptions extends RegistryCliOptions {
   platform?: string;
   quiet?: boolean;
   json?: boolean;
+  progress?: ProgressMode;
 }
 
 export function exportCommand(program: Command): void {
@@ -35,11 +37,13 @@ export function exportCommand(program: Command): void {
       '--platform <os/arch[/variant]>',
       "platform to take from a multi-arch image (default: the host's)",
     )
-    .option('-q, --quiet', 'print no summary')
-    .option('--json', 'print the result as JSON');
+    .option('-q, --quiet', 'print no progress and no summary')
+    .option('--json', 'print the result as JSON')
+    .addOption(progressOption());
   addRegistryOptions(cmd).action(async (ref: string, opts: ExportCliOptions) => {
     const { exportRootfs } = await import('../rootfs/export.js');
     const ctx = await contextFrom(opts);
+    const progress = await progressFor(opts);
     const started = performance.now();
     try {
       const result = await withSignal((signal) =>
@@ -47,18 +51,21 @@ export function exportCommand(program: Command): void {
           output: opts.output,
           platform: opts.platform ? parsePlatform(opts.platform) : undefined,
           signal,
+          onProgress: progress?.listener,
         }),
       );
+      progress?.stop();
       const elapsed = performance.now() - started;
       const report = opts.output === '-' ? process.stderr : process.stdout;
       if (opts.json) report.write(`${JSON.stringify({ ...result, seconds: elapsed / 1000 }, null, 2)}\n`);
       else if (!opts.quiet)
         report.write(
-          `${result.reference} ${result.digest} [${result.platform}]: ${result.layers} layers, ` +
+          `${result.reference} ${result.digest} [${result.platform}]: ${plural(result.layers, 'layer')}, ` +
             `${result.layerEntries} entries -> ${result.entries} in the root filesystem\n` +
             `-> ${result.path}: ${formatBytes(result.size)} in ${formatDuration(elapsed)} (sha256 ${result.sha256})\n`,
         );
     } finally {
+      progress?.stop();
       await ctx.close();
     }
   });
@@ -129,7 +136,8 @@ function printImage(result: ImportResult | FlattenResult, elapsed: number, opts:
     return;
   }
   if (opts.quiet) return;
-  const from = 'source' in result ? `${result.source} (${result.sourceLayers} layers) flattened: ` : '';
+  const from =
+    'source' in result ? `${result.source} (${plural(result.sourceLayers, 'layer')}) flattened: ` : '';
   process.stdout.write(
     `${from}${result.entries} entries, ${formatBytes(result.layer.tarBytes)} -> one ${formatBytes(result.layer.size)} layer ${result.layer.digest}\n` +
       `-> ${result.destination} ${result.digest} [${result.platform}] in ${formatDuration(elapsed)}` +

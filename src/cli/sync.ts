@@ -5,6 +5,7 @@ import { OUTCOME_EXIT, StowageError } from '../errors.js';
 import type { SyncReport } from '../sync/report.js';
 import { formatBytes, formatDuration, plural } from './format.js';
 import { addRegistryOptions, contextFrom, parsePositiveInt, type RegistryCliOptions } from './options.js';
+import { type ProgressMode, progressFor, progressOption } from './progress.js';
 import { withSignal } from './run.js';
 
 /** Exit code of a sync in which some job or tag failed (the others still ran). */
@@ -33,8 +34,10 @@ function describeSync(r: SyncReport, elapsed: number): string {
     if (j.error)
       lines.push(`${label(j).padEnd(width)}  ${'-'.padEnd(20)}  ${'failed'.padEnd(11)}  ${j.error}`);
     for (const t of j.tags) {
+      // A new version made only of blobs the store held was not fetched: the table says "stored".
+      const action = t.action === 'fetched' && !t.fetchedBytes ? 'stored' : t.action;
       lines.push(
-        `${label(j).padEnd(width)}  ${t.tag.padEnd(20)}  ${t.action.padEnd(11)}  ${(t.archive ?? '-').padEnd(11)}  ${(t.mirror ?? '-').padEnd(10)}  ${formatBytes(t.fetchedBytes)}${t.error ? `  ${t.error}` : ''}`,
+        `${label(j).padEnd(width)}  ${t.tag.padEnd(20)}  ${action.padEnd(11)}  ${(t.archive ?? '-').padEnd(11)}  ${(t.mirror ?? '-').padEnd(10)}  ${formatBytes(t.fetchedBytes)}${t.error ? `  ${t.error}` : ''}`,
       );
     }
     for (const p of j.pruned) {
@@ -51,12 +54,12 @@ function describeSync(r: SyncReport, elapsed: number): string {
   }
   const tags = r.jobs.reduce((n, j) => n + j.tags.length, 0);
   const gc = r.garbage
-    ? `; ${r.garbage.blobs} unreferenced blobs removed (${formatBytes(r.garbage.bytes)})`
+    ? `; ${plural(r.garbage.blobs, 'unreferenced blob')} removed (${formatBytes(r.garbage.bytes)})`
     : '';
   const jobs = new Set(r.jobs.map((j) => j.name)).size;
   const repositories = new Set(r.jobs.filter((j) => !j.error || j.tags.length).map((j) => j.source)).size;
   lines.push(
-    `${r.dryRun ? 'dry run: ' : ''}${plural(jobs, 'job')}, ${plural(repositories, 'repository', 'repositories')}, ${tags} tags, ${formatBytes(r.fetchedBytes)} fetched, ${r.failed} failed, in ${formatDuration(elapsed)}${gc}`,
+    `${r.dryRun ? 'dry run: ' : ''}${plural(jobs, 'job')}, ${plural(repositories, 'repository', 'repositories')}, ${plural(tags, 'tag')}, ${formatBytes(r.fetchedBytes)} fetched, ${r.failed} failed, in ${formatDuration(elapsed)}${gc}`,
   );
   // Tags and errors come from registries: nothing in them may drive the terminal.
   return `${lines.map((l) => printable(l)).join('\n')}\n`;
@@ -79,6 +82,8 @@ interface SyncCliOptions extends RegistryCliOptions, StoreCliOptions {
   dryRun?: boolean;
   parallel: number;
   quiet?: boolean;
+  json?: boolean;
+  progress?: ProgressMode;
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -169,6 +174,7 @@ export function syncCommand(program: Command, setExitCode: (code: number) => voi
     .option('-j, --parallel <n>', 'blobs in parallel per job', parsePositiveInt, 4)
     .option('-q, --quiet', 'print nothing but errors')
     .option('--json', 'print the report as JSON')
+    .addOption(progressOption())
     .option(
       '--src <repository>',
       "a one-off job from the command line, like skopeo sync: the source repository, or many ('HOST/team/**': * one path segment, ** one or more, found in the catalog)",
@@ -232,6 +238,7 @@ export function syncCommand(program: Command, setExitCode: (code: number) => voi
     const loaded = await configFrom(opts);
     const config = opts.src ? { ...loaded, jobs: [commandLineJob(opts, names)] } : loaded;
     const ctx = await contextFrom(opts, config.limits);
+    const progress = opts.dryRun ? undefined : await progressFor(opts);
     const started = performance.now();
     try {
       const report = await withSignal((signal) =>
@@ -240,12 +247,15 @@ export function syncCommand(program: Command, setExitCode: (code: number) => voi
           dryRun: opts.dryRun,
           concurrency: opts.parallel,
           signal,
+          onBlob: progress?.blobListener,
         }),
       );
+      progress?.stop();
       if (opts.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
       else if (!opts.quiet) process.stdout.write(describeSync(report, performance.now() - started));
       if (report.failed > 0) setExitCode(SYNC_PARTIAL_EXIT);
     } finally {
+      progress?.stop();
       await ctx.close();
     }
   });

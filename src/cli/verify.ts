@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { StowageError } from '../errors.js';
 import type { VerifyReport } from '../transfer/verify.js';
 import { VERIFY_EXIT, verifyExitCode } from '../transfer/verify-exit.js';
-import { formatBytes } from './format.js';
+import { formatBytes, plural } from './format.js';
 import { parsePositiveInt } from './options.js';
 import { withSignal } from './run.js';
 
@@ -72,7 +72,7 @@ export function verifyCommand(program: Command, setExitCode: ExitCodeSink): void
 
 export function describeReport(r: VerifyReport): string {
   const lines: string[] = [];
-  const what = `${r.images} image${r.images === 1 ? '' : 's'}, ${r.manifests} manifest${r.manifests === 1 ? '' : 's'}, ${r.blobs} blob${r.blobs === 1 ? '' : 's'} (${formatBytes(r.bytes)})`;
+  const what = `${plural(r.images, 'image')}, ${plural(r.manifests, 'manifest')}, ${plural(r.blobs, 'blob')} (${formatBytes(r.bytes)})`;
   lines.push(`${r.path}: ${r.format}, ${what}: ${r.ok ? 'verified' : 'FAILED'}`);
   const c = r.checksum;
   if (c.status === 'ok') lines.push(`sha256 ${c.sha256}: matches ${c.source}`);

@@ -9,6 +9,7 @@ import type { ApiToken } from '../api/auth.js';
 import { allows } from '../api/auth.js';
 import type { Session } from '../api/session.js';
 import type { ApiScope } from '../config/stowage.js';
+import { formatBytes as figureBytes } from '../core/figures.js';
 
 export type Html = HtmlEscapedString | Promise<HtmlEscapedString>;
 
@@ -83,15 +84,7 @@ export function ifAllowed(token: ApiToken, scope: ApiScope, what: string, form: 
 }
 
 export function formatBytes(n: number | undefined): string {
-  if (n === undefined) return '-';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+  return n === undefined ? '-' : figureBytes(n);
 }
 
 /** An ISO time as "2026-11-29 05:01 UTC" (what people read), the full value in the title. */

@@ -23,6 +23,7 @@ import { MAX_RATE_LIMIT_WAIT_MS, throttle } from './round-trip/throttle.js';
 import { answerFailure, connectionFailure, errorDetail, type StatusRules } from './status.js';
 import { extraCAs } from './tls.js';
 import { Agent, interceptors } from './undici.js';
+import { announcedRetry } from './waits.js';
 
 export const USER_AGENT = 'stowage/0.1';
 
@@ -123,6 +124,7 @@ export class RegistryHttp {
         maxTimeout: retry.maxTimeoutMs,
         timeoutFactor: 2,
         throwOnError: false,
+        retry: announcedRetry(this.host) as never,
         // 429 is answered in request(): its Retry-After is honoured in full or refused, never cut short.
         statusCodes: [500, 502, 503, 504],
       }),

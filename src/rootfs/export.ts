@@ -21,6 +21,7 @@ import { GarbageBudget } from '../archive/memory.js';
 import { END_OF_ARCHIVE } from '../archive/tar.js';
 import { AtomicFile, SyncAhead, sha256Line, writeFileAtomic } from '../core/atomic.js';
 import { scratchDir } from '../core/partials.js';
+import type { ProgressListener } from '../core/progress.js';
 import { drained } from '../core/streams.js';
 import { planImage, readConfig } from '../engine/plan.js';
 import type { ImageSource } from '../engine/source.js';
@@ -92,6 +93,8 @@ export class LayerReader {
   private spool: Promise<string> | undefined;
   private readonly spooled = new Set<number>();
   private readonly checked = new Set<number>();
+  /** Told of each layer's first read (the one that fetches and checks it), as a pull's blobs. */
+  onProgress: ProgressListener | undefined;
   constructor(
     private readonly image: ResolvedImage,
     /** Where registry layers wait between passes (created on first use, removed by close). */
@@ -125,14 +128,22 @@ export class LayerReader {
     }
     const spooled = this.spooled;
     const done = this.checked;
+    const progress = this.onProgress;
     async function* checked(): AsyncGenerator<Uint8Array> {
+      progress?.({ type: 'blob-start', digest: d.digest, size: d.size });
+      let told = 0;
       try {
         for await (const c of body) {
           verifier.update(c);
           if (sink && !sink.write(c)) await drained(sink);
+          if (progress && verifier.bytes - told >= 1 << 20) {
+            told = verifier.bytes;
+            progress({ type: 'blob-progress', digest: d.digest, bytes: told, size: d.size });
+          }
           yield c;
         }
         verifier.finish();
+        progress?.({ type: 'blob-done', digest: d.digest, size: d.size });
         done.add(i);
         if (sink) {
           sink.end();
@@ -291,6 +302,7 @@ export interface ExportOptions {
   output: string;
   platform?: PlatformSpec | undefined;
   signal?: AbortSignal | undefined;
+  onProgress?: ProgressListener | undefined;
 }
 
 export interface ExportResult extends RootfsStats {
@@ -309,6 +321,9 @@ export async function exportRootfs(ctx: Context, input: string, opts: ExportOpti
   if (opts.output !== '-') await checkOutput(opts.output, true);
   const image = await resolveImage(ctx, input, opts.platform, opts.signal);
   const layers = new LayerReader(image, opts.output === '-' ? tmpdir() : dirname(resolve(opts.output)));
+  layers.onProgress = opts.onProgress;
+  const sizes = image.manifest.layers.map((l) => l.size);
+  opts.onProgress?.({ type: 'plan', blobs: sizes.length, totalBytes: sizes.reduce((a, b) => a + b, 0) });
   const stats: RootfsStats = { entries: 0, contentBytes: 0, layerEntries: 0 };
   const hash = createHash('sha256');
   let size = 0;

@@ -20,7 +20,14 @@ if (job?.dataset.jobEvents) {
   const log = $('[data-job-log]', job);
   const blobs = $('[data-job-blobs]', job);
   const bars = new Map();
-  const fmt = (n) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`);
+  // Sizes as the server and the CLI write them (src/core/figures.ts): decimal units, one decimal.
+  const fmt = (n) => {
+    const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
+    let v = n;
+    let i = 0;
+    for (; v >= 999.95 && i < units.length - 1; i++) v /= 1000;
+    return i === 0 ? `${Math.round(v)} B` : `${v.toFixed(1)} ${units[i]}`;
+  };
   // One <progress> a blob (no inline style: the CSP allows none), found by the server's rendering or made.
   for (const bar of blobs.querySelectorAll('progress'))
     bars.set(bar.getAttribute('aria-label').slice(5), bar);

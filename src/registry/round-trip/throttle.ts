@@ -5,6 +5,7 @@
  * (5xx and dropped connections are retried below this, by undici's retry interceptor.)
  */
 import { StowageError } from '../../errors.js';
+import { announceWait } from '../waits.js';
 import { header, isWrite, type Step } from './chain.js';
 
 /** Longest wait for a registry's rate-limit window; longer, and the request fails (RATE_LIMITED). */
@@ -38,6 +39,13 @@ export function throttle(o: ThrottleOptions): Step {
           { retryable: false },
         );
       }
+      announceWait({
+        host: o.host,
+        reason: '429',
+        attempt: attempt + 1,
+        attempts: o.maxRetries + 1,
+        delayMs: ms,
+      });
       await sleep(ms, req.signal, req.what);
     }
   };
