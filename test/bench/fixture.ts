@@ -1,4 +1,6 @@
-import { writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { lstat, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buildImage, Layout } from '../harness/fixtures.js';
 import { run } from '../harness/processes.js';
@@ -91,4 +93,97 @@ export async function pushBenchImage(layout: string, layersMiB: number[], ref: s
     `oci:${layout}:bench`,
     `docker://${ref}`,
   ]);
+}
+
+/**
+ * The Debian fixture: an image made of real files as Debian's packages installed them on this machine
+ * (shared libraries, executables, documentation and data from /usr), in `layersMiB` layers, each the
+ * first files of a tree in name order up to its size. Real layers compress unlike seeded random bytes
+ * plus text (binaries about 2.5x, text 4x, already-compressed files not at all), and the restore
+ * benchmark must see that mix. Layers are GNU tar with fixed owners and times; written as an OCI layout
+ * with uncompressed layers (what docker save holds), tagged "bench".
+ */
+export async function buildDebianLayout(dir: string, layersMiB: number[] = [250, 130, 70]): Promise<void> {
+  const trees = ['usr/lib/x86_64-linux-gnu', 'usr/bin', 'usr/share'];
+  const layout = new Layout(dir);
+  await layout.init();
+  const layers: { digest: string; size: number }[] = [];
+  for (const [i, mib] of layersMiB.entries()) {
+    const list = await filesUpTo(`/${trees[i % trees.length]}`, mib * 1024 * 1024);
+    const listFile = join(dir, `layer${i}.list`);
+    await writeFile(listFile, list.map((p) => p.slice(1)).join('\n'));
+    const tarFile = join(dir, `layer${i}.tar`);
+    await run('tar', [
+      '-C',
+      '/',
+      '--sort=name',
+      '--mtime=@0',
+      '--owner=0',
+      '--group=0',
+      '--numeric-owner',
+      '--no-recursion',
+      '-cf',
+      tarFile,
+      '-T',
+      listFile,
+    ]);
+    const hash = createHash('sha256');
+    for await (const c of createReadStream(tarFile, { highWaterMark: 1 << 20 })) hash.update(c as Buffer);
+    const digest = `sha256:${hash.digest('hex')}`;
+    const { size } = await stat(tarFile);
+    await rename(tarFile, layout.blobPath(digest));
+    layers.push({ digest, size });
+    await rm(listFile);
+  }
+  const config = await layout.putJson({
+    architecture: 'amd64',
+    os: 'linux',
+    config: { Cmd: ['/bin/sh'] },
+    rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
+    history: layers.map(() => ({ created_by: 'debian files' })),
+  });
+  const m = await layout.putJson({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+    layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l })),
+  });
+  await writeFile(
+    join(dir, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          ...m,
+          annotations: { 'org.opencontainers.image.ref.name': 'bench' },
+        },
+      ],
+    }),
+  );
+}
+
+/** Regular files and symlinks under `root`, in name order, until their sizes reach `limit`. */
+async function filesUpTo(root: string, limit: number): Promise<string[]> {
+  const out: string[] = [];
+  let total = 0;
+  const walk = async (d: string): Promise<boolean> => {
+    out.push(d);
+    const entries = (await readdir(d, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1));
+    for (const e of entries) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) {
+        if (await walk(p)) return true;
+      } else if (e.isFile() || e.isSymbolicLink()) {
+        const s = await lstat(p).catch(() => undefined);
+        if (!s) continue;
+        out.push(p);
+        total += e.isFile() ? s.size : 0;
+        if (total >= limit) return true;
+      }
+    }
+    return false;
+  };
+  await walk(root);
+  return out;
 }
