@@ -97,7 +97,7 @@ describe('gzipChunked', () => {
 
 describe('compression choices', () => {
   it('checks formats and levels, naming what to use instead', () => {
-    expect(parseCompression('gzip')).toEqual({ format: 'gzip', level: 6 });
+    expect(parseCompression('gzip')).toEqual({ format: 'gzip', level: 1 });
     expect(parseCompression('gzip', '9')).toEqual({ format: 'gzip', level: 9 });
     expect(parseCompression('none')).toEqual({ format: 'none', level: undefined });
     expect(() => parseCompression('brotli')).toThrow(/use gzip, zstd or none/);
@@ -132,8 +132,8 @@ describe('a compression asked for by its two parts (CLI flags, API fields)', () 
     const { compressionFrom } = await import('./compress.js');
     expect(compressionFrom({})).toBeUndefined();
     expect(compressionFrom({ format: undefined, level: '' })).toBeUndefined();
-    expect(compressionFrom({ level: 1 })).toEqual({ format: 'gzip', level: 1 });
-    expect(compressionFrom({ format: 'gzip' })).toEqual({ format: 'gzip', level: 6 });
+    expect(compressionFrom({ level: 4 })).toEqual({ format: 'gzip', level: 4 });
+    expect(compressionFrom({ format: 'gzip' })).toEqual({ format: 'gzip', level: 1 });
     expect(compressionFrom({ format: 'none' })).toEqual({ format: 'none', level: undefined });
     expect(() => compressionFrom({ format: 'none', level: 3 })).toThrow(/needs gzip or zstd/);
     expect(() => compressionFrom({ format: 'gzip', level: '12' })).toThrow(/use 1-9/);

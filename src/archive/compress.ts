@@ -24,14 +24,18 @@ export type LayerCompressionFormat = 'gzip' | 'zstd' | 'none';
 /** How stowage compresses a layer it makes (`--compress`, `--compress-level`). */
 export interface LayerCompression {
   format: LayerCompressionFormat;
-  /** gzip 1-9 (default 6), zstd 1-19 (default 3); none has no level. */
+  /** gzip 1-9 (default 1), zstd 1-19 (default 3); none has no level. */
   level?: number | undefined;
 }
 
-export const DEFAULT_COMPRESSION: LayerCompression = { format: 'gzip', level: 6 };
+/**
+ * gzip level 1, as crane (go-containerregistry's BestSpeed) makes layers: on real image files (Debian's
+ * /usr, 517 MB) 2.6x the speed of level 6, for 209 MB of layers against 193 MB (skopeo's pgzip: 200 MB).
+ */
+export const DEFAULT_COMPRESSION: LayerCompression = { format: 'gzip', level: 1 };
 
 const LEVELS: Record<LayerCompressionFormat, { min: number; max: number; default: number } | undefined> = {
-  gzip: { min: 1, max: 9, default: 6 },
+  gzip: { min: 1, max: 9, default: 1 },
   zstd: { min: 1, max: 19, default: 3 },
   none: undefined,
 };
@@ -111,7 +115,7 @@ export function compressionFrom(choice: {
  * same bytes. The chunked gzip's bytes depend on zlib's version; zstd's on libzstd's.
  */
 export function compressionKey(c: LayerCompression): string {
-  if (c.format === 'gzip') return `gzip-chunked-1 level-${c.level ?? 6} zlib-${process.versions.zlib}`;
+  if (c.format === 'gzip') return `gzip-chunked-2 level-${c.level ?? 1} zlib-${process.versions.zlib}`;
   if (c.format === 'zstd') {
     const version = (process.versions as Record<string, string | undefined>).zstd ?? 'unknown';
     return `zstd-1 level-${c.level ?? 3} zstd-${version}`;
@@ -130,7 +134,7 @@ export function compressLayer(
   c: LayerCompression,
   opts: CompressOptions = {},
 ): AsyncIterable<Uint8Array> {
-  if (c.format === 'gzip') return gzipChunked(body, { level: c.level ?? 6, workers: opts.workers });
+  if (c.format === 'gzip') return gzipChunked(body, { level: c.level ?? 1, workers: opts.workers });
   if (c.format === 'zstd') return zstdStream(body, c.level ?? 3);
   return body;
 }
@@ -235,11 +239,13 @@ export async function* gzipChunked(
 let slots: Limiter | undefined;
 
 /**
- * Chunks deflating at once in the whole process: a restore compresses several layers together, and
- * more jobs than cores only cost memory.
+ * Chunks deflating at once in the whole process: a restore compresses several layers together. One
+ * more than the cores: with exactly one a core, each core waits idle while its finished chunk goes back
+ * to the main thread and the next one comes out (measured on 2 cores: 154 MB/s of level-1 deflate with
+ * 2 in flight, 198 MB/s with 3, the same core-seconds); more only cost memory.
  */
 function deflateSlots(): Limiter {
-  slots ??= new Limiter(defaultWorkers());
+  slots ??= new Limiter(defaultWorkers() + 1);
   return slots;
 }
 
@@ -255,8 +261,12 @@ async function deflateChunk(
 ): Promise<Buffer> {
   if (await incompressible(plain)) return storedBlocks(plain, final);
   return deflateRaw(plain, {
+    // Room for the whole output at once: with zlib's 16 KiB default a chunk goes back and forth between
+    // the thread pool and the main thread a few dozen times. (The bytes do not depend on it.)
+    chunkSize: plain.byteLength + (plain.byteLength >> 3) + 1024,
     level,
-    memLevel: 8,
+    // zlib's largest hash table: level 1 runs 10% faster for the same size (measured on Debian's /usr).
+    memLevel: 9,
     strategy: zlib.constants.Z_DEFAULT_STRATEGY,
     ...(dictionary ? { dictionary } : {}),
     finishFlush: final ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH,

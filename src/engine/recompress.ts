@@ -58,7 +58,7 @@ export async function recompressPlainLayers(
     concurrency: number;
     signal?: AbortSignal | undefined;
     cache?: DigestCache | undefined;
-    /** How (default gzip level 6); none leaves the layers plain. */
+    /** How (default DEFAULT_COMPRESSION: gzip level 1); none leaves the layers plain. */
     compression?: LayerCompression | undefined;
     workers?: CompressOptions['workers'];
     /**

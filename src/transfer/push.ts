@@ -59,7 +59,7 @@ export interface PushOptions {
   all?: boolean | undefined;
   concurrency?: number | undefined;
   chunkSize?: number | undefined;
-  /** How a docker-archive's plain layers are compressed (--compress; default gzip level 6). */
+  /** How a docker-archive's plain layers are compressed (--compress; default gzip level 1). */
   compress?: LayerCompression | undefined;
   signal?: AbortSignal | undefined;
   onProgress?: ProgressListener | undefined;

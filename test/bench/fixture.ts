@@ -163,9 +163,13 @@ export async function buildDebianLayout(dir: string, layersMiB: number[] = [250,
   );
 }
 
-/** Regular files and symlinks under `root`, in name order, until their sizes reach `limit`. */
+/**
+ * Regular files and symlinks under `root`, in name order, until their sizes reach `limit`. A file with
+ * several names (Mesa's drivers are hard links of one) counts once: tar stores it once.
+ */
 async function filesUpTo(root: string, limit: number): Promise<string[]> {
   const out: string[] = [];
+  const inodes = new Set<string>();
   let total = 0;
   const walk = async (d: string): Promise<boolean> => {
     out.push(d);
@@ -178,7 +182,9 @@ async function filesUpTo(root: string, limit: number): Promise<string[]> {
         const s = await lstat(p).catch(() => undefined);
         if (!s) continue;
         out.push(p);
-        total += e.isFile() ? s.size : 0;
+        const inode = `${s.dev}:${s.ino}`;
+        if (e.isFile() && !inodes.has(inode)) total += s.size;
+        inodes.add(inode);
         if (total >= limit) return true;
       }
     }

@@ -162,6 +162,12 @@ describe('restore benchmark', () => {
               stowage(oci, repo('stowage', 'o')),
               ociBytes,
             );
+            for (const v of VARIANTS) {
+              const how = v === 'none' ? ['--compress', 'none'] : ['--compress-level', v];
+              await rm(join(home, '.cache', 'stowage'), { recursive: true, force: true });
+              const args = [...stowage(a, repo('stowage', `v${v}`)), ...how];
+              await measured(variantName(v), process.execPath, args, dockerBytes);
+            }
           },
         ];
         for (const go of i % 2 === 0 ? pair : [...pair].reverse()) await go();
