@@ -152,7 +152,7 @@ describe('sources that name many repositories', () => {
     expect(text.stdout).toMatch(
       new RegExp(`command-line ${proxy.host}/team/sub/deep\\s+1\\.0\\s+would-skip`),
     );
-    expect(text.stdout).toMatch(/1 job, 1 repository, 1 tags/);
+    expect(text.stdout).toMatch(/1 job, 1 repository, 1 tag,/);
     // A pattern with a mirror that does not say where each repository goes is refused before anything.
     const bad = await stowage(['sync', '--src', `${proxy.host}/team/**`, '--dest', `${proxy.host}/one`], {
       env,

@@ -8,7 +8,7 @@ import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import type { ArchiveStore } from '../store/archive-store.js';
 import { openStore } from '../store/open.js';
-import { formatBytes, formatDuration } from './format.js';
+import { formatBytes, formatDuration, plural } from './format.js';
 import { addRegistryOptions, parsePositiveInt, type RegistryCliOptions } from './options.js';
 import { parseFormat, printResult } from './pull.js';
 import { withSignal } from './run.js';
@@ -205,7 +205,7 @@ export function storeCommand(program: Command): void {
         if (opts.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         else if (!opts.quiet) {
           process.stdout.write(
-            `${report.versions} versions (${report.added} new) and ${report.blobs} blobs (${report.copied} copied, ${formatBytes(report.copiedBytes)}) into ${to.path} in ${formatDuration(performance.now() - started)}\n`,
+            `${plural(report.versions, 'version')} (${report.added} new) and ${plural(report.blobs, 'blob')} (${report.copied} copied, ${formatBytes(report.copiedBytes)}) into ${to.path} in ${formatDuration(performance.now() - started)}\n`,
           );
         }
       },
@@ -240,7 +240,7 @@ export function dfCommand(program: Command): void {
         );
       }
       lines.push(
-        `store ${usage.store}: ${formatBytes(usage.logicalBytes)} of archives in ${formatBytes(usage.diskBytes)} on disk; retention would reclaim ${usage.reclaimable.versions} versions, ${formatBytes(usage.reclaimable.bytes)}`,
+        `store ${usage.store}: ${formatBytes(usage.logicalBytes)} of archives in ${formatBytes(usage.diskBytes)} on disk; retention would reclaim ${plural(usage.reclaimable.versions, 'version')}, ${formatBytes(usage.reclaimable.bytes)}`,
       );
       process.stdout.write(`${lines.join('\n')}\n`);
     });

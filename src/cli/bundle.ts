@@ -265,7 +265,7 @@ function inspectCommand(bundle: Command): void {
       const lines = [
         `bundle ${id}`,
         `file ${info.file}${info.parts > 1 ? ` (${info.parts} parts)` : ''}, ${formatBytes(size)}, ${signed ? `signed (${info.file}.sig)` : 'not signed'}`,
-        `base ${info.bases.length ? info.bases.map(short).join(', ') : 'none (a full bundle, an oci-archive)'}; ${info.blobs} blobs inside (${formatBytes(info.bytes)}), ${info.assumes} assumed`,
+        `base ${info.bases.length ? info.bases.map(short).join(', ') : 'none (a full bundle, an oci-archive)'}; ${plural(info.blobs, 'blob')} inside (${formatBytes(info.bytes)}), ${info.assumes} assumed`,
         `versions ${manifest.selection.versions === 'all' ? 'every version' : 'the newest of each tag'} through ${info.through}:`,
         ...info.versions.map(
           (v) => `  ${v.id}  ${`${v.repository}:${v.tag}`.padEnd(40)}  ${v.digest.slice(0, 19)}  ${v.taken}`,

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
 import type { ArchiveInfo } from '../transfer/archive-inspect.js';
-import { formatBytes, forTerminal } from './format.js';
+import { formatBytes, forTerminal, plural } from './format.js';
 import { addRegistryOptions, contextFrom, type RegistryCliOptions } from './options.js';
 import { withSignal } from './run.js';
 import { renderTemplate } from './template.js';
@@ -106,7 +106,7 @@ export function describeArchive(info: ArchiveInfo): string {
   for (const img of info.images) {
     lines.push(`@${img.index}  ${img.names.length ? img.names.join(', ') : '(no name)'}`);
     const isIndex = img.manifests.length !== 1 || img.manifests[0]!.digest !== img.digest;
-    if (isIndex) lines.push(`    index ${img.digest}, ${img.manifests.length} manifests`);
+    if (isIndex) lines.push(`    index ${img.digest}, ${plural(img.manifests.length, 'manifest')}`);
     for (const m of img.manifests) {
       const indent = isIndex ? '      ' : '    ';
       if (!m.present) {

@@ -1,6 +1,7 @@
 /** The console's Bundles page: the history of bundles made and imported, their downloads, a new one. */
 import { html } from 'hono/html';
 import type { Session } from '../api/session.js';
+import { plural } from '../core/figures.js';
 import type { BundleRecord } from '../store/bundle-history.js';
 import { csrfField, formatBytes, type Html, ifAllowed, when } from './layout.js';
 
@@ -19,7 +20,7 @@ ${ifAllowed(
   'sync',
   'make bundles',
   () => html`<form method="post" action="/ui/bundles" class="stack">${csrfField(session)}
-<label>Since <select name="since"><option value="">nothing: a full bundle</option>${[...created].reverse().map((r) => html`<option value="${short(r.id)}">bundle ${short(r.id)} (${r.at.slice(0, 10)}, ${r.versions} versions)</option>`)}</select></label>
+<label>Since <select name="since"><option value="">nothing: a full bundle</option>${[...created].reverse().map((r) => html`<option value="${short(r.id)}">bundle ${short(r.id)} (${r.at.slice(0, 10)}, ${plural(r.versions, 'version')})</option>`)}</select></label>
 <label>Versions <select name="versions"><option value="all">every version since the base</option><option value="newest">the newest of each tag</option></select></label>
 ${jobs.length ? html`<label>Sync job <select name="job"><option value="">any repository</option>${jobs.map((j) => html`<option>${j}</option>`)}</select></label>` : ''}
 <button type="submit">Make the bundle</button></form>`,
@@ -31,7 +32,7 @@ ${[...records]
   .reverse()
   .map(
     (r) =>
-      html`<tr><td class="mono">${short(r.id)}</td><td>${r.kind}</td><td>${when(r.at)}</td><td>${r.versions}</td><td>${r.blobs} blobs, ${formatBytes(r.bytes)}</td><td class="opt mono">${r.bases.map(short).join(', ') || 'none (full)'}</td><td>${
+      html`<tr><td class="mono">${short(r.id)}</td><td>${r.kind}</td><td>${when(r.at)}</td><td>${r.versions}</td><td>${plural(r.blobs, 'blob')}, ${formatBytes(r.bytes)}</td><td class="opt mono">${r.bases.map(short).join(', ') || 'none (full)'}</td><td>${
         r.links.content
           ? html`<a class="button" href="${r.links.content}" download="${r.file}">Download ${formatBytes(r.size)}</a>`
           : html`<span class="mono">${r.file}</span>`

@@ -4,6 +4,7 @@
  */
 import { html } from 'hono/html';
 import type { Session } from '../api/session.js';
+import { plural } from '../core/figures.js';
 import { shown } from '../core/printable.js';
 import type { Job, JobEvent } from '../service/job-system.js';
 import { scopeOf, TERMINAL } from '../service/job-system.js';
@@ -90,7 +91,7 @@ export function jobPage(job: Job, events: JobEvent[], session: Session): Html {
   )}</div>
 <p class="note">Asked by ${job.requestedBy} at ${when(job.createdAt)}${job.startedAt ? html`, started ${when(job.startedAt)}` : ''}${job.finishedAt ? html`, ended ${when(job.finishedAt)}` : ''}.</p>
 ${job.error ? html`<p class="flash error">${job.error.code}: ${shown(job.error.message, 2000)}</p>` : ''}
-${bundle ? html`<h2>Bundle</h2><p><a class="button" href="/v1/bundles/${bundle.id.slice(7, 19)}/content" download="${bundle.file}">Download bundle ${bundle.id.slice(7, 19)} (${formatBytes(bundle.size)}, ${bundle.versions} versions)</a> <span class="mono">sha256 ${bundle.sha256}</span></p>` : ''}
+${bundle ? html`<h2>Bundle</h2><p><a class="button" href="/v1/bundles/${bundle.id.slice(7, 19)}/content" download="${bundle.file}">Download bundle ${bundle.id.slice(7, 19)} (${formatBytes(bundle.size)}, ${plural(bundle.versions, 'version')})</a> <span class="mono">sha256 ${bundle.sha256}</span></p>` : ''}
 ${archives.length ? html`<h2>Stored</h2><ul>${archives.map((a) => html`<li><a href="/ui/archives/${a.id}">version ${a.id}</a> <span class="mono">sha256 ${a.sha256}</span></li>`)}</ul>` : ''}
 ${
   TERMINAL.has(job.state)

@@ -6,6 +6,7 @@ import { Cron } from 'croner';
 import { html } from 'hono/html';
 import type { Session } from '../api/session.js';
 import type { JobConfig } from '../config/stowage.js';
+import { plural } from '../core/figures.js';
 import { shown } from '../core/printable.js';
 import type { Job } from '../service/job-system.js';
 import type { DiskUsage } from '../store/usage.js';
@@ -111,7 +112,7 @@ export function storagePage(u: DiskUsage, pullThrough?: PullThroughCounts): Html
   return html`<h1>Storage</h1>
 <p>${formatBytes(u.logicalBytes)} of archives take ${formatBytes(u.diskBytes)} in the store
 (${u.logicalBytes ? `${((u.diskBytes / u.logicalBytes) * 100).toFixed(0)}%` : '-'}): blobs are stored once for every version that has them.
-Retention as configured would reclaim ${u.reclaimable.versions} versions, ${formatBytes(u.reclaimable.bytes)}.</p>
+Retention as configured would reclaim ${plural(u.reclaimable.versions, 'version')}, ${formatBytes(u.reclaimable.bytes)}.</p>
 <h2>Whole store</h2>
 <div class="chart">
   <span>Archives (logical)</span><meter min="0" max="${Math.max(u.logicalBytes, u.diskBytes, 1)}" value="${u.logicalBytes}" aria-label="logical bytes"></meter><span>${formatBytes(u.logicalBytes)}</span>

@@ -17,6 +17,7 @@ import { compressLayer, DEFAULT_COMPRESSION } from '../archive/compress.js';
 import { decompressed } from '../archive/decompress.js';
 import { OCI_LAYOUT_FILE, REF_NAME_ANNOTATION } from '../archive/oci-archive.js';
 import { END_OF_ARCHIVE } from '../archive/tar.js';
+import { plural } from '../core/figures.js';
 import { preparePartial, scratchDir } from '../core/partials.js';
 import type { ProgressListener } from '../core/progress.js';
 import { StowageError } from '../errors.js';
@@ -430,7 +431,7 @@ export async function flattenImage(
       imageConfig({ created, author: c.author, platform }, config, diffId, {
         created,
         created_by: 'stowage flatten',
-        comment: opts.message ?? `flattened from ${image.manifestDigest} (${layers.count} layers)`,
+        comment: opts.message ?? `flattened from ${image.manifestDigest} (${plural(layers.count, 'layer')})`,
       }),
     );
     await layers.close();
