@@ -68,6 +68,11 @@ export async function buildBenchLayout(
         : []),
     ],
   });
+  await writeBenchIndex(dir, image.manifest);
+}
+
+/** The layout's index.json: the one image, named "bench". */
+async function writeBenchIndex(dir: string, manifest: { digest: string; size: number }): Promise<void> {
   await writeFile(
     join(dir, 'index.json'),
     JSON.stringify({
@@ -75,7 +80,7 @@ export async function buildBenchLayout(
       manifests: [
         {
           mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          ...image.manifest,
+          ...manifest,
           annotations: { 'org.opencontainers.image.ref.name': 'bench' },
         },
       ],
@@ -148,19 +153,7 @@ export async function buildDebianLayout(dir: string, layersMiB: number[] = [250,
     config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
     layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l })),
   });
-  await writeFile(
-    join(dir, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [
-        {
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          ...m,
-          annotations: { 'org.opencontainers.image.ref.name': 'bench' },
-        },
-      ],
-    }),
-  );
+  await writeBenchIndex(dir, m);
 }
 
 /**
