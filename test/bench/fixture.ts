@@ -88,12 +88,29 @@ async function writeBenchIndex(dir: string, manifest: { digest: string; size: nu
   );
 }
 
-/** Builds the bench image (buildBenchLayout) at `layout` and pushes it with skopeo to `ref` (HOST/REPO:TAG). */
+/**
+ * Which image the pull and push benchmarks use: BENCH_FIXTURE=random (the default: seeded random
+ * layers, `layersMiB`) or debian (buildDebianLayout, gzipped by skopeo on its way to the registry).
+ * Run them once with each to cover both.
+ */
+export const BENCH_FIXTURE = process.env.BENCH_FIXTURE === 'debian' ? 'debian' : 'random';
+
+/** What the fixture is, for a benchmark's first line. */
+export function fixtureLabel(layersMiB: number[]): string {
+  return BENCH_FIXTURE === 'debian'
+    ? `Debian files from /usr (${layersMiB.join('+')} MiB)`
+    : `layers ${layersMiB.join('+')} MiB, random`;
+}
+
+/** Builds the bench image (BENCH_FIXTURE) at `layout` and pushes it with skopeo to `ref` (HOST/REPO:TAG). */
 export async function pushBenchImage(layout: string, layersMiB: number[], ref: string): Promise<void> {
-  await buildBenchLayout(layout, layersMiB);
+  if (BENCH_FIXTURE === 'debian') await buildDebianLayout(layout, layersMiB);
+  else await buildBenchLayout(layout, layersMiB);
   await run('skopeo', [
     'copy',
     '--quiet',
+    // The Debian layers are plain tar: a registry's image has them gzipped. (The random ones are already.)
+    ...(BENCH_FIXTURE === 'debian' ? ['--dest-compress'] : []),
     '--dest-tls-verify=false',
     `oci:${layout}:bench`,
     `docker://${ref}`,

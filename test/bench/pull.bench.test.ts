@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
-import { pushBenchImage } from './fixture.js';
+import { fixtureLabel, pushBenchImage } from './fixture.js';
 import { addSample, cpuSetting, measureOn, median, type Samples, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
@@ -187,7 +187,7 @@ describe('pull benchmark', () => {
     await run('sha256sum', ['-c', 'stowage-d.tar.sha256'], { cwd: out });
 
     const lines = [
-      `pull benchmark: ${fmtMB(size)} archive (layers ${LAYERS_MIB.join('+')} MiB), ${ROUNDS} rounds; ${cpu.label}`,
+      `pull benchmark: ${fmtMB(size)} archive (${fixtureLabel(LAYERS_MIB)}), ${ROUNDS} rounds; ${cpu.label}`,
     ];
     for (const [name, r] of Object.entries(results)) {
       lines.push(sampleLine(name, r, 42, name.includes('smaller') ? 0 : size));

@@ -17,7 +17,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
-import { pushBenchImage } from './fixture.js';
+import { fixtureLabel, pushBenchImage } from './fixture.js';
 import { addSample, cpuSetting, measureOn, median, type Samples, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
@@ -123,7 +123,7 @@ describe('push benchmark', () => {
 
     const size = (await stat(archive)).size;
     const lines = [
-      `push benchmark: ${fmtMB(size)} image (layers ${LAYERS_MIB.join('+')} MiB), ${ROUNDS} rounds; ${cpu.label}`,
+      `push benchmark: ${fmtMB(size)} image (${fixtureLabel(LAYERS_MIB)}), ${ROUNDS} rounds; ${cpu.label}`,
     ];
     for (const [name, r] of Object.entries(results)) lines.push(sampleLine(name, r, 22, size));
     const ratio = (a: string, b: string, f: (x: number[]) => number) =>
