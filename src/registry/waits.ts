@@ -25,6 +25,16 @@ export function announceWait(w: RegistryWait): void {
   if (waits.hasSubscribers) waits.publish(w);
 }
 
+/**
+ * Retry-After as milliseconds from now (seconds or an HTTP date); undefined when absent or unreadable.
+ * Both the 429 waits and the 5xx retries read it this way.
+ */
+export function retryAfterMs(value: string | undefined, now = Date.now()): number | undefined {
+  if (value && /^\d+$/.test(value)) return Number(value) * 1000;
+  if (value && Number.isFinite(Date.parse(value))) return Math.max(0, Date.parse(value) - now);
+  return undefined;
+}
+
 /** How a wait reads for a person: "127.0.0.1:5000: connection refused; trying again in 2 s (2 of 6)". */
 export function describeWait(w: RegistryWait): string {
   const reasons: Record<string, string> = {
@@ -74,10 +84,10 @@ export function announcedRetry(host: string) {
       cb(err);
       return;
     }
-    const after = Number(e.headers?.['retry-after']);
+    const after = retryAfterMs(e.headers?.['retry-after']);
     const delayMs =
-      after > 0
-        ? Math.min(after * 1000, r.maxTimeout)
+      after !== undefined && after > 0
+        ? Math.min(after, r.maxTimeout)
         : Math.min(r.minTimeout * r.timeoutFactor ** (state.counter - 1), r.maxTimeout);
     announceWait({
       host,

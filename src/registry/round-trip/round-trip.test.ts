@@ -2,12 +2,13 @@
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { describe, expect, it } from 'vitest';
 import { StowageError } from '../../errors.js';
+import { retryAfterMs } from '../waits.js';
 import { type Authorizer, authorize } from './authorize.js';
 import { type Answer, chain, type Outgoing, type Send, type Step } from './chain.js';
 import { exhaustedFor, pace } from './pace.js';
 import { publish, REGISTRY_REQUESTS_CHANNEL, type RegistryRequestRecord } from './publish.js';
 import { redirects } from './redirects.js';
-import { retryAfterMs, throttle } from './throttle.js';
+import { throttle } from './throttle.js';
 
 const ORIGIN = 'http://127.0.0.1:5000';
 

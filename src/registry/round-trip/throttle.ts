@@ -5,7 +5,7 @@
  * (5xx and dropped connections are retried below this, by undici's retry interceptor.)
  */
 import { StowageError } from '../../errors.js';
-import { announceWait } from '../waits.js';
+import { announceWait, retryAfterMs } from '../waits.js';
 import { header, isWrite, type Step } from './chain.js';
 
 /** Longest wait for a registry's rate-limit window; longer, and the request fails (RATE_LIMITED). */
@@ -49,13 +49,6 @@ export function throttle(o: ThrottleOptions): Step {
       await sleep(ms, req.signal, req.what);
     }
   };
-}
-
-/** Retry-After as milliseconds from now; undefined when absent or unreadable. */
-export function retryAfterMs(value: string | undefined, now = Date.now()): number | undefined {
-  if (value && /^\d+$/.test(value)) return Number(value) * 1000;
-  if (value && Number.isFinite(Date.parse(value))) return Math.max(0, Date.parse(value) - now);
-  return undefined;
 }
 
 function backoff(o: ThrottleOptions, attempt: number): number {
