@@ -177,17 +177,12 @@ export function effectiveMode(
  * Renders progress on `stream` in `mode` (see the top of the file); undefined for none. `quiet` and
  * `json` are the command's -q and --json: they silence auto, not a mode given with --progress.
  */
-export async function progressRenderer(
+async function progressRenderer(
   stream: NodeJS.WriteStream,
-  opts: {
-    mode?: ProgressMode | undefined;
-    quiet?: boolean | undefined;
-    json?: boolean | undefined;
-    env?: NodeJS.ProcessEnv | undefined;
-  } = {},
+  opts: { mode?: ProgressMode | undefined; quiet?: boolean | undefined; json?: boolean | undefined },
 ): Promise<ProgressRenderer | undefined> {
   const mode = effectiveMode(opts.mode, stream, opts);
-  const env = opts.env ?? process.env;
+  const env = process.env;
   if (mode === 'none') return undefined;
   if (mode === 'json') return jsonRenderer(stream, env);
   if (mode === 'plain') return plainRenderer(stream, env);
@@ -325,10 +320,6 @@ async function barRenderer(stream: NodeJS.WriteStream): Promise<ProgressRenderer
 /** The command-line side: `--progress MODE` on a command, and the renderer its options ask for. */
 export function progressOption(): Option {
   return new Option('--progress <mode>', PROGRESS_HELP).argParser(parseProgressMode);
-}
-
-export function addProgressOption<C extends { addOption: (o: Option) => C }>(cmd: C): C {
-  return cmd.addOption(progressOption());
 }
 
 export function progressFor(opts: {

@@ -13,7 +13,7 @@ import {
   parsePositiveInt,
   type RegistryCliOptions,
 } from './options.js';
-import { addProgressOption, type ProgressMode, progressFor } from './progress.js';
+import { type ProgressMode, progressFor, progressOption } from './progress.js';
 import { withSignal } from './run.js';
 
 interface PullCliOptions extends RegistryCliOptions, CompressCliOptions {
@@ -120,7 +120,7 @@ export function pullCommand(program: Command): void {
     .option('--no-checksum', 'write no FILE.sha256 beside an archive file: saves one pass over its bytes')
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
-  addProgressOption(cmd);
+  cmd.addOption(progressOption());
   addCompressOptions(cmd, "plain layers (a docker-archive source's) are compressed in oci-archive and oci");
   addRegistryOptions(cmd).action(async (refs: string[], opts: PullCliOptions) => {
     // Engines load when their command runs: a start of the CLI initializes only what it uses.

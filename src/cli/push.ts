@@ -19,7 +19,7 @@ import {
   type RegistryCliOptions,
   retryFrom,
 } from './options.js';
-import { addProgressOption, type ProgressMode, type ProgressRenderer, progressFor } from './progress.js';
+import { type ProgressMode, type ProgressRenderer, progressFor, progressOption } from './progress.js';
 import { printResult, referrerOption } from './pull.js';
 import { withSignal } from './run.js';
 
@@ -186,7 +186,7 @@ export function pushCommand(program: Command): void {
     )
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
-  addProgressOption(cmd);
+  cmd.addOption(progressOption());
   addCompressOptions(cmd, "a docker-archive's plain layers are compressed (default gzip)");
   addRegistryOptions(cmd).action(async (archive: string, dest: string, opts: PushCliOptions) => {
     const { push } = await import('../transfer/push.js');
@@ -347,7 +347,7 @@ export function copyCommand(program: Command): void {
     )
     .option('-q, --quiet', 'print no progress and no summary')
     .option('--json', 'print the result as JSON');
-  addProgressOption(cmd);
+  cmd.addOption(progressOption());
   addCompressOptions(cmd, "plain layers (a docker-archive source's) are compressed");
   addCopySides(cmd).action(async (src: string, dst: string, opts: CopyCliOptions) => {
     const { copyImage } = await import('../transfer/copy.js');
