@@ -19,13 +19,11 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { indexJson } from '../../src/store/index-files.js';
 import { Store } from '../../src/store/store.js';
-import { type StoredVersion, versionId } from '../../src/store/version.js';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { storeImage } from '../harness/stored-image.js';
-import { buildBenchLayout } from './fixture.js';
+import { buildBenchLayout, indexOnlyStore } from './fixture.js';
 import { addSample, cpuSetting, measureOn, median, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
@@ -75,24 +73,7 @@ afterAll(async () => {
 
 /** A store of `n` versions no delta reads (index entries only), then 2 real ones taken later. */
 async function storeOf(path: string, n: number): Promise<void> {
-  await mkdir(join(path, 'blobs', 'sha256'), { recursive: true });
-  await writeFile(join(path, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  const versions: StoredVersion[] = [];
-  for (let i = 0; i < n; i++) {
-    const repository = `registry.test/team/app${String(i % 100).padStart(3, '0')}`;
-    const tag = `build-${String(Math.floor(i / 100)).padStart(5, '0')}`;
-    const digest = `sha256:${i.toString(16).padStart(64, '0')}`;
-    versions.push({
-      id: versionId(repository, tag, digest),
-      repository,
-      tag,
-      descriptor: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest, size: 500 },
-      source: `${repository}:${tag}`,
-      taken: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString(),
-      platforms: ['linux/amd64'],
-    });
-  }
-  await writeFile(join(path, 'index.json'), indexJson(versions));
+  await indexOnlyStore(path, n, 100);
   const store = await Store.open(path);
   const base = Buffer.alloc(4 << 20, 1);
   for (const tag of ['new-1', 'new-2'])

@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { indexJson } from '../../src/store/index-files.js';
+import { type StoredVersion, versionId } from '../../src/store/version.js';
 import { buildImage, Layout } from '../harness/fixtures.js';
 import { run } from '../harness/processes.js';
 
@@ -202,4 +204,29 @@ async function filesUpTo(root: string, limit: number): Promise<string[]> {
   };
   await walk(root);
   return out;
+}
+
+/**
+ * A store of `n` versions spread over `repositories` repositories, as index entries only (index.json
+ * written as the store writes it; no blobs): what listings, deltas and scale checks read.
+ */
+export async function indexOnlyStore(path: string, n: number, repositories: number): Promise<void> {
+  await mkdir(join(path, 'blobs', 'sha256'), { recursive: true });
+  await writeFile(join(path, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  const versions: StoredVersion[] = [];
+  for (let i = 0; i < n; i++) {
+    const repository = `registry.test/team/app${String(i % repositories).padStart(3, '0')}`;
+    const tag = `build-${String(Math.floor(i / repositories)).padStart(5, '0')}`;
+    const digest = `sha256:${i.toString(16).padStart(64, '0')}`;
+    versions.push({
+      id: versionId(repository, tag, digest),
+      repository,
+      tag,
+      descriptor: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest, size: 500 },
+      source: `${repository}:${tag}`,
+      taken: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString(),
+      platforms: ['linux/amd64'],
+    });
+  }
+  await writeFile(join(path, 'index.json'), indexJson(versions));
 }

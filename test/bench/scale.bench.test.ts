@@ -21,14 +21,13 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { indexJson } from '../../src/store/index-files.js';
-import { type StoredVersion, versionId } from '../../src/store/version.js';
 import { type FaultProxy, startFaultProxy } from '../harness/fault-proxy.js';
 import { type RunningPostgres, startPostgres } from '../harness/postgres.js';
 import { freePort, startProcess, stopProcess } from '../harness/processes.js';
 import { type RunningS3, s3Bucket, startRadosgw } from '../harness/radosgw.js';
 import { startRegistry } from '../harness/registry.js';
 import { buildTags, type SeededRepository, seedRegistry } from '../harness/registry-seed.js';
+import { indexOnlyStore } from './fixture.js';
 import { cpuSetting, type Measured, measureOn } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
@@ -229,26 +228,7 @@ function report(label: string, tags: number, rows: Record<string, Row>): string[
 }
 
 /** A store of `n` versions (index.json written as the store writes it; listings read nothing else). */
-async function bigStore(path: string, n: number): Promise<void> {
-  await mkdir(join(path, 'blobs', 'sha256'), { recursive: true });
-  await writeFile(join(path, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  const versions: StoredVersion[] = [];
-  for (let i = 0; i < n; i++) {
-    const repository = `registry.test/team/app${String(i % 500).padStart(3, '0')}`;
-    const tag = `build-${String(Math.floor(i / 500)).padStart(5, '0')}`;
-    const digest = `sha256:${i.toString(16).padStart(64, '0')}`;
-    versions.push({
-      id: versionId(repository, tag, digest),
-      repository,
-      tag,
-      descriptor: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest, size: 500 },
-      source: `${repository}:${tag}`,
-      taken: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString(),
-      platforms: ['linux/amd64'],
-    });
-  }
-  await writeFile(join(path, 'index.json'), indexJson(versions));
-}
+const bigStore = (path: string, n: number) => indexOnlyStore(path, n, 500);
 
 async function listingLines(): Promise<string[]> {
   const cpu = await cpuSetting();
