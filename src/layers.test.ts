@@ -32,6 +32,8 @@ const LAYERS: string[][] = [
   ['sync'],
   // Air-gap bundles of the store (create, import), which the service runs as jobs.
   ['bundle'],
+  // Events the service publishes, their webhooks and their log (in process, or in PostgreSQL).
+  ['events'],
   ['service'],
   ['api'],
   // The archive store served as a registry (/v2/), beside the API on the same listener.

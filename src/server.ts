@@ -29,9 +29,13 @@ import { needPackages, PG_JOBS_PACKAGES } from './core/optional.js';
 import { sweepLeftovers, tmpPid } from './core/partials.js';
 import { mountRegistry } from './distribution/mount.js';
 import { StowageError } from './errors.js';
+import { EventBus } from './events/bus.js';
+import type { EventLog } from './events/log.js';
+import { MemoryEventLog } from './events/memory-log.js';
+import { resolveWebhooks, type Webhook } from './events/webhooks.js';
 import { Context } from './registry/context.js';
 import { type BundleRequest, runBundle } from './service/bundles.js';
-import { type Engine, newCounters, outboundGuard, pathRedactor } from './service/engine.js';
+import { type Engine, newCounters, outboundGuard, pathRedactor, webhookAllowed } from './service/engine.js';
 import { JobManager } from './service/in-process-jobs.js';
 import type { Job, JobKind, JobSystem, Runner } from './service/job-system.js';
 import { createMetrics, type Metrics } from './service/metrics.js';
@@ -114,6 +118,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   });
   const loaded = await loadStowageConfig(opts.config, env);
   const config: StowageConfig = opts.store ? { ...loaded, storePath: opts.store } : loaded;
+  // A webhook that names no event type, or a host outside the allow-list, stops the start.
+  const hooks = await resolveWebhooks(config.server, (host) => webhookAllowed(config.server, host));
   const state = opts.state ?? config.server.state ?? defaultStatePath(env);
   await mkdir(state, { recursive: true, mode: 0o700 });
   const { host, port } = parseListen(opts.listen ?? config.server.listen ?? DEFAULT_LISTEN);
@@ -149,6 +155,17 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     policy: policy?.path,
     configFiles: [...ctx.conf.sources, ...(config.path ? [config.path] : [])],
   });
+  engine.redact = redact;
+  let events: EventBus;
+  try {
+    events = await openEvents({ config, state, env, store: store.path, replica, hooks, logger });
+  } catch (e) {
+    await store.close?.();
+    await ctx.close();
+    throw e;
+  }
+  engine.events = events;
+  events.start();
   const runners: Record<JobKind, Runner> = {
     pull: (run) => runPull(engine, run.job.request as { refs: string[]; platforms?: 'all' | string[] }, run),
     push: (run) => runPush(engine, run.job.request as { archive: string; destination: string }, run),
@@ -176,6 +193,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       logger,
     });
   } catch (e) {
+    await events.close();
     await store.close?.();
     await ctx.close();
     throw e;
@@ -198,6 +216,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const sessions = new Sessions(key);
   const deps = {
     engine,
+    events,
     jobs,
     metrics,
     tokens,
@@ -226,6 +245,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       config: config.path ?? null,
       jobs: config.jobs.length,
       schedules: schedules.length,
+      webhooks: hooks.length,
       ...(tokenFile ? { tokenFile } : { tokens: tokens.length }),
     },
     'listening',
@@ -244,6 +264,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
       logger.info('shutting down: no new requests; running jobs are aborted and cleaned up');
       const closed = new Promise<void>((r) => server.close(() => r()));
       await jobs.shutdown();
+      // Deliveries in flight are stopped and stay pending: the next start sends them.
+      await events.close();
       // Open event streams and downloads are cut after the jobs have ended.
       (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
       await closed;
@@ -350,6 +372,39 @@ async function openJobs(o: {
   const jobs = new JobManager({ ...common, stateFile: join(o.state, 'jobs.json') });
   await jobs.load();
   return jobs;
+}
+
+/**
+ * The events' log: in PostgreSQL with the jobs for replicas (each event delivered once, by one of them),
+ * else in this process, kept in STATE/events.json.
+ */
+async function openEvents(o: {
+  config: StowageConfig;
+  state: string;
+  env: NodeJS.ProcessEnv;
+  store: string;
+  replica: string | undefined;
+  hooks: Webhook[];
+  logger: Logger;
+}): Promise<EventBus> {
+  const server = o.config.server;
+  const keep = server['keep-deliveries'] ?? 100;
+  let log: EventLog;
+  if (o.config.s3 && server.database) {
+    const { PgEventLog } = await import('./events/pg-log.js');
+    log = await PgEventLog.open({
+      url: server.database,
+      password: await databasePassword(server, o.env),
+      store: o.store,
+      replica: o.replica!,
+      keep,
+    });
+  } else {
+    const memory = new MemoryEventLog({ file: join(o.state, 'events.json'), keep });
+    await memory.load();
+    log = memory;
+  }
+  return new EventBus({ log, hooks: o.hooks, warn: (message, fields) => o.logger.warn(fields, message) });
 }
 
 /**

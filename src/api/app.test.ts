@@ -31,11 +31,13 @@ const TOKENS = {
 
 async function app(opts: { ready?: boolean; policy?: string } = {}) {
   const dir = await temp('stowage-app-');
-  const { engine, store, jobs } = await inProcessEngine(dir, { policy: opts.policy });
-  const redact = pathRedactor({ store: join(dir, 'store'), state: join(dir, 'state') });
+  const { engine, store, jobs, events } = await inProcessEngine(dir, { policy: opts.policy });
+  const redact = pathRedactor({ store: join(dir, 'store'), state: join(dir, 'state'), policy: opts.policy });
+  engine.redact = redact;
   const a = createApp({
     engine,
     jobs,
+    events,
     metrics: createMetrics(engine, jobs),
     tokens: [
       { name: 'reader', sha256: tokenHash(TOKENS.reader), scopes: ['read'] },
@@ -48,7 +50,7 @@ async function app(opts: { ready?: boolean; policy?: string } = {}) {
     maxUpload: 1024 * 1024,
     redact,
   });
-  return { a, dir, store };
+  return { a, dir, store, events };
 }
 
 /** One small image put into the store by the engine, from a source in memory. */
@@ -308,7 +310,7 @@ describe('the API in process', () => {
         transports: { docker: { '127.0.0.1:5000/untrusted': [{ type: 'reject' }] } },
       }),
     );
-    const { a } = await app({ policy });
+    const { a, events } = await app({ policy });
     const pull = (ref: string) =>
       a.request(
         '/v1/pulls',
@@ -324,6 +326,16 @@ describe('the API in process', () => {
     expect(body.error.code, body.error.message).toBe('POLICY_REJECTED');
     expect(body.error.message).toContain('127.0.0.1:5000/untrusted/app:1');
     expect(body.error.message).not.toContain(dir);
+    // Other systems hear of the refusal: an event, its reason without the policy's path.
+    await events.flushed();
+    const listed = await a.request('/v1/events?type=signature', as('reader'));
+    const { events: got } = (await listed.json()) as {
+      events: { type: string; subject: string; source: string; data: { reason: string; where: string } }[];
+    };
+    expect(got.map((e) => [e.type, e.subject, e.source, e.data.where])).toEqual([
+      ['io.stowage.signature.refused', '127.0.0.1:5000/untrusted/app:1', '/stowage/api', 'pull'],
+    ]);
+    expect(got[0]!.data.reason).not.toContain(dir);
   });
 
   it('names the trusted key that verifies a signature a version keeps', async () => {
@@ -375,5 +387,57 @@ describe('the API in process', () => {
     const res = await a.request(`/v1/archives/${await storeVersion(store, src, '1.0')}`, as('reader'));
     const body = (await res.json()) as { referrers: { digest: string; signer?: string }[] };
     expect(body.referrers).toEqual([expect.objectContaining({ digest: sigDigest, signer: 'keyData 1' })]);
+  });
+});
+
+describe('events and webhooks', () => {
+  it('lists events after a seq and by type, streams new ones, and shows webhooks and their deliveries', async () => {
+    const { a, events } = await app();
+    events.publish({
+      type: 'io.stowage.version.stored',
+      source: '/stowage/jobs/a',
+      subject: 'r:1',
+      data: {},
+    });
+    events.publish({ type: 'io.stowage.sync.failed', source: '/stowage/jobs/a', subject: 'a', data: {} });
+    await events.flushed();
+    const list = async (q: string) =>
+      (
+        (await (await a.request(`/v1/events${q}`, as('reader'))).json()) as {
+          events: { seq: number; type: string }[];
+        }
+      ).events;
+    expect((await list('')).map((e) => e.seq)).toEqual([1, 2]);
+    expect((await list('?after=1')).map((e) => e.type)).toEqual(['io.stowage.sync.failed']);
+    expect((await list('?type=version')).map((e) => e.seq)).toEqual([1]);
+    expect((await a.request('/v1/events')).status).toBe(401);
+
+    // The stream: new events only (none before it opened), the seq as the SSE id, the type as its name.
+    const res = await a.request('/v1/events/stream?type=version', as('reader'));
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const reader = res.body!.getReader();
+    events.publish({ type: 'io.stowage.sync.finished', source: '/stowage/jobs/b', data: {} });
+    events.publish({
+      type: 'io.stowage.version.stored',
+      source: '/stowage/jobs/b',
+      subject: 'r:2',
+      data: {},
+    });
+    let text = '';
+    while (!text.includes('id: 4\n')) text += new TextDecoder().decode((await reader.read()).value);
+    await reader.cancel();
+    expect(text).toMatch(/event: io\.stowage\.version\.stored\ndata: \{.*"subject":"r:2".*\}\nid: 4\n/);
+    expect(text).not.toContain('r:1');
+    expect(text).not.toContain('sync.finished');
+
+    const hooks = (await (await a.request('/v1/webhooks', as('reader'))).json()) as { webhooks: unknown[] };
+    expect(hooks.webhooks).toEqual([]);
+    const none = await a.request('/v1/webhooks/nope/deliveries', as('reader'));
+    expect(none.status).toBe(404);
+    expect(((await none.json()) as { error: { message: string } }).error.message).toContain(
+      'no webhook "nope"',
+    );
+    const retry = await a.request('/v1/webhooks/nope/deliveries/1/retry', as('reader', { method: 'POST' }));
+    expect(retry.status).toBe(403);
   });
 });

@@ -6,6 +6,7 @@
  */
 import { archivesApi } from './archives.js';
 import { bundlesApi } from './bundles.js';
+import { eventsApi } from './events.js';
 import { healthApi } from './health.js';
 import { jobsApi } from './jobs.js';
 import { authenticate, errorHandler, need, newApi, notFound, requestLog } from './middleware.js';
@@ -41,6 +42,10 @@ export function openApiConfig(version: string): Parameters<ApiApp['doc31']>[1] {
       },
       { name: 'Registries', description: 'What the service may reach, and what registries hold' },
       { name: 'Bundles', description: 'Air-gap bundles: made as jobs, listed, downloaded' },
+      {
+        name: 'Events',
+        description: 'What the service did, as CloudEvents: listed, streamed, and delivered to webhooks',
+      },
       { name: 'Health', description: 'Liveness, readiness and metrics' },
     ],
   };
@@ -62,6 +67,7 @@ export function createApp(deps: AppDeps): ApiApp {
   app.route('/', archivesApi(deps));
   app.route('/', registriesApi(deps));
   app.route('/', bundlesApi(deps));
+  app.route('/', eventsApi(deps));
   app.use('/openapi.json', need('read'));
   app.doc31('/openapi.json', openApiConfig(deps.version));
   return app;

@@ -20,7 +20,7 @@ const OPERATOR = 'stw_operator-bundles-0123456789';
 
 async function app() {
   const dir = await temp('stowage-bundles-api-');
-  const { engine, store, jobs } = await inProcessEngine(dir, {
+  const { engine, store, jobs, events } = await inProcessEngine(dir, {
     maxQueued: 4,
     runners: (engine) => ({ bundle: (run) => runBundle(engine, run.job.request as BundleRequest, run) }),
   });
@@ -33,6 +33,7 @@ async function app() {
   const a = createApp({
     engine,
     jobs,
+    events,
     metrics: createMetrics(engine, jobs),
     tokens: [
       { name: 'reader', sha256: tokenHash(READER), scopes: ['read'] },

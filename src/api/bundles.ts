@@ -6,13 +6,14 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context as HonoContext } from 'hono';
 import { StowageError } from '../errors.js';
-import { jobsFor, keptBundle } from '../service/bundles.js';
+import { importUploadedBundle, jobsFor, keptBundle } from '../service/bundles.js';
 import type { Job } from '../service/job-system.js';
 import type { BundleRecord } from '../store/bundle-history.js';
 import { sendView } from './download.js';
 import { jobView } from './jobs.js';
 import { need, newApi } from './middleware.js';
 import {
+  BundleImportSchema,
   BundleRecordSchema,
   BundleRequestSchema,
   ErrorSchema,
@@ -79,6 +80,36 @@ const downloadBundleRoute = createRoute({
   },
 });
 
+const importBundleRoute = createRoute({
+  method: 'post',
+  path: '/v1/bundles/imports',
+  operationId: 'importBundle',
+  tags: ['Bundles'],
+  summary: 'Import an air-gap bundle into the store',
+  description:
+    "The body is a bundle's tar (one file; join split parts with cat first), spooled within server.max-upload, its manifest and every blob checked, its signature (if given) judged by the service's trust policy as `stowage bundle import --policy` judges NAME.sig. A delta whose base the store has not recorded is refused, naming the base.",
+  security,
+  middleware: [need('sync')] as const,
+  request: {
+    query: z.object({
+      signature: z.string().max(4096).optional().openapi({
+        description:
+          "the bundle's signature, base64 (the NAME.sig that `stowage bundle create --sign-by-sigstore-private-key` writes)",
+      }),
+    }),
+    body: {
+      required: true,
+      content: { 'application/x-tar': { schema: z.string().openapi({ format: 'binary' }) } },
+    },
+  },
+  responses: {
+    201: json('imported', BundleImportSchema),
+    ...errorResponses,
+    413: json('over server.max-upload', ErrorSchema),
+    422: json('not a bundle, or a blob that fails its digest', ErrorSchema),
+  },
+});
+
 /** A history record as the API shows it, with its download where the service keeps the file. */
 export async function bundleView(deps: Pick<AppDeps, 'engine'>, r: BundleRecord) {
   const links: Record<string, string> = {};
@@ -113,6 +144,21 @@ export function bundlesApi(deps: AppDeps): ApiApp {
   api.openapi(listBundlesRoute, async (c) => {
     const records = await deps.engine.store.bundles().list();
     return c.json({ bundles: await Promise.all(records.map((r) => bundleView(deps, r))) }, 200);
+  });
+  api.openapi(importBundleRoute, async (c) => {
+    const body = c.req.raw.body;
+    if (!body)
+      throw new StowageError(
+        'INVALID_ARGUMENT',
+        'the request body is empty; send the bundle file as the body',
+      );
+    const imported = await importUploadedBundle(deps.engine, body as unknown as AsyncIterable<Uint8Array>, {
+      limit: deps.maxUpload,
+      signature: c.req.valid('query').signature,
+      requestedBy: c.get('token').name,
+      signal: c.req.raw.signal,
+    });
+    return c.json(imported, 201);
   });
   api.openapi(downloadBundleRoute, async (c) => {
     const { id } = c.req.valid('param');

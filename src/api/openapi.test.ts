@@ -23,11 +23,12 @@ const TOKEN = 'stw_openapi-test-token-0123456789';
 const UPDATE = process.env.UPDATE_OPENAPI === '1';
 
 async function app() {
-  const { engine, jobs } = await inProcessEngine(await temp('stowage-openapi-'), { maxQueued: 5 });
+  const { engine, jobs, events } = await inProcessEngine(await temp('stowage-openapi-'), { maxQueued: 5 });
   const version = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')).version as string;
   return createApp({
     engine,
     jobs,
+    events,
     metrics: createMetrics(engine, jobs),
     tokens: [{ name: 'admin', sha256: tokenHash(TOKEN), scopes: ['admin'] }],
     logger: pino({ level: 'silent' }),

@@ -346,3 +346,59 @@ export const IdParam = z.object({
     .regex(/^[A-Za-z0-9._-]+$/)
     .openapi({ param: { name: 'id', in: 'path' } }),
 });
+
+export const EventSchema = z
+  .object({
+    seq: z.number().int().openapi({ description: "the order events happened in (the stream's id)" }),
+    specversion: z.literal('1.0'),
+    id: z.string(),
+    source: z.string().openapi({ example: '/stowage/jobs/3f2a9c' }),
+    type: z.string().openapi({ example: 'io.stowage.version.stored' }),
+    subject: z.string().optional().openapi({ example: '127.0.0.1:5000/team/app:1.4' }),
+    time: z.string(),
+    datacontenttype: z.literal('application/json'),
+    data: z.record(z.string(), z.unknown()),
+  })
+  .openapi('Event');
+
+export const DeliverySchema = z
+  .object({
+    id: z.number().int(),
+    webhook: z.string(),
+    event: z.string().openapi({ description: "the event's id" }),
+    type: z.string(),
+    subject: z.string().optional(),
+    state: z.enum(['pending', 'delivered', 'failed']),
+    attempts: z.number().int(),
+    status: z.number().int().optional().openapi({ description: "the receiver's last status code" }),
+    error: z.string().optional(),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+    nextAt: z.string().optional().openapi({ description: 'when the next attempt is due' }),
+  })
+  .openapi('Delivery');
+
+export const WebhookSchema = z
+  .object({
+    name: z.string(),
+    url: z.string().openapi({ description: 'scheme, host and path (a query string is not shown)' }),
+    events: z.array(z.string()),
+    mode: z.enum(['structured', 'binary']),
+    signed: z.boolean(),
+    timeoutSeconds: z.number(),
+    retryForSeconds: z.number(),
+    last: DeliverySchema.optional(),
+  })
+  .openapi('Webhook');
+
+export const BundleImportSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    versions: z.number().int(),
+    present: z.number().int().openapi({ description: 'versions the store had already' }),
+    blobs: z.number().int(),
+    written: z.number().int().openapi({ description: 'blobs written now (the rest the store had)' }),
+    checked: z.array(z.string()),
+  })
+  .openapi('BundleImport');

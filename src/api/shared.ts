@@ -4,6 +4,7 @@
  */
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { Logger } from 'pino';
+import type { EventBus } from '../events/bus.js';
 import type { Engine } from '../service/engine.js';
 import type { JobSystem } from '../service/job-system.js';
 import type { Metrics } from '../service/metrics.js';
@@ -13,6 +14,8 @@ import type { Session, Sessions } from './session.js';
 
 export interface AppDeps {
   engine: Engine;
+  /** The events the service published and its webhooks' deliveries. */
+  events: EventBus;
   jobs: JobSystem;
   /** This replica's name (replicas sharing PostgreSQL), for /readyz. */
   replica?: string | undefined;

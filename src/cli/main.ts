@@ -5,6 +5,7 @@ import type { RegistryRequestRecord } from '../registry/http.js';
 import { archivesCommand, dfCommand, storeCommand } from './archives.js';
 import { bundleCommand } from './bundle.js';
 import { completionCommand } from './completion.js';
+import { eventsCommand } from './events.js';
 import { inspectCommand } from './inspect.js';
 import { loginCommand, logoutCommand } from './login.js';
 import { reportWaits } from './progress.js';
@@ -58,6 +59,7 @@ export function buildProgram(setExitCode: (code: number) => void = () => {}): Co
   loginCommand(program);
   logoutCommand(program);
   serveCommand(program, VERSION);
+  eventsCommand(program);
   tokenCommand(program);
   completionCommand(program);
   program

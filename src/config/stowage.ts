@@ -88,6 +88,25 @@ const tokenSchema = z.strictObject({
 
 const sizeSchema = z.string().regex(/^\d+(\.\d+)?\s*(B|KiB|MiB|GiB|TiB)$/, 'a size such as 512MiB or 20GiB');
 
+/** Where the service sends its events (see src/events/): one [[server.webhook]] table each. */
+const webhookSchema = z.strictObject({
+  /** Names it in the API, the console and the logs. */
+  name: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/, 'lowercase letters, digits, ".", "_" and "-"'),
+  url: z
+    .string()
+    .regex(/^https?:\/\/[^/?#\s]+(\/\S*)?$/, 'an http:// or https:// URL, e.g. http://127.0.0.1:9000/hooks'),
+  /** Event types or prefixes ("version", "sync.failed", "io.stowage.tag.moved"); default: every type. */
+  events: z.array(z.string().min(1)).min(1).optional(),
+  /** A file whose first line is the HMAC-SHA256 key the Stowage-Signature header is made with. */
+  'secret-file': z.string().min(1).optional(),
+  /** How long one attempt may take (default 10s). */
+  timeout: duration.optional(),
+  /** How long a delivery is retried, with backoff, before it is recorded as failed (default 1h). */
+  'retry-for': duration.optional(),
+  /** CloudEvents structured mode (the event as the JSON body; default) or binary (ce-* headers, data as the body). */
+  mode: z.enum(['structured', 'binary']).optional(),
+});
+
 const serverSchema = z.strictObject({
   /** host:port to listen on (default 127.0.0.1:8080). */
   listen: z.string().optional(),
@@ -127,6 +146,11 @@ const serverSchema = z.strictObject({
    */
   'session-key-file': z.string().min(1).optional(),
   token: z.array(tokenSchema).optional(),
+  webhook: z.array(webhookSchema).optional(),
+  /** With allow-registries: the hosts webhooks may send to besides the allowed registries. */
+  'webhook-hosts': z.array(z.string().min(1)).optional(),
+  /** Deliveries kept in each webhook's history (default 100). */
+  'keep-deliveries': z.number().int().positive().max(100_000).optional(),
   /** The archive store served as a registry at /v2/ (always on, read-only; pulls need a token unless opened). */
   registry: z
     .strictObject({
@@ -144,6 +168,7 @@ const serverSchema = z.strictObject({
 });
 
 export type ServerConfig = z.infer<typeof serverSchema>;
+export type WebhookConfig = z.infer<typeof webhookSchema>;
 
 /** Where `stowage serve` listens without [server] listen or --listen: loopback only. */
 export const DEFAULT_LISTEN = '127.0.0.1:8080';
@@ -316,6 +341,7 @@ export function parseStowageConfig(
     names.add(j.name);
     checkJob(j, at);
   }
+  checkWebhooks(c.server?.webhook ?? [], path);
   return {
     path,
     storePath: c.store?.path ? resolve(c.store.path) : defaultStorePath(env),
@@ -376,6 +402,19 @@ export function checkSourceAndMirror(
     if (m.shortName) throw new Error('give the registry too, e.g. registry.internal:5000/mirror/app');
   } catch (e) {
     throw new StowageError('INVALID_CONFIG', `${at}: key "mirror": ${(e as Error).message}`);
+  }
+}
+
+/** Webhook names used once (their `events` and hosts are checked when the service starts: events/webhooks.ts). */
+function checkWebhooks(hooks: WebhookConfig[], path: string): void {
+  const names = new Set<string>();
+  for (const w of hooks) {
+    if (names.has(w.name))
+      throw new StowageError(
+        'INVALID_CONFIG',
+        `${path}: [[server.webhook]] "${w.name}": the name is used twice`,
+      );
+    names.add(w.name);
   }
 }
 

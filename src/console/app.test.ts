@@ -15,10 +15,11 @@ const TOKENS = { reader: 'stw_console-reader-0123456789', admin: 'stw_console-ad
 
 async function consoleApp() {
   const dir = await temp('stowage-console-');
-  const { engine, store, jobs } = await inProcessEngine(dir, { maxQueued: 5 });
+  const { engine, store, jobs, events } = await inProcessEngine(dir, { maxQueued: 5 });
   const deps = {
     engine,
     jobs,
+    events,
     metrics: createMetrics(engine, jobs),
     tokens: [
       { name: 'reader', sha256: tokenHash(TOKENS.reader), scopes: ['read' as const] },

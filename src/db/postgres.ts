@@ -69,6 +69,36 @@ const MIGRATIONS = [
      manifest text not null,
      unique (store, id, kind)
    );`,
+  // 4. Events, their webhook deliveries, and which replica delivers each webhook's (see events/pg-log.ts).
+  `create table stowage_events (
+     seq bigserial primary key,
+     store text not null,
+     event jsonb not null
+   );
+   create index stowage_events_by_store on stowage_events (store, seq);
+   create table stowage_deliveries (
+     id bigserial primary key,
+     store text not null,
+     webhook text not null,
+     event_seq bigint not null references stowage_events (seq) on delete cascade,
+     state text not null,
+     attempts integer not null default 0,
+     status integer,
+     error text,
+     next_at timestamptz,
+     created_at timestamptz not null,
+     updated_at timestamptz not null
+   );
+   create index stowage_deliveries_pending on stowage_deliveries (store, webhook, id) where state = 'pending';
+   create index stowage_deliveries_by_webhook on stowage_deliveries (store, webhook, id);
+   create index stowage_deliveries_by_event on stowage_deliveries (event_seq);
+   create table stowage_webhook_leases (
+     store text not null,
+     webhook text not null,
+     replica text not null,
+     expires_at timestamptz not null,
+     primary key (store, webhook)
+   );`,
 ];
 
 export interface Database {

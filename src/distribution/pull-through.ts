@@ -12,12 +12,13 @@ import { StowageError } from '../errors.js';
 import type { ImageReference } from '../reference/reference.js';
 import { formatReference, parseReference } from '../reference/reference.js';
 import type { Engine } from '../service/engine.js';
+import { publishPulledThrough, publishPullThroughMiss, publishRefusal } from '../service/events.js';
 import type { StoredVersion } from '../store/version.js';
 import { admitImage, openSource } from '../transports/open.js';
 import { type Manifest, manifestType } from './content.js';
 
 export interface PullThroughOptions {
-  engine: Pick<Engine, 'ctx' | 'store' | 'counters'>;
+  engine: Pick<Engine, 'ctx' | 'store' | 'counters' | 'events' | 'redact'>;
   /** The upstream registries (hosts as references spell them: `127.0.0.1:5000`, `docker.io`). */
   hosts: string[];
   tagTtlMs: number;
@@ -101,7 +102,7 @@ export class PullThrough {
     counters.pullThroughMisses++;
     const m = await this.fetchManifest(repository, tag);
     const d = { mediaType: m.mediaType, digest: m.digest, size: m.bytes.length };
-    await this.o.engine.store.addVersion({
+    const version = await this.o.engine.store.addVersion({
       repository,
       tag,
       descriptor: d,
@@ -112,16 +113,25 @@ export class PullThrough {
     });
     await this.o.engine.store.flush?.();
     this.checked.set(key, this.now());
+    publishPullThroughMiss(this.o.engine, {
+      repository,
+      tag,
+      digest: m.digest,
+      stored: stored !== undefined,
+    });
+    publishPulledThrough(this.o.engine, version, stored);
     return m;
   }
 
   /** A manifest by digest the store lacks (a platform of a stored index, say), fetched and kept. */
   async digestManifest(repository: string, digest: string): Promise<Manifest | undefined> {
     this.o.engine.counters.pullThroughMisses++;
-    return this.fetchManifest(repository, digest).catch((e: unknown) => {
+    const m = await this.fetchManifest(repository, digest).catch((e: unknown) => {
       if (e instanceof StowageError && e.code === 'NOT_FOUND') return undefined;
       throw e;
     });
+    if (m) publishPullThroughMiss(this.o.engine, { repository, digest, stored: false });
+    return m;
   }
 
   /**
@@ -207,7 +217,16 @@ export class PullThrough {
     const opened = await openSource(ctx, formatReference(this.reference(repository, reference)));
     try {
       const image = opened.images[0]!;
-      await admitImage(ctx, opened, image);
+      await admitImage(ctx, opened, image).catch((e: unknown) => {
+        if (e instanceof StowageError && e.code === 'POLICY_REJECTED') {
+          publishRefusal(this.o.engine, '/stowage/registry', {
+            reference: `${repository}${reference.startsWith('sha256:') ? '@' : ':'}${reference}`,
+            reason: e.message,
+            where: 'pull-through',
+          });
+        }
+        throw e;
+      });
       const m = await opened.source.getManifest(image.reference);
       const mediaType = m.mediaType || manifestType(m.bytes) || 'application/vnd.oci.image.manifest.v1+json';
       await store.putDocument({ mediaType, digest: m.digest, size: m.bytes.length }, m.bytes);

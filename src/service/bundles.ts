@@ -3,12 +3,16 @@
  * create`, the file kept as a rendition (on this disk, or in the shared bucket for replicas) under the
  * bundle's id, so any replica serves its download and a bundle asked for twice is written once.
  */
+import { unlink, writeFile } from 'node:fs/promises';
 import type { BundleResult } from '../bundle/create.js';
+import type { ImportResult } from '../bundle/import.js';
 import type { VersionChoice } from '../bundle/manifest.js';
 import { StowageError } from '../errors.js';
 import type { Rendition } from '../store/renditions.js';
 import type { Engine } from './engine.js';
+import { jobSource, publishBundle, publishRefusal } from './events.js';
 import type { JobRun } from './job-system.js';
+import { withSpooled } from './operations.js';
 
 /** Renditions of bundles are kept apart from versions' under this name. */
 const BUNDLES = 'bundles';
@@ -89,5 +93,62 @@ export async function runBundle(engine: Engine, req: BundleRequest, run: JobRun)
     planned,
   );
   await engine.renditions.keep(BUNDLES, name, { path, size: made.size, sha256: made.sha256 });
-  return { ...summary, sha256: made.sha256, size: made.size };
+  const result = { ...summary, sha256: made.sha256, size: made.size };
+  publishBundle(engine, jobSource(run.job), 'created', { ...result, job: run.job.id });
+  return result;
+}
+
+export type ImportedBundle = ImportResult;
+
+/**
+ * A bundle uploaded (POST /v1/bundles/imports) imported into the store: spooled within max-upload, its
+ * signature (base64, as `cosign sign-blob` writes it) judged by the service's trust policy as
+ * `stowage bundle import --policy` judges NAME.sig, every blob checked on its way in.
+ */
+export async function importUploadedBundle(
+  engine: Engine,
+  body: AsyncIterable<Uint8Array>,
+  opts: {
+    limit: number;
+    signature?: string | undefined;
+    requestedBy: string;
+    signal?: AbortSignal | undefined;
+  },
+): Promise<ImportedBundle> {
+  const { importBundles } = await import('../bundle/import.js');
+  return withSpooled(
+    engine,
+    body,
+    { limit: opts.limit, what: 'bundle', signal: opts.signal },
+    async (spool) => {
+      const named = (text: string) => text.replaceAll(spool, 'the uploaded bundle');
+      try {
+        if (opts.signature) await writeFile(`${spool}.sig`, `${opts.signature}\n`, { mode: 0o600 });
+        const [r] = await importBundles(
+          [{ name: spool, parts: [spool] }],
+          { store: engine.store },
+          {
+            policy: await engine.ctx.policy(),
+            tmpDir: engine.tmpDir,
+            signal: opts.signal,
+          },
+        );
+        const result = { ...r!, name: 'the uploaded bundle' };
+        publishBundle(engine, '/stowage/api', 'imported', { ...result, requestedBy: opts.requestedBy });
+        return result;
+      } catch (e) {
+        if (!(e instanceof StowageError)) throw e;
+        if (e.code === 'POLICY_REJECTED') {
+          publishRefusal(engine, '/stowage/api', {
+            reference: 'the uploaded bundle',
+            reason: named(e.message),
+            where: 'bundle',
+          });
+        }
+        throw new StowageError(e.code, named(e.message), { cause: e });
+      } finally {
+        await unlink(`${spool}.sig`).catch(() => {});
+      }
+    },
+  );
 }

@@ -7,6 +7,7 @@ import { basename } from 'node:path';
 import type { OutboundGuard } from '../auth/authenticator.js';
 import type { ServerConfig, StowageConfig } from '../config/stowage.js';
 import { StowageError } from '../errors.js';
+import type { EventPublisher } from '../events/event.js';
 import { type ImageReference, parseReference, withDefaultTag } from '../reference/reference.js';
 import type { Context } from '../registry/context.js';
 import type { ArchiveStore } from '../store/archive-store.js';
@@ -27,6 +28,10 @@ export interface Engine {
   blobCache?: Promise<BlobCache | undefined> | undefined;
   /** Counters the metrics read. */
   counters: EngineCounters;
+  /** Where operations tell other systems what they did (webhooks, the event stream); none in the CLI. */
+  events?: EventPublisher | undefined;
+  /** Takes the server's own paths out of text that leaves it (events' messages). */
+  redact?: ((text: string) => string) | undefined;
 }
 
 /** The running totals the metrics read. */
@@ -101,6 +106,13 @@ export function outboundGuard(server: ServerConfig): OutboundGuard | undefined {
     if ([...allow, ...extra].some((p) => hostMatches(p, url.host))) return undefined;
     return `is in neither this service's allow-registries nor its ${key}; ask its operator to add it to ${key} if it is trusted`;
   };
+}
+
+/** Whether a webhook may send to `host`: any without allow-registries, else an allowed registry or a webhook-hosts entry. */
+export function webhookAllowed(server: ServerConfig, host: string): boolean {
+  const allow = server['allow-registries'];
+  if (!allow) return true;
+  return [...allow, ...(server['webhook-hosts'] ?? [])].some((p) => hostMatches(p, host));
 }
 
 /**

@@ -35,6 +35,7 @@ import { pushVersion } from '../transfer/push.js';
 import { admitImage, openRegistryImage, openSource } from '../transports/open.js';
 import { StoreDestination, type VersionLabel } from '../transports/store/destination.js';
 import { checkReachable, type Engine, parsePullReference } from './engine.js';
+import { publishRefusal, publishSyncEnd, publishTag } from './events.js';
 import { JobFailure, type JobRun } from './job-system.js';
 
 export interface PullRequest {
@@ -108,7 +109,10 @@ export async function runPull(
     {
       store: engine.store,
       signal: run.signal,
-      onEvent: (e) => run.emit('tag', { repository: e.repository, ...e.outcome }),
+      onEvent: (e) => {
+        run.emit('tag', { repository: e.repository, ...e.outcome });
+        publishTag(engine, run.job, e);
+      },
       onBlob: (e) => {
         countBlob(engine, e);
         // Each blob's own state, for the console's per-blob bars.
@@ -224,7 +228,10 @@ export async function runSync(engine: Engine, names: string[] | undefined, run: 
     blobCache: await engine.blobCache,
     jobs: names,
     signal: run.signal,
-    onEvent: (e) => run.emit('tag', { job: e.job, repository: e.repository, ...e.outcome }),
+    onEvent: (e) => {
+      run.emit('tag', { job: e.job, repository: e.repository, ...e.outcome });
+      publishTag(engine, run.job, e);
+    },
     onBlob: (e) => {
       countBlob(engine, e);
       // The job's progress, as a pull's: what the tags planned, and what arrived or was found.
@@ -232,7 +239,13 @@ export async function runSync(engine: Engine, names: string[] | undefined, run: 
       if (e.type === 'planned') run.progress({ blobs: p.blobs + 1, bytes: p.bytes + e.size });
       else run.progress({ blobsDone: p.blobsDone + 1, bytesDone: p.bytesDone + e.size });
     },
+  }).catch((e: unknown) => {
+    publishSyncEnd(engine, run.job, undefined, (e as Error).message);
+    throw e;
   });
+  // Canceled: the job's end says so; a sync that ran to its end tells its summary, failed tags or not.
+  if (run.signal.aborted) publishSyncEnd(engine, run.job, report, 'the job was canceled');
+  else publishSyncEnd(engine, run.job, report);
   if (report.failed > 0) throw new JobFailure(`${report.failed} tags or jobs failed; see the result`, report);
   return report;
 }
@@ -247,6 +260,21 @@ export async function importUpload(
   body: AsyncIterable<Uint8Array>,
   opts: { limit: number; name?: string | undefined; source: string; signal?: AbortSignal | undefined },
 ): Promise<StoredVersion[]> {
+  return withSpooled(engine, body, { ...opts, what: 'archive' }, (spool) =>
+    asUploadError(spool, () => storeUpload(engine, spool, opts)),
+  );
+}
+
+/**
+ * A request body spooled to a file of the service's own within `limit` bytes (an empty one refused),
+ * given to `fn`, and removed after it whatever happens.
+ */
+export async function withSpooled<T>(
+  engine: Engine,
+  body: AsyncIterable<Uint8Array>,
+  opts: { limit: number; what: 'archive' | 'bundle'; signal?: AbortSignal | undefined },
+  fn: (spool: string) => Promise<T>,
+): Promise<T> {
   await mkdir(engine.tmpDir, { recursive: true });
   const spool = join(engine.tmpDir, `upload-${process.pid}-${Math.random().toString(36).slice(2)}.tar`);
   try {
@@ -257,7 +285,7 @@ export async function importUpload(
         if (n > opts.limit) {
           throw new StowageError(
             'TOO_LARGE',
-            `the archive is over the upload limit of ${opts.limit} bytes (server.max-upload)`,
+            `the ${opts.what} is over the upload limit of ${opts.limit} bytes (server.max-upload)`,
           );
         }
         yield c;
@@ -266,10 +294,10 @@ export async function importUpload(
     await pipeline(limited, createWriteStream(spool, { flags: 'wx', mode: 0o600 }), { signal: opts.signal });
     if (n === 0)
       throw new StowageError(
-        'INVALID_ARCHIVE',
-        'the request body is empty; send the archive file as the body',
+        opts.what === 'archive' ? 'INVALID_ARCHIVE' : 'INVALID_ARGUMENT',
+        `the request body is empty; send the ${opts.what} file as the body`,
       );
-    return await asUploadError(spool, () => storeUpload(engine, spool, opts));
+    return await fn(spool);
   } finally {
     await unlink(spool).catch(() => {});
   }
@@ -362,6 +390,21 @@ export function parsePlatforms(p: 'all' | string[] | undefined): 'all' | string[
  * request's 403: a `reject` at once, signatures by resolving the tag and reading them (no layer).
  */
 export async function admitPull(engine: Engine, ref: ImageReference, signal?: AbortSignal): Promise<void> {
+  try {
+    await admitPullRequest(engine, ref, signal);
+  } catch (e) {
+    if (e instanceof StowageError && e.code === 'POLICY_REJECTED') {
+      publishRefusal(engine, '/stowage/api', {
+        reference: formatReference(ref),
+        reason: e.message,
+        where: 'pull',
+      });
+    }
+    throw e;
+  }
+}
+
+async function admitPullRequest(engine: Engine, ref: ImageReference, signal?: AbortSignal): Promise<void> {
   const policy = await engine.ctx.policy();
   refuseOutright(policy, ref);
   if (!needsSignatures(policy, ref)) return;

@@ -13,6 +13,10 @@ export interface TagOutcome {
   /** The tarball written for the new version (with `materialize`). */
   file?: string | undefined;
   mirror?: 'pushed' | 'current' | 'would-push' | undefined;
+  /** The version stored now: its id, manifest digest and platforms (with archive "stored"). */
+  version?: { id: string; digest: string; platforms: string[] } | undefined;
+  /** The source digest the tag's newest stored version had before, if the store had the tag. */
+  previous?: string | undefined;
   /** Bytes of blobs fetched from the source for this tag. */
   fetchedBytes: number;
   error?: string | undefined;
@@ -60,7 +64,16 @@ export interface SyncOptions {
   dryRun?: boolean | undefined;
   concurrency?: number | undefined;
   signal?: AbortSignal | undefined;
-  onEvent?: ((e: { job: string; repository: string; tag: string; outcome: TagOutcome }) => void) | undefined;
+  onEvent?:
+    | ((e: {
+        job: string;
+        repository: string;
+        tag: string;
+        outcome: TagOutcome;
+        /** The job's mirror repository (REGISTRY/PATH), when it mirrors. */
+        mirror?: string | undefined;
+      }) => void)
+    | undefined;
   /** Blobs as they are stored: planned (per tag), fetched, or found in the store already. */
   onBlob?: ((e: BlobEvent) => void) | undefined;
   /** The mirror blob cache to share (default: opened from config.cache when a job mirrors). */

@@ -204,7 +204,7 @@ async function runRepositoryJob(
         };
         report.tags = await mapLimited(tags, TAG_CONCURRENCY, async (tag) => {
           const outcome = await syncTag(shared, tag, opts);
-          opts.onEvent?.({ job: job.name, repository, tag, outcome });
+          opts.onEvent?.({ job: job.name, repository, tag, outcome, mirror: job.mirror });
           return outcome;
         });
         if (archiving && config.materialize) {

@@ -160,7 +160,13 @@ export async function syncTag(t: TagSyncContext, tag: string, opts: JobOptions):
     const [first, second] = r.outcomes;
     const stored = store ? first : undefined;
     const pushed = store ? second : first;
-    if (stored?.ok) outcome.archive = 'stored';
+    if (stored?.ok) {
+      outcome.archive = 'stored';
+      const v = (stored.committed as StoredVersion[] | undefined)?.[0];
+      if (v) outcome.version = { id: v.id, digest: v.descriptor.digest, platforms: v.platforms };
+      const before = t.newest.get(tag);
+      if (before) outcome.previous = sourceDigest(before);
+    }
     if (pushed?.ok) outcome.mirror = 'pushed';
     const failed = firstFailure(r.outcomes);
     if (failed) throw failed;

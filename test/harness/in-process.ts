@@ -5,6 +5,9 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseStowageConfig } from '../../src/config/stowage.js';
+import { EventBus } from '../../src/events/bus.js';
+import { MemoryEventLog } from '../../src/events/memory-log.js';
+import type { Webhook } from '../../src/events/webhooks.js';
 import { Context } from '../../src/registry/context.js';
 import { type Engine, newCounters } from '../../src/service/engine.js';
 import { JobManager } from '../../src/service/in-process-jobs.js';
@@ -19,8 +22,10 @@ export async function inProcessEngine(
     maxQueued?: number;
     /** Runners that do run (the rest throw), made for the engine. */
     runners?: (engine: Engine) => Partial<Record<JobKind, Runner>>;
+    /** Webhooks the events go to (default none). */
+    hooks?: Webhook[];
   } = {},
-): Promise<{ engine: Engine; store: Store; jobs: JobManager }> {
+): Promise<{ engine: Engine; store: Store; jobs: JobManager; events: EventBus }> {
   const conf = join(dir, 'registries.conf');
   await writeFile(conf, '');
   const store = await Store.open(join(dir, 'store'));
@@ -38,6 +43,12 @@ export async function inProcessEngine(
     renditions: new LocalRenditions(join(dir, 'state', 'cache')),
     counters: newCounters(),
   };
+  const events = new EventBus({
+    log: new MemoryEventLog({ keep: 100 }),
+    hooks: opts.hooks ?? [],
+    warn: () => {},
+  });
+  engine.events = events;
   const never = async () => {
     throw new Error('no job runs in these tests');
   };
@@ -47,5 +58,5 @@ export async function inProcessEngine(
     keep: 10,
     runners: { pull: never, push: never, sync: never, bundle: never, ...opts.runners?.(engine) },
   });
-  return { engine, store, jobs };
+  return { engine, store, jobs, events };
 }
