@@ -224,6 +224,11 @@ describe('the web console in Chromium', () => {
       await page.getByRole('heading', { name: 'Per repository' }).waitFor();
       expect(await page.locator('meter').count()).toBeGreaterThan(3);
       await shot(page, 'storage');
+      // The events page lists what the service did: the bundle made by the test above among them.
+      await page.getByRole('link', { name: 'Events', exact: true }).click();
+      await page.getByRole('heading', { name: 'Recent events' }).waitFor();
+      expect(await page.locator('tbody[data-events]').textContent()).toContain('bundle.created');
+      await shot(page, 'events');
       await page.getByRole('link', { name: 'API', exact: true }).click();
       // Swagger UI, served by stowage, renders the document it read with the session.
       await page.getByText('/v1/pulls').first().waitFor({ timeout: 30_000 });

@@ -7,12 +7,15 @@
  * fetch and upload it once; a pull whose every upload is reset (issue 33) fails once, naming the bucket,
  * every replica alive; a job two replicas died running is given up by the third; PostgreSQL stopped
  * for 20 s mid-sync: every replica says not ready meanwhile and lives, the sync ends, the index names
- * no missing blob, the next sync completes. pg-boss needs Node 22.12+: on an older test runner the replicas run on the
+ * no missing blob, the next sync completes; a webhook all three send to gets each event once (issue 38). pg-boss needs Node 22.12+: on an older test runner the replicas run on the
  * Node 24 that scripts/setup.sh keeps in .node24/; replicated-store.test.ts checks that serve on Node 20
  * says it needs a newer one.
  */
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgVersionIndex } from '../src/store/pg-index.js';
@@ -45,6 +48,23 @@ let poison: string | undefined;
 let dir: string;
 let env: NodeJS.ProcessEnv;
 let replicas: RunningService[] = [];
+/** A webhook receiver on loopback every replica sends to: each event must reach it once. */
+let hook: { url: string; got: { id: string; type: string; source: string }[]; server: Server };
+
+/** An HTTP receiver on 127.0.0.1 that answers 200 and keeps each CloudEvent's id, type and source. */
+async function startReceiver(): Promise<typeof hook> {
+  const got: (typeof hook)['got'] = [];
+  const server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const e = JSON.parse(Buffer.concat(chunks).toString()) as { id: string; type: string; source: string };
+    got.push({ id: e.id, type: e.type, source: e.source });
+    res.writeHead(200).end();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/events`, got, server };
+}
 
 const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -80,6 +100,10 @@ async function replicaConfig(name: string): Promise<string> {
       `source = "${plain.host}/fixtures/small"`,
       'tags = ["v1"]',
       'schedule = "* * * * *"',
+      '',
+      '[[server.webhook]]',
+      'name = "once"',
+      `url = "${hook.url}"`,
       '',
       '[[job]]',
       'name = "outage"',
@@ -163,12 +187,15 @@ describe.runIf(SERVE_NODE !== undefined)('three stowage serve replicas on Postgr
     });
     await writeFile(w.conf, insecureConf(plain.host, proxy.host, slow.host));
     env = { ...w.env, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey };
+    hook = await startReceiver();
     replicas = await Promise.all(['r0', 'r1', 'r2'].map(startReplica));
   }, 120_000);
 
   afterAll(async () => {
     await Promise.all(replicas.map((r) => r.stop()));
     await Promise.all([s3?.stop(), db?.stop(), proxy?.close(), s3proxy?.close(), slow?.close()]);
+    hook?.server.closeAllConnections();
+    hook?.server.close();
   });
 
   it('says each replica is one of several on PostgreSQL in /readyz', async () => {
@@ -294,6 +321,32 @@ describe.runIf(SERVE_NODE !== undefined)('three stowage serve replicas on Postgr
       `oci:${out}:t`,
     ]);
     expect(proxy.seen.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${base}`))).toHaveLength(1);
+  }, 120_000);
+
+  it('delivers each event once across the three replicas, whichever replica it happened on', async () => {
+    // The pulls above ran on two replicas and the pull-through on a third: all logged in PostgreSQL.
+    const listed = await until('every event delivered', async () => {
+      const { events } = (await (await api(replicas[2]!, 'reader', '/v1/events?limit=1000')).json()) as {
+        events: { id: string; type: string; data: { job?: string } }[];
+      };
+      const got = new Set(hook.got.map((e) => e.id));
+      return events.length > 0 && events.every((e) => got.has(e.id)) ? events : undefined;
+    });
+    const ids = hook.got.map((e) => e.id);
+    expect(new Set(ids).size, 'an event was delivered twice').toBe(ids.length);
+    const types = new Set(listed.map((e) => e.type));
+    expect(types).toContain('io.stowage.version.stored');
+    expect(types).toContain('io.stowage.pullthrough.miss');
+    const ran = new Set<unknown>();
+    for (const e of listed) if (e.data.job) ran.add((await job(replicas[0]!, e.data.job)).replica);
+    expect(ran.size).toBeGreaterThanOrEqual(2);
+    const { deliveries } = (await (
+      await api(replicas[1]!, 'reader', '/v1/webhooks/once/deliveries?limit=1000')
+    ).json()) as {
+      deliveries: { state: string; attempts: number }[];
+    };
+    expect(deliveries.length).toBeGreaterThanOrEqual(listed.length);
+    expect(deliveries.every((d) => d.attempts === 1)).toBe(true);
   }, 120_000);
 
   it('finishes on another replica a pull whose replica was killed, and leaves no orphan after GC', async () => {

@@ -5,6 +5,7 @@ import { tempDirs } from '../../test/harness/temp-dirs.js';
 import { createApp } from '../api/app.js';
 import { tokenHash } from '../api/auth.js';
 import { Sessions } from '../api/session.js';
+import type { Webhook } from '../events/webhooks.js';
 import { sha256Digest } from '../image/digest.js';
 import { MediaType } from '../image/mediatypes.js';
 import { createMetrics } from '../service/metrics.js';
@@ -13,9 +14,10 @@ import { mountConsole } from './app.js';
 const temp = tempDirs();
 const TOKENS = { reader: 'stw_console-reader-0123456789', admin: 'stw_console-admin-0123456789' };
 
-async function consoleApp() {
+async function consoleApp(opts: { hooks?: Webhook[] } = {}) {
   const dir = await temp('stowage-console-');
-  const { engine, store, jobs, events } = await inProcessEngine(dir, { maxQueued: 5 });
+  const { engine, store, jobs, events } = await inProcessEngine(dir, { maxQueued: 5, hooks: opts.hooks });
+  events.start();
   const deps = {
     engine,
     jobs,
@@ -55,7 +57,7 @@ async function consoleApp() {
     taken: '2026-11-29T05:00:00.000Z',
     source: '127.0.0.1:5000/team/app:1.0',
   });
-  return { app, store, engine, version: v.id };
+  return { app, store, engine, events, version: v.id };
 }
 
 /** Signs in; the cookie header to send, and the page's CSRF secret (read off a form, as a browser has it). */
@@ -263,6 +265,51 @@ describe('the web console', () => {
     expect(held.status).toBe(429);
     expect(Number(held.headers.get('retry-after'))).toBeGreaterThan(0);
     expect(await held.text()).toContain('Too many refused tokens from this address');
+  });
+
+  it("shows each webhook's deliveries, and lets an admin send a failed one again", async () => {
+    const hook: Webhook = {
+      name: 'deploys',
+      url: new URL('http://127.0.0.1:9/hook?key=secret-in-query'),
+      timeoutMs: 1000,
+      retryForMs: 0,
+      mode: 'structured',
+    };
+    const { app, events } = await consoleApp({ hooks: [hook] });
+    events.publish({
+      type: 'io.stowage.version.stored',
+      source: '/stowage/jobs/j',
+      subject: 'r/app:1.0',
+      data: {},
+    });
+    for (let i = 0; i < 200 && (await events.log.history('deploys', 1))[0]?.state !== 'failed'; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    const reader = await signIn(app, TOKENS.reader);
+    const seen = await (await app.request('/ui/events', { headers: { cookie: reader.cookie } })).text();
+    expect(seen).toContain('data-webhook="deploys"');
+    expect(seen).toContain('connection refused');
+    expect(seen).toContain('r/app:1.0');
+    expect(seen).not.toContain('secret-in-query');
+    expect(seen).not.toContain('Send again');
+    const [failed] = await events.log.history('deploys', 1);
+    const admin = await signIn(app, TOKENS.admin);
+    const page = await (await app.request('/ui/events', { headers: { cookie: admin.cookie } })).text();
+    expect(page).toContain(`/ui/webhooks/deploys/deliveries/${failed!.id}/retry`);
+    const refused = await app.request(`/ui/webhooks/deploys/deliveries/${failed!.id}/retry`, {
+      method: 'POST',
+      headers: { cookie: reader.cookie, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ _csrf: reader.csrf }),
+    });
+    expect(refused.status).toBe(403);
+    const sent = await app.request(`/ui/webhooks/deploys/deliveries/${failed!.id}/retry`, {
+      method: 'POST',
+      headers: { cookie: admin.cookie, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ _csrf: admin.csrf }),
+    });
+    expect(sent.status).toBe(303);
+    const history = await events.log.history('deploys', 5);
+    expect(history.length).toBe(2);
+    expect(history[0]!.event).toBe(failed!.event);
   });
 
   it('signs out: the cookie is cleared', async () => {

@@ -11,6 +11,7 @@ import { html } from 'hono/html';
 import { streamSSE } from 'hono/streaming';
 import { allows, findToken } from '../api/auth.js';
 import { bundleView, startBundle } from '../api/bundles.js';
+import { hookNamed, webhookView } from '../api/events.js';
 import { cancelJob, startPull, startPush, startSync } from '../api/jobs.js';
 import { SESSION_COOKIE, SESSION_TTL_MS, type Session, type Sessions } from '../api/session.js';
 import type { ApiApp, AppDeps, Env } from '../api/shared.js';
@@ -20,6 +21,7 @@ import { deleteVersion, versionDetails, versionSigners } from '../service/versio
 import { diskUsage } from '../store/usage.js';
 import { archivesPage, CONSOLE_PAGE, versionPage } from './archives.js';
 import { bundlesPage } from './bundles.js';
+import { eventsPage } from './events.js';
 import { jobPage, jobRows, jobsPage } from './jobs.js';
 import { type Html, type PageOptions, page } from './layout.js';
 import { apiPage, loginPage, type PullThroughCounts, storagePage, syncsPage } from './pages.js';
@@ -369,6 +371,30 @@ function mountOthers(app: ApiApp, deps: AppDeps, { render, act, field }: Kit): v
       const body = { versions, ...(since ? { since } : {}), ...(job ? { jobs: [job] } : {}) } as const;
       const r = await startBundle(deps, body, c.get('token').name);
       return c.redirect(`/ui/jobs/${r.job.id}`, 303);
+    }),
+  );
+  app.get('/ui/events', async (c) => {
+    const bus = deps.events;
+    const hooks = await Promise.all(
+      bus.webhooks.map(async (h) => ({
+        ...webhookView(h, undefined),
+        deliveries: await bus.log.history(h.name, 20),
+      })),
+    );
+    return render(
+      c,
+      { title: 'Events', active: 'events' },
+      eventsPage(hooks, await bus.log.recent(50), c.get('session')),
+    );
+  });
+  app.post('/ui/webhooks/:name/deliveries/:id/retry', async (c) =>
+    act(c, async () => {
+      need(c.get('session'), 'admin');
+      const hook = hookNamed(deps.events, c.req.param('name'));
+      const d = await deps.events.redeliver(hook.name, Number(c.req.param('id')));
+      if (!d)
+        throw new StowageError('NOT_FOUND', `webhook "${hook.name}" has no delivery ${c.req.param('id')}`);
+      return c.redirect('/ui/events', 303);
     }),
   );
   app.get('/ui/storage', async (c) =>

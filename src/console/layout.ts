@@ -18,6 +18,7 @@ export const NAV = [
   ['jobs', 'Jobs', '/ui/jobs'],
   ['syncs', 'Sync jobs', '/ui/syncs'],
   ['bundles', 'Bundles', '/ui/bundles'],
+  ['events', 'Events', '/ui/events'],
   ['storage', 'Storage', '/ui/storage'],
   ['api', 'API', '/ui/api'],
 ] as const;

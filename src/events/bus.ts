@@ -13,6 +13,8 @@ import { Sender, type Webhook } from './webhooks.js';
 const PAGE = 500;
 /** Followers read the log this often without a wake-up (a NOTIFY missed while its connection was away). */
 const BACKSTOP_MS = 3000;
+/** How long an event waits for the log to come back (PostgreSQL restarting) before it is given up. */
+const APPEND_PATIENCE_MS = 120_000;
 
 export interface EventBusOptions {
   log: EventLog;
@@ -34,6 +36,7 @@ export class EventBus implements EventPublisher {
   private readonly followers = new Set<Follower>();
   private chain: Promise<unknown> = Promise.resolve();
   private readonly backstop: NodeJS.Timeout;
+  private closing = false;
 
   constructor(private readonly o: EventBusOptions) {
     this.dispatcher = new Dispatcher({
@@ -65,11 +68,28 @@ export class EventBus implements EventPublisher {
     const event = makeEvent(e);
     const to = this.o.hooks.filter((h) => typeMatches(h.events, event.type)).map((h) => h.name);
     this.chain = this.chain
-      .then(() => this.o.log.append(event, to))
+      .then(() => this.append(event, to))
       .then(
         () => this.woken(),
         (err: Error) => this.o.warn('event not recorded', { type: event.type, err: err.message }),
       );
+  }
+
+  /**
+   * Appends, trying again while the log is away (the database restarting) for up to APPEND_PATIENCE_MS:
+   * the events published meanwhile wait behind it, in order, rather than being lost.
+   */
+  private async append(event: CloudEvent, to: string[]): Promise<void> {
+    const until = Date.now() + APPEND_PATIENCE_MS;
+    for (let wait = 250; ; wait = Math.min(wait * 2, 5000)) {
+      try {
+        await this.o.log.append(event, to);
+        return;
+      } catch (e) {
+        if (this.closing || Date.now() + wait > until) throw e;
+        await new Promise((r) => setTimeout(r, wait).unref());
+      }
+    }
   }
 
   /** Resolves when everything published so far is logged. */
@@ -119,6 +139,7 @@ export class EventBus implements EventPublisher {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     clearInterval(this.backstop);
     this.followers.clear();
     await this.chain;

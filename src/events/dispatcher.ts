@@ -61,17 +61,22 @@ export class Dispatcher {
         resolve();
       };
       const timer = setTimeout(done, ms);
+      timer.unref();
       this.waiting.add(done);
     });
   }
 
   private async loop(hook: Webhook): Promise<void> {
+    let failing = false;
     while (this.running) {
       try {
         const waitMs = await this.turn(hook);
+        failing = false;
         if (waitMs > 0 && this.running) await this.idle(Math.min(waitMs, IDLE_MS));
       } catch (e) {
-        this.o.onError?.(hook.name, e as Error);
+        // Said once when the log fails (the database away), not at every turn until it is back.
+        if (!failing) this.o.onError?.(hook.name, e as Error);
+        failing = true;
         if (this.running) await this.idle(IDLE_MS);
       }
     }

@@ -33,7 +33,8 @@ export function publishTag(
   const { outcome: o, repository } = e;
   const source = jobSource(job);
   const subject = `${repository}:${o.tag}`;
-  const origin = { job: job.id, kind: job.kind, ...(e.job ? { syncJob: e.job } : {}) };
+  // A pull runs as an ad-hoc sync job of its own (pull-0): only a sync's job names mean something.
+  const origin = { job: job.id, kind: job.kind, ...(e.job && job.kind === 'sync' ? { syncJob: e.job } : {}) };
   if (o.archive === 'stored' && o.version) {
     publish(engine, 'io.stowage.version.stored', source, subject, {
       repository,
