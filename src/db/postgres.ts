@@ -91,6 +91,7 @@ const MIGRATIONS = [
    );
    create index stowage_deliveries_pending on stowage_deliveries (store, webhook, id) where state = 'pending';
    create index stowage_deliveries_by_webhook on stowage_deliveries (store, webhook, id);
+   create index stowage_deliveries_finished on stowage_deliveries (store, webhook, id) where state <> 'pending';
    create index stowage_deliveries_by_event on stowage_deliveries (event_seq);
    create table stowage_webhook_leases (
      store text not null,

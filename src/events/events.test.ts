@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { tempDirs } from '../../test/harness/temp-dirs.js';
 import { EventBus } from './bus.js';
 import { makeEvent, typeMatches, unknownEntries } from './event.js';
-import { MemoryEventLog } from './memory-log.js';
+import { MAX_PENDING, MemoryEventLog } from './memory-log.js';
 import { requestFor, resolveWebhooks, signature, type Webhook } from './webhooks.js';
 
 const temp = tempDirs();
@@ -182,6 +182,21 @@ describe('deliveries', () => {
     await until(() => (r.got.length === 2 ? true : undefined));
     expect(r.got[1]!.body.equals(r.got[0]!.body)).toBe(true);
     expect(await b2.redeliver('h', 999)).toBeUndefined();
+  });
+
+  it('stays bounded for a receiver gone for good: the stream keeps 1,000, a webhook 10,000 pending', async () => {
+    const log = new MemoryEventLog({ keep: 2 });
+    for (let i = 0; i < MAX_PENDING + 1; i++) await log.append(makeEvent(stored(String(i))), ['h']);
+    expect((await log.recent(5000)).length).toBe(1000);
+    expect((await log.since(MAX_PENDING - 1, 10)).map((e) => e.seq)).toEqual([MAX_PENDING, MAX_PENDING + 1]);
+    const history = await log.history('h', 3);
+    expect(history[0]!.subject).toBe(`127.0.0.1:5000/app:${MAX_PENDING}`);
+    const dropped = (await log.history('h', MAX_PENDING + 5)).filter((d) => d.state === 'failed');
+    expect(dropped.map((d) => [d.subject, d.error])).toEqual([
+      ['127.0.0.1:5000/app:0', `dropped: more than ${MAX_PENDING} deliveries were waiting`],
+    ]);
+    // The oldest still waiting is the next, its event kept though the stream has let it go.
+    expect((await log.next('h'))?.event.data).toEqual({ tag: '1' });
   });
 
   it('follows the stream from a seq, by type, in order', async () => {
