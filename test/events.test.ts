@@ -25,6 +25,7 @@ import {
   waitJob,
 } from './harness/service.js';
 import { buildTaggedRepo, pushTags } from './harness/tagged-repo.js';
+import { until } from './harness/until.js';
 
 const h = harness();
 const plain = h.registries.plain;
@@ -71,20 +72,6 @@ interface Event {
 }
 
 const parse = (r: Received) => JSON.parse(r.body.toString()) as Event;
-
-async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined> | T | undefined,
-  ms = 60_000,
-): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 let d: ServiceDir;
 let s: RunningService;

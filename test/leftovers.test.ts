@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { BIN, harness, insecureConf, stowage, workdir } from './harness/cli.js';
 import { type FaultProxy, isBlobGet, startFaultProxy } from './harness/fault-proxy.js';
 import { run } from './harness/processes.js';
+import { until } from './harness/until.js';
 
 const h = harness();
 const plain = h.registries.plain;
@@ -24,15 +25,6 @@ async function deadPid(): Promise<number> {
   const child = spawn('true');
   await new Promise((r) => child.on('exit', r));
   return child.pid!;
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>): Promise<T> {
-  for (let i = 0; i < 600; i++) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 describe('what crashes leave behind', () => {

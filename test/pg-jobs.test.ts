@@ -10,6 +10,7 @@ import type { Job, JobEvent, JobRun, Runner } from '../src/service/job-system.js
 import { nodeRunsPgBoss, PG_BOSS_NODE } from '../src/service/pg-job-rows.js';
 import { PgJobs } from '../src/service/pg-jobs.js';
 import { type RunningPostgres, startPostgres } from './harness/postgres.js';
+import { until } from './harness/until.js';
 
 let db: RunningPostgres;
 
@@ -35,20 +36,6 @@ function gatedRunners() {
     });
   };
   return { started, gates, runners: { pull: runner, push: runner, sync: runner, bundle: runner } };
-}
-
-async function until<T>(
-  what: string,
-  fn: () => Promise<T | undefined> | T | undefined,
-  ms = 30_000,
-): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 function replica(name: string, runners: ReturnType<typeof gatedRunners>['runners'], store = 's3://jobs/a/') {

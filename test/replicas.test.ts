@@ -29,6 +29,7 @@ import { run } from './harness/processes.js';
 import { type RunningS3, s3Bucket, startRadosgw } from './harness/radosgw.js';
 import { api, followEvents, type RunningService, startService, TOKENS, waitJob } from './harness/service.js';
 import { buildTaggedRepo, pushTags } from './harness/tagged-repo.js';
+import { until } from './harness/until.js';
 
 const h = harness();
 const plain = h.registries.plain;
@@ -125,16 +126,6 @@ async function startReplica(name: string): Promise<RunningService> {
     node: SERVE_NODE,
   });
   return s;
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 90_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 async function job(s: RunningService, id: string): Promise<Record<string, unknown>> {

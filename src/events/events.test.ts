@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tempDirs } from '../../test/harness/temp-dirs.js';
+import { until } from '../../test/harness/until.js';
 import { EventBus } from './bus.js';
 import { makeEvent, typeMatches, unknownEntries } from './event.js';
 import { MAX_PENDING, MemoryEventLog } from './memory-log.js';
@@ -57,16 +58,6 @@ function bus(hooks: Webhook[], log = new MemoryEventLog({ keep: 100 })): EventBu
   buses.push(b);
   b.start();
   return b;
-}
-
-async function until<T>(fn: () => T | undefined, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 const stored = (tag: string) => ({
@@ -132,11 +123,11 @@ describe('deliveries', () => {
     const b = bus([hook(r.url)]);
     b.publish(stored('1'));
     b.publish(stored('2'));
-    await until(() => (r.got.length >= 3 ? true : undefined));
+    await until('the receiver', () => (r.got.length >= 3 ? true : undefined));
     const tags = r.got.map((g) => (JSON.parse(g.body.toString()) as { data: { tag: string } }).data.tag);
     // The first event twice (500, then 200), then the second: order kept across the retry.
     expect(tags).toEqual(['1', '1', '2']);
-    const settled = await untilAsync(async () => {
+    const settled = await until('the deliveries', async () => {
       const d = await b.log.history('h', 10);
       return d.every((x) => x.state === 'delivered') ? d : undefined;
     });
@@ -151,7 +142,7 @@ describe('deliveries', () => {
     const b = bus([hook(r.url, { timeoutMs: 300, retryForMs: 500 })]);
     b.publish(stored('1'));
     await b.flushed(); // logged at once, whatever the receiver does
-    const failed = await untilAsync(async () => {
+    const failed = await until('the deliveries', async () => {
       const [d] = await b.log.history('h', 1);
       return d?.state === 'failed' ? d : undefined;
     });
@@ -172,14 +163,14 @@ describe('deliveries', () => {
     const log = new MemoryEventLog({ file, keep: 100 });
     await log.load();
     const b2 = bus([hook(r.url)], log);
-    await until(() => (r.got.length === 1 ? true : undefined));
-    const [d] = await untilAsync(async () => {
+    await until('the receiver', () => (r.got.length === 1 ? true : undefined));
+    const [d] = await until('the deliveries', async () => {
       const h = await b2.log.history('h', 5);
       return h[0]?.state === 'delivered' ? h : undefined;
     });
     const again = await b2.redeliver('h', d!.id);
     expect(again?.state).toBe('pending');
-    await until(() => (r.got.length === 2 ? true : undefined));
+    await until('the receiver', () => (r.got.length === 2 ? true : undefined));
     expect(r.got[1]!.body.equals(r.got[0]!.body)).toBe(true);
     expect(await b2.redeliver('h', 999)).toBeUndefined();
   });
@@ -207,18 +198,8 @@ describe('deliveries', () => {
     const seen: string[] = [];
     const stop = b.follow(0, ['version'], (e) => seen.push(`${e.seq} ${e.event.type}`));
     b.publish(stored('2'));
-    await until(() => (seen.length === 2 ? true : undefined));
+    await until('the receiver', () => (seen.length === 2 ? true : undefined));
     stop();
     expect(seen).toEqual(['1 io.stowage.version.stored', '3 io.stowage.version.stored']);
   });
 });
-
-async function untilAsync<T>(fn: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
