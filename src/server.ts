@@ -202,6 +202,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     replica,
     version: opts.version,
     usage: () => diskUsage(store, config),
+    deliveries: () => events.attemptCounts(),
   });
 
   // Schedules: each job with `schedule` queues a sync of itself (a run still going is shared); with

@@ -4,7 +4,7 @@
  * woken, and the event stream's followers (GET /v1/events/stream, `stowage events --follow`) are sent it.
  */
 
-import { Dispatcher } from './dispatcher.js';
+import { type AttemptOutcome, Dispatcher } from './dispatcher.js';
 import { type CloudEvent, type EventPublisher, makeEvent, type NewEvent, typeMatches } from './event.js';
 import type { Delivery, EventLog, LoggedEvent } from './log.js';
 import { Sender, type Webhook } from './webhooks.js';
@@ -37,6 +37,8 @@ export class EventBus implements EventPublisher {
   private chain: Promise<unknown> = Promise.resolve();
   private readonly backstop: NodeJS.Timeout;
   private closing = false;
+  /** Attempts made by this process, by webhook and outcome (the metrics read them). */
+  private readonly attempts = new Map<string, number>();
 
   constructor(private readonly o: EventBusOptions) {
     this.dispatcher = new Dispatcher({
@@ -45,6 +47,10 @@ export class EventBus implements EventPublisher {
       sender: this.sender,
       onError: (webhook, e) => o.warn('webhook deliveries paused', { webhook, err: e.message }),
       onFailed: (webhook, error) => o.warn('webhook delivery failed for good', { webhook, err: error }),
+      onAttempt: (webhook, outcome) => {
+        const key = `${webhook}\u0000${outcome}`;
+        this.attempts.set(key, (this.attempts.get(key) ?? 0) + 1);
+      },
     });
     o.log.onRemoteAppend(() => this.woken());
     this.backstop = setInterval(() => this.catchUpAll(), BACKSTOP_MS);
@@ -61,6 +67,14 @@ export class EventBus implements EventPublisher {
 
   start(): void {
     this.dispatcher.start();
+  }
+
+  /** This process's delivery attempts so far, by webhook and outcome. */
+  attemptCounts(): { webhook: string; outcome: AttemptOutcome; count: number }[] {
+    return [...this.attempts].map(([key, count]) => {
+      const [webhook, outcome] = key.split('\u0000') as [string, AttemptOutcome];
+      return { webhook, outcome, count };
+    });
   }
 
   /** Logged in the order published; an event the log cannot take is said in the log, not thrown. */

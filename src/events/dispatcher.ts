@@ -13,6 +13,8 @@ const IDLE_MS = 2000;
 /** A lease outlives an attempt by this much, so it cannot lapse while its holder is still waiting for an answer. */
 const LEASE_MARGIN_MS = 15_000;
 
+export type AttemptOutcome = 'delivered' | 'failed' | 'retried';
+
 export interface DispatcherOptions {
   log: EventLog;
   hooks: Webhook[];
@@ -21,6 +23,8 @@ export interface DispatcherOptions {
   onError?: ((webhook: string, e: Error) => void) | undefined;
   /** A delivery given up after retry-for. */
   onFailed?: ((webhook: string, error: string | undefined) => void) | undefined;
+  /** Each attempt's outcome: delivered, failed for good, or to be tried again. */
+  onAttempt?: ((webhook: string, outcome: AttemptOutcome) => void) | undefined;
   now?: () => number;
 }
 
@@ -108,6 +112,7 @@ export class Dispatcher {
       }
     }
     await this.o.log.settle(d);
+    this.o.onAttempt?.(hook.name, d.state === 'pending' ? 'retried' : d.state);
     return 0;
   }
 }

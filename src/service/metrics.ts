@@ -3,7 +3,8 @@
  * Prometheus asks (unit last, `_total` on counters): bytes pulled and pushed, blobs fetched and blobs
  * the store already held, finished jobs by kind and outcome with their duration, the last successful
  * run of each sync job, the store's logical and stored bytes, jobs kept in the history by state,
- * registry requests by host, method and status with their latency, the API's own requests, build info,
+ * registry requests by host, method and status with their latency, the API's own requests, webhook
+ * delivery attempts, build info,
  * and prom-client's process and Node metrics.
  */
 
@@ -24,6 +25,8 @@ export interface Metrics {
 export interface MetricsOptions {
   replica?: string | undefined;
   version?: string | undefined;
+  /** Webhook delivery attempts made by this process. */
+  deliveries?: (() => { webhook: string; outcome: string; count: number }[]) | undefined;
   /** The store's logical and stored bytes (read at most once a minute). */
   usage?: (() => Promise<{ logicalBytes: number; diskBytes: number }>) | undefined;
 }
@@ -83,6 +86,17 @@ export function createMetrics(engine: Engine, jobs: JobSystem, opts: MetricsOpti
       this.inc({ result: 'hit' }, engine.counters.pullThroughHits);
       this.inc({ result: 'miss' }, engine.counters.pullThroughMisses);
       this.inc({ result: 'stale' }, engine.counters.pullThroughStale);
+    },
+  });
+  new Counter({
+    name: 'stowage_webhook_attempts_total',
+    help: 'Webhook delivery attempts by this replica: delivered (2xx), retried (to be tried again) or failed (given up after retry-for)',
+    labelNames: ['webhook', 'outcome'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const d of opts.deliveries?.() ?? [])
+        this.inc({ webhook: d.webhook, outcome: d.outcome }, d.count);
     },
   });
   const observeJob = jobMetrics(registry);
