@@ -304,7 +304,9 @@ describe('events and webhooks', () => {
     // The attempts are counted for the metrics: the one retry, and every delivery.
     const metrics = await (await api(s, 'reader', '/metrics')).text();
     expect(metrics).toContain('stowage_webhook_attempts_total{webhook="flaky",outcome="retried"} 1');
-    expect(metrics).toContain(`stowage_webhook_attempts_total{webhook="flaky",outcome="delivered"} ${want.length}`);
+    expect(metrics).toContain(
+      `stowage_webhook_attempts_total{webhook="flaky",outcome="delivered"} ${want.length}`,
+    );
   });
 
   it('tells of a tag the trust policy refused, and of the failed sync', async () => {
