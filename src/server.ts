@@ -401,7 +401,11 @@ async function openEvents(o: {
       keep,
     });
   } else {
-    const memory = new MemoryEventLog({ file: join(o.state, 'events.json'), keep });
+    const memory = new MemoryEventLog({
+      file: join(o.state, 'events.json'),
+      keep,
+      webhooks: o.hooks.map((h) => h.name),
+    });
     await memory.load();
     log = memory;
   }

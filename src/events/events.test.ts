@@ -159,8 +159,13 @@ describe('deliveries', () => {
     b1.publish(stored('1'));
     await b1.flushed();
     await b1.close();
+    // A webhook no longer configured has its saved deliveries dropped.
+    const without = new MemoryEventLog({ file, keep: 100, webhooks: ['another'] });
+    await without.load();
+    expect(await without.next('h')).toBeUndefined();
+    expect((await without.recent(5)).length).toBe(1);
     const r = await receiver([200]);
-    const log = new MemoryEventLog({ file, keep: 100 });
+    const log = new MemoryEventLog({ file, keep: 100, webhooks: ['h'] });
     await log.load();
     const b2 = bus([hook(r.url)], log);
     await until('the receiver', () => (r.got.length === 1 ? true : undefined));

@@ -49,6 +49,8 @@ export class MemoryEventLog implements EventLog {
       file?: string | undefined;
       /** Finished deliveries kept per webhook. */
       keep: number;
+      /** The configured webhooks: deliveries saved for others (a webhook since removed) are dropped at load. */
+      webhooks?: string[] | undefined;
       now?: () => Date;
     },
   ) {}
@@ -71,8 +73,9 @@ export class MemoryEventLog implements EventLog {
       this.kept.set(e.event.id, { logged: e, refs: 0 });
       this.keepInStream(e);
     }
+    const configured = this.o.webhooks && new Set(this.o.webhooks);
     for (const d of saved.deliveries) {
-      if (!this.kept.has(d.event)) continue;
+      if (!this.kept.has(d.event) || (configured && !configured.has(d.webhook))) continue;
       this.ref(d.event, 1);
       const q = this.queues(d.webhook);
       (d.state === 'pending' ? q.pending : q.finished).push(d);
