@@ -24,6 +24,7 @@ describe('partial files', () => {
     expect(partialPid('app.tar')).toBeUndefined();
     expect(tmpPid(`${'a'.repeat(64)}.123.k3j4`)).toBe(123);
     expect(tmpPid('upload-77-abc.tar')).toBe(77);
+    expect(tmpPid('upload-77-abc.tar.sig')).toBe(77);
   });
 
   it('are swept when their writer is gone, never while it lives; old unnamed ones after an hour', async () => {

@@ -128,12 +128,13 @@ export function partialPid(name: string): number | undefined {
 
 /**
  * The writer's pid in a name in a store's .tmp: partial naming, or the store's earlier `HEX.PID.RAND`
- * blobs, or the service's `upload-PID-RAND.tar` spools and `rendition-PID-...tar` renditions being made.
+ * blobs, or the service's `upload-PID-RAND.tar` spools (with the `.sig` an uploaded bundle's signature is
+ * put beside it as) and `rendition-PID-...tar` renditions being made.
  */
 export function tmpPid(name: string): number | undefined {
   const m =
     /^[0-9a-f]{64}\.(\d+)\.[0-9a-z]+$/.exec(name) ??
-    /^upload-(\d+)-[0-9a-z]+\.tar$/.exec(name) ??
+    /^upload-(\d+)-[0-9a-z]+\.tar(\.sig)?$/.exec(name) ??
     /^rendition-(\d+)-[0-9a-z.-]+\.tar(\.sha256)?$/.exec(name);
   return m ? Number(m[1]) : partialPid(name);
 }
