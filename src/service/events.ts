@@ -3,7 +3,7 @@
  * a sync or pull as it is done, a sync's end with its summary, refusals by the trust policy, bundles,
  * and pull-through misses. Messages go through the service's redactor: no server path leaves in an event.
  */
-import type { EventType } from '../events/event.js';
+import type { NewEvent } from '../events/event.js';
 import type { StoredVersion } from '../store/store.js';
 import type { SyncReport, TagOutcome } from '../sync/report.js';
 import type { Engine } from './engine.js';
@@ -14,14 +14,64 @@ export const jobSource = (job: Pick<Job, 'id'>) => `/stowage/jobs/${job.id}`;
 
 type Publishing = Pick<Engine, 'events' | 'redact'>;
 
-function publish(
+function publish(engine: Publishing, e: NewEvent): void {
+  engine.events?.publish(e);
+}
+
+/** What version.stored (and tag.moved) say of a version, wherever it was stored from. */
+interface StoredFacts {
+  repository: string;
+  tag: string;
+  /** As stored. */
+  digest: string;
+  /** As the source had it (differs from `digest` where platforms were chosen). */
+  sourceDigest: string;
+  /** The source digest the tag's newest version had before, if the store had the tag. */
+  previous: string | undefined;
+  source: string;
+  platforms: string[];
+  version: string;
+}
+
+/** A version stored, and, when the tag pointed elsewhere before, the tag moved; `extra` goes in both. */
+function publishStored(
   engine: Publishing,
-  type: EventType,
   source: string,
-  subject: string | undefined,
-  data: Record<string, unknown>,
+  v: StoredFacts,
+  extra: Record<string, unknown>,
 ): void {
-  engine.events?.publish({ type, source, subject, data });
+  const subject = `${v.repository}:${v.tag}`;
+  publish(engine, {
+    type: 'io.stowage.version.stored',
+    source,
+    subject,
+    data: {
+      repository: v.repository,
+      tag: v.tag,
+      digest: v.digest,
+      sourceDigest: v.sourceDigest,
+      previousDigest: v.previous ?? null,
+      source: v.source,
+      platforms: v.platforms,
+      version: v.version,
+      ...extra,
+    },
+  });
+  if (v.previous && v.previous !== v.sourceDigest) {
+    publish(engine, {
+      type: 'io.stowage.tag.moved',
+      source,
+      subject,
+      data: {
+        repository: v.repository,
+        tag: v.tag,
+        from: v.previous,
+        to: v.sourceDigest,
+        version: v.version,
+        ...extra,
+      },
+    });
+  }
 }
 
 /** What one tag of a sync or pull did: a version stored (and a tag moved), a mirror tag written, a refusal. */
@@ -35,36 +85,36 @@ export function publishTag(
   const subject = `${repository}:${o.tag}`;
   // A pull runs as an ad-hoc sync job of its own (pull-0): only a sync's job names mean something.
   const origin = { job: job.id, kind: job.kind, ...(e.job && job.kind === 'sync' ? { syncJob: e.job } : {}) };
-  if (o.archive === 'stored' && o.version) {
-    publish(engine, 'io.stowage.version.stored', source, subject, {
-      repository,
-      tag: o.tag,
-      digest: o.version.digest,
-      sourceDigest: o.digest,
-      previousDigest: o.previous ?? null,
-      source: `${repository}:${o.tag}`,
-      platforms: o.version.platforms,
-      version: o.version.id,
-      ...origin,
-    });
-    if (o.previous && o.previous !== o.digest) {
-      publish(engine, 'io.stowage.tag.moved', source, subject, {
+  if (o.archive === 'stored' && o.version && o.digest) {
+    const { id, digest, platforms } = o.version;
+    publishStored(
+      engine,
+      source,
+      {
         repository,
         tag: o.tag,
-        from: o.previous,
-        to: o.digest,
-        version: o.version.id,
-        ...origin,
-      });
-    }
+        digest,
+        sourceDigest: o.digest,
+        previous: o.previous,
+        source: subject,
+        platforms,
+        version: id,
+      },
+      origin,
+    );
   }
   if (o.mirror === 'pushed' && e.mirror) {
-    publish(engine, 'io.stowage.mirror.tag.written', source, `${e.mirror}:${o.tag}`, {
-      mirror: e.mirror,
-      tag: o.tag,
-      digest: o.digest,
-      source: subject,
-      ...origin,
+    publish(engine, {
+      type: 'io.stowage.mirror.tag.written',
+      source,
+      subject: `${e.mirror}:${o.tag}`,
+      data: {
+        mirror: e.mirror,
+        tag: o.tag,
+        digest: o.digest,
+        source: subject,
+        ...origin,
+      },
     });
   }
   if (o.action === 'failed' && o.code === 'POLICY_REJECTED') {
@@ -84,9 +134,14 @@ export function publishRefusal(
   source: string,
   data: { reference: string; reason?: string | undefined; where: string; [k: string]: unknown },
 ): void {
-  publish(engine, 'io.stowage.signature.refused', source, data.reference, {
-    ...data,
-    reason: data.reason ? redacted(engine, data.reason) : undefined,
+  publish(engine, {
+    type: 'io.stowage.signature.refused',
+    source,
+    subject: data.reference,
+    data: {
+      ...data,
+      reason: data.reason ? redacted(engine, data.reason) : undefined,
+    },
   });
 }
 
@@ -104,49 +159,64 @@ export function publishSyncEnd(
   const source = jobSource(job);
   for (const j of report?.jobs ?? []) {
     for (const p of j.pruned) {
-      publish(engine, 'io.stowage.version.pruned', source, `${j.source}:${p.tag}`, {
-        repository: j.source,
-        tag: p.tag,
-        digest: p.digest,
-        version: p.id,
-        taken: p.taken,
-        job: job.id,
-        syncJob: j.name,
+      publish(engine, {
+        type: 'io.stowage.version.pruned',
+        source,
+        subject: `${j.source}:${p.tag}`,
+        data: {
+          repository: j.source,
+          tag: p.tag,
+          digest: p.digest,
+          version: p.id,
+          taken: p.taken,
+          job: job.id,
+          syncJob: j.name,
+        },
       });
     }
     for (const d of j.mirrorDeleted) {
-      publish(engine, 'io.stowage.mirror.tag.deleted', source, `${j.mirror}:${d.tag}`, {
-        mirror: j.mirror,
-        tag: d.tag,
-        digest: d.digest ?? null,
-        job: job.id,
-        syncJob: j.name,
+      publish(engine, {
+        type: 'io.stowage.mirror.tag.deleted',
+        source,
+        subject: `${j.mirror}:${d.tag}`,
+        data: {
+          mirror: j.mirror,
+          tag: d.tag,
+          digest: d.digest ?? null,
+          job: job.id,
+          syncJob: j.name,
+        },
       });
     }
   }
   const failed = error !== undefined || (report?.failed ?? 0) > 0;
-  publish(engine, failed ? 'io.stowage.sync.failed' : 'io.stowage.sync.finished', source, job.id, {
-    job: job.id,
-    requestedBy: job.requestedBy,
-    ...(error ? { error: redacted(engine, error) } : {}),
-    failed: report?.failed ?? null,
-    fetchedBytes: report?.fetchedBytes ?? 0,
-    jobs: (report?.jobs ?? []).map((j) => ({
-      name: j.name,
-      source: j.source,
-      ...(j.mirror ? { mirror: j.mirror } : {}),
-      ...(j.error ? { error: redacted(engine, j.error) } : {}),
-      tags: j.tags.map((t) => ({
-        tag: t.tag,
-        action: t.action,
-        ...(t.digest ? { digest: t.digest } : {}),
-        ...(t.archive ? { archive: t.archive } : {}),
-        ...(t.mirror ? { mirror: t.mirror } : {}),
-        ...(t.error ? { error: redacted(engine, t.error), code: t.code } : {}),
+  publish(engine, {
+    type: failed ? 'io.stowage.sync.failed' : 'io.stowage.sync.finished',
+    source,
+    subject: job.id,
+    data: {
+      job: job.id,
+      requestedBy: job.requestedBy,
+      ...(error ? { error: redacted(engine, error) } : {}),
+      failed: report?.failed ?? null,
+      fetchedBytes: report?.fetchedBytes ?? 0,
+      jobs: (report?.jobs ?? []).map((j) => ({
+        name: j.name,
+        source: j.source,
+        ...(j.mirror ? { mirror: j.mirror } : {}),
+        ...(j.error ? { error: redacted(engine, j.error) } : {}),
+        tags: j.tags.map((t) => ({
+          tag: t.tag,
+          action: t.action,
+          ...(t.digest ? { digest: t.digest } : {}),
+          ...(t.archive ? { archive: t.archive } : {}),
+          ...(t.mirror ? { mirror: t.mirror } : {}),
+          ...(t.error ? { error: redacted(engine, t.error), code: t.code } : {}),
+        })),
+        pruned: j.pruned.length,
+        mirrorDeleted: j.mirrorDeleted.length,
       })),
-      pruned: j.pruned.length,
-      mirrorDeleted: j.mirrorDeleted.length,
-    })),
+    },
   });
 }
 
@@ -157,13 +227,8 @@ export function publishBundle(
   kind: 'created' | 'imported',
   bundle: { id: string; [k: string]: unknown },
 ): void {
-  publish(
-    engine,
-    kind === 'created' ? 'io.stowage.bundle.created' : 'io.stowage.bundle.imported',
-    source,
-    bundle.id,
-    bundle,
-  );
+  const type = kind === 'created' ? 'io.stowage.bundle.created' : 'io.stowage.bundle.imported';
+  publish(engine, { type, source, subject: bundle.id, data: bundle });
 }
 
 /** A pull through the registry found the upstream's tag newer than the store's (or the store without it). */
@@ -172,7 +237,7 @@ export function publishPullThroughMiss(
   data: { repository: string; tag?: string | undefined; digest: string; stored: boolean },
 ): void {
   const subject = `${data.repository}${data.tag ? `:${data.tag}` : `@${data.digest}`}`;
-  publish(engine, 'io.stowage.pullthrough.miss', '/stowage/registry', subject, data);
+  publish(engine, { type: 'io.stowage.pullthrough.miss', source: '/stowage/registry', subject, data });
 }
 
 /** A version the registry stored as a client pulled it through (the tag new, or moved upstream). */
@@ -181,27 +246,15 @@ export function publishPulledThrough(
   v: StoredVersion,
   before: StoredVersion | undefined,
 ): void {
-  const subject = `${v.repository}:${v.tag}`;
-  const previous = before ? (before.sourceDigest ?? before.descriptor.digest) : undefined;
-  publish(engine, 'io.stowage.version.stored', '/stowage/registry', subject, {
+  const facts = {
     repository: v.repository,
     tag: v.tag,
     digest: v.descriptor.digest,
     sourceDigest: v.sourceDigest ?? v.descriptor.digest,
-    previousDigest: previous ?? null,
+    previous: before ? (before.sourceDigest ?? before.descriptor.digest) : undefined,
     source: v.source,
     platforms: v.platforms,
     version: v.id,
-    kind: 'pull-through',
-  });
-  if (previous && previous !== v.descriptor.digest) {
-    publish(engine, 'io.stowage.tag.moved', '/stowage/registry', subject, {
-      repository: v.repository,
-      tag: v.tag,
-      from: previous,
-      to: v.descriptor.digest,
-      version: v.id,
-      kind: 'pull-through',
-    });
-  }
+  };
+  publishStored(engine, '/stowage/registry', facts, { kind: 'pull-through' });
 }
