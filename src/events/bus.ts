@@ -38,7 +38,7 @@ export class EventBus implements EventPublisher {
   private readonly backstop: NodeJS.Timeout;
   private closing = false;
   /** Attempts made by this process, by webhook and outcome (the metrics read them). */
-  private readonly attempts = new Map<string, number>();
+  private readonly attempts = new Map<string, Record<AttemptOutcome, number>>();
 
   constructor(private readonly o: EventBusOptions) {
     this.dispatcher = new Dispatcher({
@@ -46,10 +46,14 @@ export class EventBus implements EventPublisher {
       hooks: o.hooks,
       sender: this.sender,
       onError: (webhook, e) => o.warn('webhook deliveries paused', { webhook, err: e.message }),
-      onFailed: (webhook, error) => o.warn('webhook delivery failed for good', { webhook, err: error }),
-      onAttempt: (webhook, outcome) => {
-        const key = `${webhook}\u0000${outcome}`;
-        this.attempts.set(key, (this.attempts.get(key) ?? 0) + 1);
+      onAttempt: (webhook, outcome, error) => {
+        if (outcome === 'failed') o.warn('webhook delivery failed for good', { webhook, err: error });
+        let counts = this.attempts.get(webhook);
+        if (!counts) {
+          counts = { delivered: 0, retried: 0, failed: 0 };
+          this.attempts.set(webhook, counts);
+        }
+        counts[outcome]++;
       },
     });
     o.log.onRemoteAppend(() => this.woken());
@@ -71,10 +75,11 @@ export class EventBus implements EventPublisher {
 
   /** This process's delivery attempts so far, by webhook and outcome. */
   attemptCounts(): { webhook: string; outcome: AttemptOutcome; count: number }[] {
-    return [...this.attempts].map(([key, count]) => {
-      const [webhook, outcome] = key.split('\u0000') as [string, AttemptOutcome];
-      return { webhook, outcome, count };
-    });
+    return [...this.attempts].flatMap(([webhook, counts]) =>
+      (Object.keys(counts) as AttemptOutcome[])
+        .filter((outcome) => counts[outcome] > 0)
+        .map((outcome) => ({ webhook, outcome, count: counts[outcome] })),
+    );
   }
 
   /** Logged in the order published; an event the log cannot take is said in the log, not thrown. */

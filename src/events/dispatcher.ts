@@ -21,10 +21,8 @@ export interface DispatcherOptions {
   sender: Sender;
   /** A failure of the log itself (the database away), said once per failing turn. */
   onError?: ((webhook: string, e: Error) => void) | undefined;
-  /** A delivery given up after retry-for. */
-  onFailed?: ((webhook: string, error: string | undefined) => void) | undefined;
-  /** Each attempt's outcome: delivered, failed for good, or to be tried again. */
-  onAttempt?: ((webhook: string, outcome: AttemptOutcome) => void) | undefined;
+  /** Each attempt's outcome (delivered, failed for good after retry-for, or to be tried again), and why not delivered. */
+  onAttempt?: ((webhook: string, outcome: AttemptOutcome, error: string | undefined) => void) | undefined;
   now?: () => number;
 }
 
@@ -106,13 +104,12 @@ export class Dispatcher {
       if (this.now() + wait - Date.parse(d.createdAt) > hook.retryForMs) {
         d.state = 'failed';
         d.nextAt = undefined;
-        this.o.onFailed?.(hook.name, d.error);
       } else {
         d.nextAt = new Date(this.now() + wait).toISOString();
       }
     }
     await this.o.log.settle(d);
-    this.o.onAttempt?.(hook.name, d.state === 'pending' ? 'retried' : d.state);
+    this.o.onAttempt?.(hook.name, d.state === 'pending' ? 'retried' : d.state, d.error);
     return 0;
   }
 }
