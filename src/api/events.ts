@@ -13,8 +13,7 @@ import type { Webhook } from '../events/webhooks.js';
 import { need, newApi } from './middleware.js';
 import { DeliverySchema, EventSchema, WebhookSchema } from './schemas.js';
 import { type ApiApp, type AppDeps, type Env, errorResponses, json, security } from './shared.js';
-
-const SSE_KEEPALIVE_MS = 15_000;
+import { orderedStream } from './sse.js';
 
 const typesQuery = z
   .string()
@@ -155,11 +154,9 @@ export function eventsApi(deps: AppDeps): ApiApp {
   });
   api.openapi(streamEventsRoute, async (c) => {
     const q = c.req.valid('query');
-    const resume = Number(c.req.header('last-event-id'));
-    const from =
-      Number.isSafeInteger(resume) && resume >= 0 && c.req.header('last-event-id')
-        ? resume
-        : (q.after ?? (await bus.log.lastSeq()));
+    // Last-Event-ID (a client resuming) before ?after=, before "from now on".
+    const resume = /^\d+$/.exec(c.req.header('last-event-id') ?? '')?.[0];
+    const from = resume !== undefined ? Number(resume) : (q.after ?? (await bus.log.lastSeq()));
     return follow(c, bus, from, types(q.type));
   });
   api.openapi(listWebhooksRoute, async (c) => {
@@ -190,18 +187,16 @@ export function eventsApi(deps: AppDeps): ApiApp {
 /** The events after `from` as Server-Sent Events, then live ones, kept alive, until the client goes. */
 function follow(c: HonoContext<Env>, bus: EventBus, from: number, wanted: string[] | undefined): Response {
   return streamSSE(c, async (stream) => {
-    let writing = Promise.resolve();
-    const send = (write: () => Promise<unknown>) => {
-      writing = writing.then(() => write().then(() => undefined)).catch(() => {});
-    };
+    const out = orderedStream(stream);
     const stop = bus.follow(from, wanted, (e) =>
-      send(() => stream.writeSSE({ id: String(e.seq), event: e.event.type, data: JSON.stringify(e.event) })),
+      out.send(() =>
+        stream.writeSSE({ id: String(e.seq), event: e.event.type, data: JSON.stringify(e.event) }),
+      ),
     );
     // A first comment, so a client sees the stream open before any event.
-    send(() => stream.write(': following\n\n'));
-    const keepalive = setInterval(() => send(() => stream.write(': keep-alive\n\n')), SSE_KEEPALIVE_MS);
+    out.send(() => stream.write(': following\n\n'));
     await new Promise<void>((resolve) => stream.onAbort(resolve));
-    clearInterval(keepalive);
+    out.stop();
     stop();
   });
 }

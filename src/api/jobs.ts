@@ -29,8 +29,7 @@ import {
   registryResponses,
   security,
 } from './shared.js';
-
-const SSE_KEEPALIVE_MS = 15_000;
+import { orderedStream } from './sse.js';
 
 export function jobView(job: Job): z.infer<typeof JobSchema> {
   const links: Record<string, string> = { self: `/v1/jobs/${job.id}`, events: `/v1/jobs/${job.id}/events` };
@@ -312,26 +311,22 @@ function streamEvents(c: HonoContext<Env>, jobs: JobSystem, id: string, from: nu
     const ended = new Promise<void>((r) => {
       done = r;
     });
-    // Writes go one after another: events in order, keep-alives between them.
-    let writing = Promise.resolve();
-    const send = (write: () => Promise<unknown>) => {
-      writing = writing.then(() => write().then(() => undefined)).catch(() => {});
-    };
+    const out = orderedStream(stream);
     const unsubscribe = await jobs.subscribe(
       id,
       from,
-      (e) => send(() => stream.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(e.data) })),
+      (e) =>
+        out.send(() => stream.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(e.data) })),
       () => {
-        void writing.then(done);
+        void out.flushed().then(done);
       },
     );
-    const keepalive = setInterval(() => send(() => stream.write(': keep-alive\n\n')), SSE_KEEPALIVE_MS);
     stream.onAbort(() => done());
     try {
       await ended;
-      await writing;
+      await out.flushed();
     } finally {
-      clearInterval(keepalive);
+      out.stop();
       unsubscribe();
     }
   });
