@@ -19,6 +19,7 @@ import { InvalidArgumentError, Option } from 'commander';
 import { printable } from '../core/printable.js';
 import type { ProgressEvent, ProgressListener } from '../core/progress.js';
 import { describeWait, REGISTRY_WAITS_CHANNEL, type RegistryWait } from '../registry/waits.js';
+import type { JobProgress } from '../service/job-system.js';
 import type { BlobEvent } from '../sync/report.js';
 import { formatBytes, formatRate, formatTimeLeft } from './format.js';
 
@@ -37,12 +38,8 @@ const RATE_WINDOW_MS = 10_000;
 /** No byte for this long: stalled (time left unknown). */
 const STALLED_AFTER_MS = 3_000;
 
-/** What a snapshot of a transfer says, as the json mode writes it. */
-export interface ProgressFigures {
-  blobs: number;
-  blobsDone: number;
-  bytes: number;
-  bytesDone: number;
+/** What a snapshot of a transfer says, as the json mode writes it: the service's job progress, and the rate. */
+export interface ProgressFigures extends JobProgress {
   /** Bytes a second over the last seconds (0 while stalled or before the first bytes). */
   bytesPerSecond: number;
   /** Seconds left at that rate; null when it cannot be said (stalled, or nothing known yet). */
