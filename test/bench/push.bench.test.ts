@@ -3,8 +3,9 @@
  * loopback registry: an oci-archive of the large fixture pushed back (`stowage push` against
  * `skopeo copy oci-archive: docker://`), and registry to registry (`stowage copy` against
  * `skopeo copy docker:// docker://`). Every round goes to new repositories and skopeo's blob-info
- * cache is removed first, so both really upload every byte (no HEAD hits, no mounts). Prints time
- * ratios and peak RSS; asserts only that every copy kept the manifest digest.
+ * cache is removed first, so both really upload every byte (no HEAD hits, no mounts). The registry
+ * copy's floor is the same blobs streamed by `curl | curl` (floor.ts). Prints time ratios and peak RSS;
+ * asserts only that every copy kept the manifest digest.
  *
  *   npm run bench                   # 3 layers, about 450 MB, 5 rounds
  *   BENCH_ROUNDS=9 BENCH_MIB=300,100,50 npm run bench
@@ -18,6 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { fixtureLabel, pushBenchImage } from './fixture.js';
+import { curlUpload, type FloorBlob } from './floor.js';
 import { addSample, cpuSetting, measureOn, median, type Samples, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
@@ -71,7 +73,17 @@ describe('push benchmark', () => {
       'stowage push': samples(),
       'skopeo registry copy': samples(),
       'stowage copy': samples(),
+      'floor: curl | curl': samples(),
     };
+    // The registry copy's floor: each blob streamed by curl from one registry into the other.
+    const manifest = JSON.parse(
+      (await run('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${src}/bench/big:v1`]))
+        .stdout,
+    );
+    const blobs: FloorBlob[] = [manifest.config, ...manifest.layers].map((d: { digest: string }) => ({
+      digest: d.digest,
+      source: `http://${src}/v2/bench/big/blobs/${d.digest}`,
+    }));
     const written: string[] = [];
     const record = async (name: keyof typeof results, target: string, cmd: string, args: string[]) => {
       await rm(SKOPEO_CACHE, { force: true });
@@ -111,6 +123,11 @@ describe('push benchmark', () => {
             `docker://${to('tc')}`,
           ]),
       ];
+      copy.push(async () => {
+        await run('sync', []);
+        const [bash, args] = curlUpload(dst, `r${i}-curl/big`, blobs);
+        addSample(results['floor: curl | curl']!, await measureOn(cpu, bash, args, env));
+      });
       // Who goes first alternates, so that neither always follows the other.
       for (const pair of [restore, copy]) {
         for (const go of i % 2 === 0 ? pair : [...pair].reverse()) await go();
@@ -132,6 +149,7 @@ describe('push benchmark', () => {
     lines.push(
       `  restore speed-up over skopeo: best ${ratio('skopeo restore', 'stowage push', best)}x, median ${ratio('skopeo restore', 'stowage push', median)}x`,
       `  registry copy speed-up over skopeo: best ${ratio('skopeo registry copy', 'stowage copy', best)}x, median ${ratio('skopeo registry copy', 'stowage copy', median)}x`,
+      `  registry copy floor (curl | curl, every blob at once) over skopeo: median ${ratio('skopeo registry copy', 'floor: curl | curl', median)}x`,
     );
     process.stdout.write(`\n${lines.join('\n')}\n\n`);
   });

@@ -16,13 +16,14 @@
  *   BENCH_NO_SHA=stowage|both npm run bench    (SHA extensions masked: see measure.ts)
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { buildBenchLayout, buildDebianLayout } from './fixture.js';
+import { curlUpload, type FloorBlob, largestBlob, layoutBlobs } from './floor.js';
 import { addSample, cpuSetting, measureOn, median, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
@@ -48,6 +49,8 @@ interface Fixture {
   label: string;
   dockerArchive: string;
   ociArchive: string;
+  /** The oci-archive's blobs, unpacked (outside any timing) for the upload floor. */
+  ociBlobs: FloorBlob[];
 }
 const fixtures: Fixture[] = [];
 
@@ -84,7 +87,12 @@ beforeAll(async () => {
       `oci-archive:${ociArchive}:bench`,
     ]);
     await rm(layout, { recursive: true, force: true });
-    fixtures.push({ name, label, dockerArchive, ociArchive });
+    const unpacked = join(dir, `${name}-oci`);
+    await mkdir(unpacked);
+    await run('tar', ['-xf', ociArchive, '-C', unpacked]);
+    const blobDir = join(unpacked, 'blobs', 'sha256');
+    const ociBlobs = layoutBlobs(blobDir, await readdir(blobDir));
+    fixtures.push({ name, label, dockerArchive, ociArchive, ociBlobs });
   }
 }, 600_000);
 
@@ -94,6 +102,14 @@ afterAll(async () => {
   await rm(SKOPEO_CACHE, { force: true });
 });
 
+/** CPU time used so far by the benchmark's docker-registry (utime + stime from /proc). */
+async function registryCoreSeconds(): Promise<number> {
+  const fields = (await readFile(`/proc/${children[0]!.pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+/** Linux reports /proc times in USER_HZ, 100 a second on every architecture Node runs on. */
+const CLOCK_TICKS = 100;
+
 const variantName = (v: string) => (v === 'none' ? 'stowage, no compression' : `stowage, gzip level ${v}`);
 const NAMES = [
   'skopeo docker-archive',
@@ -102,6 +118,9 @@ const NAMES = [
   'stowage again',
   'skopeo oci-archive',
   'stowage oci-archive',
+  'floor: curl, every blob',
+  'floor: curl, largest blob',
+  'node -e 0 (start-up)',
   ...VARIANTS.map(variantName),
 ];
 
@@ -117,9 +136,13 @@ describe('restore benchmark', () => {
     for (const f of fixtures) {
       const results = Object.fromEntries(NAMES.map((n) => [n, samples()]));
       const moved: Record<string, number> = {};
+      // The registry's own CPU during each command: with the tool's, what the two cores had to do.
+      const registryCpu: Record<string, number[]> = Object.fromEntries(NAMES.map((n) => [n, []]));
       const measured = async (name: string, cmd: string, args: string[], bytes: number) => {
         await run('sync', []);
+        const before = await registryCoreSeconds();
         addSample(results[name]!, await measureOn(cpu, cmd, args, env));
+        registryCpu[name]!.push((await registryCoreSeconds()) - before);
         moved[name] = bytes;
       };
       const stowage = (archive: string, to: string) => [BIN, 'push', '-q', archive, `${host}/${to}`];
@@ -162,6 +185,13 @@ describe('restore benchmark', () => {
               stowage(oci, repo('stowage', 'o')),
               ociBytes,
             );
+            // The floor: the registry taking the same blobs from curl; the largest alone bounds any tool.
+            const [bash, all] = curlUpload(host, `${f.name}-r${i}-curl-all/big`, f.ociBlobs);
+            await measured('floor: curl, every blob', bash, all, ociBytes);
+            const largest = [await largestBlob(f.ociBlobs)];
+            const [, one] = curlUpload(host, `${f.name}-r${i}-curl-one/big`, largest);
+            await measured('floor: curl, largest blob', bash, one, 0);
+            await measured('node -e 0 (start-up)', process.execPath, ['-e', '0'], 0);
             for (const v of VARIANTS) {
               const how = v === 'none' ? ['--compress', 'none'] : ['--compress-level', v];
               await rm(join(home, '.cache', 'stowage'), { recursive: true, force: true });
@@ -196,6 +226,21 @@ describe('restore benchmark', () => {
       report.push(
         `  time of stowage / skopeo (medians): docker-archive ${ratio('skopeo docker-archive', 'stowage docker-archive')}x, ` +
           `again ${ratio('skopeo again', 'stowage again')}x, oci-archive ${ratio('skopeo oci-archive', 'stowage oci-archive')}x`,
+      );
+      report.push(
+        `  oci-archive floor / skopeo: every blob by curl ${ratio('skopeo oci-archive', 'floor: curl, every blob')}x, ` +
+          `the largest blob alone ${ratio('skopeo oci-archive', 'floor: curl, largest blob')}x ` +
+          `(Node's own start-up here: ${median(results['node -e 0 (start-up)']!.t).toFixed(2)} s)`,
+      );
+      // No tool can finish before both cores have done its work and the registry's: a floor in seconds.
+      const busy = (n: string) => median(results[n]!.cpu) + median(registryCpu[n]!);
+      const cores = availableParallelism();
+      const cpuFloor = (n: string) =>
+        `${(busy(n) / cores).toFixed(2)} s (${(busy(n) / cores / median(results['skopeo docker-archive']!.t)).toFixed(2)}x)`;
+      report.push(
+        `  docker-archive, CPU floor (core-s of the tool and the registry, over ${cores} cores) and its ratio to skopeo's time: ` +
+          `skopeo ${cpuFloor('skopeo docker-archive')}, stowage ${cpuFloor('stowage docker-archive')}; ` +
+          `registry core-s: ${median(registryCpu['stowage docker-archive']!).toFixed(2)} under stowage, ${median(registryCpu['skopeo docker-archive']!).toFixed(2)} under skopeo`,
       );
       report.push(
         `  layers as pushed from the docker-archive: stowage ${(sizes[0] / 1e6).toFixed(1)} MB, skopeo ${(sizes[1] / 1e6).toFixed(1)} MB`,
