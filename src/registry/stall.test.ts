@@ -1,9 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import { watchStalls } from './client.js';
 
-async function* timed(parts: { bytes: number; afterMs: number }[]): AsyncGenerator<Uint8Array> {
+/** A body that sends `parts` at their times and, as undici's does, fails its read once `cut` aborts. */
+async function* timed(
+  parts: { bytes: number; afterMs: number }[],
+  cut?: AbortController,
+): AsyncGenerator<Uint8Array> {
   for (const p of parts) {
-    await new Promise((r) => setTimeout(r, p.afterMs));
+    await new Promise((resolve, reject) => {
+      const t = setTimeout(resolve, p.afterMs);
+      cut?.signal.addEventListener('abort', () => {
+        clearTimeout(t);
+        reject(new Error('request aborted'));
+      });
+    });
     yield new Uint8Array(p.bytes);
   }
 }
@@ -27,6 +37,13 @@ describe('watchStalls', () => {
     expect(cut.signal.aborted).toBe(false);
   });
 
+  it('passes a body that keeps up over many windows, pauses shorter than a window included', async () => {
+    const cut = new AbortController();
+    const parts = Array.from({ length: 30 }, (_, i) => ({ bytes: 100, afterMs: i === 15 ? 120 : 20 }));
+    expect(await drain(watchStalls(timed(parts), rule, cut))).toBe(3000);
+    expect(cut.signal.aborted).toBe(false);
+  });
+
   it('cuts a body that trickles, and one that goes silent', async () => {
     const trickle = new AbortController();
     const slow = Array.from({ length: 20 }, () => ({ bytes: 1, afterMs: 50 }));
@@ -36,10 +53,13 @@ describe('watchStalls', () => {
     await expect(
       drain(
         watchStalls(
-          timed([
-            { bytes: 500, afterMs: 0 },
-            { bytes: 1, afterMs: 5000 },
-          ]),
+          timed(
+            [
+              { bytes: 500, afterMs: 0 },
+              { bytes: 1, afterMs: 5000 },
+            ],
+            silent,
+          ),
           rule,
           silent,
         ),
