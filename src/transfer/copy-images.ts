@@ -135,6 +135,23 @@ async function openTarget(to: ImageTo): Promise<Target> {
 }
 
 /**
+ * Starts each destination registry's first request (GET /v2/: its scheme and auth challenge) while the
+ * sources open and plan; a copy between registries otherwise asks it only after the source's manifest,
+ * config and attachments, one more round trip in a row (25 ms on loopback, more across a network).
+ * Nothing is sent or checked early: a failed first request is not remembered, so openTarget and the
+ * copy meet the same error in their turn and report it where they always did.
+ */
+function warmDestinations(to: ImageTo[], signal: AbortSignal | undefined): void {
+  for (const t of to) {
+    if (!('registry' in t) || !t.registry[0]) continue;
+    t.ctx
+      .client(t.registry[0])
+      .then(({ client }) => client.ping(signal))
+      .catch(() => {});
+  }
+}
+
+/**
  * Copies every image of `from` into every destination of `to`. A destination's failure is in its
  * outcome (see firstFailure); what stops all of them (a source refused or unreadable, an abort) throws.
  */
@@ -144,6 +161,7 @@ export async function copyImages(
   opts: CopyImagesOptions,
 ): Promise<CopyImagesResult> {
   const close: (() => Promise<void>)[] = [];
+  warmDestinations(to, opts.signal);
   try {
     const planned: PlannedImage[] = [];
     const sources: SourceImage[] = [];
