@@ -23,7 +23,7 @@ export async function* watchStalls(
   cut: AbortController,
 ): AsyncGenerator<Uint8Array> {
   const it = body[Symbol.asyncIterator]();
-  // A stall found by the timer cuts the request, which ends the body's wait with an error.
+  // A stall cuts the request; when the timer finds it, that ends the body's pending read with an error.
   const window = new StallWindow(rule, (err) => cut.abort(err));
   let done = false;
   try {
@@ -35,15 +35,12 @@ export async function* watchStalls(
       } catch (e) {
         throw window.error ?? e;
       }
-      window.arrived(r.done ? 0 : r.value.byteLength);
       if (r.done) {
         done = true;
         return;
       }
-      if (window.error) {
-        cut.abort(window.error);
-        throw window.error;
-      }
+      window.arrived(r.value.byteLength);
+      if (window.error) throw window.error;
       yield r.value;
     }
   } finally {
@@ -54,8 +51,8 @@ export async function* watchStalls(
 }
 
 /**
- * The bytes and the waiting time of the current window. Judged when a chunk arrives and when the timer
- * finds the window's waiting time used up while still waiting (then `onStall` is called).
+ * The bytes and the waiting time of the current window, judged when a chunk arrives and when the timer
+ * fires; a stall sets `error` and calls `onStall` once.
  */
 class StallWindow {
   error: StallError | undefined;
@@ -100,6 +97,7 @@ class StallWindow {
       this.error = new StallError(
         `${this.got} bytes in ${Math.round(this.waited / 1000)} s, under the low-speed limit of ${this.rule.minBytesPerSecond} bytes/s over ${this.rule.windowMs / 1000} s`,
       );
+      this.onStall(this.error);
       return;
     }
     this.waited = 0;
@@ -112,16 +110,12 @@ class StallWindow {
   }
 
   private tick(): void {
-    const waitingNow = this.since !== undefined;
-    if (waitingNow) {
+    // The wait under way counts up to now, and goes on from here.
+    if (this.since !== undefined) {
       this.stopWaiting();
-      this.since = performance.now();
+      this.waiting();
     }
     this.judge();
-    if (this.error) {
-      this.onStall(this.error);
-      return;
-    }
-    this.arm(this.rule.windowMs - this.waited);
+    if (!this.error) this.arm(this.rule.windowMs - this.waited);
   }
 }
