@@ -30,6 +30,22 @@ export async function measure(
   return { seconds: Number(m![1]), maxRssBytes: Number(m![2]) * 1024, coreSeconds: Number(m![4]), stdout };
 }
 
+/**
+ * A process's name and the CPU seconds it has used so far (utime + stime from /proc/PID/stat, in
+ * USER_HZ, 100 a second on Linux): a peer's own share of the machine (a registry, radosgw, PostgreSQL).
+ * Undefined once the process is gone.
+ */
+export async function processCpu(
+  pid: number | string,
+): Promise<{ name: string; seconds: number } | undefined> {
+  const { readFile } = await import('node:fs/promises');
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const m = /^\d+ \((.*)\) (.*)$/s.exec(stat.trim());
+  if (!m) return undefined;
+  const f = m[2]!.split(' ');
+  return { name: m[1]!, seconds: (Number(f[11]) + Number(f[12])) / 100 };
+}
+
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);

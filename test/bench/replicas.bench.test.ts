@@ -12,7 +12,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,7 +21,7 @@ import { stopProcess } from '../harness/processes.js';
 import { type RunningS3, s3Bucket, startRadosgw } from '../harness/radosgw.js';
 import { startRegistry } from '../harness/registry.js';
 import { pushBenchImage } from './fixture.js';
-import { addSample, cpuSetting, measureOn, sampleLine, samples } from './measure.js';
+import { addSample, cpuSetting, measureOn, processCpu, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -51,16 +51,13 @@ afterAll(async () => {
 
 /** CPU seconds used so far by the processes with these names (radosgw and Ceph, PostgreSQL). */
 async function cpuOf(names: string[]): Promise<number> {
-  let ticks = 0;
+  let seconds = 0;
   for (const pid of await readdir('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-    const m = /^\d+ \((.*)\) (.*)$/.exec(stat.trim());
-    if (!m || !names.some((n) => m[1]!.startsWith(n))) continue;
-    const f = m[2]!.split(' ');
-    ticks += Number(f[11]) + Number(f[12]);
+    const p = await processCpu(pid);
+    if (p && names.some((n) => p.name.startsWith(n))) seconds += p.seconds;
   }
-  return ticks / 100;
+  return seconds;
 }
 
 const S3_SERVER = ['radosgw', 'ceph-osd', 'ceph-mon', 'msgr-worker', 'rgw', 'bstore', 'tp_'];

@@ -16,7 +16,7 @@
  *   BENCH_NO_SHA=stowage|both npm run bench    (SHA extensions masked: see measure.ts)
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,7 +24,7 @@ import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { buildBenchLayout, buildDebianLayout } from './fixture.js';
 import { curlUpload, type FloorBlob, largestBlob, layoutBlobs } from './floor.js';
-import { addSample, cpuSetting, measureOn, median, sampleLine, samples } from './measure.js';
+import { addSample, cpuSetting, measureOn, median, processCpu, sampleLine, samples } from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -102,13 +102,12 @@ afterAll(async () => {
   await rm(SKOPEO_CACHE, { force: true });
 });
 
-/** CPU time used so far by the benchmark's docker-registry (utime + stime from /proc). */
+/** CPU seconds used so far by the benchmark's docker-registry. */
 async function registryCoreSeconds(): Promise<number> {
-  const fields = (await readFile(`/proc/${children[0]!.pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  const p = await processCpu(children[0]!.pid!);
+  if (!p) throw new Error('the benchmark registry has exited');
+  return p.seconds;
 }
-/** Linux reports /proc times in USER_HZ, 100 a second on every architecture Node runs on. */
-const CLOCK_TICKS = 100;
 
 const variantName = (v: string) => (v === 'none' ? 'stowage, no compression' : `stowage, gzip level ${v}`);
 const NAMES = [
