@@ -3,7 +3,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { gunzipSync, inflateRawSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { StowageError } from '../errors.js';
-import { compressionKey, compressLayer, GZIP_CHUNK, gzipChunked, parseCompression } from './compress.js';
+import {
+  compressionKey,
+  compressLayer,
+  entropy,
+  GZIP_CHUNK,
+  gzipChunked,
+  parseCompression,
+} from './compress.js';
 
 async function collect(it: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const parts: Uint8Array[] = [];
@@ -60,6 +67,34 @@ describe('gzipChunked', () => {
     expect(oddPieces.equals(one)).toBe(true);
   });
 
+  it('takes a whole chunk handed over in one buffer as it is, with the same bytes out', async () => {
+    const plain = Buffer.concat([
+      words(2 * GZIP_CHUNK, 5),
+      randomBytes(2 * GZIP_CHUNK),
+      words(GZIP_CHUNK, 6),
+    ]);
+    const expected = await collect(gzipChunked(pieces(plain, 999), { level: 1, workers: 2 }));
+    // Each chunk in a buffer of its own (as a file read 1 MiB at a time gives them), then a mix: whole
+    // chunks after a part of one, and a part after whole ones.
+    const own = (b: Buffer) => Buffer.from(b);
+    async function* whole(): AsyncGenerator<Uint8Array> {
+      for (let at = 0; at < plain.length; at += GZIP_CHUNK) yield own(plain.subarray(at, at + GZIP_CHUNK));
+    }
+    async function* mixed(): AsyncGenerator<Uint8Array> {
+      yield own(plain.subarray(0, GZIP_CHUNK));
+      yield own(plain.subarray(GZIP_CHUNK, GZIP_CHUNK + 10));
+      yield own(plain.subarray(GZIP_CHUNK + 10, 2 * GZIP_CHUNK + 10));
+      yield own(plain.subarray(2 * GZIP_CHUNK + 10, 3 * GZIP_CHUNK));
+      yield own(plain.subarray(3 * GZIP_CHUNK, 4 * GZIP_CHUNK));
+      yield own(plain.subarray(4 * GZIP_CHUNK));
+    }
+    for (const body of [whole(), mixed()]) {
+      const out = await collect(gzipChunked(body, { level: 1, workers: 2 }));
+      expect(out.equals(expected)).toBe(true);
+      expect(gunzipSync(out).equals(plain)).toBe(true);
+    }
+  });
+
   it('stores a chunk that does not compress, and deflates one that does', async () => {
     const random = randomBytes(GZIP_CHUNK);
     const stored = await gzip(Buffer.concat([random, random.subarray(0, 10)]), 2);
@@ -92,6 +127,41 @@ describe('gzipChunked', () => {
     expect(gunzipSync(gz).equals(plain)).toBe(true);
     // Without the dictionary the repeated 20 KB of random bytes would cost 20 KB again.
     expect(gz.length - alone.length).toBeLessThan(15_000);
+  });
+});
+
+describe('entropy (what decides whether a chunk is deflated or stored)', () => {
+  /** The textbook sum, one byte at a time: what the word-at-a-time count must agree with exactly. */
+  function reference(bytes: Uint8Array): number {
+    const n = new Map<number, number>();
+    for (const b of bytes) n.set(b, (n.get(b) ?? 0) + 1);
+    let bits = 0;
+    for (let b = 0; b < 256; b++) {
+      const k = n.get(b);
+      if (k) bits -= (k / bytes.length) * Math.log2(k / bytes.length);
+    }
+    return bits;
+  }
+
+  it('gives 8 bits for every byte value once, 0 for one value, 1 for two halves', () => {
+    expect(entropy(Uint8Array.from({ length: 256 }, (_, i) => i))).toBe(8);
+    expect(entropy(Buffer.alloc(4096, 7))).toBe(0);
+    expect(entropy(Buffer.concat([Buffer.alloc(1000, 1), Buffer.alloc(1000, 2)]))).toBe(1);
+  });
+
+  it('agrees exactly with a byte-at-a-time count, at any offset and any length', () => {
+    const data = Buffer.concat([randomBytes(5000), words(5000)]);
+    for (const [start, end] of [
+      [0, 10_000],
+      [1, 9_999],
+      [3, 4_098],
+      [2, 7],
+      [0, 3],
+      [5_000, 10_000],
+    ] as const) {
+      const slice = data.subarray(start, end);
+      expect(entropy(slice)).toBe(reference(slice));
+    }
   });
 });
 

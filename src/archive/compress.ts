@@ -211,11 +211,26 @@ export async function* gzipChunked(
   const next = async (): Promise<Buffer> => {
     const head = queue.shift() as (typeof queue)[number];
     const out = await head.job;
-    if (retired) free.push(retired);
+    // Bounded: adopted chunks (above) bring buffers of their own.
+    if (retired && free.length < workers + 2) free.push(retired);
     retired = head.buffer;
     return out;
   };
   for await (const c of body) {
+    // A whole chunk's worth in one piece (a file read 1 MiB at a time from a layer's start) becomes the
+    // chunk itself: no copy. A stream's chunk is the reader's once handed over, so it may be reused.
+    const whole =
+      c.byteLength === GZIP_CHUNK && (filled === 0 || filled === GZIP_CHUNK) ? ownedBuffer(c) : undefined;
+    if (whole) {
+      if (filled === GZIP_CHUNK) {
+        dispatch(false);
+        while (queue.length > workers) yield await next();
+      }
+      if (free.length < workers + 2) free.push(chunk);
+      chunk = whole;
+      filled = GZIP_CHUNK;
+      continue;
+    }
     for (let at = 0; at < c.byteLength; ) {
       // A full chunk is sent only once more bytes follow: the last chunk is deflated differently.
       if (filled === GZIP_CHUNK) {
@@ -234,6 +249,13 @@ export async function* gzipChunked(
   trailer.writeUInt32LE(crc >>> 0, 0);
   trailer.writeUInt32LE(length % 2 ** 32, 4);
   yield trailer;
+}
+
+/** `c` as a Buffer of its own ArrayBuffer (the whole of it), or undefined if it is a view of a larger one. */
+function ownedBuffer(c: Uint8Array): Buffer<ArrayBuffer> | undefined {
+  const b = c.buffer;
+  if (!(b instanceof ArrayBuffer) || c.byteOffset !== 0 || b.byteLength !== c.byteLength) return undefined;
+  return Buffer.from(b, 0, c.byteLength);
 }
 
 let slots: Limiter | undefined;
@@ -289,18 +311,36 @@ async function incompressible(plain: Buffer): Promise<boolean> {
   return out.byteLength > sampled * STORED_ABOVE;
 }
 
-const counts = new Uint32Array(256);
+/** Four histograms side by side: consecutive bytes land in different ones (see entropy). */
+const counts = new Uint32Array(1024);
 
-/** Order-0 entropy of `bytes`, in bits per byte. */
+/**
+ * Order-0 entropy of `bytes`, in bits per byte. The bytes are read four at a time as one 32-bit word,
+ * each byte counted in its own histogram, summed at the end: one counter updated per byte in a row
+ * makes each increment wait on the one before whenever two bytes repeat (1.7x slower in Node here).
+ */
 export function entropy(bytes: Uint8Array): number {
   counts.fill(0);
-  for (let i = 0; i < bytes.length; i++)
-    counts[bytes[i] as number] = (counts[bytes[i] as number] as number) + 1;
+  const n = bytes.byteLength;
+  const aligned = bytes.byteOffset % 4 === 0;
+  const words = aligned ? new Uint32Array(bytes.buffer, bytes.byteOffset, n >>> 2) : new Uint32Array(0);
+  for (let i = 0; i < words.length; i++) {
+    const w = words[i] as number;
+    (counts[w & 0xff] as number)++;
+    (counts[256 + ((w >>> 8) & 0xff)] as number)++;
+    (counts[512 + ((w >>> 16) & 0xff)] as number)++;
+    (counts[768 + (w >>> 24)] as number)++;
+  }
+  for (let i = words.length * 4; i < n; i++) (counts[bytes[i] as number] as number)++;
   let bits = 0;
   for (let b = 0; b < 256; b++) {
-    const n = counts[b] as number;
-    if (n > 0) {
-      const p = n / bytes.length;
+    const k =
+      (counts[b] as number) +
+      (counts[256 + b] as number) +
+      (counts[512 + b] as number) +
+      (counts[768 + b] as number);
+    if (k > 0) {
+      const p = k / n;
       bits -= p * Math.log2(p);
     }
   }
