@@ -248,6 +248,8 @@ export class TarIndex {
     readonly path: string,
     readonly gzipped: boolean,
     readonly entries: Map<string, TarIndexEntry>,
+    /** Stretches of a plain tar read while indexing, kept: small entries in them are read from here. */
+    private readonly readAhead: ReadAhead[] = [],
   ) {}
 
   static async open(path: string): Promise<TarIndex> {
@@ -260,20 +262,33 @@ export class TarIndex {
       throw new StowageError('IO', `cannot read archive ${path}: ${err.message}`, { cause: e });
     }
     const scanner = new HeaderScanner(path);
+    const readAhead: ReadAhead[] = [];
     let gzipped = false;
     try {
       const magic = Buffer.alloc(2);
       await fh.read(magic, 0, 2, 0);
       gzipped = isGzip(magic);
       if (!gzipped) {
-        // Plain tar: read header blocks only, seeking over the data.
+        // Plain tar: read header blocks only, seeking over the data. Each read takes READ_AHEAD bytes,
+        // so the run of small entries a docker-archive ends with (manifest.json, the config, each
+        // layer's json and VERSION) is one read instead of one per header, and their bytes are kept.
         const { size } = await fh.stat();
-        const h = Buffer.alloc(BLOCK);
+        let window: ReadAhead = { start: 0, bytes: Buffer.alloc(0) };
+        let kept = 0;
         let pos = 0;
         while (!scanner.done && pos < size) {
-          const { bytesRead } = await fh.read(h, 0, BLOCK, pos);
-          if (bytesRead < BLOCK) break;
-          scanner.feed(h);
+          if (pos + BLOCK > window.start + window.bytes.length) {
+            const buf = Buffer.allocUnsafe(Math.min(READ_AHEAD, size - pos));
+            const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+            window = { start: pos, bytes: buf.subarray(0, bytesRead) };
+            if (kept + bytesRead <= READ_AHEAD_KEPT) {
+              readAhead.push(window);
+              kept += bytesRead;
+            }
+            if (bytesRead < BLOCK) break;
+          }
+          const at = pos - window.start;
+          scanner.feed(window.bytes.subarray(at, at + BLOCK));
           pos += BLOCK + scanner.seekPastData();
         }
         if (!scanner.done && scanner.entries.size === 0) throw scanner.bad('no tar header found');
@@ -302,7 +317,7 @@ export class TarIndex {
         stream.destroy();
       }
     }
-    return new TarIndex(path, gzipped, scanner.entries);
+    return new TarIndex(path, gzipped, scanner.entries, readAhead);
   }
 
   /** The regular file an entry name leads to, following links inside the archive (never outside). */
@@ -388,11 +403,30 @@ export class TarIndex {
         `${this.path}: ${what} is ${entry.size} bytes, over the ${limit}-byte limit for documents read into memory`,
       );
     }
+    const held = this.readAhead.find(
+      (w) => entry.offset >= w.start && entry.offset + entry.size <= w.start + w.bytes.length,
+    );
+    // A copy: the caller may keep or change it.
+    if (held)
+      return Buffer.from(
+        held.bytes.subarray(entry.offset - held.start, entry.offset - held.start + entry.size),
+      );
     const parts: Buffer[] = [];
     for await (const c of this.stream(entry)) parts.push(c);
     return Buffer.concat(parts);
   }
 }
+
+/** Bytes of a plain tar read ahead while indexing, from `start`. */
+interface ReadAhead {
+  start: number;
+  bytes: Buffer;
+}
+
+/** How much each header read takes. */
+const READ_AHEAD = 64 * 1024;
+/** At most this much read-ahead is kept for small entries; later stretches are read again. */
+const READ_AHEAD_KEPT = 1 << 20;
 
 /** `length` bytes of a file at `position` (fewer at its end). */
 export async function readAt(path: string, position: number, length: number): Promise<Buffer> {
