@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { collectOutput } from '../harness/processes.js';
 
 export interface Measured {
@@ -132,4 +134,14 @@ export function measureOn(
   env: NodeJS.ProcessEnv,
 ): Promise<Measured> {
   return measure(cmd, args, { ...env, ...(cmd === 'skopeo' ? cpu.skopeoEnv : cpu.stowageEnv) });
+}
+
+/**
+ * Makes stowage forget what earlier runs learned about layers (its digest cache: compressions made,
+ * diff_ids checked), so a round measures the work itself. Its compiled-code cache (.cache/stowage/code)
+ * stays: every run but a user's very first has it, and without it each start compiles the bundle
+ * afresh (60 ms more here), which would measure a first run, not a restore.
+ */
+export async function forgetDigests(home: string): Promise<void> {
+  await rm(join(home, '.cache', 'stowage', 'digests.json'), { force: true });
 }

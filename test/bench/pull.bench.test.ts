@@ -16,7 +16,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { fixtureLabel, pushBenchImage } from './fixture.js';
-import { addSample, cpuSetting, measureOn, median, type Samples, sampleLine, samples } from './measure.js';
+import {
+  addSample,
+  cpuSetting,
+  forgetDigests,
+  measureOn,
+  median,
+  type Samples,
+  sampleLine,
+  samples,
+} from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -134,8 +143,7 @@ describe('pull benchmark', () => {
       await settle();
       // Every pull starts without stowage's digest cache (which remembers the diff_ids it checked),
       // but the one measuring what that memory saves.
-      if (!name.includes('seen before'))
-        await rm(join(home, '.cache', 'stowage'), { recursive: true, force: true });
+      if (!name.includes('seen before')) await forgetDigests(home);
       const [cmd, args] = commands[name];
       addSample(results[name]!, await measureOn(cpu, cmd, args, env));
     };

@@ -24,7 +24,16 @@ import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { buildBenchLayout, buildDebianLayout } from './fixture.js';
 import { curlUpload, type FloorBlob, largestBlob, layoutBlobs } from './floor.js';
-import { addSample, cpuSetting, measureOn, median, processCpu, sampleLine, samples } from './measure.js';
+import {
+  addSample,
+  cpuSetting,
+  forgetDigests,
+  measureOn,
+  median,
+  processCpu,
+  sampleLine,
+  samples,
+} from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -157,7 +166,7 @@ describe('restore benchmark', () => {
       for (let i = 0; i < ROUNDS; i++) {
         // Each round starts with neither tool's memory of earlier compressions.
         await rm(SKOPEO_CACHE, { force: true });
-        await rm(join(home, '.cache', 'stowage'), { recursive: true, force: true });
+        await forgetDigests(home);
         const repo = (tool: string, kind: string) => `${f.name}-r${i}-${tool}-${kind}/big:v1`;
         const pair = [
           async () => {
@@ -193,7 +202,7 @@ describe('restore benchmark', () => {
             await measured('node -e 0 (start-up)', process.execPath, ['-e', '0'], 0);
             for (const v of VARIANTS) {
               const how = v === 'none' ? ['--compress', 'none'] : ['--compress-level', v];
-              await rm(join(home, '.cache', 'stowage'), { recursive: true, force: true });
+              await forgetDigests(home);
               const args = [...stowage(a, repo('stowage', `v${v}`)), ...how];
               await measured(variantName(v), process.execPath, args, dockerBytes);
             }
