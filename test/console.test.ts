@@ -97,6 +97,12 @@ describe('the web console in Chromium', () => {
       // The page follows the job's events: running, its blobs arriving, then its end, with no reload by the test.
       await page.locator('[data-job-state]', { hasText: 'running' }).waitFor({ timeout: 30_000 });
       await page.locator('[data-job-blobs] progress').first().waitFor();
+      // The rate and time left, as the CLI writes them, from the service's progress events.
+      await page
+        .locator('[data-progress-text]', {
+          hasText: /\/s, (\d+ s left|\d+ min left|time left unknown)$|stalled/,
+        })
+        .waitFor({ timeout: 30_000 });
       await shot(page, 'job-running');
       await page.locator('[data-job-state]', { hasText: 'succeeded' }).waitFor({ timeout: 60_000 });
       expect(await page.locator('[data-job-blobs] progress').count()).toBeGreaterThanOrEqual(4);

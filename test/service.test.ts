@@ -184,6 +184,12 @@ describe('stowage serve', () => {
     const progress = events.filter((e) => e.event === 'progress').at(-1)!.data as Record<string, number>;
     expect(progress.bytesDone).toBe(progress.bytes);
     expect(progress.bytes).toBeGreaterThan(900 * 1024);
+    // The figures `--progress=json` writes, rate and time left included (core/rate.ts).
+    expect(Object.keys(progress).sort()).toEqual(
+      ['blobs', 'blobsDone', 'bytes', 'bytesDone', 'bytesPerSecond', 'secondsLeft', 'stalled'].sort(),
+    );
+    expect(progress).toMatchObject({ secondsLeft: 0, stalled: false });
+    expect(progress.bytesPerSecond).toBeGreaterThan(0);
     // Event ids count up, so a client can resume with Last-Event-ID.
     expect(events.map((e) => Number(e.id))).toEqual(events.map((_, i) => i + 1));
     const resumed = await api(s, 'reader', `/v1/jobs/${job.id}/events`, {

@@ -156,7 +156,7 @@ const jobEventsRoute = createRoute({
   tags: ['Jobs'],
   summary: "A job's progress as Server-Sent Events",
   description:
-    'Every event since the job was queued (state, progress, tag, ...), then live ones, ending with "end" (the outcome). Last-Event-ID resumes after that event.',
+    'Every event since the job was queued (state, progress, tag, ...), then live ones, ending with "end" (the outcome). A progress event holds the job\'s totals (blobs, blobsDone, bytes, bytesDone) and its rate as it was sent: bytesPerSecond (a moving average over the last 10 s), secondsLeft (null when it cannot be said) and stalled (nothing for 3 s): the fields the CLI\'s --progress=json writes. Last-Event-ID resumes after that event.',
   security,
   middleware: [need('read')] as const,
   request: {

@@ -9,15 +9,14 @@
  *   bytes, bytesDone) and the rate and time left, for a wrapper script that draws its own;
  * - none: nothing; auto: tty on a terminal, plain elsewhere (none with -q or --json).
  *
- * The rate is a moving average over the last seconds, not the mean since the start, so time left
- * follows the transfer as it is now; while nothing arrives the transfer is "stalled" and time left is
- * unknown rather than growing.
+ * The rate and time left are core/rate.ts's, as the service's job events give them.
  */
 import { subscribe } from 'node:diagnostics_channel';
 import type cliProgressType from 'cli-progress';
 import { InvalidArgumentError, Option } from 'commander';
 import { printable } from '../core/printable.js';
 import type { ProgressEvent, ProgressListener } from '../core/progress.js';
+import { type RateFigures, RateWindow } from '../core/rate.js';
 import { describeWait, REGISTRY_WAITS_CHANNEL, type RegistryWait } from '../registry/waits.js';
 import type { JobProgress } from '../service/job-system.js';
 import type { BlobEvent } from '../sync/report.js';
@@ -33,19 +32,8 @@ export function parseProgressMode(v: string): ProgressMode {
   throw new InvalidArgumentError(`expected one of ${PROGRESS_MODES.join(', ')}`);
 }
 
-/** The rate is measured over this much of the recent past. */
-const RATE_WINDOW_MS = 10_000;
-/** No byte for this long: stalled (time left unknown). */
-const STALLED_AFTER_MS = 3_000;
-
-/** What a snapshot of a transfer says, as the json mode writes it: the service's job progress, and the rate. */
-export interface ProgressFigures extends JobProgress {
-  /** Bytes a second over the last seconds (0 while stalled or before the first bytes). */
-  bytesPerSecond: number;
-  /** Seconds left at that rate; null when it cannot be said (stalled, or nothing known yet). */
-  secondsLeft: number | null;
-  stalled: boolean;
-}
+/** What a snapshot of a transfer says, as the json mode writes it: the service's job progress event. */
+export interface ProgressFigures extends JobProgress, RateFigures {}
 
 /** Totals of a transfer, from its events: what the bars, the lines and the JSON objects show. */
 export class Totals {
@@ -54,13 +42,10 @@ export class Totals {
   bytes = 0;
   private doneBytes = 0;
   private readonly inFlight = new Map<string, number>();
-  /** (time, bytesDone) samples over the rate window, oldest first. */
-  private readonly samples: [number, number][] = [];
-  private lastChange: number;
+  private readonly rate: RateWindow;
 
-  constructor(private readonly now: () => number = () => performance.now()) {
-    this.lastChange = now();
-    this.samples.push([this.lastChange, 0]);
+  constructor(now: () => number = () => performance.now()) {
+    this.rate = new RateWindow(now);
   }
 
   /** An engine event (pull, push, copy, export, bundle). */
@@ -70,12 +55,12 @@ export class Totals {
       this.bytes = e.totalBytes;
     } else if (e.type === 'blob-progress') {
       this.inFlight.set(e.digest, e.bytes);
-      this.moved();
+      this.rate.moved(this.bytesDone);
     } else if (e.type === 'blob-done') {
       this.inFlight.delete(e.digest);
       this.doneBytes += e.size;
       this.blobsDone++;
-      this.moved();
+      this.rate.moved(this.bytesDone);
     }
   }
 
@@ -87,7 +72,7 @@ export class Totals {
     } else {
       this.doneBytes += e.size;
       this.blobsDone++;
-      this.moved();
+      this.rate.moved(this.bytesDone);
     }
   }
 
@@ -97,43 +82,27 @@ export class Totals {
     return n;
   }
 
-  private moved(): void {
-    const t = this.now();
-    this.lastChange = t;
-    this.samples.push([t, this.bytesDone]);
-    while (this.samples.length > 2 && t - this.samples[1]![0] > RATE_WINDOW_MS) this.samples.shift();
-  }
-
   get stalled(): boolean {
-    return this.bytesDone < this.bytes && this.now() - this.lastChange > STALLED_AFTER_MS;
+    return this.rate.stalled(this.bytes);
   }
 
   /** Bytes a second over the window, to now (so a transfer that slows down shows it). */
   get speed(): number {
-    if (this.stalled) return 0;
-    const [t0, b0] = this.samples[0]!;
-    const s = (this.now() - t0) / 1000;
-    return s > 0 ? (this.bytesDone - b0) / s : 0;
+    return this.rate.speed(this.bytes);
   }
 
   /** Seconds left at the recent speed, if it can be said. */
   get eta(): number | undefined {
-    const left = this.bytes - this.bytesDone;
-    const speed = this.speed;
-    if (left <= 0) return this.bytes > 0 ? 0 : undefined;
-    return speed > 0 ? left / speed : undefined;
+    return this.rate.eta(this.bytes);
   }
 
   figures(): ProgressFigures {
-    const eta = this.eta;
     return {
       blobs: this.blobs,
       blobsDone: this.blobsDone,
       bytes: this.bytes,
       bytesDone: this.bytesDone,
-      bytesPerSecond: Math.round(this.speed),
-      secondsLeft: eta === undefined ? null : Math.ceil(eta),
-      stalled: this.stalled,
+      ...this.rate.figures(this.bytes),
     };
   }
 

@@ -20,6 +20,7 @@ import {
   type JobKind,
   type JobState,
   type JobSystem,
+  progressReporter,
   type Runner,
   type Schedule,
   summary,
@@ -261,10 +262,7 @@ export class JobManager implements JobSystem {
         job,
         signal: live.controller.signal,
         emit: (type, data) => this.emit(job.id, type, data),
-        progress: (p) => {
-          Object.assign(job.progress, p);
-          this.emit(job.id, 'progress', { ...job.progress });
-        },
+        progress: progressReporter(job, (type, data) => this.emit(job.id, type, data)),
       });
       if (live.controller.signal.aborted) {
         this.finish(job, 'canceled', undefined, { code: 'ABORTED', message: 'canceled' });

@@ -3,6 +3,7 @@
  * in-process queue (in-process-jobs.ts) on one machine, PostgreSQL (pg-jobs.ts) for replicas. The
  * job, its events, the runners that do the work, and the JobSystem both implement.
  */
+import { RateWindow } from '../core/rate.js';
 import { StowageError } from '../errors.js';
 
 export type JobKind = 'pull' | 'push' | 'sync' | 'bundle';
@@ -68,6 +69,25 @@ export interface JobRun {
 }
 
 export type Runner = (run: JobRun) => Promise<unknown>;
+
+/**
+ * A runner's `progress`, as both job systems give it: the job's totals updated, and a `progress` event
+ * of them with the rate and time left (core/rate.ts, the fields `--progress=json` writes), so the console
+ * and a client of the event stream read the same figures as the CLI.
+ */
+export function progressReporter(
+  job: Job,
+  emit: (type: string, data: unknown) => void,
+  now?: () => number,
+): JobRun['progress'] {
+  const rate = new RateWindow(now);
+  return (p) => {
+    const before = job.progress.bytesDone;
+    Object.assign(job.progress, p);
+    if (job.progress.bytesDone !== before) rate.moved(job.progress.bytesDone);
+    emit('progress', { ...job.progress, ...rate.figures(job.progress.bytes) });
+  };
+}
 
 type Awaitable<T> = T | Promise<T>;
 

@@ -31,6 +31,7 @@ import {
   type JobProgress,
   type JobState,
   type JobSystem,
+  progressReporter,
   type Schedule,
   syncKey,
   TERMINAL,
@@ -388,10 +389,7 @@ export class PgJobs implements JobSystem {
         job,
         signal: controller.signal,
         emit: (type, data) => r.emit(type, data),
-        progress: (p) => {
-          Object.assign(job.progress, p);
-          r.emit('progress', { ...job.progress });
-        },
+        progress: progressReporter(job, (type, data) => r.emit(type, data)),
       });
       if (controller.signal.aborted) await this.aborted(r);
       else await this.finish(r, 'succeeded', result);

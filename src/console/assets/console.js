@@ -49,6 +49,26 @@ if (job?.dataset.jobEvents) {
     }
     return bar;
   };
+  // Time left as the CLI writes it (src/core/figures.ts formatTimeLeft).
+  const left = (s) => {
+    if (s === null || s === undefined) return 'time left unknown';
+    if (s < 120) return `${s} s left`;
+    const m = Math.round(s / 60);
+    return m < 120 ? `${m} min left` : `${Math.floor(m / 60)} h ${m % 60} min left`;
+  };
+  // The service's progress events carry the rate and time left (src/core/rate.ts), as the CLI shows them.
+  const STALLED_AFTER_MS = 3000;
+  let quiet;
+  const showProgress = (d, stalled) => {
+    const totals = `${fmt(d.bytesDone)} of ${fmt(d.bytes)}, ${d.blobsDone} of ${d.blobs} blobs`;
+    const pace =
+      d.bytesDone >= d.bytes || d.bytesPerSecond === undefined
+        ? ''
+        : stalled
+          ? ', stalled, time left unknown'
+          : `, ${fmt(d.bytesPerSecond)}/s, ${left(d.secondsLeft)}`;
+    progressText.textContent = totals + pace;
+  };
   const es = new EventSource(job.dataset.jobEvents);
   // A link clicked while the job ends must win over the reload below, or it is silently undone.
   let leaving = false;
@@ -72,10 +92,14 @@ if (job?.dataset.jobEvents) {
       if (type === 'progress' && data.bytes > 0) {
         progress.max = data.bytes;
         progress.value = data.bytesDone;
-        progressText.textContent = `${fmt(data.bytesDone)} of ${fmt(data.bytes)}, ${data.blobsDone} of ${data.blobs} blobs`;
+        showProgress(data, data.stalled);
+        // No progress for a while (or a replayed past one): the rate it gave is no longer the rate.
+        clearTimeout(quiet);
+        quiet = setTimeout(() => showProgress(data, true), STALLED_AFTER_MS);
       }
       if (type === 'blob') blobBar(data).value = data.state === 'planned' ? 0 : 1;
       if (type === 'end') {
+        clearTimeout(quiet);
         es.close();
         job.dataset.ended = data.state;
         // The finished job's page: its result and links, rendered by the server.
