@@ -208,11 +208,14 @@ export async function* gzipChunked(
     chunk = free.pop() ?? Buffer.allocUnsafe(GZIP_CHUNK);
     filled = 0;
   };
+  // Bounded: adopted chunks (below) bring buffers of their own.
+  const recycle = (b: Buffer<ArrayBuffer>) => {
+    if (free.length < workers + 2) free.push(b);
+  };
   const next = async (): Promise<Buffer> => {
     const head = queue.shift() as (typeof queue)[number];
     const out = await head.job;
-    // Bounded: adopted chunks (above) bring buffers of their own.
-    if (retired && free.length < workers + 2) free.push(retired);
+    if (retired) recycle(retired);
     retired = head.buffer;
     return out;
   };
@@ -226,7 +229,7 @@ export async function* gzipChunked(
         dispatch(false);
         while (queue.length > workers) yield await next();
       }
-      if (free.length < workers + 2) free.push(chunk);
+      recycle(chunk);
       chunk = whole;
       filled = GZIP_CHUNK;
       continue;

@@ -6,9 +6,9 @@
  */
 
 /** The rate is measured over this much of the recent past. */
-export const RATE_WINDOW_MS = 10_000;
+const RATE_WINDOW_MS = 10_000;
 /** No byte for this long: stalled (time left unknown). */
-export const STALLED_AFTER_MS = 3_000;
+const STALLED_AFTER_MS = 3_000;
 
 /** The rate part of a progress snapshot (the CLI's `--progress=json` lines, the service's progress events). */
 export interface RateFigures {
