@@ -17,6 +17,7 @@ import { Sessions } from './api/session.js';
 import type { ApiApp } from './api/shared.js';
 import { databasePassword, replicaName } from './config/replicas.js';
 import {
+  blobLocationsPath,
   DEFAULT_LISTEN,
   durationMs,
   loadStowageConfig,
@@ -37,7 +38,7 @@ import { Context } from './registry/context.js';
 import { type BundleRequest, runBundle } from './service/bundles.js';
 import { type Engine, newCounters, outboundGuard, pathRedactor, webhookAllowed } from './service/engine.js';
 import { JobManager } from './service/in-process-jobs.js';
-import type { Job, JobKind, JobSystem, Runner } from './service/job-system.js';
+import { type Job, type JobKind, type JobSystem, type Runner, TERMINAL } from './service/job-system.js';
 import { createMetrics, type Metrics } from './service/metrics.js';
 import { runPull, runPush, runSync } from './service/operations.js';
 import { openStore } from './store/open.js';
@@ -133,6 +134,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     tlsVerify: opts.tlsVerify,
     certDir: opts.certDir,
     guard: outboundGuard(config.server),
+    locationsFile: blobLocationsPath(env),
     env,
   });
   const replica = config.s3 ? replicaName(env, hostname(), process.pid) : undefined;
@@ -178,6 +180,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (job.state === 'failed') logger.warn({ job: job.id, kind: job.kind, error: job.error }, 'job failed');
     else logger.info({ job: job.id, kind: job.kind, state: job.state }, 'job');
     metrics?.observeJob(job);
+    // Where the job's blobs went is kept as each job ends, not only at shutdown (a crash keeps it too).
+    if (TERMINAL.has(job.state)) void ctx.blobLocations.save();
   };
   let jobs: JobSystem;
   try {

@@ -5,7 +5,7 @@
  * keeps failing) end with a clear error and no tag on an incomplete image.
  */
 import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
@@ -477,6 +477,57 @@ describe('push and copy', () => {
     expect(JSON.parse(across.stdout).stats.uploaded).toBeGreaterThan(0);
     expect(await rawDigest(`${token.host}/across/multiarch:v1`, skopeoFlags('token'))).toBe(
       h.fixtures.images.multiarch!.digest,
+    );
+  });
+
+  it('mounts in a later run what an earlier one wrote to another repository, and uploads where a mount is refused (token auth)', async () => {
+    const token = h.registries.token;
+    let refuse = false;
+    const proxy = await startFaultProxy({
+      upstream: token.url,
+      fault: (req) =>
+        refuse && req.method === 'POST' && req.url?.includes('mount=')
+          ? { kind: 'status', status: 403 }
+          : undefined,
+    });
+    proxies.push(proxy);
+    const w = await workdir('remembered', insecureConf(plain.host, proxy.host, token.host));
+    const copyTo = (repo: string) =>
+      stowage(
+        ['copy', '--json', '--dest-creds', creds, `docker://${multi}`, `docker://${proxy.host}/${repo}:v1`],
+        {
+          env: w.env,
+        },
+      );
+    const first = await copyTo('remembered-a/multi');
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout).stats).toMatchObject({ uploaded: 4, mounted: 0 });
+    // What the run learnt stays in the user's cache, readable by the user alone, and holds no secret.
+    const file = join(w.env.HOME!, '.cache/stowage/locations.json');
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    const kept = await readFile(file, 'utf8');
+    expect(kept).toContain('remembered-a/multi');
+    expect(kept).not.toContain(h.password);
+
+    // The next run, from the other registry again: every blob mounted from where the first put it.
+    const mark = proxy.seen.length;
+    const second = await copyTo('remembered-b/multi');
+    expect(second.code, second.stderr).toBe(0);
+    expect(JSON.parse(second.stdout).stats).toMatchObject({ uploaded: 0, mounted: 4, bytes: 0 });
+    const posts = proxy.seen.slice(mark).filter((s) => s.method === 'POST');
+    expect(posts).toHaveLength(4);
+    for (const p of posts) expect(p.path).toMatch(/\?mount=sha256%3A[0-9a-f]{64}&from=remembered-a%2Fmulti$/);
+    expect(await rawDigest(`${token.host}/remembered-b/multi:v1`, skopeoFlags('token'))).toBe(
+      h.fixtures.images.multi!.digest,
+    );
+
+    // A location is only a hint: a registry that refuses the mount gets the blob uploaded instead.
+    refuse = true;
+    const third = await copyTo('remembered-c/multi');
+    expect(third.code, third.stderr).toBe(0);
+    expect(JSON.parse(third.stdout).stats).toMatchObject({ uploaded: 4, mounted: 0 });
+    expect(await rawDigest(`${token.host}/remembered-c/multi:v1`, skopeoFlags('token'))).toBe(
+      h.fixtures.images.multi!.digest,
     );
   });
 

@@ -27,6 +27,7 @@ import {
   waitJob,
 } from './harness/service.js';
 import { deadPort } from './harness/tools.js';
+import { until } from './harness/until.js';
 
 const h = harness();
 const plain = h.registries.plain;
@@ -541,6 +542,11 @@ describe('stowage serve', () => {
       `docker://${plain.host}/restored/multiarch:v7`,
     ]);
     expect(`sha256:${sha256(Buffer.from(raw.stdout))}`).toBe(h.fixtures.images.multiarch!.digest);
+    // Where the job put the blobs is kept as it ends (not only at shutdown), for later runs to mount.
+    const locations = join(d.env.HOME!, '.cache/stowage/locations.json');
+    await until('the blob locations saved', async () =>
+      (await readFile(locations, 'utf8').catch(() => '')).includes('restored/multiarch'),
+    );
 
     // Not an archive: refused, nothing stored, no spool left.
     const junk = await api(s, 'pusher', '/v1/archives?name=x', {

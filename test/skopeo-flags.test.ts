@@ -5,7 +5,7 @@
  * the same text as skopeo's Go templates; --digestfile writes the same digest; copy takes an auth.json
  * and a CA directory per side.
  */
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
@@ -330,8 +330,12 @@ describe('skopeo flags', () => {
       (await skopeo(['copy', ...tls, '--preserve-digests', src, `docker-archive:${theirs}`], w.env)).code,
     ).not.toBe(0);
 
-    // skopeo's docker-archive pushed: its layers would be compressed under a new manifest, so stowage
-    // refuses (in a dry run too) and sends nothing; --compress none keeps the digest stowage reads for it.
+    // skopeo's docker-archive pushed where stowage knows of no repository holding its layers (the
+    // locations the copy above learnt, forgotten): they would be compressed under a new manifest, so
+    // stowage refuses (in a dry run too) and sends nothing; --compress none keeps the digest stowage
+    // reads for it.
+    const locations = join(w.env.HOME!, '.cache/stowage/locations.json');
+    await rm(locations);
     const saved = join(w.dir, 'saved.tar');
     await run('skopeo', ['copy', '--quiet', ...tls, src, `docker-archive:${saved}:preserve/saved:v1`], {
       env: w.env,
@@ -365,5 +369,12 @@ describe('skopeo flags', () => {
     const restored = await stowage(['push', '-q', '--preserve-digests', ours, back], { env: w.env });
     expect(restored.code, restored.stderr).toBe(0);
     expect(await digestOf(`docker://${back}`)).toBe(small);
+    // And skopeo's docker-archive too, now that a run wrote the layers into the registry and remembered
+    // where (locations.json): they are the original compressed ones, so the original image goes back.
+    expect(await readFile(locations, 'utf8')).toContain('preserve/small');
+    const elsewhere = `${plain.host}/preserve/from-skopeo:v1`;
+    const fromSkopeo = await stowage(['push', '-q', '--preserve-digests', saved, elsewhere], { env: w.env });
+    expect(fromSkopeo.code, fromSkopeo.stderr).toBe(0);
+    expect(await digestOf(`docker://${elsewhere}`)).toBe(small);
   });
 });

@@ -1,6 +1,7 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { COMPRESSION_HELP, compressionFrom, type LayerCompression } from '../archive/compress.js';
 import { type Credentials, parseCredsOption } from '../auth/authfile.js';
+import { blobLocationsPath } from '../config/stowage.js';
 import { Context, type RegistryLimits } from '../registry/context.js';
 import { readPassword } from './prompt.js';
 
@@ -162,6 +163,7 @@ export async function contextFrom(
     tlsVerify: opts.tlsVerify,
     certDir: opts.certDir,
     policy: opts.policy,
+    locationsFile: blobLocationsPath(),
     retry: retryFrom(opts),
     stall: {
       ...(opts.lowSpeedLimit !== undefined ? { minBytesPerSecond: opts.lowSpeedLimit } : {}),

@@ -1,4 +1,5 @@
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { blobLocationsPath } from '../config/stowage.js';
 import { byteSize } from '../core/sizes.js';
 import { StowageError } from '../errors.js';
 import { parsePlatform } from '../image/platform.js';
@@ -373,6 +374,7 @@ export function copyCommand(program: Command): void {
       credentials: await credentialsFrom(opts.destCreds, opts.destRegistryToken),
       noCreds: opts.destCreds === false,
       tlsVerify: opts.destTlsVerify ?? opts.tlsVerify,
+      locationsFile: blobLocationsPath(),
     });
     const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
     const progress = await progressFor(opts);

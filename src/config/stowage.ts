@@ -234,6 +234,11 @@ export function defaultCachePath(env: NodeJS.ProcessEnv = process.env): string {
   return join(env.XDG_CACHE_HOME || join(env.HOME || homedir(), '.cache'), 'stowage/blobs');
 }
 
+/** Where contexts keep the registries' blob locations between runs (registry/locations.ts). */
+export function blobLocationsPath(env: NodeJS.ProcessEnv = process.env): string {
+  return join(defaultCachePath(env), '..', 'locations.json');
+}
+
 function cacheSize(v: string): number {
   try {
     return parseSize(v);

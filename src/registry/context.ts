@@ -61,6 +61,11 @@ export interface ContextOptions {
   guard?: OutboundGuard | undefined;
   /** containers-policy.json to admit images by (--policy; default: the user's, else the system's). */
   policy?: string | undefined;
+  /**
+   * Where the blob locations learnt are kept between runs (the CLI and the service give
+   * blobLocationsPath: $XDG_CACHE_HOME/stowage/locations.json); without it, only for this context's life.
+   */
+  locationsFile?: string | undefined;
   env?: NodeJS.ProcessEnv | undefined;
 }
 
@@ -70,13 +75,15 @@ export interface ContextOptions {
  */
 export class Context {
   private readonly clients = new Map<string, RegistryClient>();
-  /** Which repositories hold which blobs, learnt during this context's life (for cross-repository mounts). */
-  readonly blobLocations = new BlobLocations();
+  /** Which repositories hold which blobs (for cross-repository mounts): learnt, and kept in locationsFile. */
+  readonly blobLocations: BlobLocations;
   private readonly credentials = new Map<string, Promise<Credentials | undefined>>();
   private constructor(
     readonly conf: RegistriesConf,
     private readonly opts: ContextOptions,
-  ) {}
+  ) {
+    this.blobLocations = new BlobLocations(opts.locationsFile);
+  }
 
   static async create(opts: ContextOptions = {}): Promise<Context> {
     const conf = await loadRegistriesConf(opts.registriesConf, opts.env ?? process.env);
@@ -233,7 +240,9 @@ export class Context {
     return this.policyLoaded;
   }
 
+  /** Closes the connections, and keeps what was learnt of blob locations (locationsFile). */
   async close(): Promise<void> {
+    await this.blobLocations.save();
     await Promise.all([...this.clients.values()].map((c) => c.close()));
     this.clients.clear();
   }

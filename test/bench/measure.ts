@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { defaultCachePath } from '../../src/config/stowage.js';
+import { blobLocationsPath, defaultCachePath } from '../../src/config/stowage.js';
 import { DigestCache } from '../../src/engine/digest-cache.js';
 import { collectOutput } from '../harness/processes.js';
 
@@ -140,11 +140,13 @@ export function measureOn(
 
 /**
  * Makes stowage forget what earlier runs learned about layers (its digest cache: compressions made,
- * diff_ids checked), so a round measures the work itself: the file the engine opens for `env`, the
- * environment the measured commands get. Its compiled-code cache (.cache/stowage/code) stays: every run
- * but a user's very first has it, and without it each start compiles the bundle afresh (60 ms more
+ * diff_ids checked) and where registries hold them (its blob locations: what a copy into a new
+ * repository would mount), so a round measures the work itself: the files the engine opens for `env`,
+ * the environment the measured commands get. Its compiled-code cache (.cache/stowage/code) stays: every
+ * run but a user's very first has it, and without it each start compiles the bundle afresh (60 ms more
  * here), which would measure a first run, not a restore.
  */
-export async function forgetDigests(env: NodeJS.ProcessEnv): Promise<void> {
+export async function forgetLearned(env: NodeJS.ProcessEnv): Promise<void> {
   await rm(DigestCache.defaultPath(dirname(defaultCachePath(env))), { force: true });
+  await rm(blobLocationsPath(env), { force: true });
 }

@@ -19,7 +19,7 @@ import { fixtureLabel, pushBenchImage } from './fixture.js';
 import {
   addSample,
   cpuSetting,
-  forgetDigests,
+  forgetLearned,
   measureOn,
   median,
   type Samples,
@@ -143,7 +143,7 @@ describe('pull benchmark', () => {
       await settle();
       // Every pull starts without stowage's digest cache (which remembers the diff_ids it checked),
       // but the one measuring what that memory saves.
-      if (!name.includes('seen before')) await forgetDigests(env);
+      if (!name.includes('seen before')) await forgetLearned(env);
       const [cmd, args] = commands[name];
       addSample(results[name]!, await measureOn(cpu, cmd, args, env));
     };

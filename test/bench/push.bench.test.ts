@@ -3,9 +3,11 @@
  * loopback registry: an oci-archive of the large fixture pushed back (`stowage push` against
  * `skopeo copy oci-archive: docker://`), and registry to registry (`stowage copy` against
  * `skopeo copy docker:// docker://`). Every round goes to new repositories and skopeo's blob-info
- * cache is removed first, so both really upload every byte (no HEAD hits, no mounts). The registry
- * copy's floor is the same blobs streamed by `curl | curl` (floor.ts). Prints time ratios and peak RSS;
- * asserts only that every copy kept the manifest digest.
+ * cache and stowage's blob locations are removed first, so both really upload every byte (no HEAD hits,
+ * no mounts). The registry copy's floor is the same blobs streamed by `curl | curl` (floor.ts). Then the
+ * same copy "seen before": into a new repository of the registry that holds the blobs, each tool with
+ * what its earlier runs learnt (skopeo's blob-info cache, stowage's locations.json), so both mount.
+ * Prints time ratios and peak RSS; asserts only that every copy kept the manifest digest.
  *
  *   npm run bench                   # 3 layers, about 450 MB, 5 rounds
  *   BENCH_ROUNDS=9 BENCH_MIB=300,100,50 npm run bench
@@ -20,7 +22,16 @@ import { run, stopProcess } from '../harness/processes.js';
 import { startRegistry } from '../harness/registry.js';
 import { fixtureLabel, pushBenchImage } from './fixture.js';
 import { curlUpload, type FloorBlob } from './floor.js';
-import { addSample, cpuSetting, measureOn, median, type Samples, sampleLine, samples } from './measure.js';
+import {
+  addSample,
+  cpuSetting,
+  forgetLearned,
+  measureOn,
+  median,
+  type Samples,
+  sampleLine,
+  samples,
+} from './measure.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/stowage.js');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -74,6 +85,8 @@ describe('push benchmark', () => {
       'skopeo registry copy': samples(),
       'stowage copy': samples(),
       'floor: curl | curl': samples(),
+      'skopeo copy, seen before': samples(),
+      'stowage copy, seen before': samples(),
     };
     // The registry copy's floor: each blob streamed by curl from one registry into the other.
     const manifest = JSON.parse(
@@ -85,8 +98,17 @@ describe('push benchmark', () => {
       source: `http://${src}/v2/bench/big/blobs/${d.digest}`,
     }));
     const written: string[] = [];
-    const record = async (name: keyof typeof results, target: string, cmd: string, args: string[]) => {
-      await rm(SKOPEO_CACHE, { force: true });
+    const record = async (
+      name: keyof typeof results,
+      target: string,
+      cmd: string,
+      args: string[],
+      opts: { forget: boolean } = { forget: true },
+    ) => {
+      if (opts.forget) {
+        await rm(SKOPEO_CACHE, { force: true });
+        await forgetLearned(env);
+      }
       await run('sync', []);
       addSample(results[name]!, await measureOn(cpu, cmd, args, env));
       written.push(target);
@@ -133,6 +155,33 @@ describe('push benchmark', () => {
         for (const go of i % 2 === 0 ? pair : [...pair].reverse()) await go();
       }
     }
+    // Seen before: both tools keep what their last run above learnt of where dst holds the blobs.
+    const kept = { forget: false };
+    for (let i = 0; i < ROUNDS; i++) {
+      const to = (who: string) => `${dst}/w${i}-${who}/big:v1`;
+      const pair = [
+        () =>
+          record(
+            'skopeo copy, seen before',
+            to('sc'),
+            'skopeo',
+            ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false'].concat(
+              `docker://${src}/bench/big:v1`,
+              `docker://${to('sc')}`,
+            ),
+            kept,
+          ),
+        () =>
+          record(
+            'stowage copy, seen before',
+            to('tc'),
+            process.execPath,
+            [BIN, 'copy', '-q', `docker://${src}/bench/big:v1`, `docker://${to('tc')}`],
+            kept,
+          ),
+      ];
+      for (const go of i % 2 === 0 ? pair : [...pair].reverse()) await go();
+    }
     for (const ref of written) {
       const raw = (await run('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${ref}`])).stdout;
       expect(`sha256:${createHash('sha256').update(raw).digest('hex')}`, ref).toBe(digest);
@@ -150,6 +199,7 @@ describe('push benchmark', () => {
       `  restore speed-up over skopeo: best ${ratio('skopeo restore', 'stowage push', best)}x, median ${ratio('skopeo restore', 'stowage push', median)}x`,
       `  registry copy speed-up over skopeo: best ${ratio('skopeo registry copy', 'stowage copy', best)}x, median ${ratio('skopeo registry copy', 'stowage copy', median)}x`,
       `  registry copy floor (curl | curl, every blob at once) over skopeo: median ${ratio('skopeo registry copy', 'floor: curl | curl', median)}x`,
+      `  copy seen before (blobs mounted) speed-up over skopeo: best ${ratio('skopeo copy, seen before', 'stowage copy, seen before', best)}x, median ${ratio('skopeo copy, seen before', 'stowage copy, seen before', median)}x`,
     );
     process.stdout.write(`\n${lines.join('\n')}\n\n`);
   });

@@ -27,7 +27,7 @@ import { curlUpload, type FloorBlob, largestBlob, layoutBlobs } from './floor.js
 import {
   addSample,
   cpuSetting,
-  forgetDigests,
+  forgetLearned,
   measureOn,
   median,
   processCpu,
@@ -166,7 +166,7 @@ describe('restore benchmark', () => {
       for (let i = 0; i < ROUNDS; i++) {
         // Each round starts with neither tool's memory of earlier compressions.
         await rm(SKOPEO_CACHE, { force: true });
-        await forgetDigests(env);
+        await forgetLearned(env);
         const repo = (tool: string, kind: string) => `${f.name}-r${i}-${tool}-${kind}/big:v1`;
         const pair = [
           async () => {
@@ -202,7 +202,7 @@ describe('restore benchmark', () => {
             await measured('node -e 0 (start-up)', process.execPath, ['-e', '0'], 0);
             for (const v of VARIANTS) {
               const how = v === 'none' ? ['--compress', 'none'] : ['--compress-level', v];
-              await forgetDigests(env);
+              await forgetLearned(env);
               const args = [...stowage(a, repo('stowage', `v${v}`)), ...how];
               await measured(variantName(v), process.execPath, args, dockerBytes);
             }

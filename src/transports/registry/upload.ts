@@ -60,6 +60,9 @@ class Slicer {
   }
 }
 
+/** Answers to a mount request that mean only "not this way". */
+const MOUNT_REFUSALS = new Set(['UNAUTHORIZED', 'DENIED', 'NOT_FOUND', 'INVALID_ARGUMENT', 'REGISTRY']);
+
 export class RegistrySink implements BlobSink {
   readonly description: string;
   /** Repositories of this registry to try mounting from (the images' origins). */
@@ -118,9 +121,10 @@ export class RegistrySink implements BlobSink {
   }
 
   /** Other repositories of this registry a blob may be mounted from: the images' origins, then where it was seen. */
-  private mountSources(d: Descriptor): Set<string> {
+  private async mountSources(d: Descriptor): Promise<Set<string>> {
     const { host, repo } = this.target;
-    const froms = new Set([...this.mountFrom, ...this.opts.locations.candidates(host, d.digest, repo)]);
+    const known = await this.opts.locations.candidates(host, d.digest, repo);
+    const froms = new Set([...this.mountFrom, ...known]);
     froms.delete(repo);
     return froms;
   }
@@ -132,7 +136,7 @@ export class RegistrySink implements BlobSink {
   async holder(d: Descriptor, signal: AbortSignal): Promise<string | undefined> {
     const { client, repo } = this.target;
     if (await client.hasBlob(repo, d.digest, signal)) return repo;
-    for (const from of this.mountSources(d)) {
+    for (const from of await this.mountSources(d)) {
       // A repository the credentials cannot read is one that cannot be mounted from either.
       if (await client.hasBlob(from, d.digest, signal).catch(() => false)) return from;
     }
@@ -148,10 +152,10 @@ export class RegistrySink implements BlobSink {
     if (this.streamed.has(d.digest)) return 'written';
     if (await client.hasBlob(repo, d.digest, signal)) return 'existing';
     let session: UploadSession | undefined;
-    for (const from of this.mountSources(d)) {
+    for (const from of await this.mountSources(d)) {
+      const r = await this.tryMount(d, from, signal);
+      if (r?.mounted) return 'mounted';
       // A registry that cannot mount answers with an upload session: that one is used.
-      const r = await client.startUpload(repo, { digest: d.digest, from }, signal);
-      if (r.mounted) return 'mounted';
       session = r;
       break;
     }
@@ -163,6 +167,24 @@ export class RegistrySink implements BlobSink {
       throw e;
     }
     return 'written';
+  }
+
+  /**
+   * Asks for a mount from `from`. A refusal (the credentials may not read `from`; a registry that takes
+   * no mount parameters as a bad request) is no mount, and the blob is uploaded instead: a location is a
+   * hint, perhaps from an earlier run with other credentials.
+   */
+  private async tryMount(
+    d: Descriptor,
+    from: string,
+    signal: AbortSignal,
+  ): Promise<Awaited<ReturnType<RegistryClient['startUpload']>> | undefined> {
+    try {
+      return await this.target.client.startUpload(this.target.repo, { digest: d.digest, from }, signal);
+    } catch (e) {
+      if (e instanceof StowageError && MOUNT_REFUSALS.has(e.code)) return undefined;
+      throw e;
+    }
   }
 
   private async send(
