@@ -34,12 +34,17 @@ export class AtomicFile {
     return new AtomicFile(path, tmpPath, handle);
   }
 
-  /** fsync (unless the caller already did), rename into place, fsync the directory. */
-  async commit(opts: { synced?: boolean } = {}): Promise<void> {
-    if (!opts.synced) await this.handle.sync();
+  /**
+   * fsync (unless the caller already did), rename into place, fsync the directory. `durable: false`
+   * skips both fsyncs, for a cache: after a power cut it may be the old file or an empty one (which reads
+   * as no cache), never a partial one at the path while the system runs.
+   */
+  async commit(opts: { synced?: boolean; durable?: boolean } = {}): Promise<void> {
+    const durable = opts.durable ?? true;
+    if (durable && !opts.synced) await this.handle.sync();
     await this.handle.close();
     await rename(this.tmpPath, this.path);
-    await syncDir(dirname(this.path));
+    if (durable) await syncDir(dirname(this.path));
   }
 
   /**
@@ -82,12 +87,17 @@ export async function syncDir(dir: string): Promise<void> {
   await fh.close();
 }
 
-/** Writes a small file atomically (write aside, fsync, rename). */
-export async function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644): Promise<void> {
+/** Writes a small file atomically (write aside, fsync unless not `durable`, rename). */
+export async function writeFileAtomic(
+  path: string,
+  data: string | Buffer,
+  mode = 0o644,
+  opts: { durable?: boolean } = {},
+): Promise<void> {
   const f = await AtomicFile.create(path, mode);
   try {
     await f.handle.writeFile(data);
-    await f.commit();
+    await f.commit(opts);
   } catch (e) {
     await f.abort();
     throw e;

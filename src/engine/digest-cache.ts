@@ -143,7 +143,8 @@ export class DigestCache {
     };
     try {
       await mkdir(dirname(this.path), { recursive: true });
-      await writeFileAtomic(this.path, JSON.stringify(file));
+      // A cache: no fsync (see writeFileAtomic); a file lost to a power cut costs a compression.
+      await writeFileAtomic(this.path, JSON.stringify(file), 0o644, { durable: false });
       this.dirty = false;
     } catch {
       // A cache that cannot be written is no cache: the next run compresses again.

@@ -242,8 +242,7 @@ export class Context {
 
   /** Closes the connections, and keeps what was learnt of blob locations (locationsFile). */
   async close(): Promise<void> {
-    await this.blobLocations.save();
-    await Promise.all([...this.clients.values()].map((c) => c.close()));
+    await Promise.all([this.blobLocations.save(), ...[...this.clients.values()].map((c) => c.close())]);
     this.clients.clear();
   }
 }

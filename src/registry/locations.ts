@@ -75,8 +75,9 @@ export class BlobLocations {
     const body: LocationsFile = { version: FORMAT, blobs: blobs.slice(-MAX_BLOBS) };
     try {
       await mkdir(dirname(this.file), { recursive: true, mode: 0o700 });
-      // Repository names of private registries: the user's own.
-      await writeFileAtomic(this.file, JSON.stringify(body), 0o600);
+      // Repository names of private registries: the user's own. A cache, so no fsync (it would wait
+      // for the disk to take what the registry just wrote, where both share one).
+      await writeFileAtomic(this.file, JSON.stringify(body), 0o600, { durable: false });
     } catch {
       // A cache that cannot be written is no cache: the next run uploads what it would have mounted.
     }
