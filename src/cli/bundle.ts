@@ -207,9 +207,10 @@ function importCommand(bundle: Command): void {
         signal,
         onProgress: progress?.listener,
       }),
-    ).finally(() => {
+    ).finally(async () => {
       progress?.stop();
-      return store?.close?.();
+      // The context keeps where the bundle's blobs went (a later copy mounts them) as it closes.
+      await Promise.all([store?.close?.(), ctx.close()]);
     });
     if (opts.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
     else if (!opts.quiet) {

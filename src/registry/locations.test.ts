@@ -54,6 +54,17 @@ describe('BlobLocations', () => {
     expect(await c.candidates(HOST, digest(2), 'none')).toEqual(['c/x', 'b/x']);
   });
 
+  it('holds at most 20,000 blobs in memory, forgetting the longest unseen first', async () => {
+    const l = new BlobLocations();
+    for (let i = 0; i < 20_000; i++) l.add(HOST, 'r/x', digest(i));
+    l.add(HOST, 'other/x', digest(0));
+    l.add(HOST, 'r/x', digest(20_000));
+    expect(await l.candidates(HOST, digest(0), 'none')).toEqual(['other/x', 'r/x']);
+    expect(await l.candidates(HOST, digest(1), 'none')).toEqual([]);
+    expect(await l.candidates(HOST, digest(2), 'none')).toEqual(['r/x']);
+    expect(await l.candidates(HOST, digest(20_000), 'none')).toEqual(['r/x']);
+  });
+
   it('keeps the newest 10,000 blobs', async () => {
     const l = new BlobLocations(file);
     for (let i = 0; i <= 10_000; i++) l.add(HOST, 'r/x', digest(i));

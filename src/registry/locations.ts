@@ -49,6 +49,8 @@ export class BlobLocations {
     if (repos?.[0] === repo) return;
     this.entries.delete(key);
     this.entries.set(key, [repo, ...(repos ?? []).filter((r) => r !== repo)].slice(0, MAX_REPOS));
+    // A sync of 10,000 tags sees more blobs than are kept: memory holds twice what the file does.
+    if (this.entries.size > 2 * MAX_BLOBS) this.entries.delete(this.entries.keys().next().value!);
     this.dirty = true;
   }
 

@@ -7,6 +7,9 @@
  * no mounts). The registry copy's floor is the same blobs streamed by `curl | curl` (floor.ts). Then the
  * same copy "seen before": into a new repository of the registry that holds the blobs, each tool with
  * what its earlier runs learnt (skopeo's blob-info cache, stowage's locations.json), so both mount.
+ * Start-up is measured apart, as a floor: `node -e 0` (Node's own start: with NODE_EXTRA_CA_CERTS set,
+ * Node 20 parses those certificates before any script runs), `stowage --version` (Node's start plus the
+ * bundle's) and `skopeo --version`, so a copy's ratio can be read without each tool's fixed start.
  * Prints time ratios and peak RSS; asserts only that every copy kept the manifest digest.
  *
  *   npm run bench                   # 3 layers, about 450 MB, 5 rounds
@@ -87,6 +90,9 @@ describe('push benchmark', () => {
       'floor: curl | curl': samples(),
       'skopeo copy, seen before': samples(),
       'stowage copy, seen before': samples(),
+      'start: node -e 0': samples(),
+      'start: stowage --version': samples(),
+      'start: skopeo --version': samples(),
     };
     // The registry copy's floor: each blob streamed by curl from one registry into the other.
     const manifest = JSON.parse(
@@ -182,6 +188,15 @@ describe('push benchmark', () => {
       ];
       for (const go of i % 2 === 0 ? pair : [...pair].reverse()) await go();
     }
+    // Each tool's fixed start, measured as the copies are: what a copy pays before its first request.
+    for (let i = 0; i < ROUNDS; i++) {
+      const starts: [keyof typeof results, string, string[]][] = [
+        ['start: node -e 0', process.execPath, ['-e', '0']],
+        ['start: stowage --version', process.execPath, [BIN, '--version']],
+        ['start: skopeo --version', 'skopeo', ['--version']],
+      ];
+      for (const [name, cmd, args] of starts) addSample(results[name]!, await measureOn(cpu, cmd, args, env));
+    }
     for (const ref of written) {
       const raw = (await run('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${ref}`])).stdout;
       expect(`sha256:${createHash('sha256').update(raw).digest('hex')}`, ref).toBe(digest);
@@ -191,7 +206,9 @@ describe('push benchmark', () => {
     const lines = [
       `push benchmark: ${fmtMB(size)} image (${fixtureLabel(LAYERS_MIB)}), ${ROUNDS} rounds; ${cpu.label}`,
     ];
-    for (const [name, r] of Object.entries(results)) lines.push(sampleLine(name, r, 22, size));
+    for (const [name, r] of Object.entries(results)) {
+      lines.push(sampleLine(name, r, 26, name.startsWith('start:') ? 0 : size));
+    }
     const ratio = (a: string, b: string, f: (x: number[]) => number) =>
       (f(results[a]!.t) / f(results[b]!.t)).toFixed(2);
     const best = (x: number[]) => Math.min(...x);
@@ -199,6 +216,10 @@ describe('push benchmark', () => {
       `  restore speed-up over skopeo: best ${ratio('skopeo restore', 'stowage push', best)}x, median ${ratio('skopeo restore', 'stowage push', median)}x`,
       `  registry copy speed-up over skopeo: best ${ratio('skopeo registry copy', 'stowage copy', best)}x, median ${ratio('skopeo registry copy', 'stowage copy', median)}x`,
       `  registry copy floor (curl | curl, every blob at once) over skopeo: median ${ratio('skopeo registry copy', 'floor: curl | curl', median)}x`,
+      `  registry copy without each tool's start (median copy - median --version) speed-up over skopeo: ${(
+        (median(results['skopeo registry copy']!.t) - median(results['start: skopeo --version']!.t)) /
+          (median(results['stowage copy']!.t) - median(results['start: stowage --version']!.t))
+      ).toFixed(2)}x`,
       `  copy seen before (blobs mounted) speed-up over skopeo: best ${ratio('skopeo copy, seen before', 'stowage copy, seen before', best)}x, median ${ratio('skopeo copy, seen before', 'stowage copy, seen before', median)}x`,
     );
     process.stdout.write(`\n${lines.join('\n')}\n\n`);
