@@ -146,7 +146,8 @@ export function pushCommand(program: Command): void {
         'as they are uploaded, and a new manifest (the same archive always gives the same digest), ' +
         'unless stowage pulled the image before and the registry has its layers: then the original ' +
         'manifest goes back, digest intact. Blobs the registry has are skipped, blobs in another ' +
-        'repository of it are mounted, tags are set last.',
+        'repository of it are mounted (where this run or an earlier one saw them, kept in ' +
+        '~/.cache/stowage/locations.json), tags are set last.',
     )
     .argument(
       '<archive>',
@@ -300,7 +301,8 @@ export function copyCommand(program: Command): void {
         '(or a bare reference), oci-archive:PATH[:NAME], docker-archive:PATH[:NAME|:@INDEX], ' +
         'oci:PATH[:NAME], dir:PATH. Registry to registry streams each blob from the source straight ' +
         'to the destination (no local disk) and mounts it instead when both are repositories of one ' +
-        'registry. To an archive, this is `stowage pull` with one image.\n' +
+        'registry, or when an earlier run saw it in another repository of the destination ' +
+        '(~/.cache/stowage/locations.json). To an archive, this is `stowage pull` with one image.\n' +
         'What is attached to the image goes with it to a registry, an oci-archive or an OCI layout, ' +
         'digests intact: OCI 1.1 referrers (SBOMs, attestations, signatures naming it as their subject, ' +
         "found by the referrers API or its tag schema) and cosign's sha256-HEX.sig/.att/.sbom tags, and " +
