@@ -4,7 +4,8 @@
  * `skopeo copy oci-archive: docker://`), and registry to registry (`stowage copy` against
  * `skopeo copy docker:// docker://`). Every round goes to new repositories and skopeo's blob-info
  * cache and stowage's blob locations are removed first, so both really upload every byte (no HEAD hits,
- * no mounts). The registry copy's floor is the same blobs streamed by `curl | curl` (floor.ts). Then the
+ * no mounts). The registry copy's floors: the same blobs streamed by `curl | curl` (floor.ts), and its
+ * CPU floor, the core-seconds of the tool and of both registries (from /proc) over the cores. Then the
  * same copy "seen before": into a new repository of the registry that holds the blobs, each tool with
  * what its earlier runs learnt (skopeo's blob-info cache, stowage's locations.json), so both mount.
  * Start-up is measured apart, as a floor: `node -e 0` (Node's own start: with NODE_EXTRA_CA_CERTS set,
@@ -18,7 +19,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, stopProcess } from '../harness/processes.js';
@@ -31,6 +32,7 @@ import {
   forgetLearned,
   measureOn,
   median,
+  processCpu,
   type Samples,
   sampleLine,
   samples,
@@ -64,6 +66,17 @@ afterAll(async () => {
 });
 
 const fmtMB = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
+
+/** CPU seconds both of the benchmark's registries have used so far (they share the cores with the tool). */
+async function registriesCoreSeconds(): Promise<number> {
+  let total = 0;
+  for (const c of children) {
+    const p = await processCpu(c.pid!);
+    if (!p) throw new Error('a benchmark registry has exited');
+    total += p.seconds;
+  }
+  return total;
+}
 
 describe('push benchmark', () => {
   it('stowage push/copy vs skopeo copy into a registry', async () => {
@@ -104,6 +117,15 @@ describe('push benchmark', () => {
       source: `http://${src}/v2/bench/big/blobs/${d.digest}`,
     }));
     const written: string[] = [];
+    // The registries' CPU during each measurement: with the tool's, the copy's CPU floor over the cores.
+    const registryCpu: Record<string, number[]> = Object.fromEntries(
+      Object.keys(results).map((n) => [n, [] as number[]]),
+    );
+    const measured = async (name: keyof typeof results, cmd: string, args: string[]) => {
+      const before = await registriesCoreSeconds();
+      addSample(results[name]!, await measureOn(cpu, cmd, args, env));
+      registryCpu[name]!.push((await registriesCoreSeconds()) - before);
+    };
     const record = async (
       name: keyof typeof results,
       target: string,
@@ -116,7 +138,7 @@ describe('push benchmark', () => {
         await forgetLearned(env);
       }
       await run('sync', []);
-      addSample(results[name]!, await measureOn(cpu, cmd, args, env));
+      await measured(name, cmd, args);
       written.push(target);
     };
     for (let i = 0; i < ROUNDS; i++) {
@@ -154,7 +176,7 @@ describe('push benchmark', () => {
       copy.push(async () => {
         await run('sync', []);
         const [bash, args] = curlUpload(dst, `r${i}-curl/big`, blobs);
-        addSample(results['floor: curl | curl']!, await measureOn(cpu, bash, args, env));
+        await measured('floor: curl | curl', bash, args);
       });
       // Who goes first alternates, so that neither always follows the other.
       for (const pair of [restore, copy]) {
@@ -212,6 +234,11 @@ describe('push benchmark', () => {
     const ratio = (a: string, b: string, f: (x: number[]) => number) =>
       (f(results[a]!.t) / f(results[b]!.t)).toFixed(2);
     const best = (x: number[]) => Math.min(...x);
+    const cores = availableParallelism();
+    const cpuFloor = (n: string) => {
+      const floor = (median(results[n]!.cpu) + median(registryCpu[n]!)) / cores;
+      return `${n.split(' ')[0] === 'floor:' ? 'curl | curl' : n.split(' ')[0]} ${floor.toFixed(2)} s (${(floor / median(results['skopeo registry copy']!.t)).toFixed(2)}x; registries ${median(registryCpu[n]!).toFixed(2)} core-s)`;
+    };
     lines.push(
       `  restore speed-up over skopeo: best ${ratio('skopeo restore', 'stowage push', best)}x, median ${ratio('skopeo restore', 'stowage push', median)}x`,
       `  registry copy speed-up over skopeo: best ${ratio('skopeo registry copy', 'stowage copy', best)}x, median ${ratio('skopeo registry copy', 'stowage copy', median)}x`,
@@ -220,6 +247,7 @@ describe('push benchmark', () => {
         (median(results['skopeo registry copy']!.t) - median(results['start: skopeo --version']!.t)) /
           (median(results['stowage copy']!.t) - median(results['start: stowage --version']!.t))
       ).toFixed(2)}x`,
+      `  registry copy, CPU floor (core-s of the tool and both registries, over ${cores} cores) and its ratio to skopeo's time: ${['skopeo registry copy', 'stowage copy', 'floor: curl | curl'].map(cpuFloor).join(', ')}`,
       `  copy seen before (blobs mounted) speed-up over skopeo: best ${ratio('skopeo copy, seen before', 'stowage copy, seen before', best)}x, median ${ratio('skopeo copy, seen before', 'stowage copy, seen before', median)}x`,
     );
     process.stdout.write(`\n${lines.join('\n')}\n\n`);
