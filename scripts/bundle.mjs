@@ -65,8 +65,10 @@ const bytes = await readFile(join(dist, 'stowage.cjs'));
 const wide = bytes.findIndex((b) => b > 0x7f);
 if (wide >= 0)
   throw new Error(`dist/stowage.cjs is not ASCII (byte ${wide}); bin/stowage.js reads it as latin1`);
-// The hash worker runs as its own module, resolved from the bundle's URL.
-await copyFile(join(dist, 'archive', 'hash-worker.js'), join(dist, 'hash-worker.js'));
+// The hash workers run as modules of their own, resolved from the bundle's URL.
+for (const name of ['hash-worker.js', 'range-worker.js']) {
+  await copyFile(join(dist, 'archive', name), join(dist, name));
+}
 // The web console's stylesheet and scripts, served from beside the bundle.
 await mkdir(join(dist, 'console-assets'), { recursive: true });
 for (const name of ['console.css', 'console.js', 'api.js', 'favicon.svg']) {

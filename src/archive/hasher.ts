@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import { StowageError } from '../errors.js';
 
@@ -158,26 +159,135 @@ export class ArchiveHasher {
   }
 }
 
+interface RangeJob {
+  id: number;
+  path: string;
+  start: number;
+  length: number;
+  signal?: AbortSignal | undefined;
+  resolve(hex: string): void;
+  reject(e: Error): void;
+}
+
+/**
+ * Workers that hash ranges of files on request (range-worker.js), one per core at most, started as the
+ * first checks come and kept for the next: a run that checks twenty blobs in place starts two workers,
+ * not twenty. Waiting checks go largest first, so the longest one does not start last and hold up the
+ * end. An idle worker does not keep the process alive.
+ */
+class RangeHashPool {
+  private readonly idle: Worker[] = [];
+  private readonly queue: RangeJob[] = [];
+  private readonly retiring = new Map<Worker, NodeJS.Timeout>();
+  private started = 0;
+  private nextId = 0;
+
+  constructor(private readonly max: number) {}
+
+  hash(path: string, start: number, length: number, signal?: AbortSignal): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const job = { id: this.nextId++, path, start, length, signal, resolve, reject };
+      const at = this.queue.findIndex((j) => j.length < length);
+      this.queue.splice(at < 0 ? this.queue.length : at, 0, job);
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    while (this.queue.length > 0) {
+      const worker = this.idle.pop() ?? (this.started < this.max ? this.spawn() : undefined);
+      if (!worker) return;
+      clearTimeout(this.retiring.get(worker));
+      this.retiring.delete(worker);
+      this.run(worker, this.queue.shift() as RangeJob);
+    }
+  }
+
+  /** An idle worker goes after IDLE_MS unused: a long-lived service keeps no threads it does not use. */
+  private retireLater(worker: Worker): void {
+    const timer = setTimeout(() => {
+      const at = this.idle.indexOf(worker);
+      if (at < 0) return;
+      this.idle.splice(at, 1);
+      this.retiring.delete(worker);
+      this.started--;
+      void worker.terminate();
+    }, IDLE_MS);
+    timer.unref();
+    this.retiring.set(worker, timer);
+  }
+
+  private spawn(): Worker {
+    this.started++;
+    return new Worker(new URL('./range-worker.js', import.meta.url));
+  }
+
+  private run(worker: Worker, job: RangeJob): void {
+    const aborted = () => new StowageError('ABORTED', `hashing ${job.path} was aborted`);
+    if (job.signal?.aborted) {
+      this.idle.push(worker);
+      this.retireLater(worker);
+      job.reject(aborted());
+      return;
+    }
+    const done = (fn: () => void, keep: boolean) => {
+      worker.off('message', onMessage);
+      worker.off('error', onError);
+      worker.off('exit', onExit);
+      job.signal?.removeEventListener('abort', onAbort);
+      if (keep) {
+        worker.unref();
+        this.idle.push(worker);
+        this.retireLater(worker);
+      } else {
+        this.started--;
+      }
+      fn();
+      this.pump();
+    };
+    const onMessage = (r: { id: number; hex?: string; error?: string }) =>
+      done(() => {
+        if (r.error !== undefined || r.id !== job.id || !r.hex) {
+          job.reject(new StowageError('IO', `hashing ${job.path} failed: ${r.error ?? 'no digest'}`));
+        } else job.resolve(r.hex);
+      }, true);
+    const onError = (e: Error) =>
+      done(() => job.reject(new StowageError('IO', `hashing ${job.path} failed: ${e.message}`)), false);
+    const onExit = (code: number) =>
+      done(
+        () =>
+          job.reject(
+            job.signal?.aborted ? aborted() : new StowageError('INTERNAL', `a hash worker exited (${code})`),
+          ),
+        false,
+      );
+    // A check in flight keeps the process alive; an abort ends it with the worker (it hashes in one go).
+    const onAbort = () => void worker.terminate();
+    worker.on('message', onMessage);
+    worker.on('error', onError);
+    worker.on('exit', onExit);
+    job.signal?.addEventListener('abort', onAbort, { once: true });
+    worker.ref();
+    worker.postMessage({ id: job.id, path: job.path, start: job.start, length: job.length });
+  }
+}
+
+/** How long an idle range-hash worker is kept for the next check. */
+const IDLE_MS = 10_000;
+
+let rangePool: RangeHashPool | undefined;
+
 /**
  * The sha256 (hex) of `length` bytes of a file from `start`, computed by a worker thread reading them
  * in place: checking a large blob of an archive costs the main thread nothing, and several such checks
- * run on several cores.
+ * run on several cores (RangeHashPool).
  */
-export async function hashFileRange(
+export function hashFileRange(
   path: string,
   start: number,
   length: number,
   signal?: AbortSignal,
 ): Promise<string> {
-  const hasher = new ArchiveHasher(path, [{ start, length, own: true }], { archive: false });
-  const stop = () => hasher.abort();
-  signal?.addEventListener('abort', stop, { once: true });
-  try {
-    hasher.written(0, length);
-    const { own } = await hasher.finish();
-    if (signal?.aborted) throw new StowageError('ABORTED', `hashing ${path} was aborted`);
-    return own[0] as string;
-  } finally {
-    signal?.removeEventListener('abort', stop);
-  }
+  rangePool ??= new RangeHashPool(Math.max(1, availableParallelism()));
+  return rangePool.hash(path, start, length, signal);
 }
