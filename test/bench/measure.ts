@@ -50,6 +50,17 @@ export async function processCpu(
   return { name: m[1]!, seconds: (Number(f[11]) + Number(f[12])) / 100 };
 }
 
+/** CPU seconds the processes (a benchmark's registries) have used so far, together; they must still run. */
+export async function coreSecondsOf(pids: number[]): Promise<number> {
+  let total = 0;
+  for (const pid of pids) {
+    const p = await processCpu(pid);
+    if (!p) throw new Error(`process ${pid} of the benchmark has exited`);
+    total += p.seconds;
+  }
+  return total;
+}
+
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);

@@ -28,11 +28,11 @@ import { fixtureLabel, pushBenchImage } from './fixture.js';
 import { curlUpload, type FloorBlob } from './floor.js';
 import {
   addSample,
+  coreSecondsOf,
   cpuSetting,
   forgetLearned,
   measureOn,
   median,
-  processCpu,
   type Samples,
   sampleLine,
   samples,
@@ -68,15 +68,7 @@ afterAll(async () => {
 const fmtMB = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
 
 /** CPU seconds both of the benchmark's registries have used so far (they share the cores with the tool). */
-async function registriesCoreSeconds(): Promise<number> {
-  let total = 0;
-  for (const c of children) {
-    const p = await processCpu(c.pid!);
-    if (!p) throw new Error('a benchmark registry has exited');
-    total += p.seconds;
-  }
-  return total;
-}
+const registriesCoreSeconds = () => coreSecondsOf(children.map((c) => c.pid!));
 
 describe('push benchmark', () => {
   it('stowage push/copy vs skopeo copy into a registry', async () => {

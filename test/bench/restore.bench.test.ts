@@ -26,11 +26,11 @@ import { buildBenchLayout, buildDebianLayout } from './fixture.js';
 import { curlUpload, type FloorBlob, largestBlob, layoutBlobs } from './floor.js';
 import {
   addSample,
+  coreSecondsOf,
   cpuSetting,
   forgetLearned,
   measureOn,
   median,
-  processCpu,
   sampleLine,
   samples,
 } from './measure.js';
@@ -112,11 +112,7 @@ afterAll(async () => {
 });
 
 /** CPU seconds used so far by the benchmark's docker-registry. */
-async function registryCoreSeconds(): Promise<number> {
-  const p = await processCpu(children[0]!.pid!);
-  if (!p) throw new Error('the benchmark registry has exited');
-  return p.seconds;
-}
+const registryCoreSeconds = () => coreSecondsOf([children[0]!.pid!]);
 
 const variantName = (v: string) => (v === 'none' ? 'stowage, no compression' : `stowage, gzip level ${v}`);
 const NAMES = [
