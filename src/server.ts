@@ -134,7 +134,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     tlsVerify: opts.tlsVerify,
     certDir: opts.certDir,
     guard: outboundGuard(config.server),
-    locationsFile: blobLocationsPath(env),
+    locationsDir: blobLocationsPath(env),
     env,
   });
   const replica = config.s3 ? replicaName(env, hostname(), process.pid) : undefined;

@@ -5,10 +5,10 @@
  * keeps failing) end with a clear error and no tag on an incomplete image.
  */
 import { createHash } from 'node:crypto';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { harness, insecureConf, learntLocations, locationsDir, stowage, workdir } from './harness/cli.js';
 import { type FaultProxy, isBlobUpload, startFaultProxy } from './harness/fault-proxy.js';
 import { run } from './harness/processes.js';
 import type { RegistryMode } from './harness/registry.js';
@@ -502,10 +502,15 @@ describe('push and copy', () => {
     const first = await copyTo('remembered-a/multi');
     expect(first.code, first.stderr).toBe(0);
     expect(JSON.parse(first.stdout).stats).toMatchObject({ uploaded: 4, mounted: 0 });
-    // What the run learnt stays in the user's cache, readable by the user alone, and holds no secret.
-    const file = join(w.env.HOME!, '.cache/stowage/locations.json');
-    expect((await stat(file)).mode & 0o777).toBe(0o600);
-    const kept = await readFile(file, 'utf8');
+    // What the run learnt stays in the user's cache, readable by the user alone, and holds no secret:
+    // a shard per first byte of the digest, one for each blob here.
+    const dir = locationsDir(w.env);
+    expect((await stat(dir)).mode & 0o777).toBe(0o700);
+    const shards = await readdir(dir);
+    expect(shards.length).toBeGreaterThan(0);
+    expect(shards.length).toBeLessThanOrEqual(4);
+    for (const s of shards) expect((await stat(join(dir, s))).mode & 0o777).toBe(0o600);
+    const kept = await learntLocations(w.env);
     expect(kept).toContain('remembered-a/multi');
     expect(kept).not.toContain(h.password);
 

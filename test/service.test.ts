@@ -14,7 +14,7 @@ import { Readable } from 'node:stream';
 import { validate } from '@readme/openapi-parser';
 import parsePrometheus from 'parse-prometheus-text-format';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BIN, harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { BIN, harness, insecureConf, learntLocations, stowage, workdir } from './harness/cli.js';
 import { type FaultProxy, startFaultProxy } from './harness/fault-proxy.js';
 import { run } from './harness/processes.js';
 import {
@@ -543,9 +543,8 @@ describe('stowage serve', () => {
     ]);
     expect(`sha256:${sha256(Buffer.from(raw.stdout))}`).toBe(h.fixtures.images.multiarch!.digest);
     // Where the job put the blobs is kept as it ends (not only at shutdown), for later runs to mount.
-    const locations = join(d.env.HOME!, '.cache/stowage/locations.json');
     await until('the blob locations saved', async () =>
-      (await readFile(locations, 'utf8').catch(() => '')).includes('restored/multiarch'),
+      (await learntLocations(d.env)).includes('restored/multiarch'),
     );
 
     // Not an archive: refused, nothing stored, no spool left.

@@ -8,7 +8,7 @@
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { harness, insecureConf, stowage, workdir } from './harness/cli.js';
+import { harness, insecureConf, learntLocations, locationsDir, stowage, workdir } from './harness/cli.js';
 import { startFaultProxy } from './harness/fault-proxy.js';
 import { run } from './harness/processes.js';
 
@@ -334,8 +334,7 @@ describe('skopeo flags', () => {
     // locations the copy above learnt, forgotten): they would be compressed under a new manifest, so
     // stowage refuses (in a dry run too) and sends nothing; --compress none keeps the digest stowage
     // reads for it.
-    const locations = join(w.env.HOME!, '.cache/stowage/locations.json');
-    await rm(locations);
+    await rm(locationsDir(w.env), { recursive: true });
     const saved = join(w.dir, 'saved.tar');
     await run('skopeo', ['copy', '--quiet', ...tls, src, `docker-archive:${saved}:preserve/saved:v1`], {
       env: w.env,
@@ -370,8 +369,8 @@ describe('skopeo flags', () => {
     expect(restored.code, restored.stderr).toBe(0);
     expect(await digestOf(`docker://${back}`)).toBe(small);
     // And skopeo's docker-archive too, now that a run wrote the layers into the registry and remembered
-    // where (locations.json): they are the original compressed ones, so the original image goes back.
-    expect(await readFile(locations, 'utf8')).toContain('preserve/small');
+    // where (locations/): they are the original compressed ones, so the original image goes back.
+    expect(await learntLocations(w.env)).toContain('preserve/small');
     const elsewhere = `${plain.host}/preserve/from-skopeo:v1`;
     const fromSkopeo = await stowage(['push', '-q', '--preserve-digests', saved, elsewhere], { env: w.env });
     expect(fromSkopeo.code, fromSkopeo.stderr).toBe(0);

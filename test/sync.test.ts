@@ -316,7 +316,7 @@ describe('sync', () => {
     // A bound smaller than the shared 2 MiB base layer: it is not kept (fetched once per job), the
     // small blobs are, and the cache stays within its bound. The blob locations the first sync learnt
     // are forgotten, or the second would mount every blob from cached-a and fetch none.
-    await rm(join(w.env.HOME!, '.cache/stowage/locations.json'));
+    await rm(join(w.env.HOME!, '.cache/stowage/locations'), { recursive: true });
     await writeFile(config, jobs('1MiB', 'b'));
     const from = proxy.seen.length;
     const r2 = await stowage(['sync', '--json', '--config', config], { env: w.env });

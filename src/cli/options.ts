@@ -163,7 +163,7 @@ export async function contextFrom(
     tlsVerify: opts.tlsVerify,
     certDir: opts.certDir,
     policy: opts.policy,
-    locationsFile: blobLocationsPath(),
+    locationsDir: blobLocationsPath(),
     retry: retryFrom(opts),
     stall: {
       ...(opts.lowSpeedLimit !== undefined ? { minBytesPerSecond: opts.lowSpeedLimit } : {}),

@@ -147,7 +147,7 @@ export function pushCommand(program: Command): void {
         'unless stowage pulled the image before and the registry has its layers: then the original ' +
         'manifest goes back, digest intact. Blobs the registry has are skipped, blobs in another ' +
         'repository of it are mounted (where this run or an earlier one saw them, kept in ' +
-        '~/.cache/stowage/locations.json), tags are set last.',
+        '~/.cache/stowage/locations/), tags are set last.',
     )
     .argument(
       '<archive>',
@@ -302,7 +302,7 @@ export function copyCommand(program: Command): void {
         'oci:PATH[:NAME], dir:PATH. Registry to registry streams each blob from the source straight ' +
         'to the destination (no local disk) and mounts it instead when both are repositories of one ' +
         'registry, or when an earlier run saw it in another repository of the destination ' +
-        '(~/.cache/stowage/locations.json). To an archive, this is `stowage pull` with one image.\n' +
+        '(~/.cache/stowage/locations/). To an archive, this is `stowage pull` with one image.\n' +
         'What is attached to the image goes with it to a registry, an oci-archive or an OCI layout, ' +
         'digests intact: OCI 1.1 referrers (SBOMs, attestations, signatures naming it as their subject, ' +
         "found by the referrers API or its tag schema) and cosign's sha256-HEX.sig/.att/.sbom tags, and " +
@@ -376,7 +376,7 @@ export function copyCommand(program: Command): void {
       credentials: await credentialsFrom(opts.destCreds, opts.destRegistryToken),
       noCreds: opts.destCreds === false,
       tlsVerify: opts.destTlsVerify ?? opts.tlsVerify,
-      locationsFile: blobLocationsPath(),
+      locationsDir: blobLocationsPath(),
     });
     const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
     const progress = await progressFor(opts);

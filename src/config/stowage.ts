@@ -234,9 +234,9 @@ export function defaultCachePath(env: NodeJS.ProcessEnv = process.env): string {
   return join(env.XDG_CACHE_HOME || join(env.HOME || homedir(), '.cache'), 'stowage/blobs');
 }
 
-/** Where contexts keep the registries' blob locations between runs (registry/locations.ts). */
+/** The directory where contexts keep the registries' blob locations between runs (registry/locations.ts). */
 export function blobLocationsPath(env: NodeJS.ProcessEnv = process.env): string {
-  return join(defaultCachePath(env), '..', 'locations.json');
+  return join(defaultCachePath(env), '..', 'locations');
 }
 
 function cacheSize(v: string): number {

@@ -63,9 +63,9 @@ export interface ContextOptions {
   policy?: string | undefined;
   /**
    * Where the blob locations learnt are kept between runs (the CLI and the service give
-   * blobLocationsPath: $XDG_CACHE_HOME/stowage/locations.json); without it, only for this context's life.
+   * blobLocationsPath: $XDG_CACHE_HOME/stowage/locations/); without it, only for this context's life.
    */
-  locationsFile?: string | undefined;
+  locationsDir?: string | undefined;
   env?: NodeJS.ProcessEnv | undefined;
 }
 
@@ -75,14 +75,14 @@ export interface ContextOptions {
  */
 export class Context {
   private readonly clients = new Map<string, RegistryClient>();
-  /** Which repositories hold which blobs (for cross-repository mounts): learnt, and kept in locationsFile. */
+  /** Which repositories hold which blobs (for cross-repository mounts): learnt, and kept in locationsDir. */
   readonly blobLocations: BlobLocations;
   private readonly credentials = new Map<string, Promise<Credentials | undefined>>();
   private constructor(
     readonly conf: RegistriesConf,
     private readonly opts: ContextOptions,
   ) {
-    this.blobLocations = new BlobLocations(opts.locationsFile);
+    this.blobLocations = new BlobLocations(opts.locationsDir);
   }
 
   static async create(opts: ContextOptions = {}): Promise<Context> {
@@ -240,7 +240,7 @@ export class Context {
     return this.policyLoaded;
   }
 
-  /** Closes the connections, and keeps what was learnt of blob locations (locationsFile). */
+  /** Closes the connections, and keeps what was learnt of blob locations (locationsDir). */
   async close(): Promise<void> {
     await Promise.all([this.blobLocations.save(), ...[...this.clients.values()].map((c) => c.close())]);
     this.clients.clear();

@@ -159,5 +159,5 @@ export function measureOn(
  */
 export async function forgetLearned(env: NodeJS.ProcessEnv): Promise<void> {
   await rm(DigestCache.defaultPath(dirname(defaultCachePath(env))), { force: true });
-  await rm(blobLocationsPath(env), { force: true });
+  await rm(blobLocationsPath(env), { recursive: true, force: true });
 }

@@ -7,7 +7,7 @@
  * no mounts). The registry copy's floors: the same blobs streamed by `curl | curl` (floor.ts), and its
  * CPU floor, the core-seconds of the tool and of both registries (from /proc) over the cores. Then the
  * same copy "seen before": into a new repository of the registry that holds the blobs, each tool with
- * what its earlier runs learnt (skopeo's blob-info cache, stowage's locations.json), so both mount.
+ * what its earlier runs learnt (skopeo's blob-info cache, stowage's locations/), so both mount.
  * Start-up is measured apart, as a floor: `node -e 0` (Node's own start: with NODE_EXTRA_CA_CERTS set,
  * Node 20 parses those certificates before any script runs), `stowage --version` (Node's start plus the
  * bundle's) and `skopeo --version`, so a copy's ratio can be read without each tool's fixed start.

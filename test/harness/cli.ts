@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { inject } from 'vitest';
 import type { HarnessInfo } from './info.js';
@@ -66,4 +66,17 @@ export async function stowage(
     stderr = stderr.replace(m[0], '').trim();
   }
   return { code, stdout, stderr, ...(maxRss !== undefined ? { maxRss } : {}) };
+}
+
+/** Where stowage keeps the blob locations it learnt (registry/locations.ts), for a workdir's HOME. */
+export function locationsDir(env: NodeJS.ProcessEnv): string {
+  return join(env.HOME!, '.cache/stowage/locations');
+}
+
+/** Every shard of the learnt blob locations, as one text ('' when there are none). */
+export async function learntLocations(env: NodeJS.ProcessEnv): Promise<string> {
+  const dir = locationsDir(env);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const texts = await Promise.all(names.map((n) => readFile(join(dir, n), 'utf8')));
+  return texts.join('\n');
 }
