@@ -151,15 +151,12 @@ export class RegistrySink implements BlobSink {
     const { client, repo } = this.target;
     if (this.streamed.has(d.digest)) return 'written';
     if (await client.hasBlob(repo, d.digest, signal)) return 'existing';
-    let session: UploadSession | undefined;
-    for (const from of await this.mountSources(d)) {
-      const r = await this.tryMount(d, from, signal);
-      if (r?.mounted) return 'mounted';
-      // A registry that cannot mount answers with an upload session: that one is used.
-      session = r;
-      break;
-    }
-    session ??= (await client.startUpload(repo, undefined, signal)) as UploadSession;
+    // One mount is asked for, from the likeliest repository: a failed one opens an upload session.
+    const [from] = await this.mountSources(d);
+    const tried = from === undefined ? undefined : await this.tryMount(d, from, signal);
+    if (tried?.mounted) return 'mounted';
+    // A registry that cannot mount answers with an upload session: that one is used.
+    const session = tried ?? ((await client.startUpload(repo, undefined, signal)) as UploadSession);
     try {
       await this.send(session, d, await open(), signal);
     } catch (e) {
