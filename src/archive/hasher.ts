@@ -203,8 +203,13 @@ class RangeHashPool {
     }
   }
 
-  /** An idle worker goes after IDLE_MS unused: a long-lived service keeps no threads it does not use. */
-  private retireLater(worker: Worker): void {
+  /**
+   * Back among the idle, not keeping the process alive, and gone after IDLE_MS unused: a long-lived
+   * service keeps no threads it does not use.
+   */
+  private release(worker: Worker): void {
+    worker.unref();
+    this.idle.push(worker);
     const timer = setTimeout(() => {
       const at = this.idle.indexOf(worker);
       if (at < 0) return;
@@ -225,8 +230,7 @@ class RangeHashPool {
   private run(worker: Worker, job: RangeJob): void {
     const aborted = () => new StowageError('ABORTED', `hashing ${job.path} was aborted`);
     if (job.signal?.aborted) {
-      this.idle.push(worker);
-      this.retireLater(worker);
+      this.release(worker);
       job.reject(aborted());
       return;
     }
@@ -235,13 +239,8 @@ class RangeHashPool {
       worker.off('error', onError);
       worker.off('exit', onExit);
       job.signal?.removeEventListener('abort', onAbort);
-      if (keep) {
-        worker.unref();
-        this.idle.push(worker);
-        this.retireLater(worker);
-      } else {
-        this.started--;
-      }
+      if (keep) this.release(worker);
+      else this.started--;
       fn();
       this.pump();
     };
