@@ -38,7 +38,10 @@ interface ShardFile {
 }
 
 /** The shard a digest's entries live in: its first byte, as hex. */
-const shardOf = (digest: string) => digest.slice(digest.indexOf(':') + 1, digest.indexOf(':') + 3);
+const shardOf = (digest: string) => {
+  const hex = digest.indexOf(':') + 1;
+  return digest.slice(hex, hex + 2);
+};
 
 export class BlobLocations {
   /** `host digest` -> repositories, newest first; the map's order is the order they were learnt. */
