@@ -108,6 +108,16 @@ describe('push benchmark', () => {
       digest: d.digest,
       source: `http://${src}/v2/bench/big/blobs/${d.digest}`,
     }));
+    // The registry copy, as each tool is told to make it.
+    const skopeoCopy = (to: string) => [
+      'copy',
+      '--quiet',
+      '--src-tls-verify=false',
+      '--dest-tls-verify=false',
+      `docker://${src}/bench/big:v1`,
+      `docker://${to}`,
+    ];
+    const stowageCopy = (to: string) => [BIN, 'copy', '-q', `docker://${src}/bench/big:v1`, `docker://${to}`];
     const written: string[] = [];
     // The registries' CPU during each measurement: with the tool's, the copy's CPU floor over the cores.
     const registryCpu: Record<string, number[]> = Object.fromEntries(
@@ -147,23 +157,8 @@ describe('push benchmark', () => {
         () => record('stowage push', to('tr'), process.execPath, [BIN, 'push', '-q', archive, to('tr')]),
       ];
       const copy = [
-        () =>
-          record('skopeo registry copy', to('sc'), 'skopeo', [
-            'copy',
-            '--quiet',
-            '--src-tls-verify=false',
-            '--dest-tls-verify=false',
-            `docker://${src}/bench/big:v1`,
-            `docker://${to('sc')}`,
-          ]),
-        () =>
-          record('stowage copy', to('tc'), process.execPath, [
-            BIN,
-            'copy',
-            '-q',
-            `docker://${src}/bench/big:v1`,
-            `docker://${to('tc')}`,
-          ]),
+        () => record('skopeo registry copy', to('sc'), 'skopeo', skopeoCopy(to('sc'))),
+        () => record('stowage copy', to('tc'), process.execPath, stowageCopy(to('tc'))),
       ];
       copy.push(async () => {
         await run('sync', []);
@@ -180,25 +175,8 @@ describe('push benchmark', () => {
     for (let i = 0; i < ROUNDS; i++) {
       const to = (who: string) => `${dst}/w${i}-${who}/big:v1`;
       const pair = [
-        () =>
-          record(
-            'skopeo copy, seen before',
-            to('sc'),
-            'skopeo',
-            ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false'].concat(
-              `docker://${src}/bench/big:v1`,
-              `docker://${to('sc')}`,
-            ),
-            kept,
-          ),
-        () =>
-          record(
-            'stowage copy, seen before',
-            to('tc'),
-            process.execPath,
-            [BIN, 'copy', '-q', `docker://${src}/bench/big:v1`, `docker://${to('tc')}`],
-            kept,
-          ),
+        () => record('skopeo copy, seen before', to('sc'), 'skopeo', skopeoCopy(to('sc')), kept),
+        () => record('stowage copy, seen before', to('tc'), process.execPath, stowageCopy(to('tc')), kept),
       ];
       for (const go of i % 2 === 0 ? pair : [...pair].reverse()) await go();
     }
@@ -227,10 +205,15 @@ describe('push benchmark', () => {
       (f(results[a]!.t) / f(results[b]!.t)).toFixed(2);
     const best = (x: number[]) => Math.min(...x);
     const cores = availableParallelism();
-    const cpuFloor = (n: string) => {
+    const cpuFloor = ([label, n]: [string, string]) => {
       const floor = (median(results[n]!.cpu) + median(registryCpu[n]!)) / cores;
-      return `${n.split(' ')[0] === 'floor:' ? 'curl | curl' : n.split(' ')[0]} ${floor.toFixed(2)} s (${(floor / median(results['skopeo registry copy']!.t)).toFixed(2)}x; registries ${median(registryCpu[n]!).toFixed(2)} core-s)`;
+      return `${label} ${floor.toFixed(2)} s (${(floor / median(results['skopeo registry copy']!.t)).toFixed(2)}x; registries ${median(registryCpu[n]!).toFixed(2)} core-s)`;
     };
+    const floorOf: [string, string][] = [
+      ['skopeo', 'skopeo registry copy'],
+      ['stowage', 'stowage copy'],
+      ['curl | curl', 'floor: curl | curl'],
+    ];
     lines.push(
       `  restore speed-up over skopeo: best ${ratio('skopeo restore', 'stowage push', best)}x, median ${ratio('skopeo restore', 'stowage push', median)}x`,
       `  registry copy speed-up over skopeo: best ${ratio('skopeo registry copy', 'stowage copy', best)}x, median ${ratio('skopeo registry copy', 'stowage copy', median)}x`,
@@ -239,7 +222,7 @@ describe('push benchmark', () => {
         (median(results['skopeo registry copy']!.t) - median(results['start: skopeo --version']!.t)) /
           (median(results['stowage copy']!.t) - median(results['start: stowage --version']!.t))
       ).toFixed(2)}x`,
-      `  registry copy, CPU floor (core-s of the tool and both registries, over ${cores} cores) and its ratio to skopeo's time: ${['skopeo registry copy', 'stowage copy', 'floor: curl | curl'].map(cpuFloor).join(', ')}`,
+      `  registry copy, CPU floor (core-s of the tool and both registries, over ${cores} cores) and its ratio to skopeo's time: ${floorOf.map(cpuFloor).join(', ')}`,
       `  copy seen before (blobs mounted) speed-up over skopeo: best ${ratio('skopeo copy, seen before', 'stowage copy, seen before', best)}x, median ${ratio('skopeo copy, seen before', 'stowage copy, seen before', median)}x`,
     );
     process.stdout.write(`\n${lines.join('\n')}\n\n`);
