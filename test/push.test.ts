@@ -536,6 +536,30 @@ describe('push and copy', () => {
     );
   });
 
+  it('checks in place, on worker threads, a large layer the registry already has: a damaged one fails', async () => {
+    const w = await workdir('in-place', insecureConf(plain.host));
+    const archive = join(w.dir, 'large.tar');
+    const large = `${plain.host}/fixtures/large:v1`;
+    expect((await stowage(['pull', '-q', large, '-o', archive], { env: w.env })).code).toBe(0);
+    const manifest = JSON.parse((await run('skopeo', ['inspect', '--raw', `oci-archive:${archive}`])).stdout);
+    const layer = (manifest.layers as { digest: string; size: number }[])[0]!;
+    expect(layer.size).toBeGreaterThan(4 << 20);
+    // The registry has every blob (they came from there): nothing is sent, every one is read and checked.
+    const again = await stowage(['push', '--json', archive, `${plain.host}/in-place/large:v1`], {
+      env: w.env,
+    });
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout).stats).toMatchObject({ uploaded: 0, bytes: 0 });
+    await damageEntry(archive, `blobs/sha256/${layer.digest.slice(7)}`);
+    const bad = await stowage(['push', '-q', archive, `${plain.host}/in-place/large:damaged`], {
+      env: w.env,
+    });
+    expect(bad.code).toBe(7);
+    expect(bad.stderr).toContain(`blob ${layer.digest}`);
+    expect(bad.stderr).toContain('the archive is damaged');
+    expect(await tagsOf(`${plain.host}/in-place/large`, ['--tls-verify=false'])).not.toContain('damaged');
+  });
+
   it('uploads a large blob in chunks, and survives an upload cut short', async () => {
     // The first PATCH is cut after 200 000 bytes: PATCHes carry 1 MiB chunks of blobs over the chunk
     // size, so a request surely larger than the cut is dropped.
